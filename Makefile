@@ -1,0 +1,57 @@
+# quickpay — two commands do all set-up on a fresh Debian machine (as root):
+#   make run    the whole local stack and a demo merchant
+#   make test   every test against real Postgres, SoftHSM2 and Vault
+SHELL   := /bin/bash
+GO      ?= go
+BIN     := $(CURDIR)/.quickpay/bin
+DEVVAULT := $(BIN)/devvault
+
+.PHONY: run test deps build devvault vet bench clean
+
+run: deps build devvault
+	@$(BIN)/quickpay dev
+
+test: deps devvault vet
+	QUICKPAY_DEVVAULT=$(DEVVAULT) $(GO) test -race -count=1 -timeout 30m ./...
+
+vet:
+	$(GO) vet ./...
+
+# Benchmarks behind docs/benchmarks.md.
+bench: deps devvault
+	QUICKPAY_DEVVAULT=$(DEVVAULT) $(GO) test -run '^$$' -bench . -benchtime 2s -count 6 ./vaultkeys/
+
+build:
+	@mkdir -p $(BIN)
+	$(GO) build -o $(BIN)/quickpay ./cmd/quickpay
+	$(GO) build -o $(BIN)/banksim ./cmd/banksim
+
+# A real Vault 1.21 core in its own module (see internal/devvault/main.go).
+# The first build downloads and compiles Vault: minutes; later ones are cached.
+devvault: $(DEVVAULT)
+$(DEVVAULT): internal/devvault/main.go internal/devvault/go.mod internal/devvault/go.sum
+	@mkdir -p $(BIN)
+	@echo "building devvault (a real Vault server core; the first build takes a few minutes)"
+	cd internal/devvault && $(GO) build -o $(DEVVAULT) .
+
+# Installs what is missing: SoftHSM2 always; PostgreSQL only when no server
+# answers on 127.0.0.1:5432 and no initdb is installed (the stack and the
+# tests then run a private cluster with it).
+deps:
+	@need=""; \
+	command -v softhsm2-util >/dev/null 2>&1 || need="$$need softhsm2"; \
+	if ! (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null && [ -z "$$QUICKPAY_DATABASE_URL" ] \
+	   && ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+	  need="$$need postgresql"; \
+	fi; \
+	if [ -n "$$need" ]; then \
+	  if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then \
+	    echo "missing:$$need — install them (Debian: apt-get install$$need) and run again" >&2; exit 1; \
+	  fi; \
+	  echo "installing:$$need"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -q $$need >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q $$need >/dev/null; }; \
+	fi
+
+clean:
+	rm -rf .quickpay/bin

@@ -1,0 +1,142 @@
+// Package api is quickpay's HTTP layer on echo/v4: routing, request ids,
+// structured access logs, health and readiness, Prometheus metrics, and (as
+// the binding and mandate work lands) JWT auth, idempotency, the error table
+// and the OpenAPI document. It never builds SQL; it calls domain packages.
+package api
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v4/middleware"
+	"github.com/miekg/pkcs11"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/quickpay/quickpay/vaultkeys"
+)
+
+// Config wires the server.
+type Config struct {
+	Pool    *pgxpool.Pool      // Required.
+	HSM     *vaultkeys.HSM     // Required.
+	Secrets *vaultkeys.Secrets // Required.
+	Logger  *slog.Logger       // Defaults to slog.Default().
+	// ReadyTimeout bounds each readiness probe. Defaults to 2s.
+	ReadyTimeout time.Duration
+}
+
+// New builds the HTTP handler.
+func New(cfg Config) *echo.Echo {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.ReadyTimeout == 0 {
+		cfg.ReadyTimeout = 2 * time.Second
+	}
+	e := echo.New()
+	e.HideBanner, e.HidePort = true, true
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		newHSMCollector(cfg.HSM),
+		newPoolCollector(cfg.Pool),
+	)
+	m := newHTTPMetrics(reg)
+
+	e.Use(middleware.RequestID())
+	e.Use(accessLog(cfg.Logger, m))
+	e.Use(middleware.RecoverWithConfig(middleware.RecoverConfig{
+		// The stack may hold request values; log it without them.
+		DisablePrintStack: true,
+	}))
+
+	e.GET("/healthz", func(c echo.Context) error {
+		return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
+	})
+	e.GET("/readyz", readyz(cfg))
+	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(reg, promhttp.HandlerOpts{})))
+	return e
+}
+
+type check struct {
+	Name  string `json:"name"`
+	OK    bool   `json:"ok"`
+	Error string `json:"error,omitempty"`
+}
+
+// readyz answers 200 only when Postgres, an HSM session and Vault all answer.
+func readyz(cfg Config) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		ctx, cancel := context.WithTimeout(c.Request().Context(), cfg.ReadyTimeout)
+		defer cancel()
+		probes := []struct {
+			name string
+			fn   func(context.Context) error
+		}{
+			{"postgres", cfg.Pool.Ping},
+			{"hsm", func(ctx context.Context) error {
+				return cfg.HSM.Do(ctx, func(pkcs11.SessionHandle) error { return nil })
+			}},
+			{"vault", cfg.Secrets.Healthy},
+		}
+		status, checks := http.StatusOK, make([]check, 0, len(probes))
+		for _, p := range probes {
+			ch := check{Name: p.name, OK: true}
+			if err := p.fn(ctx); err != nil {
+				ch.OK, ch.Error, status = false, err.Error(), http.StatusServiceUnavailable
+				cfg.Logger.Warn("not ready", "check", p.name, "err", err,
+					"request_id", c.Response().Header().Get(echo.HeaderXRequestID))
+			}
+			checks = append(checks, ch)
+		}
+		return c.JSON(status, map[string]any{"ready": status == http.StatusOK, "checks": checks})
+	}
+}
+
+// accessLog logs one JSON line per request with its request id, the route
+// template (never the raw URL: ids only, but query strings could carry
+// anything) and timings, and feeds the HTTP metrics.
+func accessLog(log *slog.Logger, m *httpMetrics) echo.MiddlewareFunc {
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			start := time.Now()
+			err := next(c)
+			if err != nil {
+				c.Error(err)
+			}
+			route := c.Path()
+			if route == "" {
+				route = "unmatched"
+			}
+			status := c.Response().Status
+			elapsed := time.Since(start)
+			m.requests.WithLabelValues(c.Request().Method, route, strconv.Itoa(status)).Inc()
+			m.latency.WithLabelValues(c.Request().Method, route).Observe(elapsed.Seconds())
+			level := slog.LevelInfo
+			if status >= 500 {
+				level = slog.LevelError
+			}
+			attrs := []any{
+				"request_id", c.Response().Header().Get(echo.HeaderXRequestID),
+				"method", c.Request().Method, "route", route, "status", status,
+				"duration_ms", float64(elapsed.Microseconds()) / 1000,
+			}
+			var he *echo.HTTPError
+			if err != nil && !(errors.As(err, &he) && he.Code < 500) {
+				attrs = append(attrs, "err", err)
+			}
+			log.Log(c.Request().Context(), level, "http request", attrs...)
+			return nil
+		}
+	}
+}

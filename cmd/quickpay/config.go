@@ -1,0 +1,148 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+
+	"github.com/quickpay/quickpay/internal/db"
+	"github.com/quickpay/quickpay/softhsm"
+	"github.com/quickpay/quickpay/vaultkeys"
+)
+
+// config is what every subcommand reads: environment variables (the names
+// DESIGN.md gives, written by `quickpay dev` to .quickpay/env), overridden by
+// flags.
+type config struct {
+	DatabaseURL   string
+	Listen        string
+	VaultAddr     string
+	VaultToken    string
+	VaultRoleID   string
+	VaultSecretID string
+	HSMModule     string
+	HSMToken      string
+	HSMPINPath    string
+	HSMPoolSize   int
+	BanksimURL    string
+	LogLevel      string
+}
+
+func env(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+// flags registers the shared flags on fs with their environment defaults.
+func (c *config) flags(fs *flag.FlagSet) {
+	pool, _ := strconv.Atoi(env("QUICKPAY_HSM_POOL_SIZE", "0"))
+	fs.StringVar(&c.DatabaseURL, "database-url", env("QUICKPAY_DATABASE_URL", ""), "PostgreSQL URL (QUICKPAY_DATABASE_URL)")
+	fs.StringVar(&c.Listen, "listen", env("QUICKPAY_LISTEN", "127.0.0.1:8080"), "HTTP listen address (QUICKPAY_LISTEN)")
+	fs.StringVar(&c.VaultAddr, "vault-addr", env("VAULT_ADDR", ""), "HashiCorp Vault address (VAULT_ADDR)")
+	fs.StringVar(&c.VaultToken, "vault-token", env("VAULT_TOKEN", ""), "Vault token, for dev (VAULT_TOKEN)")
+	fs.StringVar(&c.VaultRoleID, "vault-role-id", env("VAULT_ROLE_ID", ""), "Vault AppRole role id, for production (VAULT_ROLE_ID)")
+	fs.StringVar(&c.VaultSecretID, "vault-secret-id", env("VAULT_SECRET_ID", ""), "Vault AppRole secret id (VAULT_SECRET_ID)")
+	fs.StringVar(&c.HSMModule, "hsm-module", env("QUICKPAY_HSM_MODULE", ""), "PKCS#11 module path (QUICKPAY_HSM_MODULE; default: SoftHSM2's)")
+	fs.StringVar(&c.HSMToken, "hsm-token", env("QUICKPAY_HSM_TOKEN_LABEL", "quickpay"), "HSM token label (QUICKPAY_HSM_TOKEN_LABEL)")
+	fs.StringVar(&c.HSMPINPath, "hsm-pin-path", env("QUICKPAY_HSM_PIN_PATH", "secret/quickpay/hsm"), "Vault KV v2 path of the HSM user PIN, field \"pin\" (QUICKPAY_HSM_PIN_PATH)")
+	fs.IntVar(&c.HSMPoolSize, "hsm-pool-size", pool, "HSM sessions at most (QUICKPAY_HSM_POOL_SIZE; default 2 × CPUs)")
+	fs.StringVar(&c.BanksimURL, "banksim-url", env("QUICKPAY_BANKSIM_URL", ""), "bank simulator URL (QUICKPAY_BANKSIM_URL)")
+	fs.StringVar(&c.LogLevel, "log-level", env("QUICKPAY_LOG_LEVEL", "info"), "debug, info, warn or error (QUICKPAY_LOG_LEVEL)")
+}
+
+func (c *config) logger() *slog.Logger {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(c.LogLevel)); err != nil {
+		lvl = slog.LevelInfo
+	}
+	return slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
+}
+
+// deps are the connections a command needs; close releases them.
+type deps struct {
+	pool    *pgxpool.Pool
+	secrets *vaultkeys.Secrets
+	hsm     *vaultkeys.HSM
+	vault   *vaultkeys.Vault
+	river   *river.Client[pgx.Tx]
+}
+
+func (d *deps) close() {
+	if d.hsm != nil {
+		_ = d.hsm.Close()
+	}
+	if d.secrets != nil {
+		d.secrets.Close()
+	}
+	if d.pool != nil {
+		d.pool.Close()
+	}
+}
+
+// open connects to Postgres, Vault and the HSM. With workers, the River
+// client also works jobs (serve); without, it only inserts them (CLI).
+func (c *config) open(ctx context.Context, log *slog.Logger, workers bool) (*deps, error) {
+	d := &deps{}
+	var err error
+	if d.pool, err = db.Open(ctx, db.Config{URL: c.DatabaseURL}); err != nil {
+		return nil, err
+	}
+	if d.secrets, err = vaultkeys.NewSecrets(ctx, vaultkeys.SecretsConfig{
+		Addr: c.VaultAddr, Token: c.VaultToken, RoleID: c.VaultRoleID, SecretID: c.VaultSecretID, Logger: log,
+	}); err != nil {
+		d.close()
+		return nil, err
+	}
+	module := c.HSMModule
+	if module == "" {
+		if module, err = softhsm.FindModule(); err != nil {
+			d.close()
+			return nil, fmt.Errorf("%w (or set QUICKPAY_HSM_MODULE)", err)
+		}
+	}
+	if os.Getenv("SOFTHSM2_CONF") == "" && strings.Contains(module, "softhsm") {
+		d.close()
+		return nil, errors.New("SOFTHSM2_CONF is not set: source .quickpay/env from a running `make run`, or point it at your softhsm2.conf")
+	}
+	if d.hsm, err = vaultkeys.OpenHSM(ctx, vaultkeys.HSMConfig{
+		Module: module, TokenLabel: c.HSMToken, PIN: d.secrets.PIN(c.HSMPINPath, "pin"), PoolSize: c.HSMPoolSize,
+	}); err != nil {
+		d.close()
+		return nil, err
+	}
+	rc := &river.Config{Logger: log}
+	reencrypt := &vaultkeys.ReencryptWorker{} // Vault set below: it needs the client
+	if workers {
+		rc.Workers = river.NewWorkers()
+		river.AddWorker(rc.Workers, reencrypt)
+		rc.Queues = map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: 10}}
+	}
+	if d.river, err = river.NewClient(riverpgxv5.New(d.pool), rc); err != nil {
+		d.close()
+		return nil, fmt.Errorf("river client: %w", err)
+	}
+	if d.vault, err = vaultkeys.New(vaultkeys.Config{
+		Pool: d.pool, HSM: d.hsm, Jobs: d.river, Columns: encryptedColumns(),
+	}); err != nil {
+		d.close()
+		return nil, err
+	}
+	reencrypt.Vault = d.vault
+	return d, nil
+}
+
+// encryptedColumns lists every column holding vaultkeys ciphertext, for
+// re-encryption after rotation. The binding and mandate stores add theirs.
+func encryptedColumns() []vaultkeys.Column { return nil }

@@ -1,0 +1,73 @@
+// Command quickpay is the one service binary.
+//
+//	quickpay serve                    HTTP API, background workers, scheduler
+//	quickpay migrate                  apply database migrations (River's and quickpay's)
+//	quickpay dev                      the whole local stack (what `make run` runs)
+//	quickpay keys list                key versions and their states
+//	quickpay keys rotate data|fp|jwt  create version N+1 and re-encrypt in the background
+//	quickpay keys retire data|fp|jwt --min-version N
+//
+// Every subcommand reads the variables `quickpay dev` writes to .quickpay/env;
+// flags override them. `quickpay <command> -h` lists them.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+const usage = `usage: quickpay <command> [flags]
+
+commands:
+  serve     run the HTTP API and background workers
+  migrate   apply database migrations
+  dev       run the whole local stack (Postgres, SoftHSM2, Vault, banksim, serve)
+  keys      list, rotate or retire HSM key versions
+
+Run 'quickpay <command> -h' for a command's flags.
+`
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprint(os.Stderr, usage)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	var err error
+	args := os.Args[2:]
+	switch os.Args[1] {
+	case "serve":
+		err = cmdServe(ctx, args)
+	case "migrate":
+		err = cmdMigrate(ctx, args)
+	case "dev":
+		err = cmdDev(ctx, args)
+	case "keys":
+		err = cmdKeys(ctx, args)
+	case "-h", "--help", "help":
+		fmt.Print(usage)
+		return
+	default:
+		fmt.Fprintf(os.Stderr, "quickpay: unknown command %q\n\n%s", os.Args[1], usage)
+		os.Exit(2)
+	}
+	if err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, "quickpay:", err)
+		}
+		os.Exit(1)
+	}
+}
+
+func newFlags(name string, c *config) *flag.FlagSet {
+	fs := flag.NewFlagSet("quickpay "+name, flag.ContinueOnError)
+	c.flags(fs)
+	return fs
+}

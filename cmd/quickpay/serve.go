@@ -1,0 +1,207 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"text/tabwriter"
+	"time"
+
+	"github.com/quickpay/quickpay/api"
+	"github.com/quickpay/quickpay/internal/db"
+	"github.com/quickpay/quickpay/softhsm"
+	"github.com/quickpay/quickpay/vaultkeys"
+)
+
+func cmdMigrate(ctx context.Context, args []string) error {
+	var c config
+	if err := newFlags("migrate", &c).Parse(args); err != nil {
+		return err
+	}
+	pool, err := db.Open(ctx, db.Config{URL: c.DatabaseURL})
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	if err := db.Migrate(ctx, pool); err != nil {
+		return err
+	}
+	fmt.Println("migrations applied")
+	return nil
+}
+
+// cmdServe runs the API and the River workers until SIGINT or SIGTERM, then
+// drains: the listener closes, in-flight requests finish (up to 20s), and
+// running jobs finish or are cancelled.
+func cmdServe(ctx context.Context, args []string) error {
+	var c config
+	if err := newFlags("serve", &c).Parse(args); err != nil {
+		return err
+	}
+	log := c.logger()
+
+	pool, err := db.Open(ctx, db.Config{URL: c.DatabaseURL})
+	if err != nil {
+		return err
+	}
+	if err := db.Migrate(ctx, pool); err != nil {
+		pool.Close()
+		return err
+	}
+	pool.Close()
+
+	d, err := c.open(ctx, log, true)
+	if err != nil {
+		return err
+	}
+	defer d.close()
+	if err := d.vault.Ensure(ctx); err != nil {
+		return err
+	}
+	if err := d.river.Start(ctx); err != nil {
+		return fmt.Errorf("start workers: %w", err)
+	}
+
+	e := api.New(api.Config{Pool: d.pool, HSM: d.hsm, Secrets: d.secrets, Logger: log})
+	ln, err := net.Listen("tcp", c.Listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", c.Listen, err)
+	}
+	srv := &http.Server{Handler: e, ReadHeaderTimeout: 10 * time.Second, ErrorLog: nil}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+	log.Info("quickpay serving", "addr", "http://"+ln.Addr().String())
+
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down")
+	case err := <-serveErr:
+		return err
+	}
+	shutdown, cancel := context.WithTimeout(context.WithoutCancel(ctx), 20*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(shutdown); err != nil {
+		log.Error("http shutdown", "err", err)
+	}
+	if err := d.river.Stop(shutdown); err != nil && !errors.Is(err, context.Canceled) {
+		log.Error("workers shutdown", "err", err)
+	}
+	return nil
+}
+
+func cmdKeys(ctx context.Context, args []string) error {
+	const keysUsage = "usage: quickpay keys list | rotate data|fp|jwt | retire data|fp|jwt --min-version N | provision-softhsm --dir DIR"
+	if len(args) == 0 {
+		return errors.New(keysUsage)
+	}
+	var c config
+	fs := newFlags("keys "+args[0], &c)
+	asJSON := fs.Bool("json", false, "print JSON")
+	minVersion := fs.Int("min-version", 0, "retire: the oldest version decryption still accepts")
+	actor := fs.String("actor", "cli:"+env("USER", "operator"), "who is acting, for the audit trail")
+	hsmDir := fs.String("dir", "", "provision-softhsm: token directory")
+	sub, rest := args[0], args[1:]
+	var purpose vaultkeys.Purpose
+	if sub == "rotate" || sub == "retire" {
+		if len(rest) == 0 {
+			return errors.New(keysUsage)
+		}
+		p, err := vaultkeys.ParsePurpose(rest[0])
+		if err != nil {
+			return err
+		}
+		purpose, rest = p, rest[1:]
+	}
+	if err := fs.Parse(rest); err != nil {
+		return err
+	}
+	if sub == "provision-softhsm" {
+		return provisionSoftHSM(ctx, c, *hsmDir)
+	}
+	d, err := c.open(ctx, c.logger(), false)
+	if err != nil {
+		return err
+	}
+	defer d.close()
+	if err := d.vault.Ensure(ctx); err != nil {
+		return err
+	}
+
+	switch sub {
+	case "list":
+		keys, err := d.vault.List(ctx)
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			return json.NewEncoder(os.Stdout).Encode(keys)
+		}
+		w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(w, "PURPOSE\tVERSION\tLABEL\tSTATE\tCREATED")
+		for _, k := range keys {
+			fmt.Fprintf(w, "%s\t%d\t%s\t%s\t%s\n", k.Purpose, k.Version, k.Label, k.State, k.CreatedAt.Format(time.RFC3339))
+		}
+		return w.Flush()
+	case "rotate":
+		pol, err := d.vault.Rotate(ctx, purpose, *actor)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("%s is now current; rows are re-encrypted in the background by `quickpay serve`\n",
+			vaultkeys.Label(purpose, pol.Current))
+		return nil
+	case "retire":
+		if *minVersion < 1 {
+			return errors.New("retire needs --min-version N")
+		}
+		if err := d.vault.SetMinDecryption(ctx, purpose, *minVersion, *actor); err != nil {
+			return err
+		}
+		fmt.Printf("%s keys below v%s no longer decrypt\n", purpose, strconv.Itoa(*minVersion))
+		return nil
+	}
+	return errors.New(keysUsage)
+}
+
+// provisionSoftHSM sets up a SoftHSM2 token for a container or a machine
+// without `quickpay dev` (docker-compose uses it): the PINs come from Vault,
+// or are generated and stored there on first run.
+func provisionSoftHSM(ctx context.Context, c config, dir string) error {
+	if dir == "" {
+		return errors.New("provision-softhsm needs --dir")
+	}
+	secrets, err := vaultkeys.NewSecrets(ctx, vaultkeys.SecretsConfig{
+		Addr: c.VaultAddr, Token: c.VaultToken, RoleID: c.VaultRoleID, SecretID: c.VaultSecretID,
+	})
+	if err != nil {
+		return err
+	}
+	defer secrets.Close()
+	data, err := secrets.Read(ctx, c.HSMPINPath)
+	if err != nil && !errors.Is(err, vaultkeys.ErrSecretNotFound) {
+		return err
+	}
+	pin, _ := data["pin"].(string)
+	so, _ := data["so_pin"].(string)
+	if pin == "" || so == "" {
+		pin, so = randomPIN(), randomPIN()
+		if err := secrets.Write(ctx, c.HSMPINPath, map[string]any{"pin": pin, "so_pin": so}); err != nil {
+			return err
+		}
+	}
+	var labels []string
+	for _, p := range vaultkeys.Purposes {
+		labels = append(labels, vaultkeys.Label(p, 1))
+	}
+	tok, err := softhsm.Provision(ctx, softhsm.Config{Dir: dir, TokenLabel: c.HSMToken, UserPIN: pin, SOPIN: so, Keys: labels})
+	if err != nil {
+		return err
+	}
+	fmt.Printf("SOFTHSM2_CONF=%s\n", tok.ConfPath)
+	return nil
+}

@@ -1,0 +1,47 @@
+// Package audit writes the append-only audit trail (table audit_log).
+//
+// Entries name what happened to what, never a sensitive value: details must
+// hold ids, versions and outcomes only.
+package audit
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// Execer is a pool, connection or transaction.
+type Execer interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+}
+
+// Entry is one audit row.
+type Entry struct {
+	MerchantID string         // empty for platform-level actions
+	Actor      string         // who: "cli", "api:<client id>", "worker:<kind>"
+	Action     string         // what: "key.rotate", "vault.detokenize", …
+	Subject    string         // on what: a key label, card id, …
+	Details    map[string]any // ids, versions, outcomes; never sensitive values
+}
+
+// Write appends e. Run it in the transaction of the change it records.
+func Write(ctx context.Context, db Execer, e Entry) error {
+	details := []byte("{}")
+	if len(e.Details) > 0 {
+		b, err := json.Marshal(e.Details)
+		if err != nil {
+			return fmt.Errorf("audit details: %w", err)
+		}
+		details = b
+	}
+	_, err := db.Exec(ctx,
+		`INSERT INTO audit_log (merchant_id, actor, action, subject, details)
+		 VALUES (NULLIF($1, ''), $2, $3, NULLIF($4, ''), $5)`,
+		e.MerchantID, e.Actor, e.Action, e.Subject, details)
+	if err != nil {
+		return fmt.Errorf("write audit %s: %w", e.Action, err)
+	}
+	return nil
+}

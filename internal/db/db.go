@@ -1,0 +1,97 @@
+// Package db holds quickpay's PostgreSQL plumbing: the pgx pool, the one
+// transaction helper every store uses, and the embedded migrations (quickpay's
+// own and River's), applied by `quickpay migrate` and at `serve` start.
+package db
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// Config configures the pool.
+type Config struct {
+	// URL is a libpq connection string or URL. Required.
+	URL string
+	// MaxConns caps open connections. Defaults to 4 × GOMAXPROCS (pgxpool's default).
+	MaxConns int32
+	// ConnectTimeout bounds the first ping. Defaults to 10s.
+	ConnectTimeout time.Duration
+}
+
+// Open creates a pool and checks that the server answers, so a missing
+// database fails at start with a message that says what to start.
+func Open(ctx context.Context, cfg Config) (*pgxpool.Pool, error) {
+	if cfg.URL == "" {
+		return nil, errors.New("database URL is empty: set QUICKPAY_DATABASE_URL or run `make run`")
+	}
+	pc, err := pgxpool.ParseConfig(cfg.URL)
+	if err != nil {
+		return nil, fmt.Errorf("parse database URL: %w", err)
+	}
+	if cfg.MaxConns > 0 {
+		pc.MaxConns = cfg.MaxConns
+	}
+	timeout := cfg.ConnectTimeout
+	if timeout == 0 {
+		timeout = 10 * time.Second
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, pc)
+	if err != nil {
+		return nil, fmt.Errorf("create pool: %w", err)
+	}
+	pingCtx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	if err := pool.Ping(pingCtx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("postgres at %s:%d is not reachable (start it, or run `make run`): %w",
+			pc.ConnConfig.Host, pc.ConnConfig.Port, err)
+	}
+	return pool, nil
+}
+
+// Beginner is what InTx needs: a pool or a connection.
+type Beginner interface {
+	Begin(ctx context.Context) (pgx.Tx, error)
+}
+
+// InTx runs fn in a transaction and commits if fn returns nil. The rollback
+// runs on a context detached from ctx's cancellation, so a cancelled request
+// still releases its locks promptly instead of leaving the connection to time
+// out.
+func InTx(ctx context.Context, db Beginner, fn func(tx pgx.Tx) error) (err error) {
+	tx, err := db.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	defer func() {
+		if err == nil {
+			return
+		}
+		rbCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = tx.Rollback(rbCtx)
+	}()
+	if err := fn(tx); err != nil {
+		return err
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
+
+// IsUniqueViolation reports whether err is a unique-constraint violation,
+// optionally of the named constraint.
+func IsUniqueViolation(err error, constraint string) bool {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || pgErr.Code != "23505" {
+		return false
+	}
+	return constraint == "" || pgErr.ConstraintName == constraint
+}

@@ -1,0 +1,434 @@
+package vaultkeys
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/miekg/pkcs11"
+)
+
+// P11 is the part of PKCS#11 that vaultkeys uses. *pkcs11.Ctx implements it;
+// a test can stand in for a failure it cannot cause on a real token.
+type P11 interface {
+	GetSlotList(tokenPresent bool) ([]uint, error)
+	GetTokenInfo(slotID uint) (pkcs11.TokenInfo, error)
+	OpenSession(slotID uint, flags uint) (pkcs11.SessionHandle, error)
+	CloseSession(sh pkcs11.SessionHandle) error
+	CloseAllSessions(slotID uint) error
+	GetSessionInfo(sh pkcs11.SessionHandle) (pkcs11.SessionInfo, error)
+	Login(sh pkcs11.SessionHandle, userType uint, pin string) error
+	FindObjectsInit(sh pkcs11.SessionHandle, temp []*pkcs11.Attribute) error
+	FindObjects(sh pkcs11.SessionHandle, max int) ([]pkcs11.ObjectHandle, bool, error)
+	FindObjectsFinal(sh pkcs11.SessionHandle) error
+	GetAttributeValue(sh pkcs11.SessionHandle, o pkcs11.ObjectHandle, a []*pkcs11.Attribute) ([]*pkcs11.Attribute, error)
+	GenerateKey(sh pkcs11.SessionHandle, m []*pkcs11.Mechanism, temp []*pkcs11.Attribute) (pkcs11.ObjectHandle, error)
+	GenerateKeyPair(sh pkcs11.SessionHandle, m []*pkcs11.Mechanism, public, private []*pkcs11.Attribute) (pkcs11.ObjectHandle, pkcs11.ObjectHandle, error)
+	EncryptInit(sh pkcs11.SessionHandle, m []*pkcs11.Mechanism, o pkcs11.ObjectHandle) error
+	Encrypt(sh pkcs11.SessionHandle, message []byte) ([]byte, error)
+	DecryptInit(sh pkcs11.SessionHandle, m []*pkcs11.Mechanism, o pkcs11.ObjectHandle) error
+	Decrypt(sh pkcs11.SessionHandle, cipher []byte) ([]byte, error)
+	SignInit(sh pkcs11.SessionHandle, m []*pkcs11.Mechanism, o pkcs11.ObjectHandle) error
+	Sign(sh pkcs11.SessionHandle, message []byte) ([]byte, error)
+}
+
+var _ P11 = (*pkcs11.Ctx)(nil)
+
+// PINSource yields the HSM user PIN. Secrets.PIN reads it from Vault.
+type PINSource interface {
+	PIN(ctx context.Context) (string, error)
+}
+
+// HSMConfig configures the PKCS#11 connection.
+type HSMConfig struct {
+	// Module is the path of the PKCS#11 library. Required.
+	Module string
+	// TokenLabel names the token to use. Required.
+	TokenLabel string
+	// PIN supplies the user PIN; it is asked again on every re-login. Required.
+	PIN PINSource
+	// PoolSize bounds the sessions open at once. Defaults to 2 × GOMAXPROCS.
+	PoolSize int
+}
+
+// HSMStats are cumulative counters for metrics.
+type HSMStats struct {
+	Waits        uint64        // acquisitions that found the pool full and waited
+	WaitTime     time.Duration // total time spent waiting
+	Errors       uint64        // operations that returned an error
+	Discarded    uint64        // broken sessions closed and replaced
+	Logins       uint64        // logins performed (first and re-logins)
+	InUse, Idle  int           // sessions now
+	PoolCapacity int
+}
+
+// HSM is a pool of logged-in sessions on one token. See the package doc for
+// its concurrency rules.
+type HSM struct {
+	p      P11
+	owned  *pkcs11.Ctx // finalized on Close; nil when P11 was supplied
+	slot   uint
+	pinSrc PINSource
+
+	sem chan struct{} // one token per session in use
+
+	mu      sync.Mutex
+	idle    []pkcs11.SessionHandle
+	handles map[handleKey]pkcs11.ObjectHandle
+	loginMu sync.Mutex // serializes logins
+
+	genMu sync.Mutex // serializes key generation
+
+	waits, waitNanos, errs, discarded, logins atomic.Uint64
+	closed                                    atomic.Bool
+}
+
+type handleKey struct {
+	label string
+	class uint
+}
+
+// OpenHSM loads cfg.Module, finds the token labelled cfg.TokenLabel and logs
+// in with the PIN from cfg.PIN.
+func OpenHSM(ctx context.Context, cfg HSMConfig) (*HSM, error) {
+	if cfg.Module == "" || cfg.TokenLabel == "" || cfg.PIN == nil {
+		return nil, errors.New("hsm config needs Module, TokenLabel and PIN")
+	}
+	p := pkcs11.New(cfg.Module)
+	if p == nil {
+		return nil, fmt.Errorf("cannot load PKCS#11 module %s (is softhsm2 installed? `make run` installs it)", cfg.Module)
+	}
+	// The module's state is process-wide. If someone else in this process
+	// initialized it, they finalize it too.
+	initialized := true
+	if err := p.Initialize(); isCode(err, pkcs11.CKR_CRYPTOKI_ALREADY_INITIALIZED) {
+		initialized = false
+	} else if err != nil {
+		p.Destroy()
+		return nil, fmt.Errorf("initialize PKCS#11 module %s: %w", cfg.Module, err)
+	}
+	h, err := NewHSM(ctx, p, cfg)
+	if err != nil {
+		if initialized {
+			_ = p.Finalize()
+		}
+		p.Destroy()
+		return nil, err
+	}
+	if initialized {
+		h.owned = p
+	}
+	return h, nil
+}
+
+// NewHSM is OpenHSM over an already initialized P11; cfg.Module is ignored.
+func NewHSM(ctx context.Context, p P11, cfg HSMConfig) (*HSM, error) {
+	slot, err := FindSlot(p, cfg.TokenLabel)
+	if err != nil {
+		return nil, err
+	}
+	size := cfg.PoolSize
+	if size <= 0 {
+		size = 2 * runtime.GOMAXPROCS(0)
+	}
+	h := &HSM{
+		p:       p,
+		slot:    slot,
+		pinSrc:  cfg.PIN,
+		sem:     make(chan struct{}, size),
+		handles: make(map[handleKey]pkcs11.ObjectHandle),
+	}
+	// Open one session now so a wrong PIN or missing token fails at start.
+	if err := h.Do(ctx, func(pkcs11.SessionHandle) error { return nil }); err != nil {
+		return nil, err
+	}
+	return h, nil
+}
+
+// FindSlot returns the slot holding the initialized token labelled label.
+func FindSlot(p P11, label string) (uint, error) {
+	slots, err := p.GetSlotList(true)
+	if err != nil {
+		return 0, fmt.Errorf("list slots: %w", err)
+	}
+	for _, s := range slots {
+		ti, err := p.GetTokenInfo(s)
+		if err != nil {
+			continue
+		}
+		if ti.Label == label && ti.Flags&pkcs11.CKF_TOKEN_INITIALIZED != 0 {
+			return s, nil
+		}
+	}
+	return 0, fmt.Errorf("no HSM token labelled %q (provision it with `quickpay dev` or softhsm2-util)", label)
+}
+
+// Close closes every idle session and, if OpenHSM loaded the module,
+// finalizes it. Operations still running finish first only if the caller
+// waits for them; Close does not.
+func (h *HSM) Close() error {
+	if !h.closed.CompareAndSwap(false, true) {
+		return nil
+	}
+	h.mu.Lock()
+	for _, s := range h.idle {
+		_ = h.p.CloseSession(s)
+	}
+	h.idle = nil
+	h.mu.Unlock()
+	if h.owned != nil {
+		_ = h.owned.Finalize()
+		h.owned.Destroy()
+	}
+	return nil
+}
+
+// Slot is the slot id of the token, for tools and tests.
+func (h *HSM) Slot() uint { return h.slot }
+
+// P11 returns the underlying PKCS#11 interface, for tools and tests that
+// read attributes back.
+func (h *HSM) P11() P11 { return h.p }
+
+// Stats returns cumulative pool counters.
+func (h *HSM) Stats() HSMStats {
+	h.mu.Lock()
+	idle := len(h.idle)
+	h.mu.Unlock()
+	return HSMStats{
+		Waits:        h.waits.Load(),
+		WaitTime:     time.Duration(h.waitNanos.Load()),
+		Errors:       h.errs.Load(),
+		Discarded:    h.discarded.Load(),
+		Logins:       h.logins.Load(),
+		InUse:        len(h.sem),
+		Idle:         idle,
+		PoolCapacity: cap(h.sem),
+	}
+}
+
+// maxAttempts bounds how often Do replaces a broken session or re-finds a
+// stale handle before giving up.
+const maxAttempts = 4
+
+// Do runs fn on a pooled, logged-in session. Every operation vaultkeys runs
+// is a pure function of its inputs, so when fn fails because the session
+// broke, the login was lost, or a cached object handle went stale, Do fixes
+// that and runs fn again on a fresh session, up to maxAttempts times.
+//
+// Do waits for a free session until ctx is done and then returns ctx.Err().
+func (h *HSM) Do(ctx context.Context, fn func(s pkcs11.SessionHandle) error) error {
+	var err error
+	relogin := false
+	for attempt := 0; attempt < maxAttempts; attempt++ {
+		var s pkcs11.SessionHandle
+		s, err = h.acquire(ctx)
+		if err == nil && relogin {
+			relogin = false
+			if err = h.login(ctx, s, true); err != nil {
+				h.release(s, err)
+			}
+		}
+		if err == nil {
+			err = fn(s)
+			h.release(s, err)
+		}
+		if err == nil {
+			return nil
+		}
+		h.errs.Add(1)
+		switch {
+		case ctx.Err() != nil:
+			return err
+		case isBrokenSession(err):
+			h.flushIdle() // they are likely broken too (e.g. C_CloseAllSessions)
+		case isCode(err, pkcs11.CKR_USER_NOT_LOGGED_IN):
+			relogin = true
+		case isCode(err, pkcs11.CKR_OBJECT_HANDLE_INVALID), isCode(err, pkcs11.CKR_KEY_HANDLE_INVALID):
+			h.forgetHandles()
+		default:
+			return err
+		}
+	}
+	return fmt.Errorf("hsm: gave up after %d attempts: %w", maxAttempts, err)
+}
+
+func (h *HSM) acquire(ctx context.Context) (pkcs11.SessionHandle, error) {
+	if h.closed.Load() {
+		return 0, errors.New("hsm: closed")
+	}
+	select {
+	case h.sem <- struct{}{}:
+	default:
+		h.waits.Add(1)
+		start := time.Now()
+		select {
+		case h.sem <- struct{}{}:
+			h.waitNanos.Add(uint64(time.Since(start)))
+		case <-ctx.Done():
+			h.waitNanos.Add(uint64(time.Since(start)))
+			return 0, fmt.Errorf("hsm: waiting for a session: %w", ctx.Err())
+		}
+	}
+	h.mu.Lock()
+	if n := len(h.idle); n > 0 {
+		s := h.idle[n-1]
+		h.idle = h.idle[:n-1]
+		h.mu.Unlock()
+		return s, nil
+	}
+	h.mu.Unlock()
+
+	s, err := h.p.OpenSession(h.slot, pkcs11.CKF_SERIAL_SESSION|pkcs11.CKF_RW_SESSION)
+	if err != nil {
+		<-h.sem
+		return 0, fmt.Errorf("hsm: open session: %w", err)
+	}
+	if err := h.login(ctx, s, false); err != nil {
+		_ = h.p.CloseSession(s)
+		<-h.sem
+		return 0, err
+	}
+	return s, nil
+}
+
+// release returns s to the pool, or closes it when opErr says it is broken.
+func (h *HSM) release(s pkcs11.SessionHandle, opErr error) {
+	defer func() { <-h.sem }()
+	if isBrokenSession(opErr) || h.closed.Load() {
+		_ = h.p.CloseSession(s)
+		h.discarded.Add(1)
+		return
+	}
+	h.mu.Lock()
+	h.idle = append(h.idle, s)
+	h.mu.Unlock()
+}
+
+func (h *HSM) flushIdle() {
+	h.mu.Lock()
+	idle := h.idle
+	h.idle = nil
+	h.mu.Unlock()
+	for _, s := range idle {
+		_ = h.p.CloseSession(s)
+		h.discarded.Add(1)
+	}
+}
+
+// login logs the application in through s unless it already is. PKCS#11
+// login state is per application and token, not per session: it is lost only
+// when every session closes. After a real (re-)login, cached object handles
+// are dropped and found again.
+func (h *HSM) login(ctx context.Context, s pkcs11.SessionHandle, force bool) error {
+	h.loginMu.Lock()
+	defer h.loginMu.Unlock()
+	if !force {
+		info, err := h.p.GetSessionInfo(s)
+		if err != nil {
+			return fmt.Errorf("hsm: session info: %w", err)
+		}
+		if info.State == pkcs11.CKS_RW_USER_FUNCTIONS || info.State == pkcs11.CKS_RO_USER_FUNCTIONS {
+			return nil
+		}
+	}
+	pin, err := h.pinSrc.PIN(ctx)
+	if err != nil {
+		return fmt.Errorf("hsm: user PIN: %w", err)
+	}
+	err = h.p.Login(s, pkcs11.CKU_USER, pin)
+	if err != nil && !isCode(err, pkcs11.CKR_USER_ALREADY_LOGGED_IN) {
+		if isCode(err, pkcs11.CKR_PIN_INCORRECT) || isCode(err, pkcs11.CKR_PIN_LOCKED) {
+			return fmt.Errorf("hsm: login refused: the PIN from the PIN source is wrong for this token or locked: %w", err)
+		}
+		return fmt.Errorf("hsm: login: %w", err)
+	}
+	h.logins.Add(1)
+	h.forgetHandles()
+	return nil
+}
+
+func (h *HSM) forgetHandles() {
+	h.mu.Lock()
+	clear(h.handles)
+	h.mu.Unlock()
+}
+
+// ErrKeyNotFound means no object with the label exists on the token.
+var ErrKeyNotFound = errors.New("key not found in HSM")
+
+// object returns the handle of the object labelled label of the given class,
+// from the cache when it can.
+func (h *HSM) object(s pkcs11.SessionHandle, label string, class uint) (pkcs11.ObjectHandle, error) {
+	k := handleKey{label, class}
+	h.mu.Lock()
+	o, ok := h.handles[k]
+	h.mu.Unlock()
+	if ok {
+		return o, nil
+	}
+	objs, err := h.find(s, []*pkcs11.Attribute{
+		pkcs11.NewAttribute(pkcs11.CKA_CLASS, class),
+		pkcs11.NewAttribute(pkcs11.CKA_LABEL, label),
+	}, 2)
+	if err != nil {
+		return 0, err
+	}
+	switch len(objs) {
+	case 0:
+		return 0, fmt.Errorf("%w: %s", ErrKeyNotFound, label)
+	case 1:
+	default:
+		return 0, fmt.Errorf("hsm: more than one object labelled %s", label)
+	}
+	h.mu.Lock()
+	h.handles[k] = objs[0]
+	h.mu.Unlock()
+	return objs[0], nil
+}
+
+func (h *HSM) find(s pkcs11.SessionHandle, tmpl []*pkcs11.Attribute, max int) ([]pkcs11.ObjectHandle, error) {
+	if err := h.p.FindObjectsInit(s, tmpl); err != nil {
+		return nil, fmt.Errorf("hsm: find objects: %w", err)
+	}
+	objs, _, err := h.p.FindObjects(s, max)
+	ferr := h.p.FindObjectsFinal(s)
+	if err != nil {
+		return nil, fmt.Errorf("hsm: find objects: %w", err)
+	}
+	if ferr != nil {
+		return nil, fmt.Errorf("hsm: find objects: %w", ferr)
+	}
+	return objs, nil
+}
+
+func isCode(err error, code uint) bool {
+	var pe pkcs11.Error
+	return errors.As(err, &pe) && uint(pe) == code
+}
+
+// isBrokenSession reports errors after which a session must not be reused.
+func isBrokenSession(err error) bool {
+	if err == nil {
+		return false
+	}
+	for _, c := range []uint{
+		pkcs11.CKR_SESSION_HANDLE_INVALID,
+		pkcs11.CKR_SESSION_CLOSED,
+		pkcs11.CKR_DEVICE_ERROR,
+		pkcs11.CKR_DEVICE_MEMORY,
+		pkcs11.CKR_DEVICE_REMOVED,
+		pkcs11.CKR_TOKEN_NOT_PRESENT,
+		pkcs11.CKR_CRYPTOKI_NOT_INITIALIZED,
+		pkcs11.CKR_OPERATION_ACTIVE, // an operation was left half-done on it
+	} {
+		if isCode(err, c) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,331 @@
+package vaultkeys
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/asn1"
+	"errors"
+	"fmt"
+	"math/big"
+	"strconv"
+	"strings"
+
+	"github.com/miekg/pkcs11"
+)
+
+// Purpose says what a key is for; it is the middle part of its label.
+type Purpose string
+
+// The key purposes of DESIGN.md's key hierarchy.
+const (
+	PurposeData Purpose = "data" // AES-256-GCM of PAN, ID number, name, phone
+	PurposeFP   Purpose = "fp"   // HMAC-SHA256 fingerprints
+	PurposeJWT  Purpose = "jwt"  // EC P-256 signing of API tokens
+)
+
+// Purposes lists every purpose, in a stable order.
+var Purposes = []Purpose{PurposeData, PurposeFP, PurposeJWT}
+
+// ParsePurpose checks s names a purpose.
+func ParsePurpose(s string) (Purpose, error) {
+	for _, p := range Purposes {
+		if string(p) == s {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("unknown key purpose %q (want data, fp or jwt)", s)
+}
+
+// Label is the CKA_LABEL of version v of a purpose's key: "qp-data-v3".
+func Label(p Purpose, v int) string { return "qp-" + string(p) + "-v" + strconv.Itoa(v) }
+
+// ParseLabel splits a label made by Label.
+func ParseLabel(label string) (Purpose, int, error) {
+	rest, ok := strings.CutPrefix(label, "qp-")
+	if !ok {
+		return "", 0, fmt.Errorf("label %q: not a quickpay key", label)
+	}
+	i := strings.LastIndex(rest, "-v")
+	if i < 0 {
+		return "", 0, fmt.Errorf("label %q: no version", label)
+	}
+	p, err := ParsePurpose(rest[:i])
+	if err != nil {
+		return "", 0, err
+	}
+	v, err := strconv.Atoi(rest[i+2:])
+	if err != nil || v < 1 {
+		return "", 0, fmt.Errorf("label %q: bad version", label)
+	}
+	return p, v, nil
+}
+
+// oidP256 is the DER encoding of the named curve prime256v1.
+var oidP256 = []byte{0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07}
+
+// createKey generates the key labelled label on the token: AES-256 for data,
+// a 256-bit generic secret for HMAC, an EC P-256 pair for JWT. Every secret
+// and private key is CKA_SENSITIVE and not CKA_EXTRACTABLE.
+func createKey(p P11, s pkcs11.SessionHandle, label string) error {
+	purpose, _, err := ParseLabel(label)
+	if err != nil {
+		return err
+	}
+	id := sha256.Sum256([]byte(label))
+	secret := func(keyType uint, usage ...*pkcs11.Attribute) []*pkcs11.Attribute {
+		return append([]*pkcs11.Attribute{
+			pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_SECRET_KEY),
+			pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, keyType),
+			pkcs11.NewAttribute(pkcs11.CKA_VALUE_LEN, 32),
+			pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true),
+			pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, true),
+			pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, true),
+			pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, false),
+			pkcs11.NewAttribute(pkcs11.CKA_LABEL, label),
+			pkcs11.NewAttribute(pkcs11.CKA_ID, id[:8]),
+		}, usage...)
+	}
+	switch purpose {
+	case PurposeData:
+		_, err = p.GenerateKey(s, []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_AES_KEY_GEN, nil)},
+			secret(pkcs11.CKK_AES,
+				pkcs11.NewAttribute(pkcs11.CKA_ENCRYPT, true),
+				pkcs11.NewAttribute(pkcs11.CKA_DECRYPT, true)))
+	case PurposeFP:
+		_, err = p.GenerateKey(s, []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_GENERIC_SECRET_KEY_GEN, nil)},
+			secret(pkcs11.CKK_GENERIC_SECRET,
+				pkcs11.NewAttribute(pkcs11.CKA_SIGN, true),
+				pkcs11.NewAttribute(pkcs11.CKA_VERIFY, true)))
+	case PurposeJWT:
+		_, _, err = p.GenerateKeyPair(s, []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_EC_KEY_PAIR_GEN, nil)},
+			[]*pkcs11.Attribute{
+				pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PUBLIC_KEY),
+				pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_EC),
+				pkcs11.NewAttribute(pkcs11.CKA_EC_PARAMS, oidP256),
+				pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true),
+				pkcs11.NewAttribute(pkcs11.CKA_VERIFY, true),
+				pkcs11.NewAttribute(pkcs11.CKA_LABEL, label),
+				pkcs11.NewAttribute(pkcs11.CKA_ID, id[:8]),
+			},
+			[]*pkcs11.Attribute{
+				pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PRIVATE_KEY),
+				pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_EC),
+				pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true),
+				pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, true),
+				pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, true),
+				pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, false),
+				pkcs11.NewAttribute(pkcs11.CKA_SIGN, true),
+				pkcs11.NewAttribute(pkcs11.CKA_LABEL, label),
+				pkcs11.NewAttribute(pkcs11.CKA_ID, id[:8]),
+			})
+	}
+	if err != nil {
+		return fmt.Errorf("hsm: generate %s: %w", label, err)
+	}
+	return nil
+}
+
+// keyClass is the object class that does a purpose's secret work.
+func keyClass(p Purpose) uint {
+	if p == PurposeJWT {
+		return pkcs11.CKO_PRIVATE_KEY
+	}
+	return pkcs11.CKO_SECRET_KEY
+}
+
+// EnsureKey creates the key labelled label unless the token already holds
+// it, and reports whether it created it. It is safe to call concurrently in
+// one process; across processes callers serialize (Keyring.Rotate holds a row
+// lock).
+func (h *HSM) EnsureKey(ctx context.Context, label string) (created bool, err error) {
+	purpose, _, err := ParseLabel(label)
+	if err != nil {
+		return false, err
+	}
+	h.genMu.Lock()
+	defer h.genMu.Unlock()
+	err = h.Do(ctx, func(s pkcs11.SessionHandle) error {
+		_, ferr := h.object(s, label, keyClass(purpose))
+		if ferr == nil {
+			return nil
+		}
+		if !errors.Is(ferr, ErrKeyNotFound) {
+			return ferr
+		}
+		if gerr := createKey(h.p, s, label); gerr != nil {
+			return gerr
+		}
+		created = true
+		return nil
+	})
+	return created, err
+}
+
+const gcmIVSize, gcmTagBits = 12, 128
+
+// sealGCM encrypts plaintext under the AES key labelled label with a fresh
+// 12-byte IV and returns IV ‖ ciphertext ‖ tag.
+func (h *HSM) sealGCM(ctx context.Context, label string, plaintext, aad []byte) ([]byte, error) {
+	iv := make([]byte, gcmIVSize)
+	if _, err := rand.Read(iv); err != nil {
+		return nil, err
+	}
+	var out []byte
+	err := h.Do(ctx, func(s pkcs11.SessionHandle) error {
+		key, err := h.object(s, label, pkcs11.CKO_SECRET_KEY)
+		if err != nil {
+			return err
+		}
+		params := pkcs11.NewGCMParams(iv, aad, gcmTagBits)
+		defer params.Free()
+		if err := h.p.EncryptInit(s, []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_AES_GCM, params)}, key); err != nil {
+			return err
+		}
+		ct, err := h.p.Encrypt(s, plaintext)
+		if err != nil {
+			return err
+		}
+		out = append(append(make([]byte, 0, len(iv)+len(ct)), iv...), ct...)
+		return nil
+	})
+	return out, err
+}
+
+// errDecrypt hides why decryption failed: tag mismatch, wrong AAD and wrong
+// key all look the same to a caller, as they should.
+var errDecrypt = errors.New("decryption failed: ciphertext or AAD do not authenticate")
+
+// openGCM reverses sealGCM.
+func (h *HSM) openGCM(ctx context.Context, label string, sealed, aad []byte) ([]byte, error) {
+	if len(sealed) < gcmIVSize+gcmTagBits/8 {
+		return nil, errDecrypt
+	}
+	iv, ct := sealed[:gcmIVSize], sealed[gcmIVSize:]
+	var out []byte
+	err := h.Do(ctx, func(s pkcs11.SessionHandle) error {
+		key, err := h.object(s, label, pkcs11.CKO_SECRET_KEY)
+		if err != nil {
+			return err
+		}
+		params := pkcs11.NewGCMParams(iv, aad, gcmTagBits)
+		defer params.Free()
+		if err := h.p.DecryptInit(s, []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_AES_GCM, params)}, key); err != nil {
+			return err
+		}
+		out, err = h.p.Decrypt(s, ct)
+		// A tag that does not verify is CKR_ENCRYPTED_DATA_INVALID by the
+		// standard; SoftHSM2 answers CKR_GENERAL_ERROR. Both end the
+		// operation and leave the session usable.
+		if isCode(err, pkcs11.CKR_ENCRYPTED_DATA_INVALID) || isCode(err, pkcs11.CKR_ENCRYPTED_DATA_LEN_RANGE) ||
+			isCode(err, pkcs11.CKR_GENERAL_ERROR) {
+			return errDecrypt
+		}
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// hmacSHA256 computes HMAC-SHA256 of data under the secret labelled label.
+func (h *HSM) hmacSHA256(ctx context.Context, label string, data []byte) ([]byte, error) {
+	var out []byte
+	err := h.Do(ctx, func(s pkcs11.SessionHandle) error {
+		key, err := h.object(s, label, pkcs11.CKO_SECRET_KEY)
+		if err != nil {
+			return err
+		}
+		if err := h.p.SignInit(s, []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_SHA256_HMAC, nil)}, key); err != nil {
+			return err
+		}
+		out, err = h.p.Sign(s, data)
+		return err
+	})
+	return out, err
+}
+
+// signES256 signs the SHA-256 digest of msg with the EC private key labelled
+// label and returns r ‖ s, 64 bytes, the JWS ES256 form.
+func (h *HSM) signES256(ctx context.Context, label string, msg []byte) ([]byte, error) {
+	digest := sha256.Sum256(msg)
+	var out []byte
+	err := h.Do(ctx, func(s pkcs11.SessionHandle) error {
+		key, err := h.object(s, label, pkcs11.CKO_PRIVATE_KEY)
+		if err != nil {
+			return err
+		}
+		if err := h.p.SignInit(s, []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_ECDSA, nil)}, key); err != nil {
+			return err
+		}
+		out, err = h.p.Sign(s, digest[:])
+		return err
+	})
+	return out, err
+}
+
+// ecPublicKey reads the public half of the EC pair labelled label.
+func (h *HSM) ecPublicKey(ctx context.Context, label string) (*ecdsa.PublicKey, error) {
+	var point []byte
+	err := h.Do(ctx, func(s pkcs11.SessionHandle) error {
+		o, err := h.object(s, label, pkcs11.CKO_PUBLIC_KEY)
+		if err != nil {
+			return err
+		}
+		attrs, err := h.p.GetAttributeValue(s, o, []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_EC_POINT, nil)})
+		if err != nil {
+			return err
+		}
+		point = attrs[0].Value
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	// CKA_EC_POINT is a DER OCTET STRING around the uncompressed point.
+	var raw []byte
+	if rest, err := asn1.Unmarshal(point, &raw); err != nil || len(rest) != 0 {
+		raw = point // some modules return the bare point
+	}
+	if len(raw) != 65 || raw[0] != 4 {
+		return nil, fmt.Errorf("hsm: %s: unexpected EC point encoding", label)
+	}
+	pub := &ecdsa.PublicKey{
+		Curve: elliptic.P256(),
+		X:     new(big.Int).SetBytes(raw[1:33]),
+		Y:     new(big.Int).SetBytes(raw[33:]),
+	}
+	if !pub.Curve.IsOnCurve(pub.X, pub.Y) { //nolint:staticcheck // validating bytes from the token
+		return nil, fmt.Errorf("hsm: %s: public point not on P-256", label)
+	}
+	return pub, nil
+}
+
+// KeyAttributes reads CKA_SENSITIVE and CKA_EXTRACTABLE of the secret or
+// private key labelled label, for audits and tests.
+func (h *HSM) KeyAttributes(ctx context.Context, label string) (sensitive, extractable bool, err error) {
+	purpose, _, err := ParseLabel(label)
+	if err != nil {
+		return false, false, err
+	}
+	err = h.Do(ctx, func(s pkcs11.SessionHandle) error {
+		o, err := h.object(s, label, keyClass(purpose))
+		if err != nil {
+			return err
+		}
+		attrs, err := h.p.GetAttributeValue(s, o, []*pkcs11.Attribute{
+			pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, nil),
+			pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, nil),
+		})
+		if err != nil {
+			return err
+		}
+		sensitive = len(attrs[0].Value) == 1 && attrs[0].Value[0] == 1
+		extractable = len(attrs[1].Value) == 1 && attrs[1].Value[0] == 1
+		return nil
+	})
+	return sensitive, extractable, err
+}
