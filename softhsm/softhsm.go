@@ -103,26 +103,27 @@ func Provision(ctx context.Context, cfg Config) (*Token, error) {
 		return nil, fmt.Errorf("softhsm: cannot load %s", cfg.Module)
 	}
 	defer p.Destroy()
-	if err := p.Initialize(); err != nil && !isCode(err, pkcs11.CKR_CRYPTOKI_ALREADY_INITIALIZED) {
+	// Module state is process-wide: finalize only what this call initialized.
+	if err := p.Initialize(); err == nil {
+		defer p.Finalize()
+	} else if !isCode(err, pkcs11.CKR_CRYPTOKI_ALREADY_INITIALIZED) {
 		return nil, fmt.Errorf("softhsm: initialize: %w", err)
 	}
-	defer p.Finalize()
 
 	if _, err := vaultkeys.FindSlot(p, cfg.TokenLabel); err != nil {
 		if err := initToken(p, cfg); err != nil {
 			return nil, err
 		}
 	}
-	if len(cfg.Keys) > 0 {
-		h, err := vaultkeys.NewHSM(ctx, p, vaultkeys.HSMConfig{TokenLabel: cfg.TokenLabel, PIN: staticPIN(cfg.UserPIN), PoolSize: 1})
-		if err != nil {
-			return nil, fmt.Errorf("softhsm: open token: %w", err)
-		}
-		defer h.Close()
-		for _, label := range cfg.Keys {
-			if _, err := h.EnsureKey(ctx, label); err != nil {
-				return nil, fmt.Errorf("softhsm: %w", err)
-			}
+	// Logging in proves the user PIN fits an existing token, keys or not.
+	h, err := vaultkeys.NewHSM(ctx, p, vaultkeys.HSMConfig{TokenLabel: cfg.TokenLabel, PIN: staticPIN(cfg.UserPIN), PoolSize: 1})
+	if err != nil {
+		return nil, fmt.Errorf("softhsm: open token: %w", err)
+	}
+	defer h.Close()
+	for _, label := range cfg.Keys {
+		if _, err := h.EnsureKey(ctx, label); err != nil {
+			return nil, fmt.Errorf("softhsm: %w", err)
 		}
 	}
 	return &Token{ConfPath: conf, Module: cfg.Module, Label: cfg.TokenLabel}, nil

@@ -187,6 +187,22 @@ func (h *HSM) Close() error {
 	return nil
 }
 
+// Ping proves the pool can reach the token: it asks a logged-in session for
+// its state, so a broken session is replaced (and the PIN asked again)
+// rather than reported healthy.
+func (h *HSM) Ping(ctx context.Context) error {
+	return h.Do(ctx, func(s pkcs11.SessionHandle) error {
+		info, err := h.p.GetSessionInfo(s)
+		if err != nil {
+			return err
+		}
+		if info.State != pkcs11.CKS_RW_USER_FUNCTIONS && info.State != pkcs11.CKS_RO_USER_FUNCTIONS {
+			return pkcs11.Error(pkcs11.CKR_USER_NOT_LOGGED_IN)
+		}
+		return nil
+	})
+}
+
 // Slot is the slot id of the token, for tools and tests.
 func (h *HSM) Slot() uint { return h.slot }
 

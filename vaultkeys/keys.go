@@ -42,6 +42,16 @@ func ParsePurpose(s string) (Purpose, error) {
 // Label is the CKA_LABEL of version v of a purpose's key: "qp-data-v3".
 func Label(p Purpose, v int) string { return "qp-" + string(p) + "-v" + strconv.Itoa(v) }
 
+// FirstLabels are the version-1 labels of every purpose: what a new token
+// is provisioned with.
+func FirstLabels() []string {
+	out := make([]string, len(Purposes))
+	for i, p := range Purposes {
+		out[i] = Label(p, 1)
+	}
+	return out
+}
+
 // ParseLabel splits a label made by Label.
 func ParseLabel(label string) (Purpose, int, error) {
 	rest, ok := strings.CutPrefix(label, "qp-")

@@ -77,10 +77,7 @@ func cmdDev(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	var labels []string
-	for _, p := range vaultkeys.Purposes {
-		labels = append(labels, vaultkeys.Label(p, 1))
-	}
+	labels := vaultkeys.FirstLabels()
 	tok, err := softhsm.Provision(ctx, softhsm.Config{
 		Dir: hsmDir, TokenLabel: "quickpay", UserPIN: pins.User, SOPIN: pins.SO, Keys: labels,
 	})

@@ -194,11 +194,9 @@ func provisionSoftHSM(ctx context.Context, c config, dir string) error {
 			return err
 		}
 	}
-	var labels []string
-	for _, p := range vaultkeys.Purposes {
-		labels = append(labels, vaultkeys.Label(p, 1))
-	}
-	tok, err := softhsm.Provision(ctx, softhsm.Config{Dir: dir, TokenLabel: c.HSMToken, UserPIN: pin, SOPIN: so, Keys: labels})
+	tok, err := softhsm.Provision(ctx, softhsm.Config{
+		Dir: dir, TokenLabel: c.HSMToken, UserPIN: pin, SOPIN: so, Keys: vaultkeys.FirstLabels(),
+	})
 	if err != nil {
 		return err
 	}

@@ -64,13 +64,15 @@ type Beginner interface {
 // runs on a context detached from ctx's cancellation, so a cancelled request
 // still releases its locks promptly instead of leaving the connection to time
 // out.
-func InTx(ctx context.Context, db Beginner, fn func(tx pgx.Tx) error) (err error) {
+func InTx(ctx context.Context, db Beginner, fn func(tx pgx.Tx) error) error {
 	tx, err := db.Begin(ctx)
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)
 	}
+	committed := false
 	defer func() {
-		if err == nil {
+		// Also on panic: the connection must not go back holding locks.
+		if committed {
 			return
 		}
 		rbCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
@@ -83,6 +85,7 @@ func InTx(ctx context.Context, db Beginner, fn func(tx pgx.Tx) error) (err error
 	if err := tx.Commit(ctx); err != nil {
 		return fmt.Errorf("commit: %w", err)
 	}
+	committed = true
 	return nil
 }
 

@@ -77,16 +77,23 @@ func Start(ctx context.Context, dir string) (*Cluster, error) {
 			}
 		}
 	}
-	port, err := freePort()
-	if err != nil {
-		return nil, err
+	// The port is free when picked but could be taken before the server
+	// binds it; try a few.
+	var lastErr error
+	for range 3 {
+		port, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		c.Port = port
+		opts := fmt.Sprintf("-p %d -c listen_addresses=127.0.0.1 -c unix_socket_directories='' -c max_connections=200", port)
+		out, err := c.run(ctx, "pg_ctl", "-D", dir, "-l", filepath.Join(dir, "server.log"), "-o", opts, "-w", "-t", "60", "start")
+		if err == nil {
+			return c, nil
+		}
+		lastErr = fmt.Errorf("pg_ctl start %s: %w\n%s (see %s)", dir, err, out, filepath.Join(dir, "server.log"))
 	}
-	c.Port = port
-	opts := fmt.Sprintf("-p %d -c listen_addresses=127.0.0.1 -c unix_socket_directories='' -c fsync=off -c max_connections=200", port)
-	if out, err := c.run(ctx, "pg_ctl", "-D", dir, "-l", filepath.Join(dir, "server.log"), "-o", opts, "-w", "-t", "60", "start"); err != nil {
-		return nil, fmt.Errorf("pg_ctl start %s: %w\n%s", dir, err, out)
-	}
-	return c, nil
+	return nil, lastErr
 }
 
 // URL is the connection URL of database name on the cluster.

@@ -290,12 +290,8 @@ func SoftHSM(t testing.TB) *softhsm.Token {
 		}
 		pkgEnv.onExit(func() { _ = os.RemoveAll(dir) })
 		pin, so := randHex(8), randHex(8)
-		var labels []string
-		for _, p := range vaultkeys.Purposes {
-			labels = append(labels, vaultkeys.Label(p, 1))
-		}
 		pkgEnv.hsm, pkgEnv.hsmErr = softhsm.Provision(context.Background(), softhsm.Config{
-			Dir: dir, TokenLabel: "quickpay-test", UserPIN: pin, SOPIN: so, Keys: labels,
+			Dir: dir, TokenLabel: "quickpay-test", UserPIN: pin, SOPIN: so, Keys: vaultkeys.FirstLabels(),
 		})
 		if pkgEnv.hsmErr != nil {
 			return

@@ -1,0 +1,151 @@
+package pgcluster_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/quickpay/quickpay/internal/pgcluster"
+)
+
+// clusterDir returns a data directory the cluster can use. As root the
+// server runs as postgres, which must be able to traverse every parent;
+// t.TempDir's parents are 0700, so the base is made here and opened to 0755.
+func clusterDir(t *testing.T) string {
+	t.Helper()
+	base, err := os.MkdirTemp("", "qp-pgcluster-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(base) })
+	if err := os.Chmod(base, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return filepath.Join(base, "data")
+}
+
+// start starts a cluster on dir and stops it when t ends unless the test
+// stopped it already.
+func start(t *testing.T, dir string) (c *pgcluster.Cluster, stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	c, err := pgcluster.Start(ctx, dir)
+	if err != nil {
+		t.Fatalf("Start(%s): %v", dir, err)
+	}
+	stopped := false
+	stop = func() {
+		t.Helper()
+		stopped = true
+		if err := c.Stop(); err != nil {
+			t.Fatalf("Stop: %v", err)
+		}
+	}
+	t.Cleanup(func() {
+		if !stopped {
+			_ = c.Stop()
+		}
+	})
+	return c, stop
+}
+
+func connect(t *testing.T, url string) *pgx.Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatalf("connect %s: %v", url, err)
+	}
+	t.Cleanup(func() { _ = conn.Close(context.Background()) })
+	return conn
+}
+
+func TestStartStopRestart(t *testing.T) {
+	ctx := context.Background()
+	dir := clusterDir(t)
+
+	c, stop := start(t, dir)
+	if c.Port == 0 {
+		t.Fatal("cluster has no port")
+	}
+	firstURL := c.URL("postgres")
+	conn := connect(t, firstURL)
+
+	t.Run("answers queries", func(t *testing.T) {
+		var one int
+		if err := conn.QueryRow(ctx, `SELECT 1`).Scan(&one); err != nil || one != 1 {
+			t.Fatalf("SELECT 1 = %d, %v", one, err)
+		}
+		var addr string
+		if err := conn.QueryRow(ctx, `SELECT host(inet_server_addr())`).Scan(&addr); err != nil || addr != "127.0.0.1" {
+			t.Fatalf("server address = %q, %v; want loopback", addr, err)
+		}
+	})
+
+	if _, err := conn.Exec(ctx, `CREATE TABLE survives_restart (v text); INSERT INTO survives_restart VALUES ('kept')`); err != nil {
+		t.Fatal(err)
+	}
+	_ = conn.Close(ctx)
+	if _, err := os.Stat(filepath.Join(dir, "PG_VERSION")); err != nil {
+		t.Fatalf("no cluster in %s: %v", dir, err)
+	}
+	stop()
+
+	t.Run("stop ends the server", func(t *testing.T) {
+		cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		defer cancel()
+		if conn, err := pgx.Connect(cctx, firstURL); err == nil {
+			_ = conn.Close(ctx)
+			t.Fatal("the stopped cluster still accepts connections")
+		}
+		if _, err := os.Stat(filepath.Join(dir, "postmaster.pid")); !os.IsNotExist(err) {
+			t.Fatalf("postmaster.pid still present after Stop: %v", err)
+		}
+	})
+
+	t.Run("second start reuses the data", func(t *testing.T) {
+		c2, stop2 := start(t, dir)
+		conn2 := connect(t, c2.URL("postgres"))
+		var v string
+		if err := conn2.QueryRow(ctx, `SELECT v FROM survives_restart`).Scan(&v); err != nil || v != "kept" {
+			t.Fatalf("row from the first run = %q, %v", v, err)
+		}
+		_ = conn2.Close(ctx)
+		stop2()
+	})
+
+	t.Run("start over a running cluster takes it over", func(t *testing.T) {
+		// What `quickpay dev` meets after it was killed: the server still
+		// runs, on a port nobody recorded.
+		old, _ := start(t, dir)
+		oldConn := connect(t, old.URL("postgres"))
+		var oldStart time.Time
+		if err := oldConn.QueryRow(ctx, `SELECT pg_postmaster_start_time()`).Scan(&oldStart); err != nil {
+			t.Fatal(err)
+		}
+		c3, stop3 := start(t, dir)
+		if err := oldConn.Ping(ctx); err == nil {
+			t.Fatal("a session on the leftover server survived the second Start")
+		}
+		conn3 := connect(t, c3.URL("postgres"))
+		var newStart time.Time
+		if err := conn3.QueryRow(ctx, `SELECT pg_postmaster_start_time()`).Scan(&newStart); err != nil {
+			t.Fatal(err)
+		}
+		if !newStart.After(oldStart) {
+			t.Fatalf("server started at %s, not after the leftover's %s: it was not restarted", newStart, oldStart)
+		}
+		var v string
+		if err := conn3.QueryRow(ctx, `SELECT v FROM survives_restart`).Scan(&v); err != nil || v != "kept" {
+			t.Fatalf("row from the first run = %q, %v", v, err)
+		}
+		_ = conn3.Close(ctx)
+		stop3()
+	})
+}
