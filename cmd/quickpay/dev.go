@@ -143,15 +143,9 @@ func cmdDev(ctx context.Context, args []string) error {
 	step("banksim: %s", banksimURL)
 
 	// 6. quickpay serve.
-	addr := *listen
-	if !portFree(addr) {
-		addr = "127.0.0.1:0"
-		l, err := net.Listen("tcp", addr)
-		if err != nil {
-			return err
-		}
-		addr = l.Addr().String()
-		l.Close()
+	addr, err := pickAddr(*listen)
+	if err != nil {
+		return err
 	}
 	baseURL := "http://" + addr
 	serveEnv := map[string]string{
@@ -291,13 +285,21 @@ func writeEnv(path string, vars map[string]string) error {
 	return os.WriteFile(path, []byte(b.String()), 0o600)
 }
 
-func portFree(addr string) bool {
-	l, err := net.Listen("tcp", addr)
-	if err != nil {
-		return false
+// pickAddr returns addr if it names a port that is free now, else a free
+// loopback port.
+func pickAddr(addr string) (string, error) {
+	if _, port, err := net.SplitHostPort(addr); err == nil && port != "0" {
+		if l, err := net.Listen("tcp", addr); err == nil {
+			l.Close()
+			return addr, nil
+		}
 	}
-	l.Close()
-	return true
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
 }
 
 func redactURL(u string) string {

@@ -1,0 +1,254 @@
+package main_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/quickpay/quickpay/internal/devstack"
+)
+
+// TestDevStack runs what `make run` runs, twice, on one state dir: the
+// stack comes up, /readyz answers 200, .quickpay/env holds DESIGN.md's
+// variables and drives the CLI, Ctrl-C leaves no process behind, and the
+// second run finds the first run's data.
+func TestDevStack(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts the whole stack")
+	}
+	if _, err := devstack.DevVaultBinary(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	bin := t.TempDir()
+	for _, c := range []string{"quickpay", "banksim"} {
+		out, err := exec.Command("go", "build", "-o", filepath.Join(bin, c), "../"+c).CombinedOutput()
+		if err != nil {
+			t.Fatalf("build %s: %v\n%s", c, err, out)
+		}
+	}
+	// The private cluster runs as the postgres user when we are root, so
+	// the state dir must be reachable for it (t.TempDir's parents are 0700).
+	state, err := os.MkdirTemp("", "quickpay-devtest-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(state) })
+	if err := os.Chmod(state, 0o755); err != nil {
+		t.Fatal(err)
+	}
+
+	first := startDev(t, bin, state)
+	env := first.env
+	for _, k := range []string{"QUICKPAY_URL", "QUICKPAY_DATABASE_URL", "QUICKPAY_BANKSIM_URL", "VAULT_ADDR",
+		"VAULT_TOKEN", "SOFTHSM2_CONF", "QUICKPAY_HSM_TOKEN_LABEL", "QUICKPAY_DEMO_CLIENT_ID", "QUICKPAY_DEMO_CLIENT_SECRET"} {
+		if _, ok := env[k]; !ok {
+			t.Errorf(".quickpay/env lacks %s", k)
+		}
+	}
+	getOK(t, env["QUICKPAY_URL"]+"/readyz")
+	getOK(t, env["QUICKPAY_BANKSIM_URL"]+"/healthz")
+	if out := cli(t, bin, env, "keys", "rotate", "data"); !strings.Contains(out, "qp-data-v2 is now current") {
+		t.Fatalf("rotate said %q", out)
+	}
+	first.stop(t)
+
+	second := startDev(t, bin, state)
+	getOK(t, second.env["QUICKPAY_URL"]+"/readyz")
+	var keys []struct {
+		Label, State string
+	}
+	if err := json.Unmarshal([]byte(cli(t, bin, second.env, "keys", "list", "--json")), &keys); err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, k := range keys {
+		found = found || (k.Label == "qp-data-v2" && k.State == "current")
+	}
+	if !found {
+		t.Fatalf("second run lost the first run's rotation: %+v", keys)
+	}
+	second.stop(t)
+}
+
+type devRun struct {
+	cmd  *exec.Cmd
+	done chan error
+	env  map[string]string
+	pids []int
+	path string
+}
+
+func startDev(t *testing.T, bin, state string) *devRun {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(bin, "quickpay"), "dev", "--dir", state, "--listen", "127.0.0.1:0")
+	cmd.Env = append(os.Environ(), "QUICKPAY_DATABASE_URL=") // the private cluster, as on a fresh machine
+	cmd.Stdout, cmd.Stderr = nil, nil
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	r := &devRun{cmd: cmd, done: make(chan error, 1), path: filepath.Join(state, "env")}
+	go func() { r.done <- cmd.Wait() }()
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+
+	deadline := time.Now().Add(3 * time.Minute)
+	for {
+		if env, err := readEnv(r.path); err == nil && env["QUICKPAY_URL"] != "" {
+			r.env = env
+			break
+		}
+		select {
+		case err := <-r.done:
+			t.Fatalf("quickpay dev exited before the stack was up: %v", err)
+		case <-time.After(100 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no .quickpay/env within 3 minutes")
+		}
+	}
+	r.pids = append(children(cmd.Process.Pid), postmasterPID(t, state))
+	if len(r.pids) < 4 {
+		t.Fatalf("expected serve, banksim, vault and postgres, found pids %v", r.pids)
+	}
+	return r
+}
+
+// stop sends Ctrl-C's SIGINT and checks that every process is gone.
+func (r *devRun) stop(t *testing.T) {
+	t.Helper()
+	if err := r.cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-r.done:
+		if err != nil {
+			t.Fatalf("quickpay dev exited with %v after Ctrl-C", err)
+		}
+	case <-time.After(90 * time.Second):
+		t.Fatal("quickpay dev did not stop within 90s of Ctrl-C")
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for _, pid := range r.pids {
+		for alive(pid) {
+			if time.Now().After(deadline) {
+				t.Fatalf("process %d still runs after quickpay dev stopped", pid)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	if _, err := os.Stat(r.path); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("%s still exists after stop: %v", r.path, err)
+	}
+}
+
+func cli(t *testing.T, bin string, env map[string]string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(bin, "quickpay"), args...)
+	cmd.Env = os.Environ()
+	for k, v := range env {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	out, err := cmd.Output()
+	if err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			t.Fatalf("quickpay %v: %v\n%s", args, err, ee.Stderr)
+		}
+		t.Fatal(err)
+	}
+	return string(out)
+}
+
+func getOK(t *testing.T, url string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s = %d", url, resp.StatusCode)
+	}
+}
+
+// readEnv parses the shell file `quickpay dev` writes: KEY='value' lines.
+func readEnv(path string) (map[string]string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	env := map[string]string{}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, "#") || line == "" {
+			continue
+		}
+		k, v, ok := strings.Cut(line, "=")
+		if !ok {
+			return nil, errors.New("bad line in env file")
+		}
+		env[k] = strings.Trim(v, "'")
+	}
+	return env, sc.Err()
+}
+
+// children lists the processes whose parent is pid.
+func children(pid int) []int {
+	var out []int
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		child, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid …; comm may hold spaces, so cut after ')'.
+		fields := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+		if len(fields) > 1 && fields[1] == strconv.Itoa(pid) {
+			out = append(out, child)
+		}
+	}
+	return out
+}
+
+func postmasterPID(t *testing.T, state string) int {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(state, "pg", "postmaster.pid"))
+	if err != nil {
+		t.Fatalf("private cluster pid: %v", err)
+	}
+	pid, err := strconv.Atoi(strings.SplitN(string(b), "\n", 2)[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pid
+}
+
+func alive(pid int) bool {
+	err := syscall.Kill(pid, 0)
+	if err != nil {
+		return false
+	}
+	// A zombie is gone for our purposes once its parent has reaped it;
+	// check its state.
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return false
+	}
+	fields := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+	return len(fields) > 0 && fields[0] != "Z"
+}
