@@ -162,7 +162,7 @@ func (h *HSM) EnsureKey(ctx context.Context, label string) (created bool, err er
 		if ferr == nil {
 			return nil
 		}
-		if !errors.Is(ferr, ErrKeyNotFound) {
+		if !isNotFound(ferr) {
 			return ferr
 		}
 		if gerr := createKey(h.p, s, label); gerr != nil {
@@ -314,15 +314,22 @@ func (h *HSM) ecPublicKey(ctx context.Context, label string) (*ecdsa.PublicKey, 
 	return pub, nil
 }
 
+func isNotFound(err error) bool { return errors.Is(err, ErrKeyNotFound) }
+
 // KeyAttributes reads CKA_SENSITIVE and CKA_EXTRACTABLE of the secret or
-// private key labelled label, for audits and tests.
+// private key labelled label (a versioned key or a bank key), for audits and
+// tests.
 func (h *HSM) KeyAttributes(ctx context.Context, label string) (sensitive, extractable bool, err error) {
-	purpose, _, err := ParseLabel(label)
-	if err != nil {
-		return false, false, err
+	class := uint(pkcs11.CKO_PRIVATE_KEY)
+	if !strings.HasPrefix(label, "qp-bank-") {
+		purpose, _, err := ParseLabel(label)
+		if err != nil {
+			return false, false, err
+		}
+		class = keyClass(purpose)
 	}
 	err = h.Do(ctx, func(s pkcs11.SessionHandle) error {
-		o, err := h.object(s, label, keyClass(purpose))
+		o, err := h.object(s, label, class)
 		if err != nil {
 			return err
 		}

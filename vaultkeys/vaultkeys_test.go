@@ -3,8 +3,12 @@ package vaultkeys_test
 import (
 	"bytes"
 	"context"
+	"crypto"
 	"crypto/ecdsa"
+	"crypto/rsa"
 	"crypto/sha256"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"math/big"
@@ -402,5 +406,56 @@ func TestRotationUnderLoad(t *testing.T) {
 	var audits int
 	if err := pool.QueryRow(ctx, `SELECT count(*) FROM audit_log WHERE action IN ('key.rotate', 'key.retire')`).Scan(&audits); err != nil || audits < 4 {
 		t.Fatalf("rotation audit rows = %d, %v", audits, err)
+	}
+}
+
+func TestBankRSAKey(t *testing.T) {
+	ctx := context.Background()
+	h := testenv.HSM(t, 2)
+	created, err := h.EnsureBankKey(ctx, "CCB")
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := h.EnsureBankKey(ctx, "CCB")
+	if err != nil || again {
+		t.Fatalf("second EnsureBankKey created=%v err=%v; want reuse", again, err)
+	}
+	_ = created // true on a fresh token, false if another test made it first
+	if _, err := h.EnsureBankKey(ctx, "ccb; drop"); err == nil {
+		t.Fatal("a malformed bank code was accepted")
+	}
+	sens, extr, err := h.KeyAttributes(ctx, vaultkeys.BankKeyLabel("CCB"))
+	if err != nil || !sens || extr {
+		t.Fatalf("bank key sensitive=%v extractable=%v err=%v", sens, extr, err)
+	}
+	signer := h.BankSigner("CCB")
+	msg := []byte("amount=100&merchant_no=M1&order_no=o1")
+	sig, err := signer.SignSHA256(ctx, msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pemText, err := signer.PublicKeyPEM(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, _ := pem.Decode([]byte(pemText))
+	if block == nil {
+		t.Fatal("public key is not PEM")
+	}
+	pub, err := x509.ParsePKIXPublicKey(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rpub, ok := pub.(*rsa.PublicKey)
+	if !ok || rpub.N.BitLen() != 2048 {
+		t.Fatalf("public key %T, want RSA-2048", pub)
+	}
+	d := sha256.Sum256(msg)
+	if err := rsa.VerifyPKCS1v15(rpub, crypto.SHA256, d[:], sig); err != nil {
+		t.Fatalf("signature does not verify: %v", err)
+	}
+	d[0] ^= 1
+	if rsa.VerifyPKCS1v15(rpub, crypto.SHA256, d[:], sig) == nil {
+		t.Fatal("signature verifies another message")
 	}
 }
