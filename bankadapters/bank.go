@@ -1,0 +1,206 @@
+// Package bankadapters is quickpay's side of the banks' quick-pay and
+// withholding interfaces: the Bank contract the domain uses, BIN routing, the
+// outcome classes every bank answer maps to, and (in sub-packages) one
+// adapter per wire dialect: jsonhmac and formrsa. The conformance
+// sub-package is the test suite every adapter passes against banksim.
+//
+// Every call takes a context and carries a deadline. Retries happen only
+// where the operation is idempotent (query, unbind, statement). Bank bodies
+// are never logged; logs carry the operation, HTTP status, the bank's code and
+// the latency.
+package bankadapters
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/quickpay/quickpay/internal/sensitive"
+)
+
+// Outcome is the class of a bank's answer. The domain sees only these, never
+// a bank's own codes.
+type Outcome string
+
+// Outcome classes.
+const (
+	OutcomeSuccess             Outcome = "success"
+	OutcomeProcessing          Outcome = "processing" // unknown for now: settle by query
+	OutcomeRetryableDecline    Outcome = "retryable_decline"
+	OutcomeHardDecline         Outcome = "hard_decline"
+	OutcomeOTPWrong            Outcome = "otp_wrong"
+	OutcomeOTPExpired          Outcome = "otp_expired"
+	OutcomeOTPAttemptsExceeded Outcome = "otp_attempts_exceeded"
+	OutcomeElementsMismatch    Outcome = "elements_mismatch"
+	OutcomeAlreadyBound        Outcome = "already_bound"
+	OutcomeUnavailable         Outcome = "bank_unavailable"
+)
+
+// Elements a bank can refuse, named as the API names them.
+const (
+	FieldHolderName = "holder_name"
+	FieldIDNumber   = "id_number"
+	FieldPhone      = "phone"
+	FieldCardNumber = "card_number"
+	FieldExpiry     = "expiry" // expiry or CVV2: banks do not say which
+)
+
+// Error is a bank's refusal or a failure to reach it, classified.
+type Error struct {
+	Bank    string  // bank code
+	Op      string  // operation: "bind_apply", "charge", …
+	Outcome Outcome // never OutcomeSuccess
+	Field   string  // for OutcomeElementsMismatch: which element
+	Code    string  // the bank's own code, for operators
+	Message string  // the bank's message
+	Err     error   // the transport cause, for OutcomeUnavailable
+}
+
+func (e *Error) Error() string {
+	s := fmt.Sprintf("%s %s: %s", e.Bank, e.Op, e.Outcome)
+	if e.Field != "" {
+		s += " (" + e.Field + ")"
+	}
+	if e.Code != "" {
+		s += " code " + e.Code
+	}
+	if e.Err != nil {
+		s += ": " + e.Err.Error()
+	}
+	return s
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// OutcomeOf classifies err: success for nil, the Error's outcome, and
+// bank_unavailable for anything else.
+func OutcomeOf(err error) Outcome {
+	if err == nil {
+		return OutcomeSuccess
+	}
+	var be *Error
+	if errors.As(err, &be) {
+		return be.Outcome
+	}
+	return OutcomeUnavailable
+}
+
+// ErrOrderNotFound: a query found no order with that number at the bank.
+var ErrOrderNotFound = errors.New("order not found at the bank")
+
+// BindRequest carries the four elements (and a credit card's expiry and
+// CVV2, which are sent and never stored).
+type BindRequest struct {
+	RequestNo  string // the platform's id for this attempt
+	CardNumber sensitive.PAN
+	HolderName string
+	IDNumber   sensitive.IDNumber
+	Phone      string
+	Expiry     sensitive.Expiry // credit cards
+	CVV2       sensitive.CVV2   // credit cards
+}
+
+// BindSession is the bank's handle on a binding waiting for its SMS code.
+type BindSession struct {
+	BindRef string
+}
+
+// ChargeRequest debits a card by its agreement. OrderNo is the idempotency
+// key at the bank: persist it before calling.
+type ChargeRequest struct {
+	OrderNo     string
+	AgreementNo string
+	Amount      int64 // fen
+	Currency    string
+	Description string
+	NotifyURL   string // where an async bank posts the result
+}
+
+// ChargeStatus is what the bank says of a debit.
+type ChargeStatus string
+
+// Charge statuses.
+const (
+	ChargeSucceeded  ChargeStatus = "succeeded"
+	ChargeFailed     ChargeStatus = "failed"
+	ChargeProcessing ChargeStatus = "processing" // the bank accepted it and will settle it
+	ChargeUnknown    ChargeStatus = "unknown"    // no usable answer: the debit may or may not have happened
+)
+
+// ChargeResult is a charge's or a query's answer.
+type ChargeResult struct {
+	OrderNo    string
+	Status     ChargeStatus
+	Outcome    Outcome // success, processing, retryable or hard decline, or unavailable for unknown
+	Code       string  // the bank's code for the debit
+	Amount     int64
+	BankTxnNo  string
+	FinishedAt time.Time
+	// Cause says why the status is unknown (timeout, lost answer, 5xx, bad
+	// signature). Nil otherwise.
+	Cause error
+}
+
+// StatementEntry is one successful debit in a bank's daily statement.
+type StatementEntry struct {
+	OrderNo     string
+	AgreementNo string
+	Amount      int64
+	BankTxnNo   string
+	FinishedAt  time.Time
+}
+
+// CallOptions are the transport settings every adapter's Config embeds.
+type CallOptions struct {
+	// Timeout bounds each attempt. Defaults to 10s.
+	Timeout time.Duration
+	// Retries are extra attempts for idempotent operations. Defaults to 2;
+	// negative means none.
+	Retries int
+	// HTTPClient defaults to a keep-alive client without an overall timeout
+	// (deadlines come from Timeout and the context).
+	HTTPClient *http.Client
+	// Logger defaults to slog.Default(). Bodies are never logged.
+	Logger *slog.Logger
+	// Now is the clock for request timestamps. Defaults to time.Now.
+	Now func() time.Time
+}
+
+// Bank is what every bank adapter does.
+//
+// Errors: *Error with its Outcome for refusals and transport failures.
+// Charge never returns an error for an answer it could not get: it returns
+// a ChargeResult with Status ChargeUnknown, and the caller settles it with
+// Query on the same order number — never a new one.
+type Bank interface {
+	// Code is the bank code: "ICBC".
+	Code() string
+	// BindApply checks the four elements and makes the bank text a code to
+	// the reserved phone. Not retried: a retry would send another SMS.
+	BindApply(ctx context.Context, req BindRequest) (BindSession, error)
+	// BindResend makes the bank text a fresh code.
+	BindResend(ctx context.Context, bindRef string) error
+	// BindConfirm checks the code and returns the agreement number.
+	BindConfirm(ctx context.Context, bindRef string, otp sensitive.OTP) (agreementNo string, err error)
+	// Charge debits by agreement. See the interface doc for unknown results.
+	Charge(ctx context.Context, req ChargeRequest) (ChargeResult, error)
+	// Query returns the state of an order; ErrOrderNotFound if the bank never
+	// received it.
+	Query(ctx context.Context, orderNo string) (ChargeResult, error)
+	// Unbind terminates an agreement; unbinding a terminated one succeeds.
+	Unbind(ctx context.Context, agreementNo string) error
+}
+
+// Statementer is a bank that serves daily statements (reconciliation).
+type Statementer interface {
+	Statement(ctx context.Context, date time.Time) ([]StatementEntry, error)
+}
+
+// CallbackParser is a bank that posts charge results asynchronously. It
+// verifies the callback's signature: a bad one is an error, never a result.
+type CallbackParser interface {
+	ParseCallback(header map[string][]string, body []byte) (ChargeResult, error)
+}

@@ -1,0 +1,56 @@
+package bankadapters
+
+import (
+	"errors"
+	"fmt"
+)
+
+// CodeClass is what one of a dialect's codes means to quickpay.
+type CodeClass struct {
+	Outcome Outcome
+	Field   string // for elements mismatch
+}
+
+// ValidateCharge refuses a charge that must not reach a bank.
+func ValidateCharge(req ChargeRequest) error {
+	switch {
+	case req.OrderNo == "" || len(req.OrderNo) > 64:
+		return errors.New("charge: order number must be 1–64 characters")
+	case req.AgreementNo == "":
+		return errors.New("charge: agreement number is empty")
+	case req.Amount <= 0:
+		return errors.New("charge: amount must be positive fen")
+	case req.Currency != "CNY":
+		return fmt.Errorf("charge: currency %q not supported", req.Currency)
+	}
+	return nil
+}
+
+// UnknownResult is a charge whose answer never arrived or could not be
+// trusted: the debit may have happened. Settle it with Query on the same
+// order number.
+func UnknownResult(req ChargeRequest, cause error) ChargeResult {
+	return ChargeResult{OrderNo: req.OrderNo, Amount: req.Amount, Status: ChargeUnknown,
+		Outcome: OutcomeProcessing, Cause: cause}
+}
+
+// Classify sets r's Status and Outcome from the debit's code, read through
+// the dialect's table, and the bank's status word (SUCCESS, FAILED,
+// PROCESSING; may be empty on a decline). Anything it cannot read with
+// certainty is unknown, never success.
+func Classify(r ChargeResult, table map[string]CodeClass, code, status string) ChargeResult {
+	r.Code = code
+	c, known := table[code]
+	switch {
+	case status == "PROCESSING" || (known && c.Outcome == OutcomeProcessing):
+		r.Status, r.Outcome = ChargeProcessing, OutcomeProcessing
+	case known && c.Outcome == OutcomeSuccess && status == "SUCCESS":
+		r.Status, r.Outcome = ChargeSucceeded, OutcomeSuccess
+	case known && c.Outcome != OutcomeSuccess && (status == "" || status == "FAILED"):
+		r.Status, r.Outcome = ChargeFailed, c.Outcome
+	default:
+		r.Status, r.Outcome = ChargeUnknown, OutcomeProcessing
+		r.Cause = fmt.Errorf("unreadable result: code %q status %q", code, status)
+	}
+	return r
+}

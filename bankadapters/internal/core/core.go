@@ -1,0 +1,192 @@
+// Package core implements the Bank operations once, over a Codec that knows
+// a dialect's encoding and signatures and a table of its codes. The dialect
+// packages (jsonhmac, formrsa) supply those two and nothing else of the
+// operations, so the operations cannot drift apart.
+package core
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/quickpay/quickpay/bankadapters"
+	"github.com/quickpay/quickpay/bankadapters/internal/wire"
+	"github.com/quickpay/quickpay/internal/sensitive"
+)
+
+// Codec is a dialect: how a request is encoded and signed, and how an
+// answer is verified and read.
+type Codec interface {
+	// Encode returns a signed request for the fields; it is called again for
+	// every attempt, so each gets its own timestamp and nonce.
+	Encode(ctx context.Context, path string, fields map[string]string) (wire.Request, error)
+	// Decode verifies the answer's signature and returns its fields, with
+	// the result code under "code" and the message under "message".
+	Decode(resp *wire.Response) (map[string]string, error)
+	// Entries reads a statement's entries field.
+	Entries(raw string) ([]bankadapters.StatementEntry, error)
+}
+
+// Adapter is one bank over one codec.
+type Adapter struct {
+	Code, BaseURL string
+	Caller        *wire.Caller
+	Codec         Codec
+	Codes         map[string]bankadapters.CodeClass // the dialect's codes
+	Success       string                            // its success code
+	OrderNotFound string                            // its "no such order" code
+}
+
+func (a *Adapter) call(ctx context.Context, op string, idempotent bool, fields map[string]string) (map[string]string, error) {
+	path := "/banks/" + a.Code + "/" + op
+	resp, err := a.Caller.Do(ctx, a.BaseURL, op, idempotent, func() (wire.Request, error) {
+		return a.Codec.Encode(ctx, path, fields)
+	})
+	if err != nil {
+		return nil, a.unavailable(op, err)
+	}
+	ans, err := a.Codec.Decode(resp)
+	if err != nil {
+		return nil, a.unavailable(op, fmt.Errorf("HTTP %d: %w", resp.Status, err))
+	}
+	if ans["code"] == "" {
+		return nil, a.unavailable(op, fmt.Errorf("HTTP %d: answer has no result code", resp.Status))
+	}
+	return ans, nil
+}
+
+func (a *Adapter) unavailable(op string, err error) error {
+	return &bankadapters.Error{Bank: a.Code, Op: op, Outcome: bankadapters.OutcomeUnavailable, Err: err}
+}
+
+func (a *Adapter) refusal(op string, ans map[string]string) error {
+	c, ok := a.Codes[ans["code"]]
+	if !ok || c.Outcome == bankadapters.OutcomeSuccess {
+		c = bankadapters.CodeClass{Outcome: bankadapters.OutcomeUnavailable}
+	}
+	return &bankadapters.Error{Bank: a.Code, Op: op, Outcome: c.Outcome, Field: c.Field,
+		Code: ans["code"], Message: ans["message"]}
+}
+
+// BindApply implements bankadapters.Bank.
+func (a *Adapter) BindApply(ctx context.Context, req bankadapters.BindRequest) (bankadapters.BindSession, error) {
+	ans, err := a.call(ctx, "bind_apply", false, map[string]string{
+		"request_no":  req.RequestNo,
+		"card_no":     req.CardNumber.Reveal(),
+		"holder_name": req.HolderName,
+		"id_type":     "01",
+		"id_no":       req.IDNumber.Reveal(),
+		"phone":       req.Phone,
+		"expiry":      req.Expiry.Reveal(),
+		"cvv2":        req.CVV2.Reveal(),
+	})
+	if err != nil {
+		return bankadapters.BindSession{}, err
+	}
+	if ans["code"] != a.Success || ans["bind_ref"] == "" {
+		return bankadapters.BindSession{}, a.refusal("bind_apply", ans)
+	}
+	return bankadapters.BindSession{BindRef: ans["bind_ref"]}, nil
+}
+
+// BindResend implements bankadapters.Bank.
+func (a *Adapter) BindResend(ctx context.Context, bindRef string) error {
+	ans, err := a.call(ctx, "bind_resend", false, map[string]string{"bind_ref": bindRef})
+	if err != nil {
+		return err
+	}
+	if ans["code"] != a.Success {
+		return a.refusal("bind_resend", ans)
+	}
+	return nil
+}
+
+// BindConfirm implements bankadapters.Bank.
+func (a *Adapter) BindConfirm(ctx context.Context, bindRef string, otp sensitive.OTP) (string, error) {
+	ans, err := a.call(ctx, "bind_confirm", false, map[string]string{"bind_ref": bindRef, "otp": otp.Reveal()})
+	if err != nil {
+		return "", err
+	}
+	if ans["code"] != a.Success || ans["agreement_no"] == "" {
+		return "", a.refusal("bind_confirm", ans)
+	}
+	return ans["agreement_no"], nil
+}
+
+// Charge implements bankadapters.Bank. It is sent once: a lost answer is an
+// unknown result for the caller to settle by Query on the same order.
+func (a *Adapter) Charge(ctx context.Context, req bankadapters.ChargeRequest) (bankadapters.ChargeResult, error) {
+	if err := bankadapters.ValidateCharge(req); err != nil {
+		return bankadapters.ChargeResult{}, err
+	}
+	ans, err := a.call(ctx, "charge", false, map[string]string{
+		"order_no": req.OrderNo, "agreement_no": req.AgreementNo, "amount": strconv.FormatInt(req.Amount, 10),
+		"currency": req.Currency, "description": req.Description, "notify_url": req.NotifyURL,
+	})
+	if err != nil {
+		return bankadapters.UnknownResult(req, err), nil
+	}
+	if o := ans["order_no"]; o != "" && o != req.OrderNo {
+		return bankadapters.UnknownResult(req, fmt.Errorf("answer names another order")), nil
+	}
+	return a.Result(req.OrderNo, req.Amount, ans["code"], ans), nil
+}
+
+// Result reads a debit's outcome from its code and the answer's fields.
+func (a *Adapter) Result(orderNo string, amount int64, code string, ans map[string]string) bankadapters.ChargeResult {
+	r := bankadapters.ChargeResult{OrderNo: orderNo, Amount: amount, BankTxnNo: ans["bank_txn_no"]}
+	if n, err := strconv.ParseInt(ans["amount"], 10, 64); err == nil && n > 0 {
+		r.Amount = n
+	}
+	if t, err := time.Parse(time.RFC3339, ans["finished_at"]); err == nil {
+		r.FinishedAt = t
+	}
+	return bankadapters.Classify(r, a.Codes, code, ans["status"])
+}
+
+// Query implements bankadapters.Bank.
+func (a *Adapter) Query(ctx context.Context, orderNo string) (bankadapters.ChargeResult, error) {
+	ans, err := a.call(ctx, "query", true, map[string]string{"order_no": orderNo})
+	if err != nil {
+		return bankadapters.ChargeResult{}, err
+	}
+	switch {
+	case ans["code"] == a.OrderNotFound:
+		return bankadapters.ChargeResult{}, fmt.Errorf("%s query: %w", a.Code, bankadapters.ErrOrderNotFound)
+	case ans["code"] != a.Success:
+		return bankadapters.ChargeResult{}, a.refusal("query", ans)
+	case ans["order_no"] != orderNo:
+		return bankadapters.ChargeResult{}, a.unavailable("query", errors.New("answer names another order"))
+	}
+	return a.Result(orderNo, 0, ans["result_code"], ans), nil
+}
+
+// Unbind implements bankadapters.Bank.
+func (a *Adapter) Unbind(ctx context.Context, agreementNo string) error {
+	ans, err := a.call(ctx, "unbind", true, map[string]string{"agreement_no": agreementNo})
+	if err != nil {
+		return err
+	}
+	if ans["code"] != a.Success {
+		return a.refusal("unbind", ans)
+	}
+	return nil
+}
+
+// Statement implements bankadapters.Statementer.
+func (a *Adapter) Statement(ctx context.Context, date time.Time) ([]bankadapters.StatementEntry, error) {
+	ans, err := a.call(ctx, "statement", true, map[string]string{"date": date.Format(time.DateOnly)})
+	if err != nil {
+		return nil, err
+	}
+	if ans["code"] != a.Success {
+		return nil, a.refusal("statement", ans)
+	}
+	entries, err := a.Codec.Entries(ans["entries"])
+	if err != nil {
+		return nil, a.unavailable("statement", err)
+	}
+	return entries, nil
+}

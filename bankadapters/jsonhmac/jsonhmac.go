@@ -1,0 +1,213 @@
+// Package jsonhmac is the dialect of banks whose interface takes JSON bodies
+// signed with HMAC-SHA256 under a per-merchant secret and answers the same
+// way (in banksim: ICBC, synchronous, and CMB, whose charges settle
+// asynchronously with a signed callback). The wire format is in
+// docs/banksim.md; the operations are bankadapters/internal/core's.
+package jsonhmac
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/quickpay/quickpay/bankadapters"
+	"github.com/quickpay/quickpay/bankadapters/internal/core"
+	"github.com/quickpay/quickpay/bankadapters/internal/wire"
+)
+
+// Config configures one bank.
+type Config struct {
+	Code       string // bank code, e.g. "ICBC". Required.
+	BaseURL    string // the bank's host, e.g. http://127.0.0.1:9000. Required.
+	MerchantNo string // the platform's merchant number at this bank. Required.
+	Secret     []byte // the HMAC secret, from Vault. Required.
+	bankadapters.CallOptions
+}
+
+// Bank is a json-hmac bank.
+type Bank struct {
+	*core.Adapter
+	codec *codec
+}
+
+var (
+	_ bankadapters.Bank           = (*Bank)(nil)
+	_ bankadapters.Statementer    = (*Bank)(nil)
+	_ bankadapters.CallbackParser = (*Bank)(nil)
+)
+
+// Codes maps the dialect's codes to outcome classes (docs/banksim.md).
+var Codes = map[string]bankadapters.CodeClass{
+	"0000": {Outcome: bankadapters.OutcomeSuccess},
+	"0001": {Outcome: bankadapters.OutcomeProcessing},
+	"1001": {Outcome: bankadapters.OutcomeUnavailable},
+	"1002": {Outcome: bankadapters.OutcomeUnavailable},
+	"1003": {Outcome: bankadapters.OutcomeUnavailable},
+	"2001": {Outcome: bankadapters.OutcomeElementsMismatch, Field: bankadapters.FieldHolderName},
+	"2002": {Outcome: bankadapters.OutcomeElementsMismatch, Field: bankadapters.FieldIDNumber},
+	"2003": {Outcome: bankadapters.OutcomeElementsMismatch, Field: bankadapters.FieldPhone},
+	"2004": {Outcome: bankadapters.OutcomeElementsMismatch, Field: bankadapters.FieldCardNumber},
+	"2005": {Outcome: bankadapters.OutcomeElementsMismatch, Field: bankadapters.FieldExpiry},
+	"2006": {Outcome: bankadapters.OutcomeAlreadyBound},
+	"2007": {Outcome: bankadapters.OutcomeHardDecline},
+	"2008": {Outcome: bankadapters.OutcomeHardDecline},
+	"3001": {Outcome: bankadapters.OutcomeOTPWrong},
+	"3002": {Outcome: bankadapters.OutcomeOTPExpired},
+	"3003": {Outcome: bankadapters.OutcomeOTPAttemptsExceeded},
+	"3004": {Outcome: bankadapters.OutcomeOTPExpired},
+	"4001": {Outcome: bankadapters.OutcomeRetryableDecline},
+	"4002": {Outcome: bankadapters.OutcomeRetryableDecline},
+	"4003": {Outcome: bankadapters.OutcomeRetryableDecline},
+	"4004": {Outcome: bankadapters.OutcomeHardDecline},
+	"4005": {Outcome: bankadapters.OutcomeRetryableDecline},
+	"4007": {Outcome: bankadapters.OutcomeHardDecline},
+	"9999": {Outcome: bankadapters.OutcomeUnavailable},
+}
+
+// New returns the adapter.
+func New(cfg Config) (*Bank, error) {
+	if cfg.Code == "" || cfg.BaseURL == "" || cfg.MerchantNo == "" || len(cfg.Secret) == 0 {
+		return nil, errors.New("jsonhmac: Config needs Code, BaseURL, MerchantNo and Secret")
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	c := &codec{merchantNo: cfg.MerchantNo, secret: cfg.Secret, now: cfg.Now}
+	return &Bank{codec: c, Adapter: &core.Adapter{
+		Code: cfg.Code, BaseURL: cfg.BaseURL, Codec: c, Codes: Codes, Success: "0000", OrderNotFound: "4006",
+		Caller: wire.NewCaller(cfg.Code, cfg.HTTPClient, cfg.Timeout, cfg.Retries, cfg.Logger),
+	}}, nil
+}
+
+// Code implements bankadapters.Bank.
+func (b *Bank) Code() string { return b.Adapter.Code }
+
+type codec struct {
+	merchantNo string
+	secret     []byte
+	now        func() time.Time
+}
+
+func (c *codec) mac(parts ...[]byte) string {
+	m := hmac.New(sha256.New, c.secret)
+	for _, p := range parts {
+		m.Write(p)
+	}
+	return hex.EncodeToString(m.Sum(nil))
+}
+
+// Encode writes fields as a JSON object (amount as a number, empty fields
+// left out) and signs POST\n{path}\n{timestamp}\n{nonce}\n{body}.
+func (c *codec) Encode(_ context.Context, path string, fields map[string]string) (wire.Request, error) {
+	obj := make(map[string]any, len(fields))
+	for k, v := range fields {
+		switch {
+		case v == "":
+		case k == "amount":
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				return wire.Request{}, errors.New("amount is not an integer")
+			}
+			obj[k] = n
+		default:
+			obj[k] = v
+		}
+	}
+	body, err := json.Marshal(obj)
+	if err != nil {
+		return wire.Request{}, err
+	}
+	ts, nonce := strconv.FormatInt(c.now().Unix(), 10), wire.Nonce()
+	h := http.Header{}
+	h.Set("X-Merchant-No", c.merchantNo)
+	h.Set("X-Timestamp", ts)
+	h.Set("X-Nonce", nonce)
+	h.Set("X-Signature", c.mac([]byte("POST\n"+path+"\n"+ts+"\n"+nonce+"\n"), body))
+	return wire.Request{Path: path, ContentType: "application/json", Header: h, Body: body}, nil
+}
+
+// Decode verifies {status}\n{timestamp}\n{nonce}\n{body} and flattens the
+// answer's scalar fields to strings; "entries" keeps its raw JSON.
+func (c *codec) Decode(resp *wire.Response) (map[string]string, error) {
+	want := c.mac([]byte(strconv.Itoa(resp.Status)+"\n"+resp.Header.Get("X-Timestamp")+"\n"+resp.Header.Get("X-Nonce")+"\n"), resp.Body)
+	if sig := resp.Header.Get("X-Signature"); sig == "" || !hmac.Equal([]byte(sig), []byte(want)) {
+		return nil, errors.New("answer signature does not verify")
+	}
+	return flatten(resp.Body)
+}
+
+func flatten(body []byte) (map[string]string, error) {
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(body, &raw); err != nil {
+		return nil, errors.New("answer is not a JSON object")
+	}
+	out := make(map[string]string, len(raw))
+	for k, v := range raw {
+		var s string
+		if json.Unmarshal(v, &s) == nil {
+			out[k] = s
+			continue
+		}
+		var n json.Number
+		if json.Unmarshal(v, &n) == nil {
+			out[k] = n.String()
+			continue
+		}
+		out[k] = string(v)
+	}
+	return out, nil
+}
+
+// Entries reads a JSON array of successful debits.
+func (c *codec) Entries(raw string) ([]bankadapters.StatementEntry, error) {
+	if raw == "" || raw == "null" {
+		return nil, nil
+	}
+	var rows []struct {
+		OrderNo     string `json:"order_no"`
+		AgreementNo string `json:"agreement_no"`
+		Amount      int64  `json:"amount"`
+		Status      string `json:"status"`
+		BankTxnNo   string `json:"bank_txn_no"`
+		FinishedAt  string `json:"finished_at"`
+	}
+	if err := json.Unmarshal([]byte(raw), &rows); err != nil {
+		return nil, fmt.Errorf("statement entries: %w", err)
+	}
+	out := make([]bankadapters.StatementEntry, 0, len(rows))
+	for _, e := range rows {
+		if e.Status != "" && e.Status != "SUCCESS" {
+			continue
+		}
+		t, _ := time.Parse(time.RFC3339, e.FinishedAt)
+		out = append(out, bankadapters.StatementEntry{OrderNo: e.OrderNo, AgreementNo: e.AgreementNo,
+			Amount: e.Amount, BankTxnNo: e.BankTxnNo, FinishedAt: t})
+	}
+	return out, nil
+}
+
+// ParseCallback implements bankadapters.CallbackParser: it verifies the
+// bank's signature over CALLBACK\n{timestamp}\n{nonce}\n{body} and returns
+// the settled result. A callback that does not verify is an error.
+func (b *Bank) ParseCallback(header map[string][]string, body []byte) (bankadapters.ChargeResult, error) {
+	h := http.Header(header)
+	if h.Get("X-Merchant-No") != b.codec.merchantNo {
+		return bankadapters.ChargeResult{}, errors.New("callback for another merchant number")
+	}
+	want := b.codec.mac([]byte("CALLBACK\n"+h.Get("X-Timestamp")+"\n"+h.Get("X-Nonce")+"\n"), body)
+	if sig := h.Get("X-Signature"); sig == "" || !hmac.Equal([]byte(sig), []byte(want)) {
+		return bankadapters.ChargeResult{}, errors.New("callback signature does not verify")
+	}
+	ans, err := flatten(body)
+	if err != nil || ans["order_no"] == "" {
+		return bankadapters.ChargeResult{}, errors.New("callback body is not a charge result")
+	}
+	return b.Result(ans["order_no"], 0, ans["result_code"], ans), nil
+}
