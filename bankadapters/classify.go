@@ -46,7 +46,11 @@ func Classify(r ChargeResult, table map[string]CodeClass, code, status string) C
 		r.Status, r.Outcome = ChargeProcessing, OutcomeProcessing
 	case known && c.Outcome == OutcomeSuccess && status == "SUCCESS":
 		r.Status, r.Outcome = ChargeSucceeded, OutcomeSuccess
-	case known && c.Outcome != OutcomeSuccess && (status == "" || status == "FAILED"):
+	case known && c.Outcome == OutcomeUnavailable:
+		// A bank's system error may hide a debit: settle by query.
+		r.Status, r.Outcome = ChargeUnknown, OutcomeProcessing
+		r.Cause = fmt.Errorf("bank answered %s, a system error", code)
+	case known && (c.Outcome == OutcomeRetryableDecline || c.Outcome == OutcomeHardDecline) && (status == "" || status == "FAILED"):
 		r.Status, r.Outcome = ChargeFailed, c.Outcome
 	default:
 		r.Status, r.Outcome = ChargeUnknown, OutcomeProcessing

@@ -79,15 +79,19 @@ type deps struct {
 	river   *river.Client[pgx.Tx]
 }
 
+// close releases everything; calling it again does nothing.
 func (d *deps) close() {
 	if d.hsm != nil {
 		_ = d.hsm.Close()
+		d.hsm = nil
 	}
 	if d.secrets != nil {
 		d.secrets.Close()
+		d.secrets = nil
 	}
 	if d.pool != nil {
 		d.pool.Close()
+		d.pool = nil
 	}
 }
 

@@ -118,9 +118,8 @@ func cmdDev(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	err = d.vault.Ensure(ctx)
-	d.close()
-	if err != nil {
+	defer d.close() // closed below, before serve opens the token; this covers early returns
+	if err := d.vault.Ensure(ctx); err != nil {
 		return err
 	}
 	step("migrations applied; keys %s ready", strings.Join(labels, ", "))
@@ -140,7 +139,11 @@ func cmdDev(ctx context.Context, args []string) error {
 	}
 	stops = append(stops, func() { step("stopping banksim"); _ = bs.Stop() })
 	banksimURL := strings.TrimSpace(line)
-	step("banksim: %s", banksimURL)
+	if err := setupBanks(ctx, banksimURL, secrets, d.hsm); err != nil {
+		return err
+	}
+	d.close()
+	step("banksim: %s (bank credentials in vault at secret/quickpay/banks/<code>)", banksimURL)
 
 	// 6. quickpay serve.
 	addr, err := pickAddr(*listen)
@@ -191,6 +194,7 @@ In another terminal, use the CLI against this stack:
 
 Ctrl-C stops everything; the next `+"`make run`"+` reuses the data in %[3]s.
 `, baseURL, envPath, state)
+	printDemoCardholders()
 
 	select {
 	case <-ctx.Done():

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/quickpay/quickpay/internal/devstack"
+	"github.com/quickpay/quickpay/vaultkeys"
 )
 
 // TestDevStack runs what `make run` runs, twice, on one state dir: the
@@ -57,6 +58,19 @@ func TestDevStack(t *testing.T) {
 	}
 	getOK(t, env["QUICKPAY_URL"]+"/readyz")
 	getOK(t, env["QUICKPAY_BANKSIM_URL"]+"/healthz")
+	// The demo cardholders are open at banksim, and each bank knows the platform.
+	getOK(t, env["QUICKPAY_BANKSIM_URL"]+"/sim/accounts/6222029015443424642")
+	sec, err := vaultkeys.NewSecrets(context.Background(), vaultkeys.SecretsConfig{Addr: env["VAULT_ADDR"], Token: env["VAULT_TOKEN"]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sec.Close()
+	for _, code := range []string{"ICBC", "CCB", "CMB"} {
+		ch, err := sec.Read(context.Background(), "secret/quickpay/banks/"+code)
+		if err != nil || ch["merchant_no"] == nil || ch["dialect"] == nil {
+			t.Fatalf("bank %s channel settings in vault: %v, %v", code, ch["merchant_no"], err)
+		}
+	}
 	if out := cli(t, bin, env, "keys", "rotate", "data"); !strings.Contains(out, "qp-data-v2 is now current") {
 		t.Fatalf("rotate said %q", out)
 	}

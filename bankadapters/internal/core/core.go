@@ -41,8 +41,8 @@ type Adapter struct {
 
 func (a *Adapter) call(ctx context.Context, op string, idempotent bool, fields map[string]string) (map[string]string, error) {
 	path := "/banks/" + a.Code + "/" + op
-	resp, err := a.Caller.Do(ctx, a.BaseURL, op, idempotent, func() (wire.Request, error) {
-		return a.Codec.Encode(ctx, path, fields)
+	resp, err := a.Caller.Do(ctx, a.BaseURL, op, idempotent, func(actx context.Context) (wire.Request, error) {
+		return a.Codec.Encode(actx, path, fields)
 	})
 	if err != nil {
 		return nil, a.unavailable(op, err)
@@ -128,8 +128,10 @@ func (a *Adapter) Charge(ctx context.Context, req bankadapters.ChargeRequest) (b
 	if err != nil {
 		return bankadapters.UnknownResult(req, err), nil
 	}
-	if o := ans["order_no"]; o != "" && o != req.OrderNo {
-		return bankadapters.UnknownResult(req, fmt.Errorf("answer names another order")), nil
+	// A signed answer that does not name this order (another operation's,
+	// replayed) says nothing about this debit.
+	if ans["order_no"] != req.OrderNo {
+		return bankadapters.UnknownResult(req, fmt.Errorf("answer does not name this order")), nil
 	}
 	return a.Result(req.OrderNo, req.Amount, ans["code"], ans), nil
 }

@@ -46,8 +46,9 @@ type Request struct {
 
 // Do sends the request built by build, once, or up to 1+Retries times when
 // idempotent and the failure was transport or 5xx. Each attempt has its own
-// deadline of Timeout within ctx.
-func (c *Caller) Do(ctx context.Context, baseURL, op string, idempotent bool, build func() (Request, error)) (*Response, error) {
+// deadline of Timeout within ctx, which also bounds building (signing in
+// the HSM included).
+func (c *Caller) Do(ctx context.Context, baseURL, op string, idempotent bool, build func(context.Context) (Request, error)) (*Response, error) {
 	attempts := 1
 	if idempotent {
 		attempts += c.Retries
@@ -77,13 +78,13 @@ func (c *Caller) Do(ctx context.Context, baseURL, op string, idempotent bool, bu
 	return nil, lastErr
 }
 
-func (c *Caller) once(ctx context.Context, baseURL, op string, attempt int, build func() (Request, error)) (*Response, error) {
-	r, err := build()
+func (c *Caller) once(ctx context.Context, baseURL, op string, attempt int, build func(context.Context) (Request, error)) (*Response, error) {
+	actx, cancel := context.WithTimeout(ctx, c.Timeout)
+	defer cancel()
+	r, err := build(actx)
 	if err != nil {
 		return nil, err
 	}
-	actx, cancel := context.WithTimeout(ctx, c.Timeout)
-	defer cancel()
 	req, err := http.NewRequestWithContext(actx, http.MethodPost, baseURL+r.Path, bytes.NewReader(r.Body))
 	if err != nil {
 		return nil, err

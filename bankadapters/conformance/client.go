@@ -1,0 +1,316 @@
+package conformance
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// Client speaks banksim's test-control API (docs/banksim.md, "Test
+// control"). It is for tests: banksim serves these routes to loopback
+// clients only.
+type Client struct {
+	BaseURL string
+	HTTP    *http.Client
+}
+
+// NewClient returns a client for the banksim at baseURL.
+func NewClient(baseURL string) *Client {
+	return &Client{BaseURL: strings.TrimRight(baseURL, "/"), HTTP: &http.Client{Timeout: 30 * time.Second}}
+}
+
+// Account is a card account as POST /sim/accounts takes it. Its card data
+// are banksim's own records of synthetic cards.
+type Account struct {
+	BankCode    string `json:"bank_code"`
+	CardNumber  string `json:"card_number"`
+	CardType    string `json:"card_type"` // "debit" or "credit"
+	HolderName  string `json:"holder_name"`
+	IDNumber    string `json:"id_number"`
+	Phone       string `json:"phone"`
+	Balance     int64  `json:"balance"` // fen
+	Expiry      string `json:"expiry,omitempty"`
+	CVV2        string `json:"cvv2,omitempty"`
+	SingleLimit int64  `json:"single_limit,omitempty"` // banksim defaults to 5 000 000
+	DailyLimit  int64  `json:"daily_limit,omitempty"`  // banksim defaults to 20 000 000
+	Status      string `json:"status,omitempty"`       // active (default), frozen, closed
+}
+
+// AccountState is GET /sim/accounts/{card}: the account and its agreements.
+type AccountState struct {
+	Account
+	Agreements []Agreement `json:"agreements"`
+}
+
+// Agreement is a binding as the bank records it.
+type Agreement struct {
+	AgreementNo string `json:"agreement_no"`
+	MerchantNo  string `json:"merchant_no"`
+	Status      string `json:"status"`
+}
+
+// SMS is a text in banksim's carrier inbox. Code is the first 4–8 digit
+// run of Text.
+type SMS struct {
+	To     string    `json:"to"`
+	Text   string    `json:"text"`
+	Code   string    `json:"code"`
+	SentAt time.Time `json:"sent_at"`
+}
+
+// Fault modes (docs/banksim.md).
+const (
+	FaultTimeout      = "timeout"
+	FaultError        = "error"
+	FaultProcessing   = "processing"
+	FaultDecline      = "decline"
+	FaultDropResponse = "drop_response"
+)
+
+// Fault is one injected failure on a bank's operation.
+type Fault struct {
+	BankCode  string
+	Operation string // "bind_apply", "charge", "query", …
+	Mode      string // one of the Fault* modes
+	Code      string // decline: a reason name ("insufficient_funds") or the dialect's code
+	// Count is how many calls it hits; 0 means banksim's default, once.
+	Count int
+	// UntilCleared keeps it until DELETE /sim/faults (banksim's count 0).
+	UntilCleared bool
+	// Apply (timeout) performs the operation before holding the answer.
+	Apply bool
+}
+
+// LedgerEntry is a debit the bank actually made.
+type LedgerEntry struct {
+	BankCode    string    `json:"bank_code"`
+	CardNumber  string    `json:"card_number"`
+	MerchantNo  string    `json:"merchant_no"`
+	OrderNo     string    `json:"order_no"`
+	AgreementNo string    `json:"agreement_no"`
+	Amount      int64     `json:"amount"`
+	BankTxnNo   string    `json:"bank_txn_no"`
+	At          time.Time `json:"at"`
+}
+
+// Merchant registers the platform at a bank: an HMAC secret for json-hmac
+// banks, the platform's RSA public key (PKIX PEM) for form-rsa banks.
+type Merchant struct {
+	BankCode     string `json:"bank_code"`
+	MerchantNo   string `json:"merchant_no"`
+	HMACSecret   string `json:"hmac_secret,omitempty"`
+	PublicKeyPEM string `json:"public_key_pem,omitempty"`
+}
+
+// BankInfo is one bank of GET /sim/banks.
+type BankInfo struct {
+	Code         string `json:"code"`
+	Name         string `json:"name"`
+	Dialect      string `json:"dialect"` // "json-hmac" or "form-rsa"
+	Async        bool   `json:"async"`
+	BINs         []BIN  `json:"bins"`
+	PublicKeyPEM string `json:"public_key_pem"` // form-rsa: the bank's key
+}
+
+// BIN is a card range of a bank.
+type BIN struct {
+	Prefix   string `json:"prefix"`
+	CardType string `json:"card_type"`
+	Length   int    `json:"length"`
+}
+
+// Dialects.
+const (
+	DialectJSONHMAC = "json-hmac"
+	DialectFormRSA  = "form-rsa"
+)
+
+// do sends a JSON request and decodes a JSON answer into out (unless nil).
+// Any status but want (any 2xx when want is 0) is an error carrying
+// banksim's message.
+func (c *Client) do(ctx context.Context, method, path string, in any, want int, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.BaseURL+path, body)
+	if err != nil {
+		return err
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.HTTP.Do(req)
+	if err != nil {
+		return fmt.Errorf("banksim %s %s: %w", method, routeOf(path), err)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return fmt.Errorf("banksim %s %s: reading answer: %w", method, routeOf(path), err)
+	}
+	if resp.StatusCode != want && (want != 0 || resp.StatusCode/100 != 2) {
+		msg := string(raw)
+		if len(msg) > 300 {
+			msg = msg[:300]
+		}
+		return fmt.Errorf("banksim %s %s: HTTP %d, want %d: %s", method, routeOf(path), resp.StatusCode, want, msg)
+	}
+	if out == nil {
+		return nil
+	}
+	if err := json.Unmarshal(raw, out); err != nil {
+		return fmt.Errorf("banksim %s %s: decoding answer: %w", method, routeOf(path), err)
+	}
+	return nil
+}
+
+// routeOf keeps card numbers and phones out of error messages.
+func routeOf(path string) string {
+	switch {
+	case strings.HasPrefix(path, "/sim/accounts/"):
+		return "/sim/accounts/{card}"
+	case strings.Contains(path, "?"):
+		return path[:strings.IndexByte(path, '?')]
+	}
+	return path
+}
+
+// PutAccount creates or replaces a card account.
+func (c *Client) PutAccount(ctx context.Context, a Account) error {
+	return c.do(ctx, http.MethodPost, "/sim/accounts", a, http.StatusCreated, nil)
+}
+
+// Account returns a card account with its balance and agreements.
+func (c *Client) Account(ctx context.Context, card string) (AccountState, error) {
+	var st AccountState
+	err := c.do(ctx, http.MethodGet, "/sim/accounts/"+url.PathEscape(card), nil, http.StatusOK, &st)
+	return st, err
+}
+
+// SMS returns the texts sent to phone, newest first.
+func (c *Client) SMS(ctx context.Context, phone string) ([]SMS, error) {
+	var out []SMS
+	err := c.do(ctx, http.MethodGet, "/sim/sms?phone="+url.QueryEscape(phone), nil, http.StatusOK, &out)
+	return out, err
+}
+
+// AddFault injects a fault.
+func (c *Client) AddFault(ctx context.Context, f Fault) error {
+	in := struct {
+		BankCode  string `json:"bank_code"`
+		Operation string `json:"operation"`
+		Mode      string `json:"mode"`
+		Code      string `json:"code,omitempty"`
+		Count     *int   `json:"count,omitempty"`
+		Apply     bool   `json:"apply,omitempty"`
+	}{BankCode: f.BankCode, Operation: f.Operation, Mode: f.Mode, Code: f.Code, Apply: f.Apply}
+	switch {
+	case f.UntilCleared:
+		zero := 0
+		in.Count = &zero
+	case f.Count > 0:
+		in.Count = &f.Count
+	}
+	return c.do(ctx, http.MethodPost, "/sim/faults", in, http.StatusCreated, nil)
+}
+
+// ClearFaults removes the faults armed at bankCode, or every fault when
+// bankCode is empty.
+func (c *Client) ClearFaults(ctx context.Context, bankCode string) error {
+	path := "/sim/faults"
+	if bankCode != "" {
+		path += "?bank_code=" + url.QueryEscape(bankCode)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodDelete, c.BaseURL+path, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.HTTP.Do(req)
+	if err != nil {
+		return fmt.Errorf("banksim DELETE /sim/faults: %w", err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("banksim DELETE /sim/faults: HTTP %d", resp.StatusCode)
+	}
+	return nil
+}
+
+// Ledger returns the debits the banks made on card, or on every card when
+// card is empty.
+func (c *Client) Ledger(ctx context.Context, card string) ([]LedgerEntry, error) {
+	var out []LedgerEntry
+	err := c.do(ctx, http.MethodGet, "/sim/ledger?card_number="+url.QueryEscape(card), nil, http.StatusOK, &out)
+	return out, err
+}
+
+// RegisterMerchant registers (or re-registers) the platform at a bank.
+func (c *Client) RegisterMerchant(ctx context.Context, m Merchant) error {
+	return c.do(ctx, http.MethodPost, "/sim/merchants", m, http.StatusCreated, nil)
+}
+
+// Banks lists the simulated banks.
+func (c *Client) Banks(ctx context.Context) ([]BankInfo, error) {
+	var out []BankInfo
+	err := c.do(ctx, http.MethodGet, "/sim/banks", nil, http.StatusOK, &out)
+	return out, err
+}
+
+// Bank returns one bank of Banks.
+func (c *Client) Bank(ctx context.Context, code string) (BankInfo, error) {
+	banks, err := c.Banks(ctx)
+	if err != nil {
+		return BankInfo{}, err
+	}
+	for _, b := range banks {
+		if b.Code == code {
+			return b, nil
+		}
+	}
+	return BankInfo{}, fmt.Errorf("banksim has no bank %q", code)
+}
+
+type clockState struct {
+	Now time.Time `json:"now"`
+}
+
+// Clock returns the banks' clock.
+func (c *Client) Clock(ctx context.Context) (time.Time, error) {
+	var st clockState
+	err := c.do(ctx, http.MethodGet, "/sim/clock", nil, http.StatusOK, &st)
+	return st.Now, err
+}
+
+// SetClock moves the banks' clock to t and returns it.
+func (c *Client) SetClock(ctx context.Context, t time.Time) (time.Time, error) {
+	var st clockState
+	err := c.do(ctx, http.MethodPost, "/sim/clock", clockState{Now: t}, 0, &st)
+	if err == nil && st.Now.IsZero() {
+		return c.Clock(ctx)
+	}
+	return st.Now, err
+}
+
+// AdvanceClock moves the banks' clock by d and returns it.
+func (c *Client) AdvanceClock(ctx context.Context, d time.Duration) (time.Time, error) {
+	var st clockState
+	err := c.do(ctx, http.MethodPost, "/sim/clock", struct {
+		Advance string `json:"advance"`
+	}{d.String()}, 0, &st)
+	if err == nil && st.Now.IsZero() {
+		return c.Clock(ctx)
+	}
+	return st.Now, err
+}

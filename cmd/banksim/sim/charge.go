@@ -1,0 +1,321 @@
+package sim
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"hash/maphash"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// order is a charge order. The fields set at creation never change; mu
+// guards the outcome. Its creator holds mu until the first answer is known,
+// so a concurrent repeat waits for it.
+type order struct {
+	mu          sync.Mutex
+	bank        *bank
+	merchantNo  string
+	no          string
+	agreementNo string
+	amount      int64
+	notifyURL   string
+	bankTxnNo   string
+
+	status   string
+	outcome  reason
+	finished time.Time
+}
+
+type orderKey struct{ bank, merchant, no string }
+
+const orderShardCount = 64
+
+type orderShards struct {
+	seed   maphash.Seed
+	shards [orderShardCount]struct {
+		mu sync.Mutex
+		m  map[orderKey]*order
+	}
+}
+
+func (o *orderShards) init() {
+	o.seed = maphash.MakeSeed()
+	for i := range o.shards {
+		o.shards[i].m = map[orderKey]*order{}
+	}
+}
+
+func (o *orderShards) shard(k orderKey) int {
+	return int(maphash.String(o.seed, k.no) % orderShardCount)
+}
+
+func (o *orderShards) get(k orderKey) *order {
+	sh := &o.shards[o.shard(k)]
+	sh.mu.Lock()
+	ord := sh.m[k]
+	sh.mu.Unlock()
+	return ord
+}
+
+// create inserts fresh, already locked by the caller, unless the key is
+// taken; then it returns the existing order.
+func (o *orderShards) create(k orderKey, fresh *order) (existing *order) {
+	sh := &o.shards[o.shard(k)]
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if ord := sh.m[k]; ord != nil {
+		return ord
+	}
+	sh.m[k] = fresh
+	return nil
+}
+
+// charge debits by agreement. An order number is debited at most once; a
+// repeat with the same agreement and amount answers the original result.
+func (s *Sim) charge(b *bank, m *merchant, req *request, forceAsync bool) *result {
+	switch {
+	case !validIdentifier(req.OrderNo):
+		return fail(rBadRequest, "order_no: want 1-64 printable ASCII characters")
+	case !validIdentifier(req.AgreementNo):
+		return &result{reason: rBadRequest, msg: "agreement_no: want 1-64 printable ASCII characters", orderNo: req.OrderNo}
+	case req.Amount <= 0:
+		return &result{reason: rBadRequest, msg: "amount: want positive integer fen", orderNo: req.OrderNo}
+	case req.Currency != "CNY":
+		return &result{reason: rBadRequest, msg: "currency: want CNY", orderNo: req.OrderNo}
+	case b.async && req.NotifyURL == "":
+		return &result{reason: rBadRequest, msg: "notify_url: required at " + b.code, orderNo: req.OrderNo}
+	case req.NotifyURL != "" && !validNotifyURL(req.NotifyURL):
+		return &result{reason: rBadRequest, msg: "notify_url: want an absolute http(s) URL", orderNo: req.OrderNo}
+	}
+	fresh := &order{
+		bank: b, merchantNo: m.no, no: req.OrderNo, agreementNo: req.AgreementNo,
+		amount: req.Amount, notifyURL: req.NotifyURL,
+	}
+	fresh.mu.Lock()
+	if o := s.orders.create(orderKey{b.code, m.no, req.OrderNo}, fresh); o != nil {
+		o.mu.Lock()
+		defer o.mu.Unlock()
+		if o.agreementNo != req.AgreementNo || o.amount != req.Amount {
+			return &result{reason: rOrderConflict, orderNo: req.OrderNo}
+		}
+		return o.chargeResult()
+	}
+	o := fresh
+	defer o.mu.Unlock()
+	o.bankTxnNo = s.newID(b, 'T')
+	if b.async || forceAsync {
+		o.status, o.outcome = chargeProcessing, rProcessing
+		s.goBackground(func() { s.settleLater(o) })
+		return o.chargeResult()
+	}
+	s.settle(o)
+	return o.chargeResult()
+}
+
+func validNotifyURL(raw string) bool {
+	u, err := url.Parse(raw)
+	return err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != ""
+}
+
+// chargeResult is the charge answer for o; o.mu held.
+func (o *order) chargeResult() *result {
+	return &result{reason: o.outcome, orderNo: o.no, status: o.status, bankTxnNo: o.bankTxnNo}
+}
+
+// settle applies the debit rules to o and records its outcome; o.mu held.
+func (s *Sim) settle(o *order) {
+	now := s.Now()
+	o.outcome = s.debit(o, now)
+	o.finished = now
+	o.status = chargeFailed
+	if o.outcome == rSuccess {
+		o.status = chargeSuccess
+	}
+}
+
+// debit checks, in order: agreement, card status, the day's failure cap,
+// single limit, daily limit, balance; and debits when all pass.
+func (s *Sim) debit(o *order, now time.Time) reason {
+	ag := s.agreement(o.agreementNo)
+	if ag == nil || ag.bank != o.bank || ag.merchantNo != o.merchantNo {
+		return rAgreementInvalid
+	}
+	c := ag.card
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case !ag.live:
+		return rAgreementInvalid
+	case c.a.Status == StatusFrozen:
+		return rCardFrozen
+	case c.a.Status == StatusClosed:
+		return rCardClosed
+	}
+	c.rollDay(now.In(shanghai).Format(time.DateOnly))
+	if c.failed >= maxFailedPerDay {
+		return rTryTomorrow
+	}
+	r := rSuccess
+	switch {
+	case o.amount > c.a.SingleLimit:
+		r = rSingleLimit
+	case c.debited+o.amount > c.a.DailyLimit:
+		r = rDailyLimit
+	case o.amount > c.a.Balance:
+		r = rInsufficientFunds
+	}
+	if r != rSuccess {
+		c.failed++
+		return r
+	}
+	c.a.Balance -= o.amount
+	c.debited += o.amount
+	c.ledger = append(c.ledger, ledgerEntry{
+		BankCode: o.bank.code, CardNumber: c.a.CardNumber, MerchantNo: o.merchantNo, OrderNo: o.no,
+		AgreementNo: o.agreementNo, Amount: o.amount, BankTxnNo: o.bankTxnNo, At: now.In(shanghai),
+		seq: s.seq.Add(1),
+	})
+	return rSuccess
+}
+
+// settleLater settles a PROCESSING order after AsyncDelay and sends its
+// callback.
+func (s *Sim) settleLater(o *order) {
+	t := time.NewTimer(s.cfg.AsyncDelay)
+	select {
+	case <-t.C:
+	case <-s.ctx.Done():
+		t.Stop()
+		return
+	}
+	o.mu.Lock()
+	s.settle(o)
+	cb := callback{
+		OrderNo: o.no, Status: o.status, ResultCode: o.outcome.code(o.bank.dialect), Amount: o.amount,
+		BankTxnNo: o.bankTxnNo, FinishedAt: bankTime(o.finished),
+	}
+	outcome := o.outcome
+	o.mu.Unlock()
+	s.log.Debug("charge settled", "bank", o.bank.code, "order_no", o.no, "result", outcome.String())
+	if o.notifyURL != "" {
+		s.deliver(o.bank, o.merchantNo, o.notifyURL, cb)
+	}
+}
+
+// callback is the body of an async result notice.
+type callback struct {
+	OrderNo    string `json:"order_no"`
+	Status     string `json:"status"`
+	ResultCode string `json:"result_code"`
+	Amount     int64  `json:"amount"`
+	BankTxnNo  string `json:"bank_txn_no"`
+	FinishedAt string `json:"finished_at"`
+}
+
+// deliver posts cb to url until a 2xx answer, retrying up to 5 times with
+// doubling backoff.
+func (s *Sim) deliver(b *bank, merchantNo, target string, cb callback) {
+	wait := s.cfg.CallbackBackoff
+	for attempt := 1; attempt <= callbackAttempts; attempt++ {
+		if attempt > 1 {
+			t := time.NewTimer(wait)
+			select {
+			case <-t.C:
+			case <-s.ctx.Done():
+				t.Stop()
+				return
+			}
+			wait *= 2
+		}
+		status, err := s.postCallback(b, merchantNo, target, cb)
+		if err == nil && status/100 == 2 {
+			s.log.Debug("callback delivered", "bank", b.code, "order_no", cb.OrderNo, "attempt", attempt)
+			return
+		}
+		s.log.Info("callback attempt failed", "bank", b.code, "order_no", cb.OrderNo, "attempt", attempt,
+			"status", status, "err", errString(err))
+	}
+	s.log.Warn("callback abandoned", "bank", b.code, "order_no", cb.OrderNo, "attempts", callbackAttempts)
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+// postCallback makes one signed callback attempt in b's dialect.
+func (s *Sim) postCallback(b *bank, merchantNo, target string, cb callback) (int, error) {
+	var (
+		body  []byte
+		ctype string
+		hdr   = http.Header{}
+	)
+	ts := strconv.FormatInt(s.Now().Unix(), 10)
+	nonce := newNonce()
+	if b.dialect == DialectFormRSA {
+		v := url.Values{
+			"order_no": {cb.OrderNo}, "status": {cb.Status}, "result_code": {cb.ResultCode},
+			"amount": {strconv.FormatInt(cb.Amount, 10)}, "bank_txn_no": {cb.BankTxnNo},
+			"finished_at": {cb.FinishedAt}, "merchant_no": {merchantNo},
+			"timestamp": {ts}, "nonce": {nonce}, "sign_type": {"RSA2"},
+		}
+		v["sign"] = []string{b.sign(canonical(v))}
+		body, ctype = []byte(v.Encode()), "application/x-www-form-urlencoded"
+	} else {
+		m := s.merchant(b, merchantNo)
+		if m == nil {
+			return 0, errMerchantGone
+		}
+		body, _ = json.Marshal(cb)
+		ctype = "application/json"
+		hdr.Set("X-Merchant-No", merchantNo)
+		hdr.Set("X-Timestamp", ts)
+		hdr.Set("X-Nonce", nonce)
+		hdr.Set("X-Signature", hmacHex(m.secret, "CALLBACK\n"+ts+"\n"+nonce+"\n", body))
+	}
+	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.CallbackTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(body))
+	if err != nil {
+		return 0, err
+	}
+	req.Header = hdr
+	req.Header.Set("Content-Type", ctype)
+	resp, err := s.cbClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	_ = resp.Body.Close()
+	return resp.StatusCode, nil
+}
+
+type simError string
+
+func (e simError) Error() string { return string(e) }
+
+const errMerchantGone = simError("merchant no longer registered: cannot sign the callback")
+
+// query reports an order's state.
+func (s *Sim) query(b *bank, m *merchant, req *request) *result {
+	if !validIdentifier(req.OrderNo) {
+		return fail(rBadRequest, "order_no: want 1-64 printable ASCII characters")
+	}
+	o := s.orders.get(orderKey{b.code, m.no, req.OrderNo})
+	if o == nil {
+		return &result{reason: rOrderNotFound, orderNo: req.OrderNo}
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return &result{
+		orderNo: o.no, status: o.status, outcome: o.outcome, hasOutcome: true, amount: o.amount,
+		bankTxnNo: o.bankTxnNo, finishedAt: bankTime(o.finished),
+	}
+}
