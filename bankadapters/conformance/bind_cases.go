@@ -13,7 +13,7 @@ func (s *suite) testBindHappy(cardType string) func(t *testing.T) {
 	return func(t *testing.T) {
 		b := s.adapter(t, nil)
 		a := s.newAccount(t, cardType, nil)
-		sess, err := b.BindApply(t.Context(), a.BindRequest(s.gen.OrderNo("BR")))
+		sess, err := b.BindApply(t.Context(), BindRequest(a, s.gen.OrderNo("BR")))
 		if err != nil {
 			t.Fatalf("bind_apply: %v", err)
 		}
@@ -86,7 +86,7 @@ func (s *suite) testBindMismatch(m elementMismatch) func(t *testing.T) {
 	return func(t *testing.T) {
 		b := s.adapter(t, nil)
 		a := s.newAccount(t, m.cardType, nil)
-		req := a.BindRequest(s.gen.OrderNo("BR"))
+		req := BindRequest(a, s.gen.OrderNo("BR"))
 		m.edit(s.gen, s.info, a, &req)
 		sess, err := b.BindApply(t.Context(), req)
 		if err == nil {
@@ -108,7 +108,7 @@ func (s *suite) testBindRefusedStatus(status string) func(t *testing.T) {
 	return func(t *testing.T) {
 		b := s.adapter(t, nil)
 		a := s.newAccount(t, "debit", func(a *Account) { a.Status = status })
-		_, err := b.BindApply(t.Context(), a.BindRequest(s.gen.OrderNo("BR")))
+		_, err := b.BindApply(t.Context(), BindRequest(a, s.gen.OrderNo("BR")))
 		s.wantError(t, err, bankadapters.OutcomeHardDecline)
 		s.wantTexts(t, 0, a.Phone)
 		s.wantNoAgreement(t, a.CardNumber)
@@ -118,7 +118,7 @@ func (s *suite) testBindRefusedStatus(status string) func(t *testing.T) {
 func (s *suite) testAlreadyBound(t *testing.T) {
 	b := s.adapter(t, nil)
 	a, ag := s.boundAccount(t, b, nil)
-	_, err := b.BindApply(t.Context(), a.BindRequest(s.gen.OrderNo("BR")))
+	_, err := b.BindApply(t.Context(), BindRequest(a, s.gen.OrderNo("BR")))
 	s.wantError(t, err, bankadapters.OutcomeAlreadyBound)
 	s.wantTexts(t, 1, a.Phone) // the first binding's only
 	if ags := s.state(t, a.CardNumber).Agreements; len(ags) != 1 || ags[0].AgreementNo != ag {
@@ -129,7 +129,7 @@ func (s *suite) testAlreadyBound(t *testing.T) {
 // apply starts a binding of a and returns its reference and code.
 func (s *suite) apply(t *testing.T, b bankadapters.Bank, a Account) (string, string) {
 	t.Helper()
-	sess, err := b.BindApply(t.Context(), a.BindRequest(s.gen.OrderNo("BR")))
+	sess, err := b.BindApply(t.Context(), BindRequest(a, s.gen.OrderNo("BR")))
 	if err != nil {
 		t.Fatalf("bind_apply: %v", err)
 	}

@@ -143,7 +143,7 @@ func (s *suite) testFaultBindApplyError(t *testing.T) {
 	b := s.adapter(t, func(o *bankadapters.CallOptions) { o.Retries = 2 })
 	a := s.newAccount(t, "debit", nil)
 	s.fault(t, Fault{Operation: "bind_apply", Mode: FaultError})
-	_, err := b.BindApply(t.Context(), a.BindRequest(s.gen.OrderNo("BR")))
+	_, err := b.BindApply(t.Context(), BindRequest(a, s.gen.OrderNo("BR")))
 	s.wantError(t, err, bankadapters.OutcomeUnavailable)
 	// A retry would have found the fault spent and texted a code.
 	s.wantTexts(t, 0, a.Phone)

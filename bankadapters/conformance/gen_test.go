@@ -7,7 +7,7 @@ import (
 
 func TestCardNumbersAreLuhnValidAndUnique(t *testing.T) {
 	g := NewGen()
-	for _, bin := range []BIN{{"622202", "debit", 19}, {"622588", "debit", 16}, {"436742", "credit", 16}} {
+	for _, bin := range []BIN{{Prefix: "622202", CardType: "debit", Length: 19}, {Prefix: "622588", CardType: "debit", Length: 16}, {Prefix: "436742", CardType: "credit", Length: 16}} {
 		seen := map[string]bool{}
 		for range 5_000 {
 			n := g.CardNumber(bin.Prefix, bin.Length)

@@ -548,7 +548,7 @@ func (s *suite) wantError(t *testing.T, err error, outcome bankadapters.Outcome)
 // --- binding -----------------------------------------------------------------
 
 // BindRequest is the request that binds a's card.
-func (a Account) BindRequest(requestNo string) bankadapters.BindRequest {
+func BindRequest(a Account, requestNo string) bankadapters.BindRequest {
 	return bankadapters.BindRequest{
 		RequestNo:  requestNo,
 		CardNumber: sensitive.NewPAN(a.CardNumber),
@@ -568,7 +568,7 @@ func Bind(ctx context.Context, b bankadapters.Bank, c *Client, a Account, reques
 	if err != nil {
 		return "", err
 	}
-	sess, err := b.BindApply(ctx, a.BindRequest(requestNo))
+	sess, err := b.BindApply(ctx, BindRequest(a, requestNo))
 	if err != nil {
 		return "", fmt.Errorf("bind_apply: %w", err)
 	}

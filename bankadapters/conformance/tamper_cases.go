@@ -20,7 +20,7 @@ func (s *suite) testTamperBindRequest(t *testing.T) {
 	}, nil)
 	b := s.adapterAt(t, p.URL, nil)
 	a := s.newAccount(t, "debit", nil)
-	sess, err := b.BindApply(t.Context(), a.BindRequest(s.gen.OrderNo("BR")))
+	sess, err := b.BindApply(t.Context(), BindRequest(a, s.gen.OrderNo("BR")))
 	if p.requests.Load() != 1 {
 		t.Fatalf("the proxy altered %d requests, want 1", p.requests.Load())
 	}
@@ -61,7 +61,7 @@ func (s *suite) testTamperBindAnswer(t *testing.T) {
 	})
 	b := s.adapterAt(t, p.URL, nil)
 	a := s.newAccount(t, "debit", nil)
-	sess, err := b.BindApply(t.Context(), a.BindRequest(s.gen.OrderNo("BR")))
+	sess, err := b.BindApply(t.Context(), BindRequest(a, s.gen.OrderNo("BR")))
 	if p.answers.Load() != 1 {
 		t.Fatalf("the proxy altered %d answers, want 1", p.answers.Load())
 	}
@@ -148,7 +148,7 @@ func (s *suite) testReplayedOtherOperation(t *testing.T) {
 	b := s.adapterAt(t, p.URL, nil)
 	a, ag := s.boundAccount(t, clean, nil)
 	stranger := s.newAccount(t, "debit", nil)
-	req := stranger.BindRequest(s.gen.OrderNo("BR"))
+	req := BindRequest(stranger, s.gen.OrderNo("BR"))
 	req.HolderName += "华"
 	_, err := b.BindApply(t.Context(), req)
 	s.wantError(t, err, bankadapters.OutcomeElementsMismatch) // the answer the proxy keeps

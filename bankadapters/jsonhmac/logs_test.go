@@ -46,7 +46,7 @@ func TestLogsHoldNoCardData(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	sess, err := b.BindApply(ctx, acct.BindRequest("req-logs-1"))
+	sess, err := b.BindApply(ctx, conformance.BindRequest(acct, "req-logs-1"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,7 +68,7 @@ func TestLogsHoldNoCardData(t *testing.T) {
 	}
 	bad := acct
 	bad.HolderName = "不是本人"
-	if _, err := b.BindApply(ctx, bad.BindRequest("req-logs-2")); err == nil {
+	if _, err := b.BindApply(ctx, conformance.BindRequest(bad, "req-logs-2")); err == nil {
 		t.Fatal("mismatched name accepted")
 	}
 	for i, mode := range []string{"", "drop_response", "timeout", "error"} {

@@ -1,4 +1,8 @@
-package conformance
+// Package simclient speaks banksim's test-control API (docs/banksim.md,
+// "Test control"): accounts, SMS inbox, faults, ledger, merchants, banks and
+// the clock. Tests and `quickpay dev` use it; banksim serves these routes to
+// loopback clients only (unless started with --remote-control).
+package simclient
 
 import (
 	"bytes"
@@ -12,9 +16,7 @@ import (
 	"time"
 )
 
-// Client speaks banksim's test-control API (docs/banksim.md, "Test
-// control"). It is for tests: banksim serves these routes to loopback
-// clients only.
+// Client calls one banksim.
 type Client struct {
 	BaseURL string
 	HTTP    *http.Client
