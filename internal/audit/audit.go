@@ -17,6 +17,20 @@ type Execer interface {
 	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
 }
 
+type requestIDKey struct{}
+
+// WithRequestID returns ctx carrying the API request id, which Write records
+// on every row written under it.
+func WithRequestID(ctx context.Context, id string) context.Context {
+	return context.WithValue(ctx, requestIDKey{}, id)
+}
+
+// RequestID returns the request id ctx carries, or "".
+func RequestID(ctx context.Context) string {
+	id, _ := ctx.Value(requestIDKey{}).(string)
+	return id
+}
+
 // Entry is one audit row.
 type Entry struct {
 	MerchantID string         // empty for platform-level actions
@@ -25,6 +39,12 @@ type Entry struct {
 	Subject    string         // on what: a key label, card id, …
 	Details    map[string]any // ids, versions, outcomes; never sensitive values
 }
+
+// Outcome values for Details["outcome"].
+const (
+	OutcomeOK     = "ok"
+	OutcomeFailed = "failed"
+)
 
 // Write appends e. Run it in the transaction of the change it records.
 func Write(ctx context.Context, db Execer, e Entry) error {
@@ -37,9 +57,9 @@ func Write(ctx context.Context, db Execer, e Entry) error {
 		details = b
 	}
 	_, err := db.Exec(ctx,
-		`INSERT INTO audit_log (merchant_id, actor, action, subject, details)
-		 VALUES (NULLIF($1, ''), $2, $3, NULLIF($4, ''), $5)`,
-		e.MerchantID, e.Actor, e.Action, e.Subject, details)
+		`INSERT INTO audit_log (merchant_id, actor, action, subject, details, request_id)
+		 VALUES (NULLIF($1, ''), $2, $3, NULLIF($4, ''), $5, NULLIF($6, ''))`,
+		e.MerchantID, e.Actor, e.Action, e.Subject, details, RequestID(ctx))
 	if err != nil {
 		return fmt.Errorf("write audit %s: %w", e.Action, err)
 	}
