@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/quickpay/quickpay/internal/audit"
 	"github.com/quickpay/quickpay/vaultkeys"
 )
 
@@ -30,6 +31,35 @@ type Config struct {
 	Logger  *slog.Logger       // Defaults to slog.Default().
 	// ReadyTimeout bounds each readiness probe. Defaults to 2s.
 	ReadyTimeout time.Duration
+
+	// Auth issues and checks access tokens. Without it there are no /v1
+	// routes (health and metrics only).
+	Auth Authenticator
+	// Idempotency wraps every POST under /v1 (Idempotency-Key). Optional.
+	Idempotency echo.MiddlewareFunc
+	// Areas add their /v1 routes and their rows of the error table.
+	Areas []Area
+}
+
+// Authenticator is the token side of the API: it serves its own public
+// routes (token endpoint, JWKS) and guards /v1.
+type Authenticator interface {
+	Routes(e *echo.Echo)
+	// Middleware verifies the bearer token and calls SetPrincipal.
+	Middleware() echo.MiddlewareFunc
+}
+
+// Area is a group of /v1 routes with the domain errors they can return.
+type Area interface {
+	Routes(v1 *echo.Group)
+	// Errors maps the area's domain sentinels to answers (the error table).
+	Errors() map[error]*Error
+}
+
+type server struct {
+	cfg    Config
+	log    *slog.Logger
+	errors *domainTable
 }
 
 // New builds the HTTP handler.
@@ -40,8 +70,10 @@ func New(cfg Config) *echo.Echo {
 	if cfg.ReadyTimeout == 0 {
 		cfg.ReadyTimeout = 2 * time.Second
 	}
+	s := &server{cfg: cfg, log: cfg.Logger, errors: &domainTable{}}
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
+	e.HTTPErrorHandler = s.errorHandler
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
@@ -73,7 +105,61 @@ func New(cfg Config) *echo.Echo {
 	})
 	e.GET("/readyz", readyz(cfg))
 	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(reg, promhttp.HandlerOpts{})))
+
+	if cfg.Auth != nil {
+		cfg.Auth.Routes(e)
+		v1 := e.Group("/v1", cfg.Auth.Middleware(), withAuditRequestID)
+		if cfg.Idempotency != nil {
+			v1.Use(cfg.Idempotency)
+		}
+		for _, a := range cfg.Areas {
+			s.errors.register(a.Errors())
+			a.Routes(v1)
+		}
+	}
 	return e
+}
+
+// withAuditRequestID puts the request id into the request context, so that
+// audit rows written under it name the request.
+func withAuditRequestID(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		r := c.Request()
+		c.SetRequest(r.WithContext(audit.WithRequestID(r.Context(), c.Response().Header().Get(echo.HeaderXRequestID))))
+		return next(c)
+	}
+}
+
+const (
+	ctxMerchant = "qp.merchant"
+	ctxScopes   = "qp.scopes"
+)
+
+// SetPrincipal records the authenticated merchant and its token's scopes.
+func SetPrincipal(c echo.Context, merchantID string, scopes []string) {
+	c.Set(ctxMerchant, merchantID)
+	c.Set(ctxScopes, scopes)
+}
+
+// MerchantID is the authenticated merchant, "" outside /v1.
+func MerchantID(c echo.Context) string {
+	id, _ := c.Get(ctxMerchant).(string)
+	return id
+}
+
+// RequireScope refuses requests whose token lacks scope.
+func RequireScope(scope string) echo.MiddlewareFunc {
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			scopes, _ := c.Get(ctxScopes).([]string)
+			for _, s := range scopes {
+				if s == scope {
+					return next(c)
+				}
+			}
+			return ErrForbiddenScope.With("required_scope", scope)
+		}
+	}
 }
 
 type check struct {

@@ -1,0 +1,228 @@
+package api
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+
+	"github.com/labstack/echo/v4"
+)
+
+// Error is an API error answer:
+//
+//	{"error":{"code":"otp_incorrect","message":"…","attempts_left":2},"request_id":"…"}
+//
+// Handlers return one directly for HTTP-level problems (bad JSON, auth,
+// idempotency); domain errors are mapped by the table in mapError.
+type Error struct {
+	Status  int
+	Code    string
+	Message string
+	// Fields are extra members of the error object: "field", "attempts_left".
+	Fields map[string]any
+}
+
+func (e *Error) Error() string { return fmt.Sprintf("%d %s: %s", e.Status, e.Code, e.Message) }
+
+// NewError returns an API error.
+func NewError(status int, code, message string) *Error {
+	return &Error{Status: status, Code: code, Message: message}
+}
+
+// With returns a copy of e with an extra member in the error object.
+func (e *Error) With(key string, value any) *Error {
+	c := *e
+	c.Fields = make(map[string]any, len(e.Fields)+1)
+	for k, v := range e.Fields {
+		c.Fields[k] = v
+	}
+	c.Fields[key] = value
+	return &c
+}
+
+// Errors every area uses.
+var (
+	ErrNotFound        = NewError(http.StatusNotFound, "not_found", "no such resource")
+	ErrUnauthorized    = NewError(http.StatusUnauthorized, "unauthorized", "a valid bearer token is required")
+	ErrForbiddenScope  = NewError(http.StatusForbidden, "insufficient_scope", "the token's scope does not allow this")
+	ErrBodyTooLarge    = NewError(http.StatusRequestEntityTooLarge, "body_too_large", "request body exceeds 64 KiB")
+	ErrMalformedJSON   = NewError(http.StatusBadRequest, "malformed_json", "request body is not valid JSON")
+	ErrInternal        = NewError(http.StatusInternalServerError, "internal", "internal error")
+	ErrMethodNotAllowd = NewError(http.StatusMethodNotAllowed, "method_not_allowed", "method not allowed")
+)
+
+// Validation returns a validation_failed error naming the field.
+func Validation(status int, field, message string) *Error {
+	return NewError(status, "validation_failed", message).With("field", field)
+}
+
+// domainErrors is the one table from domain errors to answers. Areas
+// register their sentinels with RegisterErrors at init of the server (not
+// in package init), keyed by the sentinel; errors.Is finds wrapped ones.
+type domainTable struct {
+	mu   sync.RWMutex
+	rows []domainRow
+}
+
+type domainRow struct {
+	err error
+	ans *Error
+}
+
+// register adds rows; a sentinel registered twice keeps its first answer.
+func (t *domainTable) register(rows map[error]*Error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for err, ans := range rows {
+		t.rows = append(t.rows, domainRow{err, ans})
+	}
+}
+
+func (t *domainTable) lookup(err error) (*Error, bool) {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	for _, r := range t.rows {
+		if errors.Is(err, r.err) {
+			return r.ans, true
+		}
+	}
+	return nil, false
+}
+
+// errorBody is the JSON shape of an error answer.
+func errorBody(e *Error, requestID string) map[string]any {
+	obj := map[string]any{"code": e.Code, "message": e.Message}
+	for k, v := range e.Fields {
+		obj[k] = v
+	}
+	return map[string]any{"error": obj, "request_id": requestID}
+}
+
+// FieldError is a domain error about one input field; its answer is
+// validation_failed naming the field (Status 422 unless set).
+type FieldError struct {
+	Field   string
+	Message string
+	Status  int
+}
+
+func (e *FieldError) Error() string { return e.Field + ": " + e.Message }
+
+// errorHandler writes every error as the documented JSON. Unknown errors
+// answer 500 internal and are logged with the request id; the log carries
+// the error text, which by the security rules never holds a sensitive value.
+func (s *server) errorHandler(err error, c echo.Context) {
+	if c.Response().Committed {
+		return
+	}
+	rid := c.Response().Header().Get(echo.HeaderXRequestID)
+	var ans *Error
+	var he *echo.HTTPError
+	var fe *FieldError
+	switch {
+	case errors.As(err, &ans):
+	case errors.As(err, &fe):
+		st := fe.Status
+		if st == 0 {
+			st = http.StatusUnprocessableEntity
+		}
+		ans = Validation(st, fe.Field, fe.Message)
+	case errors.As(err, &he):
+		switch he.Code {
+		case http.StatusNotFound:
+			ans = ErrNotFound
+		case http.StatusMethodNotAllowed:
+			ans = ErrMethodNotAllowd
+		case http.StatusRequestEntityTooLarge:
+			ans = ErrBodyTooLarge
+		case http.StatusUnauthorized:
+			ans = ErrUnauthorized
+		default:
+			ans = NewError(he.Code, strings.ToLower(strings.ReplaceAll(http.StatusText(he.Code), " ", "_")), http.StatusText(he.Code))
+		}
+	default:
+		if mapped, ok := s.errors.lookup(err); ok {
+			ans = mapped
+			// Domain errors may carry details the answer should show.
+			var d interface{ ErrorFields() map[string]any }
+			if errors.As(err, &d) {
+				for k, v := range d.ErrorFields() {
+					ans = ans.With(k, v)
+				}
+			}
+		} else {
+			s.log.Error("internal error", "request_id", rid, "method", c.Request().Method, "route", c.Path(), "err", err)
+			ans = ErrInternal
+		}
+	}
+	if c.Request().Method == http.MethodHead {
+		_ = c.NoContent(ans.Status)
+		return
+	}
+	_ = c.JSON(ans.Status, errorBody(ans, rid))
+}
+
+// MaxBody is the largest request body the API reads.
+const MaxBody = 64 << 10
+
+// Bind decodes the JSON body into v: 413 beyond MaxBody, 400 for malformed
+// JSON, and 400 validation_failed naming an unknown field. Values are never
+// echoed back: a body may hold a card number.
+func Bind(c echo.Context, v any) error {
+	body, err := readBody(c)
+	if err != nil {
+		return err
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var syn *json.SyntaxError
+		var typ *json.UnmarshalTypeError
+		switch {
+		case strings.HasPrefix(err.Error(), "json: unknown field "):
+			field := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
+			return Validation(http.StatusBadRequest, field, "unknown field")
+		case errors.As(err, &typ):
+			return Validation(http.StatusBadRequest, typ.Field, "wrong type")
+		case errors.As(err, &syn), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
+			return ErrMalformedJSON
+		default:
+			return ErrMalformedJSON
+		}
+	}
+	if dec.More() {
+		return ErrMalformedJSON
+	}
+	return nil
+}
+
+// readBody reads at most MaxBody bytes, remembering the body so the
+// idempotency layer and the handler can both see it.
+func readBody(c echo.Context) ([]byte, error) {
+	if b, ok := c.Get(ctxBody).([]byte); ok {
+		return b, nil
+	}
+	r := c.Request()
+	if r.ContentLength > MaxBody {
+		return nil, ErrBodyTooLarge
+	}
+	b, err := io.ReadAll(io.LimitReader(r.Body, MaxBody+1))
+	if err != nil {
+		return nil, ErrMalformedJSON
+	}
+	if len(b) > MaxBody {
+		return nil, ErrBodyTooLarge
+	}
+	c.Set(ctxBody, b)
+	return b, nil
+}
+
+// Body returns the request body (read once, at most MaxBody bytes).
+func Body(c echo.Context) ([]byte, error) { return readBody(c) }
+
+const ctxBody = "qp.body"
