@@ -129,3 +129,12 @@ func (b *BankSigner) PublicKeyPEM(ctx context.Context) (string, error) {
 	}
 	return string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})), nil
 }
+
+// BankPublicKeyPEM creates bankCode's signing pair if needed and returns its
+// public half as PEM, to register with the bank.
+func (h *HSM) BankPublicKeyPEM(ctx context.Context, bankCode string) (string, error) {
+	if _, err := h.EnsureBankKey(ctx, bankCode); err != nil {
+		return "", err
+	}
+	return h.BankSigner(bankCode).PublicKeyPEM(ctx)
+}

@@ -289,12 +289,7 @@ func (v *Vault) decrypt(ctx context.Context, ct, aad []byte) ([]byte, error) {
 }
 
 // Access says who decrypts what and why; it goes to the audit trail.
-type Access struct {
-	MerchantID string // whose data; empty for platform data
-	Actor      string // "worker:charge", "cli:ops-user", …
-	Subject    string // the row: "card_…"
-	Reason     string // "bank charge", "support lookup", …
-}
+type Access = sensitive.Access
 
 // Decrypt is the restricted path back to plaintext. It checks the key
 // version against the policy and writes an audit row whether or not it

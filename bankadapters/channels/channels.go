@@ -19,6 +19,7 @@ import (
 	"github.com/quickpay/quickpay/bankadapters"
 	"github.com/quickpay/quickpay/bankadapters/formrsa"
 	"github.com/quickpay/quickpay/bankadapters/jsonhmac"
+	"github.com/quickpay/quickpay/internal/sensitive"
 )
 
 // SecretReader reads a KV v2 secret; *vaultkeys.Secrets is one.
@@ -52,6 +53,9 @@ func (r *Registry) Bank(code string) (bankadapters.Bank, bool) {
 	b, ok := r.banks[code]
 	return b, ok
 }
+
+// Route returns where pan routes, or bankadapters.ErrCardUnsupported.
+func (r *Registry) Route(pan sensitive.PAN) (bankadapters.CardInfo, error) { return r.Router.Route(pan) }
 
 // Codes lists the connected banks.
 func (r *Registry) Codes() []string {

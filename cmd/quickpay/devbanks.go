@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 
 	"github.com/quickpay/quickpay/cmd/banksim/simclient"
@@ -30,34 +28,12 @@ var demoCardholders = []simclient.Account{
 // see bankadapters/channels), and opens the demo cardholders' accounts.
 func setupBanks(ctx context.Context, banksimURL string, secrets *vaultkeys.Secrets, hsm *vaultkeys.HSM) error {
 	sim := simclient.NewClient(banksimURL)
-	banks, err := sim.Banks(ctx)
+	channels, err := sim.ConnectPlatform(ctx, func(code string) string { return "QP" + code + "0001" }, hsm.BankPublicKeyPEM)
 	if err != nil {
-		return fmt.Errorf("banksim banks: %w", err)
+		return fmt.Errorf("banksim: %w", err)
 	}
-	for _, b := range banks {
-		m := simclient.Merchant{BankCode: b.Code, MerchantNo: "QP" + b.Code + "0001"}
-		channel := map[string]any{"dialect": b.Dialect, "merchant_no": m.MerchantNo}
-		switch b.Dialect {
-		case simclient.DialectJSONHMAC:
-			secret := make([]byte, 32)
-			_, _ = rand.Read(secret)
-			m.HMACSecret = hex.EncodeToString(secret)
-			channel["hmac_secret"] = m.HMACSecret
-		case simclient.DialectFormRSA:
-			if _, err := hsm.EnsureBankKey(ctx, b.Code); err != nil {
-				return err
-			}
-			if m.PublicKeyPEM, err = hsm.BankSigner(b.Code).PublicKeyPEM(ctx); err != nil {
-				return err
-			}
-			channel["bank_public_key_pem"] = b.PublicKeyPEM
-		default:
-			return fmt.Errorf("banksim bank %s has unknown dialect %q", b.Code, b.Dialect)
-		}
-		if err := sim.RegisterMerchant(ctx, m); err != nil {
-			return fmt.Errorf("banksim merchant %s: %w", b.Code, err)
-		}
-		if err := secrets.Write(ctx, "secret/quickpay/banks/"+b.Code, channel); err != nil {
+	for code, ch := range channels {
+		if err := secrets.Write(ctx, "secret/quickpay/banks/"+code, ch); err != nil {
 			return err
 		}
 	}

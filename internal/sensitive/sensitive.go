@@ -105,3 +105,12 @@ type OTP struct{ secret }
 
 // NewOTP wraps a one-time code.
 func NewOTP(s string) OTP { return OTP{newSecret(s)} }
+
+// Access says who reads a sensitive value back in clear, and why. The vault
+// writes it to the audit trail with every decryption.
+type Access struct {
+	MerchantID string // whose data; empty for platform data
+	Actor      string // "worker:charge", "api:mch_…", "cli:ops-user", …
+	Subject    string // the row: "card_…"
+	Reason     string // "bank charge", "support lookup", …
+}

@@ -7,6 +7,8 @@ package simclient
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -315,4 +317,43 @@ func (c *Client) AdvanceClock(ctx context.Context, d time.Duration) (time.Time, 
 		return c.Clock(ctx)
 	}
 	return st.Now, err
+}
+
+// ConnectPlatform registers the platform at every bank banksim simulates:
+// merchant number merchantNo(code), a fresh random HMAC secret for json-hmac
+// banks, and for form-rsa banks the public key publicKeyPEM(code) (the HSM
+// key qp-bank-<code>). It returns each bank's channel settings in the shape
+// bankadapters/channels reads from Vault.
+func (c *Client) ConnectPlatform(ctx context.Context, merchantNo func(code string) string,
+	publicKeyPEM func(ctx context.Context, code string) (string, error)) (map[string]map[string]any, error) {
+	banks, err := c.Banks(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]map[string]any, len(banks))
+	for _, b := range banks {
+		m := Merchant{BankCode: b.Code, MerchantNo: merchantNo(b.Code)}
+		channel := map[string]any{"dialect": b.Dialect, "merchant_no": m.MerchantNo}
+		switch b.Dialect {
+		case DialectJSONHMAC:
+			secret := make([]byte, 32)
+			if _, err := rand.Read(secret); err != nil {
+				return nil, err
+			}
+			m.HMACSecret = hex.EncodeToString(secret)
+			channel["hmac_secret"] = m.HMACSecret
+		case DialectFormRSA:
+			if m.PublicKeyPEM, err = publicKeyPEM(ctx, b.Code); err != nil {
+				return nil, err
+			}
+			channel["bank_public_key_pem"] = b.PublicKeyPEM
+		default:
+			return nil, fmt.Errorf("bank %s has unknown dialect %q", b.Code, b.Dialect)
+		}
+		if err := c.RegisterMerchant(ctx, m); err != nil {
+			return nil, fmt.Errorf("register at %s: %w", b.Code, err)
+		}
+		out[b.Code] = channel
+	}
+	return out, nil
 }

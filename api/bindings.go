@@ -1,0 +1,290 @@
+package api
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/quickpay/quickpay/binding"
+	"github.com/quickpay/quickpay/internal/ids"
+	"github.com/quickpay/quickpay/internal/sensitive"
+)
+
+// Bindings is the members, bindings and cards area (scope "bind").
+type Bindings struct {
+	Service *binding.Service
+}
+
+var _ Area = (*Bindings)(nil)
+
+// Routes implements Area.
+func (a *Bindings) Routes(v1 *echo.Group) {
+	g := v1.Group("", RequireScope("bind"))
+	g.POST("/members", a.createMember)
+	g.GET("/members", a.findMember)
+	g.GET("/members/:id", a.getMember)
+	g.GET("/members/:id/cards", a.listCards)
+	g.POST("/bindings", a.createBinding)
+	g.GET("/bindings/:id", a.getBinding)
+	g.POST("/bindings/:id/resend", a.resend)
+	g.POST("/bindings/:id/confirm", a.confirm)
+	g.GET("/cards/:id", a.getCard)
+	g.DELETE("/cards/:id", a.unbindCard)
+}
+
+// Errors implements Area: the binding rows of the error table.
+func (a *Bindings) Errors() map[error]*Error {
+	return map[error]*Error{
+		binding.ErrNotFound:            ErrNotFound,
+		binding.ErrInvalid:             NewError(http.StatusUnprocessableEntity, "validation_failed", "a field is invalid"),
+		binding.ErrMemberExists:        NewError(http.StatusConflict, "member_exists", "a member with this external_id exists"),
+		binding.ErrCardUnsupported:     NewError(http.StatusUnprocessableEntity, "card_unsupported", "no connected bank issues this card"),
+		binding.ErrElementsMismatch:    NewError(http.StatusUnprocessableEntity, "elements_mismatch", "the bank refused one of the four elements"),
+		binding.ErrIdentityMismatch:    NewError(http.StatusUnprocessableEntity, "identity_mismatch", "the holder differs from the member's verified identity"),
+		binding.ErrCardBoundElsewhere:  NewError(http.StatusConflict, "card_bound_elsewhere", "the card is bound to another member"),
+		binding.ErrBankUnavailable:     NewError(http.StatusServiceUnavailable, "bank_unavailable", "the bank did not answer; try again"),
+		binding.ErrOTPIncorrect:        NewError(http.StatusUnprocessableEntity, "otp_incorrect", "the code is incorrect"),
+		binding.ErrOTPAttemptsExceeded: NewError(http.StatusUnprocessableEntity, "otp_attempts_exceeded", "too many wrong codes; the binding has failed"),
+		binding.ErrBindingExpired:      NewError(http.StatusGone, "binding_expired", "the code has expired; start a new binding"),
+		binding.ErrResendTooSoon:       NewError(http.StatusTooManyRequests, "otp_resend_too_soon", "wait before asking for another code"),
+		binding.ErrResendLimit:         NewError(http.StatusTooManyRequests, "otp_resend_limit", "no more codes for this binding"),
+		binding.ErrBindingNotPending:   NewError(http.StatusConflict, "binding_not_pending", "the binding is not waiting for a code"),
+		binding.ErrCardDeclined:        NewError(http.StatusUnprocessableEntity, "card_declined", "the bank refused the card"),
+	}
+}
+
+type memberJSON struct {
+	ID         string    `json:"id"`
+	ExternalID string    `json:"external_id"`
+	Kind       string    `json:"kind"`
+	CreatedAt  time.Time `json:"created_at"`
+}
+
+func memberOut(m binding.Member) memberJSON {
+	return memberJSON{ID: m.ID, ExternalID: m.ExternalID, Kind: m.Kind, CreatedAt: m.CreatedAt.UTC()}
+}
+
+type cardInfoJSON struct {
+	BankCode  string `json:"bank_code"`
+	BankName  string `json:"bank_name"`
+	CardType  string `json:"card_type"`
+	MaskedPAN string `json:"masked_pan"`
+	Last4     string `json:"last4"`
+}
+
+type otpJSON struct {
+	ExpiresAt    time.Time `json:"expires_at"`
+	AttemptsLeft int       `json:"attempts_left"`
+	ResendAfter  time.Time `json:"resend_after"`
+}
+
+type bindingJSON struct {
+	ID          string       `json:"id"`
+	Status      string       `json:"status"`
+	MemberID    *string      `json:"member_id"`
+	CardID      *string      `json:"card_id"`
+	Card        cardInfoJSON `json:"card"`
+	OTP         *otpJSON     `json:"otp"`
+	FailureCode *string      `json:"failure_code"`
+	CreatedAt   time.Time    `json:"created_at"`
+}
+
+func opt(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}
+
+func bindingOut(b binding.Binding) bindingJSON {
+	out := bindingJSON{
+		ID: b.ID, Status: b.Status, MemberID: opt(b.MemberID), CardID: opt(b.CardID), FailureCode: opt(b.FailureCode),
+		Card: cardInfoJSON{BankCode: b.Card.BankCode, BankName: b.Card.BankName, CardType: b.Card.CardType,
+			MaskedPAN: b.Card.MaskedPAN, Last4: b.Card.Last4},
+		CreatedAt: b.CreatedAt.UTC(),
+	}
+	if b.Status == binding.StatusOTPSent {
+		out.OTP = &otpJSON{ExpiresAt: b.OTPExpiresAt.UTC(), AttemptsLeft: b.AttemptsLeft(), ResendAfter: b.ResendAfter().UTC()}
+	}
+	return out
+}
+
+type cardJSON struct {
+	ID       string `json:"id"`
+	MemberID string `json:"member_id"`
+	Status   string `json:"status"`
+	cardInfoJSON
+	CreatedAt time.Time `json:"created_at"`
+}
+
+func cardOut(c binding.Card) cardJSON {
+	return cardJSON{ID: c.ID, MemberID: c.MemberID, Status: c.Status, CreatedAt: c.CreatedAt.UTC(),
+		cardInfoJSON: cardInfoJSON{BankCode: c.BankCode, BankName: c.BankName, CardType: c.CardType,
+			MaskedPAN: c.MaskedPAN, Last4: c.Last4}}
+}
+
+func (a *Bindings) createMember(c echo.Context) error {
+	var req struct {
+		ExternalID string             `json:"external_id"`
+		Name       string             `json:"name"`
+		IDNumber   sensitive.IDNumber `json:"id_number"`
+		Phone      string             `json:"phone"`
+	}
+	if err := Bind(c, &req); err != nil {
+		return err
+	}
+	m, err := a.Service.CreateMember(c.Request().Context(), MerchantID(c), binding.MemberInput{
+		ExternalID: req.ExternalID, Name: req.Name, IDNumber: req.IDNumber, Phone: req.Phone})
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusCreated, memberOut(m))
+}
+
+func (a *Bindings) findMember(c echo.Context) error {
+	ext := c.QueryParam("external_id")
+	if ext == "" {
+		return Validation(http.StatusBadRequest, "external_id", "external_id query parameter is required")
+	}
+	m, err := a.Service.FindMember(c.Request().Context(), MerchantID(c), ext)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, memberOut(m))
+}
+
+// pathID returns the :id parameter if it has the prefix's shape; anything
+// else is 404 without a query.
+func pathID(c echo.Context, prefix string) (string, error) {
+	id := c.Param("id")
+	if !ids.Valid(prefix, id) {
+		return "", ErrNotFound
+	}
+	return id, nil
+}
+
+func (a *Bindings) getMember(c echo.Context) error {
+	id, err := pathID(c, "mem")
+	if err != nil {
+		return err
+	}
+	m, err := a.Service.GetMember(c.Request().Context(), MerchantID(c), id)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, memberOut(m))
+}
+
+func (a *Bindings) listCards(c echo.Context) error {
+	id, err := pathID(c, "mem")
+	if err != nil {
+		return err
+	}
+	cards, err := a.Service.ListCards(c.Request().Context(), MerchantID(c), id)
+	if err != nil {
+		return err
+	}
+	out := make([]cardJSON, 0, len(cards))
+	for _, card := range cards {
+		out = append(out, cardOut(card))
+	}
+	return c.JSON(http.StatusOK, map[string]any{"data": out})
+}
+
+func (a *Bindings) createBinding(c echo.Context) error {
+	var req struct {
+		MemberID       string             `json:"member_id"`
+		ExternalUserID string             `json:"external_user_id"`
+		HolderName     string             `json:"holder_name"`
+		IDNumber       sensitive.IDNumber `json:"id_number"`
+		CardNumber     sensitive.PAN      `json:"card_number"`
+		Phone          string             `json:"phone"`
+		Expiry         sensitive.Expiry   `json:"expiry"`
+		CVV2           sensitive.CVV2     `json:"cvv2"`
+	}
+	if err := Bind(c, &req); err != nil {
+		return err
+	}
+	if req.MemberID != "" && !ids.Valid("mem", req.MemberID) {
+		return ErrNotFound
+	}
+	b, err := a.Service.StartBinding(c.Request().Context(), MerchantID(c), binding.BindInput{
+		MemberID: req.MemberID, ExternalUserID: req.ExternalUserID, HolderName: req.HolderName,
+		IDNumber: req.IDNumber, CardNumber: req.CardNumber, Phone: req.Phone, Expiry: req.Expiry, CVV2: req.CVV2,
+	})
+	if err != nil {
+		return err
+	}
+	status := http.StatusCreated
+	if b.Existing {
+		status = http.StatusOK
+	}
+	return c.JSON(status, bindingOut(b))
+}
+
+func (a *Bindings) getBinding(c echo.Context) error {
+	id, err := pathID(c, "bnd")
+	if err != nil {
+		return err
+	}
+	b, err := a.Service.GetBinding(c.Request().Context(), MerchantID(c), id)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, bindingOut(b))
+}
+
+func (a *Bindings) resend(c echo.Context) error {
+	id, err := pathID(c, "bnd")
+	if err != nil {
+		return err
+	}
+	b, err := a.Service.Resend(c.Request().Context(), MerchantID(c), id)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, bindingOut(b))
+}
+
+func (a *Bindings) confirm(c echo.Context) error {
+	id, err := pathID(c, "bnd")
+	if err != nil {
+		return err
+	}
+	var req struct {
+		OTP sensitive.OTP `json:"otp"`
+	}
+	if err := Bind(c, &req); err != nil {
+		return err
+	}
+	b, err := a.Service.Confirm(c.Request().Context(), MerchantID(c), id, req.OTP)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, bindingOut(b))
+}
+
+func (a *Bindings) getCard(c echo.Context) error {
+	id, err := pathID(c, "card")
+	if err != nil {
+		return err
+	}
+	card, err := a.Service.GetCard(c.Request().Context(), MerchantID(c), id)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, cardOut(card))
+}
+
+func (a *Bindings) unbindCard(c echo.Context) error {
+	id, err := pathID(c, "card")
+	if err != nil {
+		return err
+	}
+	card, err := a.Service.Unbind(c.Request().Context(), MerchantID(c), id)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, cardOut(card))
+}

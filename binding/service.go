@@ -1,0 +1,855 @@
+package binding
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/quickpay/quickpay/bankadapters"
+	"github.com/quickpay/quickpay/internal/audit"
+	"github.com/quickpay/quickpay/internal/clock"
+	"github.com/quickpay/quickpay/internal/db"
+	"github.com/quickpay/quickpay/internal/ids"
+	"github.com/quickpay/quickpay/internal/sensitive"
+)
+
+// Vault is what binding needs of the token vault.
+type Vault interface {
+	Encrypt(ctx context.Context, plaintext, aad []byte) ([]byte, error)
+	Decrypt(ctx context.Context, ct, aad []byte, who sensitive.Access) ([]byte, error)
+	Fingerprint(ctx context.Context, domain string, value []byte) ([]byte, error)
+	Fingerprints(ctx context.Context, domain string, value []byte) ([][]byte, error)
+}
+
+// Banks routes cards and reaches their banks.
+type Banks interface {
+	Route(pan sensitive.PAN) (bankadapters.CardInfo, error)
+	Bank(code string) (bankadapters.Bank, bool)
+}
+
+// EmitFunc writes an event in the transaction of the change it reports.
+type EmitFunc func(ctx context.Context, tx pgx.Tx, merchantID, eventType string, data any) error
+
+// Config wires a Service.
+type Config struct {
+	Pool  *pgxpool.Pool // Required.
+	Vault Vault         // Required.
+	Banks Banks         // Required.
+	// Emit writes binding.bound, binding.failed and card.unbound. Optional.
+	Emit EmitFunc
+	// Clock defaults to the system clock.
+	Clock clock.Clock
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+// Service is the binding domain.
+type Service struct {
+	pool  *pgxpool.Pool
+	vault Vault
+	banks Banks
+	emit  EmitFunc
+	clock clock.Clock
+	log   *slog.Logger
+}
+
+// New returns the service.
+func New(cfg Config) (*Service, error) {
+	if cfg.Pool == nil || cfg.Vault == nil || cfg.Banks == nil {
+		return nil, errors.New("binding: Config needs Pool, Vault and Banks")
+	}
+	if cfg.Emit == nil {
+		cfg.Emit = func(context.Context, pgx.Tx, string, string, any) error { return nil }
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = clock.System{}
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Service{pool: cfg.Pool, vault: cfg.Vault, banks: cfg.Banks, emit: cfg.Emit, clock: cfg.Clock, log: cfg.Logger}, nil
+}
+
+// AAD builders: each ciphertext is bound to its table, merchant, row and
+// field, so a ciphertext moved to another row does not decrypt.
+
+// BindingAAD is the AAD of a binding's field (pan, holder_name, id_number, phone).
+func BindingAAD(merchantID, bindingID, field string) []byte {
+	return []byte("binding|" + merchantID + "|" + bindingID + "|" + field)
+}
+
+// MemberAAD is the AAD of a member's field (name, id_number, phone).
+func MemberAAD(merchantID, memberID, field string) []byte {
+	return []byte("member|" + merchantID + "|" + memberID + "|" + field)
+}
+
+// CardAgreementAAD is the AAD of a card's agreement number.
+func CardAgreementAAD(merchantID, cardID string) []byte {
+	return []byte("card|" + merchantID + "|" + cardID + "|agreement")
+}
+
+// Fingerprint domains of identity fields.
+const (
+	DomainPAN      = "pan"
+	DomainName     = "name"
+	DomainIDNumber = "id_number"
+)
+
+func normName(s string) string       { return strings.Join(strings.Fields(s), " ") }
+func normID(s string) string         { return strings.ToUpper(s) }
+func actor(merchantID string) string { return "api:" + merchantID }
+
+// MemberInput creates an explicit member.
+type MemberInput struct {
+	ExternalID string
+	Name       string
+	IDNumber   sensitive.IDNumber
+	Phone      string
+}
+
+// CreateMember registers an explicit member. Errors: *FieldError,
+// ErrMemberExists.
+func (s *Service) CreateMember(ctx context.Context, merchantID string, in MemberInput) (Member, error) {
+	now := s.clock.Now()
+	switch {
+	case !ValidExternalID(in.ExternalID):
+		return Member{}, &FieldError{"external_id", "must be 1–128 printable characters"}
+	case in.Name != "" && !ValidName(in.Name):
+		return Member{}, &FieldError{"name", "must be 2–30 letters"}
+	case !in.IDNumber.IsZero() && !ValidResidentID(in.IDNumber.Reveal(), now):
+		return Member{}, &FieldError{"id_number", "is not a valid resident ID number"}
+	case in.Phone != "" && !ValidMobile(in.Phone):
+		return Member{}, &FieldError{"phone", "is not a mainland mobile number"}
+	}
+	m := Member{ID: ids.New("mem"), MerchantID: merchantID, ExternalID: in.ExternalID, Kind: KindExplicit, CreatedAt: now}
+	id, err := s.sealIdentity(ctx, func(field string) []byte { return MemberAAD(merchantID, m.ID, field) },
+		in.Name, in.IDNumber, in.Phone)
+	if err != nil {
+		return Member{}, err
+	}
+	if err := insertMember(ctx, s.pool, m, id, false); err != nil {
+		return Member{}, fmt.Errorf("create member: %w", err)
+	}
+	return m, nil
+}
+
+// sealIdentity encrypts and fingerprints the identity fields given.
+func (s *Service) sealIdentity(ctx context.Context, aad func(field string) []byte, name string, idNo sensitive.IDNumber, phone string) (identity, error) {
+	var id identity
+	var err error
+	if name != "" {
+		if id.NameCT, err = s.vault.Encrypt(ctx, []byte(name), aad("name")); err != nil {
+			return id, err
+		}
+		if id.NameFP, err = s.vault.Fingerprint(ctx, DomainName, []byte(normName(name))); err != nil {
+			return id, err
+		}
+	}
+	if !idNo.IsZero() {
+		if id.IDNumberCT, err = s.vault.Encrypt(ctx, []byte(idNo.Reveal()), aad("id_number")); err != nil {
+			return id, err
+		}
+		if id.IDNumberFP, err = s.vault.Fingerprint(ctx, DomainIDNumber, []byte(normID(idNo.Reveal()))); err != nil {
+			return id, err
+		}
+	}
+	if phone != "" {
+		if id.PhoneCT, err = s.vault.Encrypt(ctx, []byte(phone), aad("phone")); err != nil {
+			return id, err
+		}
+	}
+	return id, nil
+}
+
+// GetMember returns one of the merchant's members. Errors: ErrNotFound.
+func (s *Service) GetMember(ctx context.Context, merchantID, id string) (Member, error) {
+	m, err := getMember(ctx, s.pool, merchantID, id)
+	return m.Member, err
+}
+
+// FindMember returns the merchant's member with externalID. Errors: ErrNotFound.
+func (s *Service) FindMember(ctx context.Context, merchantID, externalID string) (Member, error) {
+	m, err := getMemberByExternalID(ctx, s.pool, merchantID, externalID)
+	return m.Member, err
+}
+
+// BindInput starts a binding: MemberID or ExternalUserID (implicit), and
+// the four elements; Expiry and CVV2 for credit cards.
+type BindInput struct {
+	MemberID       string
+	ExternalUserID string
+	HolderName     string
+	IDNumber       sensitive.IDNumber
+	CardNumber     sensitive.PAN
+	Phone          string
+	Expiry         sensitive.Expiry
+	CVV2           sensitive.CVV2
+}
+
+// StartBinding validates, routes and tokenizes the card, checks it against
+// the member's identity and the merchant's cards, and asks the bank to send
+// its code. A card already bound to the same member returns that card
+// (Binding.Existing) without a bank call.
+//
+// Errors: *FieldError, ErrNotFound (member), ErrCardUnsupported,
+// *IdentityMismatchError, ErrCardBoundElsewhere, *ElementsMismatchError,
+// ErrCardDeclined, ErrBankUnavailable.
+func (s *Service) StartBinding(ctx context.Context, merchantID string, in BindInput) (Binding, error) {
+	now := s.clock.Now()
+	switch {
+	case (in.MemberID == "") == (in.ExternalUserID == ""):
+		return Binding{}, &FieldError{"member_id", "give member_id or external_user_id, not both"}
+	case in.ExternalUserID != "" && !ValidExternalID(in.ExternalUserID):
+		return Binding{}, &FieldError{"external_user_id", "must be 1–128 printable characters"}
+	case !ValidName(in.HolderName):
+		return Binding{}, &FieldError{"holder_name", "must be 2–30 letters (· allowed)"}
+	case !ValidResidentID(in.IDNumber.Reveal(), now):
+		return Binding{}, &FieldError{"id_number", "is not a valid 18-character resident ID number"}
+	case !ValidPAN(in.CardNumber.Reveal()):
+		return Binding{}, &FieldError{"card_number", "must be 13–19 digits passing the Luhn check"}
+	case !ValidMobile(in.Phone):
+		return Binding{}, &FieldError{"phone", "must be a mainland mobile number"}
+	}
+	route, err := s.banks.Route(in.CardNumber)
+	if err != nil {
+		return Binding{}, ErrCardUnsupported
+	}
+	bank, ok := s.banks.Bank(route.BankCode)
+	if !ok {
+		return Binding{}, ErrCardUnsupported
+	}
+	if route.CardType == bankadapters.Credit {
+		switch {
+		case !ValidExpiry(in.Expiry.Reveal(), now):
+			return Binding{}, &FieldError{"expiry", "credit cards need expiry as MMYY, not in the past"}
+		case !ValidCVV2(in.CVV2.Reveal()):
+			return Binding{}, &FieldError{"cvv2", "credit cards need a 3-digit cvv2"}
+		}
+	} else if !in.Expiry.IsZero() || !in.CVV2.IsZero() {
+		// Debit cards take neither; drop them rather than send them.
+		in.Expiry, in.CVV2 = sensitive.Expiry{}, sensitive.CVV2{}
+	}
+
+	// The member, if it exists already.
+	var member *memberRow
+	if in.MemberID != "" {
+		m, err := getMember(ctx, s.pool, merchantID, in.MemberID)
+		if err != nil {
+			return Binding{}, err // ErrNotFound
+		}
+		member = &m
+	} else if m, err := getMemberByExternalID(ctx, s.pool, merchantID, in.ExternalUserID); err == nil {
+		member = &m
+	} else if !errors.Is(err, ErrNotFound) {
+		return Binding{}, err
+	}
+
+	if member != nil {
+		if err := s.checkIdentity(ctx, *member, in.HolderName, in.IDNumber); err != nil {
+			return Binding{}, err
+		}
+	}
+
+	// Is the card active here already?
+	pan := []byte(in.CardNumber.Reveal())
+	fps, err := s.vault.Fingerprints(ctx, DomainPAN, pan)
+	if err != nil {
+		return Binding{}, err
+	}
+	if card, err := activeCardByFingerprint(ctx, s.pool, merchantID, fps); err == nil {
+		if member == nil || card.MemberID != member.ID {
+			return Binding{}, ErrCardBoundElsewhere
+		}
+		return s.existingCardBinding(ctx, merchantID, *member, card, route, in, fps[0])
+	} else if !errors.Is(err, ErrNotFound) {
+		return Binding{}, err
+	}
+
+	b := bindingRow{Binding: Binding{
+		ID: ids.New("bnd"), MerchantID: merchantID, ExternalUserID: in.ExternalUserID, Status: StatusOTPSent,
+		Card: CardInfo{BankCode: route.BankCode, BankName: route.BankName, CardType: string(route.CardType),
+			MaskedPAN: in.CardNumber.Masked(), Last4: in.CardNumber.Last4()},
+		OTPExpiresAt: now.Add(OTPValidity), OTPSends: 1, OTPLastSentAt: now, CreatedAt: now,
+	}}
+	if member != nil {
+		b.MemberID, b.ExternalUserID = member.ID, ""
+	}
+	if err := s.sealBinding(ctx, &b, in, fps[0]); err != nil {
+		return Binding{}, err
+	}
+
+	sess, err := bank.BindApply(ctx, bankadapters.BindRequest{
+		RequestNo: b.ID, CardNumber: in.CardNumber, HolderName: in.HolderName, IDNumber: in.IDNumber,
+		Phone: in.Phone, Expiry: in.Expiry, CVV2: in.CVV2,
+	})
+	if err != nil {
+		s.audit(ctx, merchantID, "bind.apply", b.ID, audit.OutcomeFailed, map[string]any{
+			"bank": route.BankCode, "class": bankadapters.OutcomeOf(err), "bank_code": bankCode(err)})
+		return Binding{}, s.bankError(err)
+	}
+	b.BankBindRef = sess.BindRef
+	err = db.InTx(ctx, s.pool, func(tx pgx.Tx) error {
+		if err := insertBinding(ctx, tx, b); err != nil {
+			return err
+		}
+		if err := s.auditTx(ctx, tx, merchantID, "bind.apply", b.ID, audit.OutcomeOK, map[string]any{"bank": route.BankCode}); err != nil {
+			return err
+		}
+		return s.auditTx(ctx, tx, merchantID, "otp.send", b.ID, audit.OutcomeOK, map[string]any{"send": 1, "by": "bank"})
+	})
+	if err != nil {
+		return Binding{}, fmt.Errorf("save binding: %w", err)
+	}
+	return b.Binding, nil
+}
+
+// sealBinding encrypts and fingerprints the binding's card and identity.
+func (s *Service) sealBinding(ctx context.Context, b *bindingRow, in BindInput, panFP []byte) error {
+	aad := func(field string) []byte { return BindingAAD(b.MerchantID, b.ID, field) }
+	var err error
+	if b.PANCT, err = s.vault.Encrypt(ctx, []byte(in.CardNumber.Reveal()), aad("pan")); err != nil {
+		return err
+	}
+	b.PANFP = panFP
+	id, err := s.sealIdentity(ctx, func(field string) []byte {
+		if field == "name" {
+			field = "holder_name"
+		}
+		return aad(field)
+	}, in.HolderName, in.IDNumber, in.Phone)
+	if err != nil {
+		return err
+	}
+	b.identity = id
+	return nil
+}
+
+// checkIdentity refuses a holder or ID number other than the member's.
+func (s *Service) checkIdentity(ctx context.Context, m memberRow, name string, idNo sensitive.IDNumber) error {
+	match := func(stored []byte, domain, value string) (bool, error) {
+		if stored == nil {
+			return true, nil
+		}
+		fps, err := s.vault.Fingerprints(ctx, domain, []byte(value))
+		if err != nil {
+			return false, err
+		}
+		for _, fp := range fps {
+			if string(fp) == string(stored) {
+				return true, nil
+			}
+		}
+		return false, nil
+	}
+	if ok, err := match(m.IDNumberFP, DomainIDNumber, normID(idNo.Reveal())); err != nil || !ok {
+		if err != nil {
+			return err
+		}
+		return &IdentityMismatchError{Field: "id_number"}
+	}
+	if ok, err := match(m.NameFP, DomainName, normName(name)); err != nil || !ok {
+		if err != nil {
+			return err
+		}
+		return &IdentityMismatchError{Field: "holder_name"}
+	}
+	return nil
+}
+
+// existingCardBinding records a binding that found the card already bound
+// to this member: it is bound at once, to the existing card.
+func (s *Service) existingCardBinding(ctx context.Context, merchantID string, m memberRow, card Card,
+	route bankadapters.CardInfo, in BindInput, panFP []byte) (Binding, error) {
+	now := s.clock.Now()
+	b := bindingRow{Binding: Binding{
+		ID: ids.New("bnd"), MerchantID: merchantID, MemberID: m.ID, Status: StatusBound, CardID: card.ID,
+		Card: card.CardInfo, OTPExpiresAt: now, OTPLastSentAt: now, OTPSends: 0, CreatedAt: now, Existing: true,
+	}}
+	if err := s.sealBinding(ctx, &b, in, panFP); err != nil {
+		return Binding{}, err
+	}
+	err := db.InTx(ctx, s.pool, func(tx pgx.Tx) error {
+		if err := insertBinding(ctx, tx, b); err != nil {
+			return err
+		}
+		return s.auditTx(ctx, tx, merchantID, "bind.apply", b.ID, audit.OutcomeOK,
+			map[string]any{"bank": route.BankCode, "existing_card": card.ID})
+	})
+	if err != nil {
+		return Binding{}, fmt.Errorf("save binding: %w", err)
+	}
+	return b.Binding, nil
+}
+
+// GetBinding returns one of the merchant's bindings, expiring it first if
+// its code has run out. Errors: ErrNotFound.
+func (s *Service) GetBinding(ctx context.Context, merchantID, id string) (Binding, error) {
+	b, err := getBinding(ctx, s.pool, merchantID, id, false)
+	if err != nil {
+		return Binding{}, err
+	}
+	if b.Status == StatusOTPSent && s.clock.Now().After(b.OTPExpiresAt) {
+		b.Status = StatusExpired
+	}
+	return b.Binding, nil
+}
+
+// Resend asks the bank for a fresh code: at least 60 s after the last one,
+// at most 5 sends. Errors: ErrNotFound, ErrBindingExpired,
+// ErrBindingNotPending, *ResendTooSoonError, ErrResendLimit,
+// ErrBankUnavailable.
+func (s *Service) Resend(ctx context.Context, merchantID, id string) (Binding, error) {
+	var out Binding
+	err := db.InTx(ctx, s.pool, func(tx pgx.Tx) error {
+		b, err := s.pending(ctx, tx, merchantID, id)
+		if err != nil {
+			return err
+		}
+		now := s.clock.Now()
+		if b.OTPSends >= OTPMaxSends {
+			return ErrResendLimit
+		}
+		if wait := b.ResendAfter().Sub(now); wait > 0 {
+			return &ResendTooSoonError{RetryAfter: wait}
+		}
+		bank, ok := s.banks.Bank(b.Card.BankCode)
+		if !ok {
+			return ErrBankUnavailable
+		}
+		if err := bank.BindResend(ctx, b.BankBindRef); err != nil {
+			_ = s.auditTx(ctx, tx, merchantID, "otp.send", b.ID, audit.OutcomeFailed, map[string]any{
+				"send": b.OTPSends + 1, "class": bankadapters.OutcomeOf(err)})
+			return s.bankError(err)
+		}
+		b.OTPSends++
+		b.OTPLastSentAt, b.OTPExpiresAt = now, now.Add(OTPValidity)
+		if err := updateBinding(ctx, tx, b, "", now); err != nil {
+			return err
+		}
+		out = b.Binding
+		return s.auditTx(ctx, tx, merchantID, "otp.send", b.ID, audit.OutcomeOK, map[string]any{"send": b.OTPSends, "by": "bank"})
+	})
+	return out, err
+}
+
+// pending loads a binding for update and checks it still waits for a code,
+// expiring it when its code has run out (the expiry is committed by the
+// caller's transaction; callers return ErrBindingExpired after committing).
+func (s *Service) pending(ctx context.Context, tx pgx.Tx, merchantID, id string) (bindingRow, error) {
+	b, err := getBinding(ctx, tx, merchantID, id, true)
+	if err != nil {
+		return b, err
+	}
+	switch b.Status {
+	case StatusOTPSent:
+	case StatusExpired:
+		return b, ErrBindingExpired
+	case StatusFailed:
+		if b.FailureCode == "otp_attempts_exceeded" {
+			return b, ErrOTPAttemptsExceeded
+		}
+		return b, ErrBindingNotPending
+	default:
+		return b, ErrBindingNotPending
+	}
+	return b, nil
+}
+
+// Confirm checks the user's code. On success the card is created (and,
+// for an implicit binding, the member), binding.bound is emitted, and the
+// binding is bound. Confirming a bound binding again returns it.
+//
+// Errors: ErrNotFound, *FieldError, *OTPIncorrectError (with attempts
+// left), ErrOTPAttemptsExceeded, ErrBindingExpired, ErrCardBoundElsewhere,
+// ErrCardDeclined, ErrBankUnavailable.
+func (s *Service) Confirm(ctx context.Context, merchantID, id string, otp sensitive.OTP) (Binding, error) {
+	if !ValidOTP(otp.Reveal()) {
+		return Binding{}, &FieldError{"otp", "must be 6 digits"}
+	}
+	var out Binding
+	var final error // an error to return after committing the state change
+	err := db.InTx(ctx, s.pool, func(tx pgx.Tx) error {
+		b, err := getBinding(ctx, tx, merchantID, id, true)
+		if err != nil {
+			return err
+		}
+		if b.Status == StatusBound {
+			out = b.Binding
+			return nil
+		}
+		if b, err = s.pending(ctx, tx, merchantID, id); err != nil {
+			return err
+		}
+		now := s.clock.Now()
+		if now.After(b.OTPExpiresAt) {
+			b.Status, b.FailureCode = StatusExpired, "binding_expired"
+			final = ErrBindingExpired
+			if err := updateBinding(ctx, tx, b, "", now); err != nil {
+				return err
+			}
+			return s.auditTx(ctx, tx, merchantID, "otp.verify", b.ID, audit.OutcomeFailed, map[string]any{"reason": "expired"})
+		}
+		bank, ok := s.banks.Bank(b.Card.BankCode)
+		if !ok {
+			return ErrBankUnavailable
+		}
+		agreementNo, berr := bank.BindConfirm(ctx, b.BankBindRef, otp)
+		if berr == nil {
+			if err := s.auditTx(ctx, tx, merchantID, "otp.verify", b.ID, audit.OutcomeOK, nil); err != nil {
+				return err
+			}
+			out, final, err = s.bind(ctx, tx, b, agreementNo)
+			return err
+		}
+		out, final, err = s.refused(ctx, tx, b, berr)
+		return err
+	})
+	if err != nil {
+		return Binding{}, err
+	}
+	return out, final
+}
+
+// refused records the bank's refusal of a code or a binding.
+func (s *Service) refused(ctx context.Context, tx pgx.Tx, b bindingRow, berr error) (Binding, error, error) {
+	now := s.clock.Now()
+	outcome := bankadapters.OutcomeOf(berr)
+	details := map[string]any{"class": outcome, "bank_code": bankCode(berr)}
+	var final error
+	switch outcome {
+	case bankadapters.OutcomeOTPWrong:
+		b.OTPAttempts++
+		if b.OTPAttempts >= OTPMaxAttempts {
+			b.Status, b.FailureCode, final = StatusFailed, "otp_attempts_exceeded", ErrOTPAttemptsExceeded
+		} else {
+			final = &OTPIncorrectError{AttemptsLeft: b.AttemptsLeft()}
+		}
+	case bankadapters.OutcomeOTPAttemptsExceeded:
+		b.OTPAttempts = OTPMaxAttempts
+		b.Status, b.FailureCode, final = StatusFailed, "otp_attempts_exceeded", ErrOTPAttemptsExceeded
+	case bankadapters.OutcomeOTPExpired:
+		b.Status, b.FailureCode, final = StatusExpired, "binding_expired", ErrBindingExpired
+	case bankadapters.OutcomeUnavailable, bankadapters.OutcomeProcessing:
+		// The binding stays as it was: the user may try the code again.
+		_ = s.auditTx(ctx, tx, b.MerchantID, "otp.verify", b.ID, audit.OutcomeFailed, details)
+		return Binding{}, ErrBankUnavailable, nil
+	default:
+		b.Status, b.FailureCode, final = StatusFailed, "card_declined", ErrCardDeclined
+	}
+	if err := updateBinding(ctx, tx, b, bankCode(berr), now); err != nil {
+		return Binding{}, nil, err
+	}
+	if err := s.auditTx(ctx, tx, b.MerchantID, "otp.verify", b.ID, audit.OutcomeFailed, details); err != nil {
+		return Binding{}, nil, err
+	}
+	if b.Status == StatusFailed {
+		if err := s.emit(ctx, tx, b.MerchantID, "binding.failed", bindingEvent(b.Binding)); err != nil {
+			return Binding{}, nil, err
+		}
+	}
+	return b.Binding, final, nil
+}
+
+// bind creates the card (and the implicit member) for a confirmed binding.
+func (s *Service) bind(ctx context.Context, tx pgx.Tx, b bindingRow, agreementNo string) (Binding, error, error) {
+	now := s.clock.Now()
+	if b.MemberID == "" {
+		// Implicit: the member is created now, or found if the same
+		// external id bound a card meanwhile.
+		m := Member{ID: ids.New("mem"), MerchantID: b.MerchantID, ExternalID: b.ExternalUserID, Kind: KindImplicit, CreatedAt: now}
+		id, err := s.copyIdentity(ctx, b, m.ID)
+		if err != nil {
+			return Binding{}, nil, err
+		}
+		if _, err := tx.Exec(ctx, `SAVEPOINT member_insert`); err != nil {
+			return Binding{}, nil, err
+		}
+		err = insertMember(ctx, tx, m, id, true)
+		if errors.Is(err, ErrMemberExists) {
+			if _, err := tx.Exec(ctx, `ROLLBACK TO SAVEPOINT member_insert`); err != nil {
+				return Binding{}, nil, err
+			}
+			existing, gerr := getMemberByExternalID(ctx, tx, b.MerchantID, b.ExternalUserID)
+			if gerr != nil {
+				return Binding{}, nil, gerr
+			}
+			if err := s.checkBindingIdentity(ctx, existing, b); err != nil {
+				return s.failAfterBank(ctx, tx, b, agreementNo, err)
+			}
+			m = existing.Member
+		} else if err != nil {
+			return Binding{}, nil, err
+		}
+		b.MemberID = m.ID
+	} else {
+		m, err := getMember(ctx, tx, b.MerchantID, b.MemberID)
+		if err != nil {
+			return Binding{}, nil, err
+		}
+		if m.NameFP == nil && m.IDNumberFP == nil {
+			id, err := s.copyIdentity(ctx, b, m.ID)
+			if err != nil {
+				return Binding{}, nil, err
+			}
+			if err := setMemberIdentity(ctx, tx, b.MerchantID, m.ID, id); err != nil {
+				return Binding{}, nil, err
+			}
+		} else if err := markMemberVerified(ctx, tx, b.MerchantID, m.ID); err != nil {
+			return Binding{}, nil, err
+		}
+	}
+
+	card := Card{ID: ids.New("card"), MerchantID: b.MerchantID, MemberID: b.MemberID, Status: CardActive,
+		CardInfo: b.Card, CreatedAt: now}
+	agreementCT, err := s.vault.Encrypt(ctx, []byte(agreementNo), CardAgreementAAD(b.MerchantID, card.ID))
+	if err != nil {
+		return Binding{}, nil, err
+	}
+	if _, err := tx.Exec(ctx, `SAVEPOINT card_insert`); err != nil {
+		return Binding{}, nil, err
+	}
+	if err := insertCard(ctx, tx, card, b.ID, b.PANCT, b.PANFP, agreementCT); err != nil {
+		if !errors.Is(err, errActiveCardExists) {
+			return Binding{}, nil, err
+		}
+		if _, err := tx.Exec(ctx, `ROLLBACK TO SAVEPOINT card_insert`); err != nil {
+			return Binding{}, nil, err
+		}
+		// Another binding of this card won the race.
+		existing, gerr := activeCardByFingerprint(ctx, tx, b.MerchantID, [][]byte{b.PANFP})
+		if gerr != nil {
+			return Binding{}, nil, gerr
+		}
+		if existing.MemberID != b.MemberID {
+			return s.failAfterBank(ctx, tx, b, agreementNo, ErrCardBoundElsewhere)
+		}
+		card = existing
+	}
+	b.Status, b.CardID = StatusBound, card.ID
+	if err := updateBinding(ctx, tx, b, "", now); err != nil {
+		return Binding{}, nil, err
+	}
+	if err := s.auditTx(ctx, tx, b.MerchantID, "bind.bound", b.ID, audit.OutcomeOK, map[string]any{"card": card.ID, "member": b.MemberID}); err != nil {
+		return Binding{}, nil, err
+	}
+	if err := s.emit(ctx, tx, b.MerchantID, "binding.bound", bindingEvent(b.Binding)); err != nil {
+		return Binding{}, nil, err
+	}
+	return b.Binding, nil, nil
+}
+
+// failAfterBank fails a binding the bank confirmed but quickpay must refuse
+// (identity or card conflict found only now), and releases the agreement.
+func (s *Service) failAfterBank(ctx context.Context, tx pgx.Tx, b bindingRow, agreementNo string, why error) (Binding, error, error) {
+	if bank, ok := s.banks.Bank(b.Card.BankCode); ok {
+		if err := bank.Unbind(ctx, agreementNo); err != nil {
+			s.log.Warn("release agreement of a refused binding", "binding", b.ID, "err", err)
+		}
+	}
+	b.Status, b.FailureCode = StatusFailed, failureCode(why)
+	if err := updateBinding(ctx, tx, b, "", s.clock.Now()); err != nil {
+		return Binding{}, nil, err
+	}
+	if err := s.emit(ctx, tx, b.MerchantID, "binding.failed", bindingEvent(b.Binding)); err != nil {
+		return Binding{}, nil, err
+	}
+	return b.Binding, why, nil
+}
+
+func failureCode(err error) string {
+	switch {
+	case errors.Is(err, ErrCardBoundElsewhere):
+		return "card_bound_elsewhere"
+	case errors.Is(err, ErrIdentityMismatch):
+		return "identity_mismatch"
+	}
+	return "failed"
+}
+
+// checkBindingIdentity compares a binding's identity fingerprints with a member's.
+func (s *Service) checkBindingIdentity(ctx context.Context, m memberRow, b bindingRow) error {
+	if m.IDNumberFP != nil && b.IDNumberFP != nil && string(m.IDNumberFP) != string(b.IDNumberFP) {
+		return &IdentityMismatchError{Field: "id_number"}
+	}
+	if m.NameFP != nil && b.NameFP != nil && string(m.NameFP) != string(b.NameFP) {
+		return &IdentityMismatchError{Field: "holder_name"}
+	}
+	return nil
+}
+
+// copyIdentity re-encrypts a binding's verified identity for a member.
+func (s *Service) copyIdentity(ctx context.Context, b bindingRow, memberID string) (identity, error) {
+	id := identity{NameFP: b.NameFP, IDNumberFP: b.IDNumberFP}
+	for _, f := range []struct {
+		field, memberField string
+		ct                 []byte
+		dst                *[]byte
+	}{
+		{"holder_name", "name", b.NameCT, &id.NameCT},
+		{"id_number", "id_number", b.IDNumberCT, &id.IDNumberCT},
+		{"phone", "phone", b.PhoneCT, &id.PhoneCT},
+	} {
+		pt, err := s.vault.Decrypt(ctx, f.ct, BindingAAD(b.MerchantID, b.ID, f.field), sensitive.Access{
+			MerchantID: b.MerchantID, Actor: "binding", Subject: b.ID, Reason: "member identity from verified binding"})
+		if err != nil {
+			return identity{}, err
+		}
+		ct, err := s.vault.Encrypt(ctx, pt, MemberAAD(b.MerchantID, memberID, f.memberField))
+		clear(pt)
+		if err != nil {
+			return identity{}, err
+		}
+		*f.dst = ct
+	}
+	return id, nil
+}
+
+// GetCard returns one of the merchant's cards. Errors: ErrNotFound.
+func (s *Service) GetCard(ctx context.Context, merchantID, id string) (Card, error) {
+	c, _, err := getCard(ctx, s.pool, merchantID, id, false)
+	return c, err
+}
+
+// ListCards returns a member's cards, oldest first. Errors: ErrNotFound
+// (no such member).
+func (s *Service) ListCards(ctx context.Context, merchantID, memberID string) ([]Card, error) {
+	if _, err := getMember(ctx, s.pool, merchantID, memberID); err != nil {
+		return nil, err
+	}
+	return listMemberCards(ctx, s.pool, merchantID, memberID)
+}
+
+// Unbind terminates the card's agreement at the bank first, then marks the
+// card unbound and emits card.unbound. Unbinding an unbound card returns it.
+// Errors: ErrNotFound, ErrBankUnavailable.
+func (s *Service) Unbind(ctx context.Context, merchantID, id string) (Card, error) {
+	var out Card
+	err := db.InTx(ctx, s.pool, func(tx pgx.Tx) error {
+		c, agreementCT, err := getCard(ctx, tx, merchantID, id, true)
+		if err != nil {
+			return err
+		}
+		if c.Status != CardActive {
+			out = c
+			return nil
+		}
+		agreement, err := s.vault.Decrypt(ctx, agreementCT, CardAgreementAAD(merchantID, c.ID), sensitive.Access{
+			MerchantID: merchantID, Actor: actor(merchantID), Subject: c.ID, Reason: "unbind at bank"})
+		if err != nil {
+			return err
+		}
+		bank, ok := s.banks.Bank(c.BankCode)
+		if !ok {
+			return ErrBankUnavailable
+		}
+		if err := bank.Unbind(ctx, string(agreement)); err != nil {
+			_ = s.auditTx(ctx, tx, merchantID, "card.unbind", c.ID, audit.OutcomeFailed, map[string]any{"class": bankadapters.OutcomeOf(err)})
+			return s.bankError(err)
+		}
+		now := s.clock.Now()
+		if err := setCardStatus(ctx, tx, merchantID, c.ID, CardUnbound, now); err != nil {
+			return err
+		}
+		c.Status = CardUnbound
+		if err := s.auditTx(ctx, tx, merchantID, "card.unbind", c.ID, audit.OutcomeOK, nil); err != nil {
+			return err
+		}
+		out = c
+		return s.emit(ctx, tx, merchantID, "card.unbound", cardEvent(c))
+	})
+	return out, err
+}
+
+// Revoke marks a card revoked when quickpay learns its agreement ended at
+// the bank (a charge answered "agreement invalid"). Errors: ErrNotFound.
+func (s *Service) Revoke(ctx context.Context, merchantID, id, reason string) (Card, error) {
+	var out Card
+	err := db.InTx(ctx, s.pool, func(tx pgx.Tx) error {
+		c, _, err := getCard(ctx, tx, merchantID, id, true)
+		if err != nil {
+			return err
+		}
+		out = c
+		if c.Status != CardActive {
+			return nil
+		}
+		if err := setCardStatus(ctx, tx, merchantID, c.ID, CardRevoked, s.clock.Now()); err != nil {
+			return err
+		}
+		out.Status = CardRevoked
+		return s.auditTx(ctx, tx, merchantID, "card.revoke", c.ID, audit.OutcomeOK, map[string]any{"reason": reason})
+	})
+	return out, err
+}
+
+// bankError turns an adapter error into the domain's.
+func (s *Service) bankError(err error) error {
+	var be *bankadapters.Error
+	if !errors.As(err, &be) {
+		return fmt.Errorf("%w: %v", ErrBankUnavailable, err)
+	}
+	switch be.Outcome {
+	case bankadapters.OutcomeElementsMismatch:
+		return &ElementsMismatchError{Field: be.Field}
+	case bankadapters.OutcomeAlreadyBound:
+		// The platform's agreement for this card exists at the bank but no
+		// card of this merchant holds it (another merchant's member bound
+		// it through the platform's merchant number).
+		return ErrCardBoundElsewhere
+	case bankadapters.OutcomeHardDecline, bankadapters.OutcomeRetryableDecline:
+		return ErrCardDeclined
+	case bankadapters.OutcomeOTPWrong:
+		return &OTPIncorrectError{}
+	case bankadapters.OutcomeOTPExpired:
+		return ErrBindingExpired
+	case bankadapters.OutcomeOTPAttemptsExceeded:
+		return ErrOTPAttemptsExceeded
+	}
+	return fmt.Errorf("%w: %v", ErrBankUnavailable, err)
+}
+
+func bankCode(err error) string {
+	var be *bankadapters.Error
+	if errors.As(err, &be) {
+		return be.Code
+	}
+	return ""
+}
+
+func (s *Service) audit(ctx context.Context, merchantID, action, subject, outcome string, details map[string]any) {
+	if err := s.auditTx(ctx, s.pool, merchantID, action, subject, outcome, details); err != nil {
+		s.log.Error("audit", "action", action, "subject", subject, "err", err)
+	}
+}
+
+func (s *Service) auditTx(ctx context.Context, q audit.Execer, merchantID, action, subject, outcome string, details map[string]any) error {
+	d := map[string]any{"outcome": outcome}
+	for k, v := range details {
+		d[k] = v
+	}
+	return audit.Write(ctx, q, audit.Entry{MerchantID: merchantID, Actor: actor(merchantID), Action: action, Subject: subject, Details: d})
+}
+
+// Event payloads: what a merchant may see, never card data beyond masked.
+func bindingEvent(b Binding) map[string]any {
+	return map[string]any{"binding_id": b.ID, "status": b.Status, "member_id": nullable(b.MemberID),
+		"card_id": nullable(b.CardID), "failure_code": nullable(b.FailureCode),
+		"card": map[string]any{"bank_code": b.Card.BankCode, "masked_pan": b.Card.MaskedPAN, "last4": b.Card.Last4}}
+}
+
+func cardEvent(c Card) map[string]any {
+	return map[string]any{"card_id": c.ID, "member_id": c.MemberID, "status": c.Status, "bank_code": c.BankCode,
+		"masked_pan": c.MaskedPAN, "last4": c.Last4}
+}
+
+func nullable(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}

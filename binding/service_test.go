@@ -1,0 +1,414 @@
+package binding_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/quickpay/quickpay/bankadapters/conformance"
+	"github.com/quickpay/quickpay/binding"
+	"github.com/quickpay/quickpay/internal/clock"
+	"github.com/quickpay/quickpay/internal/sensitive"
+	"github.com/quickpay/quickpay/internal/testenv"
+)
+
+func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
+
+type world struct {
+	*testenv.Stack
+	svc      *binding.Service
+	clock    *clock.Fake
+	gen      *conformance.Gen
+	merchant string
+
+	mu     sync.Mutex
+	events []string
+}
+
+func newWorld(t *testing.T) *world {
+	t.Helper()
+	w := &world{Stack: testenv.NewStack(t), clock: clock.NewFake(time.Now()), gen: conformance.NewGen()}
+	w.merchant = testenv.Merchant(t, w.Pool)
+	svc, err := binding.New(binding.Config{Pool: w.Pool, Vault: w.Vault, Banks: w.Banks, Clock: w.clock,
+		Emit: func(ctx context.Context, tx pgx.Tx, merchantID, typ string, data any) error {
+			w.mu.Lock()
+			w.events = append(w.events, typ)
+			w.mu.Unlock()
+			return nil
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.svc = svc
+	return w
+}
+
+// account opens a card at bank (debit unless cardType says credit).
+func (w *world) account(t *testing.T, bank, cardType string) conformance.Account {
+	t.Helper()
+	info, err := w.SimCtl.Bank(context.Background(), bank)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := w.gen.Account(info, cardType, 1_000_000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.SimCtl.PutAccount(context.Background(), a); err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+func input(a conformance.Account) binding.BindInput {
+	return binding.BindInput{HolderName: a.HolderName, IDNumber: sensitive.NewIDNumber(a.IDNumber),
+		CardNumber: sensitive.NewPAN(a.CardNumber), Phone: a.Phone,
+		Expiry: sensitive.NewExpiry(a.Expiry), CVV2: sensitive.NewCVV2(a.CVV2)}
+}
+
+// code returns the newest SMS code the phone received.
+func (w *world) code(t *testing.T, phone string) sensitive.OTP {
+	t.Helper()
+	texts, err := w.SimCtl.SMS(context.Background(), phone)
+	if err != nil || len(texts) == 0 {
+		t.Fatalf("no SMS for the phone: %v", err)
+	}
+	return sensitive.NewOTP(texts[0].Code)
+}
+
+func (w *world) texts(t *testing.T, phone string) int {
+	t.Helper()
+	texts, err := w.SimCtl.SMS(context.Background(), phone)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(texts)
+}
+
+func (w *world) sawEvent(typ string) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, e := range w.events {
+		if e == typ {
+			return true
+		}
+	}
+	return false
+}
+
+func TestExplicitMemberBindsAndUnbinds(t *testing.T) {
+	ctx := context.Background()
+	w := newWorld(t)
+	a := w.account(t, "ICBC", "debit")
+	m, err := w.svc.CreateMember(ctx, w.merchant, binding.MemberInput{ExternalID: "user-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.svc.CreateMember(ctx, w.merchant, binding.MemberInput{ExternalID: "user-1"}); !errors.Is(err, binding.ErrMemberExists) {
+		t.Fatalf("second member with one external id: %v", err)
+	}
+	in := input(a)
+	in.MemberID = m.ID
+	b, err := w.svc.StartBinding(ctx, w.merchant, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.Status != binding.StatusOTPSent || b.Card.MaskedPAN != a.CardNumber[:6]+"*********"+a.CardNumber[15:] || b.Card.BankCode != "ICBC" {
+		t.Fatalf("binding = %+v", b)
+	}
+	bound, err := w.svc.Confirm(ctx, w.merchant, b.ID, w.code(t, a.Phone))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bound.Status != binding.StatusBound || bound.CardID == "" || bound.MemberID != m.ID || !w.sawEvent("binding.bound") {
+		t.Fatalf("confirmed binding = %+v", bound)
+	}
+	again, err := w.svc.Confirm(ctx, w.merchant, b.ID, w.code(t, a.Phone))
+	if err != nil || again.CardID != bound.CardID {
+		t.Fatalf("confirming again = %+v, %v", again, err)
+	}
+	cards, err := w.svc.ListCards(ctx, w.merchant, m.ID)
+	if err != nil || len(cards) != 1 || cards[0].Status != binding.CardActive {
+		t.Fatalf("cards = %+v, %v", cards, err)
+	}
+	st, err := w.SimCtl.Account(ctx, a.CardNumber)
+	if err != nil || len(st.Agreements) != 1 {
+		t.Fatalf("bank agreements = %+v, %v", st.Agreements, err)
+	}
+
+	card, err := w.svc.Unbind(ctx, w.merchant, bound.CardID)
+	if err != nil || card.Status != binding.CardUnbound || !w.sawEvent("card.unbound") {
+		t.Fatalf("unbind = %+v, %v", card, err)
+	}
+	if st, _ = w.SimCtl.Account(ctx, a.CardNumber); st.Agreements[0].Status == "active" {
+		t.Fatalf("the bank's agreement is still active: %+v", st.Agreements)
+	}
+	if card, err = w.svc.Unbind(ctx, w.merchant, bound.CardID); err != nil || card.Status != binding.CardUnbound {
+		t.Fatalf("unbinding again = %+v, %v", card, err)
+	}
+}
+
+func TestImplicitMemberIsCreatedOnceAndChecked(t *testing.T) {
+	ctx := context.Background()
+	w := newWorld(t)
+	a := w.account(t, "CMB", "debit")
+	in := input(a)
+	in.ExternalUserID = "p2p-user-77"
+	b, err := w.svc.StartBinding(ctx, w.merchant, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.MemberID != "" {
+		t.Fatalf("implicit binding has a member before it is bound: %+v", b)
+	}
+	if _, err := w.svc.FindMember(ctx, w.merchant, "p2p-user-77"); !errors.Is(err, binding.ErrNotFound) {
+		t.Fatalf("member exists before the binding is confirmed: %v", err)
+	}
+	bound, err := w.svc.Confirm(ctx, w.merchant, b.ID, w.code(t, a.Phone))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := w.svc.FindMember(ctx, w.merchant, "p2p-user-77")
+	if err != nil || m.ID != bound.MemberID || m.Kind != binding.KindImplicit {
+		t.Fatalf("member = %+v, %v; binding member %s", m, err, bound.MemberID)
+	}
+
+	t.Run("second card, same person, same member", func(t *testing.T) {
+		b2 := w.account(t, "ICBC", "debit")
+		b2.HolderName, b2.IDNumber = a.HolderName, a.IDNumber
+		if err := w.SimCtl.PutAccount(ctx, b2); err != nil {
+			t.Fatal(err)
+		}
+		in := input(b2)
+		in.ExternalUserID = "p2p-user-77"
+		b, err := w.svc.StartBinding(ctx, w.merchant, in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b.MemberID != m.ID {
+			t.Fatalf("the same external id resolved to %q, want %q", b.MemberID, m.ID)
+		}
+		if _, err := w.svc.Confirm(ctx, w.merchant, b.ID, w.code(t, b2.Phone)); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Run("another person under the same external id", func(t *testing.T) {
+		c := w.account(t, "ICBC", "debit")
+		in := input(c)
+		in.ExternalUserID = "p2p-user-77"
+		_, err := w.svc.StartBinding(ctx, w.merchant, in)
+		var im *binding.IdentityMismatchError
+		if !errors.As(err, &im) || im.Field != "id_number" {
+			t.Fatalf("err = %v, want identity mismatch on id_number", err)
+		}
+	})
+}
+
+func TestRepeatBinds(t *testing.T) {
+	ctx := context.Background()
+	w := newWorld(t)
+	a := w.account(t, "CCB", "debit")
+	m, err := w.svc.CreateMember(ctx, w.merchant, binding.MemberInput{ExternalID: "rep-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := input(a)
+	in.MemberID = m.ID
+	b, err := w.svc.StartBinding(ctx, w.merchant, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bound, err := w.svc.Confirm(ctx, w.merchant, b.ID, w.code(t, a.Phone))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sent := w.texts(t, a.Phone)
+
+	again, err := w.svc.StartBinding(ctx, w.merchant, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !again.Existing || again.CardID != bound.CardID || again.Status != binding.StatusBound {
+		t.Fatalf("binding the same card again = %+v, want the existing card %s", again, bound.CardID)
+	}
+	if w.texts(t, a.Phone) != sent {
+		t.Fatal("binding an already bound card sent an SMS")
+	}
+
+	other, err := w.svc.CreateMember(ctx, w.merchant, binding.MemberInput{ExternalID: "rep-2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	in.MemberID = other.ID
+	if _, err := w.svc.StartBinding(ctx, w.merchant, in); !errors.Is(err, binding.ErrCardBoundElsewhere) {
+		t.Fatalf("binding for another member: %v", err)
+	}
+}
+
+func TestOTPRules(t *testing.T) {
+	ctx := context.Background()
+	w := newWorld(t)
+	start := func(t *testing.T) (conformance.Account, binding.Binding) {
+		t.Helper()
+		a := w.account(t, "ICBC", "debit")
+		in := input(a)
+		in.ExternalUserID = "otp-" + a.Phone
+		b, err := w.svc.StartBinding(ctx, w.merchant, in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return a, b
+	}
+	wrong := func(code sensitive.OTP) sensitive.OTP {
+		c := []byte(code.Reveal())
+		c[5] = '0' + (c[5]-'0'+1)%10
+		return sensitive.NewOTP(string(c))
+	}
+
+	t.Run("five wrong codes end the binding", func(t *testing.T) {
+		a, b := start(t)
+		code := w.code(t, a.Phone)
+		for i := 1; i <= 4; i++ {
+			_, err := w.svc.Confirm(ctx, w.merchant, b.ID, wrong(code))
+			var oe *binding.OTPIncorrectError
+			if !errors.As(err, &oe) || oe.AttemptsLeft != 5-i {
+				t.Fatalf("wrong code %d: %v", i, err)
+			}
+		}
+		if _, err := w.svc.Confirm(ctx, w.merchant, b.ID, wrong(code)); !errors.Is(err, binding.ErrOTPAttemptsExceeded) {
+			t.Fatalf("fifth wrong code: %v", err)
+		}
+		if _, err := w.svc.Confirm(ctx, w.merchant, b.ID, code); !errors.Is(err, binding.ErrOTPAttemptsExceeded) {
+			t.Fatalf("right code after the fifth wrong one: %v", err)
+		}
+		got, err := w.svc.GetBinding(ctx, w.merchant, b.ID)
+		if err != nil || got.Status != binding.StatusFailed || !w.sawEvent("binding.failed") {
+			t.Fatalf("binding = %+v, %v", got, err)
+		}
+	})
+	t.Run("an expired code", func(t *testing.T) {
+		a, b := start(t)
+		code := w.code(t, a.Phone)
+		w.clock.Advance(binding.OTPValidity + time.Second)
+		if _, err := w.svc.Confirm(ctx, w.merchant, b.ID, code); !errors.Is(err, binding.ErrBindingExpired) {
+			t.Fatalf("confirm after 5 minutes: %v", err)
+		}
+		if got, _ := w.svc.GetBinding(ctx, w.merchant, b.ID); got.Status != binding.StatusExpired {
+			t.Fatalf("status = %s", got.Status)
+		}
+	})
+	t.Run("resend too soon, then at most five sends", func(t *testing.T) {
+		a, b := start(t)
+		_, err := w.svc.Resend(ctx, w.merchant, b.ID)
+		var soon *binding.ResendTooSoonError
+		if !errors.As(err, &soon) || soon.RetryAfter <= 0 || soon.RetryAfter > binding.OTPResendGap {
+			t.Fatalf("immediate resend: %v", err)
+		}
+		for send := 2; send <= binding.OTPMaxSends; send++ {
+			w.clock.Advance(binding.OTPResendGap)
+			got, err := w.svc.Resend(ctx, w.merchant, b.ID)
+			if err != nil || got.OTPSends != send {
+				t.Fatalf("send %d: %+v, %v", send, got, err)
+			}
+		}
+		w.clock.Advance(binding.OTPResendGap)
+		if _, err := w.svc.Resend(ctx, w.merchant, b.ID); !errors.Is(err, binding.ErrResendLimit) {
+			t.Fatalf("sixth send: %v", err)
+		}
+		if n := w.texts(t, a.Phone); n != binding.OTPMaxSends {
+			t.Fatalf("%d texts, want %d", n, binding.OTPMaxSends)
+		}
+		if _, err := w.svc.Confirm(ctx, w.merchant, b.ID, w.code(t, a.Phone)); err != nil {
+			t.Fatalf("newest code: %v", err)
+		}
+	})
+}
+
+func TestBindingRefusals(t *testing.T) {
+	ctx := context.Background()
+	w := newWorld(t)
+	good := w.account(t, "ICBC", "debit")
+	credit := w.account(t, "CMB", "credit")
+	for _, tc := range []struct {
+		name  string
+		edit  func(*binding.BindInput)
+		field string
+		want  error
+	}{
+		{"no member given", func(in *binding.BindInput) { in.ExternalUserID = "" }, "member_id", binding.ErrInvalid},
+		{"bad card number", func(in *binding.BindInput) { in.CardNumber = sensitive.NewPAN("6222021234567890123") }, "card_number", binding.ErrInvalid},
+		{"bad id number", func(in *binding.BindInput) { in.IDNumber = sensitive.NewIDNumber("110105199003070018") }, "id_number", binding.ErrInvalid},
+		{"bad phone", func(in *binding.BindInput) { in.Phone = "12345678901" }, "phone", binding.ErrInvalid},
+		{"bad name", func(in *binding.BindInput) { in.HolderName = "X" }, "holder_name", binding.ErrInvalid},
+		{"unsupported BIN", func(in *binding.BindInput) { in.CardNumber = sensitive.NewPAN("4111111111111111") }, "", binding.ErrCardUnsupported},
+		{"name the bank refuses", func(in *binding.BindInput) { in.HolderName = "不是本人" }, "holder_name", binding.ErrElementsMismatch},
+		{"phone the bank refuses", func(in *binding.BindInput) { in.Phone = "13912345678" }, "phone", binding.ErrElementsMismatch},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			in := input(good)
+			in.ExternalUserID = "refusal-user"
+			tc.edit(&in)
+			before := w.texts(t, good.Phone)
+			_, err := w.svc.StartBinding(ctx, w.merchant, in)
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("err = %v, want %v", err, tc.want)
+			}
+			var f interface{ ErrorFields() map[string]any }
+			if tc.field != "" && (!errors.As(err, &f) || f.ErrorFields()["field"] != tc.field) {
+				t.Fatalf("err = %v, want field %s", err, tc.field)
+			}
+			if w.texts(t, good.Phone) != before {
+				t.Fatal("a refused binding sent an SMS")
+			}
+		})
+	}
+	t.Run("credit card needs expiry and cvv2", func(t *testing.T) {
+		in := input(credit)
+		in.ExternalUserID = "credit-user"
+		in.CVV2 = sensitive.CVV2{}
+		_, err := w.svc.StartBinding(ctx, w.merchant, in)
+		var fe *binding.FieldError
+		if !errors.As(err, &fe) || fe.Field != "cvv2" {
+			t.Fatalf("err = %v", err)
+		}
+		in = input(credit)
+		in.ExternalUserID = "credit-user"
+		b, err := w.svc.StartBinding(ctx, w.merchant, in)
+		if err != nil || b.Card.CardType != "credit" {
+			t.Fatalf("credit binding = %+v, %v", b, err)
+		}
+	})
+	t.Run("bank down answers unavailable and the binding can be retried", func(t *testing.T) {
+		if err := w.SimCtl.AddFault(ctx, conformance.Fault{BankCode: "ICBC", Operation: "bind_apply", Mode: conformance.FaultError}); err != nil {
+			t.Fatal(err)
+		}
+		in := input(good)
+		in.ExternalUserID = "retry-user"
+		if _, err := w.svc.StartBinding(ctx, w.merchant, in); !errors.Is(err, binding.ErrBankUnavailable) {
+			t.Fatalf("err = %v", err)
+		}
+		if _, err := w.svc.StartBinding(ctx, w.merchant, in); err != nil {
+			t.Fatalf("retry: %v", err)
+		}
+	})
+	t.Run("another merchant sees nothing", func(t *testing.T) {
+		other := testenv.Merchant(t, w.Pool)
+		in := input(good)
+		in.ExternalUserID = "tenant-user"
+		b, err := w.svc.StartBinding(ctx, w.merchant, in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.svc.GetBinding(ctx, other, b.ID); !errors.Is(err, binding.ErrNotFound) {
+			t.Fatalf("other merchant's GetBinding: %v", err)
+		}
+		if _, err := w.svc.Confirm(ctx, other, b.ID, w.code(t, good.Phone)); !errors.Is(err, binding.ErrNotFound) {
+			t.Fatalf("other merchant's Confirm: %v", err)
+		}
+	})
+}

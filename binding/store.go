@@ -1,0 +1,212 @@
+package binding
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// The binding store: every SQL statement of the package, each filtered by
+// merchant_id so another merchant's id finds nothing.
+
+// querier is a pool or a transaction.
+type querier interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// memberRow is a member with its identity ciphertexts.
+type memberRow struct {
+	Member
+	NameFP, IDNumberFP []byte
+	Verified           bool
+}
+
+const memberCols = `id, merchant_id, external_id, kind, created_at, name_fp, id_number_fp, identity_verified`
+
+func scanMember(row pgx.Row) (memberRow, error) {
+	var m memberRow
+	err := row.Scan(&m.ID, &m.MerchantID, &m.ExternalID, &m.Kind, &m.CreatedAt, &m.NameFP, &m.IDNumberFP, &m.Verified)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return m, ErrNotFound
+	}
+	return m, err
+}
+
+func getMember(ctx context.Context, q querier, merchantID, id string) (memberRow, error) {
+	return scanMember(q.QueryRow(ctx, `SELECT `+memberCols+` FROM members WHERE merchant_id = $1 AND id = $2`, merchantID, id))
+}
+
+func getMemberByExternalID(ctx context.Context, q querier, merchantID, externalID string) (memberRow, error) {
+	return scanMember(q.QueryRow(ctx, `SELECT `+memberCols+` FROM members WHERE merchant_id = $1 AND external_id = $2`,
+		merchantID, externalID))
+}
+
+// identity is a member's or a binding's encrypted identity.
+type identity struct {
+	NameCT, NameFP, IDNumberCT, IDNumberFP, PhoneCT []byte
+}
+
+func insertMember(ctx context.Context, q querier, m Member, id identity, verified bool) error {
+	_, err := q.Exec(ctx, `
+		INSERT INTO members (id, merchant_id, external_id, kind, name_ct, name_fp, id_number_ct, id_number_fp,
+		                     phone_ct, identity_verified, created_at)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
+		m.ID, m.MerchantID, m.ExternalID, m.Kind, id.NameCT, id.NameFP, id.IDNumberCT, id.IDNumberFP, id.PhoneCT,
+		verified, m.CreatedAt)
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "23505" {
+		return ErrMemberExists
+	}
+	return err
+}
+
+// setMemberIdentity records the identity the bank verified, where the
+// member had none.
+func setMemberIdentity(ctx context.Context, q querier, merchantID, memberID string, id identity) error {
+	_, err := q.Exec(ctx, `
+		UPDATE members SET name_ct = $3, name_fp = $4, id_number_ct = $5, id_number_fp = $6, phone_ct = $7,
+		                   identity_verified = true
+		WHERE merchant_id = $1 AND id = $2`,
+		merchantID, memberID, id.NameCT, id.NameFP, id.IDNumberCT, id.IDNumberFP, id.PhoneCT)
+	return err
+}
+
+func markMemberVerified(ctx context.Context, q querier, merchantID, memberID string) error {
+	_, err := q.Exec(ctx, `UPDATE members SET identity_verified = true WHERE merchant_id = $1 AND id = $2`, merchantID, memberID)
+	return err
+}
+
+// bindingRow is a binding with what the store keeps beside it.
+type bindingRow struct {
+	Binding
+	BankBindRef string
+	PANCT       []byte
+	PANFP       []byte
+	identity
+}
+
+const bindingCols = `id, merchant_id, coalesce(member_id, ''), coalesce(external_user_id, ''), status, bank_code, bank_name,
+	card_type, masked_pan, last4, coalesce(card_id, ''), otp_expires_at, otp_attempts, otp_sends, otp_last_sent_at,
+	coalesce(failure_code, ''), created_at, coalesce(bank_bind_ref, ''), pan_ct, pan_fp, holder_name_ct, holder_name_fp,
+	id_number_ct, id_number_fp, phone_ct`
+
+func scanBinding(row pgx.Row) (bindingRow, error) {
+	var b bindingRow
+	err := row.Scan(&b.ID, &b.MerchantID, &b.MemberID, &b.ExternalUserID, &b.Status, &b.Card.BankCode, &b.Card.BankName,
+		&b.Card.CardType, &b.Card.MaskedPAN, &b.Card.Last4, &b.CardID, &b.OTPExpiresAt, &b.OTPAttempts, &b.OTPSends,
+		&b.OTPLastSentAt, &b.FailureCode, &b.CreatedAt, &b.BankBindRef, &b.PANCT, &b.PANFP, &b.NameCT, &b.NameFP,
+		&b.IDNumberCT, &b.IDNumberFP, &b.PhoneCT)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return b, ErrNotFound
+	}
+	return b, err
+}
+
+func getBinding(ctx context.Context, q querier, merchantID, id string, forUpdate bool) (bindingRow, error) {
+	sql := `SELECT ` + bindingCols + ` FROM bindings WHERE merchant_id = $1 AND id = $2`
+	if forUpdate {
+		sql += ` FOR UPDATE`
+	}
+	return scanBinding(q.QueryRow(ctx, sql, merchantID, id))
+}
+
+func insertBinding(ctx context.Context, q querier, b bindingRow) error {
+	_, err := q.Exec(ctx, `
+		INSERT INTO bindings (id, merchant_id, member_id, external_user_id, status, bank_code, bank_name, card_type,
+		                      masked_pan, last4, pan_ct, pan_fp, holder_name_ct, holder_name_fp, id_number_ct,
+		                      id_number_fp, phone_ct, bank_bind_ref, otp_expires_at, otp_attempts, otp_sends,
+		                      otp_last_sent_at, card_id, created_at, updated_at)
+		VALUES ($1, $2, NULLIF($3, ''), NULLIF($4, ''), $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
+		        NULLIF($18, ''), $19, $20, $21, $22, NULLIF($23, ''), $24, $24)`,
+		b.ID, b.MerchantID, b.MemberID, b.ExternalUserID, b.Status, b.Card.BankCode, b.Card.BankName, b.Card.CardType,
+		b.Card.MaskedPAN, b.Card.Last4, b.PANCT, b.PANFP, b.NameCT, b.NameFP, b.IDNumberCT, b.IDNumberFP, b.PhoneCT,
+		b.BankBindRef, b.OTPExpiresAt, b.OTPAttempts, b.OTPSends, b.OTPLastSentAt, b.CardID, b.CreatedAt)
+	return err
+}
+
+// updateBinding writes the mutable fields of b.
+func updateBinding(ctx context.Context, q querier, b bindingRow, bankFailure string, now time.Time) error {
+	_, err := q.Exec(ctx, `
+		UPDATE bindings SET status = $3, member_id = NULLIF($4, ''), card_id = NULLIF($5, ''), otp_expires_at = $6,
+		       otp_attempts = $7, otp_sends = $8, otp_last_sent_at = $9, failure_code = NULLIF($10, ''),
+		       bank_failure_code = coalesce(NULLIF($11, ''), bank_failure_code), updated_at = $12
+		WHERE merchant_id = $1 AND id = $2`,
+		b.MerchantID, b.ID, b.Status, b.MemberID, b.CardID, b.OTPExpiresAt, b.OTPAttempts, b.OTPSends, b.OTPLastSentAt,
+		b.FailureCode, bankFailure, now)
+	return err
+}
+
+const cardCols = `id, merchant_id, member_id, status, bank_code, bank_name, card_type, masked_pan, last4, created_at`
+
+func scanCard(row pgx.Row) (Card, error) {
+	var c Card
+	err := row.Scan(&c.ID, &c.MerchantID, &c.MemberID, &c.Status, &c.BankCode, &c.BankName, &c.CardType, &c.MaskedPAN,
+		&c.Last4, &c.CreatedAt)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return c, ErrNotFound
+	}
+	return c, err
+}
+
+func getCard(ctx context.Context, q querier, merchantID, id string, forUpdate bool) (Card, []byte, error) {
+	sql := `SELECT ` + cardCols + `, agreement_ct FROM cards WHERE merchant_id = $1 AND id = $2`
+	if forUpdate {
+		sql += ` FOR UPDATE`
+	}
+	var c Card
+	var agreement []byte
+	err := q.QueryRow(ctx, sql, merchantID, id).Scan(&c.ID, &c.MerchantID, &c.MemberID, &c.Status, &c.BankCode,
+		&c.BankName, &c.CardType, &c.MaskedPAN, &c.Last4, &c.CreatedAt, &agreement)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return c, nil, ErrNotFound
+	}
+	return c, agreement, err
+}
+
+// activeCardByFingerprint finds the merchant's active card with any of the
+// fingerprints (one per live fp key version).
+func activeCardByFingerprint(ctx context.Context, q querier, merchantID string, fps [][]byte) (Card, error) {
+	return scanCard(q.QueryRow(ctx, `SELECT `+cardCols+` FROM cards
+		WHERE merchant_id = $1 AND status = 'active' AND pan_fp = ANY($2) LIMIT 1`, merchantID, fps))
+}
+
+func listMemberCards(ctx context.Context, q querier, merchantID, memberID string) ([]Card, error) {
+	rows, err := q.Query(ctx, `SELECT `+cardCols+` FROM cards WHERE merchant_id = $1 AND member_id = $2
+		ORDER BY created_at, id`, merchantID, memberID)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (Card, error) { return scanCard(r) })
+}
+
+// errActiveCardExists: the one-active-card-per-number index refused a card.
+var errActiveCardExists = errors.New("an active card with this number exists")
+
+func insertCard(ctx context.Context, q querier, c Card, bindingID string, panCT, panFP, agreementCT []byte) error {
+	_, err := q.Exec(ctx, `
+		INSERT INTO cards (id, merchant_id, member_id, status, bank_code, bank_name, card_type, masked_pan, last4,
+		                   pan_ct, pan_fp, agreement_ct, binding_id, created_at, updated_at)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14)`,
+		c.ID, c.MerchantID, c.MemberID, c.Status, c.BankCode, c.BankName, c.CardType, c.MaskedPAN, c.Last4,
+		panCT, panFP, agreementCT, bindingID, c.CreatedAt)
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "23505" && pgErr.ConstraintName == "cards_one_active_per_pan" {
+		return errActiveCardExists
+	}
+	if err != nil {
+		return fmt.Errorf("insert card: %w", err)
+	}
+	return nil
+}
+
+func setCardStatus(ctx context.Context, q querier, merchantID, id, status string, at time.Time) error {
+	_, err := q.Exec(ctx, `UPDATE cards SET status = $3, updated_at = $4 WHERE merchant_id = $1 AND id = $2`,
+		merchantID, id, status, at)
+	return err
+}

@@ -1,0 +1,90 @@
+package testenv
+
+import (
+	"context"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/quickpay/quickpay/bankadapters"
+	"github.com/quickpay/quickpay/bankadapters/channels"
+	"github.com/quickpay/quickpay/bankadapters/formrsa"
+	"github.com/quickpay/quickpay/cmd/banksim/sim"
+	"github.com/quickpay/quickpay/cmd/banksim/simclient"
+	"github.com/quickpay/quickpay/internal/ids"
+	"github.com/quickpay/quickpay/vaultkeys"
+)
+
+// Stack is quickpay's world for domain and API tests: the package's
+// database, HSM token and Vault, a key vault with its keys, and a fresh
+// banksim on a loopback listener that knows the platform, whose channel
+// settings are in Vault and open as bank adapters.
+type Stack struct {
+	Pool    *pgxpool.Pool
+	HSM     *vaultkeys.HSM
+	Secrets *vaultkeys.Secrets
+	Vault   *vaultkeys.Vault
+	Sim     *sim.Sim
+	SimURL  string
+	SimCtl  *simclient.Client
+	Banks   *channels.Registry
+}
+
+// NewStack builds a Stack for t; everything stops when t ends.
+func NewStack(t testing.TB) *Stack {
+	t.Helper()
+	ctx := context.Background()
+	st := &Stack{Pool: Pool(t), HSM: HSM(t, 8), Secrets: Secrets(t)}
+	v, err := vaultkeys.New(vaultkeys.Config{Pool: st.Pool, HSM: st.HSM})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := v.Ensure(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st.Vault = v
+
+	s, err := sim.New(sim.Config{CallbackBackoff: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(s.Handler())
+	t.Cleanup(srv.Close)
+	t.Cleanup(s.Close)
+	st.Sim, st.SimURL, st.SimCtl = s, srv.URL, simclient.NewClient(srv.URL)
+
+	prefix := "secret/quickpay/banks-" + randHex(4)
+	chans, err := st.SimCtl.ConnectPlatform(ctx, func(code string) string { return "QP" + code + randHex(3) }, st.HSM.BankPublicKeyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for code, ch := range chans {
+		if err := st.Secrets.Write(ctx, prefix+"/"+code, ch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st.Banks, err = channels.Open(ctx, channels.Config{
+		Secrets: st.Secrets, Prefix: prefix, BaseURL: srv.URL,
+		Signer:  func(code string) formrsa.Signer { return st.HSM.BankSigner(code) },
+		Options: bankadapters.CallOptions{Timeout: 5 * time.Second},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// Merchant inserts a merchant row for tests that need a tenant but not its
+// API credentials, and returns its id.
+func Merchant(t testing.TB, pool *pgxpool.Pool) string {
+	t.Helper()
+	id := ids.New("mch")
+	_, err := pool.Exec(context.Background(), `INSERT INTO merchants (id, name, scopes, client_id, client_secret_hash)
+		VALUES ($1, 'test merchant', '{bind,withhold}', $2, 'not-a-hash')`, id, "qpc_test_"+randHex(8))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
