@@ -62,6 +62,7 @@ type HSMStats struct {
 	Errors       uint64        // operations that returned an error
 	Discarded    uint64        // broken sessions closed and replaced
 	Logins       uint64        // logins performed (first and re-logins)
+	Ops          uint64        // operations that succeeded
 	InUse, Idle  int           // sessions now
 	PoolCapacity int
 }
@@ -83,8 +84,8 @@ type HSM struct {
 
 	genMu sync.Mutex // serializes key generation
 
-	waits, waitNanos, errs, discarded, logins atomic.Uint64
-	closed                                    atomic.Bool
+	waits, waitNanos, errs, discarded, logins, ops atomic.Uint64
+	closed                                         atomic.Bool
 }
 
 type handleKey struct {
@@ -221,6 +222,7 @@ func (h *HSM) Stats() HSMStats {
 		Errors:       h.errs.Load(),
 		Discarded:    h.discarded.Load(),
 		Logins:       h.logins.Load(),
+		Ops:          h.ops.Load(),
 		InUse:        len(h.sem),
 		Idle:         idle,
 		PoolCapacity: cap(h.sem),
@@ -254,6 +256,7 @@ func (h *HSM) Do(ctx context.Context, fn func(s pkcs11.SessionHandle) error) err
 			h.release(s, err)
 		}
 		if err == nil {
+			h.ops.Add(1)
 			return nil
 		}
 		h.errs.Add(1)
