@@ -28,8 +28,8 @@ func newHTTPMetrics(reg prometheus.Registerer) *httpMetrics {
 
 // hsmCollector reads the session pool's counters at scrape time.
 type hsmCollector struct {
-	hsm                                                          *vaultkeys.HSM
-	waits, waitSecs, errs, discarded, logins, in, idle, capacity *prometheus.Desc
+	hsm                                                               *vaultkeys.HSM
+	waits, waitSecs, errs, discarded, logins, ops, in, idle, capacity *prometheus.Desc
 }
 
 func newHSMCollector(h *vaultkeys.HSM) *hsmCollector {
@@ -41,6 +41,7 @@ func newHSMCollector(h *vaultkeys.HSM) *hsmCollector {
 		errs:      d("quickpay_hsm_errors_total", "HSM operations that returned an error."),
 		discarded: d("quickpay_hsm_sessions_discarded_total", "Broken sessions closed and replaced."),
 		logins:    d("quickpay_hsm_logins_total", "Logins to the token, first and after session loss."),
+		ops:       d("quickpay_hsm_operations_total", "HSM operations that succeeded."),
 		in:        d("quickpay_hsm_sessions_in_use", "Sessions running an operation now."),
 		idle:      d("quickpay_hsm_sessions_idle", "Open sessions waiting in the pool."),
 		capacity:  d("quickpay_hsm_sessions_max", "Pool capacity."),
@@ -48,7 +49,7 @@ func newHSMCollector(h *vaultkeys.HSM) *hsmCollector {
 }
 
 func (c *hsmCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.waits, c.waitSecs, c.errs, c.discarded, c.logins, c.in, c.idle, c.capacity} {
+	for _, d := range []*prometheus.Desc{c.waits, c.waitSecs, c.errs, c.discarded, c.logins, c.ops, c.in, c.idle, c.capacity} {
 		ch <- d
 	}
 }
@@ -60,6 +61,7 @@ func (c *hsmCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.errs, prometheus.CounterValue, float64(s.Errors))
 	ch <- prometheus.MustNewConstMetric(c.discarded, prometheus.CounterValue, float64(s.Discarded))
 	ch <- prometheus.MustNewConstMetric(c.logins, prometheus.CounterValue, float64(s.Logins))
+	ch <- prometheus.MustNewConstMetric(c.ops, prometheus.CounterValue, float64(s.Ops))
 	ch <- prometheus.MustNewConstMetric(c.in, prometheus.GaugeValue, float64(s.InUse))
 	ch <- prometheus.MustNewConstMetric(c.idle, prometheus.GaugeValue, float64(s.Idle))
 	ch <- prometheus.MustNewConstMetric(c.capacity, prometheus.GaugeValue, float64(s.PoolCapacity))
