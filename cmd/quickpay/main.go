@@ -3,6 +3,8 @@
 //	quickpay serve                    HTTP API, background workers, scheduler
 //	quickpay migrate                  apply database migrations (River's and quickpay's)
 //	quickpay dev                      the whole local stack (what `make run` runs)
+//	quickpay merchants create --name NAME [--scopes bind,withhold] [--json]
+//	                                  a merchant and its API credentials (secret shown once)
 //	quickpay keys list                key versions and their states
 //	quickpay keys rotate data|fp|jwt  create version N+1 and re-encrypt in the background
 //	quickpay keys retire data|fp|jwt --min-version N
@@ -27,6 +29,7 @@ commands:
   serve     run the HTTP API and background workers
   migrate   apply database migrations
   dev       run the whole local stack (Postgres, SoftHSM2, Vault, banksim, serve)
+  merchants manage merchants and their API client credentials
   keys      list, rotate or retire HSM key versions
 
 Run 'quickpay <command> -h' for a command's flags.
@@ -49,6 +52,8 @@ func main() {
 		err = cmdMigrate(ctx, args)
 	case "dev":
 		err = cmdDev(ctx, args)
+	case "merchants":
+		err = cmdMerchants(ctx, args)
 	case "keys":
 		err = cmdKeys(ctx, args)
 	case "-h", "--help", "help":

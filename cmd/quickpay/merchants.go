@@ -1,0 +1,87 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/quickpay/quickpay/internal/db"
+	"github.com/quickpay/quickpay/internal/merchants"
+)
+
+const merchantsUsage = "usage: quickpay merchants create --name NAME [--scopes bind,withhold] [--json]"
+
+func cmdMerchants(ctx context.Context, args []string) error {
+	return runMerchants(ctx, args, os.Stdout)
+}
+
+// createdMerchant is what `merchants create --json` prints: exactly these
+// three keys.
+type createdMerchant struct {
+	MerchantID   string `json:"merchant_id"`
+	ClientID     string `json:"client_id"`
+	ClientSecret string `json:"client_secret"`
+}
+
+// runMerchants runs `quickpay merchants …`, writing its answer to out. It
+// needs only the database.
+func runMerchants(ctx context.Context, args []string, out io.Writer) error {
+	if len(args) == 0 || args[0] != "create" {
+		return errors.New(merchantsUsage)
+	}
+	var c config
+	fs := newFlags("merchants create", &c)
+	name := fs.String("name", "", "the merchant's name (required)")
+	scopes := fs.String("scopes", strings.Join(merchants.AllScopes, ","), "comma-separated scopes: bind, withhold")
+	asJSON := fs.Bool("json", false, `print {"merchant_id","client_id","client_secret"}`)
+	actor := fs.String("actor", "cli:"+env("USER", "operator"), "who is acting, for the audit trail")
+	if err := fs.Parse(args[1:]); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q\n%s", fs.Arg(0), merchantsUsage)
+	}
+	if strings.TrimSpace(*name) == "" {
+		return errors.New("merchants create needs --name\n" + merchantsUsage)
+	}
+	var list []string
+	for s := range strings.SplitSeq(*scopes, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			list = append(list, s)
+		}
+	}
+
+	pool, err := db.Open(ctx, db.Config{URL: c.DatabaseURL})
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	store, err := merchants.NewStore(merchants.Config{Pool: pool})
+	if err != nil {
+		return err
+	}
+	m, secret, err := store.Create(merchants.WithActor(ctx, *actor), *name, list)
+	if err != nil {
+		return err
+	}
+	res := createdMerchant{MerchantID: m.ID, ClientID: m.ClientID, ClientSecret: secret}
+	if *asJSON {
+		return json.NewEncoder(out).Encode(res)
+	}
+	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(w, "merchant_id\t%s\n", res.MerchantID)
+	fmt.Fprintf(w, "name\t%s\n", m.Name)
+	fmt.Fprintf(w, "scopes\t%s\n", strings.Join(m.Scopes, " "))
+	fmt.Fprintf(w, "client_id\t%s\n", res.ClientID)
+	fmt.Fprintf(w, "client_secret\t%s\n", res.ClientSecret)
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	_, err = fmt.Fprintln(out, "\nThe client secret is shown only this once: quickpay keeps only a hash of it. Store it now.")
+	return err
+}

@@ -1,0 +1,458 @@
+package merchants_test
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"os"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/quickpay/quickpay/internal/audit"
+	"github.com/quickpay/quickpay/internal/clock"
+	"github.com/quickpay/quickpay/internal/ids"
+	"github.com/quickpay/quickpay/internal/merchants"
+	"github.com/quickpay/quickpay/internal/testenv"
+)
+
+func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
+
+var start = time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC)
+
+type fixture struct {
+	pool  *pgxpool.Pool
+	clock *clock.Fake
+	store *merchants.Store
+}
+
+func newFixture(t *testing.T) fixture {
+	t.Helper()
+	pool := testenv.Pool(t)
+	clk := clock.NewFake(start)
+	store, err := merchants.NewStore(merchants.Config{Pool: pool, Clock: clk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fixture{pool: pool, clock: clk, store: store}
+}
+
+func (f fixture) create(t *testing.T, scopes ...string) (merchants.Merchant, string) {
+	t.Helper()
+	if len(scopes) == 0 {
+		scopes = merchants.AllScopes
+	}
+	m, secret, err := f.store.Create(context.Background(), "Acme Lending", scopes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m, secret
+}
+
+// counters reads the lockout columns of m's row.
+func (f fixture) counters(t *testing.T, m merchants.Merchant) (int, *time.Time) {
+	t.Helper()
+	var n int
+	var until *time.Time
+	if err := f.pool.QueryRow(context.Background(),
+		`SELECT failed_logins, locked_until FROM merchants WHERE id = $1`, m.ID).Scan(&n, &until); err != nil {
+		t.Fatal(err)
+	}
+	return n, until
+}
+
+type loginRow struct {
+	MerchantID *string
+	Actor      string
+	Subject    *string
+	Outcome    string
+	Failed     *int
+	RequestID  *string
+	Details    string
+}
+
+// logins returns the auth.login audit rows of clientID, oldest first.
+func (f fixture) logins(t *testing.T, clientID string) []loginRow {
+	t.Helper()
+	rows, err := f.pool.Query(context.Background(), `
+		SELECT merchant_id, actor, subject, details->>'outcome', (details->>'failed_logins')::int, request_id, details::text
+		FROM audit_log WHERE action = 'auth.login' AND subject = $1 ORDER BY id`, clientID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (loginRow, error) {
+		var l loginRow
+		err := r.Scan(&l.MerchantID, &l.Actor, &l.Subject, &l.Outcome, &l.Failed, &l.RequestID, &l.Details)
+		return l, err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func outcomes(rows []loginRow) []string {
+	var out []string
+	for _, r := range rows {
+		out = append(out, r.Outcome)
+	}
+	return out
+}
+
+func repeat(s string, n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = s
+	}
+	return out
+}
+
+func TestCreate(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	ctx := merchants.WithActor(context.Background(), "cli:test")
+
+	t.Run("secret is random, shown once and stored only as a bcrypt hash", func(t *testing.T) {
+		m, secret, err := f.store.Create(ctx, "Acme Lending", []string{"bind", "withhold"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, err := base64.RawURLEncoding.DecodeString(secret)
+		if err != nil || len(raw) < 32 {
+			t.Fatalf("secret %d chars decodes to %d bytes (%v), want ≥ 32 bytes of base64url", len(secret), len(raw), err)
+		}
+		if !ids.Valid("mch", m.ID) || !ids.Valid("qpc", m.ClientID) {
+			t.Fatalf("ids %q, %q are not mch_/qpc_ ids", m.ID, m.ClientID)
+		}
+		var row, hash string
+		if err := f.pool.QueryRow(context.Background(),
+			`SELECT m::text, client_secret_hash FROM merchants m WHERE id = $1`, m.ID).Scan(&row, &hash); err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(row, secret) {
+			t.Fatal("the merchants row holds the clear client secret")
+		}
+		if cost, err := bcrypt.Cost([]byte(hash)); err != nil || cost < 10 {
+			t.Fatalf("client_secret_hash cost = %d (%v), want a bcrypt hash of cost ≥ 10", cost, err)
+		}
+		if err := bcrypt.CompareHashAndPassword([]byte(hash), []byte(secret)); err != nil {
+			t.Fatalf("stored hash does not match the secret: %v", err)
+		}
+		var actor, details string
+		if err := f.pool.QueryRow(context.Background(),
+			`SELECT actor, details::text FROM audit_log WHERE action = 'merchant.create' AND merchant_id = $1`, m.ID).
+			Scan(&actor, &details); err != nil {
+			t.Fatalf("no merchant.create audit row: %v", err)
+		}
+		if actor != "cli:test" || !strings.Contains(details, m.ClientID) || strings.Contains(details, secret) {
+			t.Fatalf("audit row actor %q details %s: want cli:test, the client id, no secret", actor, details)
+		}
+
+		m2, secret2, err := f.store.Create(ctx, "Acme Lending", []string{"bind"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if secret2 == secret || m2.ClientID == m.ClientID || m2.ID == m.ID {
+			t.Fatal("a second merchant got the same credentials")
+		}
+	})
+
+	t.Run("scopes", func(t *testing.T) {
+		tests := []struct {
+			name string
+			in   []string
+			want []string
+		}{
+			{"none", nil, nil},
+			{"empty", []string{}, nil},
+			{"unknown", []string{"bind", "admin"}, nil},
+			{"case matters", []string{"Bind"}, nil},
+			{"duplicates collapse", []string{"bind", "bind"}, []string{"bind"}},
+			{"canonical order", []string{"withhold", "bind"}, []string{"bind", "withhold"}},
+			{"withhold only", []string{"withhold"}, []string{"withhold"}},
+		}
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				m, _, err := f.store.Create(ctx, "Scopes Co", tt.in)
+				if tt.want == nil {
+					if !errors.Is(err, merchants.ErrInvalidScopes) {
+						t.Fatalf("err = %v, want ErrInvalidScopes", err)
+					}
+					return
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				got, err := f.store.Get(context.Background(), m.ID)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !slices.Equal(m.Scopes, tt.want) || !slices.Equal(got.Scopes, tt.want) {
+					t.Fatalf("scopes = %v, stored %v, want %v", m.Scopes, got.Scopes, tt.want)
+				}
+			})
+		}
+	})
+
+	t.Run("names", func(t *testing.T) {
+		for _, bad := range []string{"", "   ", strings.Repeat("名", 201), "\xff\xfe"} {
+			if _, _, err := f.store.Create(ctx, bad, []string{"bind"}); !errors.Is(err, merchants.ErrInvalidName) {
+				t.Errorf("Create(%.10q) err = %v, want ErrInvalidName", bad, err)
+			}
+		}
+		if _, _, err := f.store.Create(ctx, strings.Repeat("名", 200), []string{"bind"}); err != nil {
+			t.Errorf("a 200-character name: %v", err)
+		}
+	})
+}
+
+func TestGet(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	m, _ := f.create(t)
+	got, err := f.store.Get(context.Background(), m.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.ID != m.ID || got.ClientID != m.ClientID || got.Name != m.Name || !got.CreatedAt.Equal(m.CreatedAt) ||
+		!slices.Equal(got.Scopes, m.Scopes) {
+		t.Fatalf("Get = %+v, want %+v", got, m)
+	}
+	if !got.CreatedAt.Equal(start) {
+		t.Errorf("created_at = %v, want the injected clock's %v", got.CreatedAt, start)
+	}
+	for _, id := range []string{ids.New("mch"), "garbage", ""} {
+		if _, err := f.store.Get(context.Background(), id); !errors.Is(err, merchants.ErrNotFound) {
+			t.Errorf("Get(%q) err = %v, want ErrNotFound", id, err)
+		}
+	}
+}
+
+func TestAuthenticate(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	m, secret := f.create(t)
+	ctx := audit.WithRequestID(context.Background(), "req-auth-1")
+
+	t.Run("right secret", func(t *testing.T) {
+		got, err := f.store.Authenticate(ctx, m.ClientID, secret)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.ID != m.ID || !slices.Equal(got.Scopes, m.Scopes) {
+			t.Fatalf("Authenticate = %+v, want %+v", got, m)
+		}
+	})
+	t.Run("wrong secret", func(t *testing.T) {
+		if _, err := f.store.Authenticate(ctx, m.ClientID, secret[:len(secret)-1]+"x"); !errors.Is(err, merchants.ErrInvalidClient) {
+			t.Fatalf("err = %v, want ErrInvalidClient", err)
+		}
+	})
+	t.Run("unknown client has the same error", func(t *testing.T) {
+		unknown := ids.New("qpc")
+		if _, err := f.store.Authenticate(ctx, unknown, secret); !errors.Is(err, merchants.ErrInvalidClient) {
+			t.Fatalf("err = %v, want ErrInvalidClient", err)
+		}
+		rows := f.logins(t, unknown)
+		if len(rows) != 1 || rows[0].Outcome != "failed" || rows[0].MerchantID != nil {
+			t.Fatalf("audit rows for the unknown client = %+v, want one failed without merchant", rows)
+		}
+	})
+	t.Run("client id that is not one is kept out of the trail", func(t *testing.T) {
+		// A caller who swapped id and secret.
+		if _, err := f.store.Authenticate(ctx, secret, m.ClientID); !errors.Is(err, merchants.ErrInvalidClient) {
+			t.Fatalf("err = %v, want ErrInvalidClient", err)
+		}
+		var n int
+		if err := f.pool.QueryRow(context.Background(),
+			`SELECT count(*) FROM audit_log a WHERE strpos(a::text, $1) > 0`, secret).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n != 0 {
+			t.Fatalf("%d audit rows hold the secret", n)
+		}
+	})
+	t.Run("every attempt is audited with the request id", func(t *testing.T) {
+		rows := f.logins(t, m.ClientID)
+		if got, want := outcomes(rows), []string{"ok", "failed"}; !slices.Equal(got, want) {
+			t.Fatalf("outcomes = %v, want %v", got, want)
+		}
+		for _, r := range rows {
+			if r.MerchantID == nil || *r.MerchantID != m.ID || r.Actor != "api:"+m.ClientID ||
+				r.RequestID == nil || *r.RequestID != "req-auth-1" || strings.Contains(r.Details, secret) {
+				t.Errorf("audit row %+v: want merchant %s, actor api:%s, request id req-auth-1, no secret", r, m.ID, m.ClientID)
+			}
+		}
+	})
+}
+
+// TestUnknownClientCostsABcrypt checks the dummy comparison: without it an
+// unknown client would answer after one database round trip (about a
+// millisecond), a known one only after bcrypt (tens of milliseconds, ten
+// times more under the race detector), which tells client ids apart. The
+// two are measured in turns, so that load on the machine slows both, and
+// the test is not parallel.
+func TestUnknownClientCostsABcrypt(t *testing.T) {
+	f := newFixture(t)
+	m, _ := f.create(t)
+	ctx := context.Background()
+	timed := func(clientID string) time.Duration {
+		t0 := time.Now()
+		if _, err := f.store.Authenticate(ctx, clientID, "wrong"); !errors.Is(err, merchants.ErrInvalidClient) {
+			t.Fatalf("err = %v, want ErrInvalidClient", err)
+		}
+		return time.Since(t0)
+	}
+	var known, unknown []time.Duration
+	for range 3 { // three failures do not lock
+		known = append(known, timed(m.ClientID))
+		unknown = append(unknown, timed(ids.New("qpc")))
+	}
+	slices.Sort(known)
+	slices.Sort(unknown)
+	if unknown[1] < known[1]/10 {
+		t.Fatalf("unknown client took %v, a known one %v: the unknown path skips bcrypt", unknown[1], known[1])
+	}
+}
+
+func TestLockout(t *testing.T) {
+	t.Parallel()
+
+	t.Run("ten failures lock for 30 minutes even the right secret; success resets", func(t *testing.T) {
+		t.Parallel()
+		f := newFixture(t)
+		m, secret := f.create(t)
+		ctx := context.Background()
+		fail := func(n int) {
+			t.Helper()
+			for i := range n {
+				if _, err := f.store.Authenticate(ctx, m.ClientID, "wrong"); !errors.Is(err, merchants.ErrInvalidClient) {
+					t.Fatalf("failure %d: err = %v, want ErrInvalidClient", i+1, err)
+				}
+			}
+		}
+
+		fail(9)
+		if n, until := f.counters(t, m); n != 9 || until != nil {
+			t.Fatalf("after 9 failures: failed_logins %d, locked_until %v; want 9, not locked", n, until)
+		}
+		if _, err := f.store.Authenticate(ctx, m.ClientID, secret); err != nil {
+			t.Fatalf("9 failures must not lock: %v", err)
+		}
+		if n, _ := f.counters(t, m); n != 0 {
+			t.Fatalf("success left failed_logins = %d, want 0", n)
+		}
+
+		fail(10)
+		wantUntil := start.Add(merchants.LockDuration)
+		if n, until := f.counters(t, m); n != 10 || until == nil || !until.Equal(wantUntil) {
+			t.Fatalf("after 10 failures: failed_logins %d, locked_until %v; want 10, %v", n, until, wantUntil)
+		}
+		_, err := f.store.Authenticate(ctx, m.ClientID, secret)
+		var locked *merchants.LockedError
+		if !errors.Is(err, merchants.ErrClientLocked) || !errors.As(err, &locked) || !locked.Until.Equal(wantUntil) {
+			t.Fatalf("right secret while locked: err = %v, want LockedError until %v", err, wantUntil)
+		}
+		f.clock.Advance(merchants.LockDuration - time.Second)
+		if _, err := f.store.Authenticate(ctx, m.ClientID, secret); !errors.Is(err, merchants.ErrClientLocked) {
+			t.Fatalf("a second before the lock ends: err = %v, want ErrClientLocked", err)
+		}
+		f.clock.Advance(time.Second)
+		if _, err := f.store.Authenticate(ctx, m.ClientID, secret); err != nil {
+			t.Fatalf("after 30 minutes: %v", err)
+		}
+		if n, until := f.counters(t, m); n != 0 || until != nil {
+			t.Fatalf("after unlocking success: failed_logins %d, locked_until %v; want 0, nil", n, until)
+		}
+
+		rows := f.logins(t, m.ClientID)
+		want := slices.Concat(repeat("failed", 9), []string{"ok"}, repeat("failed", 10), []string{"locked", "locked", "ok"})
+		if got := outcomes(rows); !slices.Equal(got, want) {
+			t.Fatalf("audit outcomes = %v, want %v", got, want)
+		}
+		for i, r := range rows[10:20] {
+			if r.Failed == nil || *r.Failed != i+1 {
+				t.Errorf("failure %d audited failed_logins %v", i+1, r.Failed)
+			}
+		}
+		if !strings.Contains(rows[19].Details, "locked_until") {
+			t.Errorf("the locking failure's audit row lacks locked_until: %s", rows[19].Details)
+		}
+		for _, r := range rows {
+			if strings.Contains(r.Details, secret) {
+				t.Fatal("an audit row holds the secret")
+			}
+		}
+	})
+
+	t.Run("after an expired lock the next failure counts from one", func(t *testing.T) {
+		t.Parallel()
+		f := newFixture(t)
+		m, secret := f.create(t)
+		ctx := context.Background()
+		// The state ten failures leave (the test above goes through them).
+		if _, err := f.pool.Exec(ctx, `UPDATE merchants SET failed_logins = $2, locked_until = $3 WHERE id = $1`,
+			m.ID, merchants.MaxFailedLogins, f.clock.Now().Add(merchants.LockDuration)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.store.Authenticate(ctx, m.ClientID, secret); !errors.Is(err, merchants.ErrClientLocked) {
+			t.Fatalf("while locked: err = %v, want ErrClientLocked", err)
+		}
+		f.clock.Advance(merchants.LockDuration)
+		if _, err := f.store.Authenticate(ctx, m.ClientID, "wrong"); !errors.Is(err, merchants.ErrInvalidClient) {
+			t.Fatalf("err = %v, want ErrInvalidClient", err)
+		}
+		if n, until := f.counters(t, m); n != 1 || until != nil {
+			t.Fatalf("failed_logins %d, locked_until %v; want 1, not locked", n, until)
+		}
+		if _, err := f.store.Authenticate(ctx, m.ClientID, secret); err != nil {
+			t.Fatal(err)
+		}
+	})
+
+	t.Run("concurrent failures lock at exactly ten", func(t *testing.T) {
+		t.Parallel()
+		f := newFixture(t)
+		m, _ := f.create(t)
+		const n = 13
+		errs := make(chan error, n)
+		var wg sync.WaitGroup
+		for range n {
+			wg.Go(func() {
+				_, err := f.store.Authenticate(context.Background(), m.ClientID, "wrong")
+				errs <- err
+			})
+		}
+		wg.Wait()
+		close(errs)
+		invalid, locked := 0, 0
+		for err := range errs {
+			switch {
+			case errors.Is(err, merchants.ErrClientLocked):
+				locked++
+			case errors.Is(err, merchants.ErrInvalidClient):
+				invalid++
+			default:
+				t.Fatalf("unexpected error %v", err)
+			}
+		}
+		if invalid != merchants.MaxFailedLogins || locked != n-merchants.MaxFailedLogins {
+			t.Fatalf("%d invalid, %d locked; want %d and %d", invalid, locked, merchants.MaxFailedLogins, n-merchants.MaxFailedLogins)
+		}
+		if c, until := f.counters(t, m); c != merchants.MaxFailedLogins || until == nil {
+			t.Fatalf("failed_logins %d, locked_until %v; want 10 and locked", c, until)
+		}
+		got := outcomes(f.logins(t, m.ClientID))
+		sort.Strings(got)
+		if want := slices.Concat(repeat("failed", 10), repeat("locked", n-10)); !slices.Equal(got, want) {
+			t.Fatalf("audit outcomes %v, want %v", got, want)
+		}
+	})
+}
