@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -394,7 +395,7 @@ func (s *Service) GetBinding(ctx context.Context, merchantID, id string) (Bindin
 		return Binding{}, err
 	}
 	if b.Status == StatusOTPSent && s.clock.Now().After(b.OTPExpiresAt) {
-		b.Status = StatusExpired
+		b.Status, b.FailureCode = StatusExpired, "binding_expired"
 	}
 	return b.Binding, nil
 }
@@ -405,12 +406,17 @@ func (s *Service) GetBinding(ctx context.Context, merchantID, id string) (Bindin
 // ErrBankUnavailable.
 func (s *Service) Resend(ctx context.Context, merchantID, id string) (Binding, error) {
 	var out Binding
+	var final error
 	err := db.InTx(ctx, s.pool, func(tx pgx.Tx) error {
 		b, err := s.pending(ctx, tx, merchantID, id)
 		if err != nil {
 			return err
 		}
 		now := s.clock.Now()
+		if expired, err := s.expireIfDue(ctx, tx, &b, now); expired || err != nil {
+			final = ErrBindingExpired
+			return err
+		}
 		if b.OTPSends >= OTPMaxSends {
 			return ErrResendLimit
 		}
@@ -424,7 +430,12 @@ func (s *Service) Resend(ctx context.Context, merchantID, id string) (Binding, e
 		if err := bank.BindResend(ctx, b.BankBindRef); err != nil {
 			_ = s.auditTx(ctx, tx, merchantID, "otp.send", b.ID, audit.OutcomeFailed, map[string]any{
 				"send": b.OTPSends + 1, "class": bankadapters.OutcomeOf(err)})
-			return s.bankError(err)
+			if bankadapters.OutcomeOf(err) == bankadapters.OutcomeOTPExpired {
+				// The bank has forgotten the session.
+				b.Status, b.FailureCode, final = StatusExpired, "binding_expired", ErrBindingExpired
+				return updateBinding(ctx, tx, b, bankCode(err), now)
+			}
+			return fmt.Errorf("%w: %v", ErrBankUnavailable, err)
 		}
 		b.OTPSends++
 		b.OTPLastSentAt, b.OTPExpiresAt = now, now.Add(OTPValidity)
@@ -434,12 +445,26 @@ func (s *Service) Resend(ctx context.Context, merchantID, id string) (Binding, e
 		out = b.Binding
 		return s.auditTx(ctx, tx, merchantID, "otp.send", b.ID, audit.OutcomeOK, map[string]any{"send": b.OTPSends, "by": "bank"})
 	})
-	return out, err
+	if err != nil {
+		return Binding{}, err
+	}
+	return out, final
 }
 
-// pending loads a binding for update and checks it still waits for a code,
-// expiring it when its code has run out (the expiry is committed by the
-// caller's transaction; callers return ErrBindingExpired after committing).
+// expireIfDue marks a binding whose code has run out as expired (in tx).
+func (s *Service) expireIfDue(ctx context.Context, tx pgx.Tx, b *bindingRow, now time.Time) (bool, error) {
+	if !now.After(b.OTPExpiresAt) {
+		return false, nil
+	}
+	b.Status, b.FailureCode = StatusExpired, "binding_expired"
+	if err := updateBinding(ctx, tx, *b, "", now); err != nil {
+		return true, err
+	}
+	return true, s.auditTx(ctx, tx, b.MerchantID, "otp.verify", b.ID, audit.OutcomeFailed, map[string]any{"reason": "expired"})
+}
+
+// pending loads a binding for update and checks its status still waits for
+// a code. Callers then check the time with expireIfDue.
 func (s *Service) pending(ctx context.Context, tx pgx.Tx, merchantID, id string) (bindingRow, error) {
 	b, err := getBinding(ctx, tx, merchantID, id, true)
 	if err != nil {
@@ -485,14 +510,9 @@ func (s *Service) Confirm(ctx context.Context, merchantID, id string, otp sensit
 		if b, err = s.pending(ctx, tx, merchantID, id); err != nil {
 			return err
 		}
-		now := s.clock.Now()
-		if now.After(b.OTPExpiresAt) {
-			b.Status, b.FailureCode = StatusExpired, "binding_expired"
+		if expired, err := s.expireIfDue(ctx, tx, &b, s.clock.Now()); expired || err != nil {
 			final = ErrBindingExpired
-			if err := updateBinding(ctx, tx, b, "", now); err != nil {
-				return err
-			}
-			return s.auditTx(ctx, tx, merchantID, "otp.verify", b.ID, audit.OutcomeFailed, map[string]any{"reason": "expired"})
+			return err
 		}
 		bank, ok := s.banks.Bank(b.Card.BankCode)
 		if !ok {
@@ -749,7 +769,7 @@ func (s *Service) Unbind(ctx context.Context, merchantID, id string) (Card, erro
 		}
 		if err := bank.Unbind(ctx, string(agreement)); err != nil {
 			_ = s.auditTx(ctx, tx, merchantID, "card.unbind", c.ID, audit.OutcomeFailed, map[string]any{"class": bankadapters.OutcomeOf(err)})
-			return s.bankError(err)
+			return fmt.Errorf("%w: %v", ErrBankUnavailable, err)
 		}
 		now := s.clock.Now()
 		if err := setCardStatus(ctx, tx, merchantID, c.ID, CardUnbound, now); err != nil {
@@ -787,7 +807,7 @@ func (s *Service) Revoke(ctx context.Context, merchantID, id, reason string) (Ca
 	return out, err
 }
 
-// bankError turns an adapter error into the domain's.
+// bankError turns a bind_apply refusal into the domain's error.
 func (s *Service) bankError(err error) error {
 	var be *bankadapters.Error
 	if !errors.As(err, &be) {
@@ -803,12 +823,6 @@ func (s *Service) bankError(err error) error {
 		return ErrCardBoundElsewhere
 	case bankadapters.OutcomeHardDecline, bankadapters.OutcomeRetryableDecline:
 		return ErrCardDeclined
-	case bankadapters.OutcomeOTPWrong:
-		return &OTPIncorrectError{}
-	case bankadapters.OutcomeOTPExpired:
-		return ErrBindingExpired
-	case bankadapters.OutcomeOTPAttemptsExceeded:
-		return ErrOTPAttemptsExceeded
 	}
 	return fmt.Errorf("%w: %v", ErrBankUnavailable, err)
 }

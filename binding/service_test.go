@@ -412,3 +412,29 @@ func TestBindingRefusals(t *testing.T) {
 		}
 	})
 }
+
+func TestExpiredBindingStaysExpired(t *testing.T) {
+	ctx := context.Background()
+	w := newWorld(t)
+	a := w.account(t, "ICBC", "debit")
+	in := input(a)
+	in.ExternalUserID = "exp-user"
+	b, err := w.svc.StartBinding(ctx, w.merchant, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.clock.Advance(binding.OTPValidity + time.Second)
+	if got, _ := w.svc.GetBinding(ctx, w.merchant, b.ID); got.Status != binding.StatusExpired || got.FailureCode != "binding_expired" {
+		t.Fatalf("GetBinding after expiry = %+v", got)
+	}
+	sent := w.texts(t, a.Phone)
+	if _, err := w.svc.Resend(ctx, w.merchant, b.ID); !errors.Is(err, binding.ErrBindingExpired) {
+		t.Fatalf("resend of an expired binding: %v", err)
+	}
+	if w.texts(t, a.Phone) != sent {
+		t.Fatal("an expired binding got a new code")
+	}
+	if _, err := w.svc.Resend(ctx, w.merchant, b.ID); !errors.Is(err, binding.ErrBindingExpired) {
+		t.Fatalf("second resend: %v", err)
+	}
+}

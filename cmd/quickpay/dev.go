@@ -139,8 +139,12 @@ func cmdDev(ctx context.Context, args []string) error {
 	}
 	stops = append(stops, func() { step("stopping banksim"); _ = bs.Stop() })
 	banksimURL := strings.TrimSpace(line)
-	if err := setupBanks(ctx, banksimURL, secrets, d.hsm); err != nil {
+	if err := setupBanks(ctx, banksimURL, secrets, d.hsm, true); err != nil {
 		return err
+	}
+	demo, err := ensureDemoMerchant(ctx, filepath.Join(state, "demo-merchant.json"), d.pool)
+	if err != nil {
+		return fmt.Errorf("demo merchant: %w", err)
 	}
 	d.close()
 	step("banksim: %s (bank credentials in vault at secret/quickpay/banks/<code>)", banksimURL)
@@ -152,17 +156,16 @@ func cmdDev(ctx context.Context, args []string) error {
 	}
 	baseURL := "http://" + addr
 	serveEnv := map[string]string{
-		"QUICKPAY_URL":             baseURL,
-		"QUICKPAY_DATABASE_URL":    dbURL,
-		"QUICKPAY_BANKSIM_URL":     banksimURL,
-		"VAULT_ADDR":               vault.Addr,
-		"VAULT_TOKEN":              vault.Token,
-		"SOFTHSM2_CONF":            tok.ConfPath,
-		"QUICKPAY_HSM_MODULE":      tok.Module,
-		"QUICKPAY_HSM_TOKEN_LABEL": tok.Label,
-		// The demo merchant arrives with `quickpay merchants` (binding API).
-		"QUICKPAY_DEMO_CLIENT_ID":     "",
-		"QUICKPAY_DEMO_CLIENT_SECRET": "",
+		"QUICKPAY_URL":                baseURL,
+		"QUICKPAY_DATABASE_URL":       dbURL,
+		"QUICKPAY_BANKSIM_URL":        banksimURL,
+		"VAULT_ADDR":                  vault.Addr,
+		"VAULT_TOKEN":                 vault.Token,
+		"SOFTHSM2_CONF":               tok.ConfPath,
+		"QUICKPAY_HSM_MODULE":         tok.Module,
+		"QUICKPAY_HSM_TOKEN_LABEL":    tok.Label,
+		"QUICKPAY_DEMO_CLIENT_ID":     demo.ClientID,
+		"QUICKPAY_DEMO_CLIENT_SECRET": demo.ClientSecret,
 	}
 	cmd := exec.Command(exe, "serve", "--listen", addr)
 	cmd.Env = os.Environ()
@@ -195,6 +198,7 @@ In another terminal, use the CLI against this stack:
 Ctrl-C stops everything; the next `+"`make run`"+` reuses the data in %[3]s.
 `, baseURL, envPath, state)
 	printDemoCardholders()
+	printWalkthrough(baseURL, banksimURL, demo)
 
 	select {
 	case <-ctx.Done():

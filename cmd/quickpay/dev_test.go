@@ -2,6 +2,7 @@ package main_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -71,6 +72,7 @@ func TestDevStack(t *testing.T) {
 			t.Fatalf("bank %s channel settings in vault: %v, %v", code, ch["merchant_no"], err)
 		}
 	}
+	walkthrough(t, env, true)
 	if out := cli(t, bin, env, "keys", "rotate", "data"); !strings.Contains(out, "qp-data-v2 is now current") {
 		t.Fatalf("rotate said %q", out)
 	}
@@ -78,6 +80,7 @@ func TestDevStack(t *testing.T) {
 
 	second := startDev(t, bin, state)
 	getOK(t, second.env["QUICKPAY_URL"]+"/readyz")
+	walkthrough(t, second.env, false)
 	var keys []struct {
 		Label, State string
 	}
@@ -265,4 +268,63 @@ func alive(pid int) bool {
 	}
 	fields := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
 	return len(fields) > 0 && fields[0] != "Z"
+}
+
+// walkthrough does what `make run` prints: the demo merchant's token, a
+// binding of the first demo card, the bank's SMS code, the confirmation.
+func walkthrough(t *testing.T, env map[string]string, first bool) {
+	t.Helper()
+	post := func(path, token string, body any, out any) int {
+		t.Helper()
+		b, _ := json.Marshal(body)
+		req, _ := http.NewRequest(http.MethodPost, env["QUICKPAY_URL"]+path, bytes.NewReader(b))
+		req.Header.Set("Content-Type", "application/json")
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+			t.Fatalf("POST %s: %d, undecodable answer: %v", path, resp.StatusCode, err)
+		}
+		return resp.StatusCode
+	}
+	var tok struct {
+		AccessToken string `json:"access_token"`
+	}
+	if st := post("/v1/oauth/token", "", map[string]string{"grant_type": "client_credentials",
+		"client_id": env["QUICKPAY_DEMO_CLIENT_ID"], "client_secret": env["QUICKPAY_DEMO_CLIENT_SECRET"]}, &tok); st != 200 || tok.AccessToken == "" {
+		t.Fatalf("demo token: %d", st)
+	}
+	var b struct{ ID, Status string }
+	if st := post("/v1/bindings", tok.AccessToken, map[string]string{"external_user_id": "dev-test-" + strconv.FormatInt(time.Now().UnixNano(), 36),
+		"holder_name": "张三", "id_number": "110105199003070017", "card_number": "6222029015443424642", "phone": "13800138001"}, &b); first && st != 201 {
+		t.Fatalf("demo binding: %d %+v", st, b)
+	} else if !first {
+		// The data survived: the card is bound to the first run's user.
+		if st != 409 {
+			t.Fatalf("demo binding on the second run: %d, want 409 card_bound_elsewhere", st)
+		}
+		return
+	}
+	resp, err := http.Get(env["QUICKPAY_BANKSIM_URL"] + "/sim/sms?phone=13800138001")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var texts []struct{ Code string }
+	_ = json.NewDecoder(resp.Body).Decode(&texts)
+	resp.Body.Close()
+	if len(texts) == 0 {
+		t.Fatal("no SMS for the demo phone")
+	}
+	var bound struct {
+		Status string `json:"status"`
+		CardID string `json:"card_id"`
+	}
+	if st := post("/v1/bindings/"+b.ID+"/confirm", tok.AccessToken, map[string]string{"otp": texts[0].Code}, &bound); st != 200 || bound.Status != "bound" {
+		t.Fatalf("confirm: %d %+v", st, bound)
+	}
 }

@@ -2,9 +2,14 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"os"
+
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/quickpay/quickpay/cmd/banksim/simclient"
+	"github.com/quickpay/quickpay/internal/merchants"
 	"github.com/quickpay/quickpay/vaultkeys"
 )
 
@@ -26,7 +31,7 @@ var demoCardholders = []simclient.Account{
 // secret, or the public half of the HSM key qp-bank-<code>), stores the
 // channel settings where serve reads them (Vault, secret/quickpay/banks/<code>,
 // see bankadapters/channels), and opens the demo cardholders' accounts.
-func setupBanks(ctx context.Context, banksimURL string, secrets *vaultkeys.Secrets, hsm *vaultkeys.HSM) error {
+func setupBanks(ctx context.Context, banksimURL string, secrets *vaultkeys.Secrets, hsm *vaultkeys.HSM, demo bool) error {
 	sim := simclient.NewClient(banksimURL)
 	channels, err := sim.ConnectPlatform(ctx, func(code string) string { return "QP" + code + "0001" }, hsm.BankPublicKeyPEM)
 	if err != nil {
@@ -38,6 +43,9 @@ func setupBanks(ctx context.Context, banksimURL string, secrets *vaultkeys.Secre
 		}
 	}
 	for _, a := range demoCardholders {
+		if !demo {
+			break
+		}
 		if err := sim.PutAccount(ctx, a); err != nil {
 			return fmt.Errorf("open demo account at %s: %w", a.BankCode, err)
 		}
@@ -56,4 +64,82 @@ func printDemoCardholders() {
 		}
 		fmt.Printf("  %-5s %-6s %-20s %-19s %-12s %-10s %s\n", c.BankCode, c.CardType, c.CardNumber, c.IDNumber, c.Phone, extra, c.HolderName)
 	}
+}
+
+// cmdBanks: `quickpay banks connect-sim [--demo]` connects the platform to a
+// banksim (credentials at each bank, channel settings in Vault), for stacks
+// that do not run `quickpay dev` (docker-compose).
+func cmdBanks(ctx context.Context, args []string) error {
+	if len(args) == 0 || args[0] != "connect-sim" {
+		return fmt.Errorf("usage: quickpay banks connect-sim [--demo]")
+	}
+	var c config
+	fs := newFlags("banks connect-sim", &c)
+	demo := fs.Bool("demo", false, "also open the demo cardholders' accounts")
+	if err := fs.Parse(args[1:]); err != nil {
+		return err
+	}
+	if c.BanksimURL == "" {
+		return fmt.Errorf("no banksim: set QUICKPAY_BANKSIM_URL or --banksim-url")
+	}
+	d, err := c.open(ctx, c.logger(), false)
+	if err != nil {
+		return err
+	}
+	defer d.close()
+	if err := setupBanks(ctx, c.BanksimURL, d.secrets, d.hsm, *demo); err != nil {
+		return err
+	}
+	fmt.Println("banks connected: channel settings in vault at secret/quickpay/banks/<code>")
+	return nil
+}
+
+// demoMerchant is the merchant `quickpay dev` creates once and keeps in the
+// state dir (dev only), so every run prints the same credentials.
+type demoMerchant struct {
+	MerchantID   string `json:"merchant_id"`
+	ClientID     string `json:"client_id"`
+	ClientSecret string `json:"client_secret"`
+}
+
+func ensureDemoMerchant(ctx context.Context, path string, pool *pgxpool.Pool) (demoMerchant, error) {
+	store, err := merchants.NewStore(merchants.Config{Pool: pool})
+	if err != nil {
+		return demoMerchant{}, err
+	}
+	var dm demoMerchant
+	if b, err := os.ReadFile(path); err == nil && json.Unmarshal(b, &dm) == nil {
+		if _, err := store.Authenticate(ctx, dm.ClientID, dm.ClientSecret); err == nil {
+			return dm, nil
+		}
+	}
+	m, secret, err := store.Create(merchants.WithActor(ctx, "dev"), "Demo P2P platform", []string{merchants.ScopeBind, merchants.ScopeWithhold})
+	if err != nil {
+		return demoMerchant{}, err
+	}
+	dm = demoMerchant{MerchantID: m.ID, ClientID: m.ClientID, ClientSecret: secret}
+	b, _ := json.Marshal(dm)
+	return dm, os.WriteFile(path, b, 0o600)
+}
+
+// printWalkthrough shows a copy-paste binding of the first demo card.
+func printWalkthrough(baseURL, banksimURL string, dm demoMerchant) {
+	c := demoCardholders[0]
+	fmt.Printf(`
+Demo merchant %[3]s (client id %[4]s, secret in .quickpay/env). Bind %[5]s's card:
+
+  TOKEN=$(curl -s %[1]s/v1/oauth/token -H 'Content-Type: application/json' \
+    -d '{"grant_type":"client_credentials","client_id":"%[4]s","client_secret":"%[6]s"}' \
+    | sed -E 's/.*"access_token":"([^"]+)".*/\1/')
+
+  curl -s %[1]s/v1/bindings -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
+    -H "Idempotency-Key: demo-$RANDOM" \
+    -d '{"external_user_id":"demo-user-1","holder_name":"%[5]s","id_number":"%[7]s","card_number":"%[8]s","phone":"%[9]s"}'
+
+  # the bank's SMS code for that phone (banksim's inbox):
+  curl -s '%[2]s/sim/sms?phone=%[9]s'
+
+  curl -s %[1]s/v1/bindings/<binding id>/confirm -H "Authorization: Bearer $TOKEN" \
+    -H 'Content-Type: application/json' -d '{"otp":"<code>"}'
+`, baseURL, banksimURL, dm.MerchantID, dm.ClientID, c.HolderName, dm.ClientSecret, c.IDNumber, c.CardNumber, c.Phone)
 }

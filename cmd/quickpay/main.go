@@ -31,6 +31,7 @@ commands:
   dev       run the whole local stack (Postgres, SoftHSM2, Vault, banksim, serve)
   merchants manage merchants and their API client credentials
   keys      list, rotate or retire HSM key versions
+  banks     connect-sim: connect the platform to a banksim
 
 Run 'quickpay <command> -h' for a command's flags.
 `
@@ -54,6 +55,8 @@ func main() {
 		err = cmdDev(ctx, args)
 	case "merchants":
 		err = cmdMerchants(ctx, args)
+	case "banks":
+		err = cmdBanks(ctx, args)
 	case "keys":
 		err = cmdKeys(ctx, args)
 	case "-h", "--help", "help":

@@ -63,11 +63,14 @@ func cmdServe(ctx context.Context, args []string) error {
 	if err := d.vault.Ensure(ctx); err != nil {
 		return err
 	}
+	cfg, err := c.apiConfig(ctx, d, log)
+	if err != nil {
+		return err
+	}
 	if err := d.river.Start(ctx); err != nil {
 		return fmt.Errorf("start workers: %w", err)
 	}
-
-	e := api.New(api.Config{Pool: d.pool, HSM: d.hsm, Secrets: d.secrets, Logger: log})
+	e := api.New(cfg)
 	ln, err := net.Listen("tcp", c.Listen)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", c.Listen, err)
