@@ -143,6 +143,9 @@ func (s *Service) CreateMember(ctx context.Context, merchantID string, in Member
 func (s *Service) sealIdentity(ctx context.Context, aad func(field string) []byte, name string, idNo sensitive.IDNumber, phone string) (identity, error) {
 	var id identity
 	var err error
+	// Stored normalized, so that a fingerprint recomputed from the plaintext
+	// (after an fp key rotation) equals the one made here.
+	name = normName(name)
 	if name != "" {
 		if id.NameCT, err = s.vault.Encrypt(ctx, []byte(name), aad("name")); err != nil {
 			return id, err
@@ -152,7 +155,7 @@ func (s *Service) sealIdentity(ctx context.Context, aad func(field string) []byt
 		}
 	}
 	if !idNo.IsZero() {
-		if id.IDNumberCT, err = s.vault.Encrypt(ctx, []byte(idNo.Reveal()), aad("id_number")); err != nil {
+		if id.IDNumberCT, err = s.vault.Encrypt(ctx, []byte(normID(idNo.Reveal())), aad("id_number")); err != nil {
 			return id, err
 		}
 		if id.IDNumberFP, err = s.vault.Fingerprint(ctx, DomainIDNumber, []byte(normID(idNo.Reveal()))); err != nil {

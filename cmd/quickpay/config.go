@@ -15,6 +15,7 @@ import (
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 
+	"github.com/quickpay/quickpay/binding"
 	"github.com/quickpay/quickpay/internal/db"
 	"github.com/quickpay/quickpay/softhsm"
 	"github.com/quickpay/quickpay/vaultkeys"
@@ -148,5 +149,28 @@ func (c *config) open(ctx context.Context, log *slog.Logger, workers bool) (*dep
 }
 
 // encryptedColumns lists every column holding vaultkeys ciphertext, for
-// re-encryption after rotation. The binding and mandate stores add theirs.
-func encryptedColumns() []vaultkeys.Column { return nil }
+// re-encryption after a data or fp rotation.
+func encryptedColumns() []vaultkeys.Column {
+	bindingCol := func(ct, fp, domain, field string) vaultkeys.Column {
+		return vaultkeys.Column{Table: "bindings", Key: "id", Ciphertext: ct, Fingerprint: fp, FPDomain: domain,
+			AAD: func(id, m string) []byte { return binding.BindingAAD(m, id, field) }}
+	}
+	memberCol := func(ct, fp, domain, field string) vaultkeys.Column {
+		return vaultkeys.Column{Table: "members", Key: "id", Ciphertext: ct, Fingerprint: fp, FPDomain: domain,
+			AAD: func(id, m string) []byte { return binding.MemberAAD(m, id, field) }}
+	}
+	return []vaultkeys.Column{
+		bindingCol("pan_ct", "pan_fp", binding.DomainPAN, "pan"),
+		bindingCol("holder_name_ct", "holder_name_fp", binding.DomainName, "holder_name"),
+		bindingCol("id_number_ct", "id_number_fp", binding.DomainIDNumber, "id_number"),
+		bindingCol("phone_ct", "", "", "phone"),
+		memberCol("name_ct", "name_fp", binding.DomainName, "name"),
+		memberCol("id_number_ct", "id_number_fp", binding.DomainIDNumber, "id_number"),
+		memberCol("phone_ct", "", "", "phone"),
+		// A card's number is its binding's ciphertext, bound to the binding id.
+		{Table: "cards", Key: "binding_id", Ciphertext: "pan_ct", Fingerprint: "pan_fp", FPDomain: binding.DomainPAN,
+			AAD: func(bindingID, m string) []byte { return binding.BindingAAD(m, bindingID, "pan") }},
+		{Table: "cards", Key: "id", Ciphertext: "agreement_ct",
+			AAD: func(id, m string) []byte { return binding.CardAgreementAAD(m, id) }},
+	}
+}
