@@ -1,0 +1,309 @@
+// Package idempotency implements the API's Idempotency-Key contract
+// (DESIGN.md "HTTP API v1"): a Postgres store of keys and saved answers, and
+// the echo middleware that uses it. The middleware lives beside its store
+// because the two are one mechanism; package api takes it as
+// api.Config.Idempotency and never sees SQL.
+//
+// # The contract
+//
+// Every POST may carry Idempotency-Key (1–255 printable ASCII characters;
+// anything else answers 400 validation_failed, field "Idempotency-Key").
+// Keys are per merchant. A key names one request: its method, path and the
+// exact bytes of its body (SHA-256 over the three). Then:
+//
+//   - first use: the handler runs once and its answer (status, body,
+//     Content-Type) is saved;
+//   - same key, same request: the saved answer is replayed byte for byte with
+//     the header Idempotent-Replayed: true, and the handler does not run;
+//   - same key, different request: 422 idempotency_key_reused;
+//   - same key while the first request still runs: the later request waits
+//     up to Config.InFlightWait for the answer and replays it; if the first
+//     is still running then, 409 idempotency_key_in_use.
+//
+// Requests without the header, and methods other than POST, pass through.
+//
+// # Exactly one execution
+//
+// A request claims its key before the handler runs, with
+// INSERT … ON CONFLICT DO NOTHING of an in_flight row; whoever inserts the
+// row runs the handler, everyone else reads the row. The handler's answer is
+// buffered, saved (state done), and only then sent, so a client that has
+// seen an answer always gets the same one back on a retry.
+//
+// # Answers that are not saved
+//
+// 5xx and 429 answers mean "nothing was done, try again": their claim is
+// deleted, so a retry with the same key runs the handler again. Handlers
+// must therefore answer 5xx only when they committed nothing (or when what
+// they committed is itself safe to repeat, like a bank order number that is
+// queried before any new debit). A panicking handler releases its claim the
+// same way. Every other answer, 4xx included, is saved and replayed.
+//
+// # Stale claims
+//
+// A process that dies while a handler runs leaves an in_flight row with no
+// owner. A request with the same key and the same body takes such a row over
+// once it is older than Config.StaleAfter (5 minutes by default, far beyond
+// any request's deadline), and runs the handler again. Each claim is fenced
+// by its created_at: a late owner whose row was taken over can neither save
+// nor delete it.
+//
+// # Retention
+//
+// Rows live Config.TTL (24 h by default, the documented minimum); an expired
+// key is free to be used again at once, and DeleteExpired (or the River
+// periodic job CleanupWorker) removes expired rows.
+package idempotency
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/quickpay/quickpay/internal/clock"
+)
+
+// Defaults of Config.
+const (
+	DefaultTTL          = 24 * time.Hour
+	DefaultStaleAfter   = 5 * time.Minute
+	DefaultInFlightWait = 3 * time.Second
+)
+
+// MaxKeyLength is the longest Idempotency-Key accepted.
+const MaxKeyLength = 255
+
+// Config configures a Store.
+type Config struct {
+	Pool *pgxpool.Pool // Required.
+	// Clock dates claims, staleness and expiry. Defaults to clock.System{}.
+	Clock clock.Clock
+	// TTL is how long a key and its answer are kept. Defaults to 24h; less
+	// than 24h is refused (the API promises at least that).
+	TTL time.Duration
+	// StaleAfter is the age at which an in_flight claim is presumed
+	// abandoned (its process died) and may be taken over by the same
+	// request. It must exceed the longest a handler can run. Defaults to 5m.
+	StaleAfter time.Duration
+	// InFlightWait is how long a request whose key is in flight waits for
+	// the first request's answer before it answers 409. Defaults to 3s; a
+	// negative value answers 409 at once.
+	InFlightWait time.Duration
+	// Logger reports answers that could not be saved. Defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+// Store keeps idempotency keys and their saved answers in Postgres (table
+// idempotency_keys). Safe for concurrent use by many processes.
+type Store struct {
+	cfg Config
+	// onWait, if set (by tests), is called once per request that finds its
+	// key in flight and starts waiting.
+	onWait func()
+}
+
+// New returns a Store.
+func New(cfg Config) (*Store, error) {
+	if cfg.Pool == nil {
+		return nil, errors.New("idempotency: Config needs Pool")
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = clock.System{}
+	}
+	if cfg.TTL == 0 {
+		cfg.TTL = DefaultTTL
+	}
+	if cfg.TTL < DefaultTTL {
+		return nil, fmt.Errorf("idempotency: TTL %s is below the documented minimum of %s", cfg.TTL, DefaultTTL)
+	}
+	if cfg.StaleAfter <= 0 {
+		cfg.StaleAfter = DefaultStaleAfter
+	}
+	if cfg.InFlightWait == 0 {
+		cfg.InFlightWait = DefaultInFlightWait
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Store{cfg: cfg}, nil
+}
+
+// Request identifies what a key was used for.
+type Request struct {
+	MerchantID string
+	Key        string
+	Method     string
+	Path       string
+	Hash       []byte // RequestHash(Method, Path, body)
+}
+
+// RequestHash is SHA-256 over method, path and the raw body, separated by
+// NUL bytes (neither a method nor a path holds one). Bodies are compared as
+// bytes: the same JSON with other spacing is another request.
+func RequestHash(method, path string, body []byte) []byte {
+	h := sha256.New()
+	h.Write([]byte(method))
+	h.Write([]byte{0})
+	h.Write([]byte(path))
+	h.Write([]byte{0})
+	h.Write(body)
+	return h.Sum(nil)
+}
+
+// Response is a saved answer.
+type Response struct {
+	Status      int
+	ContentType string
+	Body        []byte
+}
+
+// State is a key's state, mirrored by the CHECK on idempotency_keys.state.
+type State string
+
+// States.
+const (
+	StateInFlight State = "in_flight"
+	StateDone     State = "done"
+)
+
+// Claim is the outcome of Claim.
+type Claim struct {
+	// Owned: this request holds the key and must run the handler, then call
+	// Save or Release with the claim.
+	Owned bool
+	// Otherwise the key's current row:
+	State    State
+	Reused   bool      // the key was used for another request
+	Response *Response // the saved answer, when State is done
+	token    time.Time // created_at of an owned claim: the fence
+}
+
+// Claim tries to take the key for r. It inserts an in_flight row if the key
+// is new, or takes over an expired row or a stale in_flight row of the same
+// request; otherwise it reports the row as it stands.
+func (s *Store) Claim(ctx context.Context, r Request) (Claim, error) {
+	for range 10 {
+		now := s.now()
+		expires := now.Add(s.cfg.TTL)
+		tag, err := s.cfg.Pool.Exec(ctx, `
+			INSERT INTO idempotency_keys (merchant_id, key, method, path, request_hash, state, created_at, expires_at)
+			VALUES ($1, $2, $3, $4, $5, 'in_flight', $6, $7)
+			ON CONFLICT (merchant_id, key) DO NOTHING`,
+			r.MerchantID, r.Key, r.Method, r.Path, r.Hash, now, expires)
+		if err != nil {
+			return Claim{}, fmt.Errorf("claim idempotency key: %w", err)
+		}
+		if tag.RowsAffected() == 1 {
+			return Claim{Owned: true, State: StateInFlight, token: now}, nil
+		}
+		// Take over an expired row (the key is free again) or an abandoned
+		// in_flight row of this same request. Concurrent takers serialize on
+		// the row lock; the losers re-check the WHERE against the winner's
+		// fresh created_at and update nothing.
+		tag, err = s.cfg.Pool.Exec(ctx, `
+			UPDATE idempotency_keys
+			   SET method = $3, path = $4, request_hash = $5, state = 'in_flight',
+			       response_status = NULL, response_body = NULL, response_type = NULL,
+			       created_at = $6, expires_at = $7
+			 WHERE merchant_id = $1 AND key = $2
+			   AND (expires_at <= $6
+			        OR (state = 'in_flight' AND created_at <= $8 AND request_hash = $5))`,
+			r.MerchantID, r.Key, r.Method, r.Path, r.Hash, now, expires, now.Add(-s.cfg.StaleAfter))
+		if err != nil {
+			return Claim{}, fmt.Errorf("take over idempotency key: %w", err)
+		}
+		if tag.RowsAffected() == 1 {
+			return Claim{Owned: true, State: StateInFlight, token: now}, nil
+		}
+		var (
+			hash      []byte
+			state     State
+			status    *int32
+			body      []byte
+			ctype     *string
+			expiresAt time.Time
+		)
+		err = s.cfg.Pool.QueryRow(ctx, `
+			SELECT request_hash, state, response_status, response_body, response_type, expires_at
+			  FROM idempotency_keys WHERE merchant_id = $1 AND key = $2`,
+			r.MerchantID, r.Key).Scan(&hash, &state, &status, &body, &ctype, &expiresAt)
+		if errors.Is(err, pgx.ErrNoRows) || (err == nil && !expiresAt.After(s.now())) {
+			continue // released or expired meanwhile: try to claim again
+		}
+		if err != nil {
+			return Claim{}, fmt.Errorf("read idempotency key: %w", err)
+		}
+		c := Claim{State: state, Reused: string(hash) != string(r.Hash)}
+		if state == StateDone && status != nil {
+			c.Response = &Response{Status: int(*status), Body: body}
+			if ctype != nil {
+				c.Response.ContentType = *ctype
+			}
+		}
+		return c, nil
+	}
+	return Claim{}, errors.New("claim idempotency key: the row kept changing")
+}
+
+// Save stores the answer of an owned claim (state done). It reports false if
+// the claim was taken over meanwhile, in which case nothing is written.
+func (s *Store) Save(ctx context.Context, r Request, c Claim, resp Response) (bool, error) {
+	tag, err := s.cfg.Pool.Exec(ctx, `
+		UPDATE idempotency_keys
+		   SET state = 'done', response_status = $4, response_body = $5, response_type = NULLIF($6, '')
+		 WHERE merchant_id = $1 AND key = $2 AND state = 'in_flight' AND created_at = $3`,
+		r.MerchantID, r.Key, c.token, resp.Status, resp.Body, resp.ContentType)
+	if err != nil {
+		return false, fmt.Errorf("save idempotent answer: %w", err)
+	}
+	return tag.RowsAffected() == 1, nil
+}
+
+// Release deletes an owned claim, so the next request with the key runs the
+// handler. A claim taken over meanwhile is left alone.
+func (s *Store) Release(ctx context.Context, r Request, c Claim) error {
+	_, err := s.cfg.Pool.Exec(ctx, `
+		DELETE FROM idempotency_keys
+		 WHERE merchant_id = $1 AND key = $2 AND state = 'in_flight' AND created_at = $3`,
+		r.MerchantID, r.Key, c.token)
+	if err != nil {
+		return fmt.Errorf("release idempotency key: %w", err)
+	}
+	return nil
+}
+
+// cleanupBatch bounds the rows one DELETE removes, so cleanup never holds
+// many row locks or one long transaction.
+const cleanupBatch = 5000
+
+// DeleteExpired removes expired keys and returns how many. Run it
+// periodically (CleanupWorker does, as a River periodic job); correctness
+// does not depend on it, since an expired key is free to be claimed anyway.
+func (s *Store) DeleteExpired(ctx context.Context) (int64, error) {
+	var total int64
+	for {
+		tag, err := s.cfg.Pool.Exec(ctx, `
+			DELETE FROM idempotency_keys WHERE ctid IN (
+				SELECT ctid FROM idempotency_keys WHERE expires_at <= $1 LIMIT $2)`,
+			s.now(), cleanupBatch)
+		if err != nil {
+			return total, fmt.Errorf("delete expired idempotency keys: %w", err)
+		}
+		total += tag.RowsAffected()
+		if tag.RowsAffected() < cleanupBatch {
+			return total, nil
+		}
+	}
+}
+
+// now is the clock's time at Postgres precision, so that a claim's
+// created_at read back equals the token it was written with.
+func (s *Store) now() time.Time {
+	return s.cfg.Clock.Now().UTC().Truncate(time.Microsecond)
+}

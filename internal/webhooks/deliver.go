@@ -1,0 +1,271 @@
+package webhooks
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river"
+
+	"github.com/quickpay/quickpay/internal/clock"
+	"github.com/quickpay/quickpay/vaultkeys"
+)
+
+// Queue is the default River queue of deliveries. It is separate so that
+// slow receivers cannot hold up charge workers.
+const Queue = "webhooks"
+
+// Retry schedule. The default backoff waits 30 s after the first failed attempt
+// and doubles each time up to 6 h: 30 s, 1, 2, 4, 8, 16, 32, 64, 128, 256
+// min (the first ten retries, 8 h 31 min 30 s in all), then every 6 h.
+// Eleven more 6-hour waits reach 74 h 31 min 30 s after the first attempt,
+// so MaxAttempts = 1 + 10 + 11 = 22 is the fewest attempts that keep
+// retrying for RetryWindow (one fewer would stop at 68 h 31 min 30 s).
+const (
+	RetryWindow = 72 * time.Hour
+	MaxAttempts = 22
+)
+
+// The production retry schedule (WorkerConfig.Backoff's default).
+const (
+	DefaultBackoffBase = 30 * time.Second
+	DefaultBackoffMax  = 6 * time.Hour
+)
+
+// Backoff is an exponential retry schedule.
+type Backoff struct {
+	Base time.Duration // wait after the first failed attempt
+	Max  time.Duration // cap on any wait
+}
+
+// Delay is the wait after failed attempt number attempt (1-based):
+// Base·2^(attempt−1), capped at Max.
+func (b Backoff) Delay(attempt int) time.Duration {
+	d := b.Base
+	for i := 1; i < attempt && d < b.Max; i++ {
+		d *= 2
+	}
+	return min(d, b.Max)
+}
+
+// AttemptsFor is the fewest attempts whose waits add up to at least window.
+func (b Backoff) AttemptsFor(window time.Duration) int {
+	n, total := 1, time.Duration(0)
+	for total < window {
+		total += b.Delay(n)
+		n++
+	}
+	return n
+}
+
+// DeliverArgs is the River job delivering one event.
+type DeliverArgs struct {
+	EventID    string `json:"event_id"`
+	MerchantID string `json:"merchant_id"`
+}
+
+// Kind implements river.JobArgs.
+func (DeliverArgs) Kind() string { return "webhook_deliver" }
+
+// InsertOpts implements river.JobArgsWithInsertOpts.
+func (DeliverArgs) InsertOpts() river.InsertOpts {
+	return river.InsertOpts{Queue: Queue, MaxAttempts: MaxAttempts}
+}
+
+// WorkerConfig configures a DeliverWorker.
+type WorkerConfig struct {
+	Pool  *pgxpool.Pool // Required.
+	Vault Sealer        // Required: decrypts endpoint secrets.
+	// Clock gives the signature's timestamp and the attempt's recorded
+	// time. Defaults to clock.System{}.
+	Clock clock.Clock
+	// Timeout bounds each POST, from dial to the last byte read. Defaults to 10s.
+	Timeout time.Duration
+	// Backoff is the retry schedule. Defaults to DefaultBackoffBase doubling
+	// up to DefaultBackoffMax; anything
+	// faster ends retries before RetryWindow (tests only).
+	Backoff Backoff
+	// Client sends the POSTs. Defaults to a client that refuses non-public
+	// addresses (unless AllowPrivateNetworks), ignores proxy settings and
+	// does not follow redirects. A Client given here is used as is.
+	Client *http.Client
+	// AllowPrivateNetworks lets the default client reach loopback and
+	// private addresses: for dev stacks and tests, never production.
+	AllowPrivateNetworks bool
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+// DeliverWorker delivers events (River worker for DeliverArgs).
+type DeliverWorker struct {
+	river.WorkerDefaults[DeliverArgs]
+	cfg WorkerConfig
+}
+
+// NewDeliverWorker returns a worker; register it with river.AddWorker.
+func NewDeliverWorker(cfg WorkerConfig) (*DeliverWorker, error) {
+	if cfg.Pool == nil || cfg.Vault == nil {
+		return nil, errors.New("webhooks: WorkerConfig needs Pool and Vault")
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = clock.System{}
+	}
+	if cfg.Timeout == 0 {
+		cfg.Timeout = 10 * time.Second
+	}
+	if cfg.Backoff == (Backoff{}) {
+		cfg.Backoff = Backoff{Base: DefaultBackoffBase, Max: DefaultBackoffMax}
+	}
+	if cfg.Backoff.Base <= 0 || cfg.Backoff.Max < cfg.Backoff.Base {
+		return nil, errors.New("webhooks: Backoff needs 0 < Base <= Max")
+	}
+	if cfg.Client == nil {
+		cfg.Client = newClient(cfg.AllowPrivateNetworks)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &DeliverWorker{cfg: cfg}, nil
+}
+
+// NextRetry implements the retry schedule (River's clock is the real one).
+func (w *DeliverWorker) NextRetry(job *river.Job[DeliverArgs]) time.Time {
+	return time.Now().Add(w.cfg.Backoff.Delay(job.Attempt))
+}
+
+// Timeout leaves room around the POST for loading, decrypting and recording.
+func (w *DeliverWorker) Timeout(*river.Job[DeliverArgs]) time.Duration {
+	return w.cfg.Timeout + 20*time.Second
+}
+
+// Work delivers one event to the merchant's endpoint as it is configured
+// now, and records the attempt. It returns an error, so River retries, on
+// a transport error, a timeout or an answer other than 2xx.
+func (w *DeliverWorker) Work(ctx context.Context, job *river.Job[DeliverArgs]) error {
+	a := job.Args
+	ev, err := loadEvent(ctx, w.cfg.Pool, a.MerchantID, a.EventID)
+	if errors.Is(err, ErrNotFound) {
+		return river.JobCancel(fmt.Errorf("deliver %s: event not found", a.EventID))
+	}
+	if err != nil {
+		return fmt.Errorf("deliver %s: %w", a.EventID, err)
+	}
+	ep, err := loadEndpoint(ctx, w.cfg.Pool, a.MerchantID)
+	if errors.Is(err, ErrNotFound) || (err == nil && !ep.subscribes(ev.Type)) {
+		// Removed or unsubscribed since the event: nothing to deliver.
+		w.cfg.Logger.InfoContext(ctx, "webhook not delivered: no subscribed endpoint",
+			"event_id", ev.ID, "merchant_id", ev.MerchantID, "type", ev.Type)
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("deliver %s: %w", ev.ID, err)
+	}
+	secret, err := w.cfg.Vault.Decrypt(ctx, ep.secretCT, secretAAD(ev.MerchantID), vaultkeys.Access{
+		MerchantID: ev.MerchantID, Actor: "worker:webhook_deliver", Subject: ev.ID, Reason: "sign webhook",
+	})
+	if err != nil {
+		return fmt.Errorf("deliver %s: endpoint secret: %w", ev.ID, err)
+	}
+	body, err := json.Marshal(ev)
+	if err != nil {
+		return fmt.Errorf("deliver %s: %w", ev.ID, err)
+	}
+
+	status, elapsed, postErr := w.post(ctx, ep.url, Sign(string(secret), w.cfg.Clock.Now(), body), body)
+	rec := attempt{merchantID: ev.MerchantID, eventID: ev.ID, url: ep.url, n: job.Attempt,
+		duration: elapsed, at: w.cfg.Clock.Now()}
+	if postErr != nil {
+		msg := postErr.Error()
+		if len(msg) > 500 {
+			msg = msg[:500]
+		}
+		rec.errText = &msg
+	} else {
+		rec.statusCode = &status
+	}
+	if err := recordAttempt(ctx, w.cfg.Pool, rec); err != nil {
+		return fmt.Errorf("deliver %s: record attempt: %w", ev.ID, err)
+	}
+	switch {
+	case postErr != nil:
+		return fmt.Errorf("deliver %s: %w", ev.ID, postErr)
+	case status < 200 || status > 299:
+		return fmt.Errorf("deliver %s: endpoint answered %d", ev.ID, status)
+	}
+	return nil
+}
+
+// post sends one delivery and returns the answer's status or the error.
+func (w *DeliverWorker) post(ctx context.Context, url, signature string, body []byte) (int, time.Duration, error) {
+	ctx, cancel := context.WithTimeout(ctx, w.cfg.Timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return 0, 0, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("User-Agent", "quickpay-webhooks/1")
+	req.Header.Set(SignatureHeader, signature)
+	start := time.Now()
+	res, err := w.cfg.Client.Do(req)
+	if err != nil {
+		return 0, time.Since(start), err
+	}
+	// Read a little of the answer so the connection can be reused; its
+	// content is not kept.
+	_, _ = io.Copy(io.Discard, io.LimitReader(res.Body, 64<<10))
+	_ = res.Body.Close()
+	return res.StatusCode, time.Since(start), nil
+}
+
+// errNonPublic is the dial error for a refused address.
+var errNonPublic = errors.New("webhook endpoint resolves to a non-public address")
+
+func newClient(allowPrivate bool) *http.Client {
+	d := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
+	if !allowPrivate {
+		// Checked on the resolved address at connect time, so DNS cannot
+		// point a public-looking name at an internal host.
+		d.Control = func(_, address string, _ syscall.RawConn) error {
+			ap, err := netip.ParseAddrPort(address)
+			if err != nil || !publicAddr(ap.Addr()) {
+				return errNonPublic
+			}
+			return nil
+		}
+	}
+	tr := &http.Transport{
+		Proxy:                 nil,
+		DialContext:           d.DialContext,
+		ForceAttemptHTTP2:     true,
+		MaxIdleConns:          100,
+		MaxIdleConnsPerHost:   4,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   5 * time.Second,
+		ExpectContinueTimeout: time.Second,
+	}
+	return &http.Client{
+		Transport: tr,
+		// A redirect is an answer other than 2xx: the merchant fixes the URL.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+}
+
+// cgnat is 100.64.0.0/10 (RFC 6598), not covered by netip's IsPrivate.
+var cgnat = netip.MustParsePrefix("100.64.0.0/10")
+
+func publicAddr(a netip.Addr) bool {
+	a = a.Unmap()
+	return a.IsValid() && a.IsGlobalUnicast() && !a.IsPrivate() && !a.IsLoopback() &&
+		!a.IsLinkLocalUnicast() && !cgnat.Contains(a)
+}

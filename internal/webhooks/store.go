@@ -1,0 +1,150 @@
+package webhooks
+
+// The package's SQL, in one place. Every query filters on merchant_id.
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/quickpay/quickpay/internal/db"
+)
+
+// feedLock is the per-merchant advisory lock that orders event writers
+// (shared, held to the end of their transaction) against feed readers
+// (exclusive, held around the read). See the package doc.
+const feedLock = `hashtext('quickpay.events.' || $1)`
+
+// insertEvent writes ev in tx and reports whether its merchant's endpoint
+// subscribes to its type.
+func insertEvent(ctx context.Context, tx pgx.Tx, ev Event) (bool, error) {
+	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock_shared(`+feedLock+`)`, ev.MerchantID); err != nil {
+		return false, err
+	}
+	if _, err := tx.Exec(ctx,
+		`INSERT INTO events (id, merchant_id, type, data, created_at) VALUES ($1, $2, $3, $4, $5)`,
+		ev.ID, ev.MerchantID, ev.Type, ev.Data, ev.CreatedAt); err != nil {
+		return false, err
+	}
+	var subscribed bool
+	err := tx.QueryRow(ctx, `
+		SELECT EXISTS (SELECT 1 FROM webhook_endpoints
+		                WHERE merchant_id = $1 AND (events IS NULL OR $2 = ANY (events)))`,
+		ev.MerchantID, ev.Type).Scan(&subscribed)
+	return subscribed, err
+}
+
+// feedLockTimeout bounds how long a reader waits for open event-writing
+// transactions of the merchant.
+const feedLockTimeout = "5s"
+
+func listEvents(ctx context.Context, pool *pgxpool.Pool, merchantID, after string, limit int) ([]Event, error) {
+	var evs []Event
+	err := db.InTx(ctx, pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SET LOCAL lock_timeout = '`+feedLockTimeout+`'`); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(`+feedLock+`)`, merchantID); err != nil {
+			return err
+		}
+		var afterSeq int64
+		if after != "" {
+			err := tx.QueryRow(ctx, `SELECT seq FROM events WHERE merchant_id = $1 AND id = $2`,
+				merchantID, after).Scan(&afterSeq)
+			if errors.Is(err, pgx.ErrNoRows) {
+				return ErrNotFound
+			}
+			if err != nil {
+				return err
+			}
+		}
+		rows, err := tx.Query(ctx, `
+			SELECT id, merchant_id, type, created_at, data FROM events
+			 WHERE merchant_id = $1 AND seq > $2 ORDER BY seq LIMIT $3`,
+			merchantID, afterSeq, limit)
+		if err != nil {
+			return err
+		}
+		evs, err = pgx.CollectRows(rows, scanEvent)
+		return err
+	})
+	if evs == nil && err == nil {
+		evs = []Event{}
+	}
+	return evs, err
+}
+
+func scanEvent(r pgx.CollectableRow) (Event, error) {
+	var ev Event
+	err := r.Scan(&ev.ID, &ev.MerchantID, &ev.Type, &ev.CreatedAt, &ev.Data)
+	ev.CreatedAt = ev.CreatedAt.UTC()
+	return ev, err
+}
+
+func loadEvent(ctx context.Context, pool *pgxpool.Pool, merchantID, id string) (Event, error) {
+	rows, err := pool.Query(ctx,
+		`SELECT id, merchant_id, type, created_at, data FROM events WHERE merchant_id = $1 AND id = $2`,
+		merchantID, id)
+	if err != nil {
+		return Event{}, err
+	}
+	ev, err := pgx.CollectExactlyOneRow(rows, scanEvent)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Event{}, ErrNotFound
+	}
+	return ev, err
+}
+
+func upsertEndpoint(ctx context.Context, pool *pgxpool.Pool, merchantID, url string, events []string, secretCT []byte, now time.Time) error {
+	_, err := pool.Exec(ctx, `
+		INSERT INTO webhook_endpoints (merchant_id, url, events, secret_ct, updated_at)
+		VALUES ($1, $2, $3, $4, $5)
+		ON CONFLICT (merchant_id) DO UPDATE
+		   SET url = EXCLUDED.url, events = EXCLUDED.events, secret_ct = EXCLUDED.secret_ct,
+		       updated_at = EXCLUDED.updated_at`,
+		merchantID, url, events, secretCT, now)
+	return err
+}
+
+// endpointRow is an endpoint as stored.
+type endpointRow struct {
+	url      string
+	events   []string // nil: every type
+	secretCT []byte
+}
+
+func (e endpointRow) subscribes(eventType string) bool {
+	return e.events == nil || slices.Contains(e.events, eventType)
+}
+
+func loadEndpoint(ctx context.Context, pool *pgxpool.Pool, merchantID string) (endpointRow, error) {
+	var e endpointRow
+	err := pool.QueryRow(ctx, `SELECT url, events, secret_ct FROM webhook_endpoints WHERE merchant_id = $1`,
+		merchantID).Scan(&e.url, &e.events, &e.secretCT)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return e, ErrNotFound
+	}
+	return e, err
+}
+
+// attempt is one delivery attempt, as recorded.
+type attempt struct {
+	merchantID, eventID, url string
+	n                        int
+	statusCode               *int
+	errText                  *string
+	duration                 time.Duration
+	at                       time.Time
+}
+
+func recordAttempt(ctx context.Context, pool *pgxpool.Pool, a attempt) error {
+	_, err := pool.Exec(ctx, `
+		INSERT INTO webhook_deliveries (merchant_id, event_id, url, attempt, status_code, error, duration_ms, at)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
+		a.merchantID, a.eventID, a.url, a.n, a.statusCode, a.errText, a.duration.Milliseconds(), a.at)
+	return err
+}

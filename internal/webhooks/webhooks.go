@@ -1,0 +1,329 @@
+// Package webhooks is the event outbox and its delivery to merchants
+// (DESIGN.md "Webhooks").
+//
+// # Events
+//
+// Domain code calls Service.Emit inside the transaction of the change the
+// event reports. Emit writes the event (table events, id evt_…) and, if the
+// merchant's endpoint subscribes to the type, enqueues a River delivery job
+// in that same transaction: a rolled-back change leaves neither event nor
+// job, a committed one always has both.
+//
+// Merchants can read their events oldest first with ListEvents (GET
+// /v1/events?after=evt_…). Events are ordered by a sequence, and a reader
+// never skips an event whose transaction was still open when it read: Emit
+// holds a shared per-merchant advisory lock until its transaction ends, and
+// ListEvents takes that lock exclusively around its read, so every event it
+// does not see is numbered after every event it does.
+//
+// # Delivery
+//
+// DeliverWorker POSTs the JSON {id, type, created_at, data} to the
+// merchant's endpoint as configured at delivery time, with
+//
+//	Quickpay-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<raw body>")>
+//
+// where secret is the whole whsec_… string (see Sign and Verify). Every
+// attempt is recorded in webhook_deliveries. Any answer but 2xx, a transport
+// error or the 10 s timeout fails the attempt and River retries it with
+// exponential backoff (by default 30 s doubling, capped at 6 h) for
+// MaxAttempts attempts, which spans at least RetryWindow (3 days). Delivery
+// is at least once: a receiver may see an event twice and dedupes on its id.
+//
+// The default HTTP client refuses loopback, private, link-local and other
+// non-public addresses at dial time (so a merchant's URL cannot reach
+// quickpay's own network, whatever its DNS says) and does not follow
+// redirects; WorkerConfig.AllowPrivateNetworks lifts the first for dev.
+//
+// # Endpoint secrets
+//
+// Each SetEndpoint makes a new random signing secret, shown once, stored
+// only as vaultkeys ciphertext bound to the merchant (AAD
+// "webhook_endpoint|"+merchant id); the worker decrypts it for each attempt
+// through the audited Decrypt path.
+package webhooks
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"slices"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/rivertype"
+
+	"github.com/quickpay/quickpay/internal/clock"
+	"github.com/quickpay/quickpay/internal/ids"
+	"github.com/quickpay/quickpay/vaultkeys"
+)
+
+// Event types (DESIGN.md "Webhooks").
+const (
+	EventBindingBound         = "binding.bound"
+	EventBindingFailed        = "binding.failed"
+	EventCardUnbound          = "card.unbound"
+	EventMandateActivated     = "mandate.activated"
+	EventMandateCancelled     = "mandate.cancelled"
+	EventChargePreDebitNotice = "charge.pre_debit_notice"
+	EventChargeSucceeded      = "charge.succeeded"
+	EventChargeFailed         = "charge.failed"
+	EventChargeRetryScheduled = "charge.retry_scheduled"
+)
+
+// EventTypes returns every event type, in documentation order.
+func EventTypes() []string {
+	return []string{
+		EventBindingBound, EventBindingFailed, EventCardUnbound,
+		EventMandateActivated, EventMandateCancelled,
+		EventChargePreDebitNotice, EventChargeSucceeded, EventChargeFailed, EventChargeRetryScheduled,
+	}
+}
+
+// ValidEventType reports whether t is one of EventTypes.
+func ValidEventType(t string) bool { return slices.Contains(EventTypes(), t) }
+
+// Errors.
+var (
+	// ErrNotFound: no such event for this merchant (ListEvents' after).
+	ErrNotFound = errors.New("webhooks: not found")
+	// ErrInvalid: a *FieldError about SetEndpoint's input.
+	ErrInvalid = errors.New("webhooks: invalid input")
+)
+
+// FieldError names the input field SetEndpoint refused. It matches
+// ErrInvalid. Its message never repeats the value.
+type FieldError struct {
+	Field   string
+	Message string
+}
+
+func (e *FieldError) Error() string { return e.Field + ": " + e.Message }
+
+// Is makes errors.Is(err, ErrInvalid) true.
+func (e *FieldError) Is(target error) bool { return target == ErrInvalid }
+
+// Event is one row of the outbox; its JSON is the webhook payload and the
+// GET /v1/events item.
+type Event struct {
+	ID         string          `json:"id"`
+	MerchantID string          `json:"-"`
+	Type       string          `json:"type"`
+	CreatedAt  time.Time       `json:"created_at"`
+	Data       json.RawMessage `json:"data"`
+}
+
+// Sealer encrypts and decrypts with AAD; *vaultkeys.Vault is one.
+type Sealer interface {
+	Encrypt(ctx context.Context, plaintext, aad []byte) ([]byte, error)
+	Decrypt(ctx context.Context, ct, aad []byte, a vaultkeys.Access) ([]byte, error)
+}
+
+var _ Sealer = (*vaultkeys.Vault)(nil)
+
+// JobInserter enqueues River jobs in a transaction; *river.Client is one.
+type JobInserter interface {
+	InsertTx(ctx context.Context, tx pgx.Tx, args river.JobArgs, opts *river.InsertOpts) (*rivertype.JobInsertResult, error)
+}
+
+// Config configures a Service.
+type Config struct {
+	Pool  *pgxpool.Pool // Required.
+	Vault Sealer        // Required: encrypts endpoint secrets.
+	// Jobs enqueues deliveries in Emit's transaction. Required.
+	Jobs JobInserter
+	// Queue is the River queue deliveries go to; the workers' client must
+	// serve it. Defaults to Queue ("webhooks").
+	Queue string
+	// Clock dates events. Defaults to clock.System{}.
+	Clock clock.Clock
+}
+
+// Service emits events and manages endpoints.
+type Service struct {
+	cfg Config
+}
+
+// New returns a Service.
+func New(cfg Config) (*Service, error) {
+	if cfg.Pool == nil || cfg.Vault == nil || cfg.Jobs == nil {
+		return nil, errors.New("webhooks: Config needs Pool, Vault and Jobs")
+	}
+	if cfg.Queue == "" {
+		cfg.Queue = Queue
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = clock.System{}
+	}
+	return &Service{cfg: cfg}, nil
+}
+
+// Emit records an event in tx and, if merchantID's endpoint subscribes to
+// eventType, enqueues its delivery in tx. data must marshal to a JSON
+// object. An unknown event type or unmarshalable data is an error (a
+// programming error, not an input one).
+func (s *Service) Emit(ctx context.Context, tx pgx.Tx, merchantID, eventType string, data any) (Event, error) {
+	if !ValidEventType(eventType) {
+		return Event{}, fmt.Errorf("emit: unknown event type %q", eventType)
+	}
+	raw, err := json.Marshal(data)
+	if err != nil {
+		return Event{}, fmt.Errorf("emit %s: marshal data: %w", eventType, err)
+	}
+	if len(raw) == 0 || raw[0] != '{' {
+		return Event{}, fmt.Errorf("emit %s: data must be a JSON object", eventType)
+	}
+	ev := Event{
+		ID: ids.New("evt"), MerchantID: merchantID, Type: eventType,
+		CreatedAt: s.cfg.Clock.Now().UTC().Truncate(time.Microsecond), Data: raw,
+	}
+	subscribed, err := insertEvent(ctx, tx, ev)
+	if err != nil {
+		return Event{}, fmt.Errorf("emit %s: %w", eventType, err)
+	}
+	if subscribed {
+		if _, err := s.cfg.Jobs.InsertTx(ctx, tx, DeliverArgs{EventID: ev.ID, MerchantID: merchantID},
+			&river.InsertOpts{Queue: s.cfg.Queue}); err != nil {
+			return Event{}, fmt.Errorf("emit %s: enqueue delivery: %w", eventType, err)
+		}
+	}
+	return ev, nil
+}
+
+// Endpoint is a merchant's webhook endpoint as set.
+type Endpoint struct {
+	URL string `json:"url"`
+	// Events are the subscribed types, sorted; every type when the merchant
+	// named none.
+	Events []string `json:"events"`
+	// Secret is the signing secret, returned only by SetEndpoint.
+	Secret string `json:"secret,omitempty"`
+}
+
+// MaxURLLength bounds an endpoint URL.
+const MaxURLLength = 2048
+
+// SetEndpoint sets merchantID's endpoint to rawURL, subscribed to events
+// (nil: every type, including types added later), with a new signing
+// secret, which it returns (it is not shown again).
+//
+// Errors: a *FieldError (ErrInvalid) naming "url" (not an absolute http or
+// https URL, credentials in it, too long) or "events" (empty list, unknown
+// type); or a vault or database error.
+func (s *Service) SetEndpoint(ctx context.Context, merchantID, rawURL string, events []string) (Endpoint, error) {
+	if err := validURL(rawURL); err != nil {
+		return Endpoint{}, err
+	}
+	subs, err := normalizeEvents(events)
+	if err != nil {
+		return Endpoint{}, err
+	}
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return Endpoint{}, fmt.Errorf("set webhook endpoint: %w", err)
+	}
+	secret := SecretPrefix + hex.EncodeToString(b)
+	ct, err := s.cfg.Vault.Encrypt(ctx, []byte(secret), secretAAD(merchantID))
+	if err != nil {
+		return Endpoint{}, fmt.Errorf("set webhook endpoint: %w", err)
+	}
+	if err := upsertEndpoint(ctx, s.cfg.Pool, merchantID, rawURL, subs, ct, s.cfg.Clock.Now()); err != nil {
+		return Endpoint{}, fmt.Errorf("set webhook endpoint: %w", err)
+	}
+	ep := Endpoint{URL: rawURL, Events: subs, Secret: secret}
+	if subs == nil {
+		ep.Events = slices.Sorted(slices.Values(EventTypes()))
+	}
+	return ep, nil
+}
+
+// SecretPrefix starts every signing secret.
+const SecretPrefix = "whsec_"
+
+// secretAAD binds an endpoint secret's ciphertext to its merchant.
+func secretAAD(merchantID string) []byte { return []byte("webhook_endpoint|" + merchantID) }
+
+// EncryptedColumn registers webhook_endpoints.secret_ct for re-encryption
+// after a data key rotation (vaultkeys.Config.Columns).
+func EncryptedColumn() vaultkeys.Column {
+	return vaultkeys.Column{
+		Table: "webhook_endpoints", Key: "merchant_id", Ciphertext: "secret_ct",
+		AAD: func(_, merchantID string) []byte { return secretAAD(merchantID) },
+	}
+}
+
+func validURL(raw string) error {
+	fe := func(msg string) error { return &FieldError{Field: "url", Message: msg} }
+	if raw == "" {
+		return fe("url is required")
+	}
+	if len(raw) > MaxURLLength {
+		return fe(fmt.Sprintf("url is longer than %d characters", MaxURLLength))
+	}
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.Hostname() == "" {
+		return fe("url must be an absolute http or https URL")
+	}
+	if u.User != nil {
+		return fe("url must not contain credentials")
+	}
+	if u.Fragment != "" || u.RawFragment != "" {
+		return fe("url must not contain a fragment")
+	}
+	return nil
+}
+
+// normalizeEvents checks the types and returns them sorted without
+// duplicates; nil stays nil (every type).
+func normalizeEvents(events []string) ([]string, error) {
+	if events == nil {
+		return nil, nil
+	}
+	if len(events) == 0 {
+		return nil, &FieldError{Field: "events", Message: "name at least one event type, or omit events for every type"}
+	}
+	out := make([]string, 0, len(events))
+	for i, t := range events {
+		if !ValidEventType(t) {
+			return nil, &FieldError{Field: "events", Message: fmt.Sprintf("events[%d] is not a known event type", i)}
+		}
+		out = append(out, t)
+	}
+	slices.Sort(out)
+	return slices.Compact(out), nil
+}
+
+// Limits of ListEvents.
+const (
+	DefaultListLimit = 100
+	MaxListLimit     = 500
+)
+
+// ListEvents returns merchantID's events oldest first, after the event
+// named by after ("" for the first), at most limit of them (≤ 0: 100;
+// capped at 500), and whether more follow.
+//
+// Errors: ErrNotFound when after is not one of this merchant's events.
+func (s *Service) ListEvents(ctx context.Context, merchantID, after string, limit int) ([]Event, bool, error) {
+	if limit <= 0 {
+		limit = DefaultListLimit
+	}
+	limit = min(limit, MaxListLimit)
+	if after != "" && !ids.Valid("evt", after) {
+		return nil, false, fmt.Errorf("list events after %q: %w", after, ErrNotFound)
+	}
+	evs, err := listEvents(ctx, s.cfg.Pool, merchantID, after, limit+1)
+	if err != nil {
+		return nil, false, fmt.Errorf("list events: %w", err)
+	}
+	if len(evs) > limit {
+		return evs[:limit], true, nil
+	}
+	return evs, false, nil
+}
