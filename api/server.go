@@ -7,6 +7,7 @@ package api
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -105,6 +106,10 @@ func New(cfg Config) *echo.Echo {
 	})
 	e.GET("/readyz", readyz(cfg))
 	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(reg, promhttp.HandlerOpts{})))
+	if err := RegisterOpenAPI(e); err != nil {
+		// The document is embedded and checked by tests: this is a build defect.
+		panic(fmt.Sprintf("api: openapi document: %v", err))
+	}
 
 	if cfg.Auth != nil {
 		cfg.Auth.Routes(e)

@@ -14,9 +14,12 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+	"github.com/riverqueue/river/rivertype"
 
 	"github.com/quickpay/quickpay/binding"
 	"github.com/quickpay/quickpay/internal/db"
+	"github.com/quickpay/quickpay/internal/idempotency"
+	"github.com/quickpay/quickpay/internal/webhooks"
 	"github.com/quickpay/quickpay/softhsm"
 	"github.com/quickpay/quickpay/vaultkeys"
 )
@@ -37,6 +40,9 @@ type config struct {
 	HSMPoolSize   int
 	BanksimURL    string
 	LogLevel      string
+	// WebhooksPrivate lets webhooks reach loopback and private addresses
+	// (dev stacks only).
+	WebhooksPrivate bool
 }
 
 func env(name, def string) string {
@@ -60,6 +66,8 @@ func (c *config) flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.HSMPINPath, "hsm-pin-path", env("QUICKPAY_HSM_PIN_PATH", "secret/quickpay/hsm"), "Vault KV v2 path of the HSM user PIN, field \"pin\" (QUICKPAY_HSM_PIN_PATH)")
 	fs.IntVar(&c.HSMPoolSize, "hsm-pool-size", pool, "HSM sessions at most (QUICKPAY_HSM_POOL_SIZE; default 2 × CPUs)")
 	fs.StringVar(&c.BanksimURL, "banksim-url", env("QUICKPAY_BANKSIM_URL", ""), "bank simulator URL (QUICKPAY_BANKSIM_URL)")
+	fs.BoolVar(&c.WebhooksPrivate, "webhooks-allow-private", env("QUICKPAY_WEBHOOKS_ALLOW_PRIVATE", "") == "true",
+		"deliver webhooks to loopback and private addresses, for dev (QUICKPAY_WEBHOOKS_ALLOW_PRIVATE=true)")
 	fs.StringVar(&c.LogLevel, "log-level", env("QUICKPAY_LOG_LEVEL", "info"), "debug, info, warn or error (QUICKPAY_LOG_LEVEL)")
 }
 
@@ -78,6 +86,8 @@ type deps struct {
 	hsm     *vaultkeys.HSM
 	vault   *vaultkeys.Vault
 	river   *river.Client[pgx.Tx]
+	idem    *idempotency.Store
+	hooks   *webhooks.Service
 }
 
 // close releases everything; calling it again does nothing.
@@ -127,25 +137,55 @@ func (c *config) open(ctx context.Context, log *slog.Logger, workers bool) (*dep
 		d.close()
 		return nil, err
 	}
+	// The vault enqueues re-encryption on rotation through the River client,
+	// whose workers need the vault: jobs closes the loop.
+	jobs := &lateInserter{}
+	if d.vault, err = vaultkeys.New(vaultkeys.Config{
+		Pool: d.pool, HSM: d.hsm, Jobs: jobs, Columns: encryptedColumns(),
+	}); err != nil {
+		d.close()
+		return nil, err
+	}
+	if d.idem, err = idempotency.New(idempotency.Config{Pool: d.pool, Logger: log}); err != nil {
+		d.close()
+		return nil, err
+	}
 	rc := &river.Config{Logger: log}
-	reencrypt := &vaultkeys.ReencryptWorker{} // Vault set below: it needs the client
 	if workers {
+		deliver, err := webhooks.NewDeliverWorker(webhooks.WorkerConfig{
+			Pool: d.pool, Vault: d.vault, Logger: log, AllowPrivateNetworks: c.WebhooksPrivate,
+		})
+		if err != nil {
+			d.close()
+			return nil, err
+		}
 		rc.Workers = river.NewWorkers()
-		river.AddWorker(rc.Workers, reencrypt)
-		rc.Queues = map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: 10}}
+		river.AddWorker(rc.Workers, &vaultkeys.ReencryptWorker{Vault: d.vault})
+		river.AddWorker(rc.Workers, deliver)
+		river.AddWorker(rc.Workers, &idempotency.CleanupWorker{Store: d.idem})
+		rc.PeriodicJobs = []*river.PeriodicJob{idempotency.PeriodicCleanup()}
+		rc.Queues = map[string]river.QueueConfig{
+			river.QueueDefault: {MaxWorkers: 10},
+			webhooks.Queue:     {MaxWorkers: 10},
+		}
 	}
 	if d.river, err = river.NewClient(riverpgxv5.New(d.pool), rc); err != nil {
 		d.close()
 		return nil, fmt.Errorf("river client: %w", err)
 	}
-	if d.vault, err = vaultkeys.New(vaultkeys.Config{
-		Pool: d.pool, HSM: d.hsm, Jobs: d.river, Columns: encryptedColumns(),
-	}); err != nil {
+	jobs.client = d.river
+	if d.hooks, err = webhooks.New(webhooks.Config{Pool: d.pool, Vault: d.vault, Jobs: d.river}); err != nil {
 		d.close()
 		return nil, err
 	}
-	reencrypt.Vault = d.vault
 	return d, nil
+}
+
+// lateInserter forwards to a River client created after its user.
+type lateInserter struct{ client *river.Client[pgx.Tx] }
+
+func (l *lateInserter) InsertTx(ctx context.Context, tx pgx.Tx, args river.JobArgs, opts *river.InsertOpts) (*rivertype.JobInsertResult, error) {
+	return l.client.InsertTx(ctx, tx, args, opts)
 }
 
 // encryptedColumns lists every column holding vaultkeys ciphertext, for
@@ -172,5 +212,6 @@ func encryptedColumns() []vaultkeys.Column {
 			AAD: func(bindingID, m string) []byte { return binding.BindingAAD(m, bindingID, "pan") }},
 		{Table: "cards", Key: "id", Ciphertext: "agreement_ct",
 			AAD: func(id, m string) []byte { return binding.CardAgreementAAD(m, id) }},
+		webhooks.EncryptedColumn(),
 	}
 }

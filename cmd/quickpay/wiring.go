@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/quickpay/quickpay/api"
 	"github.com/quickpay/quickpay/bankadapters"
 	"github.com/quickpay/quickpay/bankadapters/channels"
@@ -46,13 +48,18 @@ func (c *config) apiConfig(ctx context.Context, d *deps, log *slog.Logger) (api.
 	if err != nil {
 		return api.Config{}, err
 	}
-	bindings, err := binding.New(binding.Config{Pool: d.pool, Vault: d.vault, Banks: banks, Logger: log})
+	bindings, err := binding.New(binding.Config{Pool: d.pool, Vault: d.vault, Banks: banks, Logger: log,
+		Emit: func(ctx context.Context, tx pgx.Tx, merchantID, eventType string, data any) error {
+			_, err := d.hooks.Emit(ctx, tx, merchantID, eventType, data)
+			return err
+		}})
 	if err != nil {
 		return api.Config{}, err
 	}
 	return api.Config{
 		Pool: d.pool, HSM: d.hsm, Secrets: d.secrets, Logger: log,
-		Auth:  auth,
-		Areas: []api.Area{&api.Bindings{Service: bindings}},
+		Auth:        auth,
+		Idempotency: d.idem.Middleware(api.MerchantID),
+		Areas:       []api.Area{&api.Bindings{Service: bindings}, &api.Webhooks{Service: d.hooks}},
 	}, nil
 }
