@@ -166,6 +166,8 @@ func cmdDev(ctx context.Context, args []string) error {
 		"QUICKPAY_HSM_TOKEN_LABEL":    tok.Label,
 		"QUICKPAY_DEMO_CLIENT_ID":     demo.ClientID,
 		"QUICKPAY_DEMO_CLIENT_SECRET": demo.ClientSecret,
+		// Local receivers are the point in dev.
+		"QUICKPAY_WEBHOOKS_ALLOW_PRIVATE": "true",
 	}
 	cmd := exec.Command(exe, "serve", "--listen", addr)
 	cmd.Env = os.Environ()
