@@ -502,6 +502,7 @@ func (s *Service) Confirm(ctx context.Context, merchantID, id string, otp sensit
 	var out Binding
 	var final error // an error to return after committing the state change
 	err := db.InTx(ctx, s.pool, func(tx pgx.Tx) error {
+		ctx := audit.WithExecer(ctx, tx) // decryptions audit in this transaction
 		b, err := getBinding(ctx, tx, merchantID, id, true)
 		if err != nil {
 			return err
@@ -753,6 +754,7 @@ func (s *Service) ListCards(ctx context.Context, merchantID, memberID string) ([
 func (s *Service) Unbind(ctx context.Context, merchantID, id string) (Card, error) {
 	var out Card
 	err := db.InTx(ctx, s.pool, func(tx pgx.Tx) error {
+		ctx := audit.WithExecer(ctx, tx) // decryptions audit in this transaction
 		c, agreementCT, err := getCard(ctx, tx, merchantID, id, true)
 		if err != nil {
 			return err

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -90,9 +91,10 @@ type Vault struct {
 	cfg Config
 	hsm *HSM
 
-	mu       sync.RWMutex
-	policies map[Purpose]Policy
-	loadedAt time.Time
+	mu         sync.RWMutex
+	policies   map[Purpose]Policy
+	loadedAt   time.Time
+	refreshing atomic.Bool
 
 	pubMu sync.Mutex
 	pubs  map[int]*ecdsa.PublicKey
@@ -183,13 +185,24 @@ func (v *Vault) loadPolicies(ctx context.Context) (map[Purpose]Policy, error) {
 	return m, nil
 }
 
-// Policy returns p's key policy, from a cache at most PolicyRefresh old.
+// Policy returns p's key policy from a cache. A cache older than
+// PolicyRefresh is still answered while one background refresh reads the
+// database, so callers never wait for a connection here (they may hold
+// one already, inside a transaction). Only an empty cache is read inline.
 func (v *Vault) Policy(ctx context.Context, p Purpose) (Policy, error) {
 	v.mu.RLock()
 	pol, ok := v.policies[p]
 	fresh := time.Since(v.loadedAt) < v.cfg.PolicyRefresh
 	v.mu.RUnlock()
-	if ok && fresh {
+	if ok {
+		if !fresh && v.refreshing.CompareAndSwap(false, true) {
+			go func() {
+				defer v.refreshing.Store(false)
+				rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+				defer cancel()
+				_, _ = v.loadPolicies(rctx)
+			}()
+		}
 		return pol, nil
 	}
 	m, err := v.loadPolicies(ctx)
@@ -307,7 +320,7 @@ func (v *Vault) Decrypt(ctx context.Context, ct, aad []byte, a Access) ([]byte, 
 	if err != nil {
 		details["error"] = errorClass(err)
 	}
-	if aerr := audit.Write(ctx, v.cfg.Pool, audit.Entry{
+	if aerr := audit.Write(ctx, audit.ExecerFrom(ctx, v.cfg.Pool), audit.Entry{
 		MerchantID: a.MerchantID, Actor: a.Actor, Action: "vault.detokenize", Subject: a.Subject, Details: details,
 	}); aerr != nil {
 		return nil, aerr // no plaintext without its audit row

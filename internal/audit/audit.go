@@ -31,6 +31,25 @@ func RequestID(ctx context.Context) string {
 	return id
 }
 
+type execerKey struct{}
+
+// WithExecer returns ctx carrying the transaction that audit rows written
+// under it should join. Code that holds a transaction while it calls
+// something that audits (a decryption) passes it this way, so the row
+// commits with the change and no second connection is needed (which, with
+// every connection held by such transactions, would deadlock the pool).
+func WithExecer(ctx context.Context, db Execer) context.Context {
+	return context.WithValue(ctx, execerKey{}, db)
+}
+
+// ExecerFrom returns the transaction ctx carries, or fallback.
+func ExecerFrom(ctx context.Context, fallback Execer) Execer {
+	if db, ok := ctx.Value(execerKey{}).(Execer); ok {
+		return db
+	}
+	return fallback
+}
+
 // Entry is one audit row.
 type Entry struct {
 	MerchantID string         // empty for platform-level actions

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -18,7 +19,9 @@ import (
 type Config struct {
 	// URL is a libpq connection string or URL. Required.
 	URL string
-	// MaxConns caps open connections. Defaults to 4 × GOMAXPROCS (pgxpool's default).
+	// MaxConns caps open connections. Defaults to 32: requests hold a
+	// connection across an HSM or bank call, so the pool must be wider than
+	// the CPU count (pgxpool's own default is max(4, CPUs)).
 	MaxConns int32
 	// ConnectTimeout bounds the first ping. Defaults to 10s.
 	ConnectTimeout time.Duration
@@ -36,6 +39,8 @@ func Open(ctx context.Context, cfg Config) (*pgxpool.Pool, error) {
 	}
 	if cfg.MaxConns > 0 {
 		pc.MaxConns = cfg.MaxConns
+	} else if pc.ConnString() != "" && !hasParam(cfg.URL, "pool_max_conns") {
+		pc.MaxConns = 32
 	}
 	timeout := cfg.ConnectTimeout
 	if timeout == 0 {
@@ -98,3 +103,5 @@ func IsUniqueViolation(err error, constraint string) bool {
 	}
 	return constraint == "" || pgErr.ConstraintName == constraint
 }
+
+func hasParam(url, name string) bool { return strings.Contains(url, name+"=") }
