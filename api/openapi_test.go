@@ -16,19 +16,11 @@ import (
 	"testing"
 
 	"github.com/getkin/kin-openapi/openapi3"
-	"github.com/jackc/pgx/v5"
 	"github.com/labstack/echo/v4"
-	"github.com/riverqueue/river"
-	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 
 	"github.com/quickpay/quickpay/api"
 	"github.com/quickpay/quickpay/api/apitest"
 	"github.com/quickpay/quickpay/bankadapters/conformance"
-	"github.com/quickpay/quickpay/binding"
-	"github.com/quickpay/quickpay/internal/idempotency"
-	"github.com/quickpay/quickpay/internal/merchants"
-	"github.com/quickpay/quickpay/internal/testenv"
-	"github.com/quickpay/quickpay/internal/webhooks"
 )
 
 func TestOpenAPIDocumentLoadsAndValidates(t *testing.T) {
@@ -290,113 +282,6 @@ func TestOpenAPIValidationCatchesDrift(t *testing.T) {
 			t.Errorf("apitest reported conforming answers: %q", errs)
 		}
 	})
-}
-
-// conformanceServer is the real API (token endpoint, JWKS, bindings area,
-// idempotency, the document) over the real stack and banksim.
-type conformanceServer struct {
-	*testenv.Stack
-	url       string
-	merchants *merchants.Store
-	echo      *echo.Echo
-}
-
-func newConformanceServer(t *testing.T) *conformanceServer {
-	t.Helper()
-	st := testenv.NewStack(t)
-	store, err := merchants.NewStore(merchants.Config{Pool: st.Pool})
-	if err != nil {
-		t.Fatal(err)
-	}
-	auth, err := api.NewAuth(api.AuthConfig{Merchants: store, Vault: st.Vault})
-	if err != nil {
-		t.Fatal(err)
-	}
-	// An insert-only River client: deliveries are enqueued, never worked.
-	jobs, err := river.NewClient(riverpgxv5.New(st.Pool), &river.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	hooks, err := webhooks.New(webhooks.Config{Pool: st.Pool, Vault: st.Vault, Jobs: jobs})
-	if err != nil {
-		t.Fatal(err)
-	}
-	svc, err := binding.New(binding.Config{Pool: st.Pool, Vault: st.Vault, Banks: st.Banks,
-		Emit: func(ctx context.Context, tx pgx.Tx, merchantID, typ string, data any) error {
-			_, err := hooks.Emit(ctx, tx, merchantID, typ, data)
-			return err
-		}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	idem, err := idempotency.New(idempotency.Config{Pool: st.Pool})
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := api.New(api.Config{
-		Pool: st.Pool, HSM: st.HSM, Secrets: st.Secrets,
-		Auth: auth, Idempotency: idem.Middleware(api.MerchantID),
-		Areas: []api.Area{&api.Bindings{Service: svc}, api.Webhooks{Service: hooks}},
-	})
-	if err := api.RegisterOpenAPI(e); err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(e)
-	t.Cleanup(srv.Close)
-	return &conformanceServer{Stack: st, url: srv.URL, merchants: store, echo: e}
-}
-
-func (s *conformanceServer) credentials(t *testing.T, scopes ...string) (clientID, secret string) {
-	t.Helper()
-	m, secret, err := s.merchants.Create(context.Background(), "openapi "+strings.Join(scopes, "+"), scopes)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return m.ClientID, secret
-}
-
-func (s *conformanceServer) account(t *testing.T, gen *conformance.Gen, bank, cardType string) conformance.Account {
-	t.Helper()
-	info, err := s.SimCtl.Bank(context.Background(), bank)
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, err := gen.Account(info, cardType, 1_000_000)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.SimCtl.PutAccount(context.Background(), a); err != nil {
-		t.Fatal(err)
-	}
-	return a
-}
-
-// code is the newest SMS code the phone received.
-func (s *conformanceServer) code(t *testing.T, phone string) string {
-	t.Helper()
-	texts, err := s.SimCtl.SMS(context.Background(), phone)
-	if err != nil || len(texts) == 0 {
-		t.Fatalf("no SMS for the phone: %v", err)
-	}
-	return texts[0].Code
-}
-
-func bindRequest(a conformance.Account) map[string]string {
-	req := map[string]string{"holder_name": a.HolderName, "id_number": a.IDNumber, "card_number": a.CardNumber, "phone": a.Phone}
-	if a.CardType == "credit" {
-		req["expiry"], req["cvv2"] = a.Expiry, a.CVV2
-	}
-	return req
-}
-
-type bindingAnswer struct {
-	ID       string  `json:"id"`
-	Status   string  `json:"status"`
-	MemberID *string `json:"member_id"`
-	CardID   *string `json:"card_id"`
-	OTP      *struct {
-		AttemptsLeft int `json:"attempts_left"`
-	} `json:"otp"`
 }
 
 // TestOpenAPIRealServerConforms drives the real API through every served

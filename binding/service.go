@@ -59,6 +59,10 @@ type Service struct {
 	log   *slog.Logger
 }
 
+// now is the clock at Postgres' precision, so answers show the times later
+// reads return and comparisons with stored times are exact.
+func (s *Service) now() time.Time { return s.clock.Now().UTC().Truncate(time.Microsecond) }
+
 // New returns the service.
 func New(cfg Config) (*Service, error) {
 	if cfg.Pool == nil || cfg.Vault == nil || cfg.Banks == nil {
@@ -116,7 +120,7 @@ type MemberInput struct {
 // CreateMember registers an explicit member. Errors: *FieldError,
 // ErrMemberExists.
 func (s *Service) CreateMember(ctx context.Context, merchantID string, in MemberInput) (Member, error) {
-	now := s.clock.Now()
+	now := s.now()
 	switch {
 	case !ValidExternalID(in.ExternalID):
 		return Member{}, &FieldError{"external_id", "must be 1–128 printable characters"}
@@ -204,7 +208,7 @@ type BindInput struct {
 // *IdentityMismatchError, ErrCardBoundElsewhere, *ElementsMismatchError,
 // ErrCardDeclined, ErrBankUnavailable.
 func (s *Service) StartBinding(ctx context.Context, merchantID string, in BindInput) (Binding, error) {
-	now := s.clock.Now()
+	now := s.now()
 	switch {
 	case (in.MemberID == "") == (in.ExternalUserID == ""):
 		return Binding{}, &FieldError{"member_id", "give member_id or external_user_id, not both"}
@@ -369,7 +373,7 @@ func (s *Service) checkIdentity(ctx context.Context, m memberRow, name string, i
 // to this member: it is bound at once, to the existing card.
 func (s *Service) existingCardBinding(ctx context.Context, merchantID string, m memberRow, card Card,
 	route bankadapters.CardInfo, in BindInput, panFP []byte) (Binding, error) {
-	now := s.clock.Now()
+	now := s.now()
 	b := bindingRow{Binding: Binding{
 		ID: ids.New("bnd"), MerchantID: merchantID, MemberID: m.ID, Status: StatusBound, CardID: card.ID,
 		Card: card.CardInfo, OTPExpiresAt: now, OTPLastSentAt: now, OTPSends: 0, CreatedAt: now, Existing: true,
@@ -397,7 +401,7 @@ func (s *Service) GetBinding(ctx context.Context, merchantID, id string) (Bindin
 	if err != nil {
 		return Binding{}, err
 	}
-	if b.Status == StatusOTPSent && s.clock.Now().After(b.OTPExpiresAt) {
+	if b.Status == StatusOTPSent && s.now().After(b.OTPExpiresAt) {
 		b.Status, b.FailureCode = StatusExpired, "binding_expired"
 	}
 	return b.Binding, nil
@@ -415,7 +419,7 @@ func (s *Service) Resend(ctx context.Context, merchantID, id string) (Binding, e
 		if err != nil {
 			return err
 		}
-		now := s.clock.Now()
+		now := s.now()
 		if expired, err := s.expireIfDue(ctx, tx, &b, now); expired || err != nil {
 			final = ErrBindingExpired
 			return err
@@ -514,7 +518,7 @@ func (s *Service) Confirm(ctx context.Context, merchantID, id string, otp sensit
 		if b, err = s.pending(ctx, tx, merchantID, id); err != nil {
 			return err
 		}
-		if expired, err := s.expireIfDue(ctx, tx, &b, s.clock.Now()); expired || err != nil {
+		if expired, err := s.expireIfDue(ctx, tx, &b, s.now()); expired || err != nil {
 			final = ErrBindingExpired
 			return err
 		}
@@ -541,7 +545,7 @@ func (s *Service) Confirm(ctx context.Context, merchantID, id string, otp sensit
 
 // refused records the bank's refusal of a code or a binding.
 func (s *Service) refused(ctx context.Context, tx pgx.Tx, b bindingRow, berr error) (Binding, error, error) {
-	now := s.clock.Now()
+	now := s.now()
 	outcome := bankadapters.OutcomeOf(berr)
 	details := map[string]any{"class": outcome, "bank_code": bankCode(berr)}
 	var final error
@@ -581,7 +585,7 @@ func (s *Service) refused(ctx context.Context, tx pgx.Tx, b bindingRow, berr err
 
 // bind creates the card (and the implicit member) for a confirmed binding.
 func (s *Service) bind(ctx context.Context, tx pgx.Tx, b bindingRow, agreementNo string) (Binding, error, error) {
-	now := s.clock.Now()
+	now := s.now()
 	if b.MemberID == "" {
 		// Implicit: the member is created now, or found if the same
 		// external id bound a card meanwhile.
@@ -676,7 +680,7 @@ func (s *Service) failAfterBank(ctx context.Context, tx pgx.Tx, b bindingRow, ag
 		}
 	}
 	b.Status, b.FailureCode = StatusFailed, failureCode(why)
-	if err := updateBinding(ctx, tx, b, "", s.clock.Now()); err != nil {
+	if err := updateBinding(ctx, tx, b, "", s.now()); err != nil {
 		return Binding{}, nil, err
 	}
 	if err := s.emit(ctx, tx, b.MerchantID, "binding.failed", bindingEvent(b.Binding)); err != nil {
@@ -776,7 +780,7 @@ func (s *Service) Unbind(ctx context.Context, merchantID, id string) (Card, erro
 			_ = s.auditTx(ctx, tx, merchantID, "card.unbind", c.ID, audit.OutcomeFailed, map[string]any{"class": bankadapters.OutcomeOf(err)})
 			return fmt.Errorf("%w: %v", ErrBankUnavailable, err)
 		}
-		now := s.clock.Now()
+		now := s.now()
 		if err := setCardStatus(ctx, tx, merchantID, c.ID, CardUnbound, now); err != nil {
 			return err
 		}
@@ -803,7 +807,7 @@ func (s *Service) Revoke(ctx context.Context, merchantID, id, reason string) (Ca
 		if c.Status != CardActive {
 			return nil
 		}
-		if err := setCardStatus(ctx, tx, merchantID, c.ID, CardRevoked, s.clock.Now()); err != nil {
+		if err := setCardStatus(ctx, tx, merchantID, c.ID, CardRevoked, s.now()); err != nil {
 			return err
 		}
 		out.Status = CardRevoked

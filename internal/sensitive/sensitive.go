@@ -15,6 +15,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"reflect"
 )
 
 // Redacted is what every sensitive value prints as.
@@ -46,8 +47,9 @@ func (s *secret) UnmarshalJSON(b []byte) error { return s.unmarshal(b) }
 func (s *secret) unmarshal(b []byte) error {
 	var v string
 	if err := json.Unmarshal(b, &v); err != nil {
-		// Never echo the input: it may be the very value we protect.
-		return fmt.Errorf("sensitive value must be a JSON string")
+		// Never echo the input: it may be the very value we protect. A type
+		// error lets encoding/json name the field.
+		return &json.UnmarshalTypeError{Value: "non-string", Type: reflect.TypeFor[string]()}
 	}
 	*s = newSecret(v)
 	return nil

@@ -1,0 +1,216 @@
+package api_test
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"log/slog"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/labstack/echo/v4"
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+
+	"github.com/quickpay/quickpay/api"
+	"github.com/quickpay/quickpay/bankadapters"
+	"github.com/quickpay/quickpay/bankadapters/channels"
+	"github.com/quickpay/quickpay/bankadapters/conformance"
+	"github.com/quickpay/quickpay/bankadapters/formrsa"
+	"github.com/quickpay/quickpay/binding"
+	"github.com/quickpay/quickpay/internal/clock"
+	"github.com/quickpay/quickpay/internal/idempotency"
+	"github.com/quickpay/quickpay/internal/merchants"
+	"github.com/quickpay/quickpay/internal/testenv"
+	"github.com/quickpay/quickpay/internal/webhooks"
+)
+
+// testServer is the real API (token endpoint, JWKS, the bindings and
+// webhooks areas, idempotency, the document) over a testenv.Stack and its
+// banksim, composed as cmd/quickpay composes it.
+type testServer struct {
+	*testenv.Stack
+	url       string
+	merchants *merchants.Store
+	echo      *echo.Echo
+	hooks     *webhooks.Service
+}
+
+// serverOptions adjust newTestServer; the zero value is the plain setup.
+type serverOptions struct {
+	// Stack is served over; nil makes a new one for the test.
+	Stack *testenv.Stack
+	// Banks are the bank adapters. Defaults to Stack.Banks.
+	Banks binding.Banks
+	// Clock dates bindings and access tokens (the binding service's and
+	// auth's clock). Defaults to the system clock.
+	Clock clock.Clock
+	// Logger is the server's, auth's, the binding service's and
+	// idempotency's. Defaults to slog.Default().
+	Logger *slog.Logger
+	// Jobs enqueues webhook deliveries. Defaults to an insert-only River
+	// client: deliveries are enqueued, never worked.
+	Jobs webhooks.JobInserter
+	// InFlightWait is idempotency's wait for a key in flight. Defaults to
+	// idempotency's default.
+	InFlightWait time.Duration
+}
+
+func newTestServer(t *testing.T, o serverOptions) *testServer {
+	t.Helper()
+	st := o.Stack
+	if st == nil {
+		st = testenv.NewStack(t)
+	}
+	if o.Banks == nil {
+		o.Banks = st.Banks
+	}
+	if o.Clock == nil {
+		o.Clock = clock.System{}
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	store, err := merchants.NewStore(merchants.Config{Pool: st.Pool})
+	if err != nil {
+		t.Fatal(err)
+	}
+	auth, err := api.NewAuth(api.AuthConfig{Merchants: store, Vault: st.Vault, Clock: o.Clock, Logger: o.Logger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.Jobs == nil {
+		jobs, err := river.NewClient(riverpgxv5.New(st.Pool), &river.Config{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		o.Jobs = jobs
+	}
+	hooks, err := webhooks.New(webhooks.Config{Pool: st.Pool, Vault: st.Vault, Jobs: o.Jobs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc, err := binding.New(binding.Config{Pool: st.Pool, Vault: st.Vault, Banks: o.Banks, Clock: o.Clock, Logger: o.Logger,
+		Emit: func(ctx context.Context, tx pgx.Tx, merchantID, typ string, data any) error {
+			_, err := hooks.Emit(ctx, tx, merchantID, typ, data)
+			return err
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	idem, err := idempotency.New(idempotency.Config{Pool: st.Pool, Logger: o.Logger, InFlightWait: o.InFlightWait})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := api.New(api.Config{
+		Pool: st.Pool, HSM: st.HSM, Secrets: st.Secrets, Logger: o.Logger,
+		Auth: auth, Idempotency: idem.Middleware(api.MerchantID),
+		Areas: []api.Area{&api.Bindings{Service: svc}, api.Webhooks{Service: hooks}},
+	})
+	if err := api.RegisterOpenAPI(e); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(e)
+	t.Cleanup(srv.Close)
+	return &testServer{Stack: st, url: srv.URL, merchants: store, echo: e, hooks: hooks}
+}
+
+// newConformanceServer is the plain real server over a stack of its own.
+func newConformanceServer(t *testing.T) *testServer {
+	t.Helper()
+	return newTestServer(t, serverOptions{})
+}
+
+// loggedBanks connects the platform to st's banksim once more, under
+// merchant numbers of its own, and opens bank adapters that log to log.
+// (testenv.NewStack's adapters log to slog.Default() and it takes no
+// logger.)
+func loggedBanks(t *testing.T, st *testenv.Stack, log *slog.Logger) *channels.Registry {
+	t.Helper()
+	ctx := context.Background()
+	suffix := randomHex(t, 3)
+	prefix := "secret/quickpay/banks-logged-" + randomHex(t, 4)
+	chans, err := st.SimCtl.ConnectPlatform(ctx, func(code string) string { return "QPL" + code + suffix }, st.HSM.BankPublicKeyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for code, ch := range chans {
+		if err := st.Secrets.Write(ctx, prefix+"/"+code, ch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reg, err := channels.Open(ctx, channels.Config{
+		Secrets: st.Secrets, Prefix: prefix, BaseURL: st.SimURL,
+		Signer:  func(code string) formrsa.Signer { return st.HSM.BankSigner(code) },
+		Options: bankadapters.CallOptions{Timeout: 5 * time.Second, Logger: log},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return reg
+}
+
+func randomHex(t testing.TB, n int) string {
+	t.Helper()
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(b)
+}
+
+func (s *testServer) credentials(t *testing.T, scopes ...string) (clientID, secret string) {
+	t.Helper()
+	m, secret, err := s.merchants.Create(context.Background(), "openapi "+strings.Join(scopes, "+"), scopes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m.ClientID, secret
+}
+
+func (s *testServer) account(t *testing.T, gen *conformance.Gen, bank, cardType string) conformance.Account {
+	t.Helper()
+	info, err := s.SimCtl.Bank(context.Background(), bank)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := gen.Account(info, cardType, 1_000_000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SimCtl.PutAccount(context.Background(), a); err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+// code is the newest SMS code the phone received.
+func (s *testServer) code(t *testing.T, phone string) string {
+	t.Helper()
+	texts, err := s.SimCtl.SMS(context.Background(), phone)
+	if err != nil || len(texts) == 0 {
+		t.Fatalf("no SMS for the phone: %v", err)
+	}
+	return texts[0].Code
+}
+
+func bindRequest(a conformance.Account) map[string]string {
+	req := map[string]string{"holder_name": a.HolderName, "id_number": a.IDNumber, "card_number": a.CardNumber, "phone": a.Phone}
+	if a.CardType == "credit" {
+		req["expiry"], req["cvv2"] = a.Expiry, a.CVV2
+	}
+	return req
+}
+
+type bindingAnswer struct {
+	ID       string  `json:"id"`
+	Status   string  `json:"status"`
+	MemberID *string `json:"member_id"`
+	CardID   *string `json:"card_id"`
+	OTP      *struct {
+		AttemptsLeft int `json:"attempts_left"`
+	} `json:"otp"`
+}
