@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"crypto/ecdsa"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -15,6 +16,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -83,7 +85,28 @@ type AuthConfig struct {
 type Auth struct {
 	cfg    AuthConfig
 	parser *jwt.Parser
+
+	// verified caches tokens whose signature and claims checked out, so a
+	// merchant reusing its token (as it should, for up to 15 minutes) costs
+	// one ECDSA verification a minute, not one a request. Entries hold the
+	// SHA-256 of the token, the claims, and when to check again.
+	mu       sync.Mutex
+	verified map[[32]byte]verifiedToken
 }
+
+type verifiedToken struct {
+	claims  TokenClaims
+	kid     string
+	recheck time.Time
+}
+
+// verifyCacheTTL bounds how long a verified token skips the signature
+// check; a key retired meanwhile stops it within this time. verifyCacheMax
+// bounds the cache's size.
+const (
+	verifyCacheTTL = time.Minute
+	verifyCacheMax = 10_000
+)
 
 // NewAuth returns an Auth. It refuses a TTL above MaxTokenTTL.
 func NewAuth(cfg AuthConfig) (*Auth, error) {
@@ -409,17 +432,45 @@ func (a *Auth) keyFunc(ctx context.Context) jwt.Keyfunc {
 // is a *keyLookupError when the key could not be looked up, any other means
 // the token is not valid.
 func (a *Auth) Verify(ctx context.Context, token string) (*TokenClaims, error) {
-	var claims TokenClaims
-	if _, err := a.parser.ParseWithClaims(token, &claims, a.keyFunc(ctx)); err != nil {
+	sum := sha256.Sum256([]byte(token))
+	now := a.cfg.Clock.Now()
+	a.mu.Lock()
+	hit, ok := a.verified[sum]
+	a.mu.Unlock()
+	if ok && now.Before(hit.recheck) && now.Before(hit.claims.ExpiresAt.Add(TokenLeeway)) {
+		// The key must still be one verification accepts (a cached lookup).
+		if _, err := a.cfg.Vault.PublicKey(ctx, hit.kid); err == nil {
+			c := hit.claims
+			return &c, nil
+		}
+	}
+	claims, kid, err := a.verify(ctx, token)
+	if err != nil {
 		return nil, err
 	}
+	a.mu.Lock()
+	if a.verified == nil || len(a.verified) >= verifyCacheMax {
+		a.verified = make(map[[32]byte]verifiedToken)
+	}
+	a.verified[sum] = verifiedToken{claims: *claims, kid: kid, recheck: now.Add(verifyCacheTTL)}
+	a.mu.Unlock()
+	return claims, nil
+}
+
+func (a *Auth) verify(ctx context.Context, token string) (*TokenClaims, string, error) {
+	var claims TokenClaims
+	tok, err := a.parser.ParseWithClaims(token, &claims, a.keyFunc(ctx))
+	if err != nil {
+		return nil, "", err
+	}
 	if !ids.Valid(merchants.IDPrefix, claims.Subject) {
-		return nil, errors.New("token subject is not a merchant id")
+		return nil, "", errors.New("token subject is not a merchant id")
 	}
 	if claims.IssuedAt == nil || claims.ExpiresAt.Sub(claims.IssuedAt.Time) > MaxTokenTTL {
-		return nil, errors.New("token lives longer than the maximum")
+		return nil, "", errors.New("token lives longer than the maximum")
 	}
-	return &claims, nil
+	kid, _ := tok.Header["kid"].(string)
+	return &claims, kid, nil
 }
 
 // Middleware verifies the bearer token (RFC 6750 §2.1) and records the

@@ -25,6 +25,8 @@ type Vault interface {
 	Decrypt(ctx context.Context, ct, aad []byte, who sensitive.Access) ([]byte, error)
 	Fingerprint(ctx context.Context, domain string, value []byte) ([]byte, error)
 	Fingerprints(ctx context.Context, domain string, value []byte) ([][]byte, error)
+	// Rewrap moves a ciphertext to another AAD without revealing it.
+	Rewrap(ctx context.Context, ct, oldAAD, newAAD []byte) ([]byte, error)
 }
 
 // Banks routes cards and reaches their banks.
@@ -477,19 +479,22 @@ func (s *Service) pending(ctx context.Context, tx pgx.Tx, merchantID, id string)
 	if err != nil {
 		return b, err
 	}
+	return b, waiting(b)
+}
+
+// waiting checks a binding's status still waits for a code.
+func waiting(b bindingRow) error {
 	switch b.Status {
 	case StatusOTPSent:
+		return nil
 	case StatusExpired:
-		return b, ErrBindingExpired
+		return ErrBindingExpired
 	case StatusFailed:
 		if b.FailureCode == "otp_attempts_exceeded" {
-			return b, ErrOTPAttemptsExceeded
+			return ErrOTPAttemptsExceeded
 		}
-		return b, ErrBindingNotPending
-	default:
-		return b, ErrBindingNotPending
 	}
-	return b, nil
+	return ErrBindingNotPending
 }
 
 // Confirm checks the user's code. On success the card is created (and,
@@ -515,7 +520,7 @@ func (s *Service) Confirm(ctx context.Context, merchantID, id string, otp sensit
 			out = b.Binding
 			return nil
 		}
-		if b, err = s.pending(ctx, tx, merchantID, id); err != nil {
+		if err := waiting(b); err != nil {
 			return err
 		}
 		if expired, err := s.expireIfDue(ctx, tx, &b, s.now()); expired || err != nil {
@@ -710,7 +715,8 @@ func (s *Service) checkBindingIdentity(ctx context.Context, m memberRow, b bindi
 	return nil
 }
 
-// copyIdentity re-encrypts a binding's verified identity for a member.
+// copyIdentity re-encrypts a binding's verified identity for a member,
+// inside the vault (the plaintext never comes out).
 func (s *Service) copyIdentity(ctx context.Context, b bindingRow, memberID string) (identity, error) {
 	id := identity{NameFP: b.NameFP, IDNumberFP: b.IDNumberFP}
 	for _, f := range []struct {
@@ -722,13 +728,7 @@ func (s *Service) copyIdentity(ctx context.Context, b bindingRow, memberID strin
 		{"id_number", "id_number", b.IDNumberCT, &id.IDNumberCT},
 		{"phone", "phone", b.PhoneCT, &id.PhoneCT},
 	} {
-		pt, err := s.vault.Decrypt(ctx, f.ct, BindingAAD(b.MerchantID, b.ID, f.field), sensitive.Access{
-			MerchantID: b.MerchantID, Actor: "binding", Subject: b.ID, Reason: "member identity from verified binding"})
-		if err != nil {
-			return identity{}, err
-		}
-		ct, err := s.vault.Encrypt(ctx, pt, MemberAAD(b.MerchantID, memberID, f.memberField))
-		clear(pt)
+		ct, err := s.vault.Rewrap(ctx, f.ct, BindingAAD(b.MerchantID, b.ID, f.field), MemberAAD(b.MerchantID, memberID, f.memberField))
 		if err != nil {
 			return identity{}, err
 		}
