@@ -17,8 +17,6 @@ import (
 	"math/big"
 	"net/http"
 	"net/http/httptest"
-	"os/exec"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -40,7 +38,6 @@ import (
 	"github.com/quickpay/quickpay/internal/clock"
 	"github.com/quickpay/quickpay/internal/idempotency"
 	"github.com/quickpay/quickpay/internal/ids"
-	"github.com/quickpay/quickpay/internal/pgcluster"
 	"github.com/quickpay/quickpay/internal/testenv"
 	"github.com/quickpay/quickpay/internal/webhooks"
 )
@@ -1404,7 +1401,7 @@ func (e *e2e) testNoLeaks(t *testing.T) {
 	rid := e.requestID
 	e.mu.Unlock()
 
-	dump := pgDump(t, testenv.DatabaseURL(t))
+	dump := testenv.PGDump(t)
 	e.log.mu.Lock()
 	logs := e.log.buf.String()
 	e.log.mu.Unlock()
@@ -1550,28 +1547,6 @@ func aloneAt(s, v string) []int {
 		}
 		i = at + 1
 	}
-}
-
-// pgDump dumps the database at url as SQL text.
-func pgDump(t *testing.T, url string) string {
-	t.Helper()
-	bin, err := exec.LookPath("pg_dump")
-	if err != nil {
-		dir, derr := pgcluster.BinDir()
-		if derr != nil {
-			t.Fatalf("pg_dump not found: %v", err)
-		}
-		bin = filepath.Join(dir, "pg_dump")
-	}
-	cfg, err := pgx.ParseConfig(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := exec.Command(bin, "--no-owner", "-h", cfg.Host, "-p", fmt.Sprint(cfg.Port), "-U", cfg.User, cfg.Database).Output()
-	if err != nil {
-		t.Fatalf("pg_dump: %v", err)
-	}
-	return string(out)
 }
 
 // TestLeakScanFindsPlantedValues proves the leak scan of TestE2E can fail:

@@ -4,17 +4,13 @@ import (
 	"context"
 	"encoding/hex"
 	"fmt"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 
-	"github.com/quickpay/quickpay/internal/pgcluster"
 	"github.com/quickpay/quickpay/internal/sensitive"
 	"github.com/quickpay/quickpay/internal/testenv"
 	"github.com/quickpay/quickpay/vaultkeys"
@@ -115,7 +111,7 @@ func TestDumpHoldsNoClearCardData(t *testing.T) {
 		}
 	}
 
-	dump := pgDump(t, testenv.DatabaseURL(t))
+	dump := testenv.PGDump(t)
 	if !strings.Contains(dump, "card_dump_2") {
 		t.Fatal("dump does not contain the test rows; the scan would prove nothing")
 	}
@@ -126,25 +122,4 @@ func TestDumpHoldsNoClearCardData(t *testing.T) {
 			}
 		}
 	}
-}
-
-func pgDump(t *testing.T, url string) string {
-	t.Helper()
-	bin, err := exec.LookPath("pg_dump")
-	if err != nil {
-		dir, derr := pgcluster.BinDir()
-		if derr != nil {
-			t.Fatalf("pg_dump not found: %v", err)
-		}
-		bin = filepath.Join(dir, "pg_dump")
-	}
-	cfg, err := pgx.ParseConfig(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := exec.Command(bin, "--no-owner", "-h", cfg.Host, "-p", fmt.Sprint(cfg.Port), "-U", cfg.User, cfg.Database).Output()
-	if err != nil {
-		t.Fatalf("pg_dump: %v", err)
-	}
-	return string(out)
 }

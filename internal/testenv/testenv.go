@@ -25,6 +25,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -328,4 +329,27 @@ func HSM(t testing.TB, poolSize int) *vaultkeys.HSM {
 	}
 	t.Cleanup(func() { _ = h.Close() })
 	return h
+}
+
+// PGDump returns a pg_dump (SQL text) of this package's database, for scans
+// that prove no sensitive value is stored in clear.
+func PGDump(t testing.TB) string {
+	t.Helper()
+	bin, err := exec.LookPath("pg_dump")
+	if err != nil {
+		dir, derr := pgcluster.BinDir()
+		if derr != nil {
+			t.Fatalf("pg_dump not found: %v", err)
+		}
+		bin = filepath.Join(dir, "pg_dump")
+	}
+	cfg, err := pgx.ParseConfig(DatabaseURL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(bin, "--no-owner", "-h", cfg.Host, "-p", fmt.Sprint(cfg.Port), "-U", cfg.User, cfg.Database).Output()
+	if err != nil {
+		t.Fatalf("pg_dump: %v", err)
+	}
+	return string(out)
 }
