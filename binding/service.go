@@ -25,8 +25,6 @@ type Vault interface {
 	Decrypt(ctx context.Context, ct, aad []byte, who sensitive.Access) ([]byte, error)
 	Fingerprint(ctx context.Context, domain string, value []byte) ([]byte, error)
 	Fingerprints(ctx context.Context, domain string, value []byte) ([][]byte, error)
-	// Rewrap moves a ciphertext to another AAD without revealing it.
-	Rewrap(ctx context.Context, ct, oldAAD, newAAD []byte) ([]byte, error)
 }
 
 // Banks routes cards and reaches their banks.
@@ -139,7 +137,7 @@ func (s *Service) CreateMember(ctx context.Context, merchantID string, in Member
 	if err != nil {
 		return Member{}, err
 	}
-	if err := insertMember(ctx, s.pool, m, id, false); err != nil {
+	if err := insertMember(ctx, s.pool, m, id, false, ""); err != nil {
 		return Member{}, fmt.Errorf("create member: %w", err)
 	}
 	return m, nil
@@ -595,18 +593,8 @@ func (s *Service) bind(ctx context.Context, tx pgx.Tx, b bindingRow, agreementNo
 		// Implicit: the member is created now, or found if the same
 		// external id bound a card meanwhile.
 		m := Member{ID: ids.New("mem"), MerchantID: b.MerchantID, ExternalID: b.ExternalUserID, Kind: KindImplicit, CreatedAt: now}
-		id, err := s.copyIdentity(ctx, b, m.ID)
-		if err != nil {
-			return Binding{}, nil, err
-		}
-		if _, err := tx.Exec(ctx, `SAVEPOINT member_insert`); err != nil {
-			return Binding{}, nil, err
-		}
-		err = insertMember(ctx, tx, m, id, true)
+		err := insertMember(ctx, tx, m, identity{}, true, b.ID)
 		if errors.Is(err, ErrMemberExists) {
-			if _, err := tx.Exec(ctx, `ROLLBACK TO SAVEPOINT member_insert`); err != nil {
-				return Binding{}, nil, err
-			}
 			existing, gerr := getMemberByExternalID(ctx, tx, b.MerchantID, b.ExternalUserID)
 			if gerr != nil {
 				return Binding{}, nil, gerr
@@ -625,11 +613,7 @@ func (s *Service) bind(ctx context.Context, tx pgx.Tx, b bindingRow, agreementNo
 			return Binding{}, nil, err
 		}
 		if m.NameFP == nil && m.IDNumberFP == nil {
-			id, err := s.copyIdentity(ctx, b, m.ID)
-			if err != nil {
-				return Binding{}, nil, err
-			}
-			if err := setMemberIdentity(ctx, tx, b.MerchantID, m.ID, id); err != nil {
+			if err := setMemberIdentity(ctx, tx, b.MerchantID, m.ID, b); err != nil {
 				return Binding{}, nil, err
 			}
 		} else if err := markMemberVerified(ctx, tx, b.MerchantID, m.ID); err != nil {
@@ -643,14 +627,8 @@ func (s *Service) bind(ctx context.Context, tx pgx.Tx, b bindingRow, agreementNo
 	if err != nil {
 		return Binding{}, nil, err
 	}
-	if _, err := tx.Exec(ctx, `SAVEPOINT card_insert`); err != nil {
-		return Binding{}, nil, err
-	}
 	if err := insertCard(ctx, tx, card, b.ID, b.PANCT, b.PANFP, agreementCT); err != nil {
 		if !errors.Is(err, errActiveCardExists) {
-			return Binding{}, nil, err
-		}
-		if _, err := tx.Exec(ctx, `ROLLBACK TO SAVEPOINT card_insert`); err != nil {
 			return Binding{}, nil, err
 		}
 		// Another binding of this card won the race.
@@ -713,28 +691,6 @@ func (s *Service) checkBindingIdentity(ctx context.Context, m memberRow, b bindi
 		return &IdentityMismatchError{Field: "holder_name"}
 	}
 	return nil
-}
-
-// copyIdentity re-encrypts a binding's verified identity for a member,
-// inside the vault (the plaintext never comes out).
-func (s *Service) copyIdentity(ctx context.Context, b bindingRow, memberID string) (identity, error) {
-	id := identity{NameFP: b.NameFP, IDNumberFP: b.IDNumberFP}
-	for _, f := range []struct {
-		field, memberField string
-		ct                 []byte
-		dst                *[]byte
-	}{
-		{"holder_name", "name", b.NameCT, &id.NameCT},
-		{"id_number", "id_number", b.IDNumberCT, &id.IDNumberCT},
-		{"phone", "phone", b.PhoneCT, &id.PhoneCT},
-	} {
-		ct, err := s.vault.Rewrap(ctx, f.ct, BindingAAD(b.MerchantID, b.ID, f.field), MemberAAD(b.MerchantID, memberID, f.memberField))
-		if err != nil {
-			return identity{}, err
-		}
-		*f.dst = ct
-	}
-	return id, nil
 }
 
 // GetCard returns one of the merchant's cards. Errors: ErrNotFound.

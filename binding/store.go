@@ -27,7 +27,11 @@ type memberRow struct {
 	Verified           bool
 }
 
-const memberCols = `id, merchant_id, external_id, kind, created_at, name_fp, id_number_fp, identity_verified`
+// memberFrom reads a member with its identity fingerprints: its own, or
+// those of the binding whose identity it keeps by reference.
+const memberFrom = `SELECT m.id, m.merchant_id, m.external_id, m.kind, m.created_at,
+	coalesce(m.name_fp, ib.holder_name_fp), coalesce(m.id_number_fp, ib.id_number_fp), m.identity_verified
+	FROM members m LEFT JOIN bindings ib ON ib.id = m.identity_binding_id AND ib.merchant_id = m.merchant_id`
 
 func scanMember(row pgx.Row) (memberRow, error) {
 	var m memberRow
@@ -39,11 +43,11 @@ func scanMember(row pgx.Row) (memberRow, error) {
 }
 
 func getMember(ctx context.Context, q querier, merchantID, id string) (memberRow, error) {
-	return scanMember(q.QueryRow(ctx, `SELECT `+memberCols+` FROM members WHERE merchant_id = $1 AND id = $2`, merchantID, id))
+	return scanMember(q.QueryRow(ctx, memberFrom+` WHERE m.merchant_id = $1 AND m.id = $2`, merchantID, id))
 }
 
 func getMemberByExternalID(ctx context.Context, q querier, merchantID, externalID string) (memberRow, error) {
-	return scanMember(q.QueryRow(ctx, `SELECT `+memberCols+` FROM members WHERE merchant_id = $1 AND external_id = $2`,
+	return scanMember(q.QueryRow(ctx, memberFrom+` WHERE m.merchant_id = $1 AND m.external_id = $2`,
 		merchantID, externalID))
 }
 
@@ -52,28 +56,33 @@ type identity struct {
 	NameCT, NameFP, IDNumberCT, IDNumberFP, PhoneCT []byte
 }
 
-func insertMember(ctx context.Context, q querier, m Member, id identity, verified bool) error {
-	_, err := q.Exec(ctx, `
+// insertMember adds m; ErrMemberExists if the external id is taken (without
+// aborting the transaction). identityBinding names the binding whose
+// identity the member keeps by reference, or is empty.
+func insertMember(ctx context.Context, q querier, m Member, id identity, verified bool, identityBinding string) error {
+	tag, err := q.Exec(ctx, `
 		INSERT INTO members (id, merchant_id, external_id, kind, name_ct, name_fp, id_number_ct, id_number_fp,
-		                     phone_ct, identity_verified, created_at)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
+		                     phone_ct, identity_verified, identity_binding_id, created_at)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, NULLIF($11, ''), $12)
+		ON CONFLICT (merchant_id, external_id) DO NOTHING`,
 		m.ID, m.MerchantID, m.ExternalID, m.Kind, id.NameCT, id.NameFP, id.IDNumberCT, id.IDNumberFP, id.PhoneCT,
-		verified, m.CreatedAt)
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && pgErr.Code == "23505" {
+		verified, identityBinding, m.CreatedAt)
+	if err != nil {
+		return err
+	}
+	if tag.RowsAffected() == 0 {
 		return ErrMemberExists
 	}
-	return err
+	return nil
 }
 
-// setMemberIdentity records the identity the bank verified, where the
-// member had none.
-func setMemberIdentity(ctx context.Context, q querier, merchantID, memberID string, id identity) error {
+// setMemberIdentity makes a member without identity keep the one a
+// binding verified, by reference (its fingerprints are read through it).
+func setMemberIdentity(ctx context.Context, q querier, merchantID, memberID string, b bindingRow) error {
 	_, err := q.Exec(ctx, `
-		UPDATE members SET name_ct = $3, name_fp = $4, id_number_ct = $5, id_number_fp = $6, phone_ct = $7,
-		                   identity_verified = true
+		UPDATE members SET identity_binding_id = $3, identity_verified = true
 		WHERE merchant_id = $1 AND id = $2`,
-		merchantID, memberID, id.NameCT, id.NameFP, id.IDNumberCT, id.IDNumberFP, id.PhoneCT)
+		merchantID, memberID, b.ID)
 	return err
 }
 
@@ -189,18 +198,18 @@ func listMemberCards(ctx context.Context, q querier, merchantID, memberID string
 var errActiveCardExists = errors.New("an active card with this number exists")
 
 func insertCard(ctx context.Context, q querier, c Card, bindingID string, panCT, panFP, agreementCT []byte) error {
-	_, err := q.Exec(ctx, `
+	tag, err := q.Exec(ctx, `
 		INSERT INTO cards (id, merchant_id, member_id, status, bank_code, bank_name, card_type, masked_pan, last4,
 		                   pan_ct, pan_fp, agreement_ct, binding_id, created_at, updated_at)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14)`,
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14)
+		ON CONFLICT (merchant_id, pan_fp) WHERE status = 'active' DO NOTHING`,
 		c.ID, c.MerchantID, c.MemberID, c.Status, c.BankCode, c.BankName, c.CardType, c.MaskedPAN, c.Last4,
 		panCT, panFP, agreementCT, bindingID, c.CreatedAt)
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && pgErr.Code == "23505" && pgErr.ConstraintName == "cards_one_active_per_pan" {
-		return errActiveCardExists
-	}
 	if err != nil {
 		return fmt.Errorf("insert card: %w", err)
+	}
+	if tag.RowsAffected() == 0 {
+		return errActiveCardExists
 	}
 	return nil
 }
