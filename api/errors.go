@@ -47,13 +47,13 @@ func (e *Error) With(key string, value any) *Error {
 
 // Errors every area uses.
 var (
-	ErrNotFound        = NewError(http.StatusNotFound, "not_found", "no such resource")
-	ErrUnauthorized    = NewError(http.StatusUnauthorized, "unauthorized", "a valid bearer token is required")
-	ErrForbiddenScope  = NewError(http.StatusForbidden, "insufficient_scope", "the token's scope does not allow this")
-	ErrBodyTooLarge    = NewError(http.StatusRequestEntityTooLarge, "body_too_large", "request body exceeds 64 KiB")
-	ErrMalformedJSON   = NewError(http.StatusBadRequest, "malformed_json", "request body is not valid JSON")
-	ErrInternal        = NewError(http.StatusInternalServerError, "internal", "internal error")
-	ErrMethodNotAllowd = NewError(http.StatusMethodNotAllowed, "method_not_allowed", "method not allowed")
+	ErrNotFound         = NewError(http.StatusNotFound, "not_found", "no such resource")
+	ErrUnauthorized     = NewError(http.StatusUnauthorized, "unauthorized", "a valid bearer token is required")
+	ErrForbiddenScope   = NewError(http.StatusForbidden, "insufficient_scope", "the token's scope does not allow this")
+	ErrBodyTooLarge     = NewError(http.StatusRequestEntityTooLarge, "body_too_large", "request body exceeds 64 KiB")
+	ErrMalformedJSON    = NewError(http.StatusBadRequest, "malformed_json", "request body is not valid JSON")
+	ErrInternal         = NewError(http.StatusInternalServerError, "internal", "internal error")
+	ErrMethodNotAllowed = NewError(http.StatusMethodNotAllowed, "method_not_allowed", "method not allowed")
 )
 
 // Validation returns a validation_failed error naming the field.
@@ -137,7 +137,7 @@ func (s *server) errorHandler(err error, c echo.Context) {
 		case http.StatusNotFound:
 			ans = ErrNotFound
 		case http.StatusMethodNotAllowed:
-			ans = ErrMethodNotAllowd
+			ans = ErrMethodNotAllowed
 		case http.StatusRequestEntityTooLarge:
 			ans = ErrBodyTooLarge
 		case http.StatusUnauthorized:
