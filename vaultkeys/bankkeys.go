@@ -3,7 +3,6 @@ package vaultkeys
 import (
 	"context"
 	"crypto/rsa"
-	"crypto/sha256"
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
@@ -13,9 +12,12 @@ import (
 	"github.com/miekg/pkcs11"
 )
 
+// bankKeyPrefix starts the labels of bank signing keys.
+const bankKeyPrefix = "qp-bank-"
+
 // BankKeyLabel is the CKA_LABEL of the RSA-2048 pair that signs requests to
 // a bank whose dialect wants RSA signatures: "qp-bank-CCB".
-func BankKeyLabel(bankCode string) string { return "qp-bank-" + bankCode }
+func BankKeyLabel(bankCode string) string { return bankKeyPrefix + bankCode }
 
 var bankCodeRE = regexp.MustCompile(`^[A-Z0-9]{2,12}$`)
 
@@ -26,48 +28,7 @@ func (h *HSM) EnsureBankKey(ctx context.Context, bankCode string) (bool, error) 
 	if !bankCodeRE.MatchString(bankCode) {
 		return false, fmt.Errorf("bank code %q: want 2–12 capitals or digits", bankCode)
 	}
-	label := BankKeyLabel(bankCode)
-	h.genMu.Lock()
-	defer h.genMu.Unlock()
-	created := false
-	err := h.Do(ctx, func(s pkcs11.SessionHandle) error {
-		_, ferr := h.object(s, label, pkcs11.CKO_PRIVATE_KEY)
-		if ferr == nil {
-			return nil
-		}
-		if !isNotFound(ferr) {
-			return ferr
-		}
-		id := sha256.Sum256([]byte(label))
-		_, _, err := h.p.GenerateKeyPair(s, []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_RSA_PKCS_KEY_PAIR_GEN, nil)},
-			[]*pkcs11.Attribute{
-				pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PUBLIC_KEY),
-				pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_RSA),
-				pkcs11.NewAttribute(pkcs11.CKA_MODULUS_BITS, 2048),
-				pkcs11.NewAttribute(pkcs11.CKA_PUBLIC_EXPONENT, []byte{1, 0, 1}),
-				pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true),
-				pkcs11.NewAttribute(pkcs11.CKA_VERIFY, true),
-				pkcs11.NewAttribute(pkcs11.CKA_LABEL, label),
-				pkcs11.NewAttribute(pkcs11.CKA_ID, id[:8]),
-			},
-			[]*pkcs11.Attribute{
-				pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PRIVATE_KEY),
-				pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_RSA),
-				pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true),
-				pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, true),
-				pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, true),
-				pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, false),
-				pkcs11.NewAttribute(pkcs11.CKA_SIGN, true),
-				pkcs11.NewAttribute(pkcs11.CKA_LABEL, label),
-				pkcs11.NewAttribute(pkcs11.CKA_ID, id[:8]),
-			})
-		if err != nil {
-			return fmt.Errorf("hsm: generate %s: %w", label, err)
-		}
-		created = true
-		return nil
-	})
-	return created, err
+	return h.EnsureKey(ctx, BankKeyLabel(bankCode))
 }
 
 // BankSigner signs a bank's requests inside the HSM.

@@ -77,60 +77,60 @@ func ParseLabel(label string) (Purpose, int, error) {
 var oidP256 = []byte{0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07}
 
 // createKey generates the key labelled label on the token: AES-256 for data,
-// a 256-bit generic secret for HMAC, an EC P-256 pair for JWT. Every secret
-// and private key is CKA_SENSITIVE and not CKA_EXTRACTABLE.
+// a 256-bit generic secret for HMAC, an EC P-256 pair for JWT, an RSA-2048
+// pair for a bank (qp-bank-<code>). Every secret and private key is
+// CKA_SENSITIVE and not CKA_EXTRACTABLE.
 func createKey(p P11, s pkcs11.SessionHandle, label string) error {
-	purpose, _, err := ParseLabel(label)
-	if err != nil {
-		return err
-	}
 	id := sha256.Sum256([]byte(label))
-	secret := func(keyType uint, usage ...*pkcs11.Attribute) []*pkcs11.Attribute {
-		return append([]*pkcs11.Attribute{
-			pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_SECRET_KEY),
+	common := func(class, keyType uint) []*pkcs11.Attribute {
+		return []*pkcs11.Attribute{
+			pkcs11.NewAttribute(pkcs11.CKA_CLASS, class),
 			pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, keyType),
-			pkcs11.NewAttribute(pkcs11.CKA_VALUE_LEN, 32),
 			pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true),
-			pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, true),
-			pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, true),
-			pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, false),
 			pkcs11.NewAttribute(pkcs11.CKA_LABEL, label),
 			pkcs11.NewAttribute(pkcs11.CKA_ID, id[:8]),
-		}, usage...)
+		}
 	}
-	switch purpose {
-	case PurposeData:
-		_, err = p.GenerateKey(s, []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_AES_KEY_GEN, nil)},
-			secret(pkcs11.CKK_AES,
-				pkcs11.NewAttribute(pkcs11.CKA_ENCRYPT, true),
-				pkcs11.NewAttribute(pkcs11.CKA_DECRYPT, true)))
-	case PurposeFP:
-		_, err = p.GenerateKey(s, []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_GENERIC_SECRET_KEY_GEN, nil)},
-			secret(pkcs11.CKK_GENERIC_SECRET,
-				pkcs11.NewAttribute(pkcs11.CKA_SIGN, true),
-				pkcs11.NewAttribute(pkcs11.CKA_VERIFY, true)))
-	case PurposeJWT:
-		_, _, err = p.GenerateKeyPair(s, []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_EC_KEY_PAIR_GEN, nil)},
-			[]*pkcs11.Attribute{
-				pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PUBLIC_KEY),
-				pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_EC),
-				pkcs11.NewAttribute(pkcs11.CKA_EC_PARAMS, oidP256),
-				pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true),
-				pkcs11.NewAttribute(pkcs11.CKA_VERIFY, true),
-				pkcs11.NewAttribute(pkcs11.CKA_LABEL, label),
-				pkcs11.NewAttribute(pkcs11.CKA_ID, id[:8]),
-			},
-			[]*pkcs11.Attribute{
-				pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PRIVATE_KEY),
-				pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_EC),
-				pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true),
-				pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, true),
-				pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, true),
-				pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, false),
-				pkcs11.NewAttribute(pkcs11.CKA_SIGN, true),
-				pkcs11.NewAttribute(pkcs11.CKA_LABEL, label),
-				pkcs11.NewAttribute(pkcs11.CKA_ID, id[:8]),
-			})
+	secretAttrs := []*pkcs11.Attribute{
+		pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, true),
+		pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, true),
+		pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, false),
+	}
+	secret := func(keyType uint, usage ...*pkcs11.Attribute) []*pkcs11.Attribute {
+		a := append(common(pkcs11.CKO_SECRET_KEY, keyType), pkcs11.NewAttribute(pkcs11.CKA_VALUE_LEN, 32))
+		return append(append(a, secretAttrs...), usage...)
+	}
+	pair := func(mech, keyType uint, public ...*pkcs11.Attribute) error {
+		_, _, err := p.GenerateKeyPair(s, []*pkcs11.Mechanism{pkcs11.NewMechanism(mech, nil)},
+			append(append(common(pkcs11.CKO_PUBLIC_KEY, keyType), pkcs11.NewAttribute(pkcs11.CKA_VERIFY, true)), public...),
+			append(append(common(pkcs11.CKO_PRIVATE_KEY, keyType), secretAttrs...), pkcs11.NewAttribute(pkcs11.CKA_SIGN, true)))
+		return err
+	}
+
+	var err error
+	if strings.HasPrefix(label, bankKeyPrefix) {
+		err = pair(pkcs11.CKM_RSA_PKCS_KEY_PAIR_GEN, pkcs11.CKK_RSA,
+			pkcs11.NewAttribute(pkcs11.CKA_MODULUS_BITS, 2048),
+			pkcs11.NewAttribute(pkcs11.CKA_PUBLIC_EXPONENT, []byte{1, 0, 1}))
+	} else {
+		purpose, _, perr := ParseLabel(label)
+		if perr != nil {
+			return perr
+		}
+		switch purpose {
+		case PurposeData:
+			_, err = p.GenerateKey(s, []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_AES_KEY_GEN, nil)},
+				secret(pkcs11.CKK_AES,
+					pkcs11.NewAttribute(pkcs11.CKA_ENCRYPT, true),
+					pkcs11.NewAttribute(pkcs11.CKA_DECRYPT, true)))
+		case PurposeFP:
+			_, err = p.GenerateKey(s, []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_GENERIC_SECRET_KEY_GEN, nil)},
+				secret(pkcs11.CKK_GENERIC_SECRET,
+					pkcs11.NewAttribute(pkcs11.CKA_SIGN, true),
+					pkcs11.NewAttribute(pkcs11.CKA_VERIFY, true)))
+		case PurposeJWT:
+			err = pair(pkcs11.CKM_EC_KEY_PAIR_GEN, pkcs11.CKK_EC, pkcs11.NewAttribute(pkcs11.CKA_EC_PARAMS, oidP256))
+		}
 	}
 	if err != nil {
 		return fmt.Errorf("hsm: generate %s: %w", label, err)
@@ -138,27 +138,35 @@ func createKey(p P11, s pkcs11.SessionHandle, label string) error {
 	return nil
 }
 
-// keyClass is the object class that does a purpose's secret work.
-func keyClass(p Purpose) uint {
-	if p == PurposeJWT {
-		return pkcs11.CKO_PRIVATE_KEY
+// labelClass is the object class that does the secret work of the key
+// labelled label: the private half of a pair, or the secret key.
+func labelClass(label string) (uint, error) {
+	if strings.HasPrefix(label, bankKeyPrefix) {
+		return pkcs11.CKO_PRIVATE_KEY, nil
 	}
-	return pkcs11.CKO_SECRET_KEY
+	purpose, _, err := ParseLabel(label)
+	if err != nil {
+		return 0, err
+	}
+	if purpose == PurposeJWT {
+		return pkcs11.CKO_PRIVATE_KEY, nil
+	}
+	return pkcs11.CKO_SECRET_KEY, nil
 }
 
-// EnsureKey creates the key labelled label unless the token already holds
-// it, and reports whether it created it. It is safe to call concurrently in
-// one process; across processes callers serialize (Keyring.Rotate holds a row
-// lock).
+// EnsureKey creates the key labelled label (a versioned key or a bank key)
+// unless the token already holds it, and reports whether it created it. It
+// is safe to call concurrently in one process; across processes callers
+// serialize (Rotate holds a row lock).
 func (h *HSM) EnsureKey(ctx context.Context, label string) (created bool, err error) {
-	purpose, _, err := ParseLabel(label)
+	class, err := labelClass(label)
 	if err != nil {
 		return false, err
 	}
 	h.genMu.Lock()
 	defer h.genMu.Unlock()
 	err = h.Do(ctx, func(s pkcs11.SessionHandle) error {
-		_, ferr := h.object(s, label, keyClass(purpose))
+		_, ferr := h.object(s, label, class)
 		if ferr == nil {
 			return nil
 		}
@@ -320,13 +328,9 @@ func isNotFound(err error) bool { return errors.Is(err, ErrKeyNotFound) }
 // private key labelled label (a versioned key or a bank key), for audits and
 // tests.
 func (h *HSM) KeyAttributes(ctx context.Context, label string) (sensitive, extractable bool, err error) {
-	class := uint(pkcs11.CKO_PRIVATE_KEY)
-	if !strings.HasPrefix(label, "qp-bank-") {
-		purpose, _, err := ParseLabel(label)
-		if err != nil {
-			return false, false, err
-		}
-		class = keyClass(purpose)
+	class, err := labelClass(label)
+	if err != nil {
+		return false, false, err
 	}
 	err = h.Do(ctx, func(s pkcs11.SessionHandle) error {
 		o, err := h.object(s, label, class)

@@ -341,20 +341,6 @@ func errorClass(err error) string {
 	}
 }
 
-// Rewrap moves a ciphertext to another row: it decrypts ct under oldAAD and
-// encrypts the plaintext under newAAD with the current data key, inside
-// this package. The plaintext never reaches the caller, so this is not a
-// detokenization and writes no audit row (like re-encryption after a
-// rotation).
-func (v *Vault) Rewrap(ctx context.Context, ct, oldAAD, newAAD []byte) ([]byte, error) {
-	pt, err := v.decrypt(ctx, ct, oldAAD)
-	if err != nil {
-		return nil, err
-	}
-	defer clear(pt)
-	return v.Encrypt(ctx, pt, newAAD)
-}
-
 // Fingerprint is HMAC-SHA256 under the current fp key of domain ‖ 0 ‖ value,
 // prefixed with its key version. Equal inputs give equal fingerprints within
 // a version; domains ("pan", "id_number") keep kinds apart.

@@ -459,34 +459,3 @@ func TestBankRSAKey(t *testing.T) {
 		t.Fatal("signature verifies another message")
 	}
 }
-
-func TestRewrapMovesACiphertextWithoutAudit(t *testing.T) {
-	ctx := context.Background()
-	pool := testenv.Pool(t)
-	v := newVault(t, pool, 2)
-	ct, err := v.Encrypt(ctx, []byte("张三"), []byte("binding|m|b1|holder_name"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var before int
-	if err := pool.QueryRow(ctx, `SELECT count(*) FROM audit_log`).Scan(&before); err != nil {
-		t.Fatal(err)
-	}
-	moved, err := v.Rewrap(ctx, ct, []byte("binding|m|b1|holder_name"), []byte("member|m|mem1|name"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var after int
-	if err := pool.QueryRow(ctx, `SELECT count(*) FROM audit_log`).Scan(&after); err != nil || after != before {
-		t.Fatalf("rewrap wrote %d audit rows, %v", after-before, err)
-	}
-	if pt, err := v.Decrypt(ctx, moved, []byte("member|m|mem1|name"), access); err != nil || string(pt) != "张三" {
-		t.Fatalf("moved ciphertext = %q, %v", pt, err)
-	}
-	if _, err := v.Decrypt(ctx, moved, []byte("binding|m|b1|holder_name"), access); !errors.Is(err, vaultkeys.ErrDecrypt) {
-		t.Fatalf("moved ciphertext still opens under the old AAD: %v", err)
-	}
-	if _, err := v.Rewrap(ctx, ct, []byte("wrong"), []byte("x")); !errors.Is(err, vaultkeys.ErrDecrypt) {
-		t.Fatalf("rewrap with the wrong AAD: %v", err)
-	}
-}

@@ -55,7 +55,9 @@ func (r *Registry) Bank(code string) (bankadapters.Bank, bool) {
 }
 
 // Route returns where pan routes, or bankadapters.ErrCardUnsupported.
-func (r *Registry) Route(pan sensitive.PAN) (bankadapters.CardInfo, error) { return r.Router.Route(pan) }
+func (r *Registry) Route(pan sensitive.PAN) (bankadapters.CardInfo, error) {
+	return r.Router.Route(pan)
+}
 
 // Codes lists the connected banks.
 func (r *Registry) Codes() []string {

@@ -25,9 +25,6 @@ import (
 // variables and drives the CLI, Ctrl-C leaves no process behind, and the
 // second run finds the first run's data.
 func TestDevStack(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts the whole stack")
-	}
 	if _, err := devstack.DevVaultBinary(context.Background()); err != nil {
 		t.Fatal(err)
 	}

@@ -42,10 +42,10 @@ func setupBanks(ctx context.Context, banksimURL string, secrets *vaultkeys.Secre
 			return err
 		}
 	}
+	if !demo {
+		return nil
+	}
 	for _, a := range demoCardholders {
-		if !demo {
-			break
-		}
 		if err := sim.PutAccount(ctx, a); err != nil {
 			return fmt.Errorf("open demo account at %s: %w", a.BankCode, err)
 		}
