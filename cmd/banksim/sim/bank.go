@@ -452,21 +452,33 @@ func (s *Sim) session(b *bank, m *merchant, ref string) *bindSession {
 	return sess
 }
 
+// liveSession returns the merchant's bind session, locked, if it still
+// takes codes; otherwise the refusal.
+func (s *Sim) liveSession(b *bank, m *merchant, ref string) (*bindSession, *result) {
+	sess := s.session(b, m, ref)
+	if sess == nil {
+		return nil, fail(rBindSessionUnknown, "")
+	}
+	sess.mu.Lock()
+	switch sess.state {
+	case sessionConfirmed:
+		sess.mu.Unlock()
+		return nil, fail(rBindSessionUnknown, "")
+	case sessionLocked:
+		sess.mu.Unlock()
+		return nil, fail(rOTPLocked, "")
+	}
+	return sess, nil
+}
+
 // bindResend issues a fresh OTP; the old one dies. Wrong tries so far stay
 // counted.
 func (s *Sim) bindResend(b *bank, m *merchant, req *request) *result {
-	sess := s.session(b, m, req.BindRef)
-	if sess == nil {
-		return fail(rBindSessionUnknown, "")
+	sess, refused := s.liveSession(b, m, req.BindRef)
+	if refused != nil {
+		return refused
 	}
-	sess.mu.Lock()
 	defer sess.mu.Unlock()
-	switch sess.state {
-	case sessionConfirmed:
-		return fail(rBindSessionUnknown, "")
-	case sessionLocked:
-		return fail(rOTPLocked, "")
-	}
 	sess.code, sess.issued = newOTP(), s.Now()
 	sess.card.mu.Lock()
 	a := sess.card.a
@@ -477,18 +489,11 @@ func (s *Sim) bindResend(b *bank, m *merchant, req *request) *result {
 
 // bindConfirm checks the OTP and makes the agreement.
 func (s *Sim) bindConfirm(b *bank, m *merchant, req *request) *result {
-	sess := s.session(b, m, req.BindRef)
-	if sess == nil {
-		return fail(rBindSessionUnknown, "")
+	sess, refused := s.liveSession(b, m, req.BindRef)
+	if refused != nil {
+		return refused
 	}
-	sess.mu.Lock()
 	defer sess.mu.Unlock()
-	switch sess.state {
-	case sessionConfirmed:
-		return fail(rBindSessionUnknown, "")
-	case sessionLocked:
-		return fail(rOTPLocked, "")
-	}
 	if s.Now().Sub(sess.issued) > otpValidity {
 		return fail(rOTPExpired, "")
 	}
