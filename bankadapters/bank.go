@@ -136,6 +136,7 @@ type ChargeResult struct {
 	Status     ChargeStatus
 	Outcome    Outcome // success, processing, retryable or hard decline, or unavailable for unknown
 	Code       string  // the bank's code for the debit
+	Reason     string  // for a failed debit: a Reason constant ("declined" if its code has none)
 	Amount     int64
 	BankTxnNo  string
 	FinishedAt time.Time

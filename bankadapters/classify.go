@@ -9,7 +9,22 @@ import (
 type CodeClass struct {
 	Outcome Outcome
 	Field   string // for elements mismatch
+	Reason  string // for declines: one of the Reason constants
 }
+
+// Decline reasons: a debit's refusal in bank-independent words, which
+// quickpay records as a charge's failure_code and which decide what happens
+// to the mandate.
+const (
+	ReasonInsufficientFunds = "insufficient_funds" // retryable
+	ReasonSingleLimit       = "single_limit"       // retryable
+	ReasonDailyLimit        = "daily_limit"        // retryable
+	ReasonTryTomorrow       = "try_tomorrow"       // retryable: the card's failures for today are used up
+	ReasonAgreementInvalid  = "agreement_invalid"  // hard: the agreement is gone
+	ReasonCardFrozen        = "card_frozen"        // hard: the card may thaw
+	ReasonCardClosed        = "card_closed"        // hard: the card is gone
+	ReasonOrderConflict     = "order_conflict"     // hard: the order number was used with other terms
+)
 
 // ValidateCharge refuses a charge that must not reach a bank.
 func ValidateCharge(req ChargeRequest) error {
@@ -51,7 +66,10 @@ func Classify(r ChargeResult, table map[string]CodeClass, code, status string) C
 		r.Status, r.Outcome = ChargeUnknown, OutcomeProcessing
 		r.Cause = fmt.Errorf("bank answered %s, a system error", code)
 	case known && (c.Outcome == OutcomeRetryableDecline || c.Outcome == OutcomeHardDecline) && (status == "" || status == "FAILED"):
-		r.Status, r.Outcome = ChargeFailed, c.Outcome
+		r.Status, r.Outcome, r.Reason = ChargeFailed, c.Outcome, c.Reason
+		if r.Reason == "" {
+			r.Reason = "declined"
+		}
 	default:
 		r.Status, r.Outcome = ChargeUnknown, OutcomeProcessing
 		r.Cause = fmt.Errorf("unreadable result: code %q status %q", code, status)

@@ -36,6 +36,10 @@ type Banks interface {
 // EmitFunc writes an event in the transaction of the change it reports.
 type EmitFunc func(ctx context.Context, tx pgx.Tx, merchantID, eventType string, data any) error
 
+// CardEndedFunc is told, in the card's transaction, that a card is no
+// longer active.
+type CardEndedFunc func(ctx context.Context, tx pgx.Tx, merchantID, cardID, status string) error
+
 // Config wires a Service.
 type Config struct {
 	Pool  *pgxpool.Pool // Required.
@@ -43,6 +47,10 @@ type Config struct {
 	Banks Banks         // Required.
 	// Emit writes binding.bound, binding.failed and card.unbound. Optional.
 	Emit EmitFunc
+	// CardEnded runs in the transaction that unbinds or revokes a card,
+	// with the card's new status: mandates on it are cancelled with it.
+	// Optional.
+	CardEnded CardEndedFunc
 	// Clock defaults to the system clock.
 	Clock clock.Clock
 	// Logger defaults to slog.Default().
@@ -55,6 +63,7 @@ type Service struct {
 	vault Vault
 	banks Banks
 	emit  EmitFunc
+	ended CardEndedFunc
 	clock clock.Clock
 	log   *slog.Logger
 }
@@ -71,13 +80,17 @@ func New(cfg Config) (*Service, error) {
 	if cfg.Emit == nil {
 		cfg.Emit = func(context.Context, pgx.Tx, string, string, any) error { return nil }
 	}
+	if cfg.CardEnded == nil {
+		cfg.CardEnded = func(context.Context, pgx.Tx, string, string, string) error { return nil }
+	}
 	if cfg.Clock == nil {
 		cfg.Clock = clock.System{}
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Service{pool: cfg.Pool, vault: cfg.Vault, banks: cfg.Banks, emit: cfg.Emit, clock: cfg.Clock, log: cfg.Logger}, nil
+	return &Service{pool: cfg.Pool, vault: cfg.Vault, banks: cfg.Banks, emit: cfg.Emit, ended: cfg.CardEnded,
+		clock: cfg.Clock, log: cfg.Logger}, nil
 }
 
 // AAD builders: each ciphertext is bound to its table, merchant, row and
@@ -745,7 +758,10 @@ func (s *Service) Unbind(ctx context.Context, merchantID, id string) (Card, erro
 			return err
 		}
 		out = c
-		return s.emit(ctx, tx, merchantID, "card.unbound", cardEvent(c))
+		if err := s.emit(ctx, tx, merchantID, "card.unbound", cardEvent(c)); err != nil {
+			return err
+		}
+		return s.ended(ctx, tx, merchantID, c.ID, CardUnbound)
 	})
 	return out, err
 }
@@ -767,7 +783,10 @@ func (s *Service) Revoke(ctx context.Context, merchantID, id, reason string) (Ca
 			return err
 		}
 		out.Status = CardRevoked
-		return s.auditTx(ctx, tx, merchantID, "card.revoke", c.ID, audit.OutcomeOK, map[string]any{"reason": reason})
+		if err := s.auditTx(ctx, tx, merchantID, "card.revoke", c.ID, audit.OutcomeOK, map[string]any{"reason": reason}); err != nil {
+			return err
+		}
+		return s.ended(ctx, tx, merchantID, c.ID, CardRevoked)
 	})
 	return out, err
 }

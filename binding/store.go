@@ -153,10 +153,18 @@ func updateBinding(ctx context.Context, q querier, b bindingRow, bankFailure str
 
 const cardCols = `id, merchant_id, member_id, status, bank_code, bank_name, card_type, masked_pan, last4, created_at`
 
-func scanCard(row pgx.Row) (Card, error) {
+// cardColsC is cardCols of a query that names cards "c".
+const cardColsC = `c.id, c.merchant_id, c.member_id, c.status, c.bank_code, c.bank_name, c.card_type, c.masked_pan,
+	c.last4, c.created_at`
+
+func scanCard(row pgx.Row) (Card, error) { return scanCardWith(row) }
+
+// scanCardWith scans cardCols and then extra.
+func scanCardWith(row pgx.Row, extra ...any) (Card, error) {
 	var c Card
-	err := row.Scan(&c.ID, &c.MerchantID, &c.MemberID, &c.Status, &c.BankCode, &c.BankName, &c.CardType, &c.MaskedPAN,
-		&c.Last4, &c.CreatedAt)
+	dest := append([]any{&c.ID, &c.MerchantID, &c.MemberID, &c.Status, &c.BankCode, &c.BankName, &c.CardType,
+		&c.MaskedPAN, &c.Last4, &c.CreatedAt}, extra...)
+	err := row.Scan(dest...)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return c, ErrNotFound
 	}

@@ -71,6 +71,9 @@ const (
 	EventCardUnbound          = "card.unbound"
 	EventMandateActivated     = "mandate.activated"
 	EventMandateCancelled     = "mandate.cancelled"
+	EventMandatePaused        = "mandate.paused"    // beyond DESIGN.md: docs/decisions.md
+	EventMandateResumed       = "mandate.resumed"   // beyond DESIGN.md
+	EventMandateCompleted     = "mandate.completed" // beyond DESIGN.md
 	EventChargePreDebitNotice = "charge.pre_debit_notice"
 	EventChargeSucceeded      = "charge.succeeded"
 	EventChargeFailed         = "charge.failed"
@@ -81,7 +84,7 @@ const (
 func EventTypes() []string {
 	return []string{
 		EventBindingBound, EventBindingFailed, EventCardUnbound,
-		EventMandateActivated, EventMandateCancelled,
+		EventMandateActivated, EventMandateCancelled, EventMandatePaused, EventMandateResumed, EventMandateCompleted,
 		EventChargePreDebitNotice, EventChargeSucceeded, EventChargeFailed, EventChargeRetryScheduled,
 	}
 }

@@ -1,0 +1,222 @@
+// Package mandate holds withholding mandates: a biller's standing order to
+// debit a member's bound card on a schedule, consented to once by an SMS
+// code that quickpay sends itself. It owns the mandates' schedules, their
+// charges (one per mandate and period, a database constraint), the bank
+// attempts of each charge, retries, pre-debit notices, reconciliation
+// against the banks' daily statements, and the River workers that execute
+// due charges.
+//
+// # Exactly once
+//
+// A charge is claimed, and its attempt's bank order number persisted, in
+// one transaction with the River job that executes it. The worker sends the
+// debit under that order number. An answer it cannot trust (timeout, lost
+// answer, bank "processing" or system error) leaves the attempt unknown;
+// it is settled by querying the bank with the same order number, by the
+// bank's callback, or by the daily statement, and never by a second debit.
+// A job that runs again after a crash queries before it charges. At most
+// one attempt per charge is open at a time (a partial unique index).
+//
+// # Time
+//
+// Everything is dated by an injected clock. RunDue(asOf) does what would be
+// due at asOf: materializes the periods that fell due, sends pre-debit
+// notices, and claims the charges whose time has come. Retries are dated
+// (retry_days after the charge date); status queries after an unknown
+// answer back off in real time (Config.QueryBackoff).
+package mandate
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Mandate states: pending_confirmation → active ⇄ paused, → cancelled |
+// expired | completed.
+const (
+	StatusPendingConfirmation = "pending_confirmation"
+	StatusActive              = "active"
+	StatusPaused              = "paused"
+	StatusCancelled           = "cancelled"
+	StatusExpired             = "expired"
+	StatusCompleted           = "completed"
+)
+
+// Amount types.
+const (
+	AmountFixed    = "fixed"
+	AmountVariable = "variable"
+)
+
+// Charge states: scheduled → processing → succeeded | failed; processing →
+// unknown → (query) → succeeded | failed; failed (retryable) →
+// retry_scheduled → processing.
+const (
+	ChargeScheduled      = "scheduled"
+	ChargeProcessing     = "processing"
+	ChargeSucceeded      = "succeeded"
+	ChargeFailed         = "failed"
+	ChargeUnknown        = "unknown"
+	ChargeRetryScheduled = "retry_scheduled"
+)
+
+// Attempt states.
+const (
+	AttemptProcessing = "processing"
+	AttemptUnknown    = "unknown"
+	AttemptSucceeded  = "succeeded"
+	AttemptFailed     = "failed"
+)
+
+// Consent code rules: the same as binding's.
+const (
+	OTPValidity    = 5 * time.Minute
+	OTPMaxAttempts = 5
+	OTPResendGap   = 60 * time.Second
+	OTPMaxSends    = 5
+)
+
+// Limits.
+const (
+	MaxAmount     int64 = 5_000_000_00 // ¥5,000,000 per charge
+	MaxNoticeDays       = 30
+	// CardFailuresPerDay is the banks' cap on failed debits per card per
+	// day (Asia/Shanghai): quickpay never makes a 4th attempt that day.
+	CardFailuresPerDay = 3
+)
+
+// DefaultRetryDays are the days after the charge date on which a charge
+// declined for a retryable reason is tried again.
+var DefaultRetryDays = []int{1, 3, 5}
+
+// Mandate is a biller's standing order on one card.
+type Mandate struct {
+	ID          string
+	MerchantID  string
+	MemberID    string
+	CardID      string
+	Reference   string
+	Description string
+	AmountType  string
+	Amount      int64 // fixed
+	MaxAmount   int64 // variable
+	Currency    string
+	Schedule    Schedule
+	NoticeDays  int
+	Status      string
+	// StatusReason says why a mandate is paused, cancelled or completed:
+	// "merchant", "card_unbound", "card_revoked", "card_closed",
+	// "agreement_invalid", "card_frozen", "end_date", "max_charges".
+	StatusReason string
+	// NextPeriod and NextChargeDate are the next period to charge; empty
+	// once the mandate can charge no more.
+	NextPeriod     string
+	NextChargeDate time.Time
+	ChargesCount   int
+	OTPExpiresAt   time.Time
+	OTPAttempts    int
+	OTPSends       int
+	OTPLastSentAt  time.Time
+	CreatedAt      time.Time
+	UpdatedAt      time.Time
+}
+
+// AttemptsLeft is how many wrong codes the consent still takes.
+func (m Mandate) AttemptsLeft() int { return max(0, OTPMaxAttempts-m.OTPAttempts) }
+
+// ResendAfter is the earliest time a resend is allowed.
+func (m Mandate) ResendAfter() time.Time { return m.OTPLastSentAt.Add(OTPResendGap) }
+
+// Charge is one period's debit of a mandate.
+type Charge struct {
+	ID          string
+	MerchantID  string
+	MandateID   string
+	Period      string
+	ChargeDate  time.Time
+	Amount      int64
+	Currency    string
+	Description string
+	Status      string
+	// NextAttemptAt is when the charge will next be tried (scheduled,
+	// retry_scheduled); zero otherwise.
+	NextAttemptAt time.Time
+	NoticeSentAt  time.Time
+	Retries       int
+	FailureCode   string
+	BankReference string
+	Attempts      []Attempt
+	CreatedAt     time.Time
+	UpdatedAt     time.Time
+}
+
+// Attempt is one bank debit of a charge, under its own order number.
+type Attempt struct {
+	OrderNo     string
+	BankCode    string
+	Amount      int64
+	Status      string
+	FailureCode string
+	CreatedAt   time.Time
+	FinishedAt  time.Time
+}
+
+// Errors. The API maps each to a status and code in one table.
+var (
+	ErrNotFound            = errors.New("not found")
+	ErrCardNotActive       = errors.New("card is not active")
+	ErrInvalidState        = errors.New("mandate state does not allow this")
+	ErrOTPIncorrect        = errors.New("otp incorrect")
+	ErrOTPAttemptsExceeded = errors.New("otp attempts exceeded")
+	ErrConsentExpired      = errors.New("consent code expired")
+	ErrResendTooSoon       = errors.New("otp resend too soon")
+	ErrResendLimit         = errors.New("otp resend limit reached")
+	ErrAmountOverMax       = errors.New("amount over the mandate's max_amount")
+	ErrNotVariable         = errors.New("mandate is not variable")
+	ErrPeriodCharged       = errors.New("period already has a charge")
+	ErrSMSUnavailable      = errors.New("sms carrier unavailable")
+	ErrInvalid             = errors.New("invalid input")
+)
+
+// FieldError is invalid input, named by its API field ("schedule.day_of_month").
+type FieldError struct {
+	Field   string
+	Message string
+}
+
+func (e *FieldError) Error() string { return e.Field + ": " + e.Message }
+
+// Is lets errors.Is(err, ErrInvalid) match.
+func (e *FieldError) Is(target error) bool { return target == ErrInvalid }
+
+// ErrorFields implements the API's detail hook.
+func (e *FieldError) ErrorFields() map[string]any { return map[string]any{"field": e.Field} }
+
+// OTPIncorrectError is ErrOTPIncorrect with the tries left.
+type OTPIncorrectError struct{ AttemptsLeft int }
+
+func (e *OTPIncorrectError) Error() string {
+	return fmt.Sprintf("otp incorrect, %d attempts left", e.AttemptsLeft)
+}
+
+// Unwrap makes errors.Is(err, ErrOTPIncorrect) true.
+func (e *OTPIncorrectError) Unwrap() error { return ErrOTPIncorrect }
+
+// ErrorFields implements the API's detail hook.
+func (e *OTPIncorrectError) ErrorFields() map[string]any {
+	return map[string]any{"attempts_left": e.AttemptsLeft}
+}
+
+// ResendTooSoonError is ErrResendTooSoon with the time to wait.
+type ResendTooSoonError struct{ RetryAfter time.Duration }
+
+func (e *ResendTooSoonError) Error() string { return "otp resend too soon" }
+
+// Unwrap makes errors.Is(err, ErrResendTooSoon) true.
+func (e *ResendTooSoonError) Unwrap() error { return ErrResendTooSoon }
+
+// ErrorFields implements the API's detail hook.
+func (e *ResendTooSoonError) ErrorFields() map[string]any {
+	return map[string]any{"retry_after": int((e.RetryAfter + time.Second - 1) / time.Second)}
+}

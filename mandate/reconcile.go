@@ -1,0 +1,190 @@
+package mandate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/quickpay/quickpay/bankadapters"
+	"github.com/quickpay/quickpay/internal/db"
+)
+
+// Mismatch kinds.
+const (
+	MismatchUnknownDebit  = "unknown_debit"   // the bank debited an order quickpay does not know
+	MismatchMissingDebit  = "missing_debit"   // quickpay marked an attempt succeeded the bank never made
+	MismatchAmount        = "amount_mismatch" // both know the debit, with different amounts
+	reconcileSource       = "statement"
+	reasonNotInStatement  = "not_in_statement"
+	reconcileLookbackDays = 1 // attempts made the day before may settle on the statement's day
+)
+
+// Mismatch is one difference between a bank's statement and quickpay.
+type Mismatch struct {
+	Kind       string
+	OrderNo    string
+	MerchantID string // empty for an unknown debit
+	BankAmount int64
+	OurAmount  int64
+}
+
+// Reconciliation is what one run found.
+type Reconciliation struct {
+	RunID      int64
+	BankCode   string
+	Date       time.Time
+	Entries    int // debits on the statement
+	Matched    int // statement debits quickpay had as succeeded, same amount
+	Settled    int // attempts left unknown that the statement settled
+	Mismatches []Mismatch
+}
+
+// Reconcile compares a bank's daily statement (date is a bank day,
+// Asia/Shanghai) with quickpay's attempts at that bank, and records the
+// run and its mismatches. Attempts still unknown are settled: succeeded
+// if the statement has the debit, failed if the day's statement lacks an
+// attempt made that day and the bank's query does not know it either.
+func (s *Service) Reconcile(ctx context.Context, bankCode string, date time.Time) (Reconciliation, error) {
+	rec := Reconciliation{BankCode: bankCode, Date: date}
+	bank, ok := s.cfg.Banks.Bank(bankCode)
+	if !ok {
+		return rec, fmt.Errorf("reconcile: no channel to bank %s", bankCode)
+	}
+	st, ok := bank.(bankadapters.Statementer)
+	if !ok {
+		return rec, fmt.Errorf("reconcile: bank %s serves no statements", bankCode)
+	}
+	entries, err := st.Statement(ctx, date)
+	if err != nil {
+		return rec, fmt.Errorf("reconcile: statement of %s for %s: %w", bankCode, date.Format(time.DateOnly), err)
+	}
+	rec.Entries = len(entries)
+
+	// Our attempts at this bank that the statement may name: made that day
+	// or the day before (settled late), and every attempt still unknown.
+	rows, err := s.pool.Query(ctx, `SELECT order_no, merchant_id, amount, status, bank_day FROM charge_attempts
+		WHERE bank_code = $1 AND ((bank_day BETWEEN $2 AND $3) OR status IN ('unknown', 'processing'))`,
+		bankCode, date.AddDate(0, 0, -reconcileLookbackDays), date)
+	if err != nil {
+		return rec, err
+	}
+	type ours struct {
+		merchantID, status string
+		amount             int64
+		day                time.Time
+	}
+	known := map[string]ours{}
+	var no string
+	var o ours
+	if _, err := pgx.ForEachRow(rows, []any{&no, &o.merchantID, &o.amount, &o.status, &o.day}, func() error {
+		known[no] = o
+		return nil
+	}); err != nil {
+		return rec, err
+	}
+	onStatement := map[string]bool{}
+	for _, e := range entries {
+		onStatement[e.OrderNo] = true
+		o, ok := known[e.OrderNo]
+		if !ok {
+			// Maybe an older attempt of ours, settled long after.
+			err := s.pool.QueryRow(ctx, `SELECT merchant_id, amount, status, bank_day FROM charge_attempts
+				WHERE bank_code = $1 AND order_no = $2`, bankCode, e.OrderNo).Scan(&o.merchantID, &o.amount, &o.status, &o.day)
+			if errors.Is(err, pgx.ErrNoRows) {
+				rec.Mismatches = append(rec.Mismatches, Mismatch{Kind: MismatchUnknownDebit, OrderNo: e.OrderNo, BankAmount: e.Amount})
+				continue
+			} else if err != nil {
+				return rec, err
+			}
+		}
+		if o.status == AttemptUnknown || o.status == AttemptProcessing {
+			if err := s.settleFromStatement(ctx, o.merchantID, e.OrderNo, bankadapters.ChargeResult{
+				OrderNo: e.OrderNo, Status: bankadapters.ChargeSucceeded, Outcome: bankadapters.OutcomeSuccess,
+				Amount: e.Amount, BankTxnNo: e.BankTxnNo}); err != nil {
+				return rec, err
+			}
+			rec.Settled++
+			o.status = AttemptSucceeded
+		}
+		switch {
+		case o.status != AttemptSucceeded:
+			// The bank debited an order we hold as failed: money we do not know we have.
+			rec.Mismatches = append(rec.Mismatches, Mismatch{Kind: MismatchUnknownDebit, OrderNo: e.OrderNo,
+				MerchantID: o.merchantID, BankAmount: e.Amount, OurAmount: o.amount})
+		case o.amount != e.Amount:
+			rec.Mismatches = append(rec.Mismatches, Mismatch{Kind: MismatchAmount, OrderNo: e.OrderNo,
+				MerchantID: o.merchantID, BankAmount: e.Amount, OurAmount: o.amount})
+		default:
+			rec.Matched++
+		}
+	}
+	for no, o := range known {
+		if onStatement[no] {
+			continue
+		}
+		switch {
+		case o.status == AttemptSucceeded && o.day.Equal(date):
+			rec.Mismatches = append(rec.Mismatches, Mismatch{Kind: MismatchMissingDebit, OrderNo: no,
+				MerchantID: o.merchantID, OurAmount: o.amount})
+		case (o.status == AttemptUnknown || o.status == AttemptProcessing) && !o.day.After(date):
+			// Not debited on its day. Ask once more: the bank may still be
+			// settling it; an order it never got failed.
+			if err := s.settleAbsent(ctx, bank, o.merchantID, no); err != nil {
+				return rec, err
+			}
+			rec.Settled++
+		}
+	}
+	return rec, s.recordRun(ctx, &rec)
+}
+
+// settleFromStatement applies a statement's debit to an open attempt.
+func (s *Service) settleFromStatement(ctx context.Context, merchantID, orderNo string, r bankadapters.ChargeResult) error {
+	a, err := getAttempt(ctx, s.pool, merchantID, orderNo, false)
+	if err != nil {
+		return err
+	}
+	return s.settle(ctx, a, r, reconcileSource)
+}
+
+// settleAbsent settles an open attempt missing from its day's statement:
+// by the bank's answer to a query, or failed if the bank never got it.
+func (s *Service) settleAbsent(ctx context.Context, bank bankadapters.Bank, merchantID, orderNo string) error {
+	a, err := getAttempt(ctx, s.pool, merchantID, orderNo, false)
+	if err != nil {
+		return err
+	}
+	r, err := s.bankQuery(ctx, bank, orderNo)
+	switch {
+	case errors.Is(err, bankadapters.ErrOrderNotFound):
+		r = bankadapters.ChargeResult{OrderNo: orderNo, Status: bankadapters.ChargeFailed,
+			Outcome: bankadapters.OutcomeRetryableDecline, Reason: reasonNotInStatement}
+	case err != nil:
+		return fmt.Errorf("reconcile: query %s: %w", orderNo, err)
+	case r.Status != bankadapters.ChargeSucceeded && r.Status != bankadapters.ChargeFailed:
+		return nil // still settling at the bank: a later run settles it
+	}
+	return s.settle(ctx, a, r, reconcileSource)
+}
+
+func (s *Service) recordRun(ctx context.Context, rec *Reconciliation) error {
+	return db.InTx(ctx, s.pool, func(tx pgx.Tx) error {
+		if err := tx.QueryRow(ctx, `INSERT INTO reconciliation_runs (bank_code, bank_day, entries, matched, settled, mismatches)
+			VALUES ($1, $2, $3, $4, $5, $6) RETURNING id`, rec.BankCode, rec.Date, rec.Entries, rec.Matched, rec.Settled,
+			len(rec.Mismatches)).Scan(&rec.RunID); err != nil {
+			return err
+		}
+		for _, m := range rec.Mismatches {
+			if _, err := tx.Exec(ctx, `INSERT INTO reconciliation_mismatches (run_id, kind, bank_code, bank_day, order_no,
+				merchant_id, bank_amount, our_amount) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
+				rec.RunID, m.Kind, rec.BankCode, rec.Date, m.OrderNo, nullString(m.MerchantID), nullInt(m.BankAmount),
+				nullInt(m.OurAmount)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}

@@ -1,0 +1,358 @@
+package mandate
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/riverqueue/river"
+
+	"github.com/quickpay/quickpay/internal/audit"
+	"github.com/quickpay/quickpay/internal/db"
+	"github.com/quickpay/quickpay/internal/ids"
+	"github.com/quickpay/quickpay/internal/sensitive"
+)
+
+// bankZone is the banks' day: the per-card failure cap counts in it.
+var bankZone = mustZone("Asia/Shanghai")
+
+func mustZone(name string) *time.Location {
+	l, err := time.LoadLocation(name)
+	if err != nil {
+		panic(err)
+	}
+	return l
+}
+
+func bankDay(t time.Time) time.Time {
+	y, m, d := t.In(bankZone).Date()
+	return time.Date(y, m, d, 0, 0, 0, 0, time.UTC)
+}
+
+// RunStats counts what RunDue did.
+type RunStats struct {
+	Periods  int // periods that fell due and became charges (or were skipped)
+	Skipped  int // variable periods with no amount posted by their date
+	Notices  int // pre-debit notices sent
+	Claimed  int // charges claimed and enqueued for the bank
+	Deferred int // charges put off a day by the card's failure cap
+}
+
+// RunDue does what is due at asOf: it turns the periods that fell due
+// into charges, sends the pre-debit notices that are due, and claims the
+// charges whose time has come, enqueueing one River job each (the order
+// number is written with it). Safe to run concurrently and repeatedly:
+// what one run claimed another skips.
+func (s *Service) RunDue(ctx context.Context, asOf time.Time) (RunStats, error) {
+	var st RunStats
+	for {
+		n, skipped, err := s.materialize(ctx, asOf)
+		st.Periods += n
+		st.Skipped += skipped
+		if err != nil {
+			return st, fmt.Errorf("run due: periods: %w", err)
+		}
+		if n == 0 {
+			break
+		}
+	}
+	for {
+		n, err := s.sendNotices(ctx, asOf)
+		st.Notices += n
+		if err != nil {
+			return st, fmt.Errorf("run due: notices: %w", err)
+		}
+		if n == 0 {
+			break
+		}
+	}
+	for {
+		n, deferred, err := s.claim(ctx, asOf)
+		st.Claimed += n
+		st.Deferred += deferred
+		if err != nil {
+			return st, fmt.Errorf("run due: claim: %w", err)
+		}
+		if n+deferred == 0 {
+			break
+		}
+	}
+	return st, nil
+}
+
+// materialize turns one batch of due periods into charges and advances
+// their mandates. A fixed mandate's period becomes a charge when its
+// notice (or, without notice, its date) is due; a variable mandate's
+// period is done on its date: the charge the biller posted goes ahead, and
+// without one the period is skipped with a charge.failed event
+// (no_amount_posted).
+func (s *Service) materialize(ctx context.Context, asOf time.Time) (periods, skipped int, err error) {
+	now := s.now()
+	err = db.InTx(ctx, s.pool, func(tx pgx.Tx) error {
+		// Candidates: a day's slack covers every zone; the exact check is below.
+		horizon := bankDay(asOf).AddDate(0, 0, 1)
+		rows, err := tx.Query(ctx, `SELECT `+mandateCols+` FROM mandates
+			WHERE status = 'active' AND next_charge_date - CASE WHEN amount_type = 'fixed' THEN notice_days ELSE 0 END <= $1
+			ORDER BY next_charge_date LIMIT $2 FOR UPDATE SKIP LOCKED`, horizon, s.cfg.ClaimBatch)
+		if err != nil {
+			return err
+		}
+		ms, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (mandateRow, error) { return scanMandate(r) })
+		if err != nil {
+			return err
+		}
+		var batch pgx.Batch
+		var after []func() error
+		for i := range ms {
+			m := &ms[i]
+			p := Period{Key: m.NextPeriod, Date: m.NextChargeDate}
+			due := m.Schedule.DueAt(p.Date)
+			if m.AmountType == AmountFixed && m.NoticeDays > 0 {
+				due = m.Schedule.DueAt(p.Date.AddDate(0, 0, -m.NoticeDays))
+			}
+			if due.After(asOf) {
+				continue
+			}
+			periods++
+			switch m.AmountType {
+			case AmountFixed:
+				c, noticeAt := s.newCharge(m.Mandate, p, m.Amount, m.Description, now)
+				batch.Queue(`INSERT INTO charges (id, merchant_id, mandate_id, card_id, period, charge_date, amount,
+					currency, description, status, next_attempt_at, notice_at, created_at, updated_at)
+					VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'scheduled', $10, $11, $12, $12)
+					ON CONFLICT (mandate_id, period) DO NOTHING`,
+					c.ID, c.MerchantID, c.MandateID, m.CardID, c.Period, c.ChargeDate, c.Amount, c.Currency,
+					c.Description, c.NextAttemptAt, nullDate(noticeAt), now)
+				m.ChargesCount++
+			case AmountVariable:
+				var exists bool
+				if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM charges WHERE mandate_id = $1 AND period = $2)`,
+					m.ID, p.Key).Scan(&exists); err != nil {
+					return err
+				}
+				if exists {
+					m.ChargesCount++
+					break
+				}
+				skipped++
+				c, _ := s.newCharge(m.Mandate, p, m.MaxAmount, m.Description, now)
+				c.Status, c.FailureCode, c.NextAttemptAt = ChargeFailed, "no_amount_posted", time.Time{}
+				// amount is required positive: a skipped period records the
+				// mandate's maximum as the amount it would not charge over.
+				if err := insertCharge(ctx, tx, c, m.CardID, time.Time{}); err != nil {
+					return err
+				}
+				after = append(after, func() error { return s.cfg.Emit(ctx, tx, m.MerchantID, "charge.failed", chargeEvent(c)) })
+			}
+			m.UpdatedAt = now
+			if next, ok := m.Schedule.After(p); ok && (m.Schedule.MaxCharges == 0 || m.ChargesCount < m.Schedule.MaxCharges) {
+				m.NextPeriod, m.NextChargeDate = next.Key, next.Date
+				batch.Queue(`UPDATE mandates SET next_period = $2, next_charge_date = $3, charges_count = $4,
+					updated_at = $5 WHERE id = $1`, m.ID, m.NextPeriod, m.NextChargeDate, m.ChargesCount, now)
+				continue
+			}
+			m.NextPeriod, m.NextChargeDate = "", time.Time{}
+			m.Status, m.StatusReason = StatusCompleted, completionReason(*m)
+			mm := *m
+			after = append(after, func() error { return s.record(ctx, tx, mm, "mandate.complete", "mandate.completed", now) })
+		}
+		if batch.Len() > 0 {
+			if err := tx.SendBatch(ctx, &batch).Close(); err != nil {
+				return err
+			}
+		}
+		for _, f := range after {
+			if err := f(); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return periods, skipped, err
+}
+
+// sendNotices texts the member and emits charge.pre_debit_notice for one
+// batch of charges whose notice is due. A notice the carrier refuses is
+// tried again on the next run; its charge waits.
+func (s *Service) sendNotices(ctx context.Context, asOf time.Time) (int, error) {
+	sent := 0
+	err := db.InTx(ctx, s.pool, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, `SELECT c.id, c.merchant_id, c.mandate_id, c.card_id, c.period, c.charge_date, c.amount,
+			c.currency, m.reference, m.description FROM charges c JOIN mandates m ON m.id = c.mandate_id
+			WHERE c.status = 'scheduled' AND c.notice_sent_at IS NULL AND c.notice_at IS NOT NULL AND c.notice_at <= $1
+			ORDER BY c.notice_at LIMIT 100 FOR UPDATE OF c SKIP LOCKED`, asOf)
+		if err != nil {
+			return err
+		}
+		type notice struct {
+			Charge
+			cardID, reference string
+		}
+		var list []notice
+		var n notice
+		var desc string
+		if _, err := pgx.ForEachRow(rows, []any{&n.ID, &n.MerchantID, &n.MandateID, &n.cardID, &n.Period, &n.ChargeDate,
+			&n.Amount, &n.Currency, &n.reference, &desc}, func() error {
+			n.Description = desc
+			list = append(list, n)
+			return nil
+		}); err != nil {
+			return err
+		}
+		now := s.now()
+		for _, n := range list {
+			card, phone, err := s.cfg.Cards.CardPhone(audit.WithExecer(ctx, tx), n.MerchantID, n.cardID, sensitive.Access{
+				MerchantID: n.MerchantID, Actor: "worker:charges", Subject: n.cardID, Reason: "pre-debit notice"})
+			if err != nil {
+				return err
+			}
+			what := n.Description
+			if what == "" {
+				what = n.reference
+			}
+			text := fmt.Sprintf("【quickpay】扣款提醒：%s将于%s从尾号%s的银行卡扣款%s。如有疑问请联系商户。",
+				what, n.ChargeDate.Format(time.DateOnly), card.Last4, yuan(n.Amount))
+			if err := s.cfg.SMS.Send(ctx, phone, text); err != nil {
+				s.log.Warn("pre-debit notice not sent; next run tries again", "charge", n.ID, "err", err)
+				continue
+			}
+			if _, err := tx.Exec(ctx, `UPDATE charges SET notice_sent_at = $2, updated_at = $2 WHERE id = $1`, n.ID, now); err != nil {
+				return err
+			}
+			n.Status, n.NoticeSentAt = ChargeScheduled, now
+			if err := s.cfg.Emit(ctx, tx, n.MerchantID, "charge.pre_debit_notice", chargeEvent(n.Charge)); err != nil {
+				return err
+			}
+			sent++
+		}
+		return nil
+	})
+	return sent, err
+}
+
+// ChargeArgs is the River job that sends one attempt to the bank.
+type ChargeArgs struct {
+	OrderNo    string `json:"order_no"`
+	MerchantID string `json:"merchant_id"`
+}
+
+// Kind implements river.JobArgs.
+func (ChargeArgs) Kind() string { return "mandate_charge" }
+
+// QueryArgs is the River job that asks the bank about an unknown attempt.
+type QueryArgs struct {
+	OrderNo    string `json:"order_no"`
+	MerchantID string `json:"merchant_id"`
+	Try        int    `json:"try"`
+}
+
+// Kind implements river.JobArgs.
+func (QueryArgs) Kind() string { return "mandate_query" }
+
+// newOrderNo is a bank order number: "QP" and 24 base32 characters.
+func newOrderNo() string { return "QP" + strings.ToUpper(strings.TrimPrefix(ids.New("o"), "o_")) }
+
+// claim takes one batch of due charges: each becomes processing with a new
+// attempt, whose order number is written here, and a River job, in one
+// transaction. A card with its day's failures used up (counting attempts
+// still open) is put off to the next bank day.
+func (s *Service) claim(ctx context.Context, asOf time.Time) (claimed, deferred int, err error) {
+	now := s.now()
+	day := bankDay(now)
+	err = db.InTx(ctx, s.pool, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, `SELECT c.id, c.merchant_id, c.card_id, c.amount, c.attempts_count, k.bank_code
+			FROM charges c JOIN cards k ON k.id = c.card_id
+			WHERE c.status IN ('scheduled', 'retry_scheduled') AND c.next_attempt_at <= $1
+			  AND (c.notice_at IS NULL OR c.notice_sent_at IS NOT NULL)
+			ORDER BY c.next_attempt_at LIMIT $2 FOR UPDATE OF c SKIP LOCKED`, asOf, s.cfg.ClaimBatch)
+		if err != nil {
+			return err
+		}
+		type due struct {
+			id, merchantID, cardID, bankCode string
+			amount                           int64
+			attempts                         int
+		}
+		var list []due
+		var d due
+		cards := map[string]int{}
+		if _, err := pgx.ForEachRow(rows, []any{&d.id, &d.merchantID, &d.cardID, &d.amount, &d.attempts, &d.bankCode}, func() error {
+			list = append(list, d)
+			cards[d.cardID] = 0
+			return nil
+		}); err != nil {
+			return err
+		}
+		if len(list) == 0 {
+			return nil
+		}
+		// The day's failures and open attempts of these cards.
+		cardIDs := make([]string, 0, len(cards))
+		for id := range cards {
+			cardIDs = append(cardIDs, id)
+		}
+		used, err := tx.Query(ctx, `SELECT card_id, count(*) FROM charge_attempts
+			WHERE card_id = ANY($1) AND ((bank_day = $2 AND status = 'failed') OR status IN ('processing', 'unknown'))
+			GROUP BY card_id`, cardIDs, day)
+		if err != nil {
+			return err
+		}
+		var cardID string
+		var n int
+		if _, err := pgx.ForEachRow(used, []any{&cardID, &n}, func() error { cards[cardID] = n; return nil }); err != nil {
+			return err
+		}
+		tomorrow := bankDay(now).AddDate(0, 0, 1)
+		nextDay := time.Date(tomorrow.Year(), tomorrow.Month(), tomorrow.Day(), 0, 0, 0, 0, bankZone).UTC()
+		var attempts [][]any
+		var chargeIDs, deferIDs []string
+		var jobs []river.InsertManyParams
+		for _, d := range list {
+			if cards[d.cardID] >= CardFailuresPerDay {
+				deferIDs = append(deferIDs, d.id)
+				continue
+			}
+			cards[d.cardID]++
+			orderNo := newOrderNo()
+			attempts = append(attempts, []any{orderNo, d.merchantID, d.id, d.cardID, d.attempts + 1, d.bankCode,
+				d.amount, AttemptProcessing, day, now})
+			chargeIDs = append(chargeIDs, d.id)
+			jobs = append(jobs, river.InsertManyParams{Args: ChargeArgs{OrderNo: orderNo, MerchantID: d.merchantID},
+				InsertOpts: &river.InsertOpts{Queue: s.cfg.Queue}})
+		}
+		if len(deferIDs) > 0 {
+			if _, err := tx.Exec(ctx, `UPDATE charges SET next_attempt_at = $2, updated_at = $3 WHERE id = ANY($1)`,
+				deferIDs, nextDay, now); err != nil {
+				return err
+			}
+		}
+		if len(chargeIDs) > 0 {
+			if _, err := tx.Exec(ctx, `UPDATE charges SET status = 'processing', attempts_count = attempts_count + 1,
+				next_attempt_at = NULL, updated_at = $2 WHERE id = ANY($1)`, chargeIDs, now); err != nil {
+				return err
+			}
+			if _, err := tx.CopyFrom(ctx, pgx.Identifier{"charge_attempts"}, []string{"order_no", "merchant_id",
+				"charge_id", "card_id", "seq", "bank_code", "amount", "status", "bank_day", "created_at"},
+				pgx.CopyFromRows(attempts)); err != nil {
+				return err
+			}
+			if _, err := s.cfg.Jobs.InsertManyFastTx(ctx, tx, jobs); err != nil {
+				return err
+			}
+		}
+		claimed, deferred = len(chargeIDs), len(deferIDs)
+		return nil
+	})
+	return claimed, deferred, err
+}
+
+// Pending counts charges claimed but not yet answered (processing), and
+// those whose outcome is unknown.
+func (s *Service) Pending(ctx context.Context) (processing, unknown int, err error) {
+	err = s.pool.QueryRow(ctx, `SELECT count(*) FILTER (WHERE status = 'processing'),
+		count(*) FILTER (WHERE status = 'unknown') FROM charges WHERE status IN ('processing', 'unknown')`).
+		Scan(&processing, &unknown)
+	return processing, unknown, err
+}

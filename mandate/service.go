@@ -1,0 +1,755 @@
+package mandate
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/big"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/rivertype"
+
+	"github.com/quickpay/quickpay/bankadapters"
+	"github.com/quickpay/quickpay/binding"
+	"github.com/quickpay/quickpay/internal/audit"
+	"github.com/quickpay/quickpay/internal/clock"
+	"github.com/quickpay/quickpay/internal/db"
+	"github.com/quickpay/quickpay/internal/ids"
+	"github.com/quickpay/quickpay/internal/sensitive"
+)
+
+// Cards is what mandates need of bound cards.
+type Cards interface {
+	// CardPhone returns the card and the phone reserved at its bank.
+	CardPhone(ctx context.Context, merchantID, cardID string, who sensitive.Access) (binding.Card, string, error)
+	// Agreement returns the card and its bank agreement number.
+	Agreement(ctx context.Context, merchantID, cardID string, who sensitive.Access) (binding.Card, string, error)
+	// Revoke marks a card whose agreement ended at the bank; its mandates
+	// are cancelled in the same transaction (CardEnded).
+	Revoke(ctx context.Context, merchantID, cardID, reason string) (binding.Card, error)
+}
+
+// Hasher makes keyed hashes in the HSM (the vault's fingerprints).
+type Hasher interface {
+	Fingerprint(ctx context.Context, domain string, value []byte) ([]byte, error)
+	Fingerprints(ctx context.Context, domain string, value []byte) ([][]byte, error)
+}
+
+// Banks reaches a card's bank.
+type Banks interface {
+	Bank(code string) (bankadapters.Bank, bool)
+}
+
+// SMS sends quickpay's own texts through the carrier.
+type SMS interface {
+	Send(ctx context.Context, to, text string) error
+}
+
+// Jobs enqueues River jobs in the caller's transaction.
+type Jobs interface {
+	InsertTx(ctx context.Context, tx pgx.Tx, args river.JobArgs, opts *river.InsertOpts) (*rivertype.JobInsertResult, error)
+	InsertManyFastTx(ctx context.Context, tx pgx.Tx, params []river.InsertManyParams) (int, error)
+}
+
+// EmitFunc writes an event in the transaction of the change it reports.
+type EmitFunc func(ctx context.Context, tx pgx.Tx, merchantID, eventType string, data any) error
+
+// Limit bounds the calls to one bank, across all of this process's workers.
+type Limit struct {
+	// PerSecond is the sustained request rate; 0 means unlimited.
+	PerSecond float64
+	// Burst is the most requests at once above the rate. Defaults to 1
+	// when PerSecond is set.
+	Burst int
+	// Concurrent is the most calls in flight; 0 means unlimited.
+	Concurrent int
+}
+
+// Config wires a Service.
+type Config struct {
+	Pool   *pgxpool.Pool // Required.
+	Cards  Cards         // Required.
+	Hasher Hasher        // Required.
+	Banks  Banks         // Required.
+	SMS    SMS           // Required.
+	Jobs   Jobs          // Required: enqueues charge and query jobs.
+	// Emit writes mandate and charge events. Optional.
+	Emit EmitFunc
+	// Clock defaults to the system clock.
+	Clock clock.Clock
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+	// QueryBackoff are the waits before each status query of an attempt
+	// whose outcome is unknown. Defaults to 1, 2, 4, 8, 16, 32 s, then 1,
+	// 2, 5, 10, 30 and 60 min; after the last, the daily statement
+	// (Reconcile) settles it.
+	QueryBackoff []time.Duration
+	// Limits are per bank code.
+	Limits map[string]Limit
+	// NotifyURL is where a bank posts a charge's result asynchronously
+	// (the API's /callbacks/banks/{code}); given the bank code. Optional
+	// for banks that answer synchronously.
+	NotifyURL func(bankCode string) string
+	// Queue is the River queue of charge and query jobs. Defaults to
+	// "charges".
+	Queue string
+	// ClaimBatch is how many due charges one transaction claims. Defaults
+	// to 500.
+	ClaimBatch int
+}
+
+// Queue is the default River queue of the charge workers.
+const Queue = "charges"
+
+// DefaultQueryBackoff is Config.QueryBackoff's default.
+var DefaultQueryBackoff = []time.Duration{
+	1 * time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second, 16 * time.Second, 32 * time.Second,
+	1 * time.Minute, 2 * time.Minute, 5 * time.Minute, 10 * time.Minute, 30 * time.Minute, 60 * time.Minute,
+}
+
+// Service is the mandate domain.
+type Service struct {
+	cfg     Config
+	pool    *pgxpool.Pool
+	log     *slog.Logger
+	limiter *limiters
+}
+
+// New returns the service.
+func New(cfg Config) (*Service, error) {
+	if cfg.Pool == nil || cfg.Cards == nil || cfg.Hasher == nil || cfg.Banks == nil || cfg.SMS == nil || cfg.Jobs == nil {
+		return nil, errors.New("mandate: Config needs Pool, Cards, Hasher, Banks, SMS and Jobs")
+	}
+	if cfg.Emit == nil {
+		cfg.Emit = func(context.Context, pgx.Tx, string, string, any) error { return nil }
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = clock.System{}
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if len(cfg.QueryBackoff) == 0 {
+		cfg.QueryBackoff = DefaultQueryBackoff
+	}
+	if cfg.NotifyURL == nil {
+		cfg.NotifyURL = func(string) string { return "" }
+	}
+	if cfg.Queue == "" {
+		cfg.Queue = Queue
+	}
+	if cfg.ClaimBatch <= 0 {
+		cfg.ClaimBatch = 500
+	}
+	return &Service{cfg: cfg, pool: cfg.Pool, log: cfg.Logger, limiter: newLimiters(cfg.Limits)}, nil
+}
+
+// now is the clock at Postgres' precision.
+func (s *Service) now() time.Time { return s.cfg.Clock.Now().UTC().Truncate(time.Microsecond) }
+
+func actor(merchantID string) string { return "api:" + merchantID }
+
+// otpDomain is the fingerprint domain of consent codes: the code is hashed
+// with its mandate id, so a hash says nothing outside its row.
+const otpDomain = "mandate_otp"
+
+// CreateInput is a new mandate.
+type CreateInput struct {
+	CardID      string
+	Reference   string
+	Description string
+	AmountType  string
+	Amount      int64 // fixed
+	MaxAmount   int64 // variable
+	Currency    string
+	Schedule    Schedule
+	NoticeDays  int
+}
+
+func (in *CreateInput) validate() error {
+	if in.Currency == "" {
+		in.Currency = "CNY"
+	}
+	switch {
+	case !ids.Valid("card", in.CardID):
+		return &FieldError{"card_id", "must be a card id"}
+	case in.Reference == "" || utf8.RuneCountInString(in.Reference) > 128 || !utf8.ValidString(in.Reference):
+		return &FieldError{"reference", "must be 1–128 characters"}
+	case utf8.RuneCountInString(in.Description) > 256 || !utf8.ValidString(in.Description):
+		return &FieldError{"description", "must be at most 256 characters"}
+	case in.Currency != "CNY":
+		return &FieldError{"currency", "must be CNY"}
+	case in.NoticeDays < 0 || in.NoticeDays > MaxNoticeDays:
+		return &FieldError{"notice_days", fmt.Sprintf("must be 0–%d", MaxNoticeDays)}
+	}
+	switch in.AmountType {
+	case AmountFixed:
+		if in.Amount <= 0 || in.Amount > MaxAmount {
+			return &FieldError{"amount", fmt.Sprintf("fixed mandates need amount 1–%d fen", MaxAmount)}
+		}
+		if in.MaxAmount != 0 {
+			return &FieldError{"max_amount", "is for variable mandates"}
+		}
+	case AmountVariable:
+		if in.MaxAmount <= 0 || in.MaxAmount > MaxAmount {
+			return &FieldError{"max_amount", fmt.Sprintf("variable mandates need max_amount 1–%d fen", MaxAmount)}
+		}
+		if in.Amount != 0 {
+			return &FieldError{"amount", "is for fixed mandates"}
+		}
+	default:
+		return &FieldError{"amount_type", "must be fixed or variable"}
+	}
+	if in.Schedule.Timezone == "" {
+		in.Schedule.Timezone = DefaultTimezone
+	}
+	return in.Schedule.Validate()
+}
+
+// Create starts a mandate on an active card of the merchant's member and
+// texts the member a consent code. The mandate is pending until Confirm.
+//
+// Errors: *FieldError, ErrNotFound (card), ErrCardNotActive,
+// ErrSMSUnavailable.
+func (s *Service) Create(ctx context.Context, merchantID string, in CreateInput) (Mandate, error) {
+	if err := in.validate(); err != nil {
+		return Mandate{}, err
+	}
+	now := s.now()
+	m := mandateRow{Mandate: Mandate{
+		ID: ids.New("mdt"), MerchantID: merchantID, CardID: in.CardID, Reference: in.Reference,
+		Description: in.Description, AmountType: in.AmountType, Amount: in.Amount, MaxAmount: in.MaxAmount,
+		Currency: in.Currency, Schedule: in.Schedule, NoticeDays: in.NoticeDays, Status: StatusPendingConfirmation,
+		OTPExpiresAt: now.Add(OTPValidity), OTPSends: 1, OTPLastSentAt: now, CreatedAt: now, UpdatedAt: now,
+	}}
+	card, phone, err := s.cfg.Cards.CardPhone(ctx, merchantID, in.CardID, sensitive.Access{
+		MerchantID: merchantID, Actor: actor(merchantID), Subject: in.CardID, Reason: "mandate consent sms"})
+	if errors.Is(err, binding.ErrNotFound) {
+		return Mandate{}, ErrNotFound
+	} else if err != nil {
+		return Mandate{}, err
+	}
+	if card.Status != binding.CardActive {
+		return Mandate{}, ErrCardNotActive
+	}
+	m.MemberID = card.MemberID
+	s.setNext(&m, m.Schedule.DateAt(now))
+	if m.NextPeriod == "" {
+		return Mandate{}, &FieldError{"schedule.end_date", "no charge date is left between today and end_date"}
+	}
+	if m.OTPHash, err = s.sendCode(ctx, m, card, phone); err != nil {
+		return Mandate{}, err
+	}
+	err = db.InTx(ctx, s.pool, func(tx pgx.Tx) error {
+		if err := insertMandate(ctx, tx, m); err != nil {
+			return fmt.Errorf("insert mandate: %w", err)
+		}
+		return s.auditTx(ctx, tx, m.MerchantID, "mandate.create", m.ID, audit.OutcomeOK,
+			map[string]any{"card": m.CardID, "otp_send": 1})
+	})
+	if err != nil {
+		return Mandate{}, err
+	}
+	return m.Mandate, nil
+}
+
+// sendCode texts a fresh consent code and returns its keyed hash.
+func (s *Service) sendCode(ctx context.Context, m mandateRow, card binding.Card, phone string) ([]byte, error) {
+	n, err := rand.Int(rand.Reader, big.NewInt(1_000_000))
+	if err != nil {
+		return nil, err
+	}
+	code := fmt.Sprintf("%06d", n.Int64())
+	hash, err := s.cfg.Hasher.Fingerprint(ctx, otpDomain, []byte(m.ID+"|"+code))
+	if err != nil {
+		return nil, err
+	}
+	what := m.Description
+	if what == "" {
+		what = m.Reference
+	}
+	text := fmt.Sprintf("【quickpay】验证码%s，5分钟内有效。您正在授权代扣：%s，%s，卡尾号%s。", code, what,
+		amountText(m.Mandate), card.Last4)
+	if err := s.cfg.SMS.Send(ctx, phone, text); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrSMSUnavailable, err)
+	}
+	return hash, nil
+}
+
+func amountText(m Mandate) string {
+	per := "每月"
+	if m.Schedule.Interval == IntervalWeek {
+		per = "每周"
+	}
+	if m.AmountType == AmountFixed {
+		return per + yuan(m.Amount)
+	}
+	return per + "不超过" + yuan(m.MaxAmount)
+}
+
+func yuan(fen int64) string { return fmt.Sprintf("¥%d.%02d", fen/100, fen%100) }
+
+// setNext points m at its first period on or after from, or marks it
+// unable to charge more.
+func (s *Service) setNext(m *mandateRow, from time.Time) {
+	p, ok := m.Schedule.FirstOnOrAfter(from)
+	if !ok || (m.Schedule.MaxCharges > 0 && m.ChargesCount >= m.Schedule.MaxCharges) {
+		m.NextPeriod, m.NextChargeDate = "", time.Time{}
+		return
+	}
+	m.NextPeriod, m.NextChargeDate = p.Key, p.Date
+}
+
+// Get returns one of the merchant's mandates. Errors: ErrNotFound.
+func (s *Service) Get(ctx context.Context, merchantID, id string) (Mandate, error) {
+	if !ids.Valid("mdt", id) {
+		return Mandate{}, ErrNotFound
+	}
+	m, err := getMandate(ctx, s.pool, merchantID, id, false)
+	if err == nil && m.Status == StatusPendingConfirmation && s.now().After(m.OTPExpiresAt) {
+		m.Status, m.StatusReason = StatusExpired, "consent_expired"
+	}
+	return m.Mandate, err
+}
+
+// List returns the merchant's mandates on a card or of a member (one of
+// them is required), oldest first. Errors: *FieldError.
+func (s *Service) List(ctx context.Context, merchantID, cardID, memberID string) ([]Mandate, error) {
+	if (cardID == "") == (memberID == "") {
+		return nil, &FieldError{"card_id", "give card_id or member_id"}
+	}
+	return listMandates(ctx, s.pool, merchantID, cardID, memberID)
+}
+
+// Confirm checks the member's consent code and activates the mandate.
+// Confirming an active mandate again returns it.
+//
+// Errors: ErrNotFound, *FieldError, *OTPIncorrectError,
+// ErrOTPAttemptsExceeded, ErrConsentExpired, ErrInvalidState.
+func (s *Service) Confirm(ctx context.Context, merchantID, id string, otp sensitive.OTP) (Mandate, error) {
+	code := otp.Reveal()
+	if len(code) != 6 || strings.Trim(code, "0123456789") != "" {
+		return Mandate{}, &FieldError{"otp", "must be 6 digits"}
+	}
+	var out Mandate
+	var final error
+	err := s.pending(ctx, merchantID, id, &final, func(tx pgx.Tx, m *mandateRow, now time.Time) error {
+		if m.Status == StatusActive {
+			out = m.Mandate
+			return nil
+		}
+		fps, err := s.cfg.Hasher.Fingerprints(ctx, otpDomain, []byte(m.ID+"|"+code))
+		if err != nil {
+			return err
+		}
+		match := 0
+		for _, fp := range fps {
+			match |= subtle.ConstantTimeCompare(fp, m.OTPHash)
+		}
+		if match != 1 {
+			m.OTPAttempts++
+			if m.OTPAttempts >= OTPMaxAttempts {
+				m.Status, m.StatusReason, m.OTPHash, m.NextPeriod, m.NextChargeDate =
+					StatusExpired, "otp_attempts_exceeded", nil, "", time.Time{}
+				final = ErrOTPAttemptsExceeded
+			} else {
+				final = &OTPIncorrectError{AttemptsLeft: m.AttemptsLeft()}
+			}
+			m.UpdatedAt = now
+			if err := updateMandate(ctx, tx, *m); err != nil {
+				return err
+			}
+			return s.auditTx(ctx, tx, merchantID, "mandate.otp_verify", m.ID, audit.OutcomeFailed,
+				map[string]any{"attempt": m.OTPAttempts})
+		}
+		m.Status, m.StatusReason, m.OTPHash, m.UpdatedAt = StatusActive, "", nil, now
+		s.setNext(m, m.Schedule.DateAt(now))
+		if m.NextPeriod == "" {
+			m.Status, m.StatusReason = StatusCompleted, "end_date"
+		}
+		if err := updateMandate(ctx, tx, *m); err != nil {
+			return err
+		}
+		if err := s.auditTx(ctx, tx, merchantID, "mandate.activate", m.ID, audit.OutcomeOK, nil); err != nil {
+			return err
+		}
+		out = m.Mandate
+		return s.cfg.Emit(ctx, tx, merchantID, "mandate.activated", mandateEvent(m.Mandate))
+	})
+	if err != nil {
+		return Mandate{}, err
+	}
+	if final != nil {
+		return Mandate{}, final
+	}
+	return out, nil
+}
+
+// pending runs fn on a mandate locked in a transaction, after checking it
+// waits for its consent code (or is active, which fn may accept). A code
+// that has run out expires the mandate and sets *final.
+func (s *Service) pending(ctx context.Context, merchantID, id string, final *error,
+	fn func(tx pgx.Tx, m *mandateRow, now time.Time) error) error {
+	if !ids.Valid("mdt", id) {
+		return ErrNotFound
+	}
+	return db.InTx(ctx, s.pool, func(tx pgx.Tx) error {
+		m, err := getMandate(ctx, tx, merchantID, id, true)
+		if err != nil {
+			return err
+		}
+		now := s.now()
+		switch {
+		case m.Status == StatusActive:
+			return fn(tx, &m, now)
+		case m.Status == StatusExpired && m.StatusReason == "otp_attempts_exceeded":
+			return ErrOTPAttemptsExceeded
+		case m.Status == StatusExpired:
+			return ErrConsentExpired
+		case m.Status != StatusPendingConfirmation:
+			return ErrInvalidState
+		case now.After(m.OTPExpiresAt):
+			m.Status, m.StatusReason, m.OTPHash, m.NextPeriod, m.NextChargeDate, m.UpdatedAt =
+				StatusExpired, "consent_expired", nil, "", time.Time{}, now
+			*final = ErrConsentExpired
+			if err := updateMandate(ctx, tx, m); err != nil {
+				return err
+			}
+			return s.auditTx(ctx, tx, merchantID, "mandate.expire", m.ID, audit.OutcomeOK, nil)
+		}
+		return fn(tx, &m, now)
+	})
+}
+
+// Resend texts a fresh consent code: at least 60 s after the last, at
+// most 5 sends. Errors: ErrNotFound, ErrConsentExpired, ErrInvalidState,
+// *ResendTooSoonError, ErrResendLimit, ErrSMSUnavailable.
+func (s *Service) Resend(ctx context.Context, merchantID, id string) (Mandate, error) {
+	var out Mandate
+	var final error
+	err := s.pending(ctx, merchantID, id, &final, func(tx pgx.Tx, m *mandateRow, now time.Time) error {
+		if m.Status != StatusPendingConfirmation {
+			return ErrInvalidState
+		}
+		if m.OTPSends >= OTPMaxSends {
+			return ErrResendLimit
+		}
+		if wait := m.ResendAfter().Sub(now); wait > 0 {
+			return &ResendTooSoonError{RetryAfter: wait}
+		}
+		card, phone, err := s.cfg.Cards.CardPhone(audit.WithExecer(ctx, tx), merchantID, m.CardID, sensitive.Access{
+			MerchantID: merchantID, Actor: actor(merchantID), Subject: m.CardID, Reason: "mandate consent sms"})
+		if err != nil {
+			return err
+		}
+		if m.OTPHash, err = s.sendCode(ctx, *m, card, phone); err != nil {
+			return err
+		}
+		m.OTPSends++
+		m.OTPLastSentAt, m.OTPExpiresAt, m.UpdatedAt = now, now.Add(OTPValidity), now
+		if err := updateMandate(ctx, tx, *m); err != nil {
+			return err
+		}
+		out = m.Mandate
+		return s.auditTx(ctx, tx, merchantID, "mandate.otp_send", m.ID, audit.OutcomeOK, map[string]any{"send": m.OTPSends})
+	})
+	if err != nil {
+		return Mandate{}, err
+	}
+	if final != nil {
+		return Mandate{}, final
+	}
+	return out, nil
+}
+
+// transition changes a mandate's status in a transaction: fn checks and
+// edits it; the change is audited and its event emitted.
+func (s *Service) transition(ctx context.Context, merchantID, id, action string,
+	fn func(tx pgx.Tx, m *mandateRow, now time.Time) (event string, err error)) (Mandate, error) {
+	if !ids.Valid("mdt", id) {
+		return Mandate{}, ErrNotFound
+	}
+	var out Mandate
+	err := db.InTx(ctx, s.pool, func(tx pgx.Tx) error {
+		m, err := getMandate(ctx, tx, merchantID, id, true)
+		if err != nil {
+			return err
+		}
+		now := s.now()
+		before := m.Status
+		event, err := fn(tx, &m, now)
+		if err != nil {
+			return err
+		}
+		out = m.Mandate
+		if m.Status == before {
+			return nil // already there: idempotent
+		}
+		m.UpdatedAt = now
+		out = m.Mandate
+		return s.record(ctx, tx, m, action, event, now)
+	})
+	return out, err
+}
+
+// record writes a mandate's new state, fails its charges that have not
+// reached a bank if it stopped charging, audits and emits.
+func (s *Service) record(ctx context.Context, tx pgx.Tx, m mandateRow, action, event string, now time.Time) error {
+	if err := updateMandate(ctx, tx, m); err != nil {
+		return err
+	}
+	if m.Status != StatusActive {
+		failed, err := failPendingCharges(ctx, tx, m.MerchantID, m.ID, "mandate_"+m.Status, now)
+		if err != nil {
+			return err
+		}
+		for _, c := range failed {
+			if err := s.cfg.Emit(ctx, tx, m.MerchantID, "charge.failed", chargeEvent(c)); err != nil {
+				return err
+			}
+		}
+	}
+	if err := s.auditTx(ctx, tx, m.MerchantID, action, m.ID, audit.OutcomeOK,
+		map[string]any{"status": m.Status, "reason": m.StatusReason}); err != nil {
+		return err
+	}
+	if event == "" {
+		return nil
+	}
+	return s.cfg.Emit(ctx, tx, m.MerchantID, event, mandateEvent(m.Mandate))
+}
+
+// Pause stops an active mandate charging: periods that fall due while it
+// is paused are skipped, and charges not yet sent to the bank fail with
+// mandate_paused. Pausing a paused mandate returns it. Errors: ErrNotFound,
+// ErrInvalidState.
+func (s *Service) Pause(ctx context.Context, merchantID, id string) (Mandate, error) {
+	return s.transition(ctx, merchantID, id, "mandate.pause", func(_ pgx.Tx, m *mandateRow, _ time.Time) (string, error) {
+		switch m.Status {
+		case StatusPaused:
+			return "", nil
+		case StatusActive:
+			m.Status, m.StatusReason = StatusPaused, "merchant"
+			return "mandate.paused", nil
+		}
+		return "", ErrInvalidState
+	})
+}
+
+// Resume makes a paused mandate charge again from its next period on or
+// after today; the periods it skipped are not charged. Resuming an active
+// mandate returns it. Errors: ErrNotFound, ErrInvalidState.
+func (s *Service) Resume(ctx context.Context, merchantID, id string) (Mandate, error) {
+	return s.transition(ctx, merchantID, id, "mandate.resume", func(_ pgx.Tx, m *mandateRow, now time.Time) (string, error) {
+		switch m.Status {
+		case StatusActive:
+			return "", nil
+		case StatusPaused:
+			m.Status, m.StatusReason = StatusActive, ""
+			// A period already charged stays charged: start after it.
+			from := m.Schedule.DateAt(now)
+			if !m.NextChargeDate.IsZero() && m.NextChargeDate.After(from) {
+				from = m.NextChargeDate
+			}
+			s.setNext(m, from)
+			if m.NextPeriod == "" {
+				m.Status, m.StatusReason = StatusCompleted, completionReason(*m)
+				return "mandate.completed", nil
+			}
+			return "mandate.resumed", nil
+		}
+		return "", ErrInvalidState
+	})
+}
+
+// Cancel ends a mandate for good; charges not yet sent to the bank fail
+// with mandate_cancelled. Cancelling a cancelled mandate returns it.
+// Errors: ErrNotFound, ErrInvalidState (completed or expired).
+func (s *Service) Cancel(ctx context.Context, merchantID, id string) (Mandate, error) {
+	return s.transition(ctx, merchantID, id, "mandate.cancel", func(_ pgx.Tx, m *mandateRow, _ time.Time) (string, error) {
+		switch m.Status {
+		case StatusCancelled:
+			return "", nil
+		case StatusActive, StatusPaused, StatusPendingConfirmation:
+			m.Status, m.StatusReason, m.OTPHash, m.NextPeriod, m.NextChargeDate = StatusCancelled, "merchant", nil, "", time.Time{}
+			return "mandate.cancelled", nil
+		}
+		return "", ErrInvalidState
+	})
+}
+
+// CancelForCard cancels, in the card's transaction, every mandate on a card
+// that was unbound or revoked (status is the card's new status).
+func (s *Service) CancelForCard(ctx context.Context, tx pgx.Tx, merchantID, cardID, status string) error {
+	rows, err := tx.Query(ctx, `SELECT `+mandateCols+` FROM mandates WHERE merchant_id = $1 AND card_id = $2
+		AND status IN ('pending_confirmation', 'active', 'paused') ORDER BY id FOR UPDATE`, merchantID, cardID)
+	if err != nil {
+		return err
+	}
+	ms, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (mandateRow, error) { return scanMandate(r) })
+	if err != nil {
+		return err
+	}
+	now := s.now()
+	for _, m := range ms {
+		m.Status, m.StatusReason, m.OTPHash, m.NextPeriod, m.NextChargeDate, m.UpdatedAt =
+			StatusCancelled, "card_"+status, nil, "", time.Time{}, now
+		if err := s.record(ctx, tx, m, "mandate.cancel", "mandate.cancelled", now); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func completionReason(m mandateRow) string {
+	if m.Schedule.MaxCharges > 0 && m.ChargesCount >= m.Schedule.MaxCharges {
+		return "max_charges"
+	}
+	return "end_date"
+}
+
+// ChargeInput is a variable mandate's amount for a period.
+type ChargeInput struct {
+	Amount      int64
+	Period      string // defaults to the mandate's next period
+	Description string
+}
+
+// PostCharge sets a variable mandate's amount for a period (by default its
+// next one). It is charged on the period's date, after its notice.
+//
+// Errors: ErrNotFound, *FieldError, ErrNotVariable, ErrInvalidState (not
+// active), ErrAmountOverMax, ErrPeriodCharged.
+func (s *Service) PostCharge(ctx context.Context, merchantID, mandateID string, in ChargeInput) (Charge, error) {
+	if in.Amount <= 0 {
+		return Charge{}, &FieldError{"amount", "must be positive fen"}
+	}
+	if utf8.RuneCountInString(in.Description) > 256 || !utf8.ValidString(in.Description) {
+		return Charge{}, &FieldError{"description", "must be at most 256 characters"}
+	}
+	m, err := s.Get(ctx, merchantID, mandateID)
+	if err != nil {
+		return Charge{}, err
+	}
+	switch {
+	case m.AmountType != AmountVariable:
+		return Charge{}, ErrNotVariable
+	case m.Status != StatusActive:
+		return Charge{}, ErrInvalidState
+	case in.Amount > m.MaxAmount:
+		return Charge{}, ErrAmountOverMax
+	}
+	if in.Period == "" {
+		in.Period = m.NextPeriod
+	}
+	p, err := m.Schedule.Period(in.Period)
+	if err != nil {
+		return Charge{}, err
+	}
+	if m.NextChargeDate.IsZero() || p.Date.Before(m.NextChargeDate) {
+		return Charge{}, &FieldError{"period", "is past: the mandate's next period is " + m.NextPeriod}
+	}
+	if in.Description == "" {
+		in.Description = m.Description
+	}
+	now := s.now()
+	c, noticeAt := s.newCharge(m, p, in.Amount, in.Description, now)
+	err = db.InTx(ctx, s.pool, func(tx pgx.Tx) error {
+		if err := insertCharge(ctx, tx, c, m.CardID, noticeAt); err != nil {
+			return err
+		}
+		return s.auditTx(ctx, tx, merchantID, "charge.post", c.ID, audit.OutcomeOK,
+			map[string]any{"mandate": m.ID, "period": p.Key, "amount": in.Amount})
+	})
+	if err != nil {
+		return Charge{}, err
+	}
+	return c, nil
+}
+
+// newCharge is a scheduled charge of m for period p, and its notice time
+// (zero when the mandate gives no notice).
+func (s *Service) newCharge(m Mandate, p Period, amount int64, description string, now time.Time) (Charge, time.Time) {
+	c := Charge{
+		ID: ids.New("chg"), MerchantID: m.MerchantID, MandateID: m.ID, Period: p.Key, ChargeDate: p.Date,
+		Amount: amount, Currency: m.Currency, Description: description, Status: ChargeScheduled,
+		NextAttemptAt: m.Schedule.DueAt(p.Date), CreatedAt: now, UpdatedAt: now,
+	}
+	var noticeAt time.Time
+	if m.NoticeDays > 0 {
+		noticeAt = m.Schedule.DueAt(p.Date.AddDate(0, 0, -m.NoticeDays))
+	}
+	return c, noticeAt
+}
+
+// GetCharge returns one of the merchant's charges with its attempts.
+// Errors: ErrNotFound.
+func (s *Service) GetCharge(ctx context.Context, merchantID, id string) (Charge, error) {
+	if !ids.Valid("chg", id) {
+		return Charge{}, ErrNotFound
+	}
+	return getCharge(ctx, s.pool, merchantID, id)
+}
+
+// ListCharges returns a mandate's charges by date. Errors: ErrNotFound.
+func (s *Service) ListCharges(ctx context.Context, merchantID, mandateID string) ([]Charge, error) {
+	if _, err := s.Get(ctx, merchantID, mandateID); err != nil {
+		return nil, err
+	}
+	return listCharges(ctx, s.pool, merchantID, mandateID)
+}
+
+func (s *Service) auditTx(ctx context.Context, q audit.Execer, merchantID, action, subject, outcome string, details map[string]any) error {
+	d := map[string]any{"outcome": outcome}
+	for k, v := range details {
+		d[k] = v
+	}
+	who := actor(merchantID)
+	if strings.HasPrefix(action, "charge.") || strings.HasPrefix(action, "scheduler.") {
+		who = "worker:charges"
+	}
+	return audit.Write(ctx, q, audit.Entry{MerchantID: merchantID, Actor: who, Action: action, Subject: subject, Details: d})
+}
+
+// Event payloads.
+func mandateEvent(m Mandate) map[string]any {
+	ev := map[string]any{"mandate_id": m.ID, "card_id": m.CardID, "member_id": m.MemberID, "reference": m.Reference,
+		"status": m.Status, "status_reason": nullable(m.StatusReason), "next_charge_date": nullable(dateString(m.NextChargeDate))}
+	return ev
+}
+
+func chargeEvent(c Charge) map[string]any {
+	return map[string]any{"charge_id": c.ID, "mandate_id": c.MandateID, "period": c.Period,
+		"charge_date": dateString(c.ChargeDate), "amount": c.Amount, "currency": c.Currency, "status": c.Status,
+		"failure_code": nullable(c.FailureCode), "next_attempt_at": nullableTime(c.NextAttemptAt),
+		"bank_reference": nullable(c.BankReference)}
+}
+
+func dateString(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.Format(time.DateOnly)
+}
+
+func nullable(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
+
+func nullableTime(t time.Time) any {
+	if t.IsZero() {
+		return nil
+	}
+	return t.UTC().Format(time.RFC3339)
+}
