@@ -9,6 +9,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -16,10 +17,12 @@ import (
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 	"github.com/riverqueue/river/rivertype"
 
+	"github.com/quickpay/quickpay/bankadapters/channels"
 	"github.com/quickpay/quickpay/binding"
 	"github.com/quickpay/quickpay/internal/db"
 	"github.com/quickpay/quickpay/internal/idempotency"
 	"github.com/quickpay/quickpay/internal/webhooks"
+	"github.com/quickpay/quickpay/mandate"
 	"github.com/quickpay/quickpay/softhsm"
 	"github.com/quickpay/quickpay/vaultkeys"
 )
@@ -43,6 +46,13 @@ type config struct {
 	// WebhooksPrivate lets webhooks reach loopback and private addresses
 	// (dev stacks only).
 	WebhooksPrivate bool
+	// Charging (mandates).
+	PublicURL         string        // where banks post async results; defaults to http://<listen>
+	SMSURL            string        // the SMS carrier; defaults to banksim's /carrier/sms
+	BankLimits        string        // CODE=RPS:CONCURRENT,…
+	ChargeWorkers     int           // River workers on the charges queue
+	RescueAfter       time.Duration // a charge job running longer is rescued (run again: query first)
+	SchedulerInterval time.Duration // how often serve runs what is due
 }
 
 func env(name, def string) string {
@@ -68,6 +78,15 @@ func (c *config) flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.BanksimURL, "banksim-url", env("QUICKPAY_BANKSIM_URL", ""), "bank simulator URL (QUICKPAY_BANKSIM_URL)")
 	fs.BoolVar(&c.WebhooksPrivate, "webhooks-allow-private", env("QUICKPAY_WEBHOOKS_ALLOW_PRIVATE", "") == "true",
 		"deliver webhooks to loopback and private addresses, for dev (QUICKPAY_WEBHOOKS_ALLOW_PRIVATE=true)")
+	workers, _ := strconv.Atoi(env("QUICKPAY_CHARGE_WORKERS", "32"))
+	rescue, _ := time.ParseDuration(env("QUICKPAY_RESCUE_STUCK_AFTER", "5m"))
+	every, _ := time.ParseDuration(env("QUICKPAY_SCHEDULER_INTERVAL", "30s"))
+	fs.StringVar(&c.PublicURL, "public-url", env("QUICKPAY_PUBLIC_URL", ""), "base URL banks reach quickpay at, for async results (QUICKPAY_PUBLIC_URL; default http://<listen>)")
+	fs.StringVar(&c.SMSURL, "sms-url", env("QUICKPAY_SMS_URL", ""), "SMS carrier send URL (QUICKPAY_SMS_URL; default <banksim-url>/carrier/sms)")
+	fs.StringVar(&c.BankLimits, "bank-limits", env("QUICKPAY_BANK_LIMITS", ""), "per-bank call limits CODE=RPS:CONCURRENT,… e.g. ICBC=200:32 (QUICKPAY_BANK_LIMITS; 0 = unlimited)")
+	fs.IntVar(&c.ChargeWorkers, "charge-workers", workers, "concurrent charge jobs (QUICKPAY_CHARGE_WORKERS)")
+	fs.DurationVar(&c.RescueAfter, "rescue-stuck-after", rescue, "run a charge job again (querying first) after it has run this long, e.g. after a crash (QUICKPAY_RESCUE_STUCK_AFTER)")
+	fs.DurationVar(&c.SchedulerInterval, "scheduler-interval", every, "how often serve runs due charges (QUICKPAY_SCHEDULER_INTERVAL)")
 	fs.StringVar(&c.LogLevel, "log-level", env("QUICKPAY_LOG_LEVEL", "info"), "debug, info, warn or error (QUICKPAY_LOG_LEVEL)")
 }
 
@@ -88,6 +107,13 @@ type deps struct {
 	river   *river.Client[pgx.Tx]
 	idem    *idempotency.Store
 	hooks   *webhooks.Service
+
+	// The domain, built by openDomain.
+	banks    *channels.Registry
+	bindings *binding.Service
+	mandates *mandate.Service
+	chargeW  *mandate.ChargeWorker
+	queryW   *mandate.QueryWorker
 }
 
 // close releases everything; calling it again does nothing.
@@ -163,11 +189,20 @@ func (c *config) open(ctx context.Context, log *slog.Logger, workers bool) (*dep
 		river.AddWorker(rc.Workers, &vaultkeys.ReencryptWorker{Vault: d.vault})
 		river.AddWorker(rc.Workers, deliver)
 		river.AddWorker(rc.Workers, &idempotency.CleanupWorker{Store: d.idem})
+		// The charge workers get their service in openDomain.
+		d.chargeW, d.queryW = &mandate.ChargeWorker{}, &mandate.QueryWorker{}
+		river.AddWorker(rc.Workers, d.chargeW)
+		river.AddWorker(rc.Workers, d.queryW)
 		rc.PeriodicJobs = []*river.PeriodicJob{idempotency.PeriodicCleanup()}
 		rc.Queues = map[string]river.QueueConfig{
 			river.QueueDefault: {MaxWorkers: 10},
 			webhooks.Queue:     {MaxWorkers: 10},
+			mandate.Queue:      {MaxWorkers: max(1, c.ChargeWorkers)},
 		}
+		// River wants jobs to time out before they count as stuck. Charge
+		// jobs keep their own bound (mandate.ChargeWorker.Timeout).
+		rc.RescueStuckJobsAfter = c.RescueAfter
+		rc.JobTimeout = min(time.Minute, c.RescueAfter/2)
 	}
 	if d.river, err = river.NewClient(riverpgxv5.New(d.pool), rc); err != nil {
 		d.close()
@@ -186,6 +221,10 @@ type lateInserter struct{ client *river.Client[pgx.Tx] }
 
 func (l *lateInserter) InsertTx(ctx context.Context, tx pgx.Tx, args river.JobArgs, opts *river.InsertOpts) (*rivertype.JobInsertResult, error) {
 	return l.client.InsertTx(ctx, tx, args, opts)
+}
+
+func (l *lateInserter) InsertManyFastTx(ctx context.Context, tx pgx.Tx, params []river.InsertManyParams) (int, error) {
+	return l.client.InsertManyFastTx(ctx, tx, params)
 }
 
 // encryptedColumns lists every column holding vaultkeys ciphertext, for

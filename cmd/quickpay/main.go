@@ -5,6 +5,10 @@
 //	quickpay dev                      the whole local stack (what `make run` runs)
 //	quickpay merchants create --name NAME [--scopes bind,withhold] [--json]
 //	                                  a merchant and its API credentials (secret shown once)
+//	quickpay charges run-due [--as-of RFC3339]
+//	                                  charge what is due (then), and wait for the banks' answers
+//	quickpay reconcile --bank CODE --date YYYY-MM-DD
+//	                                  compare a bank's daily statement with quickpay's attempts
 //	quickpay keys list                key versions and their states
 //	quickpay keys rotate data|fp|jwt  create version N+1 and re-encrypt in the background
 //	quickpay keys retire data|fp|jwt --min-version N
@@ -30,6 +34,8 @@ commands:
   migrate   apply database migrations
   dev       run the whole local stack (Postgres, SoftHSM2, Vault, banksim, serve)
   merchants manage merchants and their API client credentials
+  charges   run-due: charge what is due (--as-of for another instant)
+  reconcile compare a bank's daily statement with quickpay's attempts
   keys      list, rotate or retire HSM key versions
   banks     connect-sim: connect the platform to a banksim
 
@@ -59,6 +65,10 @@ func main() {
 		err = cmdBanks(ctx, args)
 	case "keys":
 		err = cmdKeys(ctx, args)
+	case "charges":
+		err = cmdCharges(ctx, args)
+	case "reconcile":
+		err = cmdReconcile(ctx, args)
 	case "-h", "--help", "help":
 		fmt.Print(usage)
 		return

@@ -70,6 +70,9 @@ func cmdServe(ctx context.Context, args []string) error {
 	if err := d.river.Start(ctx); err != nil {
 		return fmt.Errorf("start workers: %w", err)
 	}
+	schedCtx, stopScheduler := context.WithCancel(ctx)
+	defer stopScheduler()
+	go runScheduler(schedCtx, d.mandates, c.SchedulerInterval, log)
 	e := api.New(cfg)
 	ln, err := net.Listen("tcp", c.Listen)
 	if err != nil {

@@ -4,9 +4,12 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/riverqueue/river"
 
 	"github.com/quickpay/quickpay/api"
 	"github.com/quickpay/quickpay/bankadapters"
@@ -14,11 +17,16 @@ import (
 	"github.com/quickpay/quickpay/bankadapters/formrsa"
 	"github.com/quickpay/quickpay/binding"
 	"github.com/quickpay/quickpay/internal/merchants"
+	"github.com/quickpay/quickpay/internal/sms"
+	"github.com/quickpay/quickpay/mandate"
 	"github.com/quickpay/quickpay/vaultkeys"
 )
 
 var _ binding.Vault = (*vaultkeys.Vault)(nil)
 var _ binding.Banks = (*channels.Registry)(nil)
+var _ mandate.Cards = (*binding.Service)(nil)
+var _ mandate.Hasher = (*vaultkeys.Vault)(nil)
+var _ mandate.Jobs = (*river.Client[pgx.Tx])(nil)
 
 // openBanks builds the bank adapters from their channel settings in Vault.
 func (c *config) openBanks(ctx context.Context, d *deps, log *slog.Logger) (*channels.Registry, error) {
@@ -33,8 +41,78 @@ func (c *config) openBanks(ctx context.Context, d *deps, log *slog.Logger) (*cha
 	return reg, nil
 }
 
-// apiConfig composes the HTTP API over d: auth, the bindings area and,
-// as they land, the others.
+// openDomain builds the domain services over d: the bank channels, bindings
+// and mandates, whose charge workers (registered by open) it completes.
+func (c *config) openDomain(ctx context.Context, d *deps, log *slog.Logger) error {
+	banks, err := c.openBanks(ctx, d, log)
+	if err != nil {
+		return err
+	}
+	limits, err := parseBankLimits(c.BankLimits)
+	if err != nil {
+		return err
+	}
+	smsURL := c.SMSURL
+	if smsURL == "" && c.BanksimURL != "" {
+		smsURL = strings.TrimRight(c.BanksimURL, "/") + "/carrier/sms"
+	}
+	carrier, err := sms.New(sms.Config{URL: smsURL})
+	if err != nil {
+		return err
+	}
+	publicURL := c.PublicURL
+	if publicURL == "" {
+		publicURL = "http://" + c.Listen
+	}
+	emit := func(ctx context.Context, tx pgx.Tx, merchantID, eventType string, data any) error {
+		_, err := d.hooks.Emit(ctx, tx, merchantID, eventType, data)
+		return err
+	}
+	var mandates *mandate.Service
+	bindings, err := binding.New(binding.Config{Pool: d.pool, Vault: d.vault, Banks: banks, Logger: log, Emit: emit,
+		CardEnded: func(ctx context.Context, tx pgx.Tx, merchantID, cardID, status string) error {
+			return mandates.CancelForCard(ctx, tx, merchantID, cardID, status)
+		}})
+	if err != nil {
+		return err
+	}
+	mandates, err = mandate.New(mandate.Config{
+		Pool: d.pool, Cards: bindings, Hasher: d.vault, Banks: banks, SMS: carrier, Jobs: d.river, Emit: emit,
+		Logger: log, Limits: limits,
+		NotifyURL: func(code string) string { return strings.TrimRight(publicURL, "/") + "/callbacks/banks/" + code },
+	})
+	if err != nil {
+		return err
+	}
+	if d.chargeW != nil {
+		d.chargeW.Service, d.queryW.Service = mandates, mandates
+	}
+	d.banks, d.bindings, d.mandates = banks, bindings, mandates
+	return nil
+}
+
+// parseBankLimits reads CODE=RPS:CONCURRENT,… (either part may be 0 for
+// unlimited).
+func parseBankLimits(s string) (map[string]mandate.Limit, error) {
+	out := map[string]mandate.Limit{}
+	for _, item := range strings.Split(s, ",") {
+		item = strings.TrimSpace(item)
+		if item == "" {
+			continue
+		}
+		code, spec, ok := strings.Cut(item, "=")
+		rps, conc, ok2 := strings.Cut(spec, ":")
+		r, err1 := strconv.ParseFloat(rps, 64)
+		n, err2 := strconv.Atoi(conc)
+		if !ok || !ok2 || code == "" || err1 != nil || err2 != nil || r < 0 || n < 0 {
+			return nil, fmt.Errorf("bank limits: %q: want CODE=RPS:CONCURRENT, e.g. ICBC=200:32", item)
+		}
+		out[strings.ToUpper(code)] = mandate.Limit{PerSecond: r, Burst: max(1, int(r/10)), Concurrent: n}
+	}
+	return out, nil
+}
+
+// apiConfig composes the HTTP API over d (openDomain first).
 func (c *config) apiConfig(ctx context.Context, d *deps, log *slog.Logger) (api.Config, error) {
 	store, err := merchants.NewStore(merchants.Config{Pool: d.pool})
 	if err != nil {
@@ -44,18 +122,12 @@ func (c *config) apiConfig(ctx context.Context, d *deps, log *slog.Logger) (api.
 	if err != nil {
 		return api.Config{}, err
 	}
-	banks, err := c.openBanks(ctx, d, log)
-	if err != nil {
-		return api.Config{}, err
+	if d.bindings == nil {
+		if err := c.openDomain(ctx, d, log); err != nil {
+			return api.Config{}, err
+		}
 	}
-	bindings, err := binding.New(binding.Config{Pool: d.pool, Vault: d.vault, Banks: banks, Logger: log,
-		Emit: func(ctx context.Context, tx pgx.Tx, merchantID, eventType string, data any) error {
-			_, err := d.hooks.Emit(ctx, tx, merchantID, eventType, data)
-			return err
-		}})
-	if err != nil {
-		return api.Config{}, err
-	}
+	bindings := d.bindings
 	return api.Config{
 		Pool: d.pool, HSM: d.hsm, Secrets: d.secrets, Logger: log,
 		Auth:        auth,

@@ -30,6 +30,9 @@ type Stack struct {
 	SimURL  string
 	SimCtl  *simclient.Client
 	Banks   *channels.Registry
+	// BanksPrefix is the Vault KV path under which Banks' channel settings
+	// are, one secret per bank code.
+	BanksPrefix string
 }
 
 // NewStack builds a Stack for t; everything stops when t ends.
@@ -56,6 +59,7 @@ func NewStack(t testing.TB) *Stack {
 	st.Sim, st.SimURL, st.SimCtl = s, srv.URL, simclient.NewClient(srv.URL)
 
 	prefix := "secret/quickpay/banks-" + randHex(4)
+	st.BanksPrefix = prefix
 	chans, err := st.SimCtl.ConnectPlatform(ctx, func(code string) string { return "QP" + code + randHex(3) }, st.HSM.BankPublicKeyPEM)
 	if err != nil {
 		t.Fatal(err)

@@ -1,0 +1,184 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"text/tabwriter"
+	"time"
+
+	"github.com/quickpay/quickpay/mandate"
+)
+
+const chargesUsage = "usage: quickpay charges run-due [--as-of RFC3339] [--no-wait]"
+
+// cmdCharges runs what is due: `charges run-due --as-of T` claims every
+// charge due at T, works them in this process (River charge workers), and
+// waits until each has its bank's answer, printing progress for large
+// runs. Charges whose answer is unknown are left to the query jobs, which
+// `serve` (or the next run) works.
+func cmdCharges(ctx context.Context, args []string) error {
+	if len(args) == 0 || args[0] != "run-due" {
+		return errors.New(chargesUsage)
+	}
+	var c config
+	fs := newFlags("charges run-due", &c)
+	asOfFlag := fs.String("as-of", "", "run what is due at this instant, RFC 3339 (default: now)")
+	noWait := fs.Bool("no-wait", false, "claim and enqueue only; leave the charges to serve's workers")
+	if err := fs.Parse(args[1:]); err != nil {
+		return err
+	}
+	asOf := time.Now()
+	if *asOfFlag != "" {
+		t, err := time.Parse(time.RFC3339, *asOfFlag)
+		if err != nil {
+			return fmt.Errorf("--as-of: want RFC 3339, e.g. 2027-01-31T09:00:00+08:00: %w", err)
+		}
+		asOf = t
+	}
+	log := c.logger()
+	d, err := c.open(ctx, log, !*noWait)
+	if err != nil {
+		return err
+	}
+	defer d.close()
+	if err := c.openDomain(ctx, d, log); err != nil {
+		return err
+	}
+	if !*noWait {
+		if err := d.river.Start(ctx); err != nil {
+			return fmt.Errorf("start workers: %w", err)
+		}
+		defer func() {
+			stop, cancel := context.WithTimeout(context.WithoutCancel(ctx), 20*time.Second)
+			defer cancel()
+			_ = d.river.Stop(stop)
+		}()
+	}
+	start := time.Now()
+	st, err := d.mandates.RunDue(ctx, asOf)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("run-due as of %s: %d periods due (%d skipped: no amount posted), %d notices sent, %d charges claimed, %d put off by the card's daily failure cap\n",
+		asOf.Format(time.RFC3339), st.Periods, st.Skipped, st.Notices, st.Claimed, st.Deferred)
+	if *noWait {
+		return nil
+	}
+	// Also wait for what earlier runs left processing: a crashed run's
+	// charges are run again (querying first) after --rescue-stuck-after.
+	processing, _, err := d.mandates.Pending(ctx)
+	if err != nil {
+		return err
+	}
+	if st.Claimed == 0 && processing == 0 {
+		return nil
+	}
+	if processing > st.Claimed {
+		fmt.Printf("waiting for %d charges still processing (a crashed run's are run again after %s)\n",
+			processing-st.Claimed, c.RescueAfter)
+	}
+	return waitSettled(ctx, d.mandates, max(st.Claimed, processing), start, log)
+}
+
+// waitSettled polls until no charge is waiting for its first answer,
+// printing a progress line every second for runs of 1,000 or more.
+func waitSettled(ctx context.Context, svc *mandate.Service, claimed int, start time.Time, log *slog.Logger) error {
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	lastPrint := time.Now()
+	for {
+		processing, unknown, err := svc.Pending(ctx)
+		if err != nil {
+			return err
+		}
+		if processing == 0 {
+			el := time.Since(start)
+			fmt.Printf("settled %d charges in %s (%.0f/s); %d unknown, settling by query\n",
+				claimed, el.Round(time.Millisecond), float64(claimed)/el.Seconds(), unknown)
+			return nil
+		}
+		if claimed >= 1000 && time.Since(lastPrint) >= time.Second {
+			done := max(0, claimed-processing)
+			fmt.Printf("  %d/%d answered (%.0f/s)\n", done, claimed, float64(done)/time.Since(start).Seconds())
+			lastPrint = time.Now()
+		}
+		select {
+		case <-ctx.Done():
+			log.Warn("interrupted; claimed charges finish in serve's workers (or the next run)")
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+}
+
+// cmdReconcile compares a bank's daily statement with quickpay's attempts.
+func cmdReconcile(ctx context.Context, args []string) error {
+	var c config
+	fs := newFlags("reconcile", &c)
+	bank := fs.String("bank", "", "bank code, e.g. ICBC")
+	date := fs.String("date", "", "the bank day, YYYY-MM-DD (Asia/Shanghai)")
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *bank == "" || *date == "" {
+		return errors.New("usage: quickpay reconcile --bank CODE --date YYYY-MM-DD [--json]")
+	}
+	day, err := mandate.ParseDate(*date)
+	if err != nil {
+		return fmt.Errorf("--date: %w", err)
+	}
+	log := c.logger()
+	d, err := c.open(ctx, log, false)
+	if err != nil {
+		return err
+	}
+	defer d.close()
+	if err := c.openDomain(ctx, d, log); err != nil {
+		return err
+	}
+	rec, err := d.mandates.Reconcile(ctx, *bank, day)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		return json.NewEncoder(os.Stdout).Encode(rec)
+	}
+	fmt.Printf("reconciliation %d of %s %s: %d statement debits, %d matched, %d unknown attempts settled, %d mismatches\n",
+		rec.RunID, rec.BankCode, *date, rec.Entries, rec.Matched, rec.Settled, len(rec.Mismatches))
+	if len(rec.Mismatches) == 0 {
+		return nil
+	}
+	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "KIND\tORDER\tMERCHANT\tBANK AMOUNT\tOUR AMOUNT")
+	for _, m := range rec.Mismatches {
+		fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%d\n", m.Kind, m.OrderNo, m.MerchantID, m.BankAmount, m.OurAmount)
+	}
+	return w.Flush()
+}
+
+// runScheduler runs what is due every interval until ctx ends (inside
+// serve). Runs are safe side by side: claims skip what another holds.
+func runScheduler(ctx context.Context, svc *mandate.Service, every time.Duration, log *slog.Logger) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		st, err := svc.RunDue(ctx, time.Now())
+		switch {
+		case err != nil && ctx.Err() == nil:
+			log.Error("scheduler run", "err", err)
+		case st != (mandate.RunStats{}):
+			log.Info("scheduler run", "periods", st.Periods, "skipped", st.Skipped, "notices", st.Notices,
+				"claimed", st.Claimed, "deferred", st.Deferred)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}

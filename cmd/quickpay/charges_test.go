@@ -1,0 +1,228 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+
+	"github.com/quickpay/quickpay/bankadapters/conformance"
+	"github.com/quickpay/quickpay/binding"
+	"github.com/quickpay/quickpay/cmd/banksim/simclient"
+	"github.com/quickpay/quickpay/internal/sensitive"
+	"github.com/quickpay/quickpay/internal/sms"
+	"github.com/quickpay/quickpay/internal/testenv"
+	"github.com/quickpay/quickpay/mandate"
+)
+
+// chargeWorld is a stack whose bank channels are also where the quickpay
+// binary reads them, a bound ICBC card with an active fixed mandate, and
+// the environment that points a `quickpay` subprocess at all of it.
+type chargeWorld struct {
+	*testenv.Stack
+	bin      string
+	env      []string
+	mandates *mandate.Service
+	card     conformance.Account
+	merchant string
+}
+
+func newChargeWorld(t *testing.T) *chargeWorld {
+	t.Helper()
+	ctx := context.Background()
+	w := &chargeWorld{Stack: testenv.NewStack(t)}
+	w.merchant = testenv.Merchant(t, w.Pool)
+
+	// The binary reads channels at the default prefix: the same settings
+	// (merchant numbers, keys) as the stack's adapters, which bind the card.
+	for _, code := range w.Banks.Codes() {
+		ch, err := w.Secrets.Read(ctx, w.BanksPrefix+"/"+code)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Secrets.Write(ctx, "secret/quickpay/banks/"+code, ch); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	bindings, err := binding.New(binding.Config{Pool: w.Pool, Vault: w.Vault, Banks: w.Banks})
+	if err != nil {
+		t.Fatal(err)
+	}
+	jobs, err := river.NewClient(riverpgxv5.New(w.Pool), &river.Config{}) // insert-only
+	if err != nil {
+		t.Fatal(err)
+	}
+	carrier, err := sms.New(sms.Config{URL: w.SimURL + "/carrier/sms"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.mandates, err = mandate.New(mandate.Config{Pool: w.Pool, Cards: bindings, Hasher: w.Vault, Banks: w.Banks,
+		SMS: carrier, Jobs: jobs})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	info, err := w.SimCtl.Bank(ctx, "ICBC")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.card, err = conformance.NewGen().Account(info, "debit", 1_000_000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.SimCtl.PutAccount(ctx, w.card); err != nil {
+		t.Fatal(err)
+	}
+	b, err := bindings.StartBinding(ctx, w.merchant, binding.BindInput{ExternalUserID: "crash-user",
+		HolderName: w.card.HolderName, IDNumber: sensitive.NewIDNumber(w.card.IDNumber),
+		CardNumber: sensitive.NewPAN(w.card.CardNumber), Phone: w.card.Phone})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, err = bindings.Confirm(ctx, w.merchant, b.ID, w.lastCode(t)); err != nil {
+		t.Fatal(err)
+	}
+	today := mandate.Schedule{}.DateAt(time.Now())
+	m, err := w.mandates.Create(ctx, w.merchant, mandate.CreateInput{CardID: b.CardID, Reference: "water-7",
+		AmountType: mandate.AmountFixed, Amount: 4321, Schedule: mandate.Schedule{Interval: mandate.IntervalMonth,
+			DayOfMonth: today.Day(), StartDate: today}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.mandates.Confirm(ctx, w.merchant, m.ID, w.lastCode(t)); err != nil {
+		t.Fatal(err)
+	}
+
+	w.bin = t.TempDir()
+	if out, err := exec.Command("go", "build", "-o", filepath.Join(w.bin, "quickpay"), ".").CombinedOutput(); err != nil {
+		t.Fatalf("build quickpay: %v\n%s", err, out)
+	}
+	vault := testenv.Vault(t)
+	tok := testenv.SoftHSM(t)
+	w.env = append(os.Environ(),
+		"QUICKPAY_DATABASE_URL="+testenv.DatabaseURL(t), "VAULT_ADDR="+vault.Addr, "VAULT_TOKEN="+vault.Token,
+		"SOFTHSM2_CONF="+tok.ConfPath, "QUICKPAY_HSM_TOKEN_LABEL="+tok.Label, "QUICKPAY_BANKSIM_URL="+w.SimURL,
+		"QUICKPAY_RESCUE_STUCK_AFTER=1s", "QUICKPAY_LOG_LEVEL=warn")
+	return w
+}
+
+func (w *chargeWorld) lastCode(t *testing.T) sensitive.OTP {
+	t.Helper()
+	texts, err := w.SimCtl.SMS(context.Background(), w.card.Phone)
+	if err != nil || len(texts) == 0 {
+		t.Fatalf("no SMS for the card's phone: %v", err)
+	}
+	return sensitive.NewOTP(texts[0].Code)
+}
+
+func (w *chargeWorld) runDue(t *testing.T, asOf time.Time) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(w.bin, "quickpay"), "charges", "run-due", "--as-of", asOf.Format(time.RFC3339))
+	cmd.Env = w.env
+	return cmd
+}
+
+// pollHint is extra context for a poll that timed out; set by a test.
+var pollHint = func(*testing.T) string { return "" }
+
+// poll calls f until it reports true or the deadline passes.
+func poll(t *testing.T, within time.Duration, what string, f func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !f() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s%s", within, what, pollHint(t))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestCrashRecoverySettlesByQuery kills the worker process after the order
+// number is persisted and the bank has debited, before the answer comes
+// back; a new process settles the charge by query, and the card is
+// debited exactly once.
+func TestCrashRecoverySettlesByQuery(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	w := newChargeWorld(t)
+	// The bank debits, then holds its answer until the caller gives up.
+	if err := w.SimCtl.AddFault(ctx, simclient.Fault{BankCode: "ICBC", Operation: "charge", Mode: "timeout", Apply: true}); err != nil {
+		t.Fatal(err)
+	}
+
+	first := w.runDue(t, time.Now())
+	var out1 bytes.Buffer
+	first.Stdout, first.Stderr = &out1, &out1
+	if err := first.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pollHint = func(*testing.T) string { return "\nfirst run's output:\n" + out1.String() }
+	var orderNo string
+	poll(t, 60*time.Second, "the attempt to be persisted and the bank to debit", func() bool {
+		err := w.Pool.QueryRow(ctx, `SELECT order_no FROM charge_attempts WHERE merchant_id = $1 AND status = 'processing'`,
+			w.merchant).Scan(&orderNo)
+		if err != nil {
+			return false
+		}
+		ledger, err := w.SimCtl.Ledger(ctx, w.card.CardNumber)
+		return err == nil && len(ledger) == 1
+	})
+	if err := first.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = first.Wait()
+	var status string
+	if err := w.Pool.QueryRow(ctx, `SELECT status FROM charges WHERE merchant_id = $1`, w.merchant).Scan(&status); err != nil {
+		t.Fatal(err)
+	}
+	if status != mandate.ChargeProcessing {
+		t.Fatalf("after the kill the charge is %s, want processing (the answer never came back)", status)
+	}
+	if err := w.SimCtl.ClearFaults(ctx, "ICBC"); err != nil {
+		t.Fatal(err)
+	}
+
+	second := w.runDue(t, time.Now())
+	out2, err := second.CombinedOutput()
+	if err != nil {
+		t.Fatalf("second run: %v\n%s", err, out2)
+	}
+	var attempts, succeeded int
+	if err := w.Pool.QueryRow(ctx, `SELECT count(*), count(*) FILTER (WHERE status = 'succeeded')
+		FROM charge_attempts WHERE merchant_id = $1`, w.merchant).Scan(&attempts, &succeeded); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Pool.QueryRow(ctx, `SELECT status FROM charges WHERE merchant_id = $1`, w.merchant).Scan(&status); err != nil {
+		t.Fatal(err)
+	}
+	if status != mandate.ChargeSucceeded || attempts != 1 || succeeded != 1 {
+		t.Fatalf("charge %s with %d attempts (%d succeeded), want succeeded with the one attempt\n%s", status, attempts, succeeded, out2)
+	}
+	ledger, err := w.SimCtl.Ledger(ctx, w.card.CardNumber)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ledger) != 1 || ledger[0].OrderNo != orderNo || ledger[0].Amount != 4321 {
+		t.Fatalf("ledger = %+v, want one debit of 4321 under %s", ledger, orderNo)
+	}
+	if !strings.Contains(string(out2), "settled") {
+		t.Errorf("second run printed no settlement line:\n%s", out2)
+	}
+	var queried bool
+	if err := w.Pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM river_job WHERE kind = 'mandate_charge'
+		AND args->>'order_no' = $1 AND attempt >= 2 AND state = 'completed')`, orderNo).Scan(&queried); err != nil {
+		t.Fatal(err)
+	}
+	if !queried {
+		t.Error("the charge job did not run a second time (the query-first path)")
+	}
+}
