@@ -24,19 +24,23 @@ import (
 	"github.com/quickpay/quickpay/internal/clock"
 	"github.com/quickpay/quickpay/internal/idempotency"
 	"github.com/quickpay/quickpay/internal/merchants"
+	"github.com/quickpay/quickpay/internal/sms"
 	"github.com/quickpay/quickpay/internal/testenv"
 	"github.com/quickpay/quickpay/internal/webhooks"
+	"github.com/quickpay/quickpay/mandate"
 )
 
-// testServer is the real API (token endpoint, JWKS, the bindings and
-// webhooks areas, idempotency, the document) over a testenv.Stack and its
-// banksim, composed as cmd/quickpay composes it.
+// testServer is the real API (token endpoint, JWKS, the bindings,
+// mandates and webhooks areas, the bank callbacks, idempotency, the
+// document) over a testenv.Stack and its banksim, composed as cmd/quickpay
+// composes it.
 type testServer struct {
 	*testenv.Stack
 	url       string
 	merchants *merchants.Store
 	echo      *echo.Echo
 	hooks     *webhooks.Service
+	mandates  *mandate.Service
 }
 
 // serverOptions adjust newTestServer; the zero value is the plain setup.
@@ -45,8 +49,8 @@ type serverOptions struct {
 	Stack *testenv.Stack
 	// Banks are the bank adapters. Defaults to Stack.Banks.
 	Banks binding.Banks
-	// Clock dates bindings and access tokens (the binding service's and
-	// auth's clock). Defaults to the system clock.
+	// Clock dates bindings, mandates and access tokens (the binding and
+	// mandate services' and auth's clock). Defaults to the system clock.
 	Clock clock.Clock
 	// Logger is the server's, auth's, the binding service's and
 	// idempotency's. Defaults to slog.Default().
@@ -54,6 +58,12 @@ type serverOptions struct {
 	// Jobs enqueues webhook deliveries. Defaults to an insert-only River
 	// client: deliveries are enqueued, never worked.
 	Jobs webhooks.JobInserter
+	// MandateJobs enqueues the mandate service's charge and query jobs.
+	// Defaults to an insert-only River client of its own.
+	MandateJobs mandate.Jobs
+	// SMSURL is the carrier the mandate service texts consent codes
+	// through. Defaults to Stack's banksim carrier.
+	SMSURL string
 	// InFlightWait is idempotency's wait for a key in flight. Defaults to
 	// idempotency's default.
 	InFlightWait time.Duration
@@ -83,21 +93,39 @@ func newTestServer(t *testing.T, o serverOptions) *testServer {
 		t.Fatal(err)
 	}
 	if o.Jobs == nil {
-		jobs, err := river.NewClient(riverpgxv5.New(st.Pool), &river.Config{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		o.Jobs = jobs
+		o.Jobs = insertOnlyRiver(t, st)
+	}
+	if o.MandateJobs == nil {
+		o.MandateJobs = insertOnlyRiver(t, st)
 	}
 	hooks, err := webhooks.New(webhooks.Config{Pool: st.Pool, Vault: st.Vault, Jobs: o.Jobs})
 	if err != nil {
 		t.Fatal(err)
 	}
+	emit := func(ctx context.Context, tx pgx.Tx, merchantID, typ string, data any) error {
+		_, err := hooks.Emit(ctx, tx, merchantID, typ, data)
+		return err
+	}
+	var mandates *mandate.Service
 	svc, err := binding.New(binding.Config{Pool: st.Pool, Vault: st.Vault, Banks: o.Banks, Clock: o.Clock, Logger: o.Logger,
-		Emit: func(ctx context.Context, tx pgx.Tx, merchantID, typ string, data any) error {
-			_, err := hooks.Emit(ctx, tx, merchantID, typ, data)
-			return err
+		Emit: emit,
+		CardEnded: func(ctx context.Context, tx pgx.Tx, merchantID, cardID, status string) error {
+			return mandates.CancelForCard(ctx, tx, merchantID, cardID, status)
 		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.SMSURL == "" {
+		o.SMSURL = st.SimURL + "/carrier/sms"
+	}
+	carrier, err := sms.New(sms.Config{URL: o.SMSURL, Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var baseURL string // the server's: set before it serves
+	mandates, err = mandate.New(mandate.Config{Pool: st.Pool, Cards: svc, Hasher: st.Vault, Banks: o.Banks,
+		SMS: carrier, Jobs: o.MandateJobs, Emit: emit, Clock: o.Clock, Logger: o.Logger,
+		NotifyURL: func(code string) string { return api.CallbackURL(baseURL, code) }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,14 +136,27 @@ func newTestServer(t *testing.T, o serverOptions) *testServer {
 	e := api.New(api.Config{
 		Pool: st.Pool, HSM: st.HSM, Secrets: st.Secrets, Logger: o.Logger,
 		Auth: auth, Idempotency: idem.Middleware(api.MerchantID),
-		Areas: []api.Area{&api.Bindings{Service: svc}, api.Webhooks{Service: hooks}},
+		Areas: []api.Area{&api.Bindings{Service: svc}, &api.Mandates{Service: mandates, Banks: o.Banks},
+			api.Webhooks{Service: hooks}},
 	})
 	if err := api.RegisterOpenAPI(e); err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(e)
+	srv := httptest.NewUnstartedServer(e)
+	baseURL = "http://" + srv.Listener.Addr().String() // before any request can read it
+	srv.Start()
 	t.Cleanup(srv.Close)
-	return &testServer{Stack: st, url: srv.URL, merchants: store, echo: e, hooks: hooks}
+	return &testServer{Stack: st, url: srv.URL, merchants: store, echo: e, hooks: hooks, mandates: mandates}
+}
+
+// insertOnlyRiver is a River client that enqueues jobs and never works them.
+func insertOnlyRiver(t *testing.T, st *testenv.Stack) *river.Client[pgx.Tx] {
+	t.Helper()
+	jobs, err := river.NewClient(riverpgxv5.New(st.Pool), &river.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return jobs
 }
 
 // newConformanceServer is the plain real server over a stack of its own.
@@ -129,6 +170,16 @@ func newConformanceServer(t *testing.T) *testServer {
 // (testenv.NewStack's adapters log to slog.Default() and it takes no
 // logger.)
 func loggedBanks(t *testing.T, st *testenv.Stack, log *slog.Logger) *channels.Registry {
+	t.Helper()
+	reg, _ := connectBanks(t, st, log)
+	return reg
+}
+
+// connectBanks connects the platform to st's banksim under merchant
+// numbers of its own and opens bank adapters over those channels, logging
+// to log. It also returns the channel settings by bank code (merchant_no,
+// hmac_secret…), for tests that sign as a bank would.
+func connectBanks(t *testing.T, st *testenv.Stack, log *slog.Logger) (*channels.Registry, map[string]map[string]any) {
 	t.Helper()
 	ctx := context.Background()
 	suffix := randomHex(t, 3)
@@ -150,7 +201,7 @@ func loggedBanks(t *testing.T, st *testenv.Stack, log *slog.Logger) *channels.Re
 	if err != nil {
 		t.Fatal(err)
 	}
-	return reg
+	return reg, chans
 }
 
 func randomHex(t testing.TB, n int) string {

@@ -38,7 +38,8 @@ type Config struct {
 	Auth Authenticator
 	// Idempotency wraps every POST under /v1 (Idempotency-Key). Optional.
 	Idempotency echo.MiddlewareFunc
-	// Areas add their /v1 routes and their rows of the error table.
+	// Areas add their /v1 routes and their rows of the error table, and,
+	// if they are PublicRouters, their public routes.
 	Areas []Area
 }
 
@@ -55,6 +56,13 @@ type Area interface {
 	Routes(v1 *echo.Group)
 	// Errors maps the area's domain sentinels to answers (the error table).
 	Errors() map[error]*Error
+}
+
+// PublicRouter is an Area that also serves routes outside /v1: no bearer
+// token, no idempotency (a bank's callback, which its signature
+// authenticates). They are served even without Config.Auth.
+type PublicRouter interface {
+	PublicRoutes(e *echo.Echo)
 }
 
 type server struct {
@@ -111,6 +119,12 @@ func New(cfg Config) *echo.Echo {
 		panic(fmt.Sprintf("api: openapi document: %v", err))
 	}
 
+	for _, a := range cfg.Areas {
+		s.errors.register(a.Errors())
+		if p, ok := a.(PublicRouter); ok {
+			p.PublicRoutes(e)
+		}
+	}
 	if cfg.Auth != nil {
 		cfg.Auth.Routes(e)
 		v1 := e.Group("/v1", cfg.Auth.Middleware(), withAuditRequestID)
@@ -118,7 +132,6 @@ func New(cfg Config) *echo.Echo {
 			v1.Use(cfg.Idempotency)
 		}
 		for _, a := range cfg.Areas {
-			s.errors.register(a.Errors())
 			a.Routes(v1)
 		}
 	}

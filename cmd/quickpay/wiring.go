@@ -79,7 +79,7 @@ func (c *config) openDomain(ctx context.Context, d *deps, log *slog.Logger) erro
 	mandates, err = mandate.New(mandate.Config{
 		Pool: d.pool, Cards: bindings, Hasher: d.vault, Banks: banks, SMS: carrier, Jobs: d.river, Emit: emit,
 		Logger: log, Limits: limits,
-		NotifyURL: func(code string) string { return strings.TrimRight(publicURL, "/") + "/callbacks/banks/" + code },
+		NotifyURL: func(code string) string { return api.CallbackURL(publicURL, code) },
 	})
 	if err != nil {
 		return err
@@ -132,6 +132,7 @@ func (c *config) apiConfig(ctx context.Context, d *deps, log *slog.Logger) (api.
 		Pool: d.pool, HSM: d.hsm, Secrets: d.secrets, Logger: log,
 		Auth:        auth,
 		Idempotency: d.idem.Middleware(api.MerchantID),
-		Areas:       []api.Area{&api.Bindings{Service: bindings}, &api.Webhooks{Service: d.hooks}},
+		Areas: []api.Area{&api.Bindings{Service: bindings}, &api.Webhooks{Service: d.hooks},
+			&api.Mandates{Service: d.mandates, Banks: d.banks}},
 	}, nil
 }

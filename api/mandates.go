@@ -1,0 +1,437 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/quickpay/quickpay/bankadapters"
+	"github.com/quickpay/quickpay/internal/sensitive"
+	"github.com/quickpay/quickpay/mandate"
+)
+
+// Mandates is the withholding area (scope "withhold"): mandates, their
+// consent codes and charges under /v1, and the banks' asynchronous charge
+// results at POST /callbacks/banks/{code}, which is public (the bank's
+// signature authenticates it) and outside idempotency (banks resend).
+type Mandates struct {
+	Service *mandate.Service
+	// Banks finds the adapter that verifies a bank's callbacks.
+	Banks mandate.Banks
+}
+
+var (
+	_ Area         = (*Mandates)(nil)
+	_ PublicRouter = (*Mandates)(nil)
+)
+
+// CallbackPath is the route of the banks' asynchronous charge results.
+const CallbackPath = "/callbacks/banks/:code"
+
+// CallbackURL is where bankCode posts its charge results to the API served
+// at baseURL (scheme://host[/prefix]): mandate.Config.NotifyURL's answer.
+func CallbackURL(baseURL, bankCode string) string {
+	return strings.TrimRight(baseURL, "/") + "/callbacks/banks/" + url.PathEscape(bankCode)
+}
+
+// Routes implements Area.
+func (a *Mandates) Routes(v1 *echo.Group) {
+	g := v1.Group("", RequireScope("withhold"))
+	g.POST("/mandates", a.create)
+	g.GET("/mandates", a.list)
+	g.GET("/mandates/:id", a.get)
+	g.POST("/mandates/:id/confirm", a.confirm)
+	g.POST("/mandates/:id/resend", a.transition(a.Service.Resend))
+	g.POST("/mandates/:id/pause", a.transition(a.Service.Pause))
+	g.POST("/mandates/:id/resume", a.transition(a.Service.Resume))
+	g.POST("/mandates/:id/cancel", a.transition(a.Service.Cancel))
+	g.POST("/mandates/:id/charges", a.postCharge)
+	g.GET("/mandates/:id/charges", a.listCharges)
+	g.GET("/charges/:id", a.getCharge)
+}
+
+// PublicRoutes implements PublicRouter: the bank callback route.
+func (a *Mandates) PublicRoutes(e *echo.Echo) {
+	e.POST(CallbackPath, a.callback, withAuditRequestID)
+}
+
+// ErrInvalidCallback answers a bank callback that does not verify or parse.
+var ErrInvalidCallback = NewError(http.StatusBadRequest, "invalid_callback", "the callback does not verify")
+
+// Errors implements Area: the mandate rows of the error table.
+func (a *Mandates) Errors() map[error]*Error {
+	return map[error]*Error{
+		mandate.ErrNotFound:            ErrNotFound,
+		mandate.ErrInvalid:             NewError(http.StatusUnprocessableEntity, "validation_failed", "a field is invalid"),
+		mandate.ErrCardNotActive:       NewError(http.StatusConflict, "card_not_active", "the card is not active"),
+		mandate.ErrInvalidState:        NewError(http.StatusConflict, "invalid_state", "the mandate's status does not allow this"),
+		mandate.ErrOTPIncorrect:        NewError(http.StatusUnprocessableEntity, "otp_incorrect", "the code is incorrect"),
+		mandate.ErrOTPAttemptsExceeded: NewError(http.StatusUnprocessableEntity, "otp_attempts_exceeded", "too many wrong codes; the mandate has expired"),
+		mandate.ErrConsentExpired:      NewError(http.StatusGone, "mandate_expired", "the consent code has expired; create a new mandate"),
+		mandate.ErrResendTooSoon:       NewError(http.StatusTooManyRequests, "otp_resend_too_soon", "wait before asking for another code"),
+		mandate.ErrResendLimit:         NewError(http.StatusTooManyRequests, "otp_resend_limit", "no more codes for this mandate"),
+		mandate.ErrAmountOverMax:       NewError(http.StatusUnprocessableEntity, "amount_over_max", "the amount exceeds the mandate's max_amount"),
+		mandate.ErrNotVariable:         NewError(http.StatusUnprocessableEntity, "mandate_not_variable", "only variable mandates take posted charges"),
+		mandate.ErrPeriodCharged:       NewError(http.StatusConflict, "period_already_charged", "the period already has a charge"),
+		mandate.ErrSMSUnavailable:      NewError(http.StatusServiceUnavailable, "sms_unavailable", "the code could not be sent; try again"),
+	}
+}
+
+// Answers.
+
+type scheduleJSON struct {
+	Interval   string  `json:"interval"`
+	DayOfMonth *int    `json:"day_of_month"`
+	Weekday    *int    `json:"weekday"`
+	StartDate  string  `json:"start_date"`
+	EndDate    *string `json:"end_date"`
+	MaxCharges *int    `json:"max_charges"`
+	Timezone   string  `json:"timezone"`
+}
+
+type mandateJSON struct {
+	ID             string       `json:"id"`
+	CardID         string       `json:"card_id"`
+	MemberID       string       `json:"member_id"`
+	Reference      string       `json:"reference"`
+	Description    string       `json:"description"`
+	AmountType     string       `json:"amount_type"`
+	Amount         *int64       `json:"amount"`
+	MaxAmount      *int64       `json:"max_amount"`
+	Currency       string       `json:"currency"`
+	Schedule       scheduleJSON `json:"schedule"`
+	NoticeDays     int          `json:"notice_days"`
+	Status         string       `json:"status"`
+	StatusReason   *string      `json:"status_reason"`
+	NextChargeDate *string      `json:"next_charge_date"`
+	ChargesCount   int          `json:"charges_count"`
+	// OTP is the consent code's state while pending_confirmation; null
+	// otherwise (as a binding's).
+	OTP       *otpJSON  `json:"otp"`
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+func optInt(n int) *int {
+	if n == 0 {
+		return nil
+	}
+	return &n
+}
+
+func optInt64(n int64) *int64 {
+	if n == 0 {
+		return nil
+	}
+	return &n
+}
+
+// optDate is a date as "YYYY-MM-DD", nil for the zero time.
+func optDate(t time.Time) *string {
+	if t.IsZero() {
+		return nil
+	}
+	s := t.UTC().Format(time.DateOnly)
+	return &s
+}
+
+func optTime(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	u := t.UTC()
+	return &u
+}
+
+func mandateOut(m mandate.Mandate) mandateJSON {
+	sc := m.Schedule
+	out := mandateJSON{
+		ID: m.ID, CardID: m.CardID, MemberID: m.MemberID, Reference: m.Reference, Description: m.Description,
+		AmountType: m.AmountType, Currency: m.Currency, NoticeDays: m.NoticeDays, Status: m.Status,
+		StatusReason: opt(m.StatusReason), NextChargeDate: optDate(m.NextChargeDate), ChargesCount: m.ChargesCount,
+		Schedule: scheduleJSON{Interval: sc.Interval, DayOfMonth: optInt(sc.DayOfMonth), Weekday: optInt(sc.Weekday),
+			StartDate: sc.StartDate.UTC().Format(time.DateOnly), EndDate: optDate(sc.EndDate),
+			MaxCharges: optInt(sc.MaxCharges), Timezone: sc.Timezone},
+		CreatedAt: m.CreatedAt.UTC(), UpdatedAt: m.UpdatedAt.UTC(),
+	}
+	switch m.AmountType {
+	case mandate.AmountFixed:
+		out.Amount = optInt64(m.Amount)
+	case mandate.AmountVariable:
+		out.MaxAmount = optInt64(m.MaxAmount)
+	}
+	if m.Status == mandate.StatusPendingConfirmation {
+		out.OTP = &otpJSON{ExpiresAt: m.OTPExpiresAt.UTC(), AttemptsLeft: m.AttemptsLeft(), ResendAfter: m.ResendAfter().UTC()}
+	}
+	return out
+}
+
+type attemptJSON struct {
+	OrderNo     string     `json:"order_no"`
+	BankCode    string     `json:"bank_code"`
+	Amount      int64      `json:"amount"`
+	Status      string     `json:"status"`
+	FailureCode *string    `json:"failure_code"`
+	CreatedAt   time.Time  `json:"created_at"`
+	FinishedAt  *time.Time `json:"finished_at"`
+}
+
+type chargeJSON struct {
+	ID            string        `json:"id"`
+	MandateID     string        `json:"mandate_id"`
+	Period        string        `json:"period"`
+	ChargeDate    string        `json:"charge_date"`
+	Amount        int64         `json:"amount"`
+	Currency      string        `json:"currency"`
+	Description   string        `json:"description"`
+	Status        string        `json:"status"`
+	Attempts      []attemptJSON `json:"attempts"`
+	NextAttemptAt *time.Time    `json:"next_attempt_at"`
+	NoticeSentAt  *time.Time    `json:"notice_sent_at"`
+	Retries       int           `json:"retries"`
+	FailureCode   *string       `json:"failure_code"`
+	BankReference *string       `json:"bank_reference"`
+	CreatedAt     time.Time     `json:"created_at"`
+	UpdatedAt     time.Time     `json:"updated_at"`
+}
+
+func chargeOut(c mandate.Charge) chargeJSON {
+	out := chargeJSON{
+		ID: c.ID, MandateID: c.MandateID, Period: c.Period, ChargeDate: c.ChargeDate.UTC().Format(time.DateOnly),
+		Amount: c.Amount, Currency: c.Currency, Description: c.Description, Status: c.Status,
+		Attempts: make([]attemptJSON, 0, len(c.Attempts)), NextAttemptAt: optTime(c.NextAttemptAt),
+		NoticeSentAt: optTime(c.NoticeSentAt), Retries: c.Retries, FailureCode: opt(c.FailureCode),
+		BankReference: opt(c.BankReference), CreatedAt: c.CreatedAt.UTC(), UpdatedAt: c.UpdatedAt.UTC(),
+	}
+	for _, a := range c.Attempts {
+		out.Attempts = append(out.Attempts, attemptJSON{OrderNo: a.OrderNo, BankCode: a.BankCode, Amount: a.Amount,
+			Status: a.Status, FailureCode: opt(a.FailureCode), CreatedAt: a.CreatedAt.UTC(), FinishedAt: optTime(a.FinishedAt)})
+	}
+	return out
+}
+
+// Requests.
+
+type scheduleRequest struct {
+	Interval   string `json:"interval"`
+	DayOfMonth int    `json:"day_of_month"`
+	Weekday    int    `json:"weekday"`
+	StartDate  string `json:"start_date"`
+	EndDate    string `json:"end_date"`
+	MaxCharges int    `json:"max_charges"`
+	Timezone   string `json:"timezone"`
+}
+
+type createMandateRequest struct {
+	CardID      string          `json:"card_id"`
+	Reference   string          `json:"reference"`
+	Description string          `json:"description"`
+	AmountType  string          `json:"amount_type"`
+	Amount      int64           `json:"amount"`
+	MaxAmount   int64           `json:"max_amount"`
+	Currency    string          `json:"currency"`
+	Schedule    scheduleRequest `json:"schedule"`
+	NoticeDays  int             `json:"notice_days"`
+}
+
+// schedule parses the request's dates: a date that is not YYYY-MM-DD is
+// 400, like a value of the wrong type; the rest is the domain's to check.
+func (r scheduleRequest) schedule() (mandate.Schedule, error) {
+	s := mandate.Schedule{Interval: r.Interval, DayOfMonth: r.DayOfMonth, Weekday: r.Weekday,
+		MaxCharges: r.MaxCharges, Timezone: r.Timezone}
+	for _, d := range []struct {
+		field, value string
+		into         *time.Time
+	}{{"schedule.start_date", r.StartDate, &s.StartDate}, {"schedule.end_date", r.EndDate, &s.EndDate}} {
+		if d.value == "" {
+			continue // start_date: the domain says it is required
+		}
+		t, err := mandate.ParseDate(d.value)
+		if err != nil {
+			return mandate.Schedule{}, Validation(http.StatusBadRequest, d.field, "must be a date YYYY-MM-DD")
+		}
+		*d.into = t
+	}
+	return s, nil
+}
+
+func (a *Mandates) create(c echo.Context) error {
+	var req createMandateRequest
+	if err := Bind(c, &req); err != nil {
+		return err
+	}
+	sc, err := req.Schedule.schedule()
+	if err != nil {
+		return err
+	}
+	m, err := a.Service.Create(c.Request().Context(), MerchantID(c), mandate.CreateInput{
+		CardID: req.CardID, Reference: req.Reference, Description: req.Description, AmountType: req.AmountType,
+		Amount: req.Amount, MaxAmount: req.MaxAmount, Currency: req.Currency, Schedule: sc, NoticeDays: req.NoticeDays,
+	})
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusCreated, mandateOut(m))
+}
+
+func (a *Mandates) get(c echo.Context) error {
+	id, err := pathID(c, "mdt")
+	if err != nil {
+		return err
+	}
+	m, err := a.Service.Get(c.Request().Context(), MerchantID(c), id)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, mandateOut(m))
+}
+
+type mandateList struct {
+	Data []mandateJSON `json:"data"`
+}
+
+func (a *Mandates) list(c echo.Context) error {
+	cardID, memberID := c.QueryParam("card_id"), c.QueryParam("member_id")
+	if (cardID == "") == (memberID == "") {
+		return Validation(http.StatusBadRequest, "card_id", "give card_id or member_id (one of them)")
+	}
+	ms, err := a.Service.List(c.Request().Context(), MerchantID(c), cardID, memberID)
+	if err != nil {
+		return err
+	}
+	out := mandateList{Data: make([]mandateJSON, 0, len(ms))}
+	for _, m := range ms {
+		out.Data = append(out.Data, mandateOut(m))
+	}
+	return c.JSON(http.StatusOK, out)
+}
+
+func (a *Mandates) confirm(c echo.Context) error {
+	id, err := pathID(c, "mdt")
+	if err != nil {
+		return err
+	}
+	var req struct {
+		OTP sensitive.OTP `json:"otp"`
+	}
+	if err := Bind(c, &req); err != nil {
+		return err
+	}
+	m, err := a.Service.Confirm(c.Request().Context(), MerchantID(c), id, req.OTP)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, mandateOut(m))
+}
+
+// transition serves the body-less POSTs that change a mandate and answer it.
+func (a *Mandates) transition(fn func(ctx context.Context, merchantID, id string) (mandate.Mandate, error)) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		id, err := pathID(c, "mdt")
+		if err != nil {
+			return err
+		}
+		m, err := fn(c.Request().Context(), MerchantID(c), id)
+		if err != nil {
+			return err
+		}
+		return c.JSON(http.StatusOK, mandateOut(m))
+	}
+}
+
+func (a *Mandates) postCharge(c echo.Context) error {
+	id, err := pathID(c, "mdt")
+	if err != nil {
+		return err
+	}
+	var req struct {
+		Amount      int64  `json:"amount"`
+		Period      string `json:"period"`
+		Description string `json:"description"`
+	}
+	if err := Bind(c, &req); err != nil {
+		return err
+	}
+	ch, err := a.Service.PostCharge(c.Request().Context(), MerchantID(c), id, mandate.ChargeInput{
+		Amount: req.Amount, Period: req.Period, Description: req.Description})
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusCreated, chargeOut(ch))
+}
+
+type chargeList struct {
+	Data []chargeJSON `json:"data"`
+}
+
+func (a *Mandates) listCharges(c echo.Context) error {
+	id, err := pathID(c, "mdt")
+	if err != nil {
+		return err
+	}
+	cs, err := a.Service.ListCharges(c.Request().Context(), MerchantID(c), id)
+	if err != nil {
+		return err
+	}
+	out := chargeList{Data: make([]chargeJSON, 0, len(cs))}
+	for _, ch := range cs {
+		out.Data = append(out.Data, chargeOut(ch))
+	}
+	return c.JSON(http.StatusOK, out)
+}
+
+func (a *Mandates) getCharge(c echo.Context) error {
+	id, err := pathID(c, "chg")
+	if err != nil {
+		return err
+	}
+	ch, err := a.Service.GetCharge(c.Request().Context(), MerchantID(c), id)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, chargeOut(ch))
+}
+
+// callback takes a bank's asynchronous charge result. The adapter verifies
+// the bank's signature; only then is the result applied (idempotently: a
+// bank resends until it gets a 2xx).
+func (a *Mandates) callback(c echo.Context) error {
+	code := c.Param("code")
+	if a.Banks == nil {
+		return ErrNotFound
+	}
+	bank, ok := a.Banks.Bank(code)
+	if !ok {
+		return ErrNotFound
+	}
+	parser, ok := bank.(bankadapters.CallbackParser)
+	if !ok {
+		return ErrNotFound
+	}
+	body, err := readBody(c)
+	if err != nil {
+		return err
+	}
+	r, err := parser.ParseCallback(c.Request().Header, body)
+	if err != nil {
+		// The access log records why; the parse errors name no values.
+		return fmt.Errorf("%w: %s: %v", ErrInvalidCallback, code, err)
+	}
+	if err := a.Service.ApplyResult(c.Request().Context(), code, r); err != nil {
+		if errors.Is(err, mandate.ErrNotFound) {
+			return fmt.Errorf("%w: %s order: %v", ErrNotFound, code, err)
+		}
+		return fmt.Errorf("apply %s callback: %w", code, err)
+	}
+	return c.JSON(http.StatusOK, callbackAnswer{Received: true})
+}
+
+type callbackAnswer struct {
+	Received bool `json:"received"`
+}
