@@ -44,9 +44,11 @@ type Reconciliation struct {
 
 // Reconcile compares a bank's daily statement (date is a bank day,
 // Asia/Shanghai) with quickpay's attempts at that bank, and records the
-// run and its mismatches. Attempts still unknown are settled: succeeded
-// if the statement has the debit, failed if the day's statement lacks an
-// attempt made that day and the bank's query does not know it either.
+// run and its mismatches. Open attempts on the statement are settled as
+// succeeded; attempts still unknown that the day's statement lacks are
+// failed if the bank's query does not know them either. Attempts still
+// processing (their job has not had the bank's answer) are left to the
+// job.
 func (s *Service) Reconcile(ctx context.Context, bankCode string, date time.Time) (Reconciliation, error) {
 	rec := Reconciliation{BankCode: bankCode, Date: date}
 	bank, ok := s.cfg.Banks.Bank(bankCode)
@@ -129,9 +131,12 @@ func (s *Service) Reconcile(ctx context.Context, bankCode string, date time.Time
 		case o.status == AttemptSucceeded && o.day.Equal(date):
 			rec.Mismatches = append(rec.Mismatches, Mismatch{Kind: MismatchMissingDebit, OrderNo: no,
 				MerchantID: o.merchantID, OurAmount: o.amount})
-		case (o.status == AttemptUnknown || o.status == AttemptProcessing) && !o.day.After(date):
+		case o.status == AttemptUnknown && !o.day.After(date):
 			// Not debited on its day. Ask once more: the bank may still be
-			// settling it; an order it never got failed.
+			// settling it; an order it never got failed. An attempt still
+			// processing is its job's: the job may be about to send it, and
+			// failing it now would retry the charge under a new order
+			// number after this one debits (a rerun job queries first).
 			if err := s.settleAbsent(ctx, bank, o.merchantID, no); err != nil {
 				return rec, err
 			}

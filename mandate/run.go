@@ -3,6 +3,7 @@ package mandate
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -58,15 +59,19 @@ func (s *Service) RunDue(ctx context.Context, asOf time.Time) (RunStats, error) 
 			break
 		}
 	}
+	// Notices the carrier refused wait for the next run; the rest of this
+	// run goes on past them, so refused notices never hold up others.
+	refused := []string{}
 	for {
-		n, err := s.sendNotices(ctx, asOf)
+		n, r, err := s.sendNotices(ctx, asOf, refused)
 		st.Notices += n
 		if err != nil {
 			return st, fmt.Errorf("run due: notices: %w", err)
 		}
-		if n == 0 {
+		if n+len(r) == 0 {
 			break
 		}
+		refused = append(refused, r...)
 	}
 	for {
 		n, deferred, err := s.claim(ctx, asOf)
@@ -174,15 +179,20 @@ func (s *Service) materialize(ctx context.Context, asOf time.Time) (periods, ski
 }
 
 // sendNotices texts the member and emits charge.pre_debit_notice for one
-// batch of charges whose notice is due. A notice the carrier refuses is
-// tried again on the next run; its charge waits.
-func (s *Service) sendNotices(ctx context.Context, asOf time.Time) (int, error) {
+// batch of charges whose notice is due, other than those in skip (not
+// nil). It returns how many went out and the charges whose notice the
+// carrier refused: those are tried again on the next run; their charges
+// wait.
+func (s *Service) sendNotices(ctx context.Context, asOf time.Time, skip []string) (int, []string, error) {
 	sent := 0
+	var refused []string
 	err := db.InTx(ctx, s.pool, func(tx pgx.Tx) error {
+		refused = refused[:0]
 		rows, err := tx.Query(ctx, `SELECT c.id, c.merchant_id, c.mandate_id, c.card_id, c.period, c.charge_date, c.amount,
 			c.currency, m.reference, m.description FROM charges c JOIN mandates m ON m.id = c.mandate_id
 			WHERE c.status = 'scheduled' AND c.notice_sent_at IS NULL AND c.notice_at IS NOT NULL AND c.notice_at <= $1
-			ORDER BY c.notice_at LIMIT 100 FOR UPDATE OF c SKIP LOCKED`, asOf)
+			  AND c.id <> ALL($2::text[])
+			ORDER BY c.notice_at LIMIT 100 FOR UPDATE OF c SKIP LOCKED`, asOf, skip)
 		if err != nil {
 			return err
 		}
@@ -216,6 +226,7 @@ func (s *Service) sendNotices(ctx context.Context, asOf time.Time) (int, error) 
 				what, n.ChargeDate.Format(time.DateOnly), card.Last4, yuan(n.Amount))
 			if err := s.cfg.SMS.Send(ctx, phone, text); err != nil {
 				s.log.Warn("pre-debit notice not sent; next run tries again", "charge", n.ID, "err", err)
+				refused = append(refused, n.ID)
 				continue
 			}
 			if _, err := tx.Exec(ctx, `UPDATE charges SET notice_sent_at = $2, updated_at = $2 WHERE id = $1`, n.ID, now); err != nil {
@@ -229,7 +240,7 @@ func (s *Service) sendNotices(ctx context.Context, asOf time.Time) (int, error) 
 		}
 		return nil
 	})
-	return sent, err
+	return sent, refused, err
 }
 
 // ChargeArgs is the River job that sends one attempt to the bank.
@@ -288,10 +299,23 @@ func (s *Service) claim(ctx context.Context, asOf time.Time) (claimed, deferred 
 		if len(list) == 0 {
 			return nil
 		}
-		// The day's failures and open attempts of these cards.
+		// The day's failures and open attempts of these cards. Runs that
+		// claim concurrently take other charges (SKIP LOCKED), maybe of the
+		// same cards: each card's count is read and raised under a lock of
+		// its own, taken in card order, so no two runs share a card's
+		// allowance. (Advisory, not the card row: unbinding locks the card
+		// row and then the charges, which this transaction holds.)
 		cardIDs := make([]string, 0, len(cards))
 		for id := range cards {
 			cardIDs = append(cardIDs, id)
+		}
+		slices.Sort(cardIDs)
+		var locks pgx.Batch
+		for _, id := range cardIDs {
+			locks.Queue(`SELECT pg_advisory_xact_lock(hashtextextended('mandate.claim.card:' || $1, 0))`, id)
+		}
+		if err := tx.SendBatch(ctx, &locks).Close(); err != nil {
+			return err
 		}
 		used, err := tx.Query(ctx, `SELECT card_id, count(*) FROM charge_attempts
 			WHERE card_id = ANY($1) AND ((bank_day = $2 AND status = 'failed') OR status IN ('processing', 'unknown'))

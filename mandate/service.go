@@ -314,10 +314,16 @@ func (s *Service) Get(ctx context.Context, merchantID, id string) (Mandate, erro
 		return Mandate{}, ErrNotFound
 	}
 	m, err := getMandate(ctx, s.pool, merchantID, id, false)
-	if err == nil && m.Status == StatusPendingConfirmation && s.now().After(m.OTPExpiresAt) {
-		m.Status, m.StatusReason = StatusExpired, "consent_expired"
+	return s.view(m.Mandate), err
+}
+
+// view shows a pending mandate whose consent code ran out as expired, as
+// the next write will record it.
+func (s *Service) view(m Mandate) Mandate {
+	if m.Status == StatusPendingConfirmation && s.now().After(m.OTPExpiresAt) {
+		m.Status, m.StatusReason, m.NextPeriod, m.NextChargeDate = StatusExpired, "consent_expired", "", time.Time{}
 	}
-	return m.Mandate, err
+	return m
 }
 
 // List returns the merchant's mandates on a card or of a member (one of
@@ -326,7 +332,11 @@ func (s *Service) List(ctx context.Context, merchantID, cardID, memberID string)
 	if (cardID == "") == (memberID == "") {
 		return nil, &FieldError{"card_id", "give card_id or member_id"}
 	}
-	return listMandates(ctx, s.pool, merchantID, cardID, memberID)
+	ms, err := listMandates(ctx, s.pool, merchantID, cardID, memberID)
+	for i := range ms {
+		ms[i] = s.view(ms[i])
+	}
+	return ms, err
 }
 
 // Confirm checks the member's consent code and activates the mandate.
@@ -501,12 +511,14 @@ func (s *Service) transition(ctx context.Context, merchantID, id, action string,
 }
 
 // record writes a mandate's new state, fails its charges that have not
-// reached a bank if it stopped charging, audits and emits.
+// reached a bank if it stopped charging (paused, cancelled, expired),
+// audits and emits. A completed mandate has no period left, but the
+// charges of its last periods still go ahead (and are retried).
 func (s *Service) record(ctx context.Context, tx pgx.Tx, m mandateRow, action, event string, now time.Time) error {
 	if err := updateMandate(ctx, tx, m); err != nil {
 		return err
 	}
-	if m.Status != StatusActive {
+	if m.Status != StatusActive && m.Status != StatusCompleted {
 		failed, err := failPendingCharges(ctx, tx, m.MerchantID, m.ID, "mandate_"+m.Status, now)
 		if err != nil {
 			return err
@@ -635,34 +647,41 @@ func (s *Service) PostCharge(ctx context.Context, merchantID, mandateID string, 
 	if utf8.RuneCountInString(in.Description) > 256 || !utf8.ValidString(in.Description) {
 		return Charge{}, &FieldError{"description", "must be at most 256 characters"}
 	}
-	m, err := s.Get(ctx, merchantID, mandateID)
-	if err != nil {
-		return Charge{}, err
+	if !ids.Valid("mdt", mandateID) {
+		return Charge{}, ErrNotFound
 	}
-	switch {
-	case m.AmountType != AmountVariable:
-		return Charge{}, ErrNotVariable
-	case m.Status != StatusActive:
-		return Charge{}, ErrInvalidState
-	case in.Amount > m.MaxAmount:
-		return Charge{}, ErrAmountOverMax
-	}
-	if in.Period == "" {
-		in.Period = m.NextPeriod
-	}
-	p, err := m.Schedule.Period(in.Period)
-	if err != nil {
-		return Charge{}, err
-	}
-	if m.NextChargeDate.IsZero() || p.Date.Before(m.NextChargeDate) {
-		return Charge{}, &FieldError{"period", "is past: the mandate's next period is " + m.NextPeriod}
-	}
-	if in.Description == "" {
-		in.Description = m.Description
-	}
-	now := s.now()
-	c, noticeAt := s.newCharge(m, p, in.Amount, in.Description, now)
-	err = db.InTx(ctx, s.pool, func(tx pgx.Tx) error {
+	var c Charge
+	err := db.InTx(ctx, s.pool, func(tx pgx.Tx) error {
+		// Locked: a pause or cancel cannot slip in between the check and
+		// the insert and leave a charge on a mandate that no longer charges.
+		row, err := getMandate(ctx, tx, merchantID, mandateID, true)
+		if err != nil {
+			return err
+		}
+		m := s.view(row.Mandate)
+		switch {
+		case m.AmountType != AmountVariable:
+			return ErrNotVariable
+		case m.Status != StatusActive:
+			return ErrInvalidState
+		case in.Amount > m.MaxAmount:
+			return ErrAmountOverMax
+		}
+		if in.Period == "" {
+			in.Period = m.NextPeriod
+		}
+		p, err := m.Schedule.Period(in.Period)
+		if err != nil {
+			return err
+		}
+		if m.NextChargeDate.IsZero() || p.Date.Before(m.NextChargeDate) {
+			return &FieldError{"period", "is past: the mandate's next period is " + m.NextPeriod}
+		}
+		if in.Description == "" {
+			in.Description = m.Description
+		}
+		var noticeAt time.Time
+		c, noticeAt = s.newCharge(m, p, in.Amount, in.Description, s.now())
 		if err := insertCharge(ctx, tx, c, m.CardID, noticeAt); err != nil {
 			return err
 		}

@@ -29,7 +29,9 @@ func (w *ChargeWorker) Work(ctx context.Context, job *river.Job[ChargeArgs]) err
 }
 
 // Timeout implements river.Worker: a bank call is bounded well below it.
-func (w *ChargeWorker) Timeout(*river.Job[ChargeArgs]) time.Duration { return time.Minute }
+// It does not follow the client's JobTimeout, which may be short for a
+// quick rescue of crashed runs.
+func (w *ChargeWorker) Timeout(*river.Job[ChargeArgs]) time.Duration { return 30 * time.Second }
 
 // QueryWorker settles an attempt whose outcome is unknown by asking the
 // bank, and asks again later (Config.QueryBackoff) while it stays unknown.
@@ -171,7 +173,7 @@ func (s *Service) query(ctx context.Context, args QueryArgs) error {
 // settleQuery applies a query's answer and, while the outcome stays
 // unknown, schedules the next query.
 func (s *Service) settleQuery(ctx context.Context, a attemptRow, r bankadapters.ChargeResult, try int) error {
-	return db.InTx(ctx, s.pool, func(tx pgx.Tx) error {
+	err := db.InTx(ctx, s.pool, func(tx pgx.Tx) error {
 		open, err := s.apply(ctx, tx, a, r, "query")
 		if err != nil || !open {
 			return err
@@ -188,20 +190,23 @@ func (s *Service) settleQuery(ctx context.Context, a attemptRow, r bankadapters.
 			&river.InsertOpts{Queue: s.cfg.Queue, ScheduledAt: time.Now().Add(s.cfg.QueryBackoff[try+1])})
 		return err
 	})
+	if err != nil {
+		return err
+	}
+	// A lost answer settled by query can be the one that says the
+	// agreement is gone: it ends the card as a direct answer does.
+	return s.revokeIfGone(ctx, a, r)
 }
 
 // settle applies a bank's answer to an attempt in its own transaction; an
 // answer that leaves it unknown schedules the first query.
 func (s *Service) settle(ctx context.Context, a attemptRow, r bankadapters.ChargeResult, source string) error {
-	var revoke bool
 	err := db.InTx(ctx, s.pool, func(tx pgx.Tx) error {
 		wasProcessing := a.Status == AttemptProcessing
 		open, err := s.apply(ctx, tx, a, r, source)
 		if err != nil {
 			return err
 		}
-		revoke = r.Status == bankadapters.ChargeFailed &&
-			(r.Reason == bankadapters.ReasonAgreementInvalid || r.Reason == bankadapters.ReasonCardClosed)
 		if !open || !wasProcessing {
 			return nil
 		}
@@ -212,12 +217,20 @@ func (s *Service) settle(ctx context.Context, a attemptRow, r bankadapters.Charg
 	if err != nil {
 		return err
 	}
-	if revoke {
-		// The agreement is gone: the card is revoked and, with it, its
-		// mandates cancelled. After the commit: it locks the mandates.
-		if _, err := s.cfg.Cards.Revoke(ctx, a.MerchantID, a.CardID, r.Reason); err != nil {
-			return fmt.Errorf("revoke card %s: %w", a.CardID, err)
-		}
+	return s.revokeIfGone(ctx, a, r)
+}
+
+// revokeIfGone acts on an answer that says the card's agreement is gone
+// (agreement invalid, card closed): the card is revoked and, with it, its
+// mandates cancelled. Called after the answer's transaction commits: the
+// revocation locks the mandates. Revoking a revoked card does nothing.
+func (s *Service) revokeIfGone(ctx context.Context, a attemptRow, r bankadapters.ChargeResult) error {
+	if r.Status != bankadapters.ChargeFailed ||
+		(r.Reason != bankadapters.ReasonAgreementInvalid && r.Reason != bankadapters.ReasonCardClosed) {
+		return nil
+	}
+	if _, err := s.cfg.Cards.Revoke(ctx, a.MerchantID, a.CardID, r.Reason); err != nil {
+		return fmt.Errorf("revoke card %s: %w", a.CardID, err)
 	}
 	return nil
 }
@@ -290,7 +303,7 @@ func (s *Service) apply(ctx context.Context, tx pgx.Tx, a attemptRow, r bankadap
 	switch {
 	case status == AttemptSucceeded:
 		c.Status, c.BankReference, c.FailureCode = ChargeSucceeded, r.BankTxnNo, ""
-	case r.Outcome == bankadapters.OutcomeRetryableDecline && m.Status == StatusActive:
+	case r.Outcome == bankadapters.OutcomeRetryableDecline && (m.Status == StatusActive || m.Status == StatusCompleted):
 		days, err := s.retryDays(ctx, tx, a.MerchantID)
 		if err != nil {
 			return false, err
@@ -329,7 +342,7 @@ func (s *Service) apply(ctx context.Context, tx pgx.Tx, a attemptRow, r bankadap
 
 // suspend acts on a hard decline: a frozen card or a conflicting order
 // pauses the mandate (it may be resumed); a gone agreement or closed card
-// cancels it, through the card's revocation (settle).
+// cancels it, through the card's revocation (revokeIfGone).
 func (s *Service) suspend(ctx context.Context, tx pgx.Tx, m mandateRow, reason string, now time.Time) error {
 	if m.Status != StatusActive {
 		return nil

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/quickpay/quickpay/internal/devstack"
+	"github.com/quickpay/quickpay/mandate"
 	"github.com/quickpay/quickpay/vaultkeys"
 )
 
@@ -69,7 +70,7 @@ func TestDevStack(t *testing.T) {
 			t.Fatalf("bank %s channel settings in vault: %v, %v", code, ch["merchant_no"], err)
 		}
 	}
-	walkthrough(t, env, true)
+	walkthrough(t, bin, env, true)
 	if out := cli(t, bin, env, "keys", "rotate", "data"); !strings.Contains(out, "qp-data-v2 is now current") {
 		t.Fatalf("rotate said %q", out)
 	}
@@ -77,7 +78,7 @@ func TestDevStack(t *testing.T) {
 
 	second := startDev(t, bin, state)
 	getOK(t, second.env["QUICKPAY_URL"]+"/readyz")
-	walkthrough(t, second.env, false)
+	walkthrough(t, bin, second.env, false)
 	var keys []struct {
 		Label, State string
 	}
@@ -269,7 +270,7 @@ func alive(pid int) bool {
 
 // walkthrough does what `make run` prints: the demo merchant's token, a
 // binding of the first demo card, the bank's SMS code, the confirmation.
-func walkthrough(t *testing.T, env map[string]string, first bool) {
+func walkthrough(t *testing.T, bin string, env map[string]string, first bool) {
 	t.Helper()
 	post := func(path, token string, body any, out any) int {
 		t.Helper()
@@ -323,5 +324,57 @@ func walkthrough(t *testing.T, env map[string]string, first bool) {
 	}
 	if st := post("/v1/bindings/"+b.ID+"/confirm", tok.AccessToken, map[string]string{"otp": texts[0].Code}, &bound); st != 200 || bound.Status != "bound" {
 		t.Fatalf("confirm: %d %+v", st, bound)
+	}
+
+	// The mandate part: create on the bound card, the carrier's consent
+	// code, confirm, and `charges run-due` charges today's period.
+	today := mandate.Schedule{}.DateAt(time.Now())
+	var m struct{ ID, Status string }
+	if st := post("/v1/mandates", tok.AccessToken, map[string]any{"card_id": bound.CardID, "reference": "water-001",
+		"amount_type": "fixed", "amount": 1999, "currency": "CNY", "schedule": map[string]any{"interval": "month",
+			"day_of_month": today.Day(), "start_date": today.Format(time.DateOnly)}}, &m); st != 201 || m.Status != "pending_confirmation" {
+		t.Fatalf("demo mandate: %d %+v", st, m)
+	}
+	texts = nil
+	resp, err = http.Get(env["QUICKPAY_BANKSIM_URL"] + "/sim/sms?phone=13800138001")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = json.NewDecoder(resp.Body).Decode(&texts)
+	resp.Body.Close()
+	if len(texts) == 0 {
+		t.Fatal("no consent SMS for the demo phone")
+	}
+	if st := post("/v1/mandates/"+m.ID+"/confirm", tok.AccessToken, map[string]string{"otp": texts[0].Code}, &m); st != 200 || m.Status != "active" {
+		t.Fatalf("mandate confirm: %d %+v", st, m)
+	}
+	// serve's scheduler may claim it first; either way it is charged once.
+	out := cli(t, bin, env, "charges", "run-due")
+	if !strings.Contains(out, "run-due as of") {
+		t.Fatalf("run-due output:\n%s", out)
+	}
+	var charges struct {
+		Data []struct{ Status, Period string }
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		req, _ := http.NewRequest(http.MethodGet, env["QUICKPAY_URL"]+"/v1/mandates/"+m.ID+"/charges", nil)
+		req.Header.Set("Authorization", "Bearer "+tok.AccessToken)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = json.NewDecoder(resp.Body).Decode(&charges)
+		resp.Body.Close()
+		if len(charges.Data) == 1 && charges.Data[0].Status == "succeeded" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the demo mandate's charges: %+v, want this month's, succeeded (run-due said:\n%s)", charges.Data, out)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if charges.Data[0].Period != today.Format("2006-01") {
+		t.Fatalf("charged period %s, want %s", charges.Data[0].Period, today.Format("2006-01"))
 	}
 }

@@ -5,11 +5,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/quickpay/quickpay/cmd/banksim/simclient"
 	"github.com/quickpay/quickpay/internal/merchants"
+	"github.com/quickpay/quickpay/mandate"
 	"github.com/quickpay/quickpay/vaultkeys"
 )
 
@@ -125,6 +127,7 @@ func ensureDemoMerchant(ctx context.Context, path string, pool *pgxpool.Pool) (d
 // printWalkthrough shows a copy-paste binding of the first demo card.
 func printWalkthrough(baseURL, banksimURL string, dm demoMerchant) {
 	c := demoCardholders[0]
+	today := mandate.Schedule{}.DateAt(time.Now())
 	fmt.Printf(`
 Demo merchant %[3]s (client id %[4]s, secret in .quickpay/env). Bind %[5]s's card:
 
@@ -141,5 +144,21 @@ Demo merchant %[3]s (client id %[4]s, secret in .quickpay/env). Bind %[5]s's car
 
   curl -s %[1]s/v1/bindings/<binding id>/confirm -H "Authorization: Bearer $TOKEN" \
     -H 'Content-Type: application/json' -d '{"otp":"<code>"}'
-`, baseURL, banksimURL, dm.MerchantID, dm.ClientID, c.HolderName, dm.ClientSecret, c.IDNumber, c.CardNumber, c.Phone)
+
+Then a monthly withholding mandate on the bound card, charged from today:
+
+  curl -s %[1]s/v1/mandates -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
+    -H "Idempotency-Key: demo-$RANDOM" \
+    -d '{"card_id":"<card id>","reference":"water-001","description":"水费","amount_type":"fixed","amount":1999,"currency":"CNY","schedule":{"interval":"month","day_of_month":%[10]d,"start_date":"%[11]s"}}'
+
+  # quickpay's consent code, sent through the carrier (same inbox):
+  curl -s '%[2]s/sim/sms?phone=%[9]s'
+
+  curl -s %[1]s/v1/mandates/<mandate id>/confirm -H "Authorization: Bearer $TOKEN" \
+    -H 'Content-Type: application/json' -d '{"otp":"<code>"}'
+
+  go run ./cmd/quickpay charges run-due      # or wait for serve's scheduler (30 s)
+  curl -s %[1]s/v1/mandates/<mandate id>/charges -H "Authorization: Bearer $TOKEN"
+`, baseURL, banksimURL, dm.MerchantID, dm.ClientID, c.HolderName, dm.ClientSecret, c.IDNumber, c.CardNumber, c.Phone,
+		today.Day(), today.Format(time.DateOnly))
 }
