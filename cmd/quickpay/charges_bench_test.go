@@ -77,7 +77,7 @@ func BenchmarkMonthlyRun(b *testing.B) {
 	river.AddWorker(ws, &noopWorker{})
 	var completed atomic.Int64
 	client, err := river.NewClient(riverpgxv5.New(st.Pool), &river.Config{Logger: quiet, Workers: ws,
-		Queues: map[string]river.QueueConfig{mandate.Queue: {MaxWorkers: workers}, "noop": {MaxWorkers: workers}},
+		Queues:        map[string]river.QueueConfig{mandate.Queue: {MaxWorkers: workers}, "noop": {MaxWorkers: workers}},
 		FetchCooldown: 20 * time.Millisecond, FetchPollInterval: 100 * time.Millisecond})
 	if err != nil {
 		b.Fatal(err)
