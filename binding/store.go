@@ -174,7 +174,10 @@ func scanCardWith(row pgx.Row, extra ...any) (Card, error) {
 func getCard(ctx context.Context, q querier, merchantID, id string, forUpdate bool) (Card, []byte, error) {
 	sql := `SELECT ` + cardCols + `, agreement_ct FROM cards WHERE merchant_id = $1 AND id = $2`
 	if forUpdate {
-		sql += ` FOR UPDATE`
+		// NO KEY: rows that reference the card (charge attempts being
+		// claimed) take KEY SHARE on it, and must not wait on an unbind
+		// that waits on them.
+		sql += ` FOR NO KEY UPDATE`
 	}
 	var c Card
 	var agreement []byte

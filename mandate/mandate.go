@@ -105,9 +105,11 @@ type Mandate struct {
 	Schedule    Schedule
 	NoticeDays  int
 	Status      string
-	// StatusReason says why a mandate is paused, cancelled or completed:
-	// "merchant", "card_unbound", "card_revoked", "card_closed",
-	// "agreement_invalid", "card_frozen", "end_date", "max_charges".
+	// StatusReason says why a mandate is paused, cancelled, expired or
+	// completed: "merchant", "card_unbound", "card_revoked" (the bank
+	// answered agreement_invalid or card_closed), "card_frozen",
+	// "order_conflict", "consent_expired", "otp_attempts_exceeded",
+	// "end_date", "max_charges".
 	StatusReason string
 	// NextPeriod and NextChargeDate are the next period to charge; empty
 	// once the mandate can charge no more.
