@@ -30,6 +30,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/quickpay/quickpay/binding"
 )
 
 // Mandate states: pending_confirmation → active ⇄ paused, → cancelled |
@@ -69,12 +71,13 @@ const (
 	AttemptFailed     = "failed"
 )
 
-// Consent code rules: the same as binding's.
+// Consent code rules: binding's, by definition (DESIGN.md: "the code rules
+// match binding").
 const (
-	OTPValidity    = 5 * time.Minute
-	OTPMaxAttempts = 5
-	OTPResendGap   = 60 * time.Second
-	OTPMaxSends    = 5
+	OTPValidity    = binding.OTPValidity
+	OTPMaxAttempts = binding.OTPMaxAttempts
+	OTPResendGap   = binding.OTPResendGap
+	OTPMaxSends    = binding.OTPMaxSends
 )
 
 // Limits.

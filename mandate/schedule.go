@@ -2,6 +2,7 @@ package mandate
 
 import (
 	"fmt"
+	"sync"
 	"time"
 )
 
@@ -141,7 +142,7 @@ func (s Schedule) checkShape() error {
 // on); a plain error if DefaultTimezone itself does not load (no tzdata).
 func (s Schedule) Location() (*time.Location, error) {
 	if s.Timezone == "" {
-		loc, err := time.LoadLocation(DefaultTimezone)
+		loc, err := loadZone(DefaultTimezone)
 		if err != nil {
 			return nil, fmt.Errorf("load default time zone %s: %w", DefaultTimezone, err)
 		}
@@ -150,10 +151,28 @@ func (s Schedule) Location() (*time.Location, error) {
 	if s.Timezone == "Local" {
 		return nil, &FieldError{Field: "schedule.timezone", Message: "must be an IANA time zone name, not Local"}
 	}
-	loc, err := time.LoadLocation(s.Timezone)
+	loc, err := loadZone(s.Timezone)
 	if err != nil {
 		return nil, &FieldError{Field: "schedule.timezone", Message: "is not a known IANA time zone"}
 	}
+	return loc, nil
+}
+
+// zones caches loaded time zones by name. time.LoadLocation reads the zone
+// file on every call, and a run dates every due mandate; a *time.Location
+// is immutable, so the cache holds no state that could change under a
+// caller.
+var zones sync.Map
+
+func loadZone(name string) (*time.Location, error) {
+	if loc, ok := zones.Load(name); ok {
+		return loc.(*time.Location), nil
+	}
+	loc, err := time.LoadLocation(name)
+	if err != nil {
+		return nil, err
+	}
+	zones.Store(name, loc)
 	return loc, nil
 }
 

@@ -289,6 +289,20 @@ func (s *Service) apply(ctx context.Context, tx pgx.Tx, a attemptRow, r bankadap
 	if r.Amount != 0 && r.Amount != a.Amount {
 		s.log.Error("bank answer names another amount", "order_no", a.OrderNo, "ours", a.Amount, "bank", r.Amount)
 	}
+	if status == AttemptSucceeded {
+		// The common case in one statement: attempt and charge succeeded.
+		c, err := scanCharge(tx.QueryRow(ctx, `WITH att AS (
+				UPDATE charge_attempts SET status = 'succeeded', bank_result = $2, bank_txn_no = $3, finished_at = $4
+				WHERE order_no = $1 RETURNING charge_id)
+			UPDATE charges SET status = 'succeeded', bank_reference = $3, failure_code = NULL,
+				next_attempt_at = NULL, updated_at = $4
+			WHERE id = (SELECT charge_id FROM att) RETURNING `+chargeCols,
+			a.OrderNo, nullString(r.Code), nullString(r.BankTxnNo), now))
+		if err != nil {
+			return false, err
+		}
+		return false, s.cfg.Emit(ctx, tx, a.MerchantID, "charge.succeeded", chargeEvent(c))
+	}
 	if _, err := tx.Exec(ctx, `UPDATE charge_attempts SET status = $2, failure_code = $3, bank_result = $4,
 		bank_txn_no = $5, finished_at = $6 WHERE order_no = $1`,
 		a.OrderNo, status, nullString(r.Reason), nullString(r.Code), nullString(r.BankTxnNo), now); err != nil {
@@ -299,10 +313,8 @@ func (s *Service) apply(ctx context.Context, tx pgx.Tx, a attemptRow, r bankadap
 		return false, err
 	}
 	c.UpdatedAt, c.NextAttemptAt = now, time.Time{}
-	event := "charge.succeeded"
+	var event string
 	switch {
-	case status == AttemptSucceeded:
-		c.Status, c.BankReference, c.FailureCode = ChargeSucceeded, r.BankTxnNo, ""
 	case r.Outcome == bankadapters.OutcomeRetryableDecline && (m.Status == StatusActive || m.Status == StatusCompleted):
 		days, err := s.retryDays(ctx, tx, a.MerchantID)
 		if err != nil {
