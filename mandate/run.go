@@ -108,7 +108,8 @@ func (s *Service) materialize(ctx context.Context, asOf time.Time) (periods, ski
 		if err != nil {
 			return err
 		}
-		var batch pgx.Batch
+		var ins chargeRows
+		var upd mandateAdvances
 		var after []func() error
 		for i := range ms {
 			m := &ms[i]
@@ -124,12 +125,7 @@ func (s *Service) materialize(ctx context.Context, asOf time.Time) (periods, ski
 			switch m.AmountType {
 			case AmountFixed:
 				c, noticeAt := s.newCharge(m.Mandate, p, m.Amount, m.Description, now)
-				batch.Queue(`INSERT INTO charges (id, merchant_id, mandate_id, card_id, period, charge_date, amount,
-					currency, description, status, next_attempt_at, notice_at, created_at, updated_at)
-					VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'scheduled', $10, $11, $12, $12)
-					ON CONFLICT (mandate_id, period) DO NOTHING`,
-					c.ID, c.MerchantID, c.MandateID, m.CardID, c.Period, c.ChargeDate, c.Amount, c.Currency,
-					c.Description, c.NextAttemptAt, nullDate(noticeAt), now)
+				ins.add(c, m.CardID, noticeAt)
 				m.ChargesCount++
 			case AmountVariable:
 				var exists bool
@@ -154,8 +150,7 @@ func (s *Service) materialize(ctx context.Context, asOf time.Time) (periods, ski
 			m.UpdatedAt = now
 			if next, ok := m.Schedule.After(p); ok && (m.Schedule.MaxCharges == 0 || m.ChargesCount < m.Schedule.MaxCharges) {
 				m.NextPeriod, m.NextChargeDate = next.Key, next.Date
-				batch.Queue(`UPDATE mandates SET next_period = $2, next_charge_date = $3, charges_count = $4,
-					updated_at = $5 WHERE id = $1`, m.ID, m.NextPeriod, m.NextChargeDate, m.ChargesCount, now)
+				upd.add(m.ID, m.NextPeriod, m.NextChargeDate, m.ChargesCount)
 				continue
 			}
 			m.NextPeriod, m.NextChargeDate = "", time.Time{}
@@ -163,10 +158,11 @@ func (s *Service) materialize(ctx context.Context, asOf time.Time) (periods, ski
 			mm := *m
 			after = append(after, func() error { return s.record(ctx, tx, mm, "mandate.complete", "mandate.completed", now) })
 		}
-		if batch.Len() > 0 {
-			if err := tx.SendBatch(ctx, &batch).Close(); err != nil {
-				return err
-			}
+		if err := ins.insert(ctx, tx, now); err != nil {
+			return err
+		}
+		if err := upd.update(ctx, tx, now); err != nil {
+			return err
 		}
 		for _, f := range after {
 			if err := f(); err != nil {
@@ -176,6 +172,66 @@ func (s *Service) materialize(ctx context.Context, asOf time.Time) (periods, ski
 		return nil
 	})
 	return periods, skipped, err
+}
+
+// chargeRows are scheduled charges to insert in one statement.
+type chargeRows struct {
+	id, merchant, mandate, card, period, currency, description []string
+	date                                                       []time.Time
+	amount                                                     []int64
+	next                                                       []time.Time
+	notice                                                     []*time.Time
+}
+
+func (r *chargeRows) add(c Charge, cardID string, noticeAt time.Time) {
+	r.id, r.merchant, r.mandate = append(r.id, c.ID), append(r.merchant, c.MerchantID), append(r.mandate, c.MandateID)
+	r.card, r.period, r.currency = append(r.card, cardID), append(r.period, c.Period), append(r.currency, c.Currency)
+	r.description, r.date, r.amount = append(r.description, c.Description), append(r.date, c.ChargeDate), append(r.amount, c.Amount)
+	r.next = append(r.next, c.NextAttemptAt)
+	var n *time.Time
+	if !noticeAt.IsZero() {
+		n = &noticeAt
+	}
+	r.notice = append(r.notice, n)
+}
+
+func (r *chargeRows) insert(ctx context.Context, tx pgx.Tx, now time.Time) error {
+	if len(r.id) == 0 {
+		return nil
+	}
+	_, err := tx.Exec(ctx, `INSERT INTO charges (id, merchant_id, mandate_id, card_id, period, charge_date, amount,
+		currency, description, status, next_attempt_at, notice_at, created_at, updated_at)
+		SELECT id, merchant_id, mandate_id, card_id, period, charge_date, amount, currency, description, 'scheduled',
+			next_attempt_at, notice_at, $12, $12
+		FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::date[], $7::bigint[], $8::text[],
+			$9::text[], $10::timestamptz[], $11::timestamptz[])
+			AS u(id, merchant_id, mandate_id, card_id, period, charge_date, amount, currency, description,
+			next_attempt_at, notice_at)
+		ON CONFLICT (mandate_id, period) DO NOTHING`,
+		r.id, r.merchant, r.mandate, r.card, r.period, r.date, r.amount, r.currency, r.description, r.next, r.notice, now)
+	return err
+}
+
+// mandateAdvances move mandates to their next period in one statement.
+type mandateAdvances struct {
+	id, period []string
+	date       []time.Time
+	count      []int32
+}
+
+func (u *mandateAdvances) add(id, period string, date time.Time, count int) {
+	u.id, u.period, u.date, u.count = append(u.id, id), append(u.period, period), append(u.date, date), append(u.count, int32(count))
+}
+
+func (u *mandateAdvances) update(ctx context.Context, tx pgx.Tx, now time.Time) error {
+	if len(u.id) == 0 {
+		return nil
+	}
+	_, err := tx.Exec(ctx, `UPDATE mandates m SET next_period = u.period, next_charge_date = u.date,
+		charges_count = u.count, updated_at = $5
+		FROM unnest($1::text[], $2::text[], $3::date[], $4::int[]) AS u(id, period, date, count) WHERE m.id = u.id`,
+		u.id, u.period, u.date, u.count, now)
+	return err
 }
 
 // sendNotices texts the member and emits charge.pre_debit_notice for one
@@ -310,11 +366,9 @@ func (s *Service) claim(ctx context.Context, asOf time.Time) (claimed, deferred 
 			cardIDs = append(cardIDs, id)
 		}
 		slices.Sort(cardIDs)
-		var locks pgx.Batch
-		for _, id := range cardIDs {
-			locks.Queue(`SELECT pg_advisory_xact_lock(hashtextextended('mandate.claim.card:' || $1, 0))`, id)
-		}
-		if err := tx.SendBatch(ctx, &locks).Close(); err != nil {
+		// One statement; the ids come sorted, so runs lock in one order.
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended('mandate.claim.card:' || id, 0))
+			FROM unnest($1::text[]) WITH ORDINALITY AS u(id, n) ORDER BY n`, cardIDs); err != nil {
 			return err
 		}
 		used, err := tx.Query(ctx, `SELECT card_id, count(*) FROM charge_attempts

@@ -259,11 +259,39 @@ func (s *Service) ApplyResult(ctx context.Context, bankCode string, r bankadapte
 // attempt already settled keeps its outcome; a different answer for it is
 // logged for operators.
 func (s *Service) apply(ctx context.Context, tx pgx.Tx, a attemptRow, r bankadapters.ChargeResult, source string) (bool, error) {
+	status := attemptStatus(r)
+	now := s.now()
+	if status == AttemptSucceeded {
+		// The common case in one statement, which takes the attempt's and
+		// then the charge's lock (the order getAttempt takes them in).
+		if r.Amount != 0 && r.Amount != a.Amount {
+			s.log.Error("bank answer names another amount", "order_no", a.OrderNo, "ours", a.Amount, "bank", r.Amount)
+		}
+		c, err := scanCharge(tx.QueryRow(ctx, `WITH att AS (
+				UPDATE charge_attempts SET status = 'succeeded', bank_result = $2, bank_txn_no = $3, finished_at = $4
+				WHERE order_no = $1 AND status IN ('processing', 'unknown') RETURNING charge_id)
+			UPDATE charges SET status = 'succeeded', bank_reference = $3, failure_code = NULL,
+				next_attempt_at = NULL, updated_at = $4
+			WHERE id = (SELECT charge_id FROM att) RETURNING `+chargeCols,
+			a.OrderNo, nullString(r.Code), nullString(r.BankTxnNo), now))
+		if errors.Is(err, ErrNotFound) {
+			// Settled already (a callback or query won the race).
+			cur, err := getAttempt(ctx, tx, a.MerchantID, a.OrderNo, false)
+			if err == nil && cur.Status != AttemptSucceeded {
+				s.log.Error("bank answer contradicts a settled attempt", "order_no", a.OrderNo, "bank", a.BankCode,
+					"settled", cur.Status, "answer", status, "source", source)
+			}
+			return false, err
+		}
+		if err != nil {
+			return false, err
+		}
+		return false, s.cfg.Emit(ctx, tx, a.MerchantID, "charge.succeeded", chargeEvent(c))
+	}
 	cur, err := getAttempt(ctx, tx, a.MerchantID, a.OrderNo, true)
 	if err != nil {
 		return false, err
 	}
-	status := attemptStatus(r)
 	if final(cur.Status) {
 		if final(status) && status != cur.Status {
 			s.log.Error("bank answer contradicts a settled attempt", "order_no", a.OrderNo, "bank", a.BankCode,
@@ -271,7 +299,6 @@ func (s *Service) apply(ctx context.Context, tx pgx.Tx, a attemptRow, r bankadap
 		}
 		return false, nil
 	}
-	now := s.now()
 	if status == AttemptUnknown {
 		if cur.Status == AttemptUnknown {
 			return true, nil
@@ -285,23 +312,6 @@ func (s *Service) apply(ctx context.Context, tx pgx.Tx, a attemptRow, r bankadap
 				"source", source, "cause", errString(r.Cause))
 		}
 		return true, err
-	}
-	if r.Amount != 0 && r.Amount != a.Amount {
-		s.log.Error("bank answer names another amount", "order_no", a.OrderNo, "ours", a.Amount, "bank", r.Amount)
-	}
-	if status == AttemptSucceeded {
-		// The common case in one statement: attempt and charge succeeded.
-		c, err := scanCharge(tx.QueryRow(ctx, `WITH att AS (
-				UPDATE charge_attempts SET status = 'succeeded', bank_result = $2, bank_txn_no = $3, finished_at = $4
-				WHERE order_no = $1 RETURNING charge_id)
-			UPDATE charges SET status = 'succeeded', bank_reference = $3, failure_code = NULL,
-				next_attempt_at = NULL, updated_at = $4
-			WHERE id = (SELECT charge_id FROM att) RETURNING `+chargeCols,
-			a.OrderNo, nullString(r.Code), nullString(r.BankTxnNo), now))
-		if err != nil {
-			return false, err
-		}
-		return false, s.cfg.Emit(ctx, tx, a.MerchantID, "charge.succeeded", chargeEvent(c))
 	}
 	if _, err := tx.Exec(ctx, `UPDATE charge_attempts SET status = $2, failure_code = $3, bank_result = $4,
 		bank_txn_no = $5, finished_at = $6 WHERE order_no = $1`,

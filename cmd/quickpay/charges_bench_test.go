@@ -47,7 +47,7 @@ func BenchmarkMonthlyRun(b *testing.B) {
 	if v, err := strconv.Atoi(os.Getenv("QUICKPAY_BENCH_CHARGES")); err == nil && v > 0 {
 		n = v
 	}
-	workers := 32
+	workers := 64 // QUICKPAY_CHARGE_WORKERS' default
 	if v, err := strconv.Atoi(os.Getenv("QUICKPAY_CHARGE_WORKERS")); err == nil && v > 0 {
 		workers = v
 	}
@@ -76,9 +76,10 @@ func BenchmarkMonthlyRun(b *testing.B) {
 	river.AddWorker(ws, queryW)
 	river.AddWorker(ws, &noopWorker{})
 	var completed atomic.Int64
-	client, err := river.NewClient(riverpgxv5.New(st.Pool), &river.Config{Logger: quiet, Workers: ws,
-		Queues:        map[string]river.QueueConfig{mandate.Queue: {MaxWorkers: workers}, "noop": {MaxWorkers: workers}},
-		FetchCooldown: 20 * time.Millisecond, FetchPollInterval: 100 * time.Millisecond})
+	rc := &river.Config{Logger: quiet, Workers: ws,
+		Queues: map[string]river.QueueConfig{mandate.Queue: {MaxWorkers: workers}, "noop": {MaxWorkers: workers}}}
+	tuneFetch(rc) // as serve and run-due fetch
+	client, err := river.NewClient(riverpgxv5.New(st.Pool), rc)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -78,7 +78,7 @@ func (c *config) flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.BanksimURL, "banksim-url", env("QUICKPAY_BANKSIM_URL", ""), "bank simulator URL (QUICKPAY_BANKSIM_URL)")
 	fs.BoolVar(&c.WebhooksPrivate, "webhooks-allow-private", env("QUICKPAY_WEBHOOKS_ALLOW_PRIVATE", "") == "true",
 		"deliver webhooks to loopback and private addresses, for dev (QUICKPAY_WEBHOOKS_ALLOW_PRIVATE=true)")
-	workers, _ := strconv.Atoi(env("QUICKPAY_CHARGE_WORKERS", "32"))
+	workers, _ := strconv.Atoi(env("QUICKPAY_CHARGE_WORKERS", "64"))
 	rescue, _ := time.ParseDuration(env("QUICKPAY_RESCUE_STUCK_AFTER", "5m"))
 	every, _ := time.ParseDuration(env("QUICKPAY_SCHEDULER_INTERVAL", "30s"))
 	fs.StringVar(&c.PublicURL, "public-url", env("QUICKPAY_PUBLIC_URL", ""), "base URL banks reach quickpay at, for async results (QUICKPAY_PUBLIC_URL; default http://<listen>)")
@@ -203,6 +203,7 @@ func (c *config) open(ctx context.Context, log *slog.Logger, workers bool) (*dep
 		// jobs keep their own bound (mandate.ChargeWorker.Timeout).
 		rc.RescueStuckJobsAfter = c.RescueAfter
 		rc.JobTimeout = min(time.Minute, c.RescueAfter/2)
+		tuneFetch(rc)
 	}
 	if d.river, err = river.NewClient(riverpgxv5.New(d.pool), rc); err != nil {
 		d.close()
@@ -217,6 +218,15 @@ func (c *config) open(ctx context.Context, log *slog.Logger, workers bool) (*dep
 }
 
 // lateInserter forwards to a River client created after its user.
+// tuneFetch sets how eagerly River's producers fetch: River waits
+// FetchCooldown (default 100 ms) between fetches of at most the free
+// worker slots, which caps a queue at MaxWorkers per cooldown (320 jobs/s
+// for 32 workers). Due charges come in runs of thousands.
+func tuneFetch(rc *river.Config) {
+	rc.FetchCooldown = 5 * time.Millisecond
+	rc.FetchPollInterval = 500 * time.Millisecond
+}
+
 type lateInserter struct{ client *river.Client[pgx.Tx] }
 
 func (l *lateInserter) InsertTx(ctx context.Context, tx pgx.Tx, args river.JobArgs, opts *river.InsertOpts) (*rivertype.JobInsertResult, error) {
