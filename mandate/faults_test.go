@@ -232,8 +232,15 @@ func TestFailureCap(t *testing.T) {
 	for d := d0; !d.After(d0.AddDate(0, 0, 14)); d = d.AddDate(0, 0, 1) {
 		w.setDay(d)
 		st := w.runDue(t)
-		if d.Equal(d0) && (st.Claimed != 3+1+1 || st.Deferred != 2) {
-			t.Errorf("first day: %+v, want 5 claimed and 2 deferred", st)
+		if d.Equal(d0) {
+			// Two of the card's five wait while three are open; once those
+			// failed, the day's cap is used up and they go to tomorrow.
+			if st.Claimed != 3+1+1 || st.Deferred != 0 {
+				t.Errorf("first day: %+v, want 5 claimed, none deferred yet", st)
+			}
+			if st = w.runDue(t); st.Claimed != 0 || st.Deferred != 2 {
+				t.Errorf("first day, second run: %+v, want the 2 held back deferred", st)
+			}
 		}
 		rows, err := w.Pool.Query(ctx, `SELECT card_id, bank_day, count(*) FROM charge_attempts
 			WHERE card_id = ANY($1) AND status = 'failed' GROUP BY 1, 2 HAVING count(*) > 3`,
@@ -376,4 +383,32 @@ func TestFailureCapUnderConcurrentRuns(t *testing.T) {
 			t.Errorf("attempt %s: %s %s", a.OrderNo, a.Status, a.FailureCode)
 		}
 	}
+}
+
+// TestManyMandatesOnOneCardChargeTheSameDay: the cap holds back a card's
+// fourth open attempt only until the first three are answered; charges
+// that succeed all go out on their date, none is put off a day.
+func TestManyMandatesOnOneCardChargeTheSameDay(t *testing.T) {
+	w := newWorld(t)
+	c := w.bindCard(t, "ICBC", 1_000_000)
+	var ms []mandate.Mandate
+	for i := range 5 {
+		ms = append(ms, w.mandate(t, c, w.dueToday(int64(100+i))))
+	}
+	first := w.runDue(t)
+	second := w.runDue(t)
+	if first.Claimed != 3 || second.Claimed != 2 || first.Deferred+second.Deferred != 0 {
+		t.Fatalf("runs: %+v then %+v, want 3 then 2 claimed, none deferred", first, second)
+	}
+	for _, m := range ms {
+		ch := w.oneCharge(t, m)
+		if ch.Status != mandate.ChargeSucceeded || len(ch.Attempts) != 1 ||
+			!w.today().Equal(mandate.Schedule{}.DateAt(ch.Attempts[0].CreatedAt)) {
+			t.Errorf("charge %s: %s with %d attempts, want succeeded today in one", ch.ID, ch.Status, len(ch.Attempts))
+		}
+	}
+	if l := w.ledger(t, c); len(l) != 5 {
+		t.Fatalf("ledger has %d debits, want 5", len(l))
+	}
+	w.checkBooks(t, c)
 }

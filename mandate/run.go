@@ -49,9 +49,11 @@ type RunStats struct {
 func (s *Service) RunDue(ctx context.Context, asOf time.Time) (RunStats, error) {
 	var st RunStats
 	for {
-		n, skipped, err := s.materialize(ctx, asOf)
+		n, skipped, claimed, deferred, err := s.materialize(ctx, asOf)
 		st.Periods += n
 		st.Skipped += skipped
+		st.Claimed += claimed
+		st.Deferred += deferred
 		if err != nil {
 			return st, fmt.Errorf("run due: periods: %w", err)
 		}
@@ -93,7 +95,7 @@ func (s *Service) RunDue(ctx context.Context, asOf time.Time) (RunStats, error) 
 // period is done on its date: the charge the biller posted goes ahead, and
 // without one the period is skipped with a charge.failed event
 // (no_amount_posted).
-func (s *Service) materialize(ctx context.Context, asOf time.Time) (periods, skipped int, err error) {
+func (s *Service) materialize(ctx context.Context, asOf time.Time) (periods, skipped, claimed, deferred int, err error) {
 	now := s.now()
 	err = db.InTx(ctx, s.pool, func(tx pgx.Tx) error {
 		// Candidates: a day's slack covers every zone; the exact check is below.
@@ -158,7 +160,13 @@ func (s *Service) materialize(ctx context.Context, asOf time.Time) (periods, ski
 			mm := *m
 			after = append(after, func() error { return s.record(ctx, tx, mm, "mandate.complete", "mandate.completed", now) })
 		}
-		if err := ins.insert(ctx, tx, now); err != nil {
+		inserted, err := ins.insert(ctx, tx, now)
+		if err != nil {
+			return err
+		}
+		// Charges due now without a notice to wait for go to the bank in
+		// this same transaction: no second pass to claim them.
+		if claimed, deferred, err = s.sendNew(ctx, tx, ins, inserted, asOf); err != nil {
 			return err
 		}
 		if err := upd.update(ctx, tx, now); err != nil {
@@ -171,7 +179,36 @@ func (s *Service) materialize(ctx context.Context, asOf time.Time) (periods, ski
 		}
 		return nil
 	})
-	return periods, skipped, err
+	return periods, skipped, claimed, deferred, err
+}
+
+// sendNew sends the charges just inserted that are due at asOf and need no
+// notice.
+func (s *Service) sendNew(ctx context.Context, tx pgx.Tx, ins chargeRows, inserted map[string]bool, asOf time.Time) (int, int, error) {
+	var list []dueCharge
+	var cardIDs []string
+	for i, id := range ins.id {
+		if inserted[id] && ins.notice[i] == nil && !ins.next[i].After(asOf) {
+			list = append(list, dueCharge{id: id, merchantID: ins.merchant[i], cardID: ins.card[i], amount: ins.amount[i]})
+			cardIDs = append(cardIDs, ins.card[i])
+		}
+	}
+	if len(list) == 0 {
+		return 0, 0, nil
+	}
+	rows, err := tx.Query(ctx, `SELECT id, bank_code FROM cards WHERE id = ANY($1)`, cardIDs)
+	if err != nil {
+		return 0, 0, err
+	}
+	bankOf := map[string]string{}
+	var id, code string
+	if _, err := pgx.ForEachRow(rows, []any{&id, &code}, func() error { bankOf[id] = code; return nil }); err != nil {
+		return 0, 0, err
+	}
+	for i := range list {
+		list[i].bankCode = bankOf[list[i].cardID]
+	}
+	return s.send(ctx, tx, list)
 }
 
 // chargeRows are scheduled charges to insert in one statement.
@@ -195,11 +232,12 @@ func (r *chargeRows) add(c Charge, cardID string, noticeAt time.Time) {
 	r.notice = append(r.notice, n)
 }
 
-func (r *chargeRows) insert(ctx context.Context, tx pgx.Tx, now time.Time) error {
+func (r *chargeRows) insert(ctx context.Context, tx pgx.Tx, now time.Time) (map[string]bool, error) {
+	inserted := map[string]bool{}
 	if len(r.id) == 0 {
-		return nil
+		return inserted, nil
 	}
-	_, err := tx.Exec(ctx, `INSERT INTO charges (id, merchant_id, mandate_id, card_id, period, charge_date, amount,
+	rows, err := tx.Query(ctx, `INSERT INTO charges (id, merchant_id, mandate_id, card_id, period, charge_date, amount,
 		currency, description, status, next_attempt_at, notice_at, created_at, updated_at)
 		SELECT id, merchant_id, mandate_id, card_id, period, charge_date, amount, currency, description, 'scheduled',
 			next_attempt_at, notice_at, $12, $12
@@ -207,9 +245,14 @@ func (r *chargeRows) insert(ctx context.Context, tx pgx.Tx, now time.Time) error
 			$9::text[], $10::timestamptz[], $11::timestamptz[])
 			AS u(id, merchant_id, mandate_id, card_id, period, charge_date, amount, currency, description,
 			next_attempt_at, notice_at)
-		ON CONFLICT (mandate_id, period) DO NOTHING`,
+		ON CONFLICT (mandate_id, period) DO NOTHING RETURNING id`,
 		r.id, r.merchant, r.mandate, r.card, r.period, r.date, r.amount, r.currency, r.description, r.next, r.notice, now)
-	return err
+	if err != nil {
+		return nil, err
+	}
+	var id string
+	_, err = pgx.ForEachRow(rows, []any{&id}, func() error { inserted[id] = true; return nil })
+	return inserted, err
 }
 
 // mandateAdvances move mandates to their next period in one statement.
@@ -326,8 +369,6 @@ func newOrderNo() string { return "QP" + strings.ToUpper(strings.TrimPrefix(ids.
 // transaction. A card with its day's failures used up (counting attempts
 // still open) is put off to the next bank day.
 func (s *Service) claim(ctx context.Context, asOf time.Time) (claimed, deferred int, err error) {
-	now := s.now()
-	day := bankDay(now)
 	err = db.InTx(ctx, s.pool, func(tx pgx.Tx) error {
 		rows, err := tx.Query(ctx, `SELECT c.id, c.merchant_id, c.card_id, c.amount, c.attempts_count, k.bank_code
 			FROM charges c JOIN cards k ON k.id = c.card_id
@@ -337,93 +378,116 @@ func (s *Service) claim(ctx context.Context, asOf time.Time) (claimed, deferred 
 		if err != nil {
 			return err
 		}
-		type due struct {
-			id, merchantID, cardID, bankCode string
-			amount                           int64
-			attempts                         int
-		}
-		var list []due
-		var d due
-		cards := map[string]int{}
+		var list []dueCharge
+		var d dueCharge
 		if _, err := pgx.ForEachRow(rows, []any{&d.id, &d.merchantID, &d.cardID, &d.amount, &d.attempts, &d.bankCode}, func() error {
 			list = append(list, d)
-			cards[d.cardID] = 0
 			return nil
 		}); err != nil {
 			return err
 		}
-		if len(list) == 0 {
-			return nil
-		}
-		// The day's failures and open attempts of these cards. Runs that
-		// claim concurrently take other charges (SKIP LOCKED), maybe of the
-		// same cards: each card's count is read and raised under a lock of
-		// its own, taken in card order, so no two runs share a card's
-		// allowance. (Advisory, not the card row: unbinding locks the card
-		// row and then the charges, which this transaction holds.)
-		cardIDs := make([]string, 0, len(cards))
-		for id := range cards {
-			cardIDs = append(cardIDs, id)
-		}
-		slices.Sort(cardIDs)
-		// One statement; the ids come sorted, so runs lock in one order.
-		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended('mandate.claim.card:' || id, 0))
-			FROM unnest($1::text[]) WITH ORDINALITY AS u(id, n) ORDER BY n`, cardIDs); err != nil {
-			return err
-		}
-		used, err := tx.Query(ctx, `SELECT card_id, count(*) FROM charge_attempts
-			WHERE card_id = ANY($1) AND ((bank_day = $2 AND status = 'failed') OR status IN ('processing', 'unknown'))
-			GROUP BY card_id`, cardIDs, day)
-		if err != nil {
-			return err
-		}
-		var cardID string
-		var n int
-		if _, err := pgx.ForEachRow(used, []any{&cardID, &n}, func() error { cards[cardID] = n; return nil }); err != nil {
-			return err
-		}
-		tomorrow := bankDay(now).AddDate(0, 0, 1)
-		nextDay := time.Date(tomorrow.Year(), tomorrow.Month(), tomorrow.Day(), 0, 0, 0, 0, bankZone).UTC()
-		var attempts [][]any
-		var chargeIDs, deferIDs []string
-		var jobs []river.InsertManyParams
-		for _, d := range list {
-			if cards[d.cardID] >= CardFailuresPerDay {
-				deferIDs = append(deferIDs, d.id)
-				continue
-			}
-			cards[d.cardID]++
-			orderNo := newOrderNo()
-			attempts = append(attempts, []any{orderNo, d.merchantID, d.id, d.cardID, d.attempts + 1, d.bankCode,
-				d.amount, AttemptProcessing, day, now})
-			chargeIDs = append(chargeIDs, d.id)
-			jobs = append(jobs, river.InsertManyParams{Args: ChargeArgs{OrderNo: orderNo, MerchantID: d.merchantID},
-				InsertOpts: &river.InsertOpts{Queue: s.cfg.Queue}})
-		}
-		if len(deferIDs) > 0 {
-			if _, err := tx.Exec(ctx, `UPDATE charges SET next_attempt_at = $2, updated_at = $3 WHERE id = ANY($1)`,
-				deferIDs, nextDay, now); err != nil {
-				return err
-			}
-		}
-		if len(chargeIDs) > 0 {
-			if _, err := tx.Exec(ctx, `UPDATE charges SET status = 'processing', attempts_count = attempts_count + 1,
-				next_attempt_at = NULL, updated_at = $2 WHERE id = ANY($1)`, chargeIDs, now); err != nil {
-				return err
-			}
-			if _, err := tx.CopyFrom(ctx, pgx.Identifier{"charge_attempts"}, []string{"order_no", "merchant_id",
-				"charge_id", "card_id", "seq", "bank_code", "amount", "status", "bank_day", "created_at"},
-				pgx.CopyFromRows(attempts)); err != nil {
-				return err
-			}
-			if _, err := s.cfg.Jobs.InsertManyFastTx(ctx, tx, jobs); err != nil {
-				return err
-			}
-		}
-		claimed, deferred = len(chargeIDs), len(deferIDs)
-		return nil
+		claimed, deferred, err = s.send(ctx, tx, list)
+		return err
 	})
 	return claimed, deferred, err
+}
+
+// dueCharge is a charge whose time has come, locked by the caller.
+type dueCharge struct {
+	id, merchantID, cardID, bankCode string
+	amount                           int64
+	attempts                         int
+}
+
+// send makes the due charges processing, each with a new attempt (its
+// order number written here) and a River job, in the caller's
+// transaction. The banks' cap of failed debits per card and day is kept:
+// a card whose failures today reach it waits until the next bank day; one
+// whose failures and open attempts (which may yet fail) reach it is left
+// for a later run, once those are answered.
+func (s *Service) send(ctx context.Context, tx pgx.Tx, list []dueCharge) (claimed, deferred int, err error) {
+	if len(list) == 0 {
+		return 0, 0, nil
+	}
+	now := s.now()
+	day := bankDay(now)
+	type use struct{ failed, open int }
+	cards := map[string]*use{}
+	for _, d := range list {
+		cards[d.cardID] = &use{}
+	}
+	// Runs that claim concurrently take other charges (SKIP LOCKED), maybe
+	// of the same cards: each card's count is read and raised under a lock
+	// of its own, taken in card order, so no two runs share a card's
+	// allowance. (Advisory, not the card row: unbinding locks the card row
+	// and then the charges, which this transaction holds.)
+	cardIDs := make([]string, 0, len(cards))
+	for id := range cards {
+		cardIDs = append(cardIDs, id)
+	}
+	slices.Sort(cardIDs)
+	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended('mandate.claim.card:' || id, 0))
+		FROM unnest($1::text[]) WITH ORDINALITY AS u(id, n) ORDER BY n`, cardIDs); err != nil {
+		return 0, 0, err
+	}
+	used, err := tx.Query(ctx, `SELECT card_id, count(*) FILTER (WHERE status = 'failed'),
+		count(*) FILTER (WHERE status IN ('processing', 'unknown')) FROM charge_attempts
+		WHERE card_id = ANY($1) AND ((bank_day = $2 AND status = 'failed') OR status IN ('processing', 'unknown'))
+		GROUP BY card_id`, cardIDs, day)
+	if err != nil {
+		return 0, 0, err
+	}
+	var cardID string
+	var failed, open int
+	if _, err := pgx.ForEachRow(used, []any{&cardID, &failed, &open}, func() error {
+		*cards[cardID] = use{failed, open}
+		return nil
+	}); err != nil {
+		return 0, 0, err
+	}
+	tomorrow := day.AddDate(0, 0, 1)
+	nextDay := time.Date(tomorrow.Year(), tomorrow.Month(), tomorrow.Day(), 0, 0, 0, 0, bankZone).UTC()
+	var attempts [][]any
+	var chargeIDs, deferIDs []string
+	var jobs []river.InsertManyParams
+	for _, d := range list {
+		u := cards[d.cardID]
+		switch {
+		case u.failed >= CardFailuresPerDay:
+			deferIDs = append(deferIDs, d.id)
+			continue
+		case u.failed+u.open >= CardFailuresPerDay:
+			continue // a later run, once the open ones are answered
+		}
+		u.open++
+		orderNo := newOrderNo()
+		attempts = append(attempts, []any{orderNo, d.merchantID, d.id, d.cardID, d.attempts + 1, d.bankCode,
+			d.amount, AttemptProcessing, day, now})
+		chargeIDs = append(chargeIDs, d.id)
+		jobs = append(jobs, river.InsertManyParams{Args: ChargeArgs{OrderNo: orderNo, MerchantID: d.merchantID},
+			InsertOpts: &river.InsertOpts{Queue: s.cfg.Queue}})
+	}
+	if len(deferIDs) > 0 {
+		if _, err := tx.Exec(ctx, `UPDATE charges SET next_attempt_at = $2, updated_at = $3 WHERE id = ANY($1)`,
+			deferIDs, nextDay, now); err != nil {
+			return 0, 0, err
+		}
+	}
+	if len(chargeIDs) > 0 {
+		if _, err := tx.Exec(ctx, `UPDATE charges SET status = 'processing', attempts_count = attempts_count + 1,
+			next_attempt_at = NULL, updated_at = $2 WHERE id = ANY($1)`, chargeIDs, now); err != nil {
+			return 0, 0, err
+		}
+		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"charge_attempts"}, []string{"order_no", "merchant_id",
+			"charge_id", "card_id", "seq", "bank_code", "amount", "status", "bank_day", "created_at"},
+			pgx.CopyFromRows(attempts)); err != nil {
+			return 0, 0, err
+		}
+		if _, err := s.cfg.Jobs.InsertManyFastTx(ctx, tx, jobs); err != nil {
+			return 0, 0, err
+		}
+	}
+	return len(chargeIDs), len(deferIDs), nil
 }
 
 // Pending counts charges claimed but not yet answered (processing), and

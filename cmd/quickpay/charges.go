@@ -58,30 +58,38 @@ func cmdCharges(ctx context.Context, args []string) error {
 			_ = d.river.Stop(stop)
 		}()
 	}
-	start := time.Now()
-	st, err := d.mandates.RunDue(ctx, asOf)
-	if err != nil {
-		return err
+	for round := 0; ; round++ {
+		start := time.Now()
+		st, err := d.mandates.RunDue(ctx, asOf)
+		if err != nil {
+			return err
+		}
+		if round > 0 && st.Claimed == 0 {
+			return nil
+		}
+		fmt.Printf("run-due as of %s: %d periods due (%d skipped: no amount posted), %d notices sent, %d charges claimed, %d put off by the card's daily failure cap\n",
+			asOf.Format(time.RFC3339), st.Periods, st.Skipped, st.Notices, st.Claimed, st.Deferred)
+		if *noWait {
+			return nil
+		}
+		// Also wait for what earlier runs left processing: a crashed run's
+		// charges are run again (querying first) after --rescue-stuck-after.
+		processing, _, err := d.mandates.Pending(ctx)
+		if err != nil {
+			return err
+		}
+		if st.Claimed == 0 && processing == 0 {
+			return nil
+		}
+		if processing > st.Claimed {
+			fmt.Printf("waiting for %d charges still processing (a crashed run's are run again after %s)\n",
+				processing-st.Claimed, c.RescueAfter)
+		}
+		if err := waitSettled(ctx, d.mandates, max(st.Claimed, processing), start, log); err != nil {
+			return err
+		}
+		// Charges held back while a card had attempts open go now.
 	}
-	fmt.Printf("run-due as of %s: %d periods due (%d skipped: no amount posted), %d notices sent, %d charges claimed, %d put off by the card's daily failure cap\n",
-		asOf.Format(time.RFC3339), st.Periods, st.Skipped, st.Notices, st.Claimed, st.Deferred)
-	if *noWait {
-		return nil
-	}
-	// Also wait for what earlier runs left processing: a crashed run's
-	// charges are run again (querying first) after --rescue-stuck-after.
-	processing, _, err := d.mandates.Pending(ctx)
-	if err != nil {
-		return err
-	}
-	if st.Claimed == 0 && processing == 0 {
-		return nil
-	}
-	if processing > st.Claimed {
-		fmt.Printf("waiting for %d charges still processing (a crashed run's are run again after %s)\n",
-			processing-st.Claimed, c.RescueAfter)
-	}
-	return waitSettled(ctx, d.mandates, max(st.Claimed, processing), start, log)
 }
 
 // waitSettled polls until no charge is waiting for its first answer,
