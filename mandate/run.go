@@ -189,7 +189,8 @@ func (s *Service) sendNew(ctx context.Context, tx pgx.Tx, ins chargeRows, insert
 	var cardIDs []string
 	for i, id := range ins.id {
 		if inserted[id] && ins.notice[i] == nil && !ins.next[i].After(asOf) {
-			list = append(list, dueCharge{id: id, merchantID: ins.merchant[i], cardID: ins.card[i], amount: ins.amount[i]})
+			list = append(list, dueCharge{id: id, merchantID: ins.merchant[i], cardID: ins.card[i], amount: ins.amount[i],
+				description: ins.description[i]})
 			cardIDs = append(cardIDs, ins.card[i])
 		}
 	}
@@ -346,6 +347,13 @@ func (s *Service) sendNotices(ctx context.Context, asOf time.Time, skip []string
 type ChargeArgs struct {
 	OrderNo    string `json:"order_no"`
 	MerchantID string `json:"merchant_id"`
+	// What the claim knew of the attempt, so that a first run need not
+	// read it back. A run after the first reads the attempt.
+	ChargeID    string `json:"charge_id,omitempty"`
+	CardID      string `json:"card_id,omitempty"`
+	BankCode    string `json:"bank_code,omitempty"`
+	Amount      int64  `json:"amount,omitempty"`
+	Description string `json:"description,omitempty"`
 }
 
 // Kind implements river.JobArgs.
@@ -370,8 +378,8 @@ func newOrderNo() string { return "QP" + strings.ToUpper(strings.TrimPrefix(ids.
 // still open) is put off to the next bank day.
 func (s *Service) claim(ctx context.Context, asOf time.Time) (claimed, deferred int, err error) {
 	err = db.InTx(ctx, s.pool, func(tx pgx.Tx) error {
-		rows, err := tx.Query(ctx, `SELECT c.id, c.merchant_id, c.card_id, c.amount, c.attempts_count, k.bank_code
-			FROM charges c JOIN cards k ON k.id = c.card_id
+		rows, err := tx.Query(ctx, `SELECT c.id, c.merchant_id, c.card_id, c.amount, c.attempts_count, k.bank_code,
+			c.description FROM charges c JOIN cards k ON k.id = c.card_id
 			WHERE c.status IN ('scheduled', 'retry_scheduled') AND c.next_attempt_at <= $1
 			  AND (c.notice_at IS NULL OR c.notice_sent_at IS NOT NULL)
 			ORDER BY c.next_attempt_at LIMIT $2 FOR UPDATE OF c SKIP LOCKED`, asOf, s.cfg.ClaimBatch)
@@ -380,7 +388,7 @@ func (s *Service) claim(ctx context.Context, asOf time.Time) (claimed, deferred 
 		}
 		var list []dueCharge
 		var d dueCharge
-		if _, err := pgx.ForEachRow(rows, []any{&d.id, &d.merchantID, &d.cardID, &d.amount, &d.attempts, &d.bankCode}, func() error {
+		if _, err := pgx.ForEachRow(rows, []any{&d.id, &d.merchantID, &d.cardID, &d.amount, &d.attempts, &d.bankCode, &d.description}, func() error {
 			list = append(list, d)
 			return nil
 		}); err != nil {
@@ -394,9 +402,9 @@ func (s *Service) claim(ctx context.Context, asOf time.Time) (claimed, deferred 
 
 // dueCharge is a charge whose time has come, locked by the caller.
 type dueCharge struct {
-	id, merchantID, cardID, bankCode string
-	amount                           int64
-	attempts                         int
+	id, merchantID, cardID, bankCode, description string
+	amount                                        int64
+	attempts                                      int
 }
 
 // send makes the due charges processing, each with a new attempt (its
@@ -464,7 +472,8 @@ func (s *Service) send(ctx context.Context, tx pgx.Tx, list []dueCharge) (claime
 		attempts = append(attempts, []any{orderNo, d.merchantID, d.id, d.cardID, d.attempts + 1, d.bankCode,
 			d.amount, AttemptProcessing, day, now})
 		chargeIDs = append(chargeIDs, d.id)
-		jobs = append(jobs, river.InsertManyParams{Args: ChargeArgs{OrderNo: orderNo, MerchantID: d.merchantID},
+		jobs = append(jobs, river.InsertManyParams{Args: ChargeArgs{OrderNo: orderNo, MerchantID: d.merchantID,
+			ChargeID: d.id, CardID: d.cardID, BankCode: d.bankCode, Amount: d.amount, Description: d.description},
 			InsertOpts: &river.InsertOpts{Queue: s.cfg.Queue}})
 	}
 	if len(deferIDs) > 0 {

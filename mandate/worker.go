@@ -25,7 +25,7 @@ type ChargeWorker struct {
 // Work implements river.Worker. A job that runs again (after a crash or an
 // error) asks the bank about its order before it sends it.
 func (w *ChargeWorker) Work(ctx context.Context, job *river.Job[ChargeArgs]) error {
-	return w.Service.execute(ctx, job.Args.MerchantID, job.Args.OrderNo, job.Attempt > 1)
+	return w.Service.execute(ctx, job.Args, job.Attempt > 1)
 }
 
 // Timeout implements river.Worker: a bank call is bounded well below it.
@@ -73,13 +73,21 @@ func final(status string) bool { return status == AttemptSucceeded || status == 
 
 // execute sends one attempt. rerun: the job ran before, so the bank may
 // have the order: query first, and send only if it does not.
-func (s *Service) execute(ctx context.Context, merchantID, orderNo string, rerun bool) error {
-	a, err := getAttempt(ctx, s.pool, merchantID, orderNo, false)
-	if err != nil {
-		return fmt.Errorf("charge %s: %w", orderNo, err)
-	}
-	if a.Status != AttemptProcessing {
-		return nil // settled, or unknown and in the query workers' hands
+func (s *Service) execute(ctx context.Context, args ChargeArgs, rerun bool) error {
+	merchantID, orderNo := args.MerchantID, args.OrderNo
+	// A first run sends what the claim wrote (nothing else touches an
+	// attempt before its bank call); a later one reads where it stands.
+	a := attemptRow{Attempt: Attempt{OrderNo: orderNo, BankCode: args.BankCode, Amount: args.Amount,
+		Status: AttemptProcessing}, MerchantID: merchantID, ChargeID: args.ChargeID, CardID: args.CardID,
+		Description: args.Description}
+	if rerun || args.CardID == "" {
+		var err error
+		if a, err = getAttempt(ctx, s.pool, merchantID, orderNo, false); err != nil {
+			return fmt.Errorf("charge %s: %w", orderNo, err)
+		}
+		if a.Status != AttemptProcessing {
+			return nil // settled, or unknown and in the query workers' hands
+		}
 	}
 	bank, ok := s.cfg.Banks.Bank(a.BankCode)
 	if !ok {

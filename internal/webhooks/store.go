@@ -22,19 +22,16 @@ const feedLock = `hashtext('quickpay.events.' || $1)`
 // insertEvent writes ev in tx and reports whether its merchant's endpoint
 // subscribes to its type.
 func insertEvent(ctx context.Context, tx pgx.Tx, ev Event) (bool, error) {
-	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock_shared(`+feedLock+`)`, ev.MerchantID); err != nil {
-		return false, err
-	}
-	if _, err := tx.Exec(ctx,
-		`INSERT INTO events (id, merchant_id, type, data, created_at) VALUES ($1, $2, $3, $4, $5)`,
-		ev.ID, ev.MerchantID, ev.Type, ev.Data, ev.CreatedAt); err != nil {
-		return false, err
-	}
+	// One round trip; the statements run in this order.
+	var b pgx.Batch
+	b.Queue(`SELECT pg_advisory_xact_lock_shared(`+feedLock+`)`, ev.MerchantID)
+	b.Queue(`INSERT INTO events (id, merchant_id, type, data, created_at) VALUES ($1, $2, $3, $4, $5)`,
+		ev.ID, ev.MerchantID, ev.Type, ev.Data, ev.CreatedAt)
 	var subscribed bool
-	err := tx.QueryRow(ctx, `
-		SELECT EXISTS (SELECT 1 FROM webhook_endpoints
-		                WHERE merchant_id = $1 AND (events IS NULL OR $2 = ANY (events)))`,
-		ev.MerchantID, ev.Type).Scan(&subscribed)
+	b.Queue(`SELECT EXISTS (SELECT 1 FROM webhook_endpoints
+		WHERE merchant_id = $1 AND (events IS NULL OR $2 = ANY (events)))`, ev.MerchantID, ev.Type).
+		QueryRow(func(row pgx.Row) error { return row.Scan(&subscribed) })
+	err := tx.SendBatch(ctx, &b).Close()
 	return subscribed, err
 }
 
