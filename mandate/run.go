@@ -438,9 +438,11 @@ func (s *Service) send(ctx context.Context, tx pgx.Tx, list []dueCharge) (claime
 		FROM unnest($1::text[]) WITH ORDINALITY AS u(id, n) ORDER BY n`, cardIDs); err != nil {
 		return 0, 0, err
 	}
+	// By card (its index), not by the partial index of all open attempts:
+	// hence NOT IN for the open ones.
 	used, err := tx.Query(ctx, `SELECT card_id, count(*) FILTER (WHERE status = 'failed'),
-		count(*) FILTER (WHERE status IN ('processing', 'unknown')) FROM charge_attempts
-		WHERE card_id = ANY($1) AND ((bank_day = $2 AND status = 'failed') OR status IN ('processing', 'unknown'))
+		count(*) FILTER (WHERE status NOT IN ('succeeded', 'failed')) FROM charge_attempts
+		WHERE card_id = ANY($1) AND ((bank_day = $2 AND status = 'failed') OR status NOT IN ('succeeded', 'failed'))
 		GROUP BY card_id`, cardIDs, day)
 	if err != nil {
 		return 0, 0, err

@@ -271,13 +271,16 @@ func (s *Service) apply(ctx context.Context, tx pgx.Tx, a attemptRow, r bankadap
 	now := s.now()
 	if status == AttemptSucceeded {
 		// The common case in one statement, which takes the attempt's and
-		// then the charge's lock (the order getAttempt takes them in).
+		// then the charge's lock (the order getAttempt takes them in). The
+		// open test is written as NOT IN so that the planner looks the
+		// order up by its key, never by scanning the partial index of all
+		// open attempts (which a month-end run fills).
 		if r.Amount != 0 && r.Amount != a.Amount {
 			s.log.Error("bank answer names another amount", "order_no", a.OrderNo, "ours", a.Amount, "bank", r.Amount)
 		}
 		c, err := scanCharge(tx.QueryRow(ctx, `WITH att AS (
 				UPDATE charge_attempts SET status = 'succeeded', bank_result = $2, bank_txn_no = $3, finished_at = $4
-				WHERE order_no = $1 AND status IN ('processing', 'unknown') RETURNING charge_id)
+				WHERE order_no = $1 AND status NOT IN ('succeeded', 'failed') RETURNING charge_id)
 			UPDATE charges SET status = 'succeeded', bank_reference = $3, failure_code = NULL,
 				next_attempt_at = NULL, updated_at = $4
 			WHERE id = (SELECT charge_id FROM att) RETURNING `+chargeCols,
