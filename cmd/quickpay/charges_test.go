@@ -225,4 +225,16 @@ func TestCrashRecoverySettlesByQuery(t *testing.T) {
 	if !queried {
 		t.Error("the charge job did not run a second time (the query-first path)")
 	}
+
+	// The day's statement agrees: one debit, matched, no mismatch.
+	rec := exec.Command(filepath.Join(w.bin, "quickpay"), "reconcile", "--bank", "ICBC",
+		"--date", ledger[0].At.Format(time.DateOnly))
+	rec.Env = w.env
+	out3, err := rec.CombinedOutput()
+	if err != nil {
+		t.Fatalf("reconcile: %v\n%s", err, out3)
+	}
+	if !strings.Contains(string(out3), "1 statement debits, 1 matched, 0 unknown attempts settled, 0 mismatches") {
+		t.Fatalf("reconcile printed:\n%s", out3)
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 
@@ -14,7 +15,8 @@ import (
 	"github.com/quickpay/quickpay/internal/merchants"
 )
 
-const merchantsUsage = "usage: quickpay merchants create --name NAME [--scopes bind,withhold] [--json]"
+const merchantsUsage = `usage: quickpay merchants create --name NAME [--scopes bind,withhold] [--json]
+       quickpay merchants retry-days --merchant ID --days 1,3,5`
 
 func cmdMerchants(ctx context.Context, args []string) error {
 	return runMerchants(ctx, args, os.Stdout)
@@ -31,6 +33,9 @@ type createdMerchant struct {
 // runMerchants runs `quickpay merchants …`, writing its answer to out. It
 // needs only the database.
 func runMerchants(ctx context.Context, args []string, out io.Writer) error {
+	if len(args) > 0 && args[0] == "retry-days" {
+		return runRetryDays(ctx, args[1:], out)
+	}
 	if len(args) == 0 || args[0] != "create" {
 		return errors.New(merchantsUsage)
 	}
@@ -83,5 +88,43 @@ func runMerchants(ctx context.Context, args []string, out io.Writer) error {
 		return err
 	}
 	_, err = fmt.Fprintln(out, "\nThe client secret is shown only this once: quickpay keeps only a hash of it. Store it now.")
+	return err
+}
+
+// runRetryDays sets the days after a charge date on which a merchant's
+// declined charges (retryable reasons) are tried again.
+func runRetryDays(ctx context.Context, args []string, out io.Writer) error {
+	var c config
+	fs := newFlags("merchants retry-days", &c)
+	id := fs.String("merchant", "", "merchant id (required)")
+	daysFlag := fs.String("days", "", "comma-separated days after the charge date, increasing, e.g. 1,3,5 (required)")
+	actor := fs.String("actor", "cli:"+env("USER", "operator"), "who is acting, for the audit trail")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *id == "" || *daysFlag == "" {
+		return errors.New(merchantsUsage)
+	}
+	var days []int
+	for s := range strings.SplitSeq(*daysFlag, ",") {
+		d, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil {
+			return fmt.Errorf("--days: %q is not a whole number of days", s)
+		}
+		days = append(days, d)
+	}
+	pool, err := db.Open(ctx, db.Config{URL: c.DatabaseURL})
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	store, err := merchants.NewStore(merchants.Config{Pool: pool})
+	if err != nil {
+		return err
+	}
+	if err := store.SetRetryDays(merchants.WithActor(ctx, *actor), *id, days); err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(out, "merchant %s: declined charges are retried %s days after their date\n", *id, *daysFlag)
 	return err
 }

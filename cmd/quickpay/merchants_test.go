@@ -143,3 +143,46 @@ func TestMerchantsCreate(t *testing.T) {
 		})
 	}
 }
+
+func TestMerchantsRetryDays(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dbURL := testenv.DatabaseURL(t)
+	pool := testenv.Pool(t)
+	id := testenv.Merchant(t, pool)
+	run := func(args ...string) error {
+		var out bytes.Buffer
+		return runMerchants(ctx, append(append([]string{"retry-days"}, args...), "--database-url", dbURL), &out)
+	}
+	days := func() []int32 {
+		var d []int32
+		if err := pool.QueryRow(ctx, `SELECT retry_days FROM merchants WHERE id = $1`, id).Scan(&d); err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	if got := days(); !slices.Equal(got, []int32{1, 3, 5}) {
+		t.Fatalf("default retry days = %v, want [1 3 5]", got)
+	}
+	if err := run("--merchant", id, "--days", "2, 4,7"); err != nil {
+		t.Fatal(err)
+	}
+	if got := days(); !slices.Equal(got, []int32{2, 4, 7}) {
+		t.Fatalf("retry days = %v, want [2 4 7]", got)
+	}
+	for _, bad := range []string{"3,1", "0", "1,1", "31", "x"} {
+		if err := run("--merchant", id, "--days", bad); err == nil {
+			t.Errorf("--days %s: no error", bad)
+		}
+	}
+	if err := run("--merchant", "mch_nobody", "--days", "1"); !errors.Is(err, merchants.ErrNotFound) {
+		t.Errorf("unknown merchant: %v, want ErrNotFound", err)
+	}
+	if got := days(); !slices.Equal(got, []int32{2, 4, 7}) {
+		t.Fatalf("after refused changes retry days = %v, want [2 4 7] kept", got)
+	}
+	var n int
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM audit_log WHERE action = 'merchant.retry_days' AND subject = $1`, id).Scan(&n); err != nil || n != 1 {
+		t.Fatalf("audit rows = %d (%v), want 1", n, err)
+	}
+}

@@ -421,3 +421,32 @@ func (s *Store) auditLogin(ctx context.Context, x audit.Execer, merchantID, clie
 		MerchantID: merchantID, Actor: actor, Action: "auth.login", Subject: clientID, Details: d,
 	})
 }
+
+// ErrInvalidRetryDays: retry days must be 1–10 increasing days, each 1–30.
+var ErrInvalidRetryDays = errors.New("retry days: want 1–10 increasing whole days, each 1–30")
+
+// SetRetryDays sets the days after a charge date on which the merchant's
+// charges declined for a retryable reason are tried again (default
+// 1, 3, 5). Audited (merchant.retry_days). Errors: ErrInvalidRetryDays,
+// ErrNotFound.
+func (s *Store) SetRetryDays(ctx context.Context, id string, days []int) error {
+	if len(days) == 0 || len(days) > 10 {
+		return ErrInvalidRetryDays
+	}
+	for i, d := range days {
+		if d < 1 || d > 30 || (i > 0 && d <= days[i-1]) {
+			return ErrInvalidRetryDays
+		}
+	}
+	return db.InTx(ctx, s.pool, func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, `UPDATE merchants SET retry_days = $2 WHERE id = $1`, id, days)
+		if err != nil {
+			return err
+		}
+		if tag.RowsAffected() == 0 {
+			return ErrNotFound
+		}
+		return audit.Write(ctx, tx, audit.Entry{MerchantID: id, Actor: actorFrom(ctx), Action: "merchant.retry_days",
+			Subject: id, Details: map[string]any{"retry_days": days}})
+	})
+}
