@@ -67,7 +67,7 @@ func (s *Service) Reconcile(ctx context.Context, bankCode string, date time.Time
 
 	// Our attempts at this bank that the statement may name: made that day
 	// or the day before (settled late), and every attempt still unknown.
-	rows, err := s.pool.Query(ctx, `SELECT order_no, merchant_id, amount, status, bank_day FROM charge_attempts
+	rows, err := s.pool.Query(ctx, `SELECT order_no, merchant_id, amount, status, bank_day, queries FROM charge_attempts
 		WHERE bank_code = $1 AND ((bank_day BETWEEN $2 AND $3) OR status IN ('unknown', 'processing'))`,
 		bankCode, date.AddDate(0, 0, -reconcileLookbackDays), date)
 	if err != nil {
@@ -77,11 +77,12 @@ func (s *Service) Reconcile(ctx context.Context, bankCode string, date time.Time
 		merchantID, status string
 		amount             int64
 		day                time.Time
+		queries            int
 	}
 	known := map[string]ours{}
 	var no string
 	var o ours
-	if _, err := pgx.ForEachRow(rows, []any{&no, &o.merchantID, &o.amount, &o.status, &o.day}, func() error {
+	if _, err := pgx.ForEachRow(rows, []any{&no, &o.merchantID, &o.amount, &o.status, &o.day, &o.queries}, func() error {
 		known[no] = o
 		return nil
 	}); err != nil {
@@ -131,12 +132,14 @@ func (s *Service) Reconcile(ctx context.Context, bankCode string, date time.Time
 		case o.status == AttemptSucceeded && o.day.Equal(date):
 			rec.Mismatches = append(rec.Mismatches, Mismatch{Kind: MismatchMissingDebit, OrderNo: no,
 				MerchantID: o.merchantID, OurAmount: o.amount})
-		case o.status == AttemptUnknown && !o.day.After(date):
+		case o.status == AttemptUnknown && !o.day.After(date) && o.queries >= len(s.cfg.QueryBackoff):
 			// Not debited on its day. Ask once more: the bank may still be
 			// settling it; an order it never got failed. An attempt still
 			// processing is its job's: the job may be about to send it, and
 			// failing it now would retry the charge under a new order
 			// number after this one debits (a rerun job queries first).
+			// Likewise an unknown one whose query chain still runs: a query
+			// that finds nothing re-sends under the same number.
 			if err := s.settleAbsent(ctx, bank, o.merchantID, no); err != nil {
 				return rec, err
 			}

@@ -157,10 +157,10 @@ func (s *Service) query(ctx context.Context, args QueryArgs) error {
 		// The debit never reached the bank: send it now, under the same
 		// number, so that a late copy of the first request cannot debit
 		// twice.
-		_, agreement, err := s.cfg.Cards.Agreement(ctx, a.MerchantID, a.CardID, sensitive.Access{
+		_, agreement, aerr := s.cfg.Cards.Agreement(ctx, a.MerchantID, a.CardID, sensitive.Access{
 			MerchantID: a.MerchantID, Actor: "worker:charges", Subject: a.CardID, Reason: "bank charge"})
-		if err != nil {
-			return fmt.Errorf("query %s: %w", args.OrderNo, err)
+		if aerr != nil {
+			return fmt.Errorf("query %s: %w", args.OrderNo, aerr)
 		}
 		release, lerr := s.limiter.acquire(ctx, a.BankCode)
 		if lerr != nil {
@@ -324,9 +324,11 @@ func (s *Service) apply(ctx context.Context, tx pgx.Tx, a attemptRow, r bankadap
 		}
 		return true, err
 	}
+	// A failure counts on the bank day it happened (the card's daily cap),
+	// which may be later than the day the attempt was claimed.
 	if _, err := tx.Exec(ctx, `UPDATE charge_attempts SET status = $2, failure_code = $3, bank_result = $4,
-		bank_txn_no = $5, finished_at = $6 WHERE order_no = $1`,
-		a.OrderNo, status, nullString(r.Reason), nullString(r.Code), nullString(r.BankTxnNo), now); err != nil {
+		bank_txn_no = $5, finished_at = $6, bank_day = $7 WHERE order_no = $1`,
+		a.OrderNo, status, nullString(r.Reason), nullString(r.Code), nullString(r.BankTxnNo), now, bankDay(now)); err != nil {
 		return false, err
 	}
 	c, m, err := chargeAndMandate(ctx, tx, a.MerchantID, a.ChargeID)
