@@ -302,10 +302,8 @@ func (s *Service) sendNotices(ctx context.Context, asOf time.Time, skip []string
 		}
 		var list []notice
 		var n notice
-		var desc string
 		if _, err := pgx.ForEachRow(rows, []any{&n.ID, &n.MerchantID, &n.MandateID, &n.cardID, &n.Period, &n.ChargeDate,
-			&n.Amount, &n.Currency, &n.reference, &desc}, func() error {
-			n.Description = desc
+			&n.Amount, &n.Currency, &n.reference, &n.Description}, func() error {
 			list = append(list, n)
 			return nil
 		}); err != nil {
@@ -318,12 +316,8 @@ func (s *Service) sendNotices(ctx context.Context, asOf time.Time, skip []string
 			if err != nil {
 				return err
 			}
-			what := n.Description
-			if what == "" {
-				what = n.reference
-			}
 			text := fmt.Sprintf("【quickpay】扣款提醒：%s将于%s从尾号%s的银行卡扣款%s。如有疑问请联系商户。",
-				what, n.ChargeDate.Format(time.DateOnly), card.Last4, yuan(n.Amount))
+				smsLabel(n.Description, n.reference), n.ChargeDate.Format(time.DateOnly), card.Last4, yuan(n.Amount))
 			if err := s.cfg.SMS.Send(ctx, phone, text); err != nil {
 				s.log.Warn("pre-debit notice not sent; next run tries again", "charge", n.ID, "err", err)
 				refused = append(refused, n.ID)

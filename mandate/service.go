@@ -272,16 +272,21 @@ func (s *Service) sendCode(ctx context.Context, m mandateRow, card binding.Card,
 	if err != nil {
 		return nil, err
 	}
-	what := m.Description
-	if what == "" {
-		what = m.Reference
-	}
-	text := fmt.Sprintf("【quickpay】验证码%s，5分钟内有效。您正在授权代扣：%s，%s，卡尾号%s。", code, what,
+	text := fmt.Sprintf("【quickpay】验证码%s，5分钟内有效。您正在授权代扣：%s，%s，卡尾号%s。", code,
+		smsLabel(m.Description, m.Reference),
 		amountText(m.Mandate), card.Last4)
 	if err := s.cfg.SMS.Send(ctx, phone, text); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrSMSUnavailable, err)
 	}
 	return hash, nil
+}
+
+// smsLabel names a mandate to its member: its description, else its reference.
+func smsLabel(description, reference string) string {
+	if description != "" {
+		return description
+	}
+	return reference
 }
 
 func amountText(m Mandate) string {
@@ -499,12 +504,13 @@ func (s *Service) transition(ctx context.Context, merchantID, id, action string,
 		if err != nil {
 			return err
 		}
+		if m.Status != before {
+			m.UpdatedAt = now
+		}
 		out = m.Mandate
 		if m.Status == before {
 			return nil // already there: idempotent
 		}
-		m.UpdatedAt = now
-		out = m.Mandate
 		return s.record(ctx, tx, m, action, event, now)
 	})
 	return out, err
@@ -740,9 +746,8 @@ func (s *Service) auditTx(ctx context.Context, q audit.Execer, merchantID, actio
 
 // Event payloads.
 func mandateEvent(m Mandate) map[string]any {
-	ev := map[string]any{"mandate_id": m.ID, "card_id": m.CardID, "member_id": m.MemberID, "reference": m.Reference,
+	return map[string]any{"mandate_id": m.ID, "card_id": m.CardID, "member_id": m.MemberID, "reference": m.Reference,
 		"status": m.Status, "status_reason": nullable(m.StatusReason), "next_charge_date": nullable(dateString(m.NextChargeDate))}
-	return ev
 }
 
 func chargeEvent(c Charge) map[string]any {

@@ -54,19 +54,24 @@ type attemptRow struct {
 	Description string
 }
 
-func getAttempt(ctx context.Context, q querier, merchantID, orderNo string, forUpdate bool) (attemptRow, error) {
-	sql := `SELECT a.order_no, a.bank_code, a.amount, a.status, a.merchant_id, a.charge_id, a.card_id, c.description
-		FROM charge_attempts a JOIN charges c ON c.id = a.charge_id WHERE a.merchant_id = $1 AND a.order_no = $2`
-	if forUpdate {
-		sql += ` FOR UPDATE OF a, c`
-	}
+const attemptSelect = `SELECT a.order_no, a.bank_code, a.amount, a.status, a.merchant_id, a.charge_id, a.card_id,
+	c.description FROM charge_attempts a JOIN charges c ON c.id = a.charge_id`
+
+func scanAttempt(row pgx.Row) (attemptRow, error) {
 	var a attemptRow
-	err := q.QueryRow(ctx, sql, merchantID, orderNo).Scan(&a.OrderNo, &a.BankCode, &a.Amount, &a.Status,
-		&a.MerchantID, &a.ChargeID, &a.CardID, &a.Description)
+	err := row.Scan(&a.OrderNo, &a.BankCode, &a.Amount, &a.Status, &a.MerchantID, &a.ChargeID, &a.CardID, &a.Description)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return a, ErrNotFound
 	}
 	return a, err
+}
+
+func getAttempt(ctx context.Context, q querier, merchantID, orderNo string, forUpdate bool) (attemptRow, error) {
+	sql := attemptSelect + ` WHERE a.merchant_id = $1 AND a.order_no = $2`
+	if forUpdate {
+		sql += ` FOR UPDATE OF a, c`
+	}
+	return scanAttempt(q.QueryRow(ctx, sql, merchantID, orderNo))
 }
 
 func final(status string) bool { return status == AttemptSucceeded || status == AttemptFailed }
@@ -104,8 +109,7 @@ func (s *Service) execute(ctx context.Context, args ChargeArgs, rerun bool) erro
 			return s.settle(ctx, a, r, "query")
 		}
 	}
-	card, agreement, err := s.cfg.Cards.Agreement(ctx, merchantID, a.CardID, sensitive.Access{
-		MerchantID: merchantID, Actor: "worker:charges", Subject: a.CardID, Reason: "bank charge"})
+	card, agreement, err := s.agreement(ctx, a)
 	if err != nil {
 		return fmt.Errorf("charge %s: %w", orderNo, err)
 	}
@@ -114,20 +118,32 @@ func (s *Service) execute(ctx context.Context, args ChargeArgs, rerun bool) erro
 		return s.settle(ctx, a, bankadapters.ChargeResult{OrderNo: orderNo, Status: bankadapters.ChargeFailed,
 			Outcome: bankadapters.OutcomeHardDecline, Reason: "card_" + card.Status}, "local")
 	}
-	release, err := s.limiter.acquire(ctx, a.BankCode)
-	if err != nil {
-		return err
-	}
-	r, err := bank.Charge(ctx, bankadapters.ChargeRequest{
-		OrderNo: orderNo, AgreementNo: agreement, Amount: a.Amount, Currency: "CNY",
-		Description: a.Description, NotifyURL: s.cfg.NotifyURL(a.BankCode),
-	})
-	release()
+	r, err := s.bankCharge(ctx, bank, a, agreement)
 	if err != nil {
 		// Refused before sending (a malformed request): nothing reached the bank.
 		return fmt.Errorf("charge %s: %w", orderNo, err)
 	}
 	return s.settle(ctx, a, r, "charge")
+}
+
+// agreement decrypts the attempt's card agreement number (audited).
+func (s *Service) agreement(ctx context.Context, a attemptRow) (binding.Card, string, error) {
+	return s.cfg.Cards.Agreement(ctx, a.MerchantID, a.CardID, sensitive.Access{
+		MerchantID: a.MerchantID, Actor: "worker:charges", Subject: a.CardID, Reason: "bank charge"})
+}
+
+// bankCharge sends the attempt's debit under its order number, within the
+// bank's limits.
+func (s *Service) bankCharge(ctx context.Context, bank bankadapters.Bank, a attemptRow, agreement string) (bankadapters.ChargeResult, error) {
+	release, err := s.limiter.acquire(ctx, a.BankCode)
+	if err != nil {
+		return bankadapters.ChargeResult{}, err
+	}
+	defer release()
+	return bank.Charge(ctx, bankadapters.ChargeRequest{
+		OrderNo: a.OrderNo, AgreementNo: agreement, Amount: a.Amount, Currency: "CNY",
+		Description: a.Description, NotifyURL: s.cfg.NotifyURL(a.BankCode),
+	})
 }
 
 func (s *Service) bankQuery(ctx context.Context, bank bankadapters.Bank, orderNo string) (bankadapters.ChargeResult, error) {
@@ -157,20 +173,11 @@ func (s *Service) query(ctx context.Context, args QueryArgs) error {
 		// The debit never reached the bank: send it now, under the same
 		// number, so that a late copy of the first request cannot debit
 		// twice.
-		_, agreement, aerr := s.cfg.Cards.Agreement(ctx, a.MerchantID, a.CardID, sensitive.Access{
-			MerchantID: a.MerchantID, Actor: "worker:charges", Subject: a.CardID, Reason: "bank charge"})
+		_, agreement, aerr := s.agreement(ctx, a)
 		if aerr != nil {
 			return fmt.Errorf("query %s: %w", args.OrderNo, aerr)
 		}
-		release, lerr := s.limiter.acquire(ctx, a.BankCode)
-		if lerr != nil {
-			return lerr
-		}
-		r, err = bank.Charge(ctx, bankadapters.ChargeRequest{
-			OrderNo: a.OrderNo, AgreementNo: agreement, Amount: a.Amount, Currency: "CNY",
-			Description: a.Description, NotifyURL: s.cfg.NotifyURL(a.BankCode),
-		})
-		release()
+		r, err = s.bankCharge(ctx, bank, a, agreement)
 	}
 	if err != nil {
 		r = bankadapters.UnknownResult(bankadapters.ChargeRequest{OrderNo: a.OrderNo, Amount: a.Amount}, err)
@@ -247,17 +254,10 @@ func (s *Service) revokeIfGone(ctx context.Context, a attemptRow, r bankadapters
 // about an order: idempotent, and in any order relative to queries.
 // Errors: ErrNotFound for an order quickpay did not send.
 func (s *Service) ApplyResult(ctx context.Context, bankCode string, r bankadapters.ChargeResult) error {
-	var merchantID string
-	err := s.pool.QueryRow(ctx, `SELECT merchant_id FROM charge_attempts WHERE order_no = $1 AND bank_code = $2`,
-		r.OrderNo, bankCode).Scan(&merchantID)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return ErrNotFound
-	} else if err != nil {
-		return err
-	}
-	a, err := getAttempt(ctx, s.pool, merchantID, r.OrderNo, false)
+	a, err := scanAttempt(s.pool.QueryRow(ctx, attemptSelect+` WHERE a.order_no = $1 AND a.bank_code = $2`,
+		r.OrderNo, bankCode))
 	if err != nil {
-		return err
+		return err // ErrNotFound for an order quickpay did not send
 	}
 	return s.settle(ctx, a, r, "callback")
 }
@@ -363,14 +363,13 @@ func (s *Service) apply(ctx context.Context, tx pgx.Tx, a attemptRow, r bankadap
 	if err := s.cfg.Emit(ctx, tx, a.MerchantID, event, chargeEvent(c)); err != nil {
 		return false, err
 	}
-	if status == AttemptFailed {
-		if err := s.auditTx(ctx, tx, a.MerchantID, "charge.decline", c.ID, "failed", map[string]any{
-			"order_no": a.OrderNo, "bank": a.BankCode, "reason": r.Reason, "bank_code": r.Code, "source": source}); err != nil {
-			return false, err
-		}
-		if r.Outcome == bankadapters.OutcomeHardDecline {
-			return false, s.suspend(ctx, tx, m, r.Reason, now)
-		}
+	// Only declines reach here: success and unknown returned above.
+	if err := s.auditTx(ctx, tx, a.MerchantID, "charge.decline", c.ID, "failed", map[string]any{
+		"order_no": a.OrderNo, "bank": a.BankCode, "reason": r.Reason, "bank_code": r.Code, "source": source}); err != nil {
+		return false, err
+	}
+	if r.Outcome == bankadapters.OutcomeHardDecline {
+		return false, s.suspend(ctx, tx, m, r.Reason, now)
 	}
 	return false, nil
 }
