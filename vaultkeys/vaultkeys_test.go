@@ -274,41 +274,48 @@ func TestRotationUnderLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// Writes in the middle of each writer's run race the rotation; the
+	// first ones come before it starts and the last ones after it ends, so
+	// both versions must show up however the scheduler runs the goroutines.
 	const writers, perWriter = 8, 40
-	var wg sync.WaitGroup
+	var wg, started sync.WaitGroup
 	errs := make(chan error, writers*perWriter+2)
-	halfway := make(chan struct{})
-	var once sync.Once
+	rotated := make(chan struct{})
+	started.Add(writers)
 	for w := range writers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for i := range perWriter {
-				if w == 0 && i == perWriter/2 {
-					once.Do(func() { close(halfway) })
+				switch i {
+				case perWriter / 4:
+					started.Done()
+				case perWriter - 5:
+					<-rotated
 				}
 				id, merchant := fmt.Sprintf("card_%d_%d", w, i), fmt.Sprintf("mch_%d", w%3)
 				pan := fmt.Sprintf("622202%013d", w*1000+i)
 				tok, err := v.TokenizePAN(ctx, sensitive.NewPAN(pan), col.AAD(id, merchant))
 				if err != nil {
-					errs <- err
-					return
+					errs <- err // carry on: the rotation waits for every writer
+					continue
 				}
 				if _, err := pool.Exec(ctx, `INSERT INTO rot_cards VALUES ($1, $2, $3, $4)`,
 					id, merchant, tok.Ciphertext, tok.Fingerprint); err != nil {
-					errs <- err
-					return
+					errs <- err // carry on: the rotation waits for every writer
+					continue
 				}
 			}
 		}()
 	}
-	<-halfway
+	started.Wait()
 	if _, err := v.Rotate(ctx, vaultkeys.PurposeData, "test"); err != nil {
 		errs <- err
 	}
 	if _, err := v.Rotate(ctx, vaultkeys.PurposeFP, "test"); err != nil {
 		errs <- err
 	}
+	close(rotated)
 	wg.Wait()
 	close(errs)
 	for err := range errs {
