@@ -1158,9 +1158,9 @@ func (e *mandateEnv) testCallbacks(t *testing.T) {
 			t.Fatalf("charge = %+v, want succeeded with one attempt and a bank reference", got)
 		}
 		at := got.Attempts[0]
-		if at.OrderNo != job.Args.OrderNo || at.BankCode != "CMB" || at.Amount != 4321 || at.Status != mandate.AttemptSucceeded ||
+		if at.OrderNo != job.Args.Attempts[0].OrderNo || at.BankCode != "CMB" || at.Amount != 4321 || at.Status != mandate.AttemptSucceeded ||
 			at.FinishedAt == nil || at.FailureCode != nil {
-			t.Errorf("attempt = %+v, want CMB %s succeeded for 4321", at, job.Args.OrderNo)
+			t.Errorf("attempt = %+v, want CMB %s succeeded for 4321", at, job.Args.Attempts[0].OrderNo)
 		}
 		ev := eventFor(t, m, "charge.succeeded", ch.ID)
 		if ev.Data.Status != mandate.ChargeSucceeded {
@@ -1192,7 +1192,7 @@ func (e *mandateEnv) testCallbacks(t *testing.T) {
 	})
 }
 
-// chargeJob is the one charge job enqueued for the merchant.
+// chargeJob is the one charge job enqueued for the merchant, of one attempt.
 func chargeJob(t *testing.T, jobs *river.Client[pgx.Tx], merchantID string) *river.Job[mandate.ChargeArgs] {
 	t.Helper()
 	res, err := jobs.JobList(context.Background(), river.NewJobListParams().Kinds(mandate.ChargeArgs{}.Kind()).First(10_000))
@@ -1205,7 +1205,7 @@ func chargeJob(t *testing.T, jobs *river.Client[pgx.Tx], merchantID string) *riv
 		if err := json.Unmarshal(row.EncodedArgs, &args); err != nil {
 			t.Fatal(err)
 		}
-		if args.MerchantID == merchantID {
+		if len(args.Attempts) == 1 && args.Attempts[0].MerchantID == merchantID {
 			found = append(found, &river.Job[mandate.ChargeArgs]{JobRow: row, Args: args})
 		}
 	}

@@ -4,12 +4,17 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/jackc/pgx/v5"
+
+	"github.com/quickpay/quickpay/internal/audit"
+	"github.com/quickpay/quickpay/internal/db"
 	"github.com/quickpay/quickpay/internal/sensitive"
 )
 
 // What other domains (mandates) need of a card: its reserved phone, to text
 // the member, and its agreement number, to charge it. Both are decrypted in
-// the HSM and each decryption is audited.
+// the HSM and each decryption is audited. Charges read agreement numbers
+// in batches (Agreements).
 
 // CardPhone returns the card and the phone number reserved at the bank,
 // which the binding's four elements carried. Errors: ErrNotFound.
@@ -29,16 +34,70 @@ func (s *Service) CardPhone(ctx context.Context, merchantID, cardID string, who 
 	return c, string(phone), nil
 }
 
-// Agreement returns the card and its bank agreement number, for a charge.
-// Errors: ErrNotFound.
-func (s *Service) Agreement(ctx context.Context, merchantID, cardID string, who sensitive.Access) (Card, string, error) {
-	c, agreementCT, err := getCard(ctx, s.pool, merchantID, cardID, false)
-	if err != nil {
-		return Card{}, "", err
+// CardRef names one merchant's card.
+type CardRef struct{ MerchantID, CardID string }
+
+// CardAgreement is a card with its decrypted bank agreement number, or the
+// error that kept the number from being decrypted.
+type CardAgreement struct {
+	Card      Card
+	Agreement string
+	Err       error
+}
+
+// Agreements returns cards with their bank agreement numbers, for a batch
+// of charges: the cards are read in one query and each number is decrypted
+// in the HSM, its audit row written for (actor, reason); all rows commit
+// together before any number is returned. A card that does not exist is
+// absent from the map; one whose number does not decrypt carries the error.
+// Errors: a database error, for the whole batch.
+func (s *Service) Agreements(ctx context.Context, refs []CardRef, actor, reason string) (map[CardRef]CardAgreement, error) {
+	merchants, ids := make([]string, len(refs)), make([]string, len(refs))
+	for i, r := range refs {
+		merchants[i], ids[i] = r.MerchantID, r.CardID
 	}
-	agreement, err := s.vault.Decrypt(ctx, agreementCT, CardAgreementAAD(merchantID, cardID), who)
+	out := make(map[CardRef]CardAgreement, len(refs))
+	err := db.InTx(ctx, s.pool, func(tx pgx.Tx) error {
+		clear(out)
+		rows, err := tx.Query(ctx, `SELECT `+cardColsC+`, c.agreement_ct FROM cards c
+			JOIN unnest($1::text[], $2::text[]) AS r(merchant_id, id) ON c.merchant_id = r.merchant_id AND c.id = r.id`,
+			merchants, ids)
+		if err != nil {
+			return err
+		}
+		type sealed struct {
+			card Card
+			ct   []byte
+		}
+		var list []sealed
+		for rows.Next() {
+			var x sealed
+			if x.card, err = scanCardWith(rows, &x.ct); err != nil {
+				rows.Close()
+				return err
+			}
+			list = append(list, x)
+		}
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		ctx := audit.WithExecer(ctx, tx) // the audit rows commit together
+		for _, x := range list {
+			c := x.card
+			pt, err := s.vault.Decrypt(ctx, x.ct, CardAgreementAAD(c.MerchantID, c.ID), sensitive.Access{
+				MerchantID: c.MerchantID, Actor: actor, Subject: c.ID, Reason: reason})
+			a := CardAgreement{Card: c, Agreement: string(pt)}
+			if err != nil {
+				// A failed audit write aborts the transaction: its commit
+				// fails and the whole batch with it.
+				a.Err = fmt.Errorf("card %s agreement: %w", c.ID, err)
+			}
+			out[CardRef{c.MerchantID, c.ID}] = a
+		}
+		return nil
+	})
 	if err != nil {
-		return Card{}, "", fmt.Errorf("card %s agreement: %w", cardID, err)
+		return nil, fmt.Errorf("card agreements: %w", err)
 	}
-	return c, string(agreement), nil
+	return out, nil
 }

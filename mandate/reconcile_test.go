@@ -8,8 +8,8 @@ import (
 	"time"
 
 	"github.com/quickpay/quickpay/bankadapters"
+	"github.com/quickpay/quickpay/binding"
 	"github.com/quickpay/quickpay/cmd/banksim/simclient"
-	"github.com/quickpay/quickpay/internal/sensitive"
 	"github.com/quickpay/quickpay/mandate"
 )
 
@@ -95,11 +95,12 @@ func TestReconcile(t *testing.T) {
 	// unknown_debit: a debit under the platform's agreement that quickpay
 	// never sent.
 	bank, _ := w.banks.Bank("ICBC")
-	_, agreement, err := w.bindings.Agreement(ctx, w.merchant, matchedCard.ID, sensitive.Access{
-		MerchantID: w.merchant, Actor: "test", Subject: matchedCard.ID, Reason: "reconciliation test"})
-	if err != nil {
-		t.Fatal(err)
+	ref := binding.CardRef{MerchantID: w.merchant, CardID: matchedCard.ID}
+	got, err := w.bindings.Agreements(ctx, []binding.CardRef{ref}, "test", "reconciliation test")
+	if err != nil || got[ref].Err != nil {
+		t.Fatal(err, got[ref].Err)
 	}
+	agreement := got[ref].Agreement
 	foreignNo := "EXT" + strings.ToUpper(randHex(8))
 	r, err := bank.Charge(ctx, bankadapters.ChargeRequest{OrderNo: foreignNo, AgreementNo: agreement, Amount: 777,
 		Currency: "CNY", Description: "not quickpay's"})

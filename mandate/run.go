@@ -3,6 +3,7 @@ package mandate
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -43,9 +44,10 @@ type RunStats struct {
 
 // RunDue does what is due at asOf: it turns the periods that fell due
 // into charges, sends the pre-debit notices that are due, and claims the
-// charges whose time has come, enqueueing one River job each (the order
-// number is written with it). Safe to run concurrently and repeatedly:
-// what one run claimed another skips.
+// charges whose time has come, enqueueing River jobs that each send a
+// batch of them (every attempt's order number is written with its job).
+// Safe to run concurrently and repeatedly: what one run claimed another
+// skips.
 func (s *Service) RunDue(ctx context.Context, asOf time.Time) (RunStats, error) {
 	var st RunStats
 	for {
@@ -337,21 +339,26 @@ func (s *Service) sendNotices(ctx context.Context, asOf time.Time, skip []string
 	return sent, refused, err
 }
 
-// ChargeArgs is the River job that sends one attempt to the bank.
+// ChargeArgs is the River job that sends a batch of claimed attempts, all
+// to one bank, and settles their answers together (Config.JobBatch).
 type ChargeArgs struct {
-	OrderNo    string `json:"order_no"`
-	MerchantID string `json:"merchant_id"`
-	// What the claim knew of the attempt, so that a first run need not
-	// read it back. A run after the first reads the attempt.
-	ChargeID    string `json:"charge_id,omitempty"`
-	CardID      string `json:"card_id,omitempty"`
-	BankCode    string `json:"bank_code,omitempty"`
-	Amount      int64  `json:"amount,omitempty"`
+	Attempts []ClaimedAttempt `json:"attempts"`
+}
+
+// ClaimedAttempt is what the claim knew of an attempt, so that a job's
+// first run need not read it back. A run after the first reads it.
+type ClaimedAttempt struct {
+	OrderNo     string `json:"order_no"`
+	MerchantID  string `json:"merchant_id"`
+	ChargeID    string `json:"charge_id"`
+	CardID      string `json:"card_id"`
+	BankCode    string `json:"bank_code"`
+	Amount      int64  `json:"amount"`
 	Description string `json:"description,omitempty"`
 }
 
 // Kind implements river.JobArgs.
-func (ChargeArgs) Kind() string { return "mandate_charge" }
+func (ChargeArgs) Kind() string { return "mandate_charges" }
 
 // QueryArgs is the River job that asks the bank about an unknown attempt.
 type QueryArgs struct {
@@ -453,7 +460,7 @@ func (s *Service) send(ctx context.Context, tx pgx.Tx, list []dueCharge) (claime
 	nextDay := time.Date(tomorrow.Year(), tomorrow.Month(), tomorrow.Day(), 0, 0, 0, 0, bankZone).UTC()
 	var attempts [][]any
 	var chargeIDs, deferIDs []string
-	var jobs []river.InsertManyParams
+	byBank := map[string][]ClaimedAttempt{}
 	for _, d := range list {
 		u := cards[d.cardID]
 		switch {
@@ -468,9 +475,15 @@ func (s *Service) send(ctx context.Context, tx pgx.Tx, list []dueCharge) (claime
 		attempts = append(attempts, []any{orderNo, d.merchantID, d.id, d.cardID, d.attempts + 1, d.bankCode,
 			d.amount, AttemptProcessing, day, now})
 		chargeIDs = append(chargeIDs, d.id)
-		jobs = append(jobs, river.InsertManyParams{Args: ChargeArgs{OrderNo: orderNo, MerchantID: d.merchantID,
-			ChargeID: d.id, CardID: d.cardID, BankCode: d.bankCode, Amount: d.amount, Description: d.description},
-			InsertOpts: &river.InsertOpts{Queue: s.cfg.Queue}})
+		byBank[d.bankCode] = append(byBank[d.bankCode], ClaimedAttempt{OrderNo: orderNo, MerchantID: d.merchantID,
+			ChargeID: d.id, CardID: d.cardID, BankCode: d.bankCode, Amount: d.amount, Description: d.description})
+	}
+	var jobs []river.InsertManyParams
+	for _, code := range slices.Sorted(maps.Keys(byBank)) {
+		for batch := range slices.Chunk(byBank[code], s.cfg.JobBatch) {
+			jobs = append(jobs, river.InsertManyParams{Args: ChargeArgs{Attempts: batch},
+				InsertOpts: &river.InsertOpts{Queue: s.cfg.Queue}})
+		}
 	}
 	if len(deferIDs) > 0 {
 		if _, err := tx.Exec(ctx, `UPDATE charges SET next_attempt_at = $2, updated_at = $3 WHERE id = ANY($1)`,

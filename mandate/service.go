@@ -30,8 +30,9 @@ import (
 type Cards interface {
 	// CardPhone returns the card and the phone reserved at its bank.
 	CardPhone(ctx context.Context, merchantID, cardID string, who sensitive.Access) (binding.Card, string, error)
-	// Agreement returns the card and its bank agreement number.
-	Agreement(ctx context.Context, merchantID, cardID string, who sensitive.Access) (binding.Card, string, error)
+	// Agreements returns cards with their bank agreement numbers, each
+	// decryption audited for (actor, reason).
+	Agreements(ctx context.Context, refs []binding.CardRef, actor, reason string) (map[binding.CardRef]binding.CardAgreement, error)
 	// Revoke marks a card whose agreement ended at the bank; its mandates
 	// are cancelled in the same transaction (CardEnded).
 	Revoke(ctx context.Context, merchantID, cardID, reason string) (binding.Card, error)
@@ -104,6 +105,10 @@ type Config struct {
 	// ClaimBatch is how many due charges one transaction claims. Defaults
 	// to 500.
 	ClaimBatch int
+	// JobBatch is the most attempts one charge job sends (concurrently,
+	// within the bank's limits) and settles in one transaction. Defaults
+	// to 20.
+	JobBatch int
 }
 
 // Queue is the default River queue of the charge workers.
@@ -148,6 +153,9 @@ func New(cfg Config) (*Service, error) {
 	}
 	if cfg.ClaimBatch <= 0 {
 		cfg.ClaimBatch = 500
+	}
+	if cfg.JobBatch <= 0 {
+		cfg.JobBatch = 20
 	}
 	return &Service{cfg: cfg, pool: cfg.Pool, log: cfg.Logger, limiter: newLimiters(cfg.Limits)}, nil
 }

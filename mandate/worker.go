@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -13,23 +14,22 @@ import (
 	"github.com/quickpay/quickpay/bankadapters"
 	"github.com/quickpay/quickpay/binding"
 	"github.com/quickpay/quickpay/internal/db"
-	"github.com/quickpay/quickpay/internal/sensitive"
 )
 
-// ChargeWorker sends a claimed attempt to the bank.
+// ChargeWorker sends a batch of claimed attempts to their bank.
 type ChargeWorker struct {
 	river.WorkerDefaults[ChargeArgs]
 	Service *Service
 }
 
 // Work implements river.Worker. A job that runs again (after a crash or an
-// error) asks the bank about its order before it sends it.
+// error) asks the bank about each of its orders before it sends it.
 func (w *ChargeWorker) Work(ctx context.Context, job *river.Job[ChargeArgs]) error {
-	return w.Service.execute(ctx, job.Args, job.Attempt > 1)
+	return w.Service.execute(ctx, job.Args.Attempts, job.Attempt > 1)
 }
 
-// Timeout implements river.Worker: a bank call is bounded well below it.
-// It does not follow the client's JobTimeout, which may be short for a
+// Timeout implements river.Worker: each bank call is bounded well below
+// it. It does not follow the client's JobTimeout, which may be short for a
 // quick rescue of crashed runs.
 func (w *ChargeWorker) Timeout(*river.Job[ChargeArgs]) time.Duration { return 30 * time.Second }
 
@@ -76,60 +76,208 @@ func getAttempt(ctx context.Context, q querier, merchantID, orderNo string, forU
 
 func final(status string) bool { return status == AttemptSucceeded || status == AttemptFailed }
 
-// execute sends one attempt. rerun: the job ran before, so the bank may
-// have the order: query first, and send only if it does not.
-func (s *Service) execute(ctx context.Context, args ChargeArgs, rerun bool) error {
-	merchantID, orderNo := args.MerchantID, args.OrderNo
-	// A first run sends what the claim wrote (nothing else touches an
-	// attempt before its bank call); a later one reads where it stands.
-	a := attemptRow{Attempt: Attempt{OrderNo: orderNo, BankCode: args.BankCode, Amount: args.Amount,
-		Status: AttemptProcessing}, MerchantID: merchantID, ChargeID: args.ChargeID, CardID: args.CardID,
-		Description: args.Description}
-	if rerun || args.CardID == "" {
-		var err error
-		if a, err = getAttempt(ctx, s.pool, merchantID, orderNo, false); err != nil {
-			return fmt.Errorf("charge %s: %w", orderNo, err)
-		}
-		if a.Status != AttemptProcessing {
-			return nil // settled, or unknown and in the query workers' hands
-		}
-	}
-	bank, ok := s.cfg.Banks.Bank(a.BankCode)
-	if !ok {
-		return fmt.Errorf("charge %s: no channel to bank %s", orderNo, a.BankCode)
-	}
-	if rerun {
-		r, err := s.bankQuery(ctx, bank, orderNo)
-		switch {
-		case errors.Is(err, bankadapters.ErrOrderNotFound):
-			// The bank never got it: send it, under the same number.
-		case err != nil:
-			return s.settle(ctx, a, bankadapters.UnknownResult(bankadapters.ChargeRequest{OrderNo: orderNo, Amount: a.Amount}, err), "query")
-		default:
-			return s.settle(ctx, a, r, "query")
-		}
-	}
-	card, agreement, err := s.agreement(ctx, a)
-	if err != nil {
-		return fmt.Errorf("charge %s: %w", orderNo, err)
-	}
-	if card.Status != binding.CardActive && !rerun {
-		// Unbound or revoked after the claim: nothing reaches the bank.
-		return s.settle(ctx, a, bankadapters.ChargeResult{OrderNo: orderNo, Status: bankadapters.ChargeFailed,
-			Outcome: bankadapters.OutcomeHardDecline, Reason: "card_" + card.Status}, "local")
-	}
-	r, err := s.bankCharge(ctx, bank, a, agreement)
-	if err != nil {
-		// Refused before sending (a malformed request): nothing reached the bank.
-		return fmt.Errorf("charge %s: %w", orderNo, err)
-	}
-	return s.settle(ctx, a, r, "charge")
+// sending is one attempt of a charge job on its way to the bank.
+type sending struct {
+	a         attemptRow
+	agreement string
+	// r is the answer to apply, from source: "charge", "query" or
+	// "local" (refused before the bank); "" while there is none.
+	r      bankadapters.ChargeResult
+	source string
+	// err: the attempt could not be sent (nothing reached the bank); the
+	// job runs again and asks the bank first.
+	err error
 }
 
-// agreement decrypts the attempt's card agreement number (audited).
-func (s *Service) agreement(ctx context.Context, a attemptRow) (binding.Card, string, error) {
-	return s.cfg.Cards.Agreement(ctx, a.MerchantID, a.CardID, sensitive.Access{
-		MerchantID: a.MerchantID, Actor: "worker:charges", Subject: a.CardID, Reason: "bank charge"})
+// execute sends a job's attempts to the bank, concurrently, and settles
+// the answers in one transaction. rerun: the job ran before, so the bank
+// may have an order: each still open is queried first, and sent only if
+// the bank does not have it.
+func (s *Service) execute(ctx context.Context, claimed []ClaimedAttempt, rerun bool) error {
+	if len(claimed) == 0 {
+		return nil
+	}
+	bank, ok := s.cfg.Banks.Bank(claimed[0].BankCode)
+	if !ok {
+		return fmt.Errorf("charge job: no channel to bank %s", claimed[0].BankCode)
+	}
+	list := make([]*sending, 0, len(claimed))
+	if rerun {
+		// Where the attempts stand: settled ones, and unknown ones (in the
+		// query workers' hands), are done.
+		open, err := processingAttempts(ctx, s.pool, claimed)
+		if err != nil {
+			return fmt.Errorf("charge job: %w", err)
+		}
+		for _, a := range open {
+			list = append(list, &sending{a: a})
+		}
+		concurrently(list, func(x *sending) {
+			r, err := s.bankQuery(ctx, bank, x.a.OrderNo)
+			switch {
+			case errors.Is(err, bankadapters.ErrOrderNotFound):
+				// The bank never got it: send it, under the same number.
+			case err != nil:
+				x.r, x.source = bankadapters.UnknownResult(bankadapters.ChargeRequest{OrderNo: x.a.OrderNo, Amount: x.a.Amount}, err), "query"
+			default:
+				x.r, x.source = r, "query"
+			}
+		})
+	} else {
+		// A first run sends what the claim wrote (nothing else touches an
+		// attempt before its bank call).
+		for _, c := range claimed {
+			list = append(list, &sending{a: attemptRow{Attempt: Attempt{OrderNo: c.OrderNo, BankCode: c.BankCode,
+				Amount: c.Amount, Status: AttemptProcessing}, MerchantID: c.MerchantID, ChargeID: c.ChargeID,
+				CardID: c.CardID, Description: c.Description}})
+		}
+	}
+	var toSend []*sending
+	for _, x := range list {
+		if x.source == "" {
+			toSend = append(toSend, x)
+		}
+	}
+	if err := s.agreements(ctx, toSend); err != nil {
+		return fmt.Errorf("charge job: %w", err)
+	}
+	concurrently(toSend, func(x *sending) {
+		if x.err != nil || (x.source == "local" && !rerun) {
+			return // unbound or revoked after the claim: nothing reaches the bank
+		}
+		// A rerun sends even to a card ended since: the first run's request
+		// may still reach the bank, and under the same order number it
+		// cannot debit twice.
+		r, err := s.bankCharge(ctx, bank, x.a, x.agreement)
+		if err != nil {
+			x.r, x.source, x.err = bankadapters.ChargeResult{}, "", err
+			return
+		}
+		x.r, x.source = r, "charge"
+	})
+	if err := s.settleAll(ctx, list); err != nil {
+		return err
+	}
+	var errs []error
+	for _, x := range list {
+		if x.err != nil {
+			errs = append(errs, fmt.Errorf("charge %s: %w", x.a.OrderNo, x.err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// concurrently runs f on each of list at once and waits for all. A job's
+// list is bounded (Config.JobBatch) and each bank call waits for the
+// bank's limits.
+func concurrently(list []*sending, f func(*sending)) {
+	if len(list) == 1 {
+		f(list[0])
+		return
+	}
+	var wg sync.WaitGroup
+	for _, x := range list {
+		wg.Go(func() { f(x) })
+	}
+	wg.Wait()
+}
+
+// agreements decrypts the cards' agreement numbers of list, in one batch
+// (audited). An attempt whose card is no longer active gets a local hard
+// decline, which a first run applies instead of sending.
+func (s *Service) agreements(ctx context.Context, list []*sending) error {
+	if len(list) == 0 {
+		return nil
+	}
+	refs := make([]binding.CardRef, len(list))
+	for i, x := range list {
+		refs[i] = binding.CardRef{MerchantID: x.a.MerchantID, CardID: x.a.CardID}
+	}
+	got, err := s.cfg.Cards.Agreements(ctx, refs, "worker:charges", "bank charge")
+	if err != nil {
+		return err
+	}
+	for i, x := range list {
+		ca, ok := got[refs[i]]
+		switch {
+		case !ok:
+			x.err = fmt.Errorf("card %s: %w", x.a.CardID, ErrNotFound)
+		case ca.Err != nil:
+			x.err = ca.Err
+		default:
+			x.agreement = ca.Agreement
+			if ca.Card.Status != binding.CardActive {
+				x.r, x.source = bankadapters.ChargeResult{OrderNo: x.a.OrderNo, Status: bankadapters.ChargeFailed,
+					Outcome: bankadapters.OutcomeHardDecline, Reason: "card_" + ca.Card.Status}, "local"
+			}
+		}
+	}
+	return nil
+}
+
+// settleAll applies the answers of a job's attempts in one transaction;
+// an answer that leaves an attempt unknown schedules its first query.
+func (s *Service) settleAll(ctx context.Context, list []*sending) error {
+	var queries []river.InsertManyParams
+	err := db.InTx(ctx, s.pool, func(tx pgx.Tx) error {
+		queries = queries[:0]
+		for _, x := range list {
+			if x.source == "" {
+				continue
+			}
+			open, err := s.apply(ctx, tx, x.a, x.r, x.source)
+			if err != nil {
+				return fmt.Errorf("settle %s: %w", x.a.OrderNo, err)
+			}
+			if open && x.a.Status == AttemptProcessing {
+				queries = append(queries, river.InsertManyParams{Args: QueryArgs{OrderNo: x.a.OrderNo, MerchantID: x.a.MerchantID},
+					InsertOpts: &river.InsertOpts{Queue: s.cfg.Queue, ScheduledAt: time.Now().Add(s.cfg.QueryBackoff[0])}})
+			}
+		}
+		if len(queries) == 0 {
+			return nil
+		}
+		_, err := s.cfg.Jobs.InsertManyFastTx(ctx, tx, queries)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("settle: %w", err)
+	}
+	var errs []error
+	for _, x := range list {
+		if x.source != "" {
+			errs = append(errs, s.revokeIfGone(ctx, x.a, x.r))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// settle applies one answer to an attempt (settleAll).
+func (s *Service) settle(ctx context.Context, a attemptRow, r bankadapters.ChargeResult, source string) error {
+	return s.settleAll(ctx, []*sending{{a: a, r: r, source: source}})
+}
+
+// processingAttempts reads the claimed attempts that are still processing.
+func processingAttempts(ctx context.Context, q querier, claimed []ClaimedAttempt) ([]attemptRow, error) {
+	merchants, orders := make([]string, len(claimed)), make([]string, len(claimed))
+	for i, c := range claimed {
+		merchants[i], orders[i] = c.MerchantID, c.OrderNo
+	}
+	rows, err := q.Query(ctx, attemptSelect+` JOIN unnest($1::text[], $2::text[]) AS u(merchant_id, order_no)
+		ON a.merchant_id = u.merchant_id AND a.order_no = u.order_no WHERE a.status = 'processing'`, merchants, orders)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []attemptRow
+	for rows.Next() {
+		a, err := scanAttempt(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, a)
+	}
+	return out, rows.Err()
 }
 
 // bankCharge sends the attempt's debit under its order number, within the
@@ -173,11 +321,11 @@ func (s *Service) query(ctx context.Context, args QueryArgs) error {
 		// The debit never reached the bank: send it now, under the same
 		// number, so that a late copy of the first request cannot debit
 		// twice.
-		_, agreement, aerr := s.agreement(ctx, a)
-		if aerr != nil {
-			return fmt.Errorf("query %s: %w", args.OrderNo, aerr)
+		x := &sending{a: a}
+		if aerr := s.agreements(ctx, []*sending{x}); aerr != nil || x.err != nil {
+			return fmt.Errorf("query %s: %w", args.OrderNo, errors.Join(aerr, x.err))
 		}
-		r, err = s.bankCharge(ctx, bank, a, agreement)
+		r, err = s.bankCharge(ctx, bank, a, x.agreement)
 	}
 	if err != nil {
 		r = bankadapters.UnknownResult(bankadapters.ChargeRequest{OrderNo: a.OrderNo, Amount: a.Amount}, err)
@@ -210,28 +358,6 @@ func (s *Service) settleQuery(ctx context.Context, a attemptRow, r bankadapters.
 	}
 	// A lost answer settled by query can be the one that says the
 	// agreement is gone: it ends the card as a direct answer does.
-	return s.revokeIfGone(ctx, a, r)
-}
-
-// settle applies a bank's answer to an attempt in its own transaction; an
-// answer that leaves it unknown schedules the first query.
-func (s *Service) settle(ctx context.Context, a attemptRow, r bankadapters.ChargeResult, source string) error {
-	err := db.InTx(ctx, s.pool, func(tx pgx.Tx) error {
-		wasProcessing := a.Status == AttemptProcessing
-		open, err := s.apply(ctx, tx, a, r, source)
-		if err != nil {
-			return err
-		}
-		if !open || !wasProcessing {
-			return nil
-		}
-		_, err = s.cfg.Jobs.InsertTx(ctx, tx, QueryArgs{OrderNo: a.OrderNo, MerchantID: a.MerchantID},
-			&river.InsertOpts{Queue: s.cfg.Queue, ScheduledAt: time.Now().Add(s.cfg.QueryBackoff[0])})
-		return err
-	})
-	if err != nil {
-		return err
-	}
 	return s.revokeIfGone(ctx, a, r)
 }
 

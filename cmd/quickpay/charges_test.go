@@ -218,8 +218,8 @@ func TestCrashRecoverySettlesByQuery(t *testing.T) {
 		t.Errorf("second run printed no settlement line:\n%s", out2)
 	}
 	var queried bool
-	if err := w.Pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM river_job WHERE kind = 'mandate_charge'
-		AND args->>'order_no' = $1 AND attempt >= 2 AND state = 'completed')`, orderNo).Scan(&queried); err != nil {
+	if err := w.Pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM river_job WHERE kind = 'mandate_charges'
+		AND args->'attempts' @> jsonb_build_array(jsonb_build_object('order_no', $1::text)) AND attempt >= 2 AND state = 'completed')`, orderNo).Scan(&queried); err != nil {
 		t.Fatal(err)
 	}
 	if !queried {

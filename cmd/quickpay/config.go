@@ -51,9 +51,14 @@ type config struct {
 	SMSURL            string        // the SMS carrier; defaults to banksim's /carrier/sms
 	BankLimits        string        // CODE=RPS:CONCURRENT,…
 	ChargeWorkers     int           // River workers on the charges queue
+	ChargeBatch       int           // attempts per charge job (mandate.Config.JobBatch)
 	RescueAfter       time.Duration // a charge job running longer is rescued (run again: query first)
 	SchedulerInterval time.Duration // how often serve runs what is due
 }
+
+// defaultChargeWorkers is how many charge jobs run at once by default;
+// each sends its batch of attempts concurrently.
+const defaultChargeWorkers = 8
 
 func env(name, def string) string {
 	if v := os.Getenv(name); v != "" {
@@ -78,13 +83,15 @@ func (c *config) flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.BanksimURL, "banksim-url", env("QUICKPAY_BANKSIM_URL", ""), "bank simulator URL (QUICKPAY_BANKSIM_URL)")
 	fs.BoolVar(&c.WebhooksPrivate, "webhooks-allow-private", env("QUICKPAY_WEBHOOKS_ALLOW_PRIVATE", "") == "true",
 		"deliver webhooks to loopback and private addresses, for dev (QUICKPAY_WEBHOOKS_ALLOW_PRIVATE=true)")
-	workers, _ := strconv.Atoi(env("QUICKPAY_CHARGE_WORKERS", "64"))
+	workers, _ := strconv.Atoi(env("QUICKPAY_CHARGE_WORKERS", strconv.Itoa(defaultChargeWorkers)))
+	batch, _ := strconv.Atoi(env("QUICKPAY_CHARGE_BATCH", "0"))
 	rescue, _ := time.ParseDuration(env("QUICKPAY_RESCUE_STUCK_AFTER", "5m"))
 	every, _ := time.ParseDuration(env("QUICKPAY_SCHEDULER_INTERVAL", "30s"))
 	fs.StringVar(&c.PublicURL, "public-url", env("QUICKPAY_PUBLIC_URL", ""), "base URL banks reach quickpay at, for async results (QUICKPAY_PUBLIC_URL; default http://<listen>)")
 	fs.StringVar(&c.SMSURL, "sms-url", env("QUICKPAY_SMS_URL", ""), "SMS carrier send URL (QUICKPAY_SMS_URL; default <banksim-url>/carrier/sms)")
 	fs.StringVar(&c.BankLimits, "bank-limits", env("QUICKPAY_BANK_LIMITS", ""), "per-bank call limits CODE=RPS:CONCURRENT,… e.g. ICBC=200:32 (QUICKPAY_BANK_LIMITS; 0 = unlimited)")
 	fs.IntVar(&c.ChargeWorkers, "charge-workers", workers, "concurrent charge jobs (QUICKPAY_CHARGE_WORKERS)")
+	fs.IntVar(&c.ChargeBatch, "charge-batch", batch, "charges one job sends at once and settles together (QUICKPAY_CHARGE_BATCH; 0: 20)")
 	fs.DurationVar(&c.RescueAfter, "rescue-stuck-after", rescue, "run a charge job again (querying first) after it has run this long, e.g. after a crash (QUICKPAY_RESCUE_STUCK_AFTER)")
 	fs.DurationVar(&c.SchedulerInterval, "scheduler-interval", every, "how often serve runs due charges (QUICKPAY_SCHEDULER_INTERVAL)")
 	fs.StringVar(&c.LogLevel, "log-level", env("QUICKPAY_LOG_LEVEL", "info"), "debug, info, warn or error (QUICKPAY_LOG_LEVEL)")

@@ -78,7 +78,7 @@ func (c *config) openDomain(ctx context.Context, d *deps, log *slog.Logger) erro
 	}
 	mandates, err = mandate.New(mandate.Config{
 		Pool: d.pool, Cards: bindings, Hasher: d.vault, Banks: banks, SMS: carrier, Jobs: d.river, Emit: emit,
-		Logger: log, Limits: limits,
+		Logger: log, Limits: limits, JobBatch: c.ChargeBatch,
 		NotifyURL: func(code string) string { return api.CallbackURL(publicURL, code) },
 	})
 	if err != nil {
