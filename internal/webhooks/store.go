@@ -14,25 +14,41 @@ import (
 	"github.com/quickpay/quickpay/internal/db"
 )
 
-// feedLock is the per-merchant advisory lock that orders event writers
-// (shared, held to the end of their transaction) against feed readers
-// (exclusive, held around the read). See the package doc.
-const feedLock = `hashtext('quickpay.events.' || $1)`
+// feedLock is the key, in SQL, of the per-merchant advisory lock that
+// orders event writers (shared, held to the end of their transaction)
+// against feed readers (exclusive, held around the read), for the SQL
+// expression merchantID. See the package doc.
+func feedLock(merchantID string) string { return `hashtext('quickpay.events.' || ` + merchantID + `)` }
 
-// insertEvent writes ev in tx and reports whether its merchant's endpoint
-// subscribes to its type.
-func insertEvent(ctx context.Context, tx pgx.Tx, ev Event) (bool, error) {
-	// One round trip; the statements run in this order.
+// insertEvents writes evs in tx, in order, and reports for each whether
+// its merchant's endpoint subscribes to its type. One round trip; the
+// statements run in this order, the merchants' feed locks taken in a
+// fixed order.
+func insertEvents(ctx context.Context, tx pgx.Tx, evs []Event) ([]bool, error) {
+	n := len(evs)
+	evIDs, merchants, types := make([]string, n), make([]string, n), make([]string, n)
+	data, at := make([]string, n), make([]time.Time, n)
+	for i, ev := range evs {
+		evIDs[i], merchants[i], types[i], data[i], at[i] = ev.ID, ev.MerchantID, ev.Type, string(ev.Data), ev.CreatedAt
+	}
+	distinct := slices.Compact(slices.Sorted(slices.Values(merchants)))
 	var b pgx.Batch
-	b.Queue(`SELECT pg_advisory_xact_lock_shared(`+feedLock+`)`, ev.MerchantID)
-	b.Queue(`INSERT INTO events (id, merchant_id, type, data, created_at) VALUES ($1, $2, $3, $4, $5)`,
-		ev.ID, ev.MerchantID, ev.Type, ev.Data, ev.CreatedAt)
-	var subscribed bool
-	b.Queue(`SELECT EXISTS (SELECT 1 FROM webhook_endpoints
-		WHERE merchant_id = $1 AND (events IS NULL OR $2 = ANY (events)))`, ev.MerchantID, ev.Type).
-		QueryRow(func(row pgx.Row) error { return row.Scan(&subscribed) })
-	err := tx.SendBatch(ctx, &b).Close()
-	return subscribed, err
+	b.Queue(`SELECT pg_advisory_xact_lock_shared(`+feedLock("m")+`)
+		FROM unnest($1::text[]) WITH ORDINALITY AS u(m, n) ORDER BY n`, distinct)
+	b.Queue(`INSERT INTO events (id, merchant_id, type, data, created_at)
+		SELECT id, merchant_id, type, data::jsonb, created_at
+		FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[]) WITH ORDINALITY
+			AS u(id, merchant_id, type, data, created_at, n)
+		ORDER BY n`, evIDs, merchants, types, data, at)
+	subscribed := make([]bool, n)
+	b.Queue(`SELECT n - 1 FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS u(merchant_id, type, n)
+		JOIN webhook_endpoints w USING (merchant_id) WHERE w.events IS NULL OR u.type = ANY (w.events)`,
+		merchants, types).Query(func(rows pgx.Rows) error {
+		var i int
+		_, err := pgx.ForEachRow(rows, []any{&i}, func() error { subscribed[i] = true; return nil })
+		return err
+	})
+	return subscribed, tx.SendBatch(ctx, &b).Close()
 }
 
 // feedLockTimeout bounds how long a reader waits for open event-writing
@@ -45,7 +61,7 @@ func listEvents(ctx context.Context, pool *pgxpool.Pool, merchantID, after strin
 		if _, err := tx.Exec(ctx, `SET LOCAL lock_timeout = '`+feedLockTimeout+`'`); err != nil {
 			return err
 		}
-		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(`+feedLock+`)`, merchantID); err != nil {
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(`+feedLock("$1")+`)`, merchantID); err != nil {
 			return err
 		}
 		var afterSeq int64

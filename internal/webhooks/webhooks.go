@@ -133,6 +133,7 @@ var _ Sealer = (*vaultkeys.Vault)(nil)
 // JobInserter enqueues River jobs in a transaction; *river.Client is one.
 type JobInserter interface {
 	InsertTx(ctx context.Context, tx pgx.Tx, args river.JobArgs, opts *river.InsertOpts) (*rivertype.JobInsertResult, error)
+	InsertManyFastTx(ctx context.Context, tx pgx.Tx, params []river.InsertManyParams) (int, error)
 }
 
 // Config configures a Service.
@@ -172,31 +173,73 @@ func New(cfg Config) (*Service, error) {
 // object. An unknown event type or unmarshalable data is an error (a
 // programming error, not an input one).
 func (s *Service) Emit(ctx context.Context, tx pgx.Tx, merchantID, eventType string, data any) (Event, error) {
-	if !ValidEventType(eventType) {
-		return Event{}, fmt.Errorf("emit: unknown event type %q", eventType)
-	}
-	raw, err := json.Marshal(data)
+	evs, err := s.emit(ctx, tx, []Pending{{MerchantID: merchantID, Type: eventType, Data: data}})
 	if err != nil {
-		return Event{}, fmt.Errorf("emit %s: marshal data: %w", eventType, err)
+		return Event{}, err
 	}
-	if len(raw) == 0 || raw[0] != '{' {
-		return Event{}, fmt.Errorf("emit %s: data must be a JSON object", eventType)
+	return evs[0], nil
+}
+
+// Pending is an event to emit: its merchant, type and data.
+type Pending struct {
+	MerchantID string
+	Type       string
+	Data       any
+}
+
+// EmitAll records events in tx, in order, and enqueues the deliveries of
+// those their merchants' endpoints subscribe to, in a fixed number of
+// statements however many there are. Errors as Emit's, for the whole
+// batch (the caller's transaction must not commit).
+func (s *Service) EmitAll(ctx context.Context, tx pgx.Tx, pending []Pending) error {
+	_, err := s.emit(ctx, tx, pending)
+	return err
+}
+
+func (s *Service) emit(ctx context.Context, tx pgx.Tx, pending []Pending) ([]Event, error) {
+	evs := make([]Event, len(pending))
+	now := s.cfg.Clock.Now().UTC().Truncate(time.Microsecond)
+	for i, p := range pending {
+		if !ValidEventType(p.Type) {
+			return nil, fmt.Errorf("emit: unknown event type %q", p.Type)
+		}
+		raw, err := json.Marshal(p.Data)
+		if err != nil {
+			return nil, fmt.Errorf("emit %s: marshal data: %w", p.Type, err)
+		}
+		if len(raw) == 0 || raw[0] != '{' {
+			return nil, fmt.Errorf("emit %s: data must be a JSON object", p.Type)
+		}
+		evs[i] = Event{ID: ids.New("evt"), MerchantID: p.MerchantID, Type: p.Type, CreatedAt: now, Data: raw}
 	}
-	ev := Event{
-		ID: ids.New("evt"), MerchantID: merchantID, Type: eventType,
-		CreatedAt: s.cfg.Clock.Now().UTC().Truncate(time.Microsecond), Data: raw,
+	if len(evs) == 0 {
+		return evs, nil
 	}
-	subscribed, err := insertEvent(ctx, tx, ev)
+	subscribed, err := insertEvents(ctx, tx, evs)
 	if err != nil {
-		return Event{}, fmt.Errorf("emit %s: %w", eventType, err)
+		return nil, fmt.Errorf("emit %s: %w", batchName(evs), err)
 	}
-	if subscribed {
-		if _, err := s.cfg.Jobs.InsertTx(ctx, tx, DeliverArgs{EventID: ev.ID, MerchantID: merchantID},
-			&river.InsertOpts{Queue: s.cfg.Queue}); err != nil {
-			return Event{}, fmt.Errorf("emit %s: enqueue delivery: %w", eventType, err)
+	var jobs []river.InsertManyParams
+	for i, ev := range evs {
+		if subscribed[i] {
+			jobs = append(jobs, river.InsertManyParams{Args: DeliverArgs{EventID: ev.ID, MerchantID: ev.MerchantID},
+				InsertOpts: &river.InsertOpts{Queue: s.cfg.Queue}})
 		}
 	}
-	return ev, nil
+	if len(jobs) > 0 {
+		if _, err := s.cfg.Jobs.InsertManyFastTx(ctx, tx, jobs); err != nil {
+			return nil, fmt.Errorf("emit %s: enqueue delivery: %w", batchName(evs), err)
+		}
+	}
+	return evs, nil
+}
+
+// batchName names an emitted batch in errors: its type, or its size.
+func batchName(evs []Event) string {
+	if len(evs) == 1 {
+		return evs[0].Type
+	}
+	return fmt.Sprintf("%d events", len(evs))
 }
 
 // Endpoint is a merchant's webhook endpoint as set.

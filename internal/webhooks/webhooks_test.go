@@ -572,6 +572,225 @@ func TestEmitRefusesBadInput(t *testing.T) {
 	}
 }
 
+func TestEmitAll(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, false, nil)
+	ctx := context.Background()
+	someTypes := []string{webhooks.EventChargeSucceeded, webhooks.EventMandateActivated, webhooks.EventCardUnbound}
+	// newMerchants returns a merchant whose endpoint takes every type, one
+	// whose endpoint takes someTypes, and one without an endpoint.
+	newMerchants := func(t *testing.T) (all, some, none string) {
+		t.Helper()
+		all, some, none = newMerchant(t, e.pool), newMerchant(t, e.pool), newMerchant(t, e.pool)
+		e.setEndpoint(t, all, "https://hooks.example.com/all", nil)
+		e.setEndpoint(t, some, "https://hooks.example.com/some", someTypes)
+		return all, some, none
+	}
+	emitAll := func(pending []webhooks.Pending) error {
+		return db.InTx(ctx, e.pool, func(tx pgx.Tx) error { return e.svc.EmitAll(ctx, tx, pending) })
+	}
+	// stored returns the merchants' events in seq order.
+	stored := func(t *testing.T, merchants ...string) []webhooks.Event {
+		t.Helper()
+		rows, err := e.pool.Query(ctx, `SELECT id, merchant_id, type, created_at, data FROM events
+			WHERE merchant_id = ANY ($1) ORDER BY seq`, merchants)
+		if err != nil {
+			t.Fatal(err)
+		}
+		evs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (webhooks.Event, error) {
+			var ev webhooks.Event
+			err := r.Scan(&ev.ID, &ev.MerchantID, &ev.Type, &ev.CreatedAt, &ev.Data)
+			return ev, err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return evs
+	}
+	// deliveryJobs counts the delivery jobs of the merchants' events.
+	deliveryJobs := func(t *testing.T, merchants ...string) int {
+		t.Helper()
+		var n int
+		if err := e.pool.QueryRow(ctx, `SELECT count(*) FROM river_job
+			WHERE kind = 'webhook_deliver' AND args->>'merchant_id' = ANY ($1)`, merchants).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	// dataI is an event's {"i": n}, or -1.
+	dataI := func(ev webhooks.Event) int {
+		var d map[string]int
+		if err := json.Unmarshal(ev.Data, &d); err != nil || len(d) != 1 {
+			return -1
+		}
+		if i, ok := d["i"]; ok {
+			return i
+		}
+		return -1
+	}
+
+	t.Run("mixed batch kept in order, delivered only where subscribed", func(t *testing.T) {
+		all, some, none := newMerchants(t)
+		merchants := []string{all, some, none}
+		// Every merchant gets every type once, the merchants interleaved;
+		// item i carries {"i": i}.
+		var batch []webhooks.Pending
+		for i := range 3 * len(webhooks.EventTypes()) {
+			batch = append(batch, webhooks.Pending{
+				MerchantID: merchants[i%3], Type: webhooks.EventTypes()[i/3], Data: map[string]int{"i": i},
+			})
+		}
+		err := db.InTx(ctx, e.pool, func(tx pgx.Tx) error {
+			if err := e.svc.EmitAll(ctx, tx, batch); err != nil {
+				return err
+			}
+			// Until commit, each merchant's feed lock is held shared.
+			for _, m := range merchants {
+				var held bool
+				if err := tx.QueryRow(ctx, `
+					SELECT EXISTS (SELECT 1 FROM pg_locks
+					                WHERE locktype = 'advisory' AND granted AND mode = 'ShareLock'
+					                  AND pid = pg_backend_pid() AND objsubid = 1
+					                  AND objid::bigint = (hashtext('quickpay.events.' || $1)::bigint & 4294967295))`,
+					m).Scan(&held); err != nil {
+					return err
+				}
+				if !held {
+					t.Errorf("merchant %s: feed lock not held shared by the emitting transaction", m)
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+
+		// The whole batch is stored and numbered in input order.
+		evs := stored(t, merchants...)
+		if len(evs) != len(batch) {
+			t.Fatalf("%d events stored for %d pending", len(evs), len(batch))
+		}
+		seen := map[string]bool{}
+		want := map[string][]string{} // event ids by merchant, in input order
+		for i, ev := range evs {
+			if dataI(ev) != i || ev.MerchantID != batch[i].MerchantID || ev.Type != batch[i].Type || !ev.CreatedAt.Equal(e.clock.Now()) {
+				t.Errorf("event %d by seq = %+v (data %s), want merchant %s, type %s, data {\"i\":%d}, created now",
+					i, ev, ev.Data, batch[i].MerchantID, batch[i].Type, i)
+			}
+			if !ids.Valid("evt", ev.ID) || seen[ev.ID] {
+				t.Errorf("event %d: id %q is not a fresh evt_ id", i, ev.ID)
+			}
+			seen[ev.ID] = true
+			want[ev.MerchantID] = append(want[ev.MerchantID], ev.ID)
+		}
+		// Each merchant's feed lists exactly its own, in input order.
+		for _, m := range merchants {
+			got, more, err := e.svc.ListEvents(ctx, m, "", 0)
+			if err != nil || more || len(want[m]) != len(webhooks.EventTypes()) || !slices.Equal(eventIDs(got), want[m]) {
+				t.Errorf("feed of %s = %v more=%v (%v), want %v", m, eventIDs(got), more, err, want[m])
+			}
+		}
+
+		// One delivery job for each subscribed event, none for the others.
+		subscribed := 0
+		for i, ev := range evs {
+			wantJob := ev.MerchantID == all || ev.MerchantID == some && slices.Contains(someTypes, ev.Type)
+			js := jobs(t, e.pool, ev.ID)
+			switch {
+			case !wantJob && len(js) != 0:
+				t.Errorf("event %d (%s, merchant %s): %d delivery jobs, want none", i, ev.Type, ev.MerchantID, len(js))
+			case wantJob && len(js) != 1:
+				t.Errorf("event %d (%s, merchant %s): %d delivery jobs, want 1", i, ev.Type, ev.MerchantID, len(js))
+			case wantJob:
+				subscribed++
+				var args webhooks.DeliverArgs
+				_ = json.Unmarshal(js[0].EncodedArgs, &args)
+				if js[0].Queue != e.queue || js[0].MaxAttempts != webhooks.MaxAttempts || js[0].State != rivertype.JobStateAvailable ||
+					args != (webhooks.DeliverArgs{EventID: ev.ID, MerchantID: ev.MerchantID}) {
+					t.Errorf("event %d: job = queue %s, max_attempts %d, state %s, args %+v",
+						i, js[0].Queue, js[0].MaxAttempts, js[0].State, args)
+				}
+			}
+		}
+		if want := len(webhooks.EventTypes()) + len(someTypes); subscribed != want {
+			t.Errorf("%d subscribed events have a job, want %d", subscribed, want)
+		}
+		if n := deliveryJobs(t, merchants...); n != subscribed {
+			t.Errorf("%d delivery jobs for the batch's merchants, want %d", n, subscribed)
+		}
+	})
+
+	t.Run("an invalid item anywhere stores nothing of the batch", func(t *testing.T) {
+		all, some, none := newMerchants(t)
+		valid := []webhooks.Pending{
+			{MerchantID: all, Type: webhooks.EventChargeSucceeded, Data: map[string]int{"i": 1}},
+			{MerchantID: some, Type: webhooks.EventChargeSucceeded, Data: map[string]int{"i": 2}},
+			{MerchantID: none, Type: webhooks.EventChargeFailed, Data: map[string]int{"i": 3}},
+			{MerchantID: all, Type: webhooks.EventBindingBound, Data: map[string]int{"i": 4}},
+		}
+		for name, bad := range map[string]webhooks.Pending{
+			"unknown type":   {MerchantID: some, Type: "charge.refunded", Data: map[string]int{"i": 0}},
+			"array data":     {MerchantID: all, Type: webhooks.EventChargeFailed, Data: []int{1}},
+			"nil data":       {MerchantID: all, Type: webhooks.EventChargeFailed, Data: nil},
+			"string data":    {MerchantID: all, Type: webhooks.EventChargeFailed, Data: "{}"},
+			"unmarshallable": {MerchantID: all, Type: webhooks.EventChargeFailed, Data: map[string]any{"f": func() {}}},
+			// Refused by the database (foreign key), not by EmitAll's checks.
+			"unknown merchant": {MerchantID: ids.New("mch"), Type: webhooks.EventChargeFailed, Data: map[string]int{"i": 0}},
+		} {
+			for _, at := range []int{0, 2, len(valid)} {
+				batch := slices.Insert(slices.Clone(valid), at, bad)
+				if err := emitAll(batch); err == nil {
+					t.Errorf("%s at %d of %d: EmitAll accepted the batch", name, at, len(batch))
+				}
+				if evs := stored(t, all, some, none, bad.MerchantID); len(evs) != 0 {
+					t.Errorf("%s at %d: %d events stored after the rollback, want 0", name, at, len(evs))
+				}
+				if n := deliveryJobs(t, all, some, none, bad.MerchantID); n != 0 {
+					t.Errorf("%s at %d: %d delivery jobs after the rollback, want 0", name, at, n)
+				}
+			}
+		}
+		// The valid items alone are accepted, so the counts above could
+		// have been non-zero.
+		if err := emitAll(valid); err != nil {
+			t.Fatalf("valid batch: %v", err)
+		}
+		evs := stored(t, all, some, none)
+		if len(evs) != len(valid) || dataI(evs[0]) != 1 || dataI(evs[len(evs)-1]) != len(valid) {
+			t.Errorf("valid batch: stored %v, want its %d events in order", eventIDs(evs), len(valid))
+		}
+		if n := deliveryJobs(t, all, some, none); n != 3 {
+			t.Errorf("valid batch: %d delivery jobs, want 3", n)
+		}
+	})
+
+	t.Run("empty batch", func(t *testing.T) {
+		// A snapshot transaction sees its own writes and nobody else's, so
+		// the counts move only if EmitAll wrote something.
+		count := func(tx pgx.Tx) (n int) {
+			t.Helper()
+			if err := tx.QueryRow(ctx, `SELECT (SELECT count(*) FROM events) + (SELECT count(*) FROM river_job)`).Scan(&n); err != nil {
+				t.Fatal(err)
+			}
+			return n
+		}
+		for name, pending := range map[string][]webhooks.Pending{"nil": nil, "empty": {}} {
+			tx, err := e.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead})
+			if err != nil {
+				t.Fatal(err)
+			}
+			before := count(tx)
+			if err := e.svc.EmitAll(ctx, tx, pending); err != nil {
+				t.Errorf("%s batch: %v, want no error", name, err)
+			}
+			if after := count(tx); after != before {
+				t.Errorf("%s batch: %d events and jobs written, want none", name, after-before)
+			}
+			_ = tx.Rollback(ctx)
+		}
+	})
+}
+
 func eventIDs(evs []webhooks.Event) []string {
 	out := make([]string, len(evs))
 	for i, ev := range evs {
