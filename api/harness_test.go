@@ -124,7 +124,7 @@ func newTestServer(t *testing.T, o serverOptions) *testServer {
 	}
 	var baseURL string // the server's: set before it serves
 	mandates, err = mandate.New(mandate.Config{Pool: st.Pool, Cards: svc, Hasher: st.Vault, Banks: o.Banks,
-		SMS: carrier, Jobs: o.MandateJobs, Emit: emit, Clock: o.Clock, Logger: o.Logger,
+		SMS: carrier, Jobs: o.MandateJobs, Emit: hooks.EmitAll, Clock: o.Clock, Logger: o.Logger,
 		NotifyURL: func(code string) string { return api.CallbackURL(baseURL, code) }})
 	if err != nil {
 		t.Fatal(err)

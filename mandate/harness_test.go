@@ -197,7 +197,7 @@ func newWorld(t *testing.T, tweaks ...func(*mandate.Config)) *world {
 		t.Fatal(err)
 	}
 	w.cfg = mandate.Config{
-		Pool: w.Pool, Cards: w.bindings, Hasher: w.Vault, Banks: w.banks, SMS: sender, Jobs: w.jobs, Emit: emit,
+		Pool: w.Pool, Cards: w.bindings, Hasher: w.Vault, Banks: w.banks, SMS: sender, Jobs: w.jobs, Emit: w.hooks.EmitAll,
 		Clock: w.clock, Logger: logger, QueryBackoff: testQueryBackoff, Queue: w.queue,
 		NotifyURL: func(code string) string { return cbServer.URL + "/callbacks/banks/" + code },
 	}

@@ -149,7 +149,7 @@ func (s *Service) materialize(ctx context.Context, asOf time.Time) (periods, ski
 				if err := insertCharge(ctx, tx, c, m.CardID, time.Time{}); err != nil {
 					return err
 				}
-				after = append(after, func() error { return s.cfg.Emit(ctx, tx, m.MerchantID, "charge.failed", chargeEvent(c)) })
+				after = append(after, func() error { return s.emit(ctx, tx, m.MerchantID, "charge.failed", chargeEvent(c)) })
 			}
 			m.UpdatedAt = now
 			if next, ok := m.Schedule.After(p); ok && (m.Schedule.MaxCharges == 0 || m.ChargesCount < m.Schedule.MaxCharges) {
@@ -329,7 +329,7 @@ func (s *Service) sendNotices(ctx context.Context, asOf time.Time, skip []string
 				return err
 			}
 			n.Status, n.NoticeSentAt = ChargeScheduled, now
-			if err := s.cfg.Emit(ctx, tx, n.MerchantID, "charge.pre_debit_notice", chargeEvent(n.Charge)); err != nil {
+			if err := s.emit(ctx, tx, n.MerchantID, "charge.pre_debit_notice", chargeEvent(n.Charge)); err != nil {
 				return err
 			}
 			sent++

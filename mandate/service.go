@@ -24,6 +24,7 @@ import (
 	"github.com/quickpay/quickpay/internal/db"
 	"github.com/quickpay/quickpay/internal/ids"
 	"github.com/quickpay/quickpay/internal/sensitive"
+	"github.com/quickpay/quickpay/internal/webhooks"
 )
 
 // Cards is what mandates need of bound cards.
@@ -60,8 +61,9 @@ type Jobs interface {
 	InsertManyFastTx(ctx context.Context, tx pgx.Tx, params []river.InsertManyParams) (int, error)
 }
 
-// EmitFunc writes an event in the transaction of the change it reports.
-type EmitFunc func(ctx context.Context, tx pgx.Tx, merchantID, eventType string, data any) error
+// EmitFunc writes events, in order, in the transaction of the change they
+// report (webhooks.Service.EmitAll).
+type EmitFunc func(ctx context.Context, tx pgx.Tx, events []webhooks.Pending) error
 
 // Limit bounds the calls to one bank, across all of this process's workers.
 type Limit struct {
@@ -134,7 +136,7 @@ func New(cfg Config) (*Service, error) {
 		return nil, errors.New("mandate: Config needs Pool, Cards, Hasher, Banks, SMS and Jobs")
 	}
 	if cfg.Emit == nil {
-		cfg.Emit = func(context.Context, pgx.Tx, string, string, any) error { return nil }
+		cfg.Emit = func(context.Context, pgx.Tx, []webhooks.Pending) error { return nil }
 	}
 	if cfg.Clock == nil {
 		cfg.Clock = clock.System{}
@@ -405,7 +407,7 @@ func (s *Service) Confirm(ctx context.Context, merchantID, id string, otp sensit
 			return err
 		}
 		out = m.Mandate
-		return s.cfg.Emit(ctx, tx, merchantID, "mandate.activated", mandateEvent(m.Mandate))
+		return s.emit(ctx, tx, merchantID, "mandate.activated", mandateEvent(m.Mandate))
 	})
 	if err != nil {
 		return Mandate{}, err
@@ -538,7 +540,7 @@ func (s *Service) record(ctx context.Context, tx pgx.Tx, m mandateRow, action, e
 			return err
 		}
 		for _, c := range failed {
-			if err := s.cfg.Emit(ctx, tx, m.MerchantID, "charge.failed", chargeEvent(c)); err != nil {
+			if err := s.emit(ctx, tx, m.MerchantID, "charge.failed", chargeEvent(c)); err != nil {
 				return err
 			}
 		}
@@ -550,7 +552,7 @@ func (s *Service) record(ctx context.Context, tx pgx.Tx, m mandateRow, action, e
 	if event == "" {
 		return nil
 	}
-	return s.cfg.Emit(ctx, tx, m.MerchantID, event, mandateEvent(m.Mandate))
+	return s.emit(ctx, tx, m.MerchantID, event, mandateEvent(m.Mandate))
 }
 
 // Pause stops an active mandate charging: periods that fall due while it
@@ -784,4 +786,9 @@ func nullableTime(t time.Time) any {
 		return nil
 	}
 	return t.UTC().Format(time.RFC3339)
+}
+
+// emit writes one event in tx.
+func (s *Service) emit(ctx context.Context, tx pgx.Tx, merchantID, eventType string, data any) error {
+	return s.cfg.Emit(ctx, tx, []webhooks.Pending{{MerchantID: merchantID, Type: eventType, Data: data}})
 }

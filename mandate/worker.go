@@ -14,6 +14,7 @@ import (
 	"github.com/quickpay/quickpay/bankadapters"
 	"github.com/quickpay/quickpay/binding"
 	"github.com/quickpay/quickpay/internal/db"
+	"github.com/quickpay/quickpay/internal/webhooks"
 )
 
 // ChargeWorker sends a batch of claimed attempts to their bank.
@@ -221,10 +222,22 @@ func (s *Service) settleAll(ctx context.Context, list []*sending) error {
 	var queries []river.InsertManyParams
 	err := db.InTx(ctx, s.pool, func(tx pgx.Tx) error {
 		queries = queries[:0]
+		var succeeded, rest []*sending
 		for _, x := range list {
-			if x.source == "" {
-				continue
+			switch {
+			case x.source == "":
+			case attemptStatus(x.r) == AttemptSucceeded:
+				succeeded = append(succeeded, x)
+			default:
+				rest = append(rest, x)
 			}
+		}
+		if len(succeeded) > 0 {
+			if err := s.applySucceeded(ctx, tx, succeeded); err != nil {
+				return err
+			}
+		}
+		for _, x := range rest {
 			open, err := s.apply(ctx, tx, x.a, x.r, x.source)
 			if err != nil {
 				return fmt.Errorf("settle %s: %w", x.a.OrderNo, err)
@@ -396,34 +409,7 @@ func (s *Service) apply(ctx context.Context, tx pgx.Tx, a attemptRow, r bankadap
 	status := attemptStatus(r)
 	now := s.now()
 	if status == AttemptSucceeded {
-		// The common case in one statement, which takes the attempt's and
-		// then the charge's lock (the order getAttempt takes them in). The
-		// open test is written as NOT IN so that the planner looks the
-		// order up by its key, never by scanning the partial index of all
-		// open attempts (which a month-end run fills).
-		if r.Amount != 0 && r.Amount != a.Amount {
-			s.log.Error("bank answer names another amount", "order_no", a.OrderNo, "ours", a.Amount, "bank", r.Amount)
-		}
-		c, err := scanCharge(tx.QueryRow(ctx, `WITH att AS (
-				UPDATE charge_attempts SET status = 'succeeded', bank_result = $2, bank_txn_no = $3, finished_at = $4
-				WHERE order_no = $1 AND status NOT IN ('succeeded', 'failed') RETURNING charge_id)
-			UPDATE charges SET status = 'succeeded', bank_reference = $3, failure_code = NULL,
-				next_attempt_at = NULL, updated_at = $4
-			WHERE id = (SELECT charge_id FROM att) RETURNING `+chargeCols,
-			a.OrderNo, nullString(r.Code), nullString(r.BankTxnNo), now))
-		if errors.Is(err, ErrNotFound) {
-			// Settled already (a callback or query won the race).
-			cur, err := getAttempt(ctx, tx, a.MerchantID, a.OrderNo, false)
-			if err == nil && cur.Status != AttemptSucceeded {
-				s.log.Error("bank answer contradicts a settled attempt", "order_no", a.OrderNo, "bank", a.BankCode,
-					"settled", cur.Status, "answer", status, "source", source)
-			}
-			return false, err
-		}
-		if err != nil {
-			return false, err
-		}
-		return false, s.cfg.Emit(ctx, tx, a.MerchantID, "charge.succeeded", chargeEvent(c))
+		return false, s.applySucceeded(ctx, tx, []*sending{{a: a, r: r, source: source}})
 	}
 	cur, err := getAttempt(ctx, tx, a.MerchantID, a.OrderNo, true)
 	if err != nil {
@@ -486,7 +472,7 @@ func (s *Service) apply(ctx context.Context, tx pgx.Tx, a attemptRow, r bankadap
 		now); err != nil {
 		return false, err
 	}
-	if err := s.cfg.Emit(ctx, tx, a.MerchantID, event, chargeEvent(c)); err != nil {
+	if err := s.emit(ctx, tx, a.MerchantID, event, chargeEvent(c)); err != nil {
 		return false, err
 	}
 	// Only declines reach here: success and unknown returned above.
@@ -498,6 +484,66 @@ func (s *Service) apply(ctx context.Context, tx pgx.Tx, a attemptRow, r bankadap
 		return false, s.suspend(ctx, tx, m, r.Reason, now)
 	}
 	return false, nil
+}
+
+// applySucceeded writes successes to their attempts and charges, and
+// emits their charge.succeeded events, in a fixed number of statements
+// however many there are: the common case of a month-end run. The
+// statement takes the attempts' locks and then the charges' (the order
+// getAttempt takes them in). The open test is written as NOT IN so that
+// the planner looks orders up by key, never by scanning the partial index
+// of all open attempts (which a month-end run fills). An attempt settled
+// already (a callback or query won the race) keeps its outcome.
+func (s *Service) applySucceeded(ctx context.Context, tx pgx.Tx, list []*sending) error {
+	now := s.now()
+	orders, codes, txns := make([]string, len(list)), make([]*string, len(list)), make([]*string, len(list))
+	byCharge := make(map[string]*sending, len(list))
+	for i, x := range list {
+		if x.r.Amount != 0 && x.r.Amount != x.a.Amount {
+			s.log.Error("bank answer names another amount", "order_no", x.a.OrderNo, "ours", x.a.Amount, "bank", x.r.Amount)
+		}
+		orders[i], codes[i], txns[i] = x.a.OrderNo, nullPtr(x.r.Code), nullPtr(x.r.BankTxnNo)
+		byCharge[x.a.ChargeID] = x
+	}
+	rows, err := tx.Query(ctx, `WITH att AS (
+			UPDATE charge_attempts a SET status = 'succeeded', bank_result = u.code, bank_txn_no = u.txn, finished_at = $4
+			FROM unnest($1::text[], $2::text[], $3::text[]) AS u(order_no, code, txn)
+			WHERE a.order_no = u.order_no AND a.status NOT IN ('succeeded', 'failed')
+			RETURNING a.charge_id, u.txn)
+		UPDATE charges SET status = 'succeeded', bank_reference = att.txn, failure_code = NULL,
+			next_attempt_at = NULL, updated_at = $4
+		FROM att WHERE id = att.charge_id RETURNING `+chargeCols, orders, codes, txns, now)
+	if err != nil {
+		return err
+	}
+	var events []webhooks.Pending
+	settled := make(map[string]bool, len(list))
+	for rows.Next() {
+		c, err := scanCharge(rows)
+		if err != nil {
+			rows.Close()
+			return err
+		}
+		settled[c.ID] = true
+		events = append(events, webhooks.Pending{MerchantID: c.MerchantID, Type: "charge.succeeded", Data: chargeEvent(c)})
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for id, x := range byCharge {
+		if settled[id] {
+			continue
+		}
+		cur, err := getAttempt(ctx, tx, x.a.MerchantID, x.a.OrderNo, false)
+		if err != nil {
+			return err
+		}
+		if cur.Status != AttemptSucceeded {
+			s.log.Error("bank answer contradicts a settled attempt", "order_no", x.a.OrderNo, "bank", x.a.BankCode,
+				"settled", cur.Status, "answer", AttemptSucceeded, "source", x.source)
+		}
+	}
+	return s.cfg.Emit(ctx, tx, events)
 }
 
 // suspend acts on a hard decline: a frozen card or a conflicting order
@@ -545,6 +591,14 @@ func attemptStatus(r bankadapters.ChargeResult) string {
 		return AttemptFailed
 	}
 	return AttemptUnknown
+}
+
+// nullPtr is nil for "", for a text[] element that is NULL.
+func nullPtr(v string) *string {
+	if v == "" {
+		return nil
+	}
+	return &v
 }
 
 func errString(err error) string {

@@ -184,10 +184,15 @@ func BenchmarkBindings(b *testing.B) {
 
 type noJobs struct{}
 
-// InsertTx drops delivery jobs: the benchmark registers no endpoint, so
-// Emit enqueues none; this only satisfies the interface.
+// InsertTx and InsertManyFastTx drop delivery jobs: the benchmark
+// registers no endpoint, so Emit enqueues none; they only satisfy the
+// interface.
 func (noJobs) InsertTx(context.Context, pgx.Tx, river.JobArgs, *river.InsertOpts) (*rivertype.JobInsertResult, error) {
 	return nil, nil
+}
+
+func (noJobs) InsertManyFastTx(context.Context, pgx.Tx, []river.InsertManyParams) (int, error) {
+	return 0, nil
 }
 
 func postJSON(c *http.Client, url, token, idemKey string, body, out any) (int, error) {

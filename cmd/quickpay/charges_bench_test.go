@@ -28,6 +28,7 @@ import (
 	"github.com/quickpay/quickpay/internal/sensitive"
 	"github.com/quickpay/quickpay/internal/sms"
 	"github.com/quickpay/quickpay/internal/testenv"
+	"github.com/quickpay/quickpay/internal/webhooks"
 	"github.com/quickpay/quickpay/mandate"
 )
 
@@ -35,7 +36,8 @@ import (
 // (QUICKPAY_BENCH_CHARGES, default 100,000; one mandate per card) against
 // a zero-latency in-process banksim: RunDue claims them (order numbers and
 // River jobs in one transaction per batch) and the River charge workers
-// decrypt each agreement in the HSM, debit at the bank and settle. Beside
+// decrypt each agreement in the HSM, debit at the bank and settle (with
+// the charge.succeeded event and its delivery job). Beside
 // it, in the same session and database, River runs as many no-op jobs
 // (noopWorkers). Reported: charges/s, the run's seconds, the
 // process's peak RSS during the run (banksim included), no-op jobs/s and
@@ -80,6 +82,11 @@ func BenchmarkMonthlyRun(b *testing.B) {
 	river.AddWorker(ws, chargeW)
 	river.AddWorker(ws, queryW)
 	river.AddWorker(ws, &noopWorker{})
+	deliver, err := webhooks.NewDeliverWorker(webhooks.WorkerConfig{Pool: st.Pool, Vault: st.Vault})
+	if err != nil {
+		b.Fatal(err)
+	}
+	river.AddWorker(ws, deliver) // registered for the inserts; its queue is not worked here
 	var completed atomic.Int64
 	rc := &river.Config{Logger: quiet, Workers: ws,
 		Queues: map[string]river.QueueConfig{mandate.Queue: {MaxWorkers: workers}, "noop": {MaxWorkers: noopWorkers}}}
@@ -88,21 +95,40 @@ func BenchmarkMonthlyRun(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	// The merchant's endpoint takes every event: each charge.succeeded is
+	// written to the outbox with its delivery job, as in production (the
+	// deliveries' queue is not worked here).
+	hooks, err := webhooks.New(webhooks.Config{Pool: st.Pool, Vault: st.Vault, Jobs: client})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := hooks.SetEndpoint(ctx, merchant, "https://biller.example/quickpay-events", nil); err != nil {
+		b.Fatal(err)
+	}
 	svc, err := mandate.New(mandate.Config{Pool: st.Pool, Cards: bindings, Hasher: st.Vault, Banks: st.Banks,
-		SMS: carrier, Jobs: client, Logger: quiet, JobBatch: batch})
+		SMS: carrier, Jobs: client, Emit: hooks.EmitAll, Logger: quiet, JobBatch: batch})
 	if err != nil {
 		b.Fatal(err)
 	}
 	chargeW.Service, queryW.Service = svc, svc
 	// A buffer for every completion: River drops events a full channel
 	// cannot take, and a lost one would leave the count short forever.
+	// A job that fails stops the benchmark: nothing fails against a
+	// zero-latency bank, and a retried job would leave the count short.
 	events, cancelEvents := client.SubscribeConfig(&river.SubscribeConfig{ChanSize: 2*n + 1000,
-		Kinds: []river.EventKind{river.EventKindJobCompleted}})
+		Kinds: []river.EventKind{river.EventKindJobCompleted, river.EventKindJobFailed}})
 	defer cancelEvents()
-	done := make(chan struct{}, 1)
+	done, failed := make(chan struct{}, 1), make(chan string, 1)
 	var target atomic.Int64
 	go func() {
 		for ev := range events {
+			if ev.Kind == river.EventKindJobFailed {
+				select {
+				case failed <- fmt.Sprintf("%s job failed: %v", ev.Job.Kind, ev.Job.Errors):
+				default:
+				}
+				continue
+			}
 			// A charge job settles a batch of charges; a no-op job is one.
 			var k int64
 			switch ev.Job.Kind {
@@ -138,7 +164,11 @@ func BenchmarkMonthlyRun(b *testing.B) {
 		b.Fatalf("claimed %d charges, want %d (%+v)", stats.Claimed, n, stats)
 	}
 	claimedIn := time.Since(start)
-	<-done
+	select {
+	case <-done:
+	case msg := <-failed:
+		b.Fatal(msg)
+	}
 	runTime := time.Since(start)
 	peak := peakRSS()
 	var succeeded int

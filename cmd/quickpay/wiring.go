@@ -77,7 +77,7 @@ func (c *config) openDomain(ctx context.Context, d *deps, log *slog.Logger) erro
 		return err
 	}
 	mandates, err = mandate.New(mandate.Config{
-		Pool: d.pool, Cards: bindings, Hasher: d.vault, Banks: banks, SMS: carrier, Jobs: d.river, Emit: emit,
+		Pool: d.pool, Cards: bindings, Hasher: d.vault, Banks: banks, SMS: carrier, Jobs: d.river, Emit: d.hooks.EmitAll,
 		Logger: log, Limits: limits, JobBatch: c.ChargeBatch,
 		NotifyURL: func(code string) string { return api.CallbackURL(publicURL, code) },
 	})
