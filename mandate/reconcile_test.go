@@ -227,7 +227,10 @@ func TestReconcile(t *testing.T) {
 // under a new order number after this one debits.
 func TestReconcileLeavesSendingAttemptsToTheirJobs(t *testing.T) {
 	ctx := context.Background()
-	w := newWorld(t, func(c *mandate.Config) { c.Limits = map[string]mandate.Limit{"ICBC": {Concurrent: 1}} })
+	// One attempt per job: two jobs contend for the bank's one slot.
+	w := newWorld(t, func(c *mandate.Config) {
+		c.Limits, c.JobBatch = map[string]mandate.Limit{"ICBC": {Concurrent: 1}}, 1
+	})
 	cards := []card{w.bindCard(t, "ICBC", 1_000_000), w.bindCard(t, "ICBC", 1_000_000)}
 	var ms []mandate.Mandate
 	for i, c := range cards {

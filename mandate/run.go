@@ -162,14 +162,26 @@ func (s *Service) materialize(ctx context.Context, asOf time.Time) (periods, ski
 			mm := *m
 			after = append(after, func() error { return s.record(ctx, tx, mm, "mandate.complete", "mandate.completed", now) })
 		}
+		// Charges due now without a notice to wait for go to the bank in
+		// this same transaction, inserted as processing with their
+		// attempts: no second pass to claim them, no second write of the
+		// row.
+		p, err := s.planNew(ctx, tx, &ins, asOf)
+		if err != nil {
+			return err
+		}
 		inserted, err := ins.insert(ctx, tx, now)
 		if err != nil {
 			return err
 		}
-		// Charges due now without a notice to wait for go to the bank in
-		// this same transaction: no second pass to claim them.
-		if claimed, deferred, err = s.sendNew(ctx, tx, ins, inserted, asOf); err != nil {
+		if claimed, err = s.writeSends(ctx, tx, p, inserted); err != nil {
 			return err
+		}
+		deferred = 0
+		for _, id := range p.deferIDs {
+			if inserted[id] {
+				deferred++
+			}
 		}
 		if err := upd.update(ctx, tx, now); err != nil {
 			return err
@@ -184,34 +196,49 @@ func (s *Service) materialize(ctx context.Context, asOf time.Time) (periods, ski
 	return periods, skipped, claimed, deferred, err
 }
 
-// sendNew sends the charges just inserted that are due at asOf and need no
-// notice.
-func (s *Service) sendNew(ctx context.Context, tx pgx.Tx, ins chargeRows, inserted map[string]bool, asOf time.Time) (int, int, error) {
+// planNew plans the sending of the new charges of ins that are due at
+// asOf and need no notice (plan), and marks them in ins: the ones sent go
+// in as processing with their first attempt, the deferred ones with their
+// next attempt time.
+func (s *Service) planNew(ctx context.Context, tx pgx.Tx, ins *chargeRows, asOf time.Time) (sendPlan, error) {
 	var list []dueCharge
 	var cardIDs []string
+	row := map[string]int{}
 	for i, id := range ins.id {
-		if inserted[id] && ins.notice[i] == nil && !ins.next[i].After(asOf) {
+		if ins.notice[i] == nil && !ins.next[i].After(asOf) {
 			list = append(list, dueCharge{id: id, merchantID: ins.merchant[i], cardID: ins.card[i], amount: ins.amount[i],
 				description: ins.description[i]})
 			cardIDs = append(cardIDs, ins.card[i])
+			row[id] = i
 		}
 	}
 	if len(list) == 0 {
-		return 0, 0, nil
+		return sendPlan{}, nil
 	}
 	rows, err := tx.Query(ctx, `SELECT id, bank_code FROM cards WHERE id = ANY($1)`, cardIDs)
 	if err != nil {
-		return 0, 0, err
+		return sendPlan{}, err
 	}
 	bankOf := map[string]string{}
 	var id, code string
 	if _, err := pgx.ForEachRow(rows, []any{&id, &code}, func() error { bankOf[id] = code; return nil }); err != nil {
-		return 0, 0, err
+		return sendPlan{}, err
 	}
 	for i := range list {
 		list[i].bankCode = bankOf[list[i].cardID]
 	}
-	return s.send(ctx, tx, list)
+	p, err := s.plan(ctx, tx, list)
+	if err != nil {
+		return sendPlan{}, err
+	}
+	for _, a := range p.sends {
+		i := row[a.ChargeID]
+		ins.status[i], ins.attempts[i], ins.next[i] = ChargeProcessing, 1, time.Time{}
+	}
+	for _, id := range p.deferIDs {
+		ins.next[row[id]] = p.nextDay
+	}
+	return p, nil
 }
 
 // chargeRows are scheduled charges to insert in one statement.
@@ -221,6 +248,8 @@ type chargeRows struct {
 	amount                                                     []int64
 	next                                                       []time.Time
 	notice                                                     []*time.Time
+	status                                                     []string
+	attempts                                                   []int32
 }
 
 func (r *chargeRows) add(c Charge, cardID string, noticeAt time.Time) {
@@ -228,6 +257,7 @@ func (r *chargeRows) add(c Charge, cardID string, noticeAt time.Time) {
 	r.card, r.period, r.currency = append(r.card, cardID), append(r.period, c.Period), append(r.currency, c.Currency)
 	r.description, r.date, r.amount = append(r.description, c.Description), append(r.date, c.ChargeDate), append(r.amount, c.Amount)
 	r.next = append(r.next, c.NextAttemptAt)
+	r.status, r.attempts = append(r.status, ChargeScheduled), append(r.attempts, 0)
 	var n *time.Time
 	if !noticeAt.IsZero() {
 		n = &noticeAt
@@ -240,16 +270,23 @@ func (r *chargeRows) insert(ctx context.Context, tx pgx.Tx, now time.Time) (map[
 	if len(r.id) == 0 {
 		return inserted, nil
 	}
+	next := make([]*time.Time, len(r.next))
+	for i := range r.next {
+		if !r.next[i].IsZero() {
+			next[i] = &r.next[i]
+		}
+	}
 	rows, err := tx.Query(ctx, `INSERT INTO charges (id, merchant_id, mandate_id, card_id, period, charge_date, amount,
-		currency, description, status, next_attempt_at, notice_at, created_at, updated_at)
-		SELECT id, merchant_id, mandate_id, card_id, period, charge_date, amount, currency, description, 'scheduled',
-			next_attempt_at, notice_at, $12, $12
+		currency, description, status, attempts_count, next_attempt_at, notice_at, created_at, updated_at)
+		SELECT id, merchant_id, mandate_id, card_id, period, charge_date, amount, currency, description, status,
+			attempts_count, next_attempt_at, notice_at, $14, $14
 		FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::date[], $7::bigint[], $8::text[],
-			$9::text[], $10::timestamptz[], $11::timestamptz[])
+			$9::text[], $10::text[], $11::integer[], $12::timestamptz[], $13::timestamptz[])
 			AS u(id, merchant_id, mandate_id, card_id, period, charge_date, amount, currency, description,
-			next_attempt_at, notice_at)
+			status, attempts_count, next_attempt_at, notice_at)
 		ON CONFLICT (mandate_id, period) DO NOTHING RETURNING id`,
-		r.id, r.merchant, r.mandate, r.card, r.period, r.date, r.amount, r.currency, r.description, r.next, r.notice, now)
+		r.id, r.merchant, r.mandate, r.card, r.period, r.date, r.amount, r.currency, r.description, r.status,
+		r.attempts, next, r.notice, now)
 	if err != nil {
 		return nil, err
 	}
@@ -410,13 +447,52 @@ type dueCharge struct {
 
 // send makes the due charges processing, each with a new attempt (its
 // order number written here) and a River job, in the caller's
-// transaction. The banks' cap of failed debits per card and day is kept:
-// a card whose failures today reach it waits until the next bank day; one
-// whose failures and open attempts (which may yet fail) reach it is left
-// for a later run, once those are answered.
+// transaction; the banks' cap of failed debits per card and day is kept
+// (plan).
 func (s *Service) send(ctx context.Context, tx pgx.Tx, list []dueCharge) (claimed, deferred int, err error) {
+	p, err := s.plan(ctx, tx, list)
+	if err != nil {
+		return 0, 0, err
+	}
+	now := s.now()
+	if len(p.deferIDs) > 0 {
+		if _, err := tx.Exec(ctx, `UPDATE charges SET next_attempt_at = $2, updated_at = $3 WHERE id = ANY($1)`,
+			p.deferIDs, p.nextDay, now); err != nil {
+			return 0, 0, err
+		}
+	}
+	if len(p.sends) > 0 {
+		ids := make([]string, len(p.sends))
+		for i, a := range p.sends {
+			ids[i] = a.ChargeID
+		}
+		if _, err := tx.Exec(ctx, `UPDATE charges SET status = 'processing', attempts_count = attempts_count + 1,
+			next_attempt_at = NULL, updated_at = $2 WHERE id = ANY($1)`, ids, now); err != nil {
+			return 0, 0, err
+		}
+	}
+	claimed, err = s.writeSends(ctx, tx, p, nil)
+	return claimed, len(p.deferIDs), err
+}
+
+// sendPlan is what plan decided for a list of due charges: the attempts
+// to send (rows, the order numbers new), and the charges that wait for
+// the next bank day. The others are left for a later run.
+type sendPlan struct {
+	sends    []ClaimedAttempt
+	rows     [][]any // the charge_attempts rows of sends
+	deferIDs []string
+	nextDay  time.Time
+}
+
+// plan decides which due charges go to the bank now, keeping the banks'
+// cap of failed debits per card and day: a card whose failures today
+// reach it waits until the next bank day; one whose failures and open
+// attempts (which may yet fail) reach it is left for a later run, once
+// those are answered.
+func (s *Service) plan(ctx context.Context, tx pgx.Tx, list []dueCharge) (sendPlan, error) {
 	if len(list) == 0 {
-		return 0, 0, nil
+		return sendPlan{}, nil
 	}
 	now := s.now()
 	day := bankDay(now)
@@ -430,14 +506,10 @@ func (s *Service) send(ctx context.Context, tx pgx.Tx, list []dueCharge) (claime
 	// of its own, taken in card order, so no two runs share a card's
 	// allowance. (Advisory, not the card row: unbinding locks the card row
 	// and then the charges, which this transaction holds.)
-	cardIDs := make([]string, 0, len(cards))
-	for id := range cards {
-		cardIDs = append(cardIDs, id)
-	}
-	slices.Sort(cardIDs)
+	cardIDs := slices.Sorted(maps.Keys(cards))
 	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended('mandate.claim.card:' || id, 0))
 		FROM unnest($1::text[]) WITH ORDINALITY AS u(id, n) ORDER BY n`, cardIDs); err != nil {
-		return 0, 0, err
+		return sendPlan{}, err
 	}
 	// By card (its index), not by the partial index of all open attempts:
 	// hence NOT IN for the open ones.
@@ -446,7 +518,7 @@ func (s *Service) send(ctx context.Context, tx pgx.Tx, list []dueCharge) (claime
 		WHERE card_id = ANY($1) AND ((bank_day = $2 AND status = 'failed') OR status NOT IN ('succeeded', 'failed'))
 		GROUP BY card_id`, cardIDs, day)
 	if err != nil {
-		return 0, 0, err
+		return sendPlan{}, err
 	}
 	var cardID string
 	var failed, open int
@@ -454,29 +526,43 @@ func (s *Service) send(ctx context.Context, tx pgx.Tx, list []dueCharge) (claime
 		*cards[cardID] = use{failed, open}
 		return nil
 	}); err != nil {
-		return 0, 0, err
+		return sendPlan{}, err
 	}
 	tomorrow := day.AddDate(0, 0, 1)
-	nextDay := time.Date(tomorrow.Year(), tomorrow.Month(), tomorrow.Day(), 0, 0, 0, 0, bankZone).UTC()
-	var attempts [][]any
-	var chargeIDs, deferIDs []string
-	byBank := map[string][]ClaimedAttempt{}
+	p := sendPlan{nextDay: time.Date(tomorrow.Year(), tomorrow.Month(), tomorrow.Day(), 0, 0, 0, 0, bankZone).UTC()}
 	for _, d := range list {
 		u := cards[d.cardID]
 		switch {
 		case u.failed >= CardFailuresPerDay:
-			deferIDs = append(deferIDs, d.id)
+			p.deferIDs = append(p.deferIDs, d.id)
 			continue
 		case u.failed+u.open >= CardFailuresPerDay:
 			continue // a later run, once the open ones are answered
 		}
 		u.open++
 		orderNo := newOrderNo()
-		attempts = append(attempts, []any{orderNo, d.merchantID, d.id, d.cardID, d.attempts + 1, d.bankCode,
+		p.rows = append(p.rows, []any{orderNo, d.merchantID, d.id, d.cardID, d.attempts + 1, d.bankCode,
 			d.amount, AttemptProcessing, day, now})
-		chargeIDs = append(chargeIDs, d.id)
-		byBank[d.bankCode] = append(byBank[d.bankCode], ClaimedAttempt{OrderNo: orderNo, MerchantID: d.merchantID,
+		p.sends = append(p.sends, ClaimedAttempt{OrderNo: orderNo, MerchantID: d.merchantID,
 			ChargeID: d.id, CardID: d.cardID, BankCode: d.bankCode, Amount: d.amount, Description: d.description})
+	}
+	return p, nil
+}
+
+// writeSends writes the planned attempts, of the charges in keep (nil:
+// all), and their River jobs: one per batch of attempts to one bank
+// (Config.JobBatch). It returns how many it wrote.
+func (s *Service) writeSends(ctx context.Context, tx pgx.Tx, p sendPlan, keep map[string]bool) (int, error) {
+	var rows [][]any
+	byBank := map[string][]ClaimedAttempt{}
+	for i, a := range p.sends {
+		if keep == nil || keep[a.ChargeID] {
+			rows = append(rows, p.rows[i])
+			byBank[a.BankCode] = append(byBank[a.BankCode], a)
+		}
+	}
+	if len(rows) == 0 {
+		return 0, nil
 	}
 	var jobs []river.InsertManyParams
 	for _, code := range slices.Sorted(maps.Keys(byBank)) {
@@ -485,27 +571,15 @@ func (s *Service) send(ctx context.Context, tx pgx.Tx, list []dueCharge) (claime
 				InsertOpts: &river.InsertOpts{Queue: s.cfg.Queue}})
 		}
 	}
-	if len(deferIDs) > 0 {
-		if _, err := tx.Exec(ctx, `UPDATE charges SET next_attempt_at = $2, updated_at = $3 WHERE id = ANY($1)`,
-			deferIDs, nextDay, now); err != nil {
-			return 0, 0, err
-		}
+	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"charge_attempts"}, []string{"order_no", "merchant_id",
+		"charge_id", "card_id", "seq", "bank_code", "amount", "status", "bank_day", "created_at"},
+		pgx.CopyFromRows(rows)); err != nil {
+		return 0, err
 	}
-	if len(chargeIDs) > 0 {
-		if _, err := tx.Exec(ctx, `UPDATE charges SET status = 'processing', attempts_count = attempts_count + 1,
-			next_attempt_at = NULL, updated_at = $2 WHERE id = ANY($1)`, chargeIDs, now); err != nil {
-			return 0, 0, err
-		}
-		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"charge_attempts"}, []string{"order_no", "merchant_id",
-			"charge_id", "card_id", "seq", "bank_code", "amount", "status", "bank_day", "created_at"},
-			pgx.CopyFromRows(attempts)); err != nil {
-			return 0, 0, err
-		}
-		if _, err := s.cfg.Jobs.InsertManyFastTx(ctx, tx, jobs); err != nil {
-			return 0, 0, err
-		}
+	if _, err := s.cfg.Jobs.InsertManyFastTx(ctx, tx, jobs); err != nil {
+		return 0, err
 	}
-	return len(chargeIDs), len(deferIDs), nil
+	return len(rows), nil
 }
 
 // Pending counts charges claimed but not yet answered (processing), and
