@@ -81,20 +81,19 @@ func (s *Service) Agreements(ctx context.Context, refs []CardRef, actor, reason 
 		if err := rows.Err(); err != nil {
 			return err
 		}
-		ctx := audit.WithExecer(ctx, tx) // the audit rows commit together
+		// The audit rows are written together, in this transaction.
+		ctx, rec := audit.WithCollector(audit.WithExecer(ctx, tx))
 		for _, x := range list {
 			c := x.card
 			pt, err := s.vault.Decrypt(ctx, x.ct, CardAgreementAAD(c.MerchantID, c.ID), sensitive.Access{
 				MerchantID: c.MerchantID, Actor: actor, Subject: c.ID, Reason: reason})
 			a := CardAgreement{Card: c, Agreement: string(pt)}
 			if err != nil {
-				// A failed audit write aborts the transaction: its commit
-				// fails and the whole batch with it.
 				a.Err = fmt.Errorf("card %s agreement: %w", c.ID, err)
 			}
 			out[CardRef{c.MerchantID, c.ID}] = a
 		}
-		return nil
+		return rec.Flush(ctx, tx)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("card agreements: %w", err)

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"os"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -436,5 +438,79 @@ func TestExpiredBindingStaysExpired(t *testing.T) {
 	}
 	if _, err := w.svc.Resend(ctx, w.merchant, b.ID); !errors.Is(err, binding.ErrBindingExpired) {
 		t.Fatalf("second resend: %v", err)
+	}
+}
+
+// TestAgreements reads a batch of cards' agreement numbers: each is the
+// bank's, only the merchant's own cards answer, and every decryption has
+// its audit row, written together with the others.
+func TestAgreements(t *testing.T) {
+	ctx := context.Background()
+	w := newWorld(t)
+	bind := func(merchant, ext string) (cardID, agreementNo string) {
+		t.Helper()
+		a := w.account(t, "ICBC", "debit")
+		in := input(a)
+		in.ExternalUserID = ext
+		b, err := w.svc.StartBinding(ctx, merchant, in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		bound, err := w.svc.Confirm(ctx, merchant, b.ID, w.code(t, a.Phone))
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, err := w.SimCtl.Account(ctx, a.CardNumber)
+		if err != nil || len(st.Agreements) != 1 {
+			t.Fatalf("bank agreements: %d, %v", len(st.Agreements), err)
+		}
+		return bound.CardID, st.Agreements[0].AgreementNo
+	}
+	card1, agr1 := bind(w.merchant, "user-1")
+	card2, agr2 := bind(w.merchant, "user-2")
+	other := testenv.Merchant(t, w.Pool)
+	otherCard, _ := bind(other, "user-3")
+
+	got, err := w.svc.Agreements(ctx, []binding.CardRef{
+		{MerchantID: w.merchant, CardID: card1},
+		{MerchantID: w.merchant, CardID: card2},
+		{MerchantID: w.merchant, CardID: "card_missing"},
+		{MerchantID: w.merchant, CardID: otherCard}, // another merchant's card
+		{MerchantID: other, CardID: card1},          // asked for by another merchant
+	}, "worker:test", "agreements test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{card1: agr1, card2: agr2}
+	if len(got) != len(want) {
+		t.Fatalf("got %d cards, want %d (only the merchant's own)", len(got), len(want))
+	}
+	for ref, ca := range got {
+		if ref.MerchantID != w.merchant || ca.Err != nil || ca.Card.ID != ref.CardID || ca.Agreement == "" ||
+			ca.Agreement != want[ref.CardID] {
+			t.Errorf("card %s of %s: err %v, agreement is the bank's: %v", ref.CardID, ref.MerchantID, ca.Err,
+				ca.Agreement == want[ref.CardID])
+		}
+	}
+
+	rows, err := w.Pool.Query(ctx, `SELECT merchant_id, subject, details->>'reason', (details->>'ok')::boolean
+		FROM audit_log WHERE actor = 'worker:test' AND action = 'vault.detokenize'`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type auditRow struct {
+		Merchant, Subject, Reason string
+		OK                        bool
+	}
+	audited, err := pgx.CollectRows(rows, pgx.RowToStructByPos[auditRow])
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantRows := []auditRow{{w.merchant, card1, "agreements test", true}, {w.merchant, card2, "agreements test", true}}
+	bySubject := func(a, b auditRow) int { return strings.Compare(a.Subject, b.Subject) }
+	slices.SortFunc(audited, bySubject)
+	slices.SortFunc(wantRows, bySubject)
+	if !slices.Equal(audited, wantRows) {
+		t.Errorf("audit rows = %+v, want %+v", audited, wantRows)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"sync"
 
 	"github.com/jackc/pgx/v5/pgconn"
 )
@@ -66,21 +67,88 @@ const (
 )
 
 // Write appends e. Run it in the transaction of the change it records.
+// Under a Collector's context (WithCollector) the row is held for the
+// collector's Flush instead.
 func Write(ctx context.Context, db Execer, e Entry) error {
-	details := []byte("{}")
+	r, err := newRow(ctx, e)
+	if err != nil {
+		return err
+	}
+	if c, ok := ctx.Value(collectorKey{}).(*Collector); ok {
+		c.mu.Lock()
+		c.rows = append(c.rows, r)
+		c.mu.Unlock()
+		return nil
+	}
+	_, err = db.Exec(ctx,
+		`INSERT INTO audit_log (merchant_id, actor, action, subject, details, request_id)
+		 VALUES (NULLIF($1, ''), $2, $3, NULLIF($4, ''), $5, NULLIF($6, ''))`,
+		r.merchantID, r.actor, r.action, r.subject, r.details, r.requestID)
+	if err != nil {
+		return fmt.Errorf("write audit %s: %w", e.Action, err)
+	}
+	return nil
+}
+
+// row is an entry as audit_log stores it.
+type row struct {
+	merchantID, actor, action, subject, details, requestID string
+}
+
+func newRow(ctx context.Context, e Entry) (row, error) {
+	details := "{}"
 	if len(e.Details) > 0 {
 		b, err := json.Marshal(e.Details)
 		if err != nil {
-			return fmt.Errorf("audit details: %w", err)
+			return row{}, fmt.Errorf("audit details: %w", err)
 		}
-		details = b
+		details = string(b)
 	}
-	_, err := db.Exec(ctx,
-		`INSERT INTO audit_log (merchant_id, actor, action, subject, details, request_id)
-		 VALUES (NULLIF($1, ''), $2, $3, NULLIF($4, ''), $5, NULLIF($6, ''))`,
-		e.MerchantID, e.Actor, e.Action, e.Subject, details, RequestID(ctx))
+	return row{e.MerchantID, e.Actor, e.Action, e.Subject, details, RequestID(ctx)}, nil
+}
+
+type collectorKey struct{}
+
+// Collector holds the rows written under its context, for a batch of work
+// that audits each item (decrypting a job's agreement numbers): Flush
+// writes them in one statement, in the transaction of the batch. Safe for
+// concurrent use.
+type Collector struct {
+	mu   sync.Mutex
+	rows []row
+}
+
+// WithCollector returns ctx under which Write holds rows for the returned
+// Collector. The caller must Flush it in its transaction before it
+// commits.
+func WithCollector(ctx context.Context) (context.Context, *Collector) {
+	c := &Collector{}
+	return context.WithValue(ctx, collectorKey{}, c), c
+}
+
+// Flush writes the rows held, in the order they were written, and forgets
+// them.
+func (c *Collector) Flush(ctx context.Context, db Execer) error {
+	c.mu.Lock()
+	rows := c.rows
+	c.rows = nil
+	c.mu.Unlock()
+	if len(rows) == 0 {
+		return nil
+	}
+	cols := make([][]string, 6)
+	for _, r := range rows {
+		for i, v := range []string{r.merchantID, r.actor, r.action, r.subject, r.details, r.requestID} {
+			cols[i] = append(cols[i], v)
+		}
+	}
+	_, err := db.Exec(ctx, `INSERT INTO audit_log (merchant_id, actor, action, subject, details, request_id)
+		SELECT NULLIF(m, ''), a, act, NULLIF(s, ''), d::jsonb, NULLIF(r, '')
+		FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[]) WITH ORDINALITY
+			AS u(m, a, act, s, d, r, n)
+		ORDER BY n`, cols[0], cols[1], cols[2], cols[3], cols[4], cols[5])
 	if err != nil {
-		return fmt.Errorf("write audit %s: %w", e.Action, err)
+		return fmt.Errorf("write %d audit rows: %w", len(rows), err)
 	}
 	return nil
 }
