@@ -29,10 +29,16 @@ func (w *ChargeWorker) Work(ctx context.Context, job *river.Job[ChargeArgs]) err
 	return w.Service.execute(ctx, job.Args.Attempts, job.Attempt > 1)
 }
 
-// Timeout implements river.Worker: each bank call is bounded well below
-// it. It does not follow the client's JobTimeout, which may be short for a
-// quick rescue of crashed runs.
+// Timeout implements river.Worker. It bounds a batch's bank calls,
+// including their waits for the bank's limits; answers already had are
+// settled past it (execute). It does not follow the client's JobTimeout,
+// which may be short for a quick rescue of crashed runs.
 func (w *ChargeWorker) Timeout(*river.Job[ChargeArgs]) time.Duration { return 30 * time.Second }
+
+// settleTimeout bounds the settling of a job's answers, which runs even
+// when the job's own time has run out: an answer had is never dropped for
+// want of time.
+const settleTimeout = 15 * time.Second
 
 // QueryWorker settles an attempt whose outcome is unknown by asking the
 // bank, and asks again later (Config.QueryBackoff) while it stays unknown.
@@ -142,9 +148,25 @@ func (s *Service) execute(ctx context.Context, claimed []ClaimedAttempt, rerun b
 	if err := s.agreements(ctx, toSend); err != nil {
 		return fmt.Errorf("charge job: %w", err)
 	}
+	if !rerun {
+		// Cards unbound or revoked after the claim: their declines are
+		// settled before any call, so that a failure to settle the others
+		// cannot leave them to a rerun, which sends.
+		var local []*sending
+		for _, x := range toSend {
+			if x.source == "local" {
+				local = append(local, x)
+			}
+		}
+		if len(local) > 0 {
+			if err := s.settleAll(ctx, local); err != nil {
+				return fmt.Errorf("charge job: %w", err)
+			}
+		}
+	}
 	concurrently(toSend, func(x *sending) {
 		if x.err != nil || (x.source == "local" && !rerun) {
-			return // unbound or revoked after the claim: nothing reaches the bank
+			return // nothing reaches the bank (settled above)
 		}
 		// A rerun sends even to a card ended since: the first run's request
 		// may still reach the bank, and under the same order number it
@@ -156,7 +178,15 @@ func (s *Service) execute(ctx context.Context, claimed []ClaimedAttempt, rerun b
 		}
 		x.r, x.source = r, "charge"
 	})
-	if err := s.settleAll(ctx, list); err != nil {
+	var answered []*sending
+	for _, x := range list {
+		if x.source != "" && (x.source != "local" || rerun) {
+			answered = append(answered, x)
+		}
+	}
+	settleCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
+	defer cancel()
+	if err := s.settleAll(settleCtx, answered); err != nil {
 		return err
 	}
 	var errs []error
@@ -217,8 +247,36 @@ func (s *Service) agreements(ctx context.Context, list []*sending) error {
 }
 
 // settleAll applies the answers of a job's attempts in one transaction;
-// an answer that leaves an attempt unknown schedules its first query.
+// an answer that leaves an attempt unknown schedules its first query. If
+// that transaction fails, each answer is applied in its own, so that one
+// that cannot be applied holds back no other.
 func (s *Service) settleAll(ctx context.Context, list []*sending) error {
+	var errs []error
+	settled := list
+	if err := s.settleTx(ctx, list); err != nil {
+		if len(list) < 2 {
+			return err
+		}
+		s.log.Warn("settling a batch failed; settling its answers one by one", "attempts", len(list), "err", err)
+		settled = nil
+		for _, x := range list {
+			if err := s.settleTx(ctx, []*sending{x}); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			settled = append(settled, x)
+		}
+	}
+	for _, x := range settled {
+		if x.source != "" {
+			errs = append(errs, s.revokeIfGone(ctx, x.a, x.r))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// settleTx applies the answers of list in one transaction.
+func (s *Service) settleTx(ctx context.Context, list []*sending) error {
 	var queries []river.InsertManyParams
 	err := db.InTx(ctx, s.pool, func(tx pgx.Tx) error {
 		queries = queries[:0]
@@ -256,13 +314,7 @@ func (s *Service) settleAll(ctx context.Context, list []*sending) error {
 	if err != nil {
 		return fmt.Errorf("settle: %w", err)
 	}
-	var errs []error
-	for _, x := range list {
-		if x.source != "" {
-			errs = append(errs, s.revokeIfGone(ctx, x.a, x.r))
-		}
-	}
-	return errors.Join(errs...)
+	return nil
 }
 
 // settle applies one answer to an attempt (settleAll).
