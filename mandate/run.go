@@ -227,6 +227,9 @@ func (s *Service) planNew(ctx context.Context, tx pgx.Tx, ins *chargeRows, asOf 
 	for i := range list {
 		list[i].bankCode = bankOf[list[i].cardID]
 	}
+	// Planned before the insert, which may skip a charge whose period has
+	// one already (ON CONFLICT): such a charge's planned attempt is dropped
+	// (writeSends), having only held a card's allowance for this run.
 	p, err := s.plan(ctx, tx, list)
 	if err != nil {
 		return sendPlan{}, err
@@ -241,7 +244,8 @@ func (s *Service) planNew(ctx context.Context, tx pgx.Tx, ins *chargeRows, asOf 
 	return p, nil
 }
 
-// chargeRows are scheduled charges to insert in one statement.
+// chargeRows are new charges to insert in one statement: scheduled, or
+// processing when planNew sends them at once.
 type chargeRows struct {
 	id, merchant, mandate, card, period, currency, description []string
 	date                                                       []time.Time
@@ -411,8 +415,8 @@ func (QueryArgs) Kind() string { return "mandate_query" }
 func newOrderNo() string { return "QP" + strings.ToUpper(strings.TrimPrefix(ids.New("o"), "o_")) }
 
 // claim takes one batch of due charges: each becomes processing with a new
-// attempt, whose order number is written here, and a River job, in one
-// transaction. A card with its day's failures used up (counting attempts
+// attempt, whose order number is written here, in a River job with others
+// to its bank, in one transaction. A card with its day's failures used up (counting attempts
 // still open) is put off to the next bank day.
 func (s *Service) claim(ctx context.Context, asOf time.Time) (claimed, deferred int, err error) {
 	err = db.InTx(ctx, s.pool, func(tx pgx.Tx) error {
@@ -446,8 +450,8 @@ type dueCharge struct {
 }
 
 // send makes the due charges processing, each with a new attempt (its
-// order number written here) and a River job, in the caller's
-// transaction; the banks' cap of failed debits per card and day is kept
+// order number written here) in a River job of its bank's (writeSends), in
+// the caller's transaction; the banks' cap of failed debits per card and day is kept
 // (plan).
 func (s *Service) send(ctx context.Context, tx pgx.Tx, list []dueCharge) (claimed, deferred int, err error) {
 	p, err := s.plan(ctx, tx, list)

@@ -323,7 +323,9 @@ func (v *Vault) Decrypt(ctx context.Context, ct, aad []byte, a Access) ([]byte, 
 	if aerr := audit.Write(ctx, audit.ExecerFrom(ctx, v.cfg.Pool), audit.Entry{
 		MerchantID: a.MerchantID, Actor: a.Actor, Action: "vault.detokenize", Subject: a.Subject, Details: details,
 	}); aerr != nil {
-		return nil, aerr // no plaintext without its audit row
+		// No plaintext without its audit row (under an audit.Collector,
+		// without the caller's Flush of it).
+		return nil, aerr
 	}
 	return pt, err
 }

@@ -68,7 +68,7 @@ const (
 
 // Write appends e. Run it in the transaction of the change it records.
 // Under a Collector's context (WithCollector) the row is held for the
-// collector's Flush instead.
+// collector's Flush instead, and db is not used.
 func Write(ctx context.Context, db Execer, e Entry) error {
 	r, err := newRow(ctx, e)
 	if err != nil {
