@@ -318,3 +318,47 @@ func TestSchemaHashIsStable(t *testing.T) {
 		t.Fatalf("SchemaHash = %q, want 16 hex digits", a)
 	}
 }
+
+// TestOldChargeJobsBecomeBatches: migration 007 turns charge jobs queued
+// under the one-attempt kind into batches of one, keeping their attempt
+// count, and leaves finished ones alone.
+func TestOldChargeJobsBecomeBatches(t *testing.T) {
+	ctx := context.Background()
+	pool := testenv.Pool(t)
+	args := `{"order_no": "QP1", "merchant_id": "mch_1", "charge_id": "chg_1", "card_id": "card_1",
+		"bank_code": "ICBC", "amount": 4321}`
+	var queued, done int64
+	if err := pool.QueryRow(ctx, `INSERT INTO river_job (kind, args, queue, state, max_attempts, attempt, priority)
+		VALUES ('mandate_charge', $1, 'charges', 'retryable', 25, 2, 1) RETURNING id`, args).Scan(&queued); err != nil {
+		t.Fatal(err)
+	}
+	if err := pool.QueryRow(ctx, `INSERT INTO river_job (kind, args, queue, state, max_attempts, attempt, priority,
+		finalized_at) VALUES ('mandate_charge', $1, 'charges', 'completed', 25, 1, 1, now()) RETURNING id`,
+		args).Scan(&done); err != nil {
+		t.Fatal(err)
+	}
+	// Back to the version before 007 (this database is this package's, and
+	// 007 is the newest migration touching river_job), and up again.
+	if _, err := pool.Exec(ctx, `UPDATE quickpay_schema_version SET version = 6`); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Migrate(ctx, pool); err != nil {
+		t.Fatal(err)
+	}
+	check := func(id int64, wantKind, wantArgs string, wantAttempt int) {
+		t.Helper()
+		var kind string
+		var attempt int
+		var same bool
+		if err := pool.QueryRow(ctx, `SELECT kind, attempt, args = $2::jsonb FROM river_job WHERE id = $1`,
+			id, wantArgs).Scan(&kind, &attempt, &same); err != nil {
+			t.Fatal(err)
+		}
+		if kind != wantKind || attempt != wantAttempt || !same {
+			t.Errorf("job %d: kind %s, attempt %d, args as wanted %v; want %s, %d", id, kind, attempt, same,
+				wantKind, wantAttempt)
+		}
+	}
+	check(queued, "mandate_charges", `{"attempts": [`+args+`]}`, 2)
+	check(done, "mandate_charge", args, 1)
+}
