@@ -416,8 +416,8 @@ func newOrderNo() string { return "QP" + strings.ToUpper(strings.TrimPrefix(ids.
 
 // claim takes one batch of due charges: each becomes processing with a new
 // attempt, whose order number is written here, in a River job with others
-// to its bank, in one transaction. A card with its day's failures used up (counting attempts
-// still open) is put off to the next bank day.
+// to its bank, in one transaction. A card with its day's failures used up
+// (counting attempts still open) is put off to the next bank day.
 func (s *Service) claim(ctx context.Context, asOf time.Time) (claimed, deferred int, err error) {
 	err = db.InTx(ctx, s.pool, func(tx pgx.Tx) error {
 		rows, err := tx.Query(ctx, `SELECT c.id, c.merchant_id, c.card_id, c.amount, c.attempts_count, k.bank_code,
@@ -451,8 +451,8 @@ type dueCharge struct {
 
 // send makes the due charges processing, each with a new attempt (its
 // order number written here) in a River job of its bank's (writeSends), in
-// the caller's transaction; the banks' cap of failed debits per card and day is kept
-// (plan).
+// the caller's transaction; the banks' cap of failed debits per card and
+// day is kept (plan).
 func (s *Service) send(ctx context.Context, tx pgx.Tx, list []dueCharge) (claimed, deferred int, err error) {
 	p, err := s.plan(ctx, tx, list)
 	if err != nil {
@@ -480,13 +480,20 @@ func (s *Service) send(ctx context.Context, tx pgx.Tx, list []dueCharge) (claime
 }
 
 // sendPlan is what plan decided for a list of due charges: the attempts
-// to send (rows, the order numbers new), and the charges that wait for
-// the next bank day. The others are left for a later run.
+// to send (their order numbers new), and the charges that wait for the
+// next bank day. The others are left for a later run.
 type sendPlan struct {
-	sends    []ClaimedAttempt
-	rows     [][]any // the charge_attempts rows of sends
+	sends    []plannedAttempt
 	deferIDs []string
 	nextDay  time.Time
+	day, now time.Time // the attempts' bank day and creation time
+}
+
+// plannedAttempt is an attempt to write: what its job carries and its
+// number among its charge's attempts.
+type plannedAttempt struct {
+	ClaimedAttempt
+	seq int
 }
 
 // plan decides which due charges go to the bank now, keeping the banks'
@@ -533,7 +540,8 @@ func (s *Service) plan(ctx context.Context, tx pgx.Tx, list []dueCharge) (sendPl
 		return sendPlan{}, err
 	}
 	tomorrow := day.AddDate(0, 0, 1)
-	p := sendPlan{nextDay: time.Date(tomorrow.Year(), tomorrow.Month(), tomorrow.Day(), 0, 0, 0, 0, bankZone).UTC()}
+	p := sendPlan{nextDay: time.Date(tomorrow.Year(), tomorrow.Month(), tomorrow.Day(), 0, 0, 0, 0, bankZone).UTC(),
+		day: day, now: now}
 	for _, d := range list {
 		u := cards[d.cardID]
 		switch {
@@ -545,10 +553,9 @@ func (s *Service) plan(ctx context.Context, tx pgx.Tx, list []dueCharge) (sendPl
 		}
 		u.open++
 		orderNo := newOrderNo()
-		p.rows = append(p.rows, []any{orderNo, d.merchantID, d.id, d.cardID, d.attempts + 1, d.bankCode,
-			d.amount, AttemptProcessing, day, now})
-		p.sends = append(p.sends, ClaimedAttempt{OrderNo: orderNo, MerchantID: d.merchantID,
-			ChargeID: d.id, CardID: d.cardID, BankCode: d.bankCode, Amount: d.amount, Description: d.description})
+		p.sends = append(p.sends, plannedAttempt{ClaimedAttempt{OrderNo: orderNo, MerchantID: d.merchantID,
+			ChargeID: d.id, CardID: d.cardID, BankCode: d.bankCode, Amount: d.amount, Description: d.description},
+			d.attempts + 1})
 	}
 	return p, nil
 }
@@ -559,10 +566,11 @@ func (s *Service) plan(ctx context.Context, tx pgx.Tx, list []dueCharge) (sendPl
 func (s *Service) writeSends(ctx context.Context, tx pgx.Tx, p sendPlan, keep map[string]bool) (int, error) {
 	var rows [][]any
 	byBank := map[string][]ClaimedAttempt{}
-	for i, a := range p.sends {
+	for _, a := range p.sends {
 		if keep == nil || keep[a.ChargeID] {
-			rows = append(rows, p.rows[i])
-			byBank[a.BankCode] = append(byBank[a.BankCode], a)
+			rows = append(rows, []any{a.OrderNo, a.MerchantID, a.ChargeID, a.CardID, a.seq, a.BankCode, a.Amount,
+				AttemptProcessing, p.day, p.now})
+			byBank[a.BankCode] = append(byBank[a.BankCode], a.ClaimedAttempt)
 		}
 	}
 	if len(rows) == 0 {

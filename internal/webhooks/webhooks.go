@@ -197,6 +197,9 @@ func (s *Service) EmitAll(ctx context.Context, tx pgx.Tx, pending []Pending) err
 }
 
 func (s *Service) emit(ctx context.Context, tx pgx.Tx, pending []Pending) ([]Event, error) {
+	if len(pending) == 0 {
+		return nil, nil
+	}
 	evs := make([]Event, len(pending))
 	now := s.cfg.Clock.Now().UTC().Truncate(time.Microsecond)
 	for i, p := range pending {
@@ -211,9 +214,6 @@ func (s *Service) emit(ctx context.Context, tx pgx.Tx, pending []Pending) ([]Eve
 			return nil, fmt.Errorf("emit %s: data must be a JSON object", p.Type)
 		}
 		evs[i] = Event{ID: ids.New("evt"), MerchantID: p.MerchantID, Type: p.Type, CreatedAt: now, Data: raw}
-	}
-	if len(evs) == 0 {
-		return evs, nil
 	}
 	subscribed, err := insertEvents(ctx, tx, evs)
 	if err != nil {
