@@ -37,9 +37,8 @@ import (
 // a zero-latency in-process banksim: RunDue claims them (order numbers and
 // River jobs in one transaction per batch) and the River charge workers
 // decrypt each agreement in the HSM, debit at the bank and settle (with
-// the charge.succeeded event and its delivery job). Beside
-// it, in the same session and database, River runs as many no-op jobs
-// (noopWorkers). Reported: charges/s, the run's seconds, the
+// the charge.succeeded event and its delivery job). Beside it, in the same
+// session and database, River runs as many no-op jobs (noopWorkers). Reported: charges/s, the run's seconds, the
 // process's peak RSS during the run (banksim included), no-op jobs/s and
 // the ratio charges/s ÷ no-op jobs/s.
 //
