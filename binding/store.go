@@ -190,10 +190,20 @@ func getCard(ctx context.Context, q querier, merchantID, id string, forUpdate bo
 }
 
 // activeCardByFingerprint finds the merchant's active card with any of the
-// fingerprints (one per live fp key version).
+// fingerprints (one per live fp key version, so usually one query).
+//
+// One equality per query, not pan_fp = ANY($2): while cards is small or not
+// yet analyzed, the generic plan that prepared statements settle on reads
+// the array as a filter and walks every active card of the merchant.
 func activeCardByFingerprint(ctx context.Context, q querier, merchantID string, fps [][]byte) (Card, error) {
-	return scanCard(q.QueryRow(ctx, `SELECT `+cardCols+` FROM cards
-		WHERE merchant_id = $1 AND status = 'active' AND pan_fp = ANY($2) LIMIT 1`, merchantID, fps))
+	for _, fp := range fps {
+		c, err := scanCard(q.QueryRow(ctx, `SELECT `+cardCols+` FROM cards
+			WHERE merchant_id = $1 AND status = 'active' AND pan_fp = $2`, merchantID, fp))
+		if !errors.Is(err, ErrNotFound) {
+			return c, err
+		}
+	}
+	return Card{}, ErrNotFound
 }
 
 func listMemberCards(ctx context.Context, q querier, merchantID, memberID string) ([]Card, error) {
