@@ -46,7 +46,7 @@ func (h *HSM) BankSigner(bankCode string) *BankSigner {
 func (b *BankSigner) SignSHA256(ctx context.Context, msg []byte) ([]byte, error) {
 	var sig []byte
 	err := b.hsm.Do(ctx, func(s pkcs11.SessionHandle) error {
-		key, err := b.hsm.object(s, b.label, pkcs11.CKO_PRIVATE_KEY)
+		key, err := b.hsm.workingKey(s, b.label, pkcs11.CKO_PRIVATE_KEY)
 		if err != nil {
 			return err
 		}

@@ -215,3 +215,66 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// TestWorkingCopiesStayInTheHSM: the keys computed with are session copies
+// of the token keys, as sensitive and non-extractable as they, and the
+// token still holds exactly one object per label.
+func TestWorkingCopiesStayInTheHSM(t *testing.T) {
+	ctx := context.Background()
+	v := newVault(t, nil, 2)
+	h := v.HSM()
+	if _, err := v.TokenizePAN(ctx, sensitive.NewPAN(panA), []byte("aad")); err != nil {
+		t.Fatal(err)
+	}
+	if got := h.Stats().Copies; got != 2 {
+		t.Fatalf("working copies after a tokenization = %d, want 2 (data and fp key)", got)
+	}
+	for _, purpose := range []vaultkeys.Purpose{vaultkeys.PurposeData, vaultkeys.PurposeFP} {
+		pol, err := v.Policy(ctx, purpose)
+		if err != nil {
+			t.Fatal(err)
+		}
+		label := vaultkeys.Label(purpose, pol.Current)
+		find := func(s pkcs11.SessionHandle, tmpl ...*pkcs11.Attribute) []pkcs11.ObjectHandle {
+			p := h.P11()
+			if err := p.FindObjectsInit(s, tmpl); err != nil {
+				t.Fatal(err)
+			}
+			objs, _, err := p.FindObjects(s, 8)
+			_ = p.FindObjectsFinal(s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return objs
+		}
+		err = h.Do(ctx, func(s pkcs11.SessionHandle) error {
+			if n := len(find(s, pkcs11.NewAttribute(pkcs11.CKA_LABEL, label))); n != 1 {
+				t.Errorf("%s: %d objects with the key's label, want 1 (the token key)", label, n)
+			}
+			copies := find(s, pkcs11.NewAttribute(pkcs11.CKA_LABEL, label+" (working copy)"))
+			if len(copies) != 1 {
+				t.Fatalf("%s: %d working copies, want 1", label, len(copies))
+			}
+			attrs, err := h.P11().GetAttributeValue(s, copies[0], []*pkcs11.Attribute{
+				pkcs11.NewAttribute(pkcs11.CKA_TOKEN, nil),
+				pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, nil),
+				pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, nil),
+			})
+			if err != nil {
+				return err
+			}
+			if tok, sens, ext := attrs[0].Value[0] != 0, attrs[1].Value[0] != 0, attrs[2].Value[0] != 0; tok || !sens || ext {
+				t.Errorf("%s working copy: token=%v sensitive=%v extractable=%v, want false, true, false", label, tok, sens, ext)
+			}
+			// Its value cannot be read.
+			_, err = h.P11().GetAttributeValue(s, copies[0], []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_VALUE, nil)})
+			if err == nil {
+				t.Errorf("%s working copy: CKA_VALUE was readable", label)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+}

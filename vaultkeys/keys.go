@@ -193,7 +193,7 @@ func (h *HSM) sealGCM(ctx context.Context, label string, plaintext, aad []byte) 
 	}
 	var out []byte
 	err := h.Do(ctx, func(s pkcs11.SessionHandle) error {
-		key, err := h.object(s, label, pkcs11.CKO_SECRET_KEY)
+		key, err := h.workingKey(s, label, pkcs11.CKO_SECRET_KEY)
 		if err != nil {
 			return err
 		}
@@ -224,7 +224,7 @@ func (h *HSM) openGCM(ctx context.Context, label string, sealed, aad []byte) ([]
 	iv, ct := sealed[:gcmIVSize], sealed[gcmIVSize:]
 	var out []byte
 	err := h.Do(ctx, func(s pkcs11.SessionHandle) error {
-		key, err := h.object(s, label, pkcs11.CKO_SECRET_KEY)
+		key, err := h.workingKey(s, label, pkcs11.CKO_SECRET_KEY)
 		if err != nil {
 			return err
 		}
@@ -253,7 +253,7 @@ func (h *HSM) openGCM(ctx context.Context, label string, sealed, aad []byte) ([]
 func (h *HSM) hmacSHA256(ctx context.Context, label string, data []byte) ([]byte, error) {
 	var out []byte
 	err := h.Do(ctx, func(s pkcs11.SessionHandle) error {
-		key, err := h.object(s, label, pkcs11.CKO_SECRET_KEY)
+		key, err := h.workingKey(s, label, pkcs11.CKO_SECRET_KEY)
 		if err != nil {
 			return err
 		}
@@ -272,7 +272,7 @@ func (h *HSM) signES256(ctx context.Context, label string, msg []byte) ([]byte, 
 	digest := sha256.Sum256(msg)
 	var out []byte
 	err := h.Do(ctx, func(s pkcs11.SessionHandle) error {
-		key, err := h.object(s, label, pkcs11.CKO_PRIVATE_KEY)
+		key, err := h.workingKey(s, label, pkcs11.CKO_PRIVATE_KEY)
 		if err != nil {
 			return err
 		}
@@ -344,8 +344,7 @@ func (h *HSM) KeyAttributes(ctx context.Context, label string) (sensitive, extra
 		if err != nil {
 			return err
 		}
-		sensitive = len(attrs[0].Value) == 1 && attrs[0].Value[0] == 1
-		extractable = len(attrs[1].Value) == 1 && attrs[1].Value[0] == 1
+		sensitive, extractable = attrTrue(attrs[0]), attrTrue(attrs[1])
 		return nil
 	})
 	return sensitive, extractable, err
