@@ -38,6 +38,11 @@
 //     also triggers a login.
 //   - Object handles are found by label once and cached; the cache is
 //     dropped after every login and when a handle turns out stale.
+//   - Cryptography uses working copies of the token keys: session objects
+//     made in the HSM by C_CopyObject (still sensitive and non-extractable)
+//     and owned by one keeper session outside the pool, which stays open
+//     until Close. SoftHSM2 re-checks a token object's file on every use; a
+//     session object lives in memory.
 //   - Key generation is serialized in the process; across processes,
 //     Rotate's row lock on key_policies serializes it.
 //   - The PKCS#11 module's state is process-wide: OpenHSM finalizes it on
