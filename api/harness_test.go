@@ -102,13 +102,9 @@ func newTestServer(t *testing.T, o serverOptions) *testServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	emit := func(ctx context.Context, tx pgx.Tx, merchantID, typ string, data any) error {
-		_, err := hooks.Emit(ctx, tx, merchantID, typ, data)
-		return err
-	}
 	var mandates *mandate.Service
 	svc, err := binding.New(binding.Config{Pool: st.Pool, Vault: st.Vault, Banks: o.Banks, Clock: o.Clock, Logger: o.Logger,
-		Emit: emit,
+		Emit: hooks.Queue,
 		CardEnded: func(ctx context.Context, tx pgx.Tx, merchantID, cardID, status string) error {
 			return mandates.CancelForCard(ctx, tx, merchantID, cardID, status)
 		}})

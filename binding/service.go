@@ -17,6 +17,7 @@ import (
 	"github.com/quickpay/quickpay/internal/db"
 	"github.com/quickpay/quickpay/internal/ids"
 	"github.com/quickpay/quickpay/internal/sensitive"
+	"github.com/quickpay/quickpay/internal/webhooks"
 )
 
 // Vault is what binding needs of the token vault.
@@ -33,8 +34,11 @@ type Banks interface {
 	Bank(code string) (bankadapters.Bank, bool)
 }
 
-// EmitFunc writes an event in the transaction of the change it reports.
-type EmitFunc func(ctx context.Context, tx pgx.Tx, merchantID, eventType string, data any) error
+// EmitFunc queues the statements that write events on b, which the
+// service sends in its transaction with the change the events report, in
+// one round trip; after that it runs deliver in the same transaction
+// (webhooks.Service.Queue).
+type EmitFunc func(b *pgx.Batch, events []webhooks.Pending) (deliver func(context.Context, pgx.Tx) error, err error)
 
 // CardEndedFunc is told, in the card's transaction, that a card is no
 // longer active.
@@ -78,7 +82,9 @@ func New(cfg Config) (*Service, error) {
 		return nil, errors.New("binding: Config needs Pool, Vault and Banks")
 	}
 	if cfg.Emit == nil {
-		cfg.Emit = func(context.Context, pgx.Tx, string, string, any) error { return nil }
+		cfg.Emit = func(*pgx.Batch, []webhooks.Pending) (func(context.Context, pgx.Tx) error, error) {
+			return func(context.Context, pgx.Tx) error { return nil }, nil
+		}
 	}
 	if cfg.CardEnded == nil {
 		cfg.CardEnded = func(context.Context, pgx.Tx, string, string, string) error { return nil }
@@ -314,19 +320,25 @@ func (s *Service) StartBinding(ctx context.Context, merchantID string, in BindIn
 		return Binding{}, s.bankError(err)
 	}
 	b.BankBindRef = sess.BindRef
-	err = db.InTx(ctx, s.pool, func(tx pgx.Tx) error {
-		if err := insertBinding(ctx, tx, b); err != nil {
-			return err
-		}
-		if err := s.auditTx(ctx, tx, merchantID, "bind.apply", b.ID, audit.OutcomeOK, map[string]any{"bank": route.BankCode}); err != nil {
-			return err
-		}
-		return s.auditTx(ctx, tx, merchantID, "otp.send", b.ID, audit.OutcomeOK, map[string]any{"send": 1, "by": "bank"})
-	})
-	if err != nil {
-		return Binding{}, fmt.Errorf("save binding: %w", err)
+	actx, rows := audit.WithCollector(ctx)
+	s.auditRow(actx, merchantID, "bind.apply", b.ID, audit.OutcomeOK, map[string]any{"bank": route.BankCode})
+	s.auditRow(actx, merchantID, "otp.send", b.ID, audit.OutcomeOK, map[string]any{"send": 1, "by": "bank"})
+	if err := s.save(ctx, b, rows); err != nil {
+		return Binding{}, err
 	}
 	return b.Binding, nil
+}
+
+// save inserts a new binding with its audit rows: one round trip, one
+// implicit transaction (a batch sent outside a transaction runs as one).
+func (s *Service) save(ctx context.Context, b bindingRow, rows *audit.Collector) error {
+	var batch pgx.Batch
+	queueInsertBinding(&batch, b)
+	rows.Queue(&batch)
+	if err := s.pool.SendBatch(ctx, &batch).Close(); err != nil {
+		return fmt.Errorf("save binding: %w", err)
+	}
+	return nil
 }
 
 // sealBinding encrypts and fingerprints the binding's card and identity.
@@ -394,15 +406,11 @@ func (s *Service) existingCardBinding(ctx context.Context, merchantID string, m 
 	if err := s.sealBinding(ctx, &b, in, panFP); err != nil {
 		return Binding{}, err
 	}
-	err := db.InTx(ctx, s.pool, func(tx pgx.Tx) error {
-		if err := insertBinding(ctx, tx, b); err != nil {
-			return err
-		}
-		return s.auditTx(ctx, tx, merchantID, "bind.apply", b.ID, audit.OutcomeOK,
-			map[string]any{"bank": route.BankCode, "existing_card": card.ID})
-	})
-	if err != nil {
-		return Binding{}, fmt.Errorf("save binding: %w", err)
+	actx, rows := audit.WithCollector(ctx)
+	s.auditRow(actx, merchantID, "bind.apply", b.ID, audit.OutcomeOK,
+		map[string]any{"bank": route.BankCode, "existing_card": card.ID})
+	if err := s.save(ctx, b, rows); err != nil {
+		return Binding{}, err
 	}
 	return b.Binding, nil
 }
@@ -522,41 +530,47 @@ func (s *Service) Confirm(ctx context.Context, merchantID, id string, otp sensit
 	var out Binding
 	var final error // an error to return after committing the state change
 	err := db.InTx(ctx, s.pool, func(tx pgx.Tx) error {
-		ctx := audit.WithExecer(ctx, tx) // decryptions audit in this transaction
-		b, err := getBinding(ctx, tx, merchantID, id, true)
-		if err != nil {
+		// The transaction's audit rows (a decryption's too) are held and
+		// sent with its closing statements (send), or at the end.
+		ctx, rows := audit.WithCollector(ctx)
+		var err error
+		if out, final, err = s.confirm(ctx, tx, merchantID, id, otp); err != nil {
 			return err
 		}
-		if b.Status == StatusBound {
-			out = b.Binding
-			return nil
-		}
-		if err := waiting(b); err != nil {
-			return err
-		}
-		if expired, err := s.expireIfDue(ctx, tx, &b, s.now()); expired || err != nil {
-			final = ErrBindingExpired
-			return err
-		}
-		bank, ok := s.banks.Bank(b.Card.BankCode)
-		if !ok {
-			return ErrBankUnavailable
-		}
-		agreementNo, berr := bank.BindConfirm(ctx, b.BankBindRef, otp)
-		if berr == nil {
-			if err := s.auditTx(ctx, tx, merchantID, "otp.verify", b.ID, audit.OutcomeOK, nil); err != nil {
-				return err
-			}
-			out, final, err = s.bind(ctx, tx, b, agreementNo)
-			return err
-		}
-		out, final, err = s.refused(ctx, tx, b, berr)
-		return err
+		return rows.Flush(ctx, tx)
 	})
 	if err != nil {
 		return Binding{}, err
 	}
 	return out, final
+}
+
+// confirm is Confirm in tx; it returns the binding, the error to return
+// after committing, and an error that must roll back.
+func (s *Service) confirm(ctx context.Context, tx pgx.Tx, merchantID, id string, otp sensitive.OTP) (Binding, error, error) {
+	b, err := getBinding(ctx, tx, merchantID, id, true)
+	if err != nil {
+		return Binding{}, nil, err
+	}
+	if b.Status == StatusBound {
+		return b.Binding, nil, nil
+	}
+	if err := waiting(b); err != nil {
+		return Binding{}, nil, err
+	}
+	if expired, err := s.expireIfDue(ctx, tx, &b, s.now()); expired || err != nil {
+		return Binding{}, ErrBindingExpired, err
+	}
+	bank, ok := s.banks.Bank(b.Card.BankCode)
+	if !ok {
+		return Binding{}, nil, ErrBankUnavailable
+	}
+	agreementNo, berr := bank.BindConfirm(ctx, b.BankBindRef, otp)
+	if berr != nil {
+		return s.refused(ctx, tx, b, berr)
+	}
+	s.auditRow(ctx, merchantID, "otp.verify", b.ID, audit.OutcomeOK, nil)
+	return s.bind(ctx, tx, b, agreementNo)
 }
 
 // refused records the bank's refusal of a code or a binding.
@@ -580,21 +594,20 @@ func (s *Service) refused(ctx context.Context, tx pgx.Tx, b bindingRow, berr err
 		b.Status, b.FailureCode, final = StatusExpired, "binding_expired", ErrBindingExpired
 	case bankadapters.OutcomeUnavailable, bankadapters.OutcomeProcessing:
 		// The binding stays as it was: the user may try the code again.
-		_ = s.auditTx(ctx, tx, b.MerchantID, "otp.verify", b.ID, audit.OutcomeFailed, details)
+		s.auditRow(ctx, b.MerchantID, "otp.verify", b.ID, audit.OutcomeFailed, details)
 		return Binding{}, ErrBankUnavailable, nil
 	default:
 		b.Status, b.FailureCode, final = StatusFailed, "card_declined", ErrCardDeclined
 	}
-	if err := updateBinding(ctx, tx, b, bankCode(berr), now); err != nil {
-		return Binding{}, nil, err
-	}
-	if err := s.auditTx(ctx, tx, b.MerchantID, "otp.verify", b.ID, audit.OutcomeFailed, details); err != nil {
-		return Binding{}, nil, err
-	}
+	var batch pgx.Batch
+	queueUpdateBinding(&batch, b, bankCode(berr), now)
+	s.auditRow(ctx, b.MerchantID, "otp.verify", b.ID, audit.OutcomeFailed, details)
+	var events []webhooks.Pending
 	if b.Status == StatusFailed {
-		if err := s.emit(ctx, tx, b.MerchantID, "binding.failed", bindingEvent(b.Binding)); err != nil {
-			return Binding{}, nil, err
-		}
+		events = append(events, bindingEvent(b, "binding.failed"))
+	}
+	if err := s.send(ctx, tx, &batch, events...); err != nil {
+		return Binding{}, nil, err
 	}
 	return b.Binding, final, nil
 }
@@ -602,6 +615,7 @@ func (s *Service) refused(ctx context.Context, tx pgx.Tx, b bindingRow, berr err
 // bind creates the card (and the implicit member) for a confirmed binding.
 func (s *Service) bind(ctx context.Context, tx pgx.Tx, b bindingRow, agreementNo string) (Binding, error, error) {
 	now := s.now()
+	var batch pgx.Batch // the closing statements, sent with the event
 	if b.MemberID == "" {
 		// Implicit: the member is created now, or found if the same
 		// external id bound a card meanwhile.
@@ -613,7 +627,7 @@ func (s *Service) bind(ctx context.Context, tx pgx.Tx, b bindingRow, agreementNo
 				return Binding{}, nil, gerr
 			}
 			if err := s.checkBindingIdentity(ctx, existing, b); err != nil {
-				return s.failAfterBank(ctx, tx, b, agreementNo, err)
+				return s.failAfterBank(ctx, tx, &batch, b, agreementNo, err)
 			}
 			m = existing.Member
 		} else if err != nil {
@@ -626,11 +640,9 @@ func (s *Service) bind(ctx context.Context, tx pgx.Tx, b bindingRow, agreementNo
 			return Binding{}, nil, err
 		}
 		if m.NameFP == nil && m.IDNumberFP == nil {
-			if err := setMemberIdentity(ctx, tx, b.MerchantID, m.ID, b); err != nil {
-				return Binding{}, nil, err
-			}
-		} else if err := markMemberVerified(ctx, tx, b.MerchantID, m.ID); err != nil {
-			return Binding{}, nil, err
+			queueSetMemberIdentity(&batch, b.MerchantID, m.ID, b)
+		} else {
+			queueMarkMemberVerified(&batch, b.MerchantID, m.ID)
 		}
 	}
 
@@ -650,18 +662,14 @@ func (s *Service) bind(ctx context.Context, tx pgx.Tx, b bindingRow, agreementNo
 			return Binding{}, nil, gerr
 		}
 		if existing.MemberID != b.MemberID {
-			return s.failAfterBank(ctx, tx, b, agreementNo, ErrCardBoundElsewhere)
+			return s.failAfterBank(ctx, tx, &batch, b, agreementNo, ErrCardBoundElsewhere)
 		}
 		card = existing
 	}
 	b.Status, b.CardID = StatusBound, card.ID
-	if err := updateBinding(ctx, tx, b, "", now); err != nil {
-		return Binding{}, nil, err
-	}
-	if err := s.auditTx(ctx, tx, b.MerchantID, "bind.bound", b.ID, audit.OutcomeOK, map[string]any{"card": card.ID, "member": b.MemberID}); err != nil {
-		return Binding{}, nil, err
-	}
-	if err := s.emit(ctx, tx, b.MerchantID, "binding.bound", bindingEvent(b.Binding)); err != nil {
+	queueUpdateBinding(&batch, b, "", now)
+	s.auditRow(ctx, b.MerchantID, "bind.bound", b.ID, audit.OutcomeOK, map[string]any{"card": card.ID, "member": b.MemberID})
+	if err := s.send(ctx, tx, &batch, bindingEvent(b, "binding.bound")); err != nil {
 		return Binding{}, nil, err
 	}
 	return b.Binding, nil, nil
@@ -669,17 +677,16 @@ func (s *Service) bind(ctx context.Context, tx pgx.Tx, b bindingRow, agreementNo
 
 // failAfterBank fails a binding the bank confirmed but quickpay must refuse
 // (identity or card conflict found only now), and releases the agreement.
-func (s *Service) failAfterBank(ctx context.Context, tx pgx.Tx, b bindingRow, agreementNo string, why error) (Binding, error, error) {
+// batch holds the statements bind queued so far.
+func (s *Service) failAfterBank(ctx context.Context, tx pgx.Tx, batch *pgx.Batch, b bindingRow, agreementNo string, why error) (Binding, error, error) {
 	if bank, ok := s.banks.Bank(b.Card.BankCode); ok {
 		if err := bank.Unbind(ctx, agreementNo); err != nil {
 			s.log.Warn("release agreement of a refused binding", "binding", b.ID, "err", err)
 		}
 	}
 	b.Status, b.FailureCode = StatusFailed, failureCode(why)
-	if err := updateBinding(ctx, tx, b, "", s.now()); err != nil {
-		return Binding{}, nil, err
-	}
-	if err := s.emit(ctx, tx, b.MerchantID, "binding.failed", bindingEvent(b.Binding)); err != nil {
+	queueUpdateBinding(batch, b, "", s.now())
+	if err := s.send(ctx, tx, batch, bindingEvent(b, "binding.failed")); err != nil {
 		return Binding{}, nil, err
 	}
 	return b.Binding, why, nil
@@ -758,7 +765,7 @@ func (s *Service) Unbind(ctx context.Context, merchantID, id string) (Card, erro
 			return err
 		}
 		out = c
-		if err := s.emit(ctx, tx, merchantID, "card.unbound", cardEvent(c)); err != nil {
+		if err := s.send(ctx, tx, &pgx.Batch{}, cardEvent(c)); err != nil {
 			return err
 		}
 		return s.ended(ctx, tx, merchantID, c.ID, CardUnbound)
@@ -833,16 +840,42 @@ func (s *Service) auditTx(ctx context.Context, q audit.Execer, merchantID, actio
 	return audit.Write(ctx, q, audit.Entry{MerchantID: merchantID, Actor: actor(merchantID), Action: action, Subject: subject, Details: d})
 }
 
-// Event payloads: what a merchant may see, never card data beyond masked.
-func bindingEvent(b Binding) map[string]any {
-	return map[string]any{"binding_id": b.ID, "status": b.Status, "member_id": nullable(b.MemberID),
-		"card_id": nullable(b.CardID), "failure_code": nullable(b.FailureCode),
-		"card": map[string]any{"bank_code": b.Card.BankCode, "masked_pan": b.Card.MaskedPAN, "last4": b.Card.Last4}}
+// auditRow holds an audit row for the Collector of ctx (WithCollector),
+// which writes it with the transaction's closing statements.
+func (s *Service) auditRow(ctx context.Context, merchantID, action, subject, outcome string, details map[string]any) {
+	// Under a collector only marshalling details can fail, and they are
+	// ids and outcomes.
+	if err := s.auditTx(ctx, nil, merchantID, action, subject, outcome, details); err != nil {
+		panic(fmt.Sprintf("binding: audit row %s: %v", action, err))
+	}
 }
 
-func cardEvent(c Card) map[string]any {
-	return map[string]any{"card_id": c.ID, "member_id": c.MemberID, "status": c.Status, "bank_code": c.BankCode,
-		"masked_pan": c.MaskedPAN, "last4": c.Last4}
+// send sends a transaction's closing statements in one round trip: those
+// queued on b, the audit rows held under ctx, and the events.
+func (s *Service) send(ctx context.Context, tx pgx.Tx, b *pgx.Batch, events ...webhooks.Pending) error {
+	audit.QueueCollected(ctx, b)
+	deliver, err := s.emit(b, events)
+	if err != nil {
+		return err
+	}
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		return err
+	}
+	return deliver(ctx, tx)
+}
+
+// Event payloads: what a merchant may see, never card data beyond masked.
+func bindingEvent(b bindingRow, eventType string) webhooks.Pending {
+	return webhooks.Pending{MerchantID: b.MerchantID, Type: eventType, Data: map[string]any{
+		"binding_id": b.ID, "status": b.Status, "member_id": nullable(b.MemberID),
+		"card_id": nullable(b.CardID), "failure_code": nullable(b.FailureCode),
+		"card": map[string]any{"bank_code": b.Card.BankCode, "masked_pan": b.Card.MaskedPAN, "last4": b.Card.Last4}}}
+}
+
+func cardEvent(c Card) webhooks.Pending {
+	return webhooks.Pending{MerchantID: c.MerchantID, Type: "card.unbound", Data: map[string]any{
+		"card_id": c.ID, "member_id": c.MemberID, "status": c.Status, "bank_code": c.BankCode,
+		"masked_pan": c.MaskedPAN, "last4": c.Last4}}
 }
 
 func nullable(s string) any {

@@ -17,6 +17,7 @@ import (
 	"github.com/quickpay/quickpay/internal/clock"
 	"github.com/quickpay/quickpay/internal/sensitive"
 	"github.com/quickpay/quickpay/internal/testenv"
+	"github.com/quickpay/quickpay/internal/webhooks"
 )
 
 func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
@@ -37,11 +38,15 @@ func newWorld(t *testing.T) *world {
 	w := &world{Stack: testenv.NewStack(t), clock: clock.NewFake(time.Now()), gen: conformance.NewGen()}
 	w.merchant = testenv.Merchant(t, w.Pool)
 	svc, err := binding.New(binding.Config{Pool: w.Pool, Vault: w.Vault, Banks: w.Banks, Clock: w.clock,
-		Emit: func(ctx context.Context, tx pgx.Tx, merchantID, typ string, data any) error {
-			w.mu.Lock()
-			w.events = append(w.events, typ)
-			w.mu.Unlock()
-			return nil
+		Emit: func(_ *pgx.Batch, events []webhooks.Pending) (func(context.Context, pgx.Tx) error, error) {
+			return func(context.Context, pgx.Tx) error {
+				w.mu.Lock()
+				defer w.mu.Unlock()
+				for _, e := range events {
+					w.events = append(w.events, e.Type)
+				}
+				return nil
+			}, nil
 		}})
 	if err != nil {
 		t.Fatal(err)

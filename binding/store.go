@@ -76,19 +76,15 @@ func insertMember(ctx context.Context, q querier, m Member, id identity, verifie
 	return nil
 }
 
-// setMemberIdentity makes a member without identity keep the one a
+// queueSetMemberIdentity makes a member without identity keep the one a
 // binding verified, by reference (its fingerprints are read through it).
-func setMemberIdentity(ctx context.Context, q querier, merchantID, memberID string, b bindingRow) error {
-	_, err := q.Exec(ctx, `
-		UPDATE members SET identity_binding_id = $3, identity_verified = true
-		WHERE merchant_id = $1 AND id = $2`,
-		merchantID, memberID, b.ID)
-	return err
+func queueSetMemberIdentity(batch *pgx.Batch, merchantID, memberID string, b bindingRow) {
+	batch.Queue(`UPDATE members SET identity_binding_id = $3, identity_verified = true
+		WHERE merchant_id = $1 AND id = $2`, merchantID, memberID, b.ID)
 }
 
-func markMemberVerified(ctx context.Context, q querier, merchantID, memberID string) error {
-	_, err := q.Exec(ctx, `UPDATE members SET identity_verified = true WHERE merchant_id = $1 AND id = $2`, merchantID, memberID)
-	return err
+func queueMarkMemberVerified(batch *pgx.Batch, merchantID, memberID string) {
+	batch.Queue(`UPDATE members SET identity_verified = true WHERE merchant_id = $1 AND id = $2`, merchantID, memberID)
 }
 
 // bindingRow is a binding with what the store keeps beside it.
@@ -125,8 +121,8 @@ func getBinding(ctx context.Context, q querier, merchantID, id string, forUpdate
 	return scanBinding(q.QueryRow(ctx, sql, merchantID, id))
 }
 
-func insertBinding(ctx context.Context, q querier, b bindingRow) error {
-	_, err := q.Exec(ctx, `
+func queueInsertBinding(batch *pgx.Batch, b bindingRow) {
+	batch.Queue(`
 		INSERT INTO bindings (id, merchant_id, member_id, external_user_id, status, bank_code, bank_name, card_type,
 		                      masked_pan, last4, pan_ct, pan_fp, holder_name_ct, holder_name_fp, id_number_ct,
 		                      id_number_fp, phone_ct, bank_bind_ref, otp_expires_at, otp_attempts, otp_sends,
@@ -136,19 +132,28 @@ func insertBinding(ctx context.Context, q querier, b bindingRow) error {
 		b.ID, b.MerchantID, b.MemberID, b.ExternalUserID, b.Status, b.Card.BankCode, b.Card.BankName, b.Card.CardType,
 		b.Card.MaskedPAN, b.Card.Last4, b.PANCT, b.PANFP, b.NameCT, b.NameFP, b.IDNumberCT, b.IDNumberFP, b.PhoneCT,
 		b.BankBindRef, b.OTPExpiresAt, b.OTPAttempts, b.OTPSends, b.OTPLastSentAt, b.CardID, b.CreatedAt)
-	return err
 }
 
 // updateBinding writes the mutable fields of b.
 func updateBinding(ctx context.Context, q querier, b bindingRow, bankFailure string, now time.Time) error {
-	_, err := q.Exec(ctx, `
-		UPDATE bindings SET status = $3, member_id = NULLIF($4, ''), card_id = NULLIF($5, ''), otp_expires_at = $6,
-		       otp_attempts = $7, otp_sends = $8, otp_last_sent_at = $9, failure_code = NULLIF($10, ''),
-		       bank_failure_code = coalesce(NULLIF($11, ''), bank_failure_code), updated_at = $12
-		WHERE merchant_id = $1 AND id = $2`,
-		b.MerchantID, b.ID, b.Status, b.MemberID, b.CardID, b.OTPExpiresAt, b.OTPAttempts, b.OTPSends, b.OTPLastSentAt,
-		b.FailureCode, bankFailure, now)
+	_, err := q.Exec(ctx, updateBindingSQL, updateBindingArgs(b, bankFailure, now)...)
 	return err
+}
+
+// queueUpdateBinding is updateBinding queued on batch.
+func queueUpdateBinding(batch *pgx.Batch, b bindingRow, bankFailure string, now time.Time) {
+	batch.Queue(updateBindingSQL, updateBindingArgs(b, bankFailure, now)...)
+}
+
+const updateBindingSQL = `
+	UPDATE bindings SET status = $3, member_id = NULLIF($4, ''), card_id = NULLIF($5, ''), otp_expires_at = $6,
+	       otp_attempts = $7, otp_sends = $8, otp_last_sent_at = $9, failure_code = NULLIF($10, ''),
+	       bank_failure_code = coalesce(NULLIF($11, ''), bank_failure_code), updated_at = $12
+	WHERE merchant_id = $1 AND id = $2`
+
+func updateBindingArgs(b bindingRow, bankFailure string, now time.Time) []any {
+	return []any{b.MerchantID, b.ID, b.Status, b.MemberID, b.CardID, b.OTPExpiresAt, b.OTPAttempts, b.OTPSends,
+		b.OTPLastSentAt, b.FailureCode, bankFailure, now}
 }
 
 const cardCols = `id, merchant_id, member_id, status, bank_code, bank_name, card_type, masked_pan, last4, created_at`

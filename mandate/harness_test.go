@@ -184,12 +184,8 @@ func newWorld(t *testing.T, tweaks ...func(*mandate.Config)) *world {
 	if err != nil {
 		t.Fatal(err)
 	}
-	emit := func(ctx context.Context, tx pgx.Tx, merchantID, eventType string, data any) error {
-		_, err := w.hooks.Emit(ctx, tx, merchantID, eventType, data)
-		return err
-	}
 	w.bindings, err = binding.New(binding.Config{Pool: w.Pool, Vault: w.Vault, Banks: w.banks, Clock: w.clock,
-		Logger: logger, Emit: emit,
+		Logger: logger, Emit: w.hooks.Queue,
 		CardEnded: func(ctx context.Context, tx pgx.Tx, merchantID, cardID, status string) error {
 			return w.svc.CancelForCard(ctx, tx, merchantID, cardID, status)
 		}})

@@ -62,10 +62,7 @@ func BenchmarkBindings(b *testing.B) {
 		b.Fatal(err)
 	}
 	svc, err := binding.New(binding.Config{Pool: st.Pool, Vault: st.Vault, Banks: st.Banks, Logger: quiet,
-		Emit: func(ctx context.Context, tx pgx.Tx, merchantID, typ string, data any) error {
-			_, err := hooks.Emit(ctx, tx, merchantID, typ, data)
-			return err
-		}})
+		Emit: hooks.Queue})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -64,12 +64,8 @@ func (c *config) openDomain(ctx context.Context, d *deps, log *slog.Logger) erro
 	if publicURL == "" {
 		publicURL = "http://" + c.Listen
 	}
-	emit := func(ctx context.Context, tx pgx.Tx, merchantID, eventType string, data any) error {
-		_, err := d.hooks.Emit(ctx, tx, merchantID, eventType, data)
-		return err
-	}
 	var mandates *mandate.Service
-	bindings, err := binding.New(binding.Config{Pool: d.pool, Vault: d.vault, Banks: banks, Logger: log, Emit: emit,
+	bindings, err := binding.New(binding.Config{Pool: d.pool, Vault: d.vault, Banks: banks, Logger: log, Emit: d.hooks.Queue,
 		CardEnded: func(ctx context.Context, tx pgx.Tx, merchantID, cardID, status string) error {
 			return mandates.CancelForCard(ctx, tx, merchantID, cardID, status)
 		}})

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"sync"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
@@ -129,26 +130,49 @@ func WithCollector(ctx context.Context) (context.Context, *Collector) {
 // Flush writes the rows held, in the order they were written, and forgets
 // them.
 func (c *Collector) Flush(ctx context.Context, db Execer) error {
+	n, args := c.take()
+	if n == 0 {
+		return nil
+	}
+	if _, err := db.Exec(ctx, insertRows, args...); err != nil {
+		return fmt.Errorf("write %d audit rows: %w", n, err)
+	}
+	return nil
+}
+
+// Queue adds the statement that writes the rows held onto b, which the
+// caller sends in the transaction of the change, and forgets them.
+func (c *Collector) Queue(b *pgx.Batch) {
+	if n, args := c.take(); n > 0 {
+		b.Queue(insertRows, args...)
+	}
+}
+
+// QueueCollected is Queue for the Collector of ctx (WithCollector), if any.
+func QueueCollected(ctx context.Context, b *pgx.Batch) {
+	if c, ok := ctx.Value(collectorKey{}).(*Collector); ok {
+		c.Queue(b)
+	}
+}
+
+const insertRows = `INSERT INTO audit_log (merchant_id, actor, action, subject, details, request_id)
+	SELECT NULLIF(m, ''), a, act, NULLIF(s, ''), d::jsonb, NULLIF(r, '')
+	FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[]) WITH ORDINALITY
+		AS u(m, a, act, s, d, r, n)
+	ORDER BY n`
+
+// take empties the collector and returns how many rows it held and the
+// arguments of insertRows.
+func (c *Collector) take() (int, []any) {
 	c.mu.Lock()
 	rows := c.rows
 	c.rows = nil
 	c.mu.Unlock()
-	if len(rows) == 0 {
-		return nil
-	}
 	cols := make([][]string, 6)
 	for _, r := range rows {
 		for i, v := range []string{r.merchantID, r.actor, r.action, r.subject, r.details, r.requestID} {
 			cols[i] = append(cols[i], v)
 		}
 	}
-	_, err := db.Exec(ctx, `INSERT INTO audit_log (merchant_id, actor, action, subject, details, request_id)
-		SELECT NULLIF(m, ''), a, act, NULLIF(s, ''), d::jsonb, NULLIF(r, '')
-		FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[]) WITH ORDINALITY
-			AS u(m, a, act, s, d, r, n)
-		ORDER BY n`, cols[0], cols[1], cols[2], cols[3], cols[4], cols[5])
-	if err != nil {
-		return fmt.Errorf("write %d audit rows: %w", len(rows), err)
-	}
-	return nil
+	return len(rows), []any{cols[0], cols[1], cols[2], cols[3], cols[4], cols[5]}
 }

@@ -362,3 +362,25 @@ func TestOldChargeJobsBecomeBatches(t *testing.T) {
 	check(queued, "mandate_charges", `{"attempts": [`+args+`]}`, 2)
 	check(done, "mandate_charge", args, 1)
 }
+
+// TestBatchOutsideTransactionIsAtomic pins the pgx behaviour that code
+// saving a row and its audit rows in one batch relies on: a batch sent on
+// the pool runs as one implicit transaction, so a failing statement undoes
+// the ones before it.
+func TestBatchOutsideTransactionIsAtomic(t *testing.T) {
+	t.Parallel()
+	pool := testenv.Pool(t)
+	table := newTable(t, pool)
+	var b pgx.Batch
+	b.Queue(fmt.Sprintf(`INSERT INTO %s VALUES (2, 'two')`, table))
+	b.Queue(fmt.Sprintf(`INSERT INTO %s VALUES (3, 'three')`, table))
+	b.Queue(`SELECT 1/0`)
+	if err := pool.SendBatch(context.Background(), &b).Close(); err == nil {
+		t.Fatal("a batch with a failing statement succeeded")
+	}
+	for _, id := range []int{2, 3} {
+		if n := count(t, pool, table, id); n != 0 {
+			t.Errorf("row %d of a failed batch found %d times, want 0", id, n)
+		}
+	}
+}

@@ -20,11 +20,11 @@ import (
 // expression merchantID. See the package doc.
 func feedLock(merchantID string) string { return `hashtext('quickpay.events.' || ` + merchantID + `)` }
 
-// insertEvents writes evs in tx, in order, and reports for each whether
-// its merchant's endpoint subscribes to its type. One round trip; the
-// statements run in this order, the merchants' feed locks taken in a
-// fixed order.
-func insertEvents(ctx context.Context, tx pgx.Tx, evs []Event) ([]bool, error) {
+// queueEvents queues on b the statements that write evs, in order, and
+// returns, filled in once b is sent, whether each event's merchant's
+// endpoint subscribes to its type. The statements run in this order, the
+// merchants' feed locks taken in a fixed order.
+func queueEvents(b *pgx.Batch, evs []Event) []bool {
 	n := len(evs)
 	evIDs, merchants, types := make([]string, n), make([]string, n), make([]string, n)
 	data, at := make([]string, n), make([]time.Time, n)
@@ -32,7 +32,6 @@ func insertEvents(ctx context.Context, tx pgx.Tx, evs []Event) ([]bool, error) {
 		evIDs[i], merchants[i], types[i], data[i], at[i] = ev.ID, ev.MerchantID, ev.Type, string(ev.Data), ev.CreatedAt
 	}
 	distinct := slices.Compact(slices.Sorted(slices.Values(merchants)))
-	var b pgx.Batch
 	b.Queue(`SELECT pg_advisory_xact_lock_shared(`+feedLock("m")+`)
 		FROM unnest($1::text[]) WITH ORDINALITY AS u(m, n) ORDER BY n`, distinct)
 	b.Queue(`INSERT INTO events (id, merchant_id, type, data, created_at)
@@ -48,7 +47,7 @@ func insertEvents(ctx context.Context, tx pgx.Tx, evs []Event) ([]bool, error) {
 		_, err := pgx.ForEachRow(rows, []any{&i}, func() error { subscribed[i] = true; return nil })
 		return err
 	})
-	return subscribed, tx.SendBatch(ctx, &b).Close()
+	return subscribed
 }
 
 // feedLockTimeout bounds how long a reader waits for open event-writing

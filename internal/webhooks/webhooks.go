@@ -197,41 +197,63 @@ func (s *Service) EmitAll(ctx context.Context, tx pgx.Tx, pending []Pending) err
 }
 
 func (s *Service) emit(ctx context.Context, tx pgx.Tx, pending []Pending) ([]Event, error) {
+	var b pgx.Batch
+	evs, deliver, err := s.queue(&b, pending)
+	if err != nil || len(evs) == 0 {
+		return nil, err
+	}
+	if err := tx.SendBatch(ctx, &b).Close(); err != nil {
+		return nil, fmt.Errorf("emit %s: %w", batchName(evs), err)
+	}
+	return evs, deliver(ctx, tx)
+}
+
+// Queue is EmitAll for a caller with statements of its own to send (the
+// change the events report, its audit rows): it queues the statements that
+// record pending on b, which the caller sends in its transaction, in one
+// round trip with its own. Once b is sent, deliver (in the same
+// transaction) enqueues the deliveries. Errors as Emit's.
+func (s *Service) Queue(b *pgx.Batch, pending []Pending) (deliver func(context.Context, pgx.Tx) error, err error) {
+	_, deliver, err = s.queue(b, pending)
+	return deliver, err
+}
+
+func (s *Service) queue(b *pgx.Batch, pending []Pending) ([]Event, func(context.Context, pgx.Tx) error, error) {
 	if len(pending) == 0 {
-		return nil, nil
+		return nil, func(context.Context, pgx.Tx) error { return nil }, nil
 	}
 	evs := make([]Event, len(pending))
 	now := s.cfg.Clock.Now().UTC().Truncate(time.Microsecond)
 	for i, p := range pending {
 		if !ValidEventType(p.Type) {
-			return nil, fmt.Errorf("emit: unknown event type %q", p.Type)
+			return nil, nil, fmt.Errorf("emit: unknown event type %q", p.Type)
 		}
 		raw, err := json.Marshal(p.Data)
 		if err != nil {
-			return nil, fmt.Errorf("emit %s: marshal data: %w", p.Type, err)
+			return nil, nil, fmt.Errorf("emit %s: marshal data: %w", p.Type, err)
 		}
 		if len(raw) == 0 || raw[0] != '{' {
-			return nil, fmt.Errorf("emit %s: data must be a JSON object", p.Type)
+			return nil, nil, fmt.Errorf("emit %s: data must be a JSON object", p.Type)
 		}
 		evs[i] = Event{ID: ids.New("evt"), MerchantID: p.MerchantID, Type: p.Type, CreatedAt: now, Data: raw}
 	}
-	subscribed, err := insertEvents(ctx, tx, evs)
-	if err != nil {
-		return nil, fmt.Errorf("emit %s: %w", batchName(evs), err)
-	}
-	var jobs []river.InsertManyParams
-	for i, ev := range evs {
-		if subscribed[i] {
-			jobs = append(jobs, river.InsertManyParams{Args: DeliverArgs{EventID: ev.ID, MerchantID: ev.MerchantID},
-				InsertOpts: &river.InsertOpts{Queue: s.cfg.Queue}})
+	subscribed := queueEvents(b, evs)
+	deliver := func(ctx context.Context, tx pgx.Tx) error {
+		var jobs []river.InsertManyParams
+		for i, ev := range evs {
+			if subscribed[i] {
+				jobs = append(jobs, river.InsertManyParams{Args: DeliverArgs{EventID: ev.ID, MerchantID: ev.MerchantID},
+					InsertOpts: &river.InsertOpts{Queue: s.cfg.Queue}})
+			}
 		}
-	}
-	if len(jobs) > 0 {
-		if _, err := s.cfg.Jobs.InsertManyFastTx(ctx, tx, jobs); err != nil {
-			return nil, fmt.Errorf("emit %s: enqueue delivery: %w", batchName(evs), err)
+		if len(jobs) > 0 {
+			if _, err := s.cfg.Jobs.InsertManyFastTx(ctx, tx, jobs); err != nil {
+				return fmt.Errorf("emit %s: enqueue delivery: %w", batchName(evs), err)
+			}
 		}
+		return nil
 	}
-	return evs, nil
+	return evs, deliver, nil
 }
 
 // batchName names an emitted batch in errors: its type, or its size.
