@@ -156,7 +156,7 @@ func (s *Service) CreateMember(ctx context.Context, merchantID string, in Member
 	if err != nil {
 		return Member{}, err
 	}
-	if err := insertMember(ctx, s.pool, m, id, false, ""); err != nil {
+	if err := insertMember(ctx, s.pool, m, id); err != nil {
 		return Member{}, fmt.Errorf("create member: %w", err)
 	}
 	return m, nil
@@ -616,12 +616,22 @@ func (s *Service) refused(ctx context.Context, tx pgx.Tx, b bindingRow, berr err
 func (s *Service) bind(ctx context.Context, tx pgx.Tx, b bindingRow, agreementNo string) (Binding, error, error) {
 	now := s.now()
 	var batch pgx.Batch // the closing statements, sent with the event
+	card := Card{ID: ids.New("card"), MerchantID: b.MerchantID, Status: CardActive, CardInfo: b.Card, CreatedAt: now}
+	agreementCT, err := s.vault.Encrypt(ctx, []byte(agreementNo), CardAgreementAAD(b.MerchantID, card.ID))
+	if err != nil {
+		return Binding{}, nil, err
+	}
+	cardWritten := false
 	if b.MemberID == "" {
-		// Implicit: the member is created now, or found if the same
-		// external id bound a card meanwhile.
+		// Implicit: the member is created now, with the card, or found if
+		// the same external id bound a card meanwhile.
 		m := Member{ID: ids.New("mem"), MerchantID: b.MerchantID, ExternalID: b.ExternalUserID, Kind: KindImplicit, CreatedAt: now}
-		err := insertMember(ctx, tx, m, identity{}, true, b.ID)
-		if errors.Is(err, ErrMemberExists) {
+		card.MemberID = m.ID
+		memberWritten, written, err := insertMemberWithCard(ctx, tx, m, b.ID, card, b.PANCT, b.PANFP, agreementCT)
+		if err != nil {
+			return Binding{}, nil, err
+		}
+		if !memberWritten {
 			existing, gerr := getMemberByExternalID(ctx, tx, b.MerchantID, b.ExternalUserID)
 			if gerr != nil {
 				return Binding{}, nil, gerr
@@ -630,10 +640,8 @@ func (s *Service) bind(ctx context.Context, tx pgx.Tx, b bindingRow, agreementNo
 				return s.failAfterBank(ctx, tx, &batch, b, agreementNo, err)
 			}
 			m = existing.Member
-		} else if err != nil {
-			return Binding{}, nil, err
 		}
-		b.MemberID = m.ID
+		b.MemberID, card.MemberID, cardWritten = m.ID, m.ID, written
 	} else {
 		m, err := getMember(ctx, tx, b.MerchantID, b.MemberID)
 		if err != nil {
@@ -644,27 +652,23 @@ func (s *Service) bind(ctx context.Context, tx pgx.Tx, b bindingRow, agreementNo
 		} else {
 			queueMarkMemberVerified(&batch, b.MerchantID, m.ID)
 		}
+		card.MemberID = m.ID
 	}
-
-	card := Card{ID: ids.New("card"), MerchantID: b.MerchantID, MemberID: b.MemberID, Status: CardActive,
-		CardInfo: b.Card, CreatedAt: now}
-	agreementCT, err := s.vault.Encrypt(ctx, []byte(agreementNo), CardAgreementAAD(b.MerchantID, card.ID))
-	if err != nil {
-		return Binding{}, nil, err
-	}
-	if err := insertCard(ctx, tx, card, b.ID, b.PANCT, b.PANFP, agreementCT); err != nil {
-		if !errors.Is(err, errActiveCardExists) {
-			return Binding{}, nil, err
+	if !cardWritten {
+		if err := insertCard(ctx, tx, card, b.ID, b.PANCT, b.PANFP, agreementCT); err != nil {
+			if !errors.Is(err, errActiveCardExists) {
+				return Binding{}, nil, err
+			}
+			// Another binding of this card won the race.
+			existing, gerr := activeCardByFingerprint(ctx, tx, b.MerchantID, [][]byte{b.PANFP})
+			if gerr != nil {
+				return Binding{}, nil, gerr
+			}
+			if existing.MemberID != b.MemberID {
+				return s.failAfterBank(ctx, tx, &batch, b, agreementNo, ErrCardBoundElsewhere)
+			}
+			card = existing
 		}
-		// Another binding of this card won the race.
-		existing, gerr := activeCardByFingerprint(ctx, tx, b.MerchantID, [][]byte{b.PANFP})
-		if gerr != nil {
-			return Binding{}, nil, gerr
-		}
-		if existing.MemberID != b.MemberID {
-			return s.failAfterBank(ctx, tx, &batch, b, agreementNo, ErrCardBoundElsewhere)
-		}
-		card = existing
 	}
 	b.Status, b.CardID = StatusBound, card.ID
 	queueUpdateBinding(&batch, b, "", now)

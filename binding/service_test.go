@@ -519,3 +519,61 @@ func TestAgreements(t *testing.T) {
 		t.Errorf("audit rows = %+v, want %+v", audited, wantRows)
 	}
 }
+
+// TestConfirmFindsWhatChangedSinceApply: an implicit member that another
+// binding created between a binding's apply and its confirm is found and
+// checked at confirm. (A card bound meanwhile the bank itself refuses.)
+func TestConfirmFindsWhatChangedSinceApply(t *testing.T) {
+	ctx := context.Background()
+	w := newWorld(t)
+	start := func(a conformance.Account, externalID string) binding.Binding {
+		t.Helper()
+		in := input(a)
+		in.ExternalUserID = externalID
+		b, err := w.svc.StartBinding(ctx, w.merchant, in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+
+	t.Run("the member appeared: same person, same member", func(t *testing.T) {
+		a, b := w.account(t, "ICBC", "debit"), w.account(t, "CMB", "debit")
+		b.HolderName, b.IDNumber = a.HolderName, a.IDNumber
+		if err := w.SimCtl.PutAccount(ctx, b); err != nil {
+			t.Fatal(err)
+		}
+		first, second := start(a, "race-1"), start(b, "race-1")
+		one, err := w.svc.Confirm(ctx, w.merchant, first.ID, w.code(t, a.Phone))
+		if err != nil {
+			t.Fatal(err)
+		}
+		two, err := w.svc.Confirm(ctx, w.merchant, second.ID, w.code(t, b.Phone))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if two.Status != binding.StatusBound || two.MemberID != one.MemberID || two.CardID == "" || two.CardID == one.CardID {
+			t.Fatalf("second binding = %+v, want bound to a new card of member %s", two, one.MemberID)
+		}
+		cards, err := w.svc.ListCards(ctx, w.merchant, one.MemberID)
+		if err != nil || len(cards) != 2 {
+			t.Fatalf("member's cards = %v, %v; want 2", cards, err)
+		}
+	})
+
+	t.Run("the member appeared: another person is refused", func(t *testing.T) {
+		a, b := w.account(t, "ICBC", "debit"), w.account(t, "CMB", "debit")
+		first, second := start(a, "race-2"), start(b, "race-2")
+		if _, err := w.svc.Confirm(ctx, w.merchant, first.ID, w.code(t, a.Phone)); err != nil {
+			t.Fatal(err)
+		}
+		got, err := w.svc.Confirm(ctx, w.merchant, second.ID, w.code(t, b.Phone))
+		if !errors.Is(err, binding.ErrIdentityMismatch) || got.Status != binding.StatusFailed {
+			t.Fatalf("second confirm = %+v, %v; want failed, identity mismatch", got, err)
+		}
+		if again, err := w.svc.GetBinding(ctx, w.merchant, second.ID); err != nil || again.Status != binding.StatusFailed ||
+			again.FailureCode != "identity_mismatch" || again.CardID != "" {
+			t.Fatalf("refused binding reads %+v, %v", again, err)
+		}
+	})
+}

@@ -56,17 +56,17 @@ type identity struct {
 	NameCT, NameFP, IDNumberCT, IDNumberFP, PhoneCT []byte
 }
 
-// insertMember adds m; ErrMemberExists if the external id is taken (without
-// aborting the transaction). identityBinding names the binding whose
-// identity the member keeps by reference, or is empty.
-func insertMember(ctx context.Context, q querier, m Member, id identity, verified bool, identityBinding string) error {
+// insertMember adds the explicit member m with the identity given
+// (unverified); ErrMemberExists if the external id is taken (without
+// aborting the transaction). Implicit members: insertMemberWithCard.
+func insertMember(ctx context.Context, q querier, m Member, id identity) error {
 	tag, err := q.Exec(ctx, `
 		INSERT INTO members (id, merchant_id, external_id, kind, name_ct, name_fp, id_number_ct, id_number_fp,
-		                     phone_ct, identity_verified, identity_binding_id, created_at)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, NULLIF($11, ''), $12)
+		                     phone_ct, identity_verified, created_at)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, false, $10)
 		ON CONFLICT (merchant_id, external_id) DO NOTHING`,
 		m.ID, m.MerchantID, m.ExternalID, m.Kind, id.NameCT, id.NameFP, id.IDNumberCT, id.IDNumberFP, id.PhoneCT,
-		verified, identityBinding, m.CreatedAt)
+		m.CreatedAt)
 	if err != nil {
 		return err
 	}
@@ -224,13 +224,10 @@ func listMemberCards(ctx context.Context, q querier, merchantID, memberID string
 var errActiveCardExists = errors.New("an active card with this number exists")
 
 func insertCard(ctx context.Context, q querier, c Card, bindingID string, panCT, panFP, agreementCT []byte) error {
-	tag, err := q.Exec(ctx, `
-		INSERT INTO cards (id, merchant_id, member_id, status, bank_code, bank_name, card_type, masked_pan, last4,
-		                   pan_ct, pan_fp, agreement_ct, binding_id, created_at, updated_at)
+	tag, err := q.Exec(ctx, `INSERT INTO cards (`+cardInsertCols+`)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14)
 		ON CONFLICT (merchant_id, pan_fp) WHERE status = 'active' DO NOTHING`,
-		c.ID, c.MerchantID, c.MemberID, c.Status, c.BankCode, c.BankName, c.CardType, c.MaskedPAN, c.Last4,
-		panCT, panFP, agreementCT, bindingID, c.CreatedAt)
+		cardInsertArgs(c, bindingID, panCT, panFP, agreementCT)...)
 	if err != nil {
 		return fmt.Errorf("insert card: %w", err)
 	}
@@ -238,6 +235,40 @@ func insertCard(ctx context.Context, q querier, c Card, bindingID string, panCT,
 		return errActiveCardExists
 	}
 	return nil
+}
+
+const cardInsertCols = `id, merchant_id, member_id, status, bank_code, bank_name, card_type, masked_pan, last4,
+	pan_ct, pan_fp, agreement_ct, binding_id, created_at, updated_at`
+
+// cardInsertArgs are $1–$14 of a card insert (updated_at is created_at).
+func cardInsertArgs(c Card, bindingID string, panCT, panFP, agreementCT []byte) []any {
+	return []any{c.ID, c.MerchantID, c.MemberID, c.Status, c.BankCode, c.BankName, c.CardType, c.MaskedPAN, c.Last4,
+		panCT, panFP, agreementCT, bindingID, c.CreatedAt}
+}
+
+// insertMemberWithCard adds the implicit member m, whose identity is the
+// binding's, and its card c in one statement, and reports what it wrote:
+// neither if the external id is taken (c needs the existing member), the
+// member alone if an active card with the number exists.
+func insertMemberWithCard(ctx context.Context, q querier, m Member, bindingID string, c Card,
+	panCT, panFP, agreementCT []byte) (memberWritten, cardWritten bool, err error) {
+	args := append(cardInsertArgs(c, bindingID, panCT, panFP, agreementCT), m.ExternalID, m.Kind)
+	err = q.QueryRow(ctx, `
+		WITH m AS (
+			INSERT INTO members (id, merchant_id, external_id, kind, identity_verified, identity_binding_id, created_at)
+			VALUES ($3, $2, $15, $16, true, $13, $14)
+			ON CONFLICT (merchant_id, external_id) DO NOTHING
+			RETURNING id),
+		c AS (
+			INSERT INTO cards (`+cardInsertCols+`)
+			SELECT $1, $2, m.id, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14 FROM m
+			ON CONFLICT (merchant_id, pan_fp) WHERE status = 'active' DO NOTHING
+			RETURNING id)
+		SELECT EXISTS (SELECT FROM m), EXISTS (SELECT FROM c)`, args...).Scan(&memberWritten, &cardWritten)
+	if err != nil {
+		return false, false, fmt.Errorf("insert member and card: %w", err)
+	}
+	return memberWritten, cardWritten, nil
 }
 
 func setCardStatus(ctx context.Context, q querier, merchantID, id, status string, at time.Time) error {
