@@ -262,39 +262,29 @@ func (s *Service) StartBinding(ctx context.Context, merchantID string, in BindIn
 		in.Expiry, in.CVV2 = sensitive.Expiry{}, sensitive.CVV2{}
 	}
 
-	// The member, if it exists already.
-	var member *memberRow
-	if in.MemberID != "" {
-		m, err := getMember(ctx, s.pool, merchantID, in.MemberID)
-		if err != nil {
-			return Binding{}, err // ErrNotFound
-		}
-		member = &m
-	} else if m, err := getMemberByExternalID(ctx, s.pool, merchantID, in.ExternalUserID); err == nil {
-		member = &m
-	} else if !errors.Is(err, ErrNotFound) {
+	// The member, if it exists already, and the card, if it is active
+	// here already.
+	fps, err := s.vault.Fingerprints(ctx, DomainPAN, []byte(in.CardNumber.Reveal()))
+	if err != nil {
 		return Binding{}, err
 	}
-
+	member, card, err := findMemberAndCard(ctx, s.pool, merchantID, in.MemberID, in.ExternalUserID, fps)
+	if err != nil {
+		return Binding{}, err
+	}
+	if member == nil && in.MemberID != "" {
+		return Binding{}, ErrNotFound
+	}
 	if member != nil {
 		if err := s.checkIdentity(ctx, *member, in.HolderName, in.IDNumber); err != nil {
 			return Binding{}, err
 		}
 	}
-
-	// Is the card active here already?
-	pan := []byte(in.CardNumber.Reveal())
-	fps, err := s.vault.Fingerprints(ctx, DomainPAN, pan)
-	if err != nil {
-		return Binding{}, err
-	}
-	if card, err := activeCardByFingerprint(ctx, s.pool, merchantID, fps); err == nil {
+	if card != nil {
 		if member == nil || card.MemberID != member.ID {
 			return Binding{}, ErrCardBoundElsewhere
 		}
-		return s.existingCardBinding(ctx, merchantID, *member, card, route, in, fps[0])
-	} else if !errors.Is(err, ErrNotFound) {
-		return Binding{}, err
+		return s.existingCardBinding(ctx, merchantID, *member, *card, route, in, fps[0])
 	}
 
 	b := bindingRow{Binding: Binding{

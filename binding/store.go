@@ -8,6 +8,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // The binding store: every SQL statement of the package, each filtered by
@@ -42,13 +43,58 @@ func scanMember(row pgx.Row) (memberRow, error) {
 	return m, err
 }
 
+const (
+	memberByID         = memberFrom + ` WHERE m.merchant_id = $1 AND m.id = $2`
+	memberByExternalID = memberFrom + ` WHERE m.merchant_id = $1 AND m.external_id = $2`
+)
+
 func getMember(ctx context.Context, q querier, merchantID, id string) (memberRow, error) {
-	return scanMember(q.QueryRow(ctx, memberFrom+` WHERE m.merchant_id = $1 AND m.id = $2`, merchantID, id))
+	return scanMember(q.QueryRow(ctx, memberByID, merchantID, id))
 }
 
 func getMemberByExternalID(ctx context.Context, q querier, merchantID, externalID string) (memberRow, error) {
-	return scanMember(q.QueryRow(ctx, memberFrom+` WHERE m.merchant_id = $1 AND m.external_id = $2`,
-		merchantID, externalID))
+	return scanMember(q.QueryRow(ctx, memberByExternalID, merchantID, externalID))
+}
+
+// findMemberAndCard reads in one round trip the member with memberID, or
+// else with externalID, and the merchant's active card with any of the
+// fingerprints; nil for either that does not exist.
+func findMemberAndCard(ctx context.Context, pool *pgxpool.Pool, merchantID, memberID, externalID string,
+	fps [][]byte) (*memberRow, *Card, error) {
+	var b pgx.Batch
+	var member *memberRow
+	var card *Card
+	sql, key := memberByID, memberID
+	if memberID == "" {
+		sql, key = memberByExternalID, externalID
+	}
+	b.Queue(sql, merchantID, key).QueryRow(func(row pgx.Row) error {
+		m, err := scanMember(row)
+		if err == nil {
+			member = &m
+		}
+		return ignoreNotFound(err)
+	})
+	for _, fp := range fps {
+		b.Queue(activeCardByFP, merchantID, fp).QueryRow(func(row pgx.Row) error {
+			c, err := scanCard(row)
+			if err == nil && card == nil {
+				card = &c
+			}
+			return ignoreNotFound(err)
+		})
+	}
+	if err := pool.SendBatch(ctx, &b).Close(); err != nil {
+		return nil, nil, err
+	}
+	return member, card, nil
+}
+
+func ignoreNotFound(err error) error {
+	if errors.Is(err, ErrNotFound) {
+		return nil
+	}
+	return err
 }
 
 // identity is a member's or a binding's encrypted identity.
@@ -202,14 +248,15 @@ func getCard(ctx context.Context, q querier, merchantID, id string, forUpdate bo
 // the array as a filter and walks every active card of the merchant.
 func activeCardByFingerprint(ctx context.Context, q querier, merchantID string, fps [][]byte) (Card, error) {
 	for _, fp := range fps {
-		c, err := scanCard(q.QueryRow(ctx, `SELECT `+cardCols+` FROM cards
-			WHERE merchant_id = $1 AND status = 'active' AND pan_fp = $2`, merchantID, fp))
+		c, err := scanCard(q.QueryRow(ctx, activeCardByFP, merchantID, fp))
 		if !errors.Is(err, ErrNotFound) {
 			return c, err
 		}
 	}
 	return Card{}, ErrNotFound
 }
+
+const activeCardByFP = `SELECT ` + cardCols + ` FROM cards WHERE merchant_id = $1 AND status = 'active' AND pan_fp = $2`
 
 func listMemberCards(ctx context.Context, q querier, merchantID, memberID string) ([]Card, error) {
 	rows, err := q.Query(ctx, `SELECT `+cardCols+` FROM cards WHERE merchant_id = $1 AND member_id = $2
