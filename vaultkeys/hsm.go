@@ -190,10 +190,7 @@ func (h *HSM) Close() error {
 	h.idle = nil
 	h.mu.Unlock()
 	h.keeperMu.Lock()
-	if h.keeper != 0 {
-		_ = h.p.CloseSession(h.keeper) // destroys the working copies
-		h.keeper = 0
-	}
+	h.dropKeeper()
 	h.keeperMu.Unlock()
 	if h.owned != nil {
 		_ = h.owned.Finalize()
@@ -386,13 +383,33 @@ func (h *HSM) login(ctx context.Context, s pkcs11.SessionHandle, force bool) err
 	return nil
 }
 
-// forgetHandles drops the cached handles. Working copies that are still
-// alive stay in the keeper session until it closes: they are few (one per
-// key), and closing the keeper here would make every operation using one
-// fail at once.
+// forgetHandles drops the cached token-object handles, and the working
+// copies with their keeper session if that has gone (C_CloseAllSessions, a
+// lost login). While the keeper lives, its copies stay valid and are kept:
+// nothing in the process destroys one, and dropping them would only make
+// new copies beside them.
 func (h *HSM) forgetHandles() {
 	h.mu.Lock()
 	clear(h.handles)
+	h.mu.Unlock()
+	h.keeperMu.Lock()
+	defer h.keeperMu.Unlock()
+	if h.keeper == 0 {
+		return
+	}
+	if _, err := h.p.GetSessionInfo(h.keeper); err != nil {
+		h.dropKeeper()
+	}
+}
+
+// dropKeeper closes the keeper session, which destroys the working copies,
+// and forgets them. The caller holds keeperMu.
+func (h *HSM) dropKeeper() {
+	if h.keeper != 0 {
+		_ = h.p.CloseSession(h.keeper)
+		h.keeper = 0
+	}
+	h.mu.Lock()
 	clear(h.working)
 	h.mu.Unlock()
 }
@@ -440,7 +457,11 @@ func (h *HSM) object(s pkcs11.SessionHandle, label string, class uint) (pkcs11.O
 // the token object's file (open, lock, read, close each time), which made
 // an AES-GCM encryption 2-3 times slower and serialized concurrent ones.
 //
-// A token that refuses copies (CKA_COPYABLE false) is used directly.
+// A token that refuses copies (CKA_COPYABLE false) is used directly. A
+// key deleted from the token stays usable through its copy until the keeper
+// closes (Close, a restart): versions are retired by key policy
+// (min_decryption_version), which Vault checks before any HSM call, not by
+// deleting keys.
 func (h *HSM) workingKey(s pkcs11.SessionHandle, label string, class uint) (pkcs11.ObjectHandle, error) {
 	k := handleKey{label, class}
 	h.mu.Lock()
@@ -489,6 +510,9 @@ func (h *HSM) copyToKeeper(tok pkcs11.ObjectHandle, label string) (pkcs11.Object
 	var err error
 	for range 2 {
 		if h.keeper == 0 {
+			if h.closed.Load() {
+				return 0, errors.New("hsm: closed")
+			}
 			if h.keeper, err = h.p.OpenSession(h.slot, pkcs11.CKF_SERIAL_SESSION); err != nil {
 				h.keeper = 0
 				return 0, fmt.Errorf("hsm: open keeper session: %w", err)
@@ -497,8 +521,7 @@ func (h *HSM) copyToKeeper(tok pkcs11.ObjectHandle, label string) (pkcs11.Object
 		if o, err = h.p.CopyObject(h.keeper, tok, tmpl); !isBrokenSession(err) {
 			break
 		}
-		_ = h.p.CloseSession(h.keeper)
-		h.keeper = 0
+		h.dropKeeper() // its copies went with it
 	}
 	if err != nil {
 		return 0, err
@@ -507,6 +530,10 @@ func (h *HSM) copyToKeeper(tok pkcs11.ObjectHandle, label string) (pkcs11.Object
 		pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, nil),
 		pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, nil),
 	})
+	if isBrokenSession(err) {
+		h.dropKeeper()
+		return 0, err
+	}
 	if err != nil || !attrTrue(attrs[0]) || attrTrue(attrs[1]) {
 		_ = h.p.DestroyObject(h.keeper, o)
 		if err == nil {
