@@ -69,7 +69,7 @@ const (
 
 // Write appends e. Run it in the transaction of the change it records.
 // Under a Collector's context (WithCollector) the row is held for the
-// collector's Flush instead, and db is not used.
+// collector's Flush instead, and db is not used (it may be nil).
 func Write(ctx context.Context, db Execer, e Entry) error {
 	r, err := newRow(ctx, e)
 	if err != nil {
@@ -80,6 +80,9 @@ func Write(ctx context.Context, db Execer, e Entry) error {
 		c.rows = append(c.rows, r)
 		c.mu.Unlock()
 		return nil
+	}
+	if db == nil {
+		return fmt.Errorf("write audit %s: no Collector in the context and no database", e.Action)
 	}
 	_, err = db.Exec(ctx,
 		`INSERT INTO audit_log (merchant_id, actor, action, subject, details, request_id)
