@@ -421,10 +421,7 @@ var ErrKeyNotFound = errors.New("key not found in HSM")
 // from the cache when it can.
 func (h *HSM) object(s pkcs11.SessionHandle, label string, class uint) (pkcs11.ObjectHandle, error) {
 	k := handleKey{label, class}
-	h.mu.Lock()
-	o, ok := h.handles[k]
-	h.mu.Unlock()
-	if ok {
+	if o, ok := h.cached(h.handles, k); ok {
 		return o, nil
 	}
 	objs, err := h.find(s, []*pkcs11.Attribute{
@@ -442,10 +439,23 @@ func (h *HSM) object(s pkcs11.SessionHandle, label string, class uint) (pkcs11.O
 	default:
 		return 0, fmt.Errorf("hsm: more than one object labelled %s", label)
 	}
-	h.mu.Lock()
-	h.handles[k] = objs[0]
-	h.mu.Unlock()
+	h.remember(h.handles, k, objs[0])
 	return objs[0], nil
+}
+
+// cached looks k up in m (handles or working).
+func (h *HSM) cached(m map[handleKey]pkcs11.ObjectHandle, k handleKey) (pkcs11.ObjectHandle, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	o, ok := m[k]
+	return o, ok
+}
+
+// remember records o under k in m (handles or working).
+func (h *HSM) remember(m map[handleKey]pkcs11.ObjectHandle, k handleKey, o pkcs11.ObjectHandle) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	m[k] = o
 }
 
 // workingKey returns the handle to compute with for the secret or private
@@ -464,10 +474,7 @@ func (h *HSM) object(s pkcs11.SessionHandle, label string, class uint) (pkcs11.O
 // deleting keys.
 func (h *HSM) workingKey(s pkcs11.SessionHandle, label string, class uint) (pkcs11.ObjectHandle, error) {
 	k := handleKey{label, class}
-	h.mu.Lock()
-	o, ok := h.working[k]
-	h.mu.Unlock()
-	if ok {
+	if o, ok := h.cached(h.working, k); ok {
 		return o, nil
 	}
 	tok, err := h.object(s, label, class)
@@ -476,22 +483,17 @@ func (h *HSM) workingKey(s pkcs11.SessionHandle, label string, class uint) (pkcs
 	}
 	h.keeperMu.Lock()
 	defer h.keeperMu.Unlock()
-	h.mu.Lock()
-	o, ok = h.working[k]
-	h.mu.Unlock()
-	if ok { // another goroutine copied it meanwhile
+	if o, ok := h.cached(h.working, k); ok { // another goroutine copied it meanwhile
 		return o, nil
 	}
-	o, err = h.copyToKeeper(tok, label)
+	o, err := h.copyToKeeper(tok, label)
 	if isCode(err, pkcs11.CKR_ACTION_PROHIBITED) || isCode(err, pkcs11.CKR_FUNCTION_NOT_SUPPORTED) {
 		o, err = tok, nil
 	}
 	if err != nil {
 		return 0, err
 	}
-	h.mu.Lock()
-	h.working[k] = o
-	h.mu.Unlock()
+	h.remember(h.working, k, o)
 	return o, nil
 }
 
