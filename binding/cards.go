@@ -82,7 +82,7 @@ func (s *Service) Agreements(ctx context.Context, refs []CardRef, actor, reason 
 			return err
 		}
 		// The audit rows are written together, in this transaction.
-		ctx, rec := audit.WithCollector(audit.WithExecer(ctx, tx))
+		ctx, rec := audit.WithCollector(ctx)
 		for _, x := range list {
 			c := x.card
 			pt, err := s.vault.Decrypt(ctx, x.ct, CardAgreementAAD(c.MerchantID, c.ID), sensitive.Access{
