@@ -24,6 +24,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -222,12 +223,20 @@ func connect(ctx context.Context, url string) (*pgx.Conn, error) {
 	return pgx.Connect(cctx, url)
 }
 
-func withDatabase(url, name string) (string, error) {
-	cfg, err := pgx.ParseConfig(url)
-	if err != nil {
-		return "", err
+func withDatabase(admin, name string) (string, error) {
+	u, err := url.Parse(admin)
+	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+		return "", fmt.Errorf("testenv: QUICKPAY_TEST_DATABASE_URL must be a postgres:// URL")
 	}
-	return fmt.Sprintf("postgres://%s@%s:%d/%s?sslmode=disable", cfg.User, cfg.Host, cfg.Port, name), nil
+	// The server's address stays as given: host and port, or a Unix
+	// socket's directory in ?host=.
+	u.Path, u.RawPath = "/"+name, ""
+	q := u.Query()
+	if q.Get("sslmode") == "" {
+		q.Set("sslmode", "disable")
+	}
+	u.RawQuery = q.Encode()
+	return u.String(), nil
 }
 
 func ident(s string) string { return pgx.Identifier{s}.Sanitize() }
