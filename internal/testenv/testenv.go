@@ -217,10 +217,10 @@ func buildTemplate(ctx context.Context, conn *pgx.Conn, admin, tmpl string) erro
 	return err
 }
 
-func connect(ctx context.Context, url string) (*pgx.Conn, error) {
+func connect(ctx context.Context, dsn string) (*pgx.Conn, error) {
 	cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
-	return pgx.Connect(cctx, url)
+	return pgx.Connect(cctx, dsn)
 }
 
 func withDatabase(admin, name string) (string, error) {

@@ -6,7 +6,9 @@
 -- in one. The waiting charges are found by next_attempt_at, which is set
 -- exactly while a charge waits for its next attempt. The constraint below
 -- states that, so charges_due holds the same rows as before. The pages
--- keep room for the new versions.
+-- keep room for the new versions. On a large live table, run this in a
+-- quiet window: the CHECK is validated and the indexes are built under
+-- locks that hold writes to charges.
 ALTER TABLE charges DROP CONSTRAINT IF EXISTS charges_next_attempt_while_waiting;
 ALTER TABLE charges ADD CONSTRAINT charges_next_attempt_while_waiting
     CHECK ((next_attempt_at IS NOT NULL) = (status IN ('scheduled', 'retry_scheduled')));
