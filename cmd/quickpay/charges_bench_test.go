@@ -43,7 +43,8 @@ import (
 // the ratio charges/s ÷ no-op jobs/s.
 //
 // Run with -benchtime 1x: the fixture (cards bound at banksim, rows in
-// Postgres) is made once and b.N is ignored.
+// Postgres) is made once and b.N is ignored. QUICKPAY_BENCH_FIXTURE_SQL,
+// if set, runs on the fixture before it is analyzed (schema experiments).
 func BenchmarkMonthlyRun(b *testing.B) {
 	n := 100_000
 	if v, err := strconv.Atoi(os.Getenv("QUICKPAY_BENCH_CHARGES")); err == nil && v > 0 {
@@ -313,6 +314,13 @@ func benchFixture(b *testing.B, st *testenv.Stack, merchant string, n int, today
 		return []any{r.mandate, merchant, r.member, r.card, "bench-" + r.mandate, "fixed", int64(1999), "CNY", "month",
 			int32(today.Day()), today, mandate.DefaultTimezone, "active", period, today, now, now, now, now}
 	})
+	// A schema experiment (docs/benchmarks.md): SQL run on the fixture
+	// before it is analyzed, e.g. dropping a constraint to weigh it.
+	if x := os.Getenv("QUICKPAY_BENCH_FIXTURE_SQL"); x != "" {
+		if _, err := st.Pool.Exec(ctx, x); err != nil {
+			b.Fatalf("QUICKPAY_BENCH_FIXTURE_SQL: %v", err)
+		}
+	}
 	if _, err := st.Pool.Exec(ctx, `ANALYZE`); err != nil {
 		b.Fatal(err)
 	}
