@@ -679,6 +679,11 @@ func (s *Service) failAfterBank(ctx context.Context, tx pgx.Tx, batch *pgx.Batch
 		}
 	}
 	b.Status, b.FailureCode = StatusFailed, failureCode(why)
+	if b.ExternalUserID != "" {
+		// An implicit binding names a member only once bound (the bindings
+		// CHECK); a failed one keeps its external user id alone.
+		b.MemberID = ""
+	}
 	queueUpdateBinding(batch, b, "", s.now())
 	if err := s.send(ctx, tx, batch, bindingEvent(b, "binding.failed")); err != nil {
 		return Binding{}, nil, err

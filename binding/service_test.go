@@ -576,4 +576,32 @@ func TestConfirmFindsWhatChangedSinceApply(t *testing.T) {
 			t.Fatalf("refused binding reads %+v, %v", again, err)
 		}
 	})
+
+	// The bank refuses a card already bound, so this race is made in the
+	// database: another member's active card with the same number, written
+	// between apply and confirm. The new implicit member is made, its card
+	// is not, and the binding fails.
+	t.Run("the card appeared for another member: card_bound_elsewhere", func(t *testing.T) {
+		a := w.account(t, "ICBC", "debit")
+		pending := start(a, "race-3")
+		other, err := w.svc.CreateMember(ctx, w.merchant, binding.MemberInput{ExternalID: "race-3-other"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.Pool.Exec(ctx, `INSERT INTO cards (id, merchant_id, member_id, status, bank_code, bank_name,
+			card_type, masked_pan, last4, pan_ct, pan_fp, agreement_ct, binding_id)
+			SELECT 'card_race3', merchant_id, $2, 'active', bank_code, bank_name, card_type, masked_pan, last4,
+				pan_ct, pan_fp, '\x00', id FROM bindings WHERE id = $1`, pending.ID, other.ID); err != nil {
+			t.Fatal(err)
+		}
+		got, err := w.svc.Confirm(ctx, w.merchant, pending.ID, w.code(t, a.Phone))
+		if !errors.Is(err, binding.ErrCardBoundElsewhere) || got.Status != binding.StatusFailed || got.CardID != "" {
+			t.Fatalf("confirm = %+v, %v; want failed, card bound elsewhere", got, err)
+		}
+		var active int
+		if err := w.Pool.QueryRow(ctx, `SELECT count(*) FROM cards c JOIN bindings b ON b.pan_fp = c.pan_fp
+			WHERE b.id = $1 AND c.status = 'active'`, pending.ID).Scan(&active); err != nil || active != 1 {
+			t.Fatalf("active cards with the number = %d, %v; want 1 (the other member's)", active, err)
+		}
+	})
 }
