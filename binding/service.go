@@ -611,7 +611,10 @@ func (s *Service) bind(ctx context.Context, tx pgx.Tx, b bindingRow, agreementNo
 	if err != nil {
 		return Binding{}, nil, err
 	}
-	cardWritten := false
+	// cardTaken: the statement that made the member found an active card
+	// with this number already, so inserting the card again would only
+	// conflict again.
+	cardWritten, cardTaken := false, false
 	if b.MemberID == "" {
 		// Implicit: the member is created now, with the card, or found if
 		// the same external id bound a card meanwhile.
@@ -631,7 +634,8 @@ func (s *Service) bind(ctx context.Context, tx pgx.Tx, b bindingRow, agreementNo
 			}
 			m = existing.Member
 		}
-		b.MemberID, card.MemberID, cardWritten = m.ID, m.ID, written
+		b.MemberID, card.MemberID = m.ID, m.ID
+		cardWritten, cardTaken = written, memberWritten && !written
 	} else {
 		m, err := getMember(ctx, tx, b.MerchantID, b.MemberID)
 		if err != nil {
@@ -645,7 +649,11 @@ func (s *Service) bind(ctx context.Context, tx pgx.Tx, b bindingRow, agreementNo
 		card.MemberID = m.ID
 	}
 	if !cardWritten {
-		if err := insertCard(ctx, tx, card, b.ID, b.PANCT, b.PANFP, agreementCT); err != nil {
+		err := errActiveCardExists
+		if !cardTaken {
+			err = insertCard(ctx, tx, card, b.ID, b.PANCT, b.PANFP, agreementCT)
+		}
+		if err != nil {
 			if !errors.Is(err, errActiveCardExists) {
 				return Binding{}, nil, err
 			}
@@ -764,7 +772,7 @@ func (s *Service) Unbind(ctx context.Context, merchantID, id string) (Card, erro
 			return err
 		}
 		out = c
-		if err := s.send(ctx, tx, &pgx.Batch{}, cardEvent(c)); err != nil {
+		if err := s.send(ctx, tx, &pgx.Batch{}, cardEvent(c, "card.unbound")); err != nil {
 			return err
 		}
 		return s.ended(ctx, tx, merchantID, c.ID, CardUnbound)
@@ -871,8 +879,8 @@ func bindingEvent(b bindingRow, eventType string) webhooks.Pending {
 		"card": map[string]any{"bank_code": b.Card.BankCode, "masked_pan": b.Card.MaskedPAN, "last4": b.Card.Last4}}}
 }
 
-func cardEvent(c Card) webhooks.Pending {
-	return webhooks.Pending{MerchantID: c.MerchantID, Type: "card.unbound", Data: map[string]any{
+func cardEvent(c Card, eventType string) webhooks.Pending {
+	return webhooks.Pending{MerchantID: c.MerchantID, Type: eventType, Data: map[string]any{
 		"card_id": c.ID, "member_id": c.MemberID, "status": c.Status, "bank_code": c.BankCode,
 		"masked_pan": c.MaskedPAN, "last4": c.Last4}}
 }

@@ -243,9 +243,10 @@ func getCard(ctx context.Context, q querier, merchantID, id string, forUpdate bo
 // activeCardByFingerprint finds the merchant's active card with any of the
 // fingerprints (one per live fp key version, so usually one query).
 //
-// One equality per query, not pan_fp = ANY($2): while cards is small or not
-// yet analyzed, the generic plan that prepared statements settle on reads
-// the array as a filter and walks every active card of the merchant.
+// One equality per query, not pan_fp = ANY($2), so that the unique index
+// (merchant_id, pan_fp) serves each lookup. A plan cached before cards had
+// statistics may still walk cards_member instead, until the table is
+// analyzed (docs/decisions.md, "Plans cached before statistics").
 func activeCardByFingerprint(ctx context.Context, q querier, merchantID string, fps [][]byte) (Card, error) {
 	for _, fp := range fps {
 		c, err := scanCard(q.QueryRow(ctx, activeCardByFP, merchantID, fp))
