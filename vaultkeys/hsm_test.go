@@ -28,6 +28,13 @@ func TestSessionsRecoverAfterCloseAllSessions(t *testing.T) {
 	var ops, fails atomic.Int64
 	var firstErr atomic.Value
 	var wg sync.WaitGroup
+	// C_CloseAllSessions while another thread is inside a call on one of
+	// those sessions, or on a key copy the keeper session owns, is a
+	// use-after-free in SoftHSM2 (CI saw it crash the test binary). A
+	// process only loses its sessions under it when it calls that itself,
+	// so the workers pause for the call: every session, the keeper and its
+	// key copies, and the login are still gone when they resume.
+	var gate sync.RWMutex
 	for g := range 8 {
 		wg.Add(1)
 		go func() {
@@ -39,10 +46,12 @@ func TestSessionsRecoverAfterCloseAllSessions(t *testing.T) {
 				default:
 				}
 				aad := []byte(fmt.Sprintf("g%d-%d", g, i))
+				gate.RLock()
 				ct, err := v.Encrypt(ctx, []byte(panA), aad)
 				if err == nil {
 					_, err = v.Decrypt(ctx, ct, aad, access)
 				}
+				gate.RUnlock()
 				ops.Add(1)
 				if err != nil {
 					fails.Add(1)
@@ -53,7 +62,10 @@ func TestSessionsRecoverAfterCloseAllSessions(t *testing.T) {
 	}
 	waitFor(t, func() bool { return ops.Load() > 50 })
 	// Pull every session, and with them the login, out from under the pool.
-	if err := h.P11().CloseAllSessions(h.Slot()); err != nil {
+	gate.Lock()
+	err := h.P11().CloseAllSessions(h.Slot())
+	gate.Unlock()
+	if err != nil {
 		t.Fatal(err)
 	}
 	mark := ops.Load()
