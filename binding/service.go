@@ -446,14 +446,18 @@ func (s *Service) Resend(ctx context.Context, merchantID, id string) (Binding, e
 			return ErrBankUnavailable
 		}
 		if err := bank.BindResend(ctx, b.BankBindRef); err != nil {
-			_ = s.auditTx(ctx, tx, merchantID, "otp.send", b.ID, audit.OutcomeFailed, map[string]any{
-				"send": b.OTPSends + 1, "class": bankadapters.OutcomeOf(err)})
+			// The failed send is audited and committed either way.
+			if err := s.auditTx(ctx, tx, merchantID, "otp.send", b.ID, audit.OutcomeFailed, map[string]any{
+				"send": b.OTPSends + 1, "class": bankadapters.OutcomeOf(err)}); err != nil {
+				return err
+			}
 			if bankadapters.OutcomeOf(err) == bankadapters.OutcomeOTPExpired {
 				// The bank has forgotten the session.
 				b.Status, b.FailureCode, final = StatusExpired, "binding_expired", ErrBindingExpired
 				return updateBinding(ctx, tx, b, bankCode(err), now)
 			}
-			return fmt.Errorf("%w: %v", ErrBankUnavailable, err)
+			final = fmt.Errorf("%w: %v", ErrBankUnavailable, err)
+			return nil
 		}
 		b.OTPSends++
 		b.OTPLastSentAt, b.OTPExpiresAt = now, now.Add(OTPValidity)
@@ -737,9 +741,12 @@ func (s *Service) ListCards(ctx context.Context, merchantID, memberID string) ([
 
 // Unbind terminates the card's agreement at the bank first, then marks the
 // card unbound and emits card.unbound. Unbinding an unbound card returns it.
-// Errors: ErrNotFound, ErrBankUnavailable.
+// A bank that does not end the agreement leaves the card active; the
+// decryption and the failed try are audited all the same.
+// Errors: ErrNotFound, ErrCardDeclined (the bank refused), ErrBankUnavailable.
 func (s *Service) Unbind(ctx context.Context, merchantID, id string) (Card, error) {
 	var out Card
+	var final error // the bank's refusal, returned after its audit rows commit
 	err := db.InTx(ctx, s.pool, func(tx pgx.Tx) error {
 		ctx := audit.WithExecer(ctx, tx) // decryptions audit in this transaction
 		c, agreementCT, err := getCard(ctx, tx, merchantID, id, true)
@@ -760,8 +767,9 @@ func (s *Service) Unbind(ctx context.Context, merchantID, id string) (Card, erro
 			return ErrBankUnavailable
 		}
 		if err := bank.Unbind(ctx, string(agreement)); err != nil {
-			_ = s.auditTx(ctx, tx, merchantID, "card.unbind", c.ID, audit.OutcomeFailed, map[string]any{"class": bankadapters.OutcomeOf(err)})
-			return fmt.Errorf("%w: %v", ErrBankUnavailable, err)
+			final = unbindError(err)
+			return s.auditTx(ctx, tx, merchantID, "card.unbind", c.ID, audit.OutcomeFailed, map[string]any{
+				"class": bankadapters.OutcomeOf(err), "bank_code": bankCode(err)})
 		}
 		now := s.now()
 		if err := setCardStatus(ctx, tx, merchantID, c.ID, CardUnbound, now); err != nil {
@@ -777,7 +785,23 @@ func (s *Service) Unbind(ctx context.Context, merchantID, id string) (Card, erro
 		}
 		return s.ended(ctx, tx, merchantID, c.ID, CardUnbound)
 	})
-	return out, err
+	if err != nil {
+		return Card{}, err
+	}
+	if final != nil {
+		return Card{}, final
+	}
+	return out, nil
+}
+
+// unbindError turns the bank's answer to an unbind into the domain's error:
+// a refusal is final, anything else may be tried again.
+func unbindError(err error) error {
+	switch bankadapters.OutcomeOf(err) {
+	case bankadapters.OutcomeHardDecline, bankadapters.OutcomeRetryableDecline:
+		return fmt.Errorf("%w: %v", ErrCardDeclined, err)
+	}
+	return fmt.Errorf("%w: %v", ErrBankUnavailable, err)
 }
 
 // Revoke marks a card revoked when quickpay learns its agreement ended at

@@ -14,6 +14,7 @@ import (
 
 	"github.com/quickpay/quickpay/bankadapters/conformance"
 	"github.com/quickpay/quickpay/binding"
+	"github.com/quickpay/quickpay/internal/audit"
 	"github.com/quickpay/quickpay/internal/clock"
 	"github.com/quickpay/quickpay/internal/sensitive"
 	"github.com/quickpay/quickpay/internal/testenv"
@@ -604,4 +605,88 @@ func TestConfirmFindsWhatChangedSinceApply(t *testing.T) {
 			t.Fatalf("active cards with the number = %d, %v; want 1 (the other member's)", active, err)
 		}
 	})
+}
+
+// TestBankFailuresAreAudited: when the bank fails an unbind or a resend,
+// nothing changes but the audit trail: the failed try, and for an unbind
+// the decryption of the agreement number that was sent, are committed.
+// A bank that refuses to end an agreement answers card_declined.
+func TestBankFailuresAreAudited(t *testing.T) {
+	ctx := context.Background()
+	w := newWorld(t)
+	a := w.account(t, "ICBC", "debit")
+	in := input(a)
+	in.ExternalUserID = "audited-user"
+	b, err := w.svc.StartBinding(ctx, w.merchant, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	audited := func(action, subject, outcome string) int {
+		t.Helper()
+		var n int
+		if err := w.Pool.QueryRow(ctx, `SELECT count(*) FROM audit_log WHERE action = $1 AND subject = $2
+			AND details->>'outcome' = $3`, action, subject, outcome).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	fault := func(op, mode, code string) {
+		t.Helper()
+		// Three calls: the adapter's first try and its two retries.
+		if err := w.SimCtl.AddFault(ctx, conformance.Fault{BankCode: "ICBC", Operation: op, Mode: mode, Code: code,
+			Count: 3}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	t.Run("resend with the bank down", func(t *testing.T) {
+		w.clock.Advance(binding.OTPResendGap)
+		fault("bind_resend", conformance.FaultError, "")
+		if _, err := w.svc.Resend(ctx, w.merchant, b.ID); !errors.Is(err, binding.ErrBankUnavailable) {
+			t.Fatalf("resend: %v, want bank unavailable", err)
+		}
+		if n := audited("otp.send", b.ID, audit.OutcomeFailed); n != 1 {
+			t.Fatalf("failed otp.send rows = %d, want 1", n)
+		}
+		got, err := w.svc.GetBinding(ctx, w.merchant, b.ID)
+		if err != nil || got.Status != binding.StatusOTPSent {
+			t.Fatalf("binding after the failed resend = %+v, %v; want still otp_sent", got, err)
+		}
+	})
+	_ = w.SimCtl.ClearFaults(ctx, "ICBC")
+	bound, err := w.svc.Confirm(ctx, w.merchant, b.ID, w.code(t, a.Phone))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	for i, tc := range []struct {
+		mode, code string
+		want       error
+	}{
+		{conformance.FaultError, "", binding.ErrBankUnavailable},
+		{conformance.FaultDecline, "card_frozen", binding.ErrCardDeclined},
+	} {
+		t.Run("unbind: "+tc.mode, func(t *testing.T) {
+			fault("unbind", tc.mode, tc.code)
+			if _, err := w.svc.Unbind(ctx, w.merchant, bound.CardID); !errors.Is(err, tc.want) {
+				t.Fatalf("unbind: %v, want %v", err, tc.want)
+			}
+			if n := audited("card.unbind", bound.CardID, audit.OutcomeFailed); n != i+1 {
+				t.Fatalf("failed card.unbind rows = %d, want %d", n, i+1)
+			}
+			var detok int
+			if err := w.Pool.QueryRow(ctx, `SELECT count(*) FROM audit_log WHERE action = 'vault.detokenize'
+				AND subject = $1`, bound.CardID).Scan(&detok); err != nil || detok != i+1 {
+				t.Fatalf("agreement decryptions audited = %d, %v; want %d", detok, err, i+1)
+			}
+			card, err := w.svc.GetCard(ctx, w.merchant, bound.CardID)
+			if err != nil || card.Status != binding.CardActive {
+				t.Fatalf("card after the failed unbind = %+v, %v; want active", card, err)
+			}
+		})
+		_ = w.SimCtl.ClearFaults(ctx, "ICBC")
+	}
+	if card, err := w.svc.Unbind(ctx, w.merchant, bound.CardID); err != nil || card.Status != binding.CardUnbound {
+		t.Fatalf("unbind once the bank answers = %+v, %v", card, err)
+	}
 }
