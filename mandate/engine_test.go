@@ -590,3 +590,55 @@ func TestMandateCompletion(t *testing.T) {
 	w.checkBooks(t, full)
 	w.checkBooks(t, poor)
 }
+
+// TestVariableMaxCharges: a variable mandate with max_charges takes amounts
+// posted ahead only for the charges it has left, so no period is debited
+// after it completes.
+func TestVariableMaxCharges(t *testing.T) {
+	ctx := context.Background()
+	w := newWorld(t)
+	c := w.bindCard(t, "ICBC", 10_000_000)
+	m := w.mandate(t, c, mandate.CreateInput{AmountType: mandate.AmountVariable, MaxAmount: 50_000,
+		Schedule: mandate.Schedule{Interval: mandate.IntervalMonth, DayOfMonth: 10, StartDate: w.today(), MaxCharges: 2}})
+	post := func(period string, amount int64) error {
+		_, err := w.svc.PostCharge(ctx, w.merchant, m.ID, mandate.ChargeInput{Amount: amount, Period: period})
+		return err
+	}
+	beyond := func(period string) {
+		t.Helper()
+		var fe *mandate.FieldError
+		if err := post(period, 300); !errors.As(err, &fe) || fe.Field != "period" {
+			t.Fatalf("posting %s beyond max_charges 2: %v, want a period field error", period, err)
+		}
+	}
+	for _, p := range []string{"2027-01", "2027-02"} {
+		if err := post(p, 1_000); err != nil {
+			t.Fatalf("posting %s: %v", p, err)
+		}
+	}
+	beyond("2027-03")
+	if err := post("2027-02", 2_000); !errors.Is(err, mandate.ErrPeriodCharged) {
+		t.Fatalf("posting a posted period again: %v, want ErrPeriodCharged", err)
+	}
+
+	w.setDay(day("2027-01-10"))
+	w.runDue(t)
+	beyond("2027-03") // one charge made, one posted: none left
+	if got := w.getMandate(t, m); got.Status != mandate.StatusActive || got.NextPeriod != "2027-02" {
+		t.Fatalf("after january: %s, next %s", got.Status, got.NextPeriod)
+	}
+	w.setDay(day("2027-02-10"))
+	w.runDue(t)
+	if got := w.getMandate(t, m); got.Status != mandate.StatusCompleted || got.StatusReason != "max_charges" {
+		t.Fatalf("after february: %s (%s), want completed by max_charges", got.Status, got.StatusReason)
+	}
+	if _, err := w.svc.PostCharge(ctx, w.merchant, m.ID, mandate.ChargeInput{Amount: 300, Period: "2027-03"}); !errors.Is(err, mandate.ErrInvalidState) {
+		t.Fatalf("posting to a completed mandate: %v, want ErrInvalidState", err)
+	}
+	w.setDay(day("2027-03-10"))
+	w.runDue(t)
+	if l := w.ledger(t, c); len(l) != 2 || l[0].Amount != 1_000 || l[1].Amount != 1_000 {
+		t.Fatalf("the bank debited %+v, want two debits of 1000", l)
+	}
+	w.checkBooks(t, c)
+}

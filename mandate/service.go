@@ -693,6 +693,9 @@ func (s *Service) PostCharge(ctx context.Context, merchantID, mandateID string, 
 		if m.NextChargeDate.IsZero() || p.Date.Before(m.NextChargeDate) {
 			return &FieldError{"period", "is past: the mandate's next period is " + m.NextPeriod}
 		}
+		if err := postedWithinMax(ctx, tx, row, p); err != nil {
+			return err
+		}
 		if in.Description == "" {
 			in.Description = m.Description
 		}
@@ -708,6 +711,27 @@ func (s *Service) PostCharge(ctx context.Context, merchantID, mandateID string, 
 		return Charge{}, err
 	}
 	return c, nil
+}
+
+// postedWithinMax refuses an amount for period p of a variable mandate
+// with max_charges when the amounts already posted for its coming periods
+// would use up the charges left. Each posted amount becomes a charge on
+// its date and counts then; the mandate completes at its max_charges-th,
+// so a period posted beyond it would be debited after the member's
+// consent ended.
+func postedWithinMax(ctx context.Context, q querier, m mandateRow, p Period) error {
+	if m.Schedule.MaxCharges == 0 {
+		return nil
+	}
+	var ahead int
+	if err := q.QueryRow(ctx, `SELECT count(*) FROM charges WHERE mandate_id = $1 AND charge_date >= $2
+		AND period <> $3 AND status <> 'failed'`, m.ID, m.NextChargeDate, p.Key).Scan(&ahead); err != nil {
+		return err
+	}
+	if left := m.Schedule.MaxCharges - m.ChargesCount; ahead >= left {
+		return &FieldError{"period", fmt.Sprintf("is beyond max_charges: %d charges left, %d of them posted already", left, ahead)}
+	}
+	return nil
 }
 
 // newCharge is a scheduled charge of m for period p, and its notice time
