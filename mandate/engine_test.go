@@ -642,3 +642,16 @@ func TestVariableMaxCharges(t *testing.T) {
 	}
 	w.checkBooks(t, c)
 }
+
+// TestRunDueNotAheadOfItsClock: a run as of a time after the service's
+// clock is refused; one as of the clock's time goes ahead.
+func TestRunDueNotAheadOfItsClock(t *testing.T) {
+	ctx := context.Background()
+	w := newWorld(t)
+	if _, err := w.svc.RunDue(ctx, w.clock.Now().Add(time.Minute)); err == nil || !strings.Contains(err.Error(), "after the clock") {
+		t.Fatalf("a run ahead of the clock: %v, want refused", err)
+	}
+	if _, err := w.svc.RunDue(ctx, w.clock.Now()); err != nil {
+		t.Fatalf("a run as of the clock: %v", err)
+	}
+}

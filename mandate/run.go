@@ -47,9 +47,15 @@ type RunStats struct {
 // charges whose time has come, enqueueing River jobs that each send a
 // batch of them (every attempt's order number is written with its job).
 // Safe to run concurrently and repeatedly: what one run claimed another
-// skips.
+// skips. asOf must not be after the service's clock: the run dates its
+// attempts, failure caps and retries by the clock, and a charge it put off
+// to the clock's next day would fall due again at once, for ever.
 func (s *Service) RunDue(ctx context.Context, asOf time.Time) (RunStats, error) {
 	var st RunStats
+	if now := s.cfg.Clock.Now(); asOf.After(now) {
+		return st, fmt.Errorf("run due: as of %s is after the clock (%s); run on a clock at that time",
+			asOf.Format(time.RFC3339), now.Format(time.RFC3339))
+	}
 	for {
 		n, skipped, claimed, deferred, err := s.materialize(ctx, asOf)
 		st.Periods += n

@@ -10,6 +10,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/quickpay/quickpay/internal/clock"
 	"github.com/quickpay/quickpay/mandate"
 )
 
@@ -38,6 +39,12 @@ func cmdCharges(ctx context.Context, args []string) error {
 			return fmt.Errorf("--as-of: want RFC 3339, e.g. 2027-01-31T09:00:00+08:00: %w", err)
 		}
 		asOf = t
+	}
+	if asOf.After(time.Now()) {
+		// Ahead of time, the run acts as of then: its attempts are dated
+		// then, and the cards' daily failure caps and the retries count
+		// from then, as the run would have done at that time.
+		c.Clock = clock.StartingAt(asOf)
 	}
 	log := c.logger()
 	d, err := c.open(ctx, log, !*noWait)

@@ -238,3 +238,57 @@ func TestCrashRecoverySettlesByQuery(t *testing.T) {
 		t.Fatalf("reconcile printed:\n%s", out3)
 	}
 }
+
+// TestRunDueAheadOfTime runs `charges run-due --as-of` ten days ahead for
+// a card the bank keeps declining. The run acts as of then: the charge and
+// its retries that fall due by then are tried until the card's three
+// failures of the day are used up, the next try waits for the next day
+// after --as-of, and the command ends (dated by the real clock, the put-off
+// try fell due again at once and the run never ended).
+func TestRunDueAheadOfTime(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	w := newChargeWorld(t)
+	if err := w.SimCtl.AddFault(ctx, simclient.Fault{BankCode: "ICBC", Operation: "charge", Mode: "decline",
+		Code: "insufficient_funds", UntilCleared: true}); err != nil {
+		t.Fatal(err)
+	}
+	asOf := time.Now().Add(10 * 24 * time.Hour).Truncate(time.Second)
+	cmd := w.runDue(t, asOf)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ended := make(chan error, 1)
+	go func() { ended <- cmd.Wait() }()
+	select {
+	case err := <-ended:
+		if err != nil {
+			t.Fatalf("run-due: %v\n%s", err, out.String())
+		}
+	case <-time.After(2 * time.Minute):
+		_ = cmd.Process.Kill()
+		<-ended
+		t.Fatalf("run-due --as-of %s did not end in 2 minutes:\n%s", asOf.Format(time.RFC3339), out.String())
+	}
+
+	var failed, days int
+	if err := w.Pool.QueryRow(ctx, `SELECT count(*) FILTER (WHERE status = 'failed'), count(DISTINCT bank_day)
+		FROM charge_attempts WHERE merchant_id = $1`, w.merchant).Scan(&failed, &days); err != nil {
+		t.Fatal(err)
+	}
+	var status string
+	var next time.Time
+	if err := w.Pool.QueryRow(ctx, `SELECT status, next_attempt_at FROM charges WHERE merchant_id = $1`,
+		w.merchant).Scan(&status, &next); err != nil {
+		t.Fatal(err)
+	}
+	if failed != mandate.CardFailuresPerDay || days != 1 || status != mandate.ChargeRetryScheduled || !next.After(asOf) {
+		t.Fatalf("%d failed attempts on %d bank days, charge %s next at %s; want %d on one day and the next try after %s\n%s",
+			failed, days, status, next, mandate.CardFailuresPerDay, asOf, out.String())
+	}
+	if ledger, err := w.SimCtl.Ledger(ctx, w.card.CardNumber); err != nil || len(ledger) != 0 {
+		t.Fatalf("ledger = %+v, %v; want no debit", ledger, err)
+	}
+}

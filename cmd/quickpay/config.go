@@ -19,6 +19,7 @@ import (
 
 	"github.com/quickpay/quickpay/bankadapters/channels"
 	"github.com/quickpay/quickpay/binding"
+	"github.com/quickpay/quickpay/internal/clock"
 	"github.com/quickpay/quickpay/internal/db"
 	"github.com/quickpay/quickpay/internal/idempotency"
 	"github.com/quickpay/quickpay/internal/webhooks"
@@ -54,6 +55,9 @@ type config struct {
 	ChargeBatch       int           // attempts per charge job (mandate.Config.JobBatch)
 	RescueAfter       time.Duration // a charge job running longer is rescued (run again: query first)
 	SchedulerInterval time.Duration // how often serve runs what is due
+	// Clock dates the domain's work; nil is the system clock. Not a flag:
+	// `charges run-due --as-of` sets it.
+	Clock clock.Clock
 }
 
 // defaultChargeWorkers is how many charge jobs run at once by default;

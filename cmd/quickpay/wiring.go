@@ -65,7 +65,8 @@ func (c *config) openDomain(ctx context.Context, d *deps, log *slog.Logger) erro
 		publicURL = "http://" + c.Listen
 	}
 	var mandates *mandate.Service
-	bindings, err := binding.New(binding.Config{Pool: d.pool, Vault: d.vault, Banks: banks, Logger: log, Emit: d.hooks.Queue,
+	bindings, err := binding.New(binding.Config{Pool: d.pool, Vault: d.vault, Banks: banks, Clock: c.Clock, Logger: log,
+		Emit: d.hooks.Queue,
 		CardEnded: func(ctx context.Context, tx pgx.Tx, merchantID, cardID, status string) error {
 			return mandates.CancelForCard(ctx, tx, merchantID, cardID, status)
 		}})
@@ -74,7 +75,7 @@ func (c *config) openDomain(ctx context.Context, d *deps, log *slog.Logger) erro
 	}
 	mandates, err = mandate.New(mandate.Config{
 		Pool: d.pool, Cards: bindings, Hasher: d.vault, Banks: banks, SMS: carrier, Jobs: d.river, Emit: d.hooks.EmitAll,
-		Logger: log, Limits: limits, JobBatch: c.ChargeBatch,
+		Logger: log, Limits: limits, JobBatch: c.ChargeBatch, Clock: c.Clock,
 		NotifyURL: func(code string) string { return api.CallbackURL(publicURL, code) },
 	})
 	if err != nil {

@@ -47,3 +47,14 @@ func (f *Fake) Set(t time.Time) {
 	f.now = t
 	f.mu.Unlock()
 }
+
+// From is a running clock that reads t at its start: the real clock moved
+// by a fixed offset. `charges run-due --as-of` runs on one to act as of a
+// later instant.
+type From struct{ offset time.Duration }
+
+// StartingAt returns a clock that reads t now and runs on from there.
+func StartingAt(t time.Time) From { return From{offset: time.Until(t)} }
+
+// Now implements Clock.
+func (f From) Now() time.Time { return time.Now().Add(f.offset) }
