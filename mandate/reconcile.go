@@ -48,7 +48,7 @@ type Reconciliation struct {
 // succeeded; attempts still unknown that the day's statement lacks are
 // failed if the bank's query does not know them either. Attempts still
 // processing (their job has not had the bank's answer) are left to the
-// job.
+// job, unless the job has ended without settling them (adoptOrphans).
 func (s *Service) Reconcile(ctx context.Context, bankCode string, date time.Time) (Reconciliation, error) {
 	rec := Reconciliation{BankCode: bankCode, Date: date}
 	bank, ok := s.cfg.Banks.Bank(bankCode)
@@ -64,6 +64,9 @@ func (s *Service) Reconcile(ctx context.Context, bankCode string, date time.Time
 		return rec, fmt.Errorf("reconcile: statement of %s for %s: %w", bankCode, date.Format(time.DateOnly), err)
 	}
 	rec.Entries = len(entries)
+	if err := s.adoptOrphans(ctx, bankCode); err != nil {
+		return rec, err
+	}
 
 	// Our attempts at this bank that the statement may name: made that day
 	// or the day before (settled late), and every attempt still unknown.
@@ -176,6 +179,39 @@ func (s *Service) settleAbsent(ctx context.Context, bank bankadapters.Bank, merc
 		return nil // still settling at the bank: a later run settles it
 	}
 	return s.settle(ctx, a, r, reconcileSource)
+}
+
+// adoptOrphans makes the bank's attempts still processing whose charge
+// job has ended without settling them (River discarded it after its last
+// retry, or it was cancelled or deleted) unknown, with their queries spent.
+// No job is left to send or ask about them, so they would stay processing
+// for ever, each holding one of its card's daily tries; as unknown ones,
+// this run settles them from the statement or by one last query, which
+// fails an order the bank never got.
+func (s *Service) adoptOrphans(ctx context.Context, bankCode string) error {
+	return db.InTx(ctx, s.pool, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, `UPDATE charge_attempts a SET status = 'unknown', queries = greatest(queries, $2)
+			WHERE bank_code = $1 AND status = 'processing' AND NOT EXISTS (SELECT 1 FROM river_job j
+				WHERE j.kind = $3 AND j.state NOT IN ('completed', 'cancelled', 'discarded')
+				AND j.args->'attempts' @> jsonb_build_array(jsonb_build_object('order_no', a.order_no)))
+			RETURNING order_no, charge_id`, bankCode, len(s.cfg.QueryBackoff), ChargeArgs{}.Kind())
+		if err != nil {
+			return err
+		}
+		var orderNo, chargeID string
+		var charges []string
+		if _, err := pgx.ForEachRow(rows, []any{&orderNo, &chargeID}, func() error {
+			s.log.Warn("charge attempt left processing by an ended job; settling it by statement and query",
+				"order_no", orderNo, "bank", bankCode)
+			charges = append(charges, chargeID)
+			return nil
+		}); err != nil || len(charges) == 0 {
+			return err
+		}
+		_, err = tx.Exec(ctx, `UPDATE charges SET status = 'unknown', updated_at = $2 WHERE id = ANY($1) AND status = 'processing'`,
+			charges, s.now())
+		return err
+	})
 }
 
 func (s *Service) recordRun(ctx context.Context, rec *Reconciliation) error {

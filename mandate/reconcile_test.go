@@ -274,3 +274,47 @@ func TestReconcileLeavesSendingAttemptsToTheirJobs(t *testing.T) {
 		w.checkBooks(t, cards[i])
 	}
 }
+
+// TestReconcileAdoptsOrphanedAttempts: an attempt left processing by a
+// charge job that ended without settling it is settled by reconciliation,
+// failed by one last query when the bank never got it. River discards a
+// job only after its last retry, about three weeks of backoff: the test
+// stands in for that by marking an unworked job discarded. An attempt
+// whose job still waits is left to it.
+func TestReconcileAdoptsOrphanedAttempts(t *testing.T) {
+	ctx := context.Background()
+	idle := "idle_" + randHex(4) // a queue nobody works
+	w := newWorld(t, func(c *mandate.Config) { c.Queue, c.JobBatch = idle, 1 })
+	t.Cleanup(func() { _, _ = w.Pool.Exec(ctx, `DELETE FROM river_job WHERE queue = $1`, idle) })
+	orphanCard, liveCard := w.bindCard(t, "ICBC", 1_000_000), w.bindCard(t, "ICBC", 1_000_000)
+	orphan := w.mandate(t, orphanCard, w.dueToday(4_100))
+	live := w.mandate(t, liveCard, w.dueToday(4_200))
+	if st, err := w.svc.RunDue(ctx, w.clock.Now()); err != nil || st.Claimed != 2 {
+		t.Fatalf("run = %+v, %v", st, err)
+	}
+	orphanNo := w.oneCharge(t, orphan).Attempts[0].OrderNo
+	tag, err := w.Pool.Exec(ctx, `UPDATE river_job SET state = 'discarded', finalized_at = now()
+		WHERE queue = $1 AND args->'attempts' @> jsonb_build_array(jsonb_build_object('order_no', $2::text))`, idle, orphanNo)
+	if err != nil || tag.RowsAffected() != 1 {
+		t.Fatalf("discarding the orphan's job: %d rows, %v", tag.RowsAffected(), err)
+	}
+
+	rec, err := w.svc.Reconcile(ctx, "ICBC", w.today())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec.Settled != 1 || len(rec.Mismatches) != 0 {
+		t.Errorf("reconciliation settled %d with mismatches %+v; want the orphan settled", rec.Settled, rec.Mismatches)
+	}
+	ch := w.oneCharge(t, orphan)
+	if ch.Status == mandate.ChargeProcessing || ch.Status == mandate.ChargeUnknown || len(ch.Attempts) != 1 ||
+		ch.Attempts[0].Status != mandate.AttemptFailed || ch.Attempts[0].FailureCode != "not_in_statement" {
+		t.Errorf("orphan: charge %s, attempts %+v; want its attempt failed not_in_statement", ch.Status, ch.Attempts)
+	}
+	if lc := w.oneCharge(t, live); lc.Status != mandate.ChargeProcessing || lc.Attempts[0].Status != mandate.AttemptProcessing {
+		t.Errorf("live: charge %s, attempt %s; want both left processing to their job", lc.Status, lc.Attempts[0].Status)
+	}
+	if l := w.ledger(t, orphanCard); len(l) != 0 {
+		t.Errorf("the orphan's card was debited: %+v", l)
+	}
+}
