@@ -16,6 +16,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/quickpay/quickpay/internal/sensitive"
 )
 
 // Client calls one banksim.
@@ -101,6 +103,13 @@ type LedgerEntry struct {
 	Amount      int64     `json:"amount"`
 	BankTxnNo   string    `json:"bank_txn_no"`
 	At          time.Time `json:"at"`
+}
+
+// String shows the entry without its card or agreement number (the card
+// masked), so that a test's failure message holds neither.
+func (e LedgerEntry) String() string {
+	return fmt.Sprintf("{%s card %s order %s %d fen txn %s at %s}", e.BankCode, sensitive.NewPAN(e.CardNumber).Masked(),
+		e.OrderNo, e.Amount, e.BankTxnNo, e.At.Format(time.RFC3339))
 }
 
 // Merchant registers the platform at a bank: an HMAC secret for json-hmac
