@@ -109,7 +109,7 @@ func (s *Service) Reconcile(ctx context.Context, bankCode string, date time.Time
 		if o.status == AttemptUnknown || o.status == AttemptProcessing {
 			if err := s.settleFromStatement(ctx, o.merchantID, e.OrderNo, bankadapters.ChargeResult{
 				OrderNo: e.OrderNo, Status: bankadapters.ChargeSucceeded, Outcome: bankadapters.OutcomeSuccess,
-				Amount: e.Amount, BankTxnNo: e.BankTxnNo}); err != nil {
+				Amount: e.Amount, BankTxnNo: e.BankTxnNo, FinishedAt: e.FinishedAt}); err != nil {
 				return rec, err
 			}
 			rec.Settled++

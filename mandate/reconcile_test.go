@@ -7,6 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/rivertype"
+
 	"github.com/quickpay/quickpay/bankadapters"
 	"github.com/quickpay/quickpay/binding"
 	"github.com/quickpay/quickpay/cmd/banksim/simclient"
@@ -315,6 +318,66 @@ func TestReconcileAdoptsOrphanedAttempts(t *testing.T) {
 		t.Errorf("live: charge %s, attempt %s; want both left processing to their job", lc.Status, lc.Attempts[0].Status)
 	}
 	if l := w.ledger(t, orphanCard); len(l) != 0 {
-		t.Errorf("the orphan's card was debited: %+v", l)
+		t.Errorf("the orphan's card was debited %d times", len(l))
+	}
+}
+
+// TestDebitCountsOnTheBanksDay: an attempt claimed just before midnight
+// whose debit the bank makes after it (the first request never arrived;
+// the query chain re-sent it under the same order number) counts on the
+// day of the debit, the day whose statement names it. Neither day's
+// reconciliation finds a mismatch.
+func TestDebitCountsOnTheBanksDay(t *testing.T) {
+	ctx := context.Background()
+	// The second query waits for the test, which moves time past midnight.
+	w := newWorld(t, func(c *mandate.Config) { c.QueryBackoff = []time.Duration{20 * time.Millisecond, time.Hour} })
+	c := w.bindCard(t, "ICBC", 1_000_000)
+	m := w.mandate(t, c, w.dueToday(5_100))
+	d0 := w.today()
+	w.setNow(time.Date(d0.Year(), d0.Month(), d0.Day(), 23, 58, 0, 0, shanghai))
+	w.fault(t, simclient.Fault{BankCode: "ICBC", Operation: "charge", Mode: "timeout"})        // never arrives
+	w.fault(t, simclient.Fault{BankCode: "ICBC", Operation: "query", Mode: "error", Count: 3}) // first query and its retries
+	if st, err := w.svc.RunDue(ctx, w.clock.Now()); err != nil || st.Claimed != 1 {
+		t.Fatalf("run = %+v, %v", st, err)
+	}
+	orderNo := w.oneCharge(t, m).Attempts[0].OrderNo
+	w.waitFor(t, 30*time.Second, func() bool {
+		var queries int
+		err := w.Pool.QueryRow(ctx, `SELECT queries FROM charge_attempts WHERE order_no = $1`, orderNo).Scan(&queries)
+		return err == nil && queries == 1
+	}, func() string { return "the first query did not run" })
+
+	d1 := d0.AddDate(0, 0, 1)
+	w.setNow(time.Date(d1.Year(), d1.Month(), d1.Day(), 0, 5, 0, 0, shanghai))
+	if err := w.SimCtl.ClearFaults(ctx, "ICBC"); err != nil {
+		t.Fatal(err)
+	}
+	res, err := w.jobs.JobList(ctx, river.NewJobListParams().Queues(w.queue).Kinds(mandate.QueryArgs{}.Kind()).
+		States(rivertype.JobStateScheduled))
+	if err != nil || len(res.Jobs) != 1 {
+		t.Fatalf("scheduled queries: %d, %v; want the second", len(res.Jobs), err)
+	}
+	if _, err := w.jobs.JobRetry(ctx, res.Jobs[0].ID); err != nil {
+		t.Fatal(err)
+	}
+	w.waitFor(t, 30*time.Second, func() bool { return w.oneCharge(t, m).Status == mandate.ChargeSucceeded },
+		func() string { return "the re-sent debit did not settle" })
+
+	var bankDay time.Time
+	if err := w.Pool.QueryRow(ctx, `SELECT bank_day FROM charge_attempts WHERE order_no = $1`, orderNo).Scan(&bankDay); err != nil {
+		t.Fatal(err)
+	}
+	if l := w.ledger(t, c); len(l) != 1 || !bankDay.Equal(d1) {
+		t.Fatalf("%d debits, the attempt's bank day %s; want one debit, counted on %s", len(l), bankDay.Format(time.DateOnly),
+			d1.Format(time.DateOnly))
+	}
+	for _, d := range []time.Time{d0, d1} {
+		rec, err := w.svc.Reconcile(ctx, "ICBC", d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(rec.Mismatches) != 0 {
+			t.Errorf("reconciling %s: mismatches %+v", d.Format(time.DateOnly), rec.Mismatches)
+		}
 	}
 }

@@ -546,25 +546,35 @@ func (s *Service) apply(ctx context.Context, tx pgx.Tx, a attemptRow, r bankadap
 // the planner looks orders up by key, never by scanning the partial index
 // of all open attempts (which a month-end run fills). An attempt settled
 // already (a callback or query won the race) keeps its outcome.
+//
+// A debit counts on the bank day the bank made it (its statement's day),
+// which may be later than the day the attempt was claimed: a query that
+// re-sent it after midnight, an answer that came late.
 func (s *Service) applySucceeded(ctx context.Context, tx pgx.Tx, list []*sending) error {
 	now := s.now()
 	orders, codes, txns := make([]string, len(list)), make([]*string, len(list)), make([]*string, len(list))
+	days := make([]time.Time, len(list))
 	byCharge := make(map[string]*sending, len(list))
 	for i, x := range list {
 		if x.r.Amount != 0 && x.r.Amount != x.a.Amount {
 			s.log.Error("bank answer names another amount", "order_no", x.a.OrderNo, "ours", x.a.Amount, "bank", x.r.Amount)
 		}
 		orders[i], codes[i], txns[i] = x.a.OrderNo, nullPtr(x.r.Code), nullPtr(x.r.BankTxnNo)
+		days[i] = bankDay(now)
+		if !x.r.FinishedAt.IsZero() {
+			days[i] = bankDay(x.r.FinishedAt)
+		}
 		byCharge[x.a.ChargeID] = x
 	}
 	rows, err := tx.Query(ctx, `WITH att AS (
-			UPDATE charge_attempts a SET status = 'succeeded', bank_result = u.code, bank_txn_no = u.txn, finished_at = $4
-			FROM unnest($1::text[], $2::text[], $3::text[]) AS u(order_no, code, txn)
+			UPDATE charge_attempts a SET status = 'succeeded', bank_result = u.code, bank_txn_no = u.txn, finished_at = $4,
+				bank_day = u.day
+			FROM unnest($1::text[], $2::text[], $3::text[], $5::date[]) AS u(order_no, code, txn, day)
 			WHERE a.order_no = u.order_no AND a.status NOT IN ('succeeded', 'failed')
 			RETURNING a.charge_id, u.txn)
 		UPDATE charges SET status = 'succeeded', bank_reference = att.txn, failure_code = NULL,
 			next_attempt_at = NULL, updated_at = $4
-		FROM att WHERE id = att.charge_id RETURNING `+chargeCols, orders, codes, txns, now)
+		FROM att WHERE id = att.charge_id RETURNING `+chargeCols, orders, codes, txns, now, days)
 	if err != nil {
 		return err
 	}
