@@ -159,6 +159,23 @@ func TestExplicitMemberBindsAndUnbinds(t *testing.T) {
 	if card, err = w.svc.Unbind(ctx, w.merchant, bound.CardID); err != nil || card.Status != binding.CardUnbound {
 		t.Fatalf("unbinding again = %+v, %v", card, err)
 	}
+
+	// The trail, oldest first: who (the merchant), what, on what, outcome.
+	rows, err := w.Pool.Query(ctx, `SELECT action || ' ' || subject || ' ' || (details->>'outcome') FROM audit_log
+		WHERE merchant_id = $1 AND actor = $2 AND subject IN ($3, $4) AND action <> 'vault.detokenize' ORDER BY id`,
+		w.merchant, "api:"+w.merchant, b.ID, bound.CardID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	trail, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"bind.apply " + b.ID + " ok", "otp.send " + b.ID + " ok", "otp.verify " + b.ID + " ok",
+		"bind.bound " + b.ID + " ok", "card.unbind " + bound.CardID + " ok"}
+	if !slices.Equal(trail, want) {
+		t.Errorf("audit trail = %q, want %q", trail, want)
+	}
 }
 
 func TestImplicitMemberIsCreatedOnceAndChecked(t *testing.T) {
