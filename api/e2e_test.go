@@ -647,6 +647,21 @@ func (e *e2e) testRefusals(t *testing.T) {
 		e.wantTexts(t, credit.Phone, 0)
 	})
 
+	t.Run("card_declined for a card the bank has frozen or closed", func(t *testing.T) {
+		t.Parallel()
+		for _, status := range []string{"frozen", "closed"} {
+			a := e.account(t, "ICBC", "debit")
+			a.Status = status
+			if err := e.SimCtl.PutAccount(context.Background(), a); err != nil {
+				t.Fatal(err)
+			}
+			req := bindRequest(a)
+			req["external_user_id"] = "user-" + randomHex(t, 6)
+			wantError(t, m.c.Post(t, "/v1/bindings", req), http.StatusUnprocessableEntity, "card_declined", "")
+			e.wantTexts(t, a.Phone, 0)
+		}
+	})
+
 	t.Run("identity_mismatch against the member's identity", func(t *testing.T) {
 		t.Parallel()
 		a := e.account(t, "ICBC", "debit")
