@@ -99,7 +99,7 @@ const inFlightWait = 30 * time.Second
 func newE2E(t *testing.T) *e2e {
 	t.Helper()
 	st := testenv.NewStack(t)
-	lb := &logBuf{}
+	lb := newLogBuf()
 	logger := slog.New(slog.NewJSONHandler(lb, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	e := &e2e{stack: st, log: lb, logger: logger, gen: conformance.NewGen(), sensitive: map[string]string{}}
 	e.banks = loggedBanks(t, st, logger)

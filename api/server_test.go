@@ -25,13 +25,40 @@ import (
 	"github.com/quickpay/quickpay/vaultkeys"
 )
 
-func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
+func TestMain(m *testing.M) {
+	// Whatever logs through slog.Default (servers built without a logger
+	// of their own, the stacks' bank adapters) goes to a capture the
+	// package's leak scan reads.
+	slog.SetDefault(slog.New(slog.NewJSONHandler(newLogBuf(), &slog.HandlerOptions{Level: slog.LevelDebug})))
+	os.Exit(testenv.Main(m, scanPackageForLeaks))
+}
 
 // logBuf captures the server's JSON log lines; the handler writes from the
 // server's goroutines while the test reads.
 type logBuf struct {
 	mu  sync.Mutex
 	buf bytes.Buffer
+}
+
+// logBufs are every capture of the package's tests, for its leak scan.
+var logBufs struct {
+	sync.Mutex
+	all []*logBuf
+}
+
+// newLogBuf makes a capture the package's leak scan reads.
+func newLogBuf() *logBuf {
+	l := &logBuf{}
+	logBufs.Lock()
+	logBufs.all = append(logBufs.all, l)
+	logBufs.Unlock()
+	return l
+}
+
+func (l *logBuf) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
 }
 
 func (l *logBuf) Write(p []byte) (int, error) {
@@ -93,7 +120,7 @@ func newServer(t *testing.T, sec *vaultkeys.Secrets) server {
 	if sec == nil {
 		sec = testenv.Secrets(t)
 	}
-	logs := &logBuf{}
+	logs := newLogBuf()
 	hsm := testenv.HSM(t, 2)
 	h := api.New(api.Config{
 		Pool:    testenv.Pool(t),
@@ -452,7 +479,7 @@ func TestReadyzHSMUnusable(t *testing.T) {
 		}
 		t.Cleanup(func() { _ = hsm.Close() })
 
-		logs := &logBuf{}
+		logs := newLogBuf()
 		srv := httptest.NewServer(api.New(api.Config{
 			Pool: testenv.Pool(t), HSM: hsm, Secrets: testenv.Secrets(t),
 			Logger: slog.New(slog.NewJSONHandler(logs, nil)),

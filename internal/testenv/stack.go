@@ -57,6 +57,9 @@ func NewStack(t testing.TB) *Stack {
 	t.Cleanup(srv.Close)
 	t.Cleanup(s.Close)
 	st.Sim, st.SimURL, st.SimCtl = s, srv.URL, simclient.NewClient(srv.URL)
+	pkgEnv.mu.Lock()
+	pkgEnv.sims = append(pkgEnv.sims, s)
+	pkgEnv.mu.Unlock()
 
 	prefix := "secret/quickpay/banks-" + randHex(4)
 	st.BanksPrefix = prefix

@@ -23,12 +23,14 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -38,6 +40,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/miekg/pkcs11"
 
+	"github.com/quickpay/quickpay/cmd/banksim/sim"
 	"github.com/quickpay/quickpay/internal/db"
 	"github.com/quickpay/quickpay/internal/devstack"
 	"github.com/quickpay/quickpay/internal/pgcluster"
@@ -54,6 +57,7 @@ const HSMPINPath = "secret/quickpay/hsm"
 type env struct {
 	mu       sync.Mutex
 	cleanups []func()
+	sims     []*sim.Sim // every Stack's banksim, for a package's leak scan
 
 	dbURL   string
 	dbErr   error
@@ -78,8 +82,21 @@ func (e *env) onExit(f func()) {
 }
 
 // Main runs the package's tests and then stops everything testenv started.
-func Main(m *testing.M) int {
+//
+// Each after func runs once the tests have passed, before anything stops
+// (a package's leak scan of its database and logs); an error it returns
+// is printed and fails the package.
+func Main(m *testing.M, after ...func() error) int {
 	code := m.Run()
+	for _, f := range after {
+		if code != 0 {
+			break
+		}
+		if err := f(); err != nil {
+			fmt.Fprintf(os.Stderr, "FAIL: after the tests: %v\n", err)
+			code = 1
+		}
+	}
 	pkgEnv.mu.Lock()
 	cs := pkgEnv.cleanups
 	pkgEnv.mu.Unlock()
@@ -344,21 +361,46 @@ func HSM(t testing.TB, poolSize int) *vaultkeys.HSM {
 // that prove no sensitive value is stored in clear.
 func PGDump(t testing.TB) string {
 	t.Helper()
+	out, err := dump(DatabaseURL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// Dump is PGDump after the tests (Main's after funcs): the package's
+// database as the tests left it.
+func Dump() (string, error) {
+	pkgEnv.dbOnce.Do(func() { pkgEnv.dbErr = errors.New("no test of the package made its database") })
+	if pkgEnv.dbErr != nil {
+		return "", pkgEnv.dbErr
+	}
+	return dump(pkgEnv.dbURL)
+}
+
+func dump(url string) (string, error) {
 	bin, err := exec.LookPath("pg_dump")
 	if err != nil {
 		dir, derr := pgcluster.BinDir()
 		if derr != nil {
-			t.Fatalf("pg_dump not found: %v", err)
+			return "", fmt.Errorf("pg_dump not found: %v", err)
 		}
 		bin = filepath.Join(dir, "pg_dump")
 	}
-	cfg, err := pgx.ParseConfig(DatabaseURL(t))
+	cfg, err := pgx.ParseConfig(url)
 	if err != nil {
-		t.Fatal(err)
+		return "", err
 	}
 	out, err := exec.Command(bin, "--no-owner", "-h", cfg.Host, "-p", fmt.Sprint(cfg.Port), "-U", cfg.User, cfg.Database).Output()
 	if err != nil {
-		t.Fatalf("pg_dump: %v", err)
+		return "", fmt.Errorf("pg_dump: %w", err)
 	}
-	return string(out)
+	return string(out), nil
+}
+
+// Sims returns the banksim of every Stack this package made.
+func Sims() []*sim.Sim {
+	pkgEnv.mu.Lock()
+	defer pkgEnv.mu.Unlock()
+	return slices.Clone(pkgEnv.sims)
 }

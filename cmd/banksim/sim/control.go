@@ -197,6 +197,39 @@ type textMessage struct {
 	SentAt time.Time `json:"sent_at"`
 }
 
+// Sensitive returns every sensitive value banksim holds, each with its
+// kind ("PAN", "ID number", "CVV2", "expiry", "OTP"): its accounts' card
+// numbers, ID numbers, CVV2s and expiry dates, and the codes in its inbox
+// (its own and the carrier's). A test scans what the system under test
+// stored and logged for them.
+func (s *Sim) Sensitive() map[string]string {
+	out := map[string]string{}
+	add := func(kind, v string) {
+		if v != "" {
+			out[v] = kind
+		}
+	}
+	s.accountsMu.RLock()
+	for _, acct := range s.accounts {
+		acct.mu.Lock()
+		a := acct.a
+		acct.mu.Unlock()
+		add("PAN", a.CardNumber)
+		add("ID number", a.IDNumber)
+		add("CVV2", a.CVV2)
+		add("expiry", a.Expiry)
+	}
+	s.accountsMu.RUnlock()
+	s.sms.mu.Lock()
+	for _, texts := range s.sms.byPhone {
+		for _, m := range texts {
+			add("OTP", m.Code)
+		}
+	}
+	s.sms.mu.Unlock()
+	return out
+}
+
 // inbox keeps the newest smsKeptPerPhone texts per phone, oldest first.
 type inbox struct {
 	mu      sync.Mutex
