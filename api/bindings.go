@@ -240,6 +240,9 @@ func (a *Bindings) resend(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := BindEmpty(c); err != nil {
+		return err
+	}
 	b, err := a.Service.Resend(c.Request().Context(), MerchantID(c), id)
 	if err != nil {
 		return err

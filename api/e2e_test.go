@@ -596,6 +596,16 @@ func (e *e2e) testValidation(t *testing.T) {
 		fits = append(fits, `"}`...)
 		wantError(t, m.c.Post(t, "/v1/bindings", fits), http.StatusBadRequest, "validation_failed", "x")
 	})
+	t.Run("a route that takes no body refuses one", func(t *testing.T) {
+		path := "/v1/bindings/" + ids.New("bnd") + "/resend"
+		wantError(t, m.c.Post(t, path, map[string]any{"reason": "lost"}), http.StatusBadRequest, "validation_failed", "reason")
+		wantError(t, m.c.Post(t, path, []byte(`{`)), http.StatusBadRequest, "malformed_json", "")
+		wantError(t, m.c.Post(t, path, bytes.Repeat([]byte(" "), api.MaxBody+1)), http.StatusRequestEntityTooLarge,
+			"body_too_large", "")
+		// Empty, or an object without fields: the binding is looked up.
+		wantError(t, m.c.Post(t, path, []byte(``)), http.StatusNotFound, "not_found", "")
+		wantError(t, m.c.Post(t, path, []byte(` {} `)), http.StatusNotFound, "not_found", "")
+	})
 	t.Run("no refused request reached the bank", func(t *testing.T) {
 		e.wantTexts(t, debit.Phone, 0)
 		e.wantTexts(t, credit.Phone, 0)

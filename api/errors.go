@@ -201,6 +201,18 @@ func Bind(c echo.Context, v any) error {
 	return nil
 }
 
+// BindEmpty checks the body of a route that takes none: it may be empty or
+// an object without fields ({}); otherwise Bind's answers (413, 400
+// malformed, 400 naming the unknown field).
+func BindEmpty(c echo.Context) error {
+	body, err := readBody(c)
+	if err != nil || len(bytes.TrimSpace(body)) == 0 {
+		return err
+	}
+	var none struct{}
+	return Bind(c, &none)
+}
+
 // readBody reads at most MaxBody bytes, remembering the body so the
 // idempotency layer and the handler can both see it.
 func readBody(c echo.Context) ([]byte, error) {

@@ -337,6 +337,9 @@ func (a *Mandates) transition(fn func(ctx context.Context, merchantID, id string
 		if err != nil {
 			return err
 		}
+		if err := BindEmpty(c); err != nil {
+			return err
+		}
 		m, err := fn(c.Request().Context(), MerchantID(c), id)
 		if err != nil {
 			return err
