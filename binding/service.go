@@ -59,17 +59,24 @@ type Config struct {
 	Clock clock.Clock
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
+	// BankCallsInTx bounds the requests that wait on a bank while holding
+	// a database connection and the binding's or card's row lock (Confirm,
+	// Resend, Unbind). Further ones queue before taking a connection, so a
+	// slow bank cannot take the whole pool from the rest of the API.
+	// Defaults to half the pool's connections.
+	BankCallsInTx int
 }
 
 // Service is the binding domain.
 type Service struct {
-	pool  *pgxpool.Pool
-	vault Vault
-	banks Banks
-	emit  EmitFunc
-	ended CardEndedFunc
-	clock clock.Clock
-	log   *slog.Logger
+	pool      *pgxpool.Pool
+	vault     Vault
+	banks     Banks
+	emit      EmitFunc
+	ended     CardEndedFunc
+	clock     clock.Clock
+	log       *slog.Logger
+	bankSlots chan struct{} // Config.BankCallsInTx
 }
 
 // now is the clock at Postgres' precision, so answers show the times later
@@ -95,8 +102,24 @@ func New(cfg Config) (*Service, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.BankCallsInTx <= 0 {
+		cfg.BankCallsInTx = max(1, int(cfg.Pool.Config().MaxConns)/2)
+	}
 	return &Service{pool: cfg.Pool, vault: cfg.Vault, banks: cfg.Banks, emit: cfg.Emit, ended: cfg.CardEnded,
-		clock: cfg.Clock, log: cfg.Logger}, nil
+		clock: cfg.Clock, log: cfg.Logger, bankSlots: make(chan struct{}, cfg.BankCallsInTx)}, nil
+}
+
+// bankSlot takes one of the Config.BankCallsInTx slots for a transaction
+// that waits on a bank; the caller releases it when the transaction ends.
+// A caller that ctx ends first gets ErrBankUnavailable, having held no
+// connection.
+func (s *Service) bankSlot(ctx context.Context) (release func(), err error) {
+	select {
+	case s.bankSlots <- struct{}{}:
+		return func() { <-s.bankSlots }, nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("%w: waiting for other calls to the banks: %w", ErrBankUnavailable, ctx.Err())
+	}
 }
 
 // AAD builders: each ciphertext is bound to its table, merchant, row and
@@ -423,9 +446,14 @@ func (s *Service) GetBinding(ctx context.Context, merchantID, id string) (Bindin
 // ErrBindingNotPending, *ResendTooSoonError, ErrResendLimit,
 // ErrBankUnavailable.
 func (s *Service) Resend(ctx context.Context, merchantID, id string) (Binding, error) {
+	release, err := s.bankSlot(ctx)
+	if err != nil {
+		return Binding{}, err
+	}
+	defer release()
 	var out Binding
 	var final error
-	err := db.InTx(ctx, s.pool, func(tx pgx.Tx) error {
+	err = db.InTx(ctx, s.pool, func(tx pgx.Tx) error {
 		b, err := s.pending(ctx, tx, merchantID, id)
 		if err != nil {
 			return err
@@ -521,9 +549,14 @@ func (s *Service) Confirm(ctx context.Context, merchantID, id string, otp sensit
 	if !ValidOTP(otp.Reveal()) {
 		return Binding{}, &FieldError{"otp", "must be 6 digits"}
 	}
+	release, err := s.bankSlot(ctx)
+	if err != nil {
+		return Binding{}, err
+	}
+	defer release()
 	var out Binding
 	var final error // an error to return after committing the state change
-	err := db.InTx(ctx, s.pool, func(tx pgx.Tx) error {
+	err = db.InTx(ctx, s.pool, func(tx pgx.Tx) error {
 		// The transaction's audit rows (a decryption's too) are held and
 		// sent with its closing statements (send), or at the end.
 		ctx, rows := audit.WithCollector(ctx)
@@ -745,9 +778,14 @@ func (s *Service) ListCards(ctx context.Context, merchantID, memberID string) ([
 // decryption and the failed try are audited all the same.
 // Errors: ErrNotFound, ErrCardDeclined (the bank refused), ErrBankUnavailable.
 func (s *Service) Unbind(ctx context.Context, merchantID, id string) (Card, error) {
+	release, err := s.bankSlot(ctx)
+	if err != nil {
+		return Card{}, err
+	}
+	defer release()
 	var out Card
 	var final error // the bank's refusal, returned after its audit rows commit
-	err := db.InTx(ctx, s.pool, func(tx pgx.Tx) error {
+	err = db.InTx(ctx, s.pool, func(tx pgx.Tx) error {
 		ctx := audit.WithExecer(ctx, tx) // decryptions audit in this transaction
 		c, agreementCT, err := getCard(ctx, tx, merchantID, id, true)
 		if err != nil {

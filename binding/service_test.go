@@ -707,3 +707,72 @@ func TestBankFailuresAreAudited(t *testing.T) {
 		t.Fatalf("unbind once the bank answers = %+v, %v", card, err)
 	}
 }
+
+// TestSlowBankHoldsFewConnections: requests that wait on a bank inside a
+// transaction are bounded (Config.BankCallsInTx). Beyond the bound one
+// queues holding no connection, and one whose context ends there answers
+// bank_unavailable without reaching the bank; its binding still takes its
+// code afterwards.
+func TestSlowBankHoldsFewConnections(t *testing.T) {
+	ctx := context.Background()
+	w := newWorld(t)
+	svc, err := binding.New(binding.Config{Pool: w.Pool, Vault: w.Vault, Banks: w.Banks, Clock: w.clock, BankCallsInTx: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := func(externalID string) (binding.Binding, sensitive.OTP) {
+		t.Helper()
+		a := w.account(t, "ICBC", "debit")
+		in := input(a)
+		in.ExternalUserID = externalID
+		b, err := svc.StartBinding(ctx, w.merchant, in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b, w.code(t, a.Phone)
+	}
+	slow, slowCode := start("slow-1")
+	queued, queuedCode := start("slow-2")
+
+	// The bank holds the first confirm's answer until the adapter gives up.
+	if err := w.SimCtl.AddFault(ctx, conformance.Fault{BankCode: "ICBC", Operation: "bind_confirm",
+		Mode: conformance.FaultTimeout}); err != nil {
+		t.Fatal(err)
+	}
+	held := make(chan error, 1)
+	go func() {
+		_, err := svc.Confirm(ctx, w.merchant, slow.ID, slowCode)
+		held <- err
+	}()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		n, err := w.SimCtl.ArmedFaults(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			break // the first confirm is at the bank
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the first confirm did not reach the bank")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+
+	short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	_, err = svc.Confirm(short, w.merchant, queued.ID, queuedCode)
+	cancel()
+	if !errors.Is(err, binding.ErrBankUnavailable) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("a confirm queued behind the slow one: %v, want bank unavailable after its deadline", err)
+	}
+	if got, err := svc.GetBinding(ctx, w.merchant, queued.ID); err != nil || got.Status != binding.StatusOTPSent ||
+		got.AttemptsLeft() != binding.OTPMaxAttempts {
+		t.Fatalf("the queued binding = %+v, %v; want untouched", got, err)
+	}
+	if err := <-held; !errors.Is(err, binding.ErrBankUnavailable) {
+		t.Fatalf("the held confirm: %v, want bank unavailable", err)
+	}
+	if b, err := svc.Confirm(ctx, w.merchant, queued.ID, queuedCode); err != nil || b.Status != binding.StatusBound {
+		t.Fatalf("the queued binding confirmed once the bank is free = %+v, %v", b, err)
+	}
+}

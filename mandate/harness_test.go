@@ -767,16 +767,11 @@ func (w *world) logged(msg, orderNo string) bool {
 // armedFaults is how many faults banksim still holds (GET /sim/faults).
 func (w *world) armedFaults(t *testing.T) int {
 	t.Helper()
-	resp, err := http.Get(w.SimURL + "/sim/faults")
+	n, err := w.SimCtl.ArmedFaults(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	var faults []json.RawMessage
-	if err := json.NewDecoder(resp.Body).Decode(&faults); err != nil {
-		t.Fatal(err)
-	}
-	return len(faults)
+	return n
 }
 
 func (w *world) fault(t *testing.T, f simclient.Fault) {

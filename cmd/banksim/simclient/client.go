@@ -238,6 +238,16 @@ func (c *Client) AddFault(ctx context.Context, f Fault) error {
 	return c.do(ctx, http.MethodPost, "/sim/faults", in, http.StatusCreated, nil)
 }
 
+// ArmedFaults is how many faults are armed and not yet used up: a test
+// learns from it that a call has reached the bank.
+func (c *Client) ArmedFaults(ctx context.Context) (int, error) {
+	var faults []json.RawMessage
+	if err := c.do(ctx, http.MethodGet, "/sim/faults", nil, http.StatusOK, &faults); err != nil {
+		return 0, err
+	}
+	return len(faults), nil
+}
+
 // ClearFaults removes the faults armed at bankCode, or every fault when
 // bankCode is empty.
 func (c *Client) ClearFaults(ctx context.Context, bankCode string) error {
