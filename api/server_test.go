@@ -30,7 +30,7 @@ func TestMain(m *testing.M) {
 	// of their own, the stacks' bank adapters) goes to a capture the
 	// package's leak scan reads.
 	slog.SetDefault(slog.New(slog.NewJSONHandler(newLogBuf(), &slog.HandlerOptions{Level: slog.LevelDebug})))
-	os.Exit(testenv.Main(m, scanPackageForLeaks))
+	os.Exit(testenv.Main(m, testenv.ScanPackage(allLogs, "PAN", "ID number", "CVV2", "expiry", "OTP")))
 }
 
 // logBuf captures the server's JSON log lines; the handler writes from the

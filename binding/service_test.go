@@ -21,7 +21,11 @@ import (
 	"github.com/quickpay/quickpay/internal/webhooks"
 )
 
-func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
+func TestMain(m *testing.M) {
+	// After the tests: no card data or code in the database or the logs.
+	logs := testenv.CaptureDefaultLog()
+	os.Exit(testenv.Main(m, testenv.ScanPackage(logs, "PAN", "ID number", "OTP")))
+}
 
 type world struct {
 	*testenv.Stack

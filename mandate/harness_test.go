@@ -40,7 +40,11 @@ import (
 	"github.com/quickpay/quickpay/mandate"
 )
 
-func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
+func TestMain(m *testing.M) {
+	// After the tests: no card data or code in the database or the logs.
+	logs := testenv.CaptureDefaultLog()
+	os.Exit(testenv.Main(m, testenv.ScanPackage(logs, "PAN", "ID number", "OTP")))
+}
 
 // The tests of this package do not call t.Parallel: RunDue, Pending and
 // Reconcile work across every merchant in the package's one database (as

@@ -1,0 +1,204 @@
+package testenv
+
+import (
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"maps"
+	"strings"
+	"sync"
+)
+
+// ScanPackage returns an after func for Main: once the package's tests
+// have passed, it scans a pg_dump of the package's database, and the logs
+// logs returns, for every card number, ID number, CVV2 and expiry of every
+// account the banksims of the package's Stacks held and every code they
+// texted (bank codes, and the codes quickpay sent through their carrier).
+// It fails when it finds one, and, when every test ran (no -run), when a
+// kind in want had no value to look for (the scan would prove nothing).
+func ScanPackage(logs func() string, want ...string) func() error {
+	return func() error {
+		values := map[string]string{}
+		for _, s := range Sims() {
+			maps.Copy(values, s.Sensitive())
+		}
+		dump, err := Dump()
+		if err != nil {
+			return fmt.Errorf("leak scan: %w", err)
+		}
+		hayLogs := logs()
+		kinds := map[string]int{}
+		for _, k := range values {
+			kinds[k]++
+		}
+		var errs []error
+		if f := flag.Lookup("test.run"); f != nil && f.Value.String() != "" {
+			want = nil // some tests only: they need not use every kind
+		}
+		for _, k := range want {
+			if kinds[k] == 0 {
+				errs = append(errs, fmt.Errorf("leak scan: no %s to look for: it would prove nothing", k))
+			}
+		}
+		for where, hay := range map[string]string{"pg_dump": dump, "logs": hayLogs} {
+			lower := strings.ToLower(hay)
+			for v, kind := range values {
+				form, ok := "", false
+				if kind == "OTP" {
+					// Across a whole package a code standing alone is bound
+					// to meet an equal amount or count: codes are searched
+					// where a leak would put them, as CVV2 and expiry are.
+					form, ok = shortLeak(lower, v)
+				} else {
+					form, ok = Leak(hay, lower, kind, v)
+				}
+				if ok {
+					errs = append(errs, fmt.Errorf("%s: %s (%s) found %s", where, kind, Describe(v), form))
+				}
+			}
+		}
+		fmt.Printf("leak scan: %d KiB of pg_dump and %d KiB of logs for %v\n", len(dump)>>10, len(hayLogs)>>10, kinds)
+		return errors.Join(errs...)
+	}
+}
+
+// CaptureDefaultLog points slog.Default, at debug level, at a capture and
+// returns what it has captured so far, for ScanPackage.
+func CaptureDefaultLog() func() string {
+	c := &LogCapture{}
+	slog.SetDefault(slog.New(slog.NewJSONHandler(c, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	return c.String
+}
+
+// LogCapture is a log sink safe for concurrent writers.
+type LogCapture struct {
+	mu  sync.Mutex
+	buf strings.Builder
+}
+
+func (c *LogCapture) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.buf.Write(p)
+}
+
+// String returns everything written so far.
+func (c *LogCapture) String() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.buf.String()
+}
+
+// Describe names a value in a failure without repeating it.
+func Describe(v string) string {
+	if len(v) >= 13 {
+		return v[:6] + "…" + v[len(v)-4:]
+	}
+	return fmt.Sprintf("%d characters", len(v))
+}
+
+// Leak reports whether hay (and lower, its lower case) holds v in clear,
+// as hex of its bytes, or as base64.
+//
+// Values of 10 characters or more (card numbers, ID numbers and a card
+// number's unmasked tail) are searched as plain substrings. Codes (6
+// digits) must stand alone: not inside a longer run of letters and digits
+// (ciphertext hex, ids) and not as a timestamp's fraction of a second.
+// CVV2 and expiry (3 and 4 digits) are too short for that, since statuses,
+// counts and durations are numbers too: they are searched where a leak
+// would put them, as a JSON string, a form or log value, after their own
+// field name, or as a whole bytea value.
+func Leak(hay, lower, kind, v string) (string, bool) {
+	lv := strings.ToLower(v)
+	hexes := []string{hex.EncodeToString([]byte(v)), hex.EncodeToString([]byte(strings.ToUpper(v))), hex.EncodeToString([]byte(lv))}
+	switch {
+	case len(v) >= 10:
+		needles := []string{lv}
+		if kind == "PAN" && len(v)-6 >= 10 {
+			needles = append(needles, lv[6:]) // all but the 6 digits a masked PAN may show
+		}
+		for _, n := range needles {
+			if strings.Contains(lower, n) {
+				return "in clear", true
+			}
+			if strings.Contains(lower, hex.EncodeToString([]byte(n))) {
+				return "as hex", true
+			}
+		}
+		for _, h := range hexes {
+			if strings.Contains(lower, h) {
+				return "as hex", true
+			}
+		}
+		if strings.Contains(hay, base64.StdEncoding.EncodeToString([]byte(v))) {
+			return "as base64", true
+		}
+	case kind == "OTP":
+		if standsAlone(lower, lv) {
+			return "in clear", true
+		}
+		for _, h := range hexes {
+			if strings.Contains(lower, h) {
+				return "as hex", true
+			}
+		}
+	default:
+		return shortLeak(lower, lv)
+	}
+	return "", false
+}
+
+// shortLeak finds a CVV2 or expiry where a leak would put it.
+func shortLeak(s, v string) (string, bool) {
+	if i := strings.Index(s, `\x`+hex.EncodeToString([]byte(v))); i >= 0 {
+		end := i + 2 + 2*len(v)
+		if end == len(s) || !isHex(s[end]) {
+			return "as a whole bytea value", true
+		}
+	}
+	for _, at := range aloneAt(s, v) {
+		before := s[max(0, at-12):at]
+		end := at + len(v)
+		switch {
+		case strings.Contains(before, "cvv") || strings.Contains(before, "exp"):
+			return "after its field name", true
+		case at > 0 && s[at-1] == '=':
+			return "as a form or log value", true
+		case at > 0 && s[at-1] == '"' && end < len(s) && s[end] == '"' && !strings.Contains(before, "last4"):
+			// (A card's last 4 digits are shown and may equal an expiry.)
+			return "as a JSON string", true
+		}
+	}
+	return "", false
+}
+
+func isHex(c byte) bool { return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' }
+
+// standsAlone reports whether v occurs in s between characters that are
+// neither letters nor digits, other than as the fraction of a timestamp's
+// seconds ("05.123456").
+func standsAlone(s, v string) bool { return len(aloneAt(s, v)) > 0 }
+
+// aloneAt returns where v stands alone in s (see standsAlone).
+func aloneAt(s, v string) []int {
+	alnum := func(c byte) bool { return c >= '0' && c <= '9' || c >= 'a' && c <= 'z' }
+	var out []int
+	for i := 0; ; {
+		j := strings.Index(s[i:], v)
+		if j < 0 {
+			return out
+		}
+		at := i + j
+		end := at + len(v)
+		left := at == 0 || !alnum(s[at-1])
+		right := end == len(s) || !alnum(s[end])
+		fraction := at >= 2 && s[at-1] == '.' && s[at-2] >= '0' && s[at-2] <= '9'
+		if left && right && !fraction {
+			out = append(out, at)
+		}
+		i = at + 1
+	}
+}
