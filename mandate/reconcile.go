@@ -181,20 +181,24 @@ func (s *Service) settleAbsent(ctx context.Context, bank bankadapters.Bank, merc
 	return s.settle(ctx, a, r, reconcileSource)
 }
 
-// adoptOrphans makes the bank's attempts still processing whose charge
-// job has ended without settling them (River discarded it after its last
+// adoptOrphans makes the bank's attempts still processing, claimed over an
+// hour ago, whose charge job has ended without settling them (River discarded it after its last
 // retry, or it was cancelled or deleted) unknown, with their queries spent.
 // No job is left to send or ask about them, so they would stay processing
 // for ever, each holding one of its card's daily tries; as unknown ones,
 // this run settles them from the statement or by one last query, which
 // fails an order the bank never got.
 func (s *Service) adoptOrphans(ctx context.Context, bankCode string) error {
+	const orphanAge = time.Hour
 	return db.InTx(ctx, s.pool, func(tx pgx.Tx) error {
+		// Only attempts claimed a while ago: a month-end run keeps many
+		// processing for minutes, each with its live job. The job is found
+		// through River's index on args.
 		rows, err := tx.Query(ctx, `UPDATE charge_attempts a SET status = 'unknown', queries = greatest(queries, $2)
-			WHERE bank_code = $1 AND status = 'processing' AND NOT EXISTS (SELECT 1 FROM river_job j
-				WHERE j.kind = $3 AND j.state NOT IN ('completed', 'cancelled', 'discarded')
-				AND j.args->'attempts' @> jsonb_build_array(jsonb_build_object('order_no', a.order_no)))
-			RETURNING order_no, charge_id`, bankCode, len(s.cfg.QueryBackoff), ChargeArgs{}.Kind())
+			WHERE bank_code = $1 AND status = 'processing' AND created_at < $4 AND NOT EXISTS (SELECT 1 FROM river_job j
+				WHERE j.args @> jsonb_build_object('attempts', jsonb_build_array(jsonb_build_object('order_no', a.order_no)))
+				AND j.kind = $3 AND j.state NOT IN ('completed', 'cancelled', 'discarded'))
+			RETURNING order_no, charge_id`, bankCode, len(s.cfg.QueryBackoff), ChargeArgs{}.Kind(), s.now().Add(-orphanAge))
 		if err != nil {
 			return err
 		}

@@ -283,7 +283,7 @@ func TestReconcileLeavesSendingAttemptsToTheirJobs(t *testing.T) {
 // failed by one last query when the bank never got it. River discards a
 // job only after its last retry, about three weeks of backoff: the test
 // stands in for that by marking an unworked job discarded. An attempt
-// whose job still waits is left to it.
+// whose job still waits is left to it, and so is any within the hour.
 func TestReconcileAdoptsOrphanedAttempts(t *testing.T) {
 	ctx := context.Background()
 	idle := "idle_" + randHex(4) // a queue nobody works
@@ -302,6 +302,11 @@ func TestReconcileAdoptsOrphanedAttempts(t *testing.T) {
 		t.Fatalf("discarding the orphan's job: %d rows, %v", tag.RowsAffected(), err)
 	}
 
+	// Within the hour an attempt is left to its job, whatever its state.
+	if rec, err := w.svc.Reconcile(ctx, "ICBC", w.today()); err != nil || rec.Settled != 0 {
+		t.Fatalf("reconciliation within the hour settled %d, %v; want none", rec.Settled, err)
+	}
+	w.setNow(w.clock.Now().Add(2 * time.Hour))
 	rec, err := w.svc.Reconcile(ctx, "ICBC", w.today())
 	if err != nil {
 		t.Fatal(err)
