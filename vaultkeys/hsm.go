@@ -86,7 +86,7 @@ type HSM struct {
 	working map[handleKey]pkcs11.ObjectHandle // their working copies (see workingKey)
 	loginMu sync.Mutex                        // serializes logins
 
-	keeperMu sync.Mutex           // serializes use of keeper
+	keeperMu sync.Mutex           // serializes use of keeper, and finds with copies (object)
 	keeper   pkcs11.SessionHandle // owns the working copies; 0 when none is open
 
 	genMu sync.Mutex // serializes key generation
@@ -424,11 +424,16 @@ func (h *HSM) object(s pkcs11.SessionHandle, label string, class uint) (pkcs11.O
 	if o, ok := h.cached(h.handles, k); ok {
 		return o, nil
 	}
+	// Not while a working copy is made: SoftHSM2 builds a copy attribute by
+	// attribute, and a find in between sees it with the original's label
+	// and CKA_TOKEN, as a second key of that label.
+	h.keeperMu.Lock()
 	objs, err := h.find(s, []*pkcs11.Attribute{
 		pkcs11.NewAttribute(pkcs11.CKA_CLASS, class),
 		pkcs11.NewAttribute(pkcs11.CKA_LABEL, label),
 		pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true),
 	}, 2)
+	h.keeperMu.Unlock()
 	if err != nil {
 		return 0, err
 	}
