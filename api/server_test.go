@@ -2,7 +2,6 @@ package api_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -35,10 +34,7 @@ func TestMain(m *testing.M) {
 
 // logBuf captures the server's JSON log lines; the handler writes from the
 // server's goroutines while the test reads.
-type logBuf struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
+type logBuf struct{ testenv.LogCapture }
 
 // logBufs are every capture of the package's tests, for its leak scan.
 var logBufs struct {
@@ -55,24 +51,10 @@ func newLogBuf() *logBuf {
 	return l
 }
 
-func (l *logBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
-
-func (l *logBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
 // entries returns every line logged so far, decoded.
 func (l *logBuf) entries(t *testing.T) []map[string]any {
 	t.Helper()
-	l.mu.Lock()
-	raw := l.buf.String()
-	l.mu.Unlock()
+	raw := l.String()
 	var out []map[string]any
 	sc := bufio.NewScanner(strings.NewReader(raw))
 	sc.Buffer(make([]byte, 0, 64*1024), 1<<20)
@@ -99,9 +81,7 @@ func (l *logBuf) await(t *testing.T, msg, id string) map[string]any {
 			}
 		}
 		if time.Now().After(deadline) {
-			l.mu.Lock()
-			defer l.mu.Unlock()
-			t.Fatalf("no %q log line with request_id %q within 10s; log:\n%s", msg, id, l.buf.String())
+			t.Fatalf("no %q log line with request_id %q within 10s; log:\n%s", msg, id, l.String())
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -395,9 +375,7 @@ func TestRequestIDAndAccessLog(t *testing.T) {
 	}
 
 	t.Run("raw URLs never reach the log", func(t *testing.T) {
-		s.logs.mu.Lock()
-		out := s.logs.buf.String()
-		s.logs.mu.Unlock()
+		out := s.logs.String()
 		if strings.Contains(out, "6222021234567890128") || strings.Contains(out, "/no/such/path") {
 			t.Fatalf("log holds the raw URL:\n%s", out)
 		}

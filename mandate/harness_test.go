@@ -83,7 +83,7 @@ type world struct {
 	queue    string
 	merchant string
 	gen      *conformance.Gen
-	logs     *logBuffer
+	logs     *testenv.LogCapture // every log line of the world, for the leak check
 
 	// carrierDown makes the SMS carrier answer 503; refusePhone (under mu)
 	// makes it refuse texts to one number.
@@ -93,24 +93,6 @@ type world struct {
 	mu        sync.Mutex
 	merchants []string
 	secrets   []string // card and ID numbers that must never reach a log
-}
-
-// logBuffer collects every log line of a world, for the leak check.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 func randHex(n int) string {
@@ -123,7 +105,7 @@ func randHex(n int) string {
 func newWorld(t *testing.T, tweaks ...func(*mandate.Config)) *world {
 	t.Helper()
 	ctx := context.Background()
-	w := &world{Stack: testenv.NewStack(t), clock: clock.NewFake(worldStart), gen: conformance.NewGen(), logs: &logBuffer{}}
+	w := &world{Stack: testenv.NewStack(t), clock: clock.NewFake(worldStart), gen: conformance.NewGen(), logs: &testenv.LogCapture{}}
 	w.Sim.SetNow(worldStart)
 	logger := slog.New(slog.NewJSONHandler(w.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	w.merchant = w.newMerchant(t)
