@@ -68,10 +68,24 @@ func (b Backoff) AttemptsFor(window time.Duration) int {
 	return n
 }
 
-// DeliverArgs is the River job delivering one event.
+// MaxDeliverBatch bounds the events of one delivery job.
+const MaxDeliverBatch = 50
+
+// DeliverArgs is the River job delivering events of one merchant, in order.
 type DeliverArgs struct {
-	EventID    string `json:"event_id"`
-	MerchantID string `json:"merchant_id"`
+	MerchantID string   `json:"merchant_id"`
+	EventIDs   []string `json:"event_ids,omitempty"`
+	// EventID is the one event of a job enqueued before jobs carried
+	// several; such jobs are still delivered.
+	EventID string `json:"event_id,omitempty"`
+}
+
+// eventIDs are the job's events.
+func (a DeliverArgs) eventIDs() []string {
+	if a.EventID != "" {
+		return append([]string{a.EventID}, a.EventIDs...)
+	}
+	return a.EventIDs
 }
 
 // Kind implements river.JobArgs.
@@ -143,46 +157,82 @@ func (w *DeliverWorker) NextRetry(job *river.Job[DeliverArgs]) time.Time {
 	return time.Now().Add(w.cfg.Backoff.Delay(job.Attempt))
 }
 
-// Timeout leaves room around the POST for loading, decrypting and recording.
-func (w *DeliverWorker) Timeout(*river.Job[DeliverArgs]) time.Duration {
-	return w.cfg.Timeout + 20*time.Second
+// Timeout leaves room for each POST, and around them for loading,
+// decrypting and recording.
+func (w *DeliverWorker) Timeout(job *river.Job[DeliverArgs]) time.Duration {
+	return time.Duration(max(1, len(job.Args.eventIDs())))*w.cfg.Timeout + 20*time.Second
 }
 
-// Work delivers one event to the merchant's endpoint as it is configured
-// now, and records the attempt. It returns an error, so River retries, on
-// a transport error, a timeout or an answer other than 2xx.
+// Work delivers the job's events that have no 2xx answer recorded yet to
+// the merchant's endpoint as it is configured now, in order, and records
+// each attempt. It returns an error, so River retries, if any event got a
+// transport error, a timeout or an answer other than 2xx; a transport
+// error or timeout also leaves the events after it for the retry.
 func (w *DeliverWorker) Work(ctx context.Context, job *river.Job[DeliverArgs]) error {
 	a := job.Args
-	ev, err := loadEvent(ctx, w.cfg.Pool, a.MerchantID, a.EventID)
-	if errors.Is(err, ErrNotFound) {
-		return river.JobCancel(fmt.Errorf("deliver %s: event not found", a.EventID))
+	name := a.MerchantID + " events"
+	if ids := a.eventIDs(); len(ids) == 1 {
+		name = ids[0]
 	}
+	evs, found, err := undelivered(ctx, w.cfg.Pool, a.MerchantID, a.eventIDs())
 	if err != nil {
-		return fmt.Errorf("deliver %s: %w", a.EventID, err)
+		return fmt.Errorf("deliver %s: %w", name, err)
+	}
+	if found == 0 {
+		return river.JobCancel(fmt.Errorf("deliver %s: event not found", name))
+	}
+	if len(evs) == 0 {
+		return nil // all delivered by an earlier attempt
 	}
 	ep, err := loadEndpoint(ctx, w.cfg.Pool, a.MerchantID)
-	if errors.Is(err, ErrNotFound) || (err == nil && !ep.subscribes(ev.Type)) {
-		// Removed or unsubscribed since the event: nothing to deliver.
-		w.cfg.Logger.InfoContext(ctx, "webhook not delivered: no subscribed endpoint",
-			"event_id", ev.ID, "merchant_id", ev.MerchantID, "type", ev.Type)
-		return nil
+	if errors.Is(err, ErrNotFound) {
+		err, ep = nil, endpointRow{events: []string{}} // removed since: subscribes to nothing
 	}
 	if err != nil {
-		return fmt.Errorf("deliver %s: %w", ev.ID, err)
+		return fmt.Errorf("deliver %s: %w", name, err)
 	}
-	secret, err := w.cfg.Vault.Decrypt(ctx, ep.secretCT, secretAAD(ev.MerchantID), vaultkeys.Access{
-		MerchantID: ev.MerchantID, Actor: "worker:webhook_deliver", Subject: ev.ID, Reason: "sign webhook",
-	})
-	if err != nil {
-		return fmt.Errorf("deliver %s: endpoint secret: %w", ev.ID, err)
+	var secret []byte
+	var failed []error
+	for _, ev := range evs {
+		if !ep.subscribes(ev.Type) {
+			// Removed or unsubscribed since the event: nothing to deliver.
+			w.cfg.Logger.InfoContext(ctx, "webhook not delivered: no subscribed endpoint",
+				"event_id", ev.ID, "merchant_id", ev.MerchantID, "type", ev.Type)
+			continue
+		}
+		if secret == nil {
+			// Once per attempt, for its first event to send.
+			secret, err = w.cfg.Vault.Decrypt(ctx, ep.secretCT, secretAAD(a.MerchantID), vaultkeys.Access{
+				MerchantID: a.MerchantID, Actor: "worker:webhook_deliver", Subject: ev.ID, Reason: "sign webhook",
+			})
+			if err != nil {
+				return fmt.Errorf("deliver %s: endpoint secret: %w", ev.ID, err)
+			}
+		}
+		status, postErr := w.deliver(ctx, job.Attempt, ep, string(secret), ev)
+		switch {
+		case postErr != nil && !errors.Is(postErr, errRefused):
+			return errors.Join(append(failed, fmt.Errorf("deliver %s: %w", ev.ID, postErr))...)
+		case postErr != nil:
+			failed = append(failed, fmt.Errorf("deliver %s: endpoint answered %d", ev.ID, status))
+		}
 	}
+	return errors.Join(failed...)
+}
+
+// errRefused: the endpoint answered, with a status other than 2xx.
+var errRefused = errors.New("endpoint refused the event")
+
+// deliver POSTs one event, signed with secret, and records the attempt. It
+// returns the answer's status and errRefused for one other than 2xx, or the
+// transport error.
+func (w *DeliverWorker) deliver(ctx context.Context, attemptNo int, ep endpointRow, secret string, ev Event) (int, error) {
 	body, err := json.Marshal(ev)
 	if err != nil {
-		return fmt.Errorf("deliver %s: %w", ev.ID, err)
+		return 0, err
 	}
-
-	status, elapsed, postErr := w.post(ctx, ep.url, Sign(string(secret), w.cfg.Clock.Now(), body), body)
-	rec := attempt{merchantID: ev.MerchantID, eventID: ev.ID, url: ep.url, n: job.Attempt,
+	status, elapsed, postErr := w.post(ctx, ep.url, Sign(secret, w.cfg.Clock.Now(), body), body)
+	rec := attempt{merchantID: ev.MerchantID, eventID: ev.ID, url: ep.url, n: attemptNo,
 		duration: elapsed, at: w.cfg.Clock.Now()}
 	if postErr != nil {
 		msg := postErr.Error()
@@ -194,15 +244,15 @@ func (w *DeliverWorker) Work(ctx context.Context, job *river.Job[DeliverArgs]) e
 		rec.statusCode = &status
 	}
 	if err := recordAttempt(ctx, w.cfg.Pool, rec); err != nil {
-		return fmt.Errorf("deliver %s: record attempt: %w", ev.ID, err)
+		return status, fmt.Errorf("record attempt: %w", err)
 	}
 	switch {
 	case postErr != nil:
-		return fmt.Errorf("deliver %s: %w", ev.ID, postErr)
+		return 0, postErr
 	case status < 200 || status > 299:
-		return fmt.Errorf("deliver %s: endpoint answered %d", ev.ID, status)
+		return status, errRefused
 	}
-	return nil
+	return status, nil
 }
 
 // post sends one delivery and returns the answer's status or the error.

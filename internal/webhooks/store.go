@@ -97,18 +97,38 @@ func scanEvent(r pgx.CollectableRow) (Event, error) {
 	return ev, err
 }
 
-func loadEvent(ctx context.Context, pool *pgxpool.Pool, merchantID, id string) (Event, error) {
-	rows, err := pool.Query(ctx,
-		`SELECT id, merchant_id, type, created_at, data FROM events WHERE merchant_id = $1 AND id = $2`,
-		merchantID, id)
+// undelivered returns the events of merchantID among ids that have no 2xx
+// answer recorded, in order, and how many of ids are events of merchantID.
+func undelivered(ctx context.Context, pool *pgxpool.Pool, merchantID string, ids []string) ([]Event, int, error) {
+	rows, err := pool.Query(ctx, `
+		SELECT e.id, e.merchant_id, e.type, e.created_at, e.data,
+		       EXISTS (SELECT 1 FROM webhook_deliveries d
+		                WHERE d.event_id = e.id AND d.status_code BETWEEN 200 AND 299) AS delivered
+		  FROM events e WHERE e.merchant_id = $1 AND e.id = ANY ($2) ORDER BY e.seq`,
+		merchantID, ids)
 	if err != nil {
-		return Event{}, err
+		return nil, 0, err
 	}
-	ev, err := pgx.CollectExactlyOneRow(rows, scanEvent)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return Event{}, ErrNotFound
+	type row struct {
+		ev        Event
+		delivered bool
 	}
-	return ev, err
+	all, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (row, error) {
+		var x row
+		err := r.Scan(&x.ev.ID, &x.ev.MerchantID, &x.ev.Type, &x.ev.CreatedAt, &x.ev.Data, &x.delivered)
+		x.ev.CreatedAt = x.ev.CreatedAt.UTC()
+		return x, err
+	})
+	if err != nil {
+		return nil, 0, err
+	}
+	var evs []Event
+	for _, x := range all {
+		if !x.delivered {
+			evs = append(evs, x.ev)
+		}
+	}
+	return evs, len(all), nil
 }
 
 func upsertEndpoint(ctx context.Context, pool *pgxpool.Pool, merchantID, url string, events []string, secretCT []byte, now time.Time) error {

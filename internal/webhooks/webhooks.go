@@ -7,7 +7,10 @@
 // event reports. Emit writes the event (table events, id evt_…) and, if the
 // merchant's endpoint subscribes to the type, enqueues a River delivery job
 // in that same transaction: a rolled-back change leaves neither event nor
-// job, a committed one always has both.
+// job, a committed one always has both. EmitAll does the same for many
+// events at once, with one delivery job per merchant for up to
+// MaxDeliverBatch of its events (a month-end run emits 100,000
+// charge.succeeded events; one job each would be most of its writes).
 //
 // Merchants can read their events oldest first with ListEvents (GET
 // /v1/events?after=evt_…). Events are ordered by a sequence, and a reader
@@ -18,17 +21,23 @@
 //
 // # Delivery
 //
-// DeliverWorker POSTs the JSON {id, type, created_at, data} to the
-// merchant's endpoint as configured at delivery time, with
+// DeliverWorker POSTs each event of its job, one request per event, as the
+// JSON {id, type, created_at, data} to the merchant's endpoint as
+// configured at delivery time, with
 //
 //	Quickpay-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<raw body>")>
 //
 // where secret is the whole whsec_… string (see Sign and Verify). Every
-// attempt is recorded in webhook_deliveries. Any answer but 2xx, a transport
-// error or the 10 s timeout fails the attempt and River retries it with
-// exponential backoff (by default 30 s doubling, capped at 6 h) for
-// MaxAttempts attempts, which spans at least RetryWindow (3 days). Delivery
-// is at least once: a receiver may see an event twice and dedupes on its id.
+// attempt is recorded in webhook_deliveries, numbered by the job's attempt.
+// Any answer but 2xx, a transport error or the 10 s timeout fails the
+// event's attempt and River retries the job with exponential backoff (by
+// default 30 s doubling, capped at 6 h) for MaxAttempts attempts, which
+// spans at least RetryWindow (3 days). A retry sends only the job's events
+// that have no 2xx answer recorded. A transport error or timeout ends the
+// attempt (the endpoint is down: the job's later events wait for the
+// retry); an answer other than 2xx does not, so one event the receiver
+// refuses holds back no other. Delivery is at least once: a receiver may
+// see an event twice and dedupes on its id.
 //
 // The default HTTP client refuses loopback, private, link-local and other
 // non-public addresses at dial time (so a merchant's URL cannot reach
@@ -240,11 +249,8 @@ func (s *Service) queue(b *pgx.Batch, pending []Pending) ([]Event, func(context.
 	subscribed := queueEvents(b, evs)
 	deliver := func(ctx context.Context, tx pgx.Tx) error {
 		var jobs []river.InsertManyParams
-		for i, ev := range evs {
-			if subscribed[i] {
-				jobs = append(jobs, river.InsertManyParams{Args: DeliverArgs{EventID: ev.ID, MerchantID: ev.MerchantID},
-					InsertOpts: &river.InsertOpts{Queue: s.cfg.Queue}})
-			}
+		for _, a := range deliveryBatches(evs, subscribed) {
+			jobs = append(jobs, river.InsertManyParams{Args: a, InsertOpts: &river.InsertOpts{Queue: s.cfg.Queue}})
 		}
 		if len(jobs) > 0 {
 			if _, err := s.cfg.Jobs.InsertManyFastTx(ctx, tx, jobs); err != nil {
@@ -254,6 +260,26 @@ func (s *Service) queue(b *pgx.Batch, pending []Pending) ([]Event, func(context.
 		return nil
 	}
 	return evs, deliver, nil
+}
+
+// deliveryBatches groups the subscribed events of evs into delivery jobs:
+// one per merchant, in the events' order, of at most MaxDeliverBatch each.
+func deliveryBatches(evs []Event, subscribed []bool) []DeliverArgs {
+	var out []DeliverArgs
+	open := map[string]int{} // merchant → index in out of its batch being filled
+	for i, ev := range evs {
+		if !subscribed[i] {
+			continue
+		}
+		j, ok := open[ev.MerchantID]
+		if !ok || len(out[j].EventIDs) == MaxDeliverBatch {
+			j = len(out)
+			open[ev.MerchantID] = j
+			out = append(out, DeliverArgs{MerchantID: ev.MerchantID})
+		}
+		out[j].EventIDs = append(out[j].EventIDs, ev.ID)
+	}
+	return out
 }
 
 // batchName names an emitted batch in errors: its type, or its size.

@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -145,13 +146,13 @@ func (e *env) setEndpoint(t *testing.T, merchant, url string, events []string) s
 	return ep.Secret
 }
 
-// jobs returns the delivery jobs enqueued for an event.
+// jobs returns the delivery jobs that carry an event.
 func jobs(t *testing.T, q interface {
 	Query(context.Context, string, ...any) (pgx.Rows, error)
 }, eventID string) []rivertype.JobRow {
 	t.Helper()
 	rows, err := q.Query(context.Background(),
-		`SELECT queue, state, attempt, max_attempts, args FROM river_job WHERE kind = 'webhook_deliver' AND args->>'event_id' = $1`, eventID)
+		`SELECT queue, state, attempt, max_attempts, args FROM river_job WHERE kind = 'webhook_deliver' AND args->'event_ids' ? $1`, eventID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -191,6 +192,9 @@ type receiver struct {
 	mu     sync.Mutex
 	got    []received
 	status func(n int) int
+	// answer, if set, answers by the request's body instead of status;
+	// -1 drops the connection without an answer.
+	answer func(body []byte) int
 }
 
 func newReceiver(t *testing.T, status func(n int) int) *receiver {
@@ -201,8 +205,20 @@ func newReceiver(t *testing.T, status func(n int) int) *receiver {
 		r.mu.Lock()
 		r.got = append(r.got, received{header: req.Header.Clone(), body: body, at: time.Now()})
 		n := len(r.got)
+		answer := r.answer
 		r.mu.Unlock()
-		w.WriteHeader(r.status(n))
+		status := r.status(n)
+		if answer != nil {
+			status = answer(body)
+		}
+		if status == -1 {
+			conn, _, err := http.NewResponseController(w).Hijack()
+			if err == nil {
+				_ = conn.Close()
+			}
+			return
+		}
+		w.WriteHeader(status)
 	}))
 	t.Cleanup(srv.Close)
 	r.url = srv.URL + "/hooks/quickpay"
@@ -410,6 +426,125 @@ func TestFailingReceiverGetsTheEventOnRetry(t *testing.T) {
 	}
 }
 
+// emitBatch emits one event of each type for merchant in one EmitAll, so
+// that one job carries them, and returns them in order.
+func (e *env) emitBatch(t *testing.T, merchant string, types ...string) []webhooks.Event {
+	t.Helper()
+	ctx := context.Background()
+	var pending []webhooks.Pending
+	for i, typ := range types {
+		pending = append(pending, webhooks.Pending{MerchantID: merchant, Type: typ, Data: map[string]int{"i": i}})
+	}
+	if err := db.InTx(ctx, e.pool, func(tx pgx.Tx) error { return e.svc.EmitAll(ctx, tx, pending) }); err != nil {
+		t.Fatal(err)
+	}
+	evs, _, err := e.svc.ListEvents(ctx, merchant, "", 0)
+	if err != nil || len(evs) != len(types) {
+		t.Fatalf("listed %d events (%v), want %d", len(evs), err, len(types))
+	}
+	if js := jobs(t, e.pool, evs[0].ID); len(js) != 1 || js[0].MaxAttempts != webhooks.MaxAttempts {
+		t.Fatalf("%d jobs carry the first event, want 1", len(js))
+	}
+	return evs
+}
+
+// attempts summarizes an event's recorded attempts as "n:status" or
+// "n:error".
+func attempts(t *testing.T, pool *pgxpool.Pool, eventID string) []string {
+	t.Helper()
+	var out []string
+	for _, d := range deliveries(t, pool, eventID) {
+		s := fmt.Sprintf("%d:", d.Attempt)
+		if d.StatusCode != nil {
+			s += strconv.Itoa(*d.StatusCode)
+		} else if d.Error != nil {
+			s += "error"
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+// bodyID is the event id a delivery carries.
+func bodyID(body []byte) string {
+	var p struct{ ID string }
+	_ = json.Unmarshal(body, &p)
+	return p.ID
+}
+
+// dataOf is the "i" of a delivered event's data, or -1.
+func dataOf(body []byte) int {
+	var p struct{ Data struct{ I *int } }
+	if json.Unmarshal(body, &p) != nil || p.Data.I == nil {
+		return -1
+	}
+	return *p.Data.I
+}
+
+func TestBatchRetrySendsOnlyWhatFailed(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		// fail is how the receiver fails the first delivery of event i (1:
+		// the second of three).
+		fail int
+		// The requests in order, by event, and each event's attempts.
+		wantOrder    []int
+		wantAttempts [3][]string
+	}{
+		// A refusal does not hold back the events after it; the retry sends
+		// only the refused one.
+		{"answer 503", http.StatusServiceUnavailable, []int{0, 1, 2, 1},
+			[3][]string{{"1:200"}, {"1:503", "2:200"}, {"1:200"}}},
+		// A dropped connection ends the attempt: the third event waits for
+		// the retry, which does not send the first again.
+		{"connection dropped", -1, []int{0, 1, 1, 2},
+			[3][]string{{"1:200"}, {"1:error", "2:200"}, {"2:200"}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t, true, nil)
+			m := newMerchant(t, e.pool)
+			var failed atomic.Bool
+			recv := newReceiver(t, always(http.StatusOK))
+			recv.mu.Lock()
+			recv.answer = func(body []byte) int {
+				if dataOf(body) == 1 && !failed.Swap(true) {
+					return tc.fail
+				}
+				return http.StatusOK
+			}
+			recv.mu.Unlock()
+			secret := e.setEndpoint(t, m, recv.url, nil)
+			evs := e.emitBatch(t, m, webhooks.EventChargeSucceeded, webhooks.EventChargeFailed, webhooks.EventChargeRetryScheduled)
+			eventually(t, "the delivery job to complete", func() bool { return jobState(t, e.pool, evs[0].ID) == rivertype.JobStateCompleted })
+
+			var order []int
+			for _, r := range recv.requests() {
+				order = append(order, dataOf(r.body))
+				i := dataOf(r.body)
+				if i < 0 || bodyID(r.body) != evs[i].ID {
+					t.Errorf("request carries %s, data i %d: not the batch's event", bodyID(r.body), i)
+				}
+				if err := webhooks.Verify(secret, r.header.Get(webhooks.SignatureHeader), r.body, e.clock.Now(), time.Minute); err != nil {
+					t.Errorf("request for event %d: %v", i, err)
+				}
+			}
+			if !slices.Equal(order, tc.wantOrder) {
+				t.Errorf("receiver got events %v, want %v", order, tc.wantOrder)
+			}
+			for i, ev := range evs {
+				if got := attempts(t, e.pool, ev.ID); !slices.Equal(got, tc.wantAttempts[i]) {
+					t.Errorf("event %d: recorded attempts %v, want %v", i, got, tc.wantAttempts[i])
+				}
+			}
+			if js := jobs(t, e.pool, evs[0].ID); js[0].Attempt != 2 {
+				t.Errorf("job ran %d times, want 2", js[0].Attempt)
+			}
+		})
+	}
+}
+
 func TestDefaultClientRefusesPrivateAddresses(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, true, func(c *webhooks.WorkerConfig) { c.AllowPrivateNetworks = false })
@@ -502,7 +637,8 @@ func TestEmitEnqueuesOnlyForSubscribedEndpoints(t *testing.T) {
 		case tc.wantJob:
 			var args webhooks.DeliverArgs
 			_ = json.Unmarshal(js[0].EncodedArgs, &args)
-			if js[0].Queue != e.queue || js[0].MaxAttempts != webhooks.MaxAttempts || args != (webhooks.DeliverArgs{EventID: ev.ID, MerchantID: tc.merchant}) {
+			if js[0].Queue != e.queue || js[0].MaxAttempts != webhooks.MaxAttempts || args.MerchantID != tc.merchant ||
+				!slices.Equal(args.EventIDs, []string{ev.ID}) || args.EventID != "" {
 				t.Errorf("job = queue %s, max_attempts %d, args %+v", js[0].Queue, js[0].MaxAttempts, args)
 			}
 		}
@@ -691,8 +827,10 @@ func TestEmitAll(t *testing.T) {
 			}
 		}
 
-		// One delivery job for each subscribed event, none for the others.
+		// Each subscribed event in the one delivery job of its merchant,
+		// which carries them in order; no job for the others.
 		subscribed := 0
+		carried := map[string][]string{} // merchant → the event ids its job carries
 		for i, ev := range evs {
 			wantJob := ev.MerchantID == all || ev.MerchantID == some && slices.Contains(someTypes, ev.Type)
 			js := jobs(t, e.pool, ev.ID)
@@ -706,17 +844,29 @@ func TestEmitAll(t *testing.T) {
 				var args webhooks.DeliverArgs
 				_ = json.Unmarshal(js[0].EncodedArgs, &args)
 				if js[0].Queue != e.queue || js[0].MaxAttempts != webhooks.MaxAttempts || js[0].State != rivertype.JobStateAvailable ||
-					args != (webhooks.DeliverArgs{EventID: ev.ID, MerchantID: ev.MerchantID}) {
+					args.MerchantID != ev.MerchantID {
 					t.Errorf("event %d: job = queue %s, max_attempts %d, state %s, args %+v",
 						i, js[0].Queue, js[0].MaxAttempts, js[0].State, args)
 				}
+				carried[ev.MerchantID] = args.EventIDs
 			}
 		}
 		if want := len(webhooks.EventTypes()) + len(someTypes); subscribed != want {
 			t.Errorf("%d subscribed events have a job, want %d", subscribed, want)
 		}
-		if n := deliveryJobs(t, merchants...); n != subscribed {
-			t.Errorf("%d delivery jobs for the batch's merchants, want %d", n, subscribed)
+		for m, n := range map[string]int{all: len(webhooks.EventTypes()), some: len(someTypes)} {
+			var wantIDs []string
+			for _, ev := range evs {
+				if ev.MerchantID == m && (m == all || slices.Contains(someTypes, ev.Type)) {
+					wantIDs = append(wantIDs, ev.ID)
+				}
+			}
+			if len(wantIDs) != n || !slices.Equal(carried[m], wantIDs) {
+				t.Errorf("merchant %s's job carries %v, want its %d subscribed events in order %v", m, carried[m], n, wantIDs)
+			}
+		}
+		if n := deliveryJobs(t, merchants...); n != 2 {
+			t.Errorf("%d delivery jobs for the batch's merchants, want 2 (one per subscribed merchant)", n)
 		}
 	})
 
@@ -759,8 +909,8 @@ func TestEmitAll(t *testing.T) {
 		if len(evs) != len(valid) || dataI(evs[0]) != 1 || dataI(evs[len(evs)-1]) != len(valid) {
 			t.Errorf("valid batch: stored %v, want its %d events in order", eventIDs(evs), len(valid))
 		}
-		if n := deliveryJobs(t, all, some, none); n != 3 {
-			t.Errorf("valid batch: %d delivery jobs, want 3", n)
+		if n := deliveryJobs(t, all, some, none); n != 2 {
+			t.Errorf("valid batch: %d delivery jobs, want 2 (all's two events, some's one)", n)
 		}
 	})
 
