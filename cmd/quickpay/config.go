@@ -191,6 +191,8 @@ func (c *config) open(ctx context.Context, log *slog.Logger, workers bool) (*dep
 	if workers {
 		deliver, err := webhooks.NewDeliverWorker(webhooks.WorkerConfig{
 			Pool: d.pool, Vault: d.vault, Logger: log, AllowPrivateNetworks: c.WebhooksPrivate,
+			// A run of a delivery job ends before River would rescue it.
+			JobTimeout: min(4*time.Minute, c.RescueAfter/2),
 		})
 		if err != nil {
 			d.close()

@@ -105,6 +105,12 @@ type WorkerConfig struct {
 	Clock clock.Clock
 	// Timeout bounds each POST, from dial to the last byte read. Defaults to 10s.
 	Timeout time.Duration
+	// JobTimeout bounds one run of a delivery job. A run that has less than
+	// Timeout (and 5 s) left stops before its next event, having sent at
+	// least one, and snoozes: River runs it again at once, without counting
+	// an attempt. Keep it below River's RescueStuckJobsAfter, or a slow
+	// receiver's job is rescued while it runs. Defaults to 4 min.
+	JobTimeout time.Duration
 	// Backoff is the retry schedule. Defaults to DefaultBackoffBase doubling
 	// up to DefaultBackoffMax; anything
 	// faster ends retries before RetryWindow (tests only).
@@ -137,6 +143,12 @@ func NewDeliverWorker(cfg WorkerConfig) (*DeliverWorker, error) {
 	if cfg.Timeout == 0 {
 		cfg.Timeout = 10 * time.Second
 	}
+	if cfg.JobTimeout == 0 {
+		cfg.JobTimeout = 4 * time.Minute
+	}
+	if cfg.Timeout < 0 || cfg.JobTimeout < 0 {
+		return nil, errors.New("webhooks: Timeout and JobTimeout must not be negative")
+	}
 	if cfg.Backoff == (Backoff{}) {
 		cfg.Backoff = Backoff{Base: DefaultBackoffBase, Max: DefaultBackoffMax}
 	}
@@ -157,17 +169,16 @@ func (w *DeliverWorker) NextRetry(job *river.Job[DeliverArgs]) time.Time {
 	return time.Now().Add(w.cfg.Backoff.Delay(job.Attempt))
 }
 
-// Timeout leaves room for each POST, and around them for loading,
-// decrypting and recording.
-func (w *DeliverWorker) Timeout(job *river.Job[DeliverArgs]) time.Duration {
-	return time.Duration(max(1, len(job.Args.eventIDs())))*w.cfg.Timeout + 20*time.Second
-}
+// Timeout bounds one run (WorkerConfig.JobTimeout).
+func (w *DeliverWorker) Timeout(*river.Job[DeliverArgs]) time.Duration { return w.cfg.JobTimeout }
 
 // Work delivers the job's events that have no 2xx answer recorded yet to
 // the merchant's endpoint as it is configured now, in order, and records
 // each attempt. It returns an error, so River retries, if any event got a
 // transport error, a timeout or an answer other than 2xx; a transport
-// error or timeout also leaves the events after it for the retry.
+// error or timeout also leaves the events after it for the retry. A run
+// short of time for another POST leaves the rest to the next
+// (WorkerConfig.JobTimeout).
 func (w *DeliverWorker) Work(ctx context.Context, job *river.Job[DeliverArgs]) error {
 	a := job.Args
 	name := a.MerchantID + " events"
@@ -193,6 +204,7 @@ func (w *DeliverWorker) Work(ctx context.Context, job *river.Job[DeliverArgs]) e
 	}
 	var secret []byte
 	var failed []error
+	sent := 0
 	for _, ev := range evs {
 		if !ep.subscribes(ev.Type) {
 			// Removed or unsubscribed since the event: nothing to deliver.
@@ -200,6 +212,15 @@ func (w *DeliverWorker) Work(ctx context.Context, job *river.Job[DeliverArgs]) e
 				"event_id", ev.ID, "merchant_id", ev.MerchantID, "type", ev.Type)
 			continue
 		}
+		if dl, ok := ctx.Deadline(); ok && sent > 0 && time.Until(dl) < w.cfg.Timeout+5*time.Second {
+			// Out of time for another POST: the rest go in the next run,
+			// right away unless an event failed (then after the backoff).
+			if len(failed) > 0 {
+				return errors.Join(failed...)
+			}
+			return river.JobSnooze(0)
+		}
+		sent++
 		if secret == nil {
 			// Once per attempt, for its first event to send.
 			secret, err = w.cfg.Vault.Decrypt(ctx, ep.secretCT, secretAAD(a.MerchantID), vaultkeys.Access{

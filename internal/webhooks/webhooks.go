@@ -36,8 +36,11 @@
 // that have no 2xx answer recorded. A transport error or timeout ends the
 // attempt (the endpoint is down: the job's later events wait for the
 // retry); an answer other than 2xx does not, so one event the receiver
-// refuses holds back no other. Delivery is at least once: a receiver may
-// see an event twice and dedupes on its id.
+// refuses holds back no other. A run of a job is bounded
+// (WorkerConfig.JobTimeout, below River's rescue of stuck jobs); a run out
+// of time leaves its remaining events to the next run, at once. Delivery
+// is at least once: a receiver may see an event twice and dedupes on its
+// id.
 //
 // The default HTTP client refuses loopback, private, link-local and other
 // non-public addresses at dial time (so a merchant's URL cannot reach

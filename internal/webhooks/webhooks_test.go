@@ -545,6 +545,39 @@ func TestBatchRetrySendsOnlyWhatFailed(t *testing.T) {
 	}
 }
 
+func TestJobOutOfTimeContinuesInTheNextRun(t *testing.T) {
+	t.Parallel()
+	// Each run has less than one POST's Timeout: it sends one event, then
+	// snoozes, and the next run takes the next event.
+	e := newEnv(t, true, func(c *webhooks.WorkerConfig) { c.JobTimeout = 300 * time.Millisecond })
+	m := newMerchant(t, e.pool)
+	recv := newReceiver(t, always(http.StatusOK))
+	e.setEndpoint(t, m, recv.url, nil)
+	evs := e.emitBatch(t, m, webhooks.EventChargeSucceeded, webhooks.EventChargeFailed, webhooks.EventChargeRetryScheduled)
+	eventually(t, "the delivery job to complete", func() bool { return jobState(t, e.pool, evs[0].ID) == rivertype.JobStateCompleted })
+
+	var order []int
+	for _, r := range recv.requests() {
+		order = append(order, dataOf(r.body))
+	}
+	if !slices.Equal(order, []int{0, 1, 2}) {
+		t.Errorf("receiver got events %v, want each once, in order", order)
+	}
+	for i, ev := range evs {
+		if got := attempts(t, e.pool, ev.ID); !slices.Equal(got, []string{"1:200"}) {
+			t.Errorf("event %d: recorded attempts %v, want [1:200]", i, got)
+		}
+	}
+	var snoozes int
+	if err := e.pool.QueryRow(context.Background(), `SELECT coalesce((metadata->>'snoozes')::int, 0) FROM river_job
+		WHERE kind = 'webhook_deliver' AND args->'event_ids' ? $1`, evs[0].ID).Scan(&snoozes); err != nil {
+		t.Fatal(err)
+	}
+	if js := jobs(t, e.pool, evs[0].ID); js[0].Attempt != 1 || snoozes != 2 {
+		t.Errorf("job attempt %d after %d snoozes, want attempt 1 after 2 (snoozes are not attempts)", js[0].Attempt, snoozes)
+	}
+}
+
 func TestDefaultClientRefusesPrivateAddresses(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, true, func(c *webhooks.WorkerConfig) { c.AllowPrivateNetworks = false })
