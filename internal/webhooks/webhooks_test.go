@@ -48,7 +48,7 @@ type env struct {
 	queue string
 }
 
-func newVault(t *testing.T, pool *pgxpool.Pool) *vaultkeys.Vault {
+func newVault(t testing.TB, pool *pgxpool.Pool) *vaultkeys.Vault {
 	t.Helper()
 	v, err := vaultkeys.New(vaultkeys.Config{Pool: pool, HSM: testenv.HSM(t, 2)})
 	if err != nil {
@@ -64,47 +64,24 @@ func newVault(t *testing.T, pool *pgxpool.Pool) *vaultkeys.Vault {
 // DeliverWorker configured by wc (fast backoff and private networks allowed
 // unless wc says otherwise). With work false the client only inserts, so
 // jobs stay where Emit put them.
-func newEnv(t *testing.T, work bool, wc func(*webhooks.WorkerConfig)) *env {
+func newEnv(t testing.TB, work bool, wc func(*webhooks.WorkerConfig)) *env {
 	t.Helper()
-	ctx := context.Background()
 	e := &env{
 		pool:  testenv.Pool(t),
 		clock: clock.NewFake(time.Date(2031, 3, 4, 5, 6, 7, 0, time.UTC)),
 		queue: strings.ReplaceAll(ids.New("wh"), "_", "-"),
 	}
 	e.vault = newVault(t, e.pool)
-	rcfg := &river.Config{Logger: slog.New(slog.DiscardHandler)}
+	var rc *river.Client[pgx.Tx]
 	if work {
-		cfg := webhooks.WorkerConfig{
-			Pool: e.pool, Vault: e.vault, Clock: e.clock, AllowPrivateNetworks: true,
-			Backoff: webhooks.Backoff{Base: 10 * time.Millisecond, Max: 40 * time.Millisecond},
-		}
-		if wc != nil {
-			wc(&cfg)
-		}
-		w, err := webhooks.NewDeliverWorker(cfg)
-		if err != nil {
+		rc = e.startWorker(t, 4, wc)
+	} else {
+		var err error
+		if rc, err = river.NewClient(riverpgxv5.New(e.pool), &river.Config{Logger: slog.New(slog.DiscardHandler)}); err != nil {
 			t.Fatal(err)
 		}
-		rcfg.Workers = river.NewWorkers()
-		river.AddWorker(rcfg.Workers, w)
-		rcfg.Queues = map[string]river.QueueConfig{e.queue: {MaxWorkers: 4}}
-		rcfg.FetchCooldown, rcfg.FetchPollInterval = 5*time.Millisecond, 20*time.Millisecond
 	}
-	rc, err := river.NewClient(riverpgxv5.New(e.pool), rcfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if work {
-		if err := rc.Start(ctx); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer cancel()
-			_ = rc.Stop(ctx)
-		})
-	}
+	var err error
 	e.svc, err = webhooks.New(webhooks.Config{Pool: e.pool, Vault: e.vault, Jobs: rc, Queue: e.queue, Clock: e.clock})
 	if err != nil {
 		t.Fatal(err)
@@ -112,7 +89,41 @@ func newEnv(t *testing.T, work bool, wc func(*webhooks.WorkerConfig)) *env {
 	return e
 }
 
-func newMerchant(t *testing.T, pool *pgxpool.Pool) string {
+// startWorker starts a River client working the env's queue with up to
+// workers DeliverWorkers configured by wc (see newEnv), stopped at cleanup.
+func (e *env) startWorker(t testing.TB, workers int, wc func(*webhooks.WorkerConfig)) *river.Client[pgx.Tx] {
+	t.Helper()
+	cfg := webhooks.WorkerConfig{
+		Pool: e.pool, Vault: e.vault, Clock: e.clock, AllowPrivateNetworks: true,
+		Backoff: webhooks.Backoff{Base: 10 * time.Millisecond, Max: 40 * time.Millisecond},
+	}
+	if wc != nil {
+		wc(&cfg)
+	}
+	w, err := webhooks.NewDeliverWorker(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rcfg := &river.Config{Logger: slog.New(slog.DiscardHandler), Workers: river.NewWorkers(),
+		Queues: map[string]river.QueueConfig{e.queue: {MaxWorkers: workers}}}
+	river.AddWorker(rcfg.Workers, w)
+	rcfg.FetchCooldown, rcfg.FetchPollInterval = 5*time.Millisecond, 20*time.Millisecond
+	rc, err := river.NewClient(riverpgxv5.New(e.pool), rcfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rc.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		_ = rc.Stop(ctx)
+	})
+	return rc
+}
+
+func newMerchant(t testing.TB, pool *pgxpool.Pool) string {
 	t.Helper()
 	id := ids.New("mch")
 	if _, err := pool.Exec(context.Background(),
@@ -137,7 +148,7 @@ func (e *env) emit(t *testing.T, merchant, typ string, data any) webhooks.Event 
 	return ev
 }
 
-func (e *env) setEndpoint(t *testing.T, merchant, url string, events []string) string {
+func (e *env) setEndpoint(t testing.TB, merchant, url string, events []string) string {
 	t.Helper()
 	ep, err := e.svc.SetEndpoint(context.Background(), merchant, url, events)
 	if err != nil {
@@ -197,7 +208,7 @@ type receiver struct {
 	answer func(body []byte) int
 }
 
-func newReceiver(t *testing.T, status func(n int) int) *receiver {
+func newReceiver(t testing.TB, status func(n int) int) *receiver {
 	t.Helper()
 	r := &receiver{status: status}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
