@@ -222,7 +222,7 @@ func (w *DeliverWorker) Work(ctx context.Context, job *river.Job[DeliverArgs]) e
 		}
 		sent++
 		if secret == nil {
-			// Once per attempt, for its first event to send.
+			// Once per run, for its first event to send.
 			secret, err = w.cfg.Vault.Decrypt(ctx, ep.secretCT, secretAAD(a.MerchantID), vaultkeys.Access{
 				MerchantID: a.MerchantID, Actor: "worker:webhook_deliver", Subject: ev.ID, Reason: "sign webhook",
 			})
