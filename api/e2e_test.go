@@ -63,6 +63,7 @@ func TestE2E(t *testing.T) {
 		t.Run("repeat binds of one card", e.testRepeatBinds)
 		t.Run("another merchant sees nothing", e.testTenants)
 		t.Run("one Idempotency-Key makes one bank call", e.testIdempotency)
+		t.Run("a key in flight elsewhere answers idempotency_key_in_use", e.testKeyInUse)
 		t.Run("webhooks are signed, listed and retried", e.testWebhooks)
 	})
 	// Faults are armed per bank in the banksim the flows above share, so
@@ -1113,6 +1114,42 @@ func (e *e2e) testIdempotency(t *testing.T) {
 		t.Error("a later retry with the key is not the saved answer replayed")
 	}
 	e.wantTexts(t, a.Phone, 1)
+}
+
+// testKeyInUse: a request whose key another instance holds in flight
+// waits InFlightWait, then answers 409 idempotency_key_in_use (checked
+// against the OpenAPI document like every answer); once that instance lets
+// the key go, the request runs.
+func (e *e2e) testKeyInUse(t *testing.T) {
+	ctx := context.Background()
+	srv := newTestServer(t, serverOptions{Stack: e.stack, Banks: e.banks, Logger: e.logger, Jobs: e.jobs,
+		InFlightWait: 100 * time.Millisecond})
+	m := e.merchant(t, srv)
+	elsewhere, err := idempotency.New(idempotency.Config{Pool: e.Pool, Logger: e.logger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := []byte(`{"external_id":"user-` + randomHex(t, 6) + `"}`)
+	req := idempotency.Request{MerchantID: m.id, Key: "member-" + randomHex(t, 8), Method: http.MethodPost,
+		Path: "/v1/members", Hash: idempotency.RequestHash(http.MethodPost, "/v1/members", body)}
+	claim, err := elsewhere.Claim(ctx, req)
+	if err != nil || !claim.Owned {
+		t.Fatalf("the other instance's claim = %+v, %v", claim, err)
+	}
+	key := apitest.IdempotencyKey(req.Key)
+	wantError(t, m.c.Post(t, "/v1/members", body, key), http.StatusConflict, "idempotency_key_in_use", "")
+	var members int
+	if err := e.Pool.QueryRow(ctx, `SELECT count(*) FROM members WHERE merchant_id = $1`, m.id).Scan(&members); err != nil || members != 0 {
+		t.Errorf("%d members (%v) after the 409, want none", members, err)
+	}
+
+	if err := elsewhere.Release(ctx, req, claim); err != nil {
+		t.Fatal(err)
+	}
+	res := m.c.Post(t, "/v1/members", body, key)
+	if res.WantStatus(t, http.StatusCreated) && res.Header.Get(idempotency.HeaderReplayed) != "" {
+		t.Error("the request after the key was let go was a replay")
+	}
 }
 
 // receiver is a merchant's webhook endpoint that records what it gets.
