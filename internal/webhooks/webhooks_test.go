@@ -415,16 +415,7 @@ func TestFailingReceiverGetsTheEventOnRetry(t *testing.T) {
 			t.Errorf("request %d: %v", i+1, err)
 		}
 	}
-	ds := deliveries(t, e.pool, ev.ID)
-	var summary []string
-	for _, d := range ds {
-		s := fmt.Sprintf("%d:", d.Attempt)
-		if d.StatusCode != nil {
-			s += strconv.Itoa(*d.StatusCode)
-		}
-		summary = append(summary, s)
-	}
-	if want := []string{"1:500", "2:500", "3:200"}; !slices.Equal(summary, want) {
+	if summary, want := attempts(t, e.pool, ev.ID), []string{"1:500", "2:500", "3:200"}; !slices.Equal(summary, want) {
 		t.Errorf("recorded attempts = %v, want %v", summary, want)
 	}
 	if js := jobs(t, e.pool, ev.ID); js[0].Attempt != 3 {
