@@ -24,6 +24,7 @@ const (
 	ReasonCardFrozen        = "card_frozen"        // hard: the card may thaw
 	ReasonCardClosed        = "card_closed"        // hard: the card is gone
 	ReasonOrderConflict     = "order_conflict"     // hard: the order number was used with other terms
+	ReasonElementsMismatch  = "elements_mismatch"  // hard: the card's elements no longer match the bank's
 )
 
 // ValidateCharge refuses a charge that must not reach a bank.
@@ -70,6 +71,10 @@ func Classify(r ChargeResult, table map[string]CodeClass, code, status string) C
 		if r.Reason == "" {
 			r.Reason = "declined"
 		}
+	case known && c.Outcome == OutcomeElementsMismatch && (status == "" || status == "FAILED"):
+		// A debit refused for the card's elements (DESIGN.md, "Charging"):
+		// no retry can succeed.
+		r.Status, r.Outcome, r.Reason = ChargeFailed, OutcomeHardDecline, ReasonElementsMismatch
 	default:
 		r.Status, r.Outcome = ChargeUnknown, OutcomeProcessing
 		r.Cause = fmt.Errorf("unreadable result: code %q status %q", code, status)

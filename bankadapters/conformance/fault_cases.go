@@ -84,6 +84,7 @@ var faultDeclines = []struct {
 	{"daily_limit", bankadapters.OutcomeRetryableDecline},
 	{"card_frozen", bankadapters.OutcomeHardDecline},
 	{"agreement_invalid", bankadapters.OutcomeHardDecline},
+	{"id_mismatch", bankadapters.OutcomeHardDecline}, // an elements mismatch (DESIGN.md, "Charging")
 }
 
 func (s *suite) testFaultDecline(reason string, outcome bankadapters.Outcome) func(t *testing.T) {

@@ -206,6 +206,7 @@ var reasonCodes = map[string][2]string{
 	"success":            {"0000", "SUCCESS"},
 	"processing":         {"0001", "PROCESSING"},
 	"sign_invalid":       {"1001", "E_SIGN"},
+	"id_mismatch":        {"2002", "E_IDNO"},
 	"card_frozen":        {"2007", "E_FROZEN"},
 	"insufficient_funds": {"4001", "E_BALANCE"},
 	"single_limit":       {"4002", "E_SINGLE_LIMIT"},
