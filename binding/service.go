@@ -619,6 +619,8 @@ func (s *Service) refused(ctx context.Context, tx pgx.Tx, b bindingRow, berr err
 		b.Status, b.FailureCode, final = StatusFailed, "otp_attempts_exceeded", ErrOTPAttemptsExceeded
 	case bankadapters.OutcomeOTPExpired:
 		b.Status, b.FailureCode, final = StatusExpired, "binding_expired", ErrBindingExpired
+	case bankadapters.OutcomeAlreadyBound:
+		return s.alreadyBound(ctx, tx, b, berr)
 	case bankadapters.OutcomeUnavailable, bankadapters.OutcomeProcessing:
 		// The binding stays as it was: the user may try the code again.
 		s.auditRow(ctx, b.MerchantID, "otp.verify", b.ID, audit.OutcomeFailed, details)
@@ -637,6 +639,51 @@ func (s *Service) refused(ctx context.Context, tx pgx.Tx, b bindingRow, berr err
 		return Binding{}, nil, err
 	}
 	return b.Binding, final, nil
+}
+
+// alreadyBound settles a binding whose confirm the bank refused as
+// "already bound": another binding of the same card was confirmed after
+// this one began. The card that binding made is returned if it is this
+// member's (the issue: don't fail on the bank's "already bound"); any
+// other holder of the agreement, a member or another merchant, makes it
+// card_bound_elsewhere.
+func (s *Service) alreadyBound(ctx context.Context, tx pgx.Tx, b bindingRow, berr error) (Binding, error, error) {
+	now := s.now()
+	details := map[string]any{"class": bankadapters.OutcomeOf(berr), "bank_code": bankCode(berr)}
+	card, err := activeCardByFingerprint(ctx, tx, b.MerchantID, [][]byte{b.PANFP})
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return Binding{}, nil, err
+	}
+	memberID := b.MemberID
+	if err == nil && memberID == "" {
+		m, gerr := getMemberByExternalID(ctx, tx, b.MerchantID, b.ExternalUserID)
+		if gerr != nil && !errors.Is(gerr, ErrNotFound) {
+			return Binding{}, nil, gerr
+		}
+		memberID = m.ID
+	}
+	var batch pgx.Batch
+	if err == nil && memberID != "" && card.MemberID == memberID {
+		b.Status, b.MemberID, b.CardID = StatusBound, memberID, card.ID
+		queueUpdateBinding(&batch, b, "", now)
+		details["existing_card"] = card.ID
+		s.auditRow(ctx, b.MerchantID, "otp.verify", b.ID, audit.OutcomeOK, details)
+		s.auditRow(ctx, b.MerchantID, "bind.bound", b.ID, audit.OutcomeOK, map[string]any{"card": card.ID, "member": memberID})
+		if err := s.send(ctx, tx, &batch, bindingEvent(b, "binding.bound")); err != nil {
+			return Binding{}, nil, err
+		}
+		return b.Binding, nil, nil
+	}
+	b.Status, b.FailureCode = StatusFailed, failureCode(ErrCardBoundElsewhere)
+	if b.ExternalUserID != "" {
+		b.MemberID = "" // an implicit binding names a member only once bound
+	}
+	queueUpdateBinding(&batch, b, bankCode(berr), now)
+	s.auditRow(ctx, b.MerchantID, "otp.verify", b.ID, audit.OutcomeFailed, details)
+	if err := s.send(ctx, tx, &batch, bindingEvent(b, "binding.failed")); err != nil {
+		return Binding{}, nil, err
+	}
+	return b.Binding, ErrCardBoundElsewhere, nil
 }
 
 // bind creates the card (and the implicit member) for a confirmed binding.

@@ -599,8 +599,56 @@ func TestConfirmFindsWhatChangedSinceApply(t *testing.T) {
 		}
 	})
 
-	// The bank refuses a card already bound, so this race is made in the
-	// database: another member's active card with the same number, written
+	// Two bindings of one card, both begun before either is confirmed: the
+	// bank answers the second confirm "already bound".
+	startWithCode := func(a conformance.Account, externalID string) (binding.Binding, sensitive.OTP) {
+		t.Helper()
+		b := start(a, externalID)
+		return b, w.code(t, a.Phone)
+	}
+	t.Run("the same card twice for one member: the second confirm returns its card", func(t *testing.T) {
+		a := w.account(t, "ICBC", "debit")
+		first, code1 := startWithCode(a, "race-4")
+		second, code2 := startWithCode(a, "race-4")
+		one, err := w.svc.Confirm(ctx, w.merchant, first.ID, code1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		two, err := w.svc.Confirm(ctx, w.merchant, second.ID, code2)
+		if err != nil || two.Status != binding.StatusBound || two.CardID != one.CardID || two.MemberID != one.MemberID {
+			t.Fatalf("second confirm = %+v, %v; want bound to card %s of member %s", two, err, one.CardID, one.MemberID)
+		}
+		if again, err := w.svc.GetBinding(ctx, w.merchant, second.ID); err != nil || again.CardID != one.CardID {
+			t.Fatalf("second binding reads %+v, %v", again, err)
+		}
+		cards, err := w.svc.ListCards(ctx, w.merchant, one.MemberID)
+		if err != nil || len(cards) != 1 {
+			t.Fatalf("member's cards = %v, %v; want the one", cards, err)
+		}
+	})
+
+	t.Run("the same card for two members: the second confirm is card_bound_elsewhere", func(t *testing.T) {
+		a := w.account(t, "CCB", "debit")
+		first, code1 := startWithCode(a, "race-5")
+		second, code2 := startWithCode(a, "race-5-other")
+		if _, err := w.svc.Confirm(ctx, w.merchant, first.ID, code1); err != nil {
+			t.Fatal(err)
+		}
+		got, err := w.svc.Confirm(ctx, w.merchant, second.ID, code2)
+		if !errors.Is(err, binding.ErrCardBoundElsewhere) || got.Status != binding.StatusFailed || got.CardID != "" {
+			t.Fatalf("second confirm = %+v, %v; want failed, card bound elsewhere", got, err)
+		}
+		if again, err := w.svc.GetBinding(ctx, w.merchant, second.ID); err != nil || again.Status != binding.StatusFailed ||
+			again.FailureCode != "card_bound_elsewhere" || again.MemberID != "" {
+			t.Fatalf("refused binding reads %+v, %v", again, err)
+		}
+		if _, err := w.svc.FindMember(ctx, w.merchant, "race-5-other"); !errors.Is(err, binding.ErrNotFound) {
+			t.Fatalf("the refused implicit binding made a member: %v", err)
+		}
+	})
+
+	// A card bound to another member between apply and confirm, without
+	// the bank's knowing, is made in the database: another member's active card with the same number, written
 	// between apply and confirm. The new implicit member is made, its card
 	// is not, and the binding fails.
 	t.Run("the card appeared for another member: card_bound_elsewhere", func(t *testing.T) {
