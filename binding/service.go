@@ -725,7 +725,11 @@ func (s *Service) bind(ctx context.Context, tx pgx.Tx, b bindingRow, agreementNo
 		if err != nil {
 			return Binding{}, nil, err
 		}
-		if m.NameFP == nil && m.IDNumberFP == nil {
+		if m.NameFP == nil || m.IDNumberFP == nil {
+			// What the member did not declare, the bank has now verified:
+			// it is kept by reference (a declared value, checked equal at
+			// apply, still reads first), so the next binding is checked
+			// against both.
 			queueSetMemberIdentity(&batch, b.MerchantID, m.ID, b)
 		} else {
 			queueMarkMemberVerified(&batch, b.MerchantID, m.ID)

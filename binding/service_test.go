@@ -238,6 +238,40 @@ func TestImplicitMemberIsCreatedOnceAndChecked(t *testing.T) {
 	})
 }
 
+// TestPartlyDeclaredIdentityIsCompletedByTheBank: a member declared with a
+// name only keeps the ID number its first binding verified, so a card of
+// a namesake with another ID number is refused.
+func TestPartlyDeclaredIdentityIsCompletedByTheBank(t *testing.T) {
+	ctx := context.Background()
+	w := newWorld(t)
+	a := w.account(t, "ICBC", "debit")
+	m, err := w.svc.CreateMember(ctx, w.merchant, binding.MemberInput{ExternalID: "named-only", Name: a.HolderName})
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := input(a)
+	in.MemberID = m.ID
+	b, err := w.svc.StartBinding(ctx, w.merchant, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.svc.Confirm(ctx, w.merchant, b.ID, w.code(t, a.Phone)); err != nil {
+		t.Fatal(err)
+	}
+	namesake := w.account(t, "CCB", "debit")
+	namesake.HolderName = a.HolderName
+	if err := w.SimCtl.PutAccount(ctx, namesake); err != nil {
+		t.Fatal(err)
+	}
+	in = input(namesake)
+	in.MemberID = m.ID
+	_, err = w.svc.StartBinding(ctx, w.merchant, in)
+	var im *binding.IdentityMismatchError
+	if !errors.As(err, &im) || im.Field != "id_number" {
+		t.Fatalf("namesake's card: err = %v, want identity mismatch on id_number", err)
+	}
+}
+
 func TestRepeatBinds(t *testing.T) {
 	ctx := context.Background()
 	w := newWorld(t)

@@ -122,8 +122,9 @@ func insertMember(ctx context.Context, q querier, m Member, id identity) error {
 	return nil
 }
 
-// queueSetMemberIdentity makes a member without identity keep the one a
-// binding verified, by reference (its fingerprints are read through it).
+// queueSetMemberIdentity makes a member without a full identity keep the
+// one a binding verified, by reference (its fingerprints are read through
+// it wherever the member has none of its own).
 func queueSetMemberIdentity(batch *pgx.Batch, merchantID, memberID string, b bindingRow) {
 	batch.Queue(`UPDATE members SET identity_binding_id = $3, identity_verified = true
 		WHERE merchant_id = $1 AND id = $2`, merchantID, memberID, b.ID)
