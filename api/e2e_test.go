@@ -582,6 +582,9 @@ func (e *e2e) testValidation(t *testing.T) {
 		wantError(t, m.c.Post(t, "/v1/bindings", []byte(`{"holder_name":`)), http.StatusBadRequest, "malformed_json", "")
 		wantError(t, m.c.Post(t, "/v1/bindings", []byte(`{} {}`)), http.StatusBadRequest, "malformed_json", "")
 		wantError(t, m.c.Post(t, "/v1/bindings", []byte(``)), http.StatusBadRequest, "malformed_json", "")
+		for _, notObject := range []string{`[]`, `"x"`, `123`, `true`} {
+			wantError(t, m.c.Post(t, "/v1/bindings", []byte(notObject)), http.StatusBadRequest, "malformed_json", "")
+		}
 	})
 	t.Run("body over 64 KiB", func(t *testing.T) {
 		body, err := json.Marshal(with(debit, map[string]any{"holder_name": strings.Repeat("张", api.MaxBody/3+1)}))

@@ -52,6 +52,7 @@ var (
 	ErrForbiddenScope   = NewError(http.StatusForbidden, "insufficient_scope", "the token's scope does not allow this")
 	ErrBodyTooLarge     = NewError(http.StatusRequestEntityTooLarge, "body_too_large", "request body exceeds 64 KiB")
 	ErrMalformedJSON    = NewError(http.StatusBadRequest, "malformed_json", "request body is not valid JSON")
+	ErrBodyNotObject    = NewError(http.StatusBadRequest, "malformed_json", "request body must be a JSON object")
 	ErrInternal         = NewError(http.StatusInternalServerError, "internal", "internal error")
 	ErrMethodNotAllowed = NewError(http.StatusMethodNotAllowed, "method_not_allowed", "method not allowed")
 )
@@ -187,6 +188,8 @@ func Bind(c echo.Context, v any) error {
 		case strings.HasPrefix(err.Error(), "json: unknown field "):
 			field := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
 			return Validation(http.StatusBadRequest, field, "unknown field")
+		case errors.As(err, &typ) && typ.Field == "":
+			return ErrBodyNotObject // an array, string or number: no field to name
 		case errors.As(err, &typ):
 			return Validation(http.StatusBadRequest, typ.Field, "wrong type")
 		case errors.As(err, &syn), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
