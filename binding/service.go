@@ -444,7 +444,9 @@ func (s *Service) GetBinding(ctx context.Context, merchantID, id string) (Bindin
 // Resend asks the bank for a fresh code: at least 60 s after the last one,
 // at most 5 sends. Errors: ErrNotFound, ErrBindingExpired,
 // ErrBindingNotPending, *ResendTooSoonError, ErrResendLimit,
-// ErrBankUnavailable.
+// ErrBankUnavailable (the binding stays); ErrCardDeclined,
+// *ElementsMismatchError, ErrOTPAttemptsExceeded (the bank refused: the
+// binding has failed).
 func (s *Service) Resend(ctx context.Context, merchantID, id string) (Binding, error) {
 	release, err := s.bankSlot(ctx)
 	if err != nil {
@@ -479,13 +481,29 @@ func (s *Service) Resend(ctx context.Context, merchantID, id string) (Binding, e
 				"send": b.OTPSends + 1, "class": bankadapters.OutcomeOf(err)}); err != nil {
 				return err
 			}
-			if bankadapters.OutcomeOf(err) == bankadapters.OutcomeOTPExpired {
+			var events []webhooks.Pending
+			switch bankadapters.OutcomeOf(err) {
+			case bankadapters.OutcomeOTPExpired:
 				// The bank has forgotten the session.
 				b.Status, b.FailureCode, final = StatusExpired, "binding_expired", ErrBindingExpired
-				return updateBinding(ctx, tx, b, bankCode(err), now)
+			case bankadapters.OutcomeOTPAttemptsExceeded:
+				b.OTPAttempts = OTPMaxAttempts
+				b.Status, b.FailureCode, final = StatusFailed, "otp_attempts_exceeded", ErrOTPAttemptsExceeded
+			case bankadapters.OutcomeHardDecline, bankadapters.OutcomeRetryableDecline, bankadapters.OutcomeElementsMismatch:
+				// The bank refuses the card now (frozen, closed since
+				// apply): no code will come, so the binding ends.
+				b.Status, b.FailureCode, final = StatusFailed, "card_declined", s.bankError(err)
+			default:
+				// Not reached, or no answer: the binding stays, retryable.
+				final = fmt.Errorf("%w: %v", ErrBankUnavailable, err)
+				return nil
 			}
-			final = fmt.Errorf("%w: %v", ErrBankUnavailable, err)
-			return nil
+			if b.Status == StatusFailed {
+				events = append(events, bindingEvent(b, "binding.failed"))
+			}
+			var batch pgx.Batch
+			queueUpdateBinding(&batch, b, bankCode(err), now)
+			return s.send(ctx, tx, &batch, events...)
 		}
 		b.OTPSends++
 		b.OTPLastSentAt, b.OTPExpiresAt = now, now.Add(OTPValidity)

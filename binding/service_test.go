@@ -102,15 +102,18 @@ func (w *world) texts(t *testing.T, phone string) int {
 	return len(texts)
 }
 
-func (w *world) sawEvent(typ string) bool {
+func (w *world) sawEvent(typ string) bool { return w.eventCount(typ) > 0 }
+
+func (w *world) eventCount(typ string) int {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	n := 0
 	for _, e := range w.events {
 		if e == typ {
-			return true
+			n++
 		}
 	}
-	return false
+	return n
 }
 
 func TestExplicitMemberBindsAndUnbinds(t *testing.T) {
@@ -791,6 +794,49 @@ func TestBankFailuresAreAudited(t *testing.T) {
 	}
 	if card, err := w.svc.Unbind(ctx, w.merchant, bound.CardID); err != nil || card.Status != binding.CardUnbound {
 		t.Fatalf("unbind once the bank answers = %+v, %v", card, err)
+	}
+}
+
+// TestResendRefusedByTheBank: a bank that refuses to send another code
+// ends the binding (failed, with binding.failed), and the answer says why;
+// it is not a 503 to retry.
+func TestResendRefusedByTheBank(t *testing.T) {
+	ctx := context.Background()
+	w := newWorld(t)
+	for _, tc := range []struct {
+		code, failure string
+		want          error
+	}{
+		{"card_frozen", "card_declined", binding.ErrCardDeclined},
+		{"otp_locked", "otp_attempts_exceeded", binding.ErrOTPAttemptsExceeded},
+	} {
+		t.Run(tc.code, func(t *testing.T) {
+			a := w.account(t, "ICBC", "debit")
+			b, err := w.svc.StartBinding(ctx, w.merchant, func() binding.BindInput {
+				in := input(a)
+				in.ExternalUserID = "resend-" + tc.code
+				return in
+			}())
+			if err != nil {
+				t.Fatal(err)
+			}
+			w.clock.Advance(binding.OTPResendGap)
+			failedBefore := w.eventCount("binding.failed")
+			if err := w.SimCtl.AddFault(ctx, conformance.Fault{BankCode: "ICBC", Operation: "bind_resend",
+				Mode: conformance.FaultDecline, Code: tc.code, Count: 1}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := w.svc.Resend(ctx, w.merchant, b.ID); !errors.Is(err, tc.want) {
+				t.Fatalf("resend: %v, want %v", err, tc.want)
+			}
+			got, err := w.svc.GetBinding(ctx, w.merchant, b.ID)
+			if err != nil || got.Status != binding.StatusFailed || got.FailureCode != tc.failure {
+				t.Fatalf("binding after the refused resend = %+v, %v; want failed %s", got, err, tc.failure)
+			}
+			if n := w.eventCount("binding.failed"); n != failedBefore+1 {
+				t.Fatalf("%d binding.failed events, want %d", n, failedBefore+1)
+			}
+		})
 	}
 }
 
