@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/quickpay/quickpay/binding"
+	"github.com/quickpay/quickpay/internal/sensitive"
 	"github.com/quickpay/quickpay/mandate"
 )
 
@@ -589,6 +590,40 @@ func TestMandateCompletion(t *testing.T) {
 	}
 	w.checkBooks(t, full)
 	w.checkBooks(t, poor)
+}
+
+// TestConsentAfterTheLastDate: a mandate consented after its only charge
+// date has passed (the code was sent before midnight, confirmed after) is
+// completed at once, and says so with mandate.completed after
+// mandate.activated.
+func TestConsentAfterTheLastDate(t *testing.T) {
+	ctx := context.Background()
+	w := newWorld(t)
+	c := w.bindCard(t, "ICBC", 1_000_000)
+	date := day("2027-04-10")
+	w.setNow(time.Date(2027, 4, 10, 23, 58, 0, 0, shanghai))
+	in := w.monthly(10, 1_500)
+	in.CardID, in.Reference, in.Schedule.EndDate = c.ID, "ref-"+randHex(4), date
+	m, err := w.svc.Create(ctx, c.Merchant, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	texts, err := w.SimCtl.SMS(ctx, c.Phone)
+	if err != nil || len(texts) == 0 {
+		t.Fatalf("no consent SMS: %v", err)
+	}
+	code := consentCode.FindStringSubmatch(texts[0].Text)
+	if code == nil {
+		t.Fatal("no 6-digit code in the consent text")
+	}
+	w.setNow(time.Date(2027, 4, 11, 0, 1, 0, 0, shanghai))
+	got, err := w.svc.Confirm(ctx, c.Merchant, m.ID, sensitive.NewOTP(code[1]))
+	if err != nil || got.Status != mandate.StatusCompleted || got.StatusReason != "end_date" {
+		t.Fatalf("confirm = %s (%s), %v; want completed (end_date)", got.Status, got.StatusReason, err)
+	}
+	if me := types(mandateEvents(w.events(t, c.Merchant), m.ID)); !slices.Equal(me, []string{"mandate.activated", "mandate.completed"}) {
+		t.Fatalf("mandate events = %v, want activated then completed", me)
+	}
 }
 
 // TestVariableMaxCharges: a variable mandate with max_charges takes amounts

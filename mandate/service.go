@@ -407,7 +407,14 @@ func (s *Service) Confirm(ctx context.Context, merchantID, id string, otp sensit
 			return err
 		}
 		out = m.Mandate
-		return s.emit(ctx, tx, merchantID, "mandate.activated", mandateEvent(m.Mandate))
+		if err := s.emit(ctx, tx, merchantID, "mandate.activated", mandateEvent(m.Mandate)); err != nil {
+			return err
+		}
+		if m.Status == StatusCompleted {
+			// Consented after its last charge date: it ends at once.
+			return s.emit(ctx, tx, merchantID, "mandate.completed", mandateEvent(m.Mandate))
+		}
+		return nil
 	})
 	if err != nil {
 		return Mandate{}, err
