@@ -768,8 +768,13 @@ func (e *mandateEnv) testTransitions(t *testing.T) {
 	wantError(t, m.c.Post(t, path("resume"), nil), http.StatusConflict, "invalid_state", "")
 	confirmMandate(t, srv, m, md.ID, card.Phone)
 
-	step(t, "pause", mandate.StatusPaused, "merchant")
+	if got := step(t, "pause", mandate.StatusPaused, "merchant"); got.NextChargeDate != nil {
+		t.Errorf("paused next_charge_date = %s, want null", str(got.NextChargeDate))
+	}
 	step(t, "pause", mandate.StatusPaused, "merchant") // again: unchanged
+	if got := getMandate(t, m, md.ID); got.NextChargeDate != nil {
+		t.Errorf("GET paused next_charge_date = %s, want null", str(got.NextChargeDate))
+	}
 	wantError(t, m.c.Post(t, path("confirm"), map[string]string{"otp": "123456"}), http.StatusConflict, "invalid_state", "")
 	if got := step(t, "resume", mandate.StatusActive, "<null>"); str(got.NextChargeDate) != "2030-01-31" {
 		t.Errorf("resumed next_charge_date = %s, want 2030-01-31", str(got.NextChargeDate))

@@ -338,6 +338,11 @@ func (s *Service) view(m Mandate) Mandate {
 	if m.Status == StatusPendingConfirmation && s.now().After(m.OTPExpiresAt) {
 		m.Status, m.StatusReason, m.NextPeriod, m.NextChargeDate = StatusExpired, "consent_expired", "", time.Time{}
 	}
+	if m.Status == StatusPaused {
+		// Nothing is charged while paused, and resume picks the next date
+		// afresh: the stored one (kept for resume) may have passed.
+		m.NextPeriod, m.NextChargeDate = "", time.Time{}
+	}
 	return m
 }
 
@@ -524,7 +529,7 @@ func (s *Service) transition(ctx context.Context, merchantID, id, action string,
 		if m.Status != before {
 			m.UpdatedAt = now
 		}
-		out = m.Mandate
+		out = s.view(m.Mandate)
 		if m.Status == before {
 			return nil // already there: idempotent
 		}
@@ -787,6 +792,9 @@ func (s *Service) auditTx(ctx context.Context, q audit.Execer, merchantID, actio
 
 // Event payloads.
 func mandateEvent(m Mandate) map[string]any {
+	if m.Status == StatusPaused {
+		m.NextChargeDate = time.Time{} // as Get shows it (view)
+	}
 	return map[string]any{"mandate_id": m.ID, "card_id": m.CardID, "member_id": m.MemberID, "reference": m.Reference,
 		"status": m.Status, "status_reason": nullable(m.StatusReason), "next_charge_date": nullable(dateString(m.NextChargeDate))}
 }
