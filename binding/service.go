@@ -445,8 +445,9 @@ func (s *Service) GetBinding(ctx context.Context, merchantID, id string) (Bindin
 // at most 5 sends. Errors: ErrNotFound, ErrBindingExpired,
 // ErrBindingNotPending, *ResendTooSoonError, ErrResendLimit,
 // ErrBankUnavailable (the binding stays); ErrCardDeclined,
-// *ElementsMismatchError, ErrOTPAttemptsExceeded (the bank refused: the
-// binding has failed).
+// *ElementsMismatchError, ErrOTPAttemptsExceeded, ErrCardBoundElsewhere
+// (the bank refused: the binding has failed). A card bound to the same
+// member meanwhile returns the binding bound to it.
 func (s *Service) Resend(ctx context.Context, merchantID, id string) (Binding, error) {
 	release, err := s.bankSlot(ctx)
 	if err != nil {
@@ -489,10 +490,20 @@ func (s *Service) Resend(ctx context.Context, merchantID, id string) (Binding, e
 			case bankadapters.OutcomeOTPAttemptsExceeded:
 				b.OTPAttempts = OTPMaxAttempts
 				b.Status, b.FailureCode, final = StatusFailed, "otp_attempts_exceeded", ErrOTPAttemptsExceeded
-			case bankadapters.OutcomeHardDecline, bankadapters.OutcomeRetryableDecline, bankadapters.OutcomeElementsMismatch:
+			case bankadapters.OutcomeHardDecline, bankadapters.OutcomeRetryableDecline:
 				// The bank refuses the card now (frozen, closed since
 				// apply): no code will come, so the binding ends.
-				b.Status, b.FailureCode, final = StatusFailed, "card_declined", s.bankError(err)
+				b.Status, b.FailureCode, final = StatusFailed, "card_declined", ErrCardDeclined
+			case bankadapters.OutcomeElementsMismatch:
+				b.Status, b.FailureCode, final = StatusFailed, "elements_mismatch", s.bankError(err)
+			case bankadapters.OutcomeAlreadyBound:
+				// Another binding of the card was confirmed meanwhile.
+				actx, rows := audit.WithCollector(ctx)
+				var berr error
+				if out, final, berr = s.alreadyBound(actx, tx, b, err, ""); berr != nil {
+					return berr
+				}
+				return rows.Flush(ctx, tx)
 			default:
 				// Not reached, or no answer: the binding stays, retryable.
 				final = fmt.Errorf("%w: %v", ErrBankUnavailable, err)
@@ -638,7 +649,7 @@ func (s *Service) refused(ctx context.Context, tx pgx.Tx, b bindingRow, berr err
 	case bankadapters.OutcomeOTPExpired:
 		b.Status, b.FailureCode, final = StatusExpired, "binding_expired", ErrBindingExpired
 	case bankadapters.OutcomeAlreadyBound:
-		return s.alreadyBound(ctx, tx, b, berr)
+		return s.alreadyBound(ctx, tx, b, berr, "otp.verify")
 	case bankadapters.OutcomeUnavailable, bankadapters.OutcomeProcessing:
 		// The binding stays as it was: the user may try the code again.
 		s.auditRow(ctx, b.MerchantID, "otp.verify", b.ID, audit.OutcomeFailed, details)
@@ -662,18 +673,34 @@ func (s *Service) refused(ctx context.Context, tx pgx.Tx, b bindingRow, berr err
 // alreadyBound settles a binding whose confirm the bank refused as
 // "already bound": another binding of the same card was confirmed after
 // this one began. The card that binding made is returned if it is this
-// member's (the issue: don't fail on the bank's "already bound"); any
-// other holder of the agreement, a member or another merchant, makes it
-// card_bound_elsewhere.
-func (s *Service) alreadyBound(ctx context.Context, tx pgx.Tx, b bindingRow, berr error) (Binding, error, error) {
+// member's (the issue: don't fail on the bank's "already bound"); another
+// member's card makes it card_bound_elsewhere.
+//
+// action names the refused call's audit row (otp.verify); "" when the
+// caller has written it.
+func (s *Service) alreadyBound(ctx context.Context, tx pgx.Tx, b bindingRow, berr error, action string) (Binding, error, error) {
 	now := s.now()
 	details := map[string]any{"class": bankadapters.OutcomeOf(berr), "bank_code": bankCode(berr)}
+	refused := func() {
+		if action != "" {
+			s.auditRow(ctx, b.MerchantID, action, b.ID, audit.OutcomeFailed, details)
+		}
+	}
 	card, err := activeCardByFingerprint(ctx, tx, b.MerchantID, [][]byte{b.PANFP})
-	if err != nil && !errors.Is(err, ErrNotFound) {
+	if errors.Is(err, ErrNotFound) {
+		// No card here holds the agreement: another merchant's, or that of
+		// a binding of this card whose confirm has not committed yet (it
+		// cannot be seen, and failing now would refuse the member its own
+		// card). The binding stays, retryable: a later try finds that
+		// card; for another merchant's it ends when its code expires.
+		refused()
+		return Binding{}, fmt.Errorf("%w: the bank has an agreement for the card that no card here holds yet", ErrBankUnavailable), nil
+	}
+	if err != nil {
 		return Binding{}, nil, err
 	}
 	memberID := b.MemberID
-	if err == nil && memberID == "" {
+	if memberID == "" {
 		m, gerr := getMemberByExternalID(ctx, tx, b.MerchantID, b.ExternalUserID)
 		if gerr != nil && !errors.Is(gerr, ErrNotFound) {
 			return Binding{}, nil, gerr
@@ -681,12 +708,12 @@ func (s *Service) alreadyBound(ctx context.Context, tx pgx.Tx, b bindingRow, ber
 		memberID = m.ID
 	}
 	var batch pgx.Batch
-	if err == nil && memberID != "" && card.MemberID == memberID {
+	if memberID != "" && card.MemberID == memberID {
 		b.Status, b.MemberID, b.CardID = StatusBound, memberID, card.ID
 		queueUpdateBinding(&batch, b, "", now)
-		details["existing_card"] = card.ID
-		s.auditRow(ctx, b.MerchantID, "otp.verify", b.ID, audit.OutcomeOK, details)
-		s.auditRow(ctx, b.MerchantID, "bind.bound", b.ID, audit.OutcomeOK, map[string]any{"card": card.ID, "member": memberID})
+		refused()
+		s.auditRow(ctx, b.MerchantID, "bind.bound", b.ID, audit.OutcomeOK,
+			map[string]any{"card": card.ID, "member": memberID, "existing_card": true})
 		if err := s.send(ctx, tx, &batch, bindingEvent(b, "binding.bound")); err != nil {
 			return Binding{}, nil, err
 		}
@@ -697,7 +724,7 @@ func (s *Service) alreadyBound(ctx context.Context, tx pgx.Tx, b bindingRow, ber
 		b.MemberID = "" // an implicit binding names a member only once bound
 	}
 	queueUpdateBinding(&batch, b, bankCode(berr), now)
-	s.auditRow(ctx, b.MerchantID, "otp.verify", b.ID, audit.OutcomeFailed, details)
+	refused()
 	if err := s.send(ctx, tx, &batch, bindingEvent(b, "binding.failed")); err != nil {
 		return Binding{}, nil, err
 	}
@@ -739,9 +766,16 @@ func (s *Service) bind(ctx context.Context, tx pgx.Tx, b bindingRow, agreementNo
 		b.MemberID, card.MemberID = m.ID, m.ID
 		cardWritten, cardTaken = written, memberWritten && !written
 	} else {
-		m, err := getMember(ctx, tx, b.MerchantID, b.MemberID)
+		// Locked: two bindings of a partly declared member confirmed at
+		// once must not both complete its identity.
+		m, err := getMemberForUpdate(ctx, tx, b.MerchantID, b.MemberID)
 		if err != nil {
 			return Binding{}, nil, err
+		}
+		// Another binding may have completed the identity since this one
+		// was checked at apply.
+		if err := s.checkBindingIdentity(ctx, m, b); err != nil {
+			return s.failAfterBank(ctx, tx, &batch, b, agreementNo, err)
 		}
 		if m.NameFP == nil || m.IDNumberFP == nil {
 			// What the member did not declare, the bank has now verified:

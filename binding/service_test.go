@@ -684,6 +684,70 @@ func TestConfirmFindsWhatChangedSinceApply(t *testing.T) {
 		}
 	})
 
+	t.Run("the card bound at another merchant meanwhile: the confirm is retryable", func(t *testing.T) {
+		a := w.account(t, "ICBC", "debit")
+		here, code := startWithCode(a, "race-6")
+		other := testenv.Merchant(t, w.Pool)
+		in := input(a)
+		in.ExternalUserID = "race-6"
+		there, err := w.svc.StartBinding(ctx, other, in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.svc.Confirm(ctx, other, there.ID, w.code(t, a.Phone)); err != nil {
+			t.Fatal(err)
+		}
+		got, err := w.svc.Confirm(ctx, w.merchant, here.ID, code)
+		if !errors.Is(err, binding.ErrBankUnavailable) {
+			t.Fatalf("confirm = %+v, %v; want bank unavailable", got, err)
+		}
+		if again, err := w.svc.GetBinding(ctx, w.merchant, here.ID); err != nil || again.Status != binding.StatusOTPSent {
+			t.Fatalf("binding after the refused confirm reads %+v, %v; want still otp_sent", again, err)
+		}
+	})
+
+	t.Run("a member declared by name: a namesake's card begun at the same time is refused", func(t *testing.T) {
+		a := w.account(t, "ICBC", "debit")
+		namesake := w.account(t, "CCB", "debit")
+		namesake.HolderName = a.HolderName
+		if err := w.SimCtl.PutAccount(ctx, namesake); err != nil {
+			t.Fatal(err)
+		}
+		m, err := w.svc.CreateMember(ctx, w.merchant, binding.MemberInput{ExternalID: "race-7", Name: a.HolderName})
+		if err != nil {
+			t.Fatal(err)
+		}
+		startFor := func(acc conformance.Account) (binding.Binding, sensitive.OTP) {
+			t.Helper()
+			in := input(acc)
+			in.MemberID = m.ID
+			b, err := w.svc.StartBinding(ctx, w.merchant, in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return b, w.code(t, acc.Phone)
+		}
+		first, code1 := startFor(a)
+		second, code2 := startFor(namesake)
+		if _, err := w.svc.Confirm(ctx, w.merchant, first.ID, code1); err != nil {
+			t.Fatal(err)
+		}
+		got, err := w.svc.Confirm(ctx, w.merchant, second.ID, code2)
+		var im *binding.IdentityMismatchError
+		if !errors.As(err, &im) || im.Field != "id_number" || got.Status != binding.StatusFailed {
+			t.Fatalf("namesake's confirm = %+v, %v; want failed, identity mismatch on id_number", got, err)
+		}
+		state, err := w.SimCtl.Account(ctx, namesake.CardNumber)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, ag := range state.Agreements {
+			if ag.Status == "active" {
+				t.Fatalf("the namesake's agreement %s is still active at the bank", ag.AgreementNo)
+			}
+		}
+	})
+
 	// A card bound to another member between apply and confirm, without
 	// the bank's knowing, is made in the database: another member's active card with the same number, written
 	// between apply and confirm. The new implicit member is made, its card
@@ -837,6 +901,39 @@ func TestResendRefusedByTheBank(t *testing.T) {
 				t.Fatalf("%d binding.failed events, want %d", n, failedBefore+1)
 			}
 		})
+	}
+}
+
+// TestResendAfterTheCardWasBound: the bank answers a resend "already
+// bound" when another binding of the card, the same member's, was confirmed
+// meanwhile: the binding is bound to that card.
+func TestResendAfterTheCardWasBound(t *testing.T) {
+	ctx := context.Background()
+	w := newWorld(t)
+	a := w.account(t, "ICBC", "debit")
+	in := input(a)
+	in.ExternalUserID = "resend-bound"
+	first, err := w.svc.StartBinding(ctx, w.merchant, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	code1 := w.code(t, a.Phone)
+	second, err := w.svc.StartBinding(ctx, w.merchant, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	one, err := w.svc.Confirm(ctx, w.merchant, first.ID, code1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.clock.Advance(binding.OTPResendGap)
+	if err := w.SimCtl.AddFault(ctx, conformance.Fault{BankCode: "ICBC", Operation: "bind_resend",
+		Mode: conformance.FaultDecline, Code: "already_bound", Count: 1}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := w.svc.Resend(ctx, w.merchant, second.ID)
+	if err != nil || got.Status != binding.StatusBound || got.CardID != one.CardID || got.MemberID != one.MemberID {
+		t.Fatalf("resend = %+v, %v; want bound to card %s", got, err, one.CardID)
 	}
 }
 

@@ -52,6 +52,11 @@ func getMember(ctx context.Context, q querier, merchantID, id string) (memberRow
 	return scanMember(q.QueryRow(ctx, memberByID, merchantID, id))
 }
 
+// getMemberForUpdate is getMember with the member's row locked (in tx).
+func getMemberForUpdate(ctx context.Context, tx pgx.Tx, merchantID, id string) (memberRow, error) {
+	return scanMember(tx.QueryRow(ctx, memberByID+` FOR UPDATE OF m`, merchantID, id))
+}
+
 func getMemberByExternalID(ctx context.Context, q querier, merchantID, externalID string) (memberRow, error) {
 	return scanMember(q.QueryRow(ctx, memberByExternalID, merchantID, externalID))
 }
