@@ -582,7 +582,7 @@ func (e *e2e) testValidation(t *testing.T) {
 		wantError(t, m.c.Post(t, "/v1/bindings", []byte(`{"holder_name":`)), http.StatusBadRequest, "malformed_json", "")
 		wantError(t, m.c.Post(t, "/v1/bindings", []byte(`{} {}`)), http.StatusBadRequest, "malformed_json", "")
 		wantError(t, m.c.Post(t, "/v1/bindings", []byte(``)), http.StatusBadRequest, "malformed_json", "")
-		for _, notObject := range []string{`[]`, `"x"`, `123`, `true`} {
+		for _, notObject := range []string{`[]`, `"x"`, `123`, `true`, `null`, ` null `} {
 			wantError(t, m.c.Post(t, "/v1/bindings", []byte(notObject)), http.StatusBadRequest, "malformed_json", "")
 		}
 	})

@@ -179,6 +179,9 @@ func Bind(c echo.Context, v any) error {
 	if err != nil {
 		return err
 	}
+	if bytes.Equal(bytes.TrimSpace(body), []byte("null")) {
+		return ErrBodyNotObject // decodes to nothing, without an error
+	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
