@@ -624,6 +624,11 @@ func TestConsentAfterTheLastDate(t *testing.T) {
 	if me := types(mandateEvents(w.events(t, c.Merchant), m.ID)); !slices.Equal(me, []string{"mandate.activated", "mandate.completed"}) {
 		t.Fatalf("mandate events = %v, want activated then completed", me)
 	}
+	var audited int
+	if err := w.Pool.QueryRow(ctx, `SELECT count(*) FROM audit_log WHERE action = 'mandate.complete' AND subject = $1`,
+		m.ID).Scan(&audited); err != nil || audited != 1 {
+		t.Fatalf("mandate.complete audit rows = %d, %v; want 1", audited, err)
+	}
 }
 
 // TestVariableMaxCharges: a variable mandate with max_charges takes amounts

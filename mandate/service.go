@@ -417,6 +417,10 @@ func (s *Service) Confirm(ctx context.Context, merchantID, id string, otp sensit
 		}
 		if m.Status == StatusCompleted {
 			// Consented after its last charge date: it ends at once.
+			if err := s.auditTx(ctx, tx, merchantID, "mandate.complete", m.ID, audit.OutcomeOK,
+				map[string]any{"status": m.Status, "reason": m.StatusReason}); err != nil {
+				return err
+			}
 			return s.emit(ctx, tx, merchantID, "mandate.completed", mandateEvent(m.Mandate))
 		}
 		return nil
