@@ -136,6 +136,14 @@ func (s *Service) Reconcile(ctx context.Context, bankCode string, date time.Time
 			rec.Mismatches = append(rec.Mismatches, Mismatch{Kind: MismatchMissingDebit, OrderNo: no,
 				MerchantID: o.merchantID, OurAmount: o.amount})
 		case o.status == AttemptUnknown && !o.day.After(date) && o.queries >= len(s.cfg.QueryBackoff):
+			// A query job still live for it (an operator's, or one River
+			// runs again) may find nothing and re-send under its number:
+			// failing it now would race that debit.
+			if live, err := s.queryLive(ctx, no); err != nil {
+				return rec, err
+			} else if live {
+				continue
+			}
 			// Not debited on its day. Ask once more: the bank may still be
 			// settling it; an order it never got failed. An attempt still
 			// processing is its job's: the job may be about to send it, and
@@ -179,6 +187,15 @@ func (s *Service) settleAbsent(ctx context.Context, bank bankadapters.Bank, merc
 		return nil // still settling at the bank: a later run settles it
 	}
 	return s.settle(ctx, a, r, reconcileSource)
+}
+
+// queryLive reports whether a query job for the order is waiting or running.
+func (s *Service) queryLive(ctx context.Context, orderNo string) (bool, error) {
+	var live bool
+	err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM river_job WHERE kind = $1
+		AND args @> jsonb_build_object('order_no', $2::text) AND state NOT IN ('completed', 'cancelled', 'discarded'))`,
+		QueryArgs{}.Kind(), orderNo).Scan(&live)
+	return live, err
 }
 
 // adoptOrphans makes the bank's attempts still processing, claimed over an

@@ -386,3 +386,90 @@ func TestDebitCountsOnTheBanksDay(t *testing.T) {
 		}
 	}
 }
+
+// TestOneQueryChainPerAttempt: a query job that runs again for a try
+// already counted (River reran it after it had committed, or a second chain
+// began) asks the bank but schedules no further query, so an attempt's
+// queries count its chain's tries. And reconciliation leaves an unknown
+// attempt whose queries are spent to a query job still waiting for it:
+// that job may find nothing and re-send under the same order number.
+func TestOneQueryChainPerAttempt(t *testing.T) {
+	ctx := context.Background()
+	w := newWorld(t)
+	c := w.bindCard(t, "ICBC", 1_000_000)
+	m := w.mandate(t, c, w.dueToday(12_300))
+	w.fault(t, simclient.Fault{BankCode: "ICBC", Operation: "query", Mode: "error", UntilCleared: true})
+	w.fault(t, simclient.Fault{BankCode: "ICBC", Operation: "charge", Mode: "error"})
+	if _, err := w.svc.RunDue(ctx, w.clock.Now()); err != nil {
+		t.Fatal(err)
+	}
+	queries := func() int {
+		t.Helper()
+		ch := w.oneCharge(t, m)
+		if len(ch.Attempts) != 1 {
+			return -1
+		}
+		var n int
+		if err := w.Pool.QueryRow(ctx, `SELECT queries FROM charge_attempts WHERE order_no = $1`,
+			ch.Attempts[0].OrderNo).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	w.waitFor(t, 30*time.Second, func() bool { return queries() == len(testQueryBackoff) },
+		func() string { return "the attempt's queries did not run out" })
+	w.settle(t, false)
+	orderNo := w.oneCharge(t, m).Attempts[0].OrderNo
+	tries := func(try int) int {
+		t.Helper()
+		var n int
+		if err := w.Pool.QueryRow(ctx, `SELECT count(*) FROM river_job WHERE kind = $1 AND args->>'order_no' = $2
+			AND (args->>'try')::int = $3`, mandate.QueryArgs{}.Kind(), orderNo, try).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+
+	if _, err := w.jobs.Insert(ctx, mandate.QueryArgs{OrderNo: orderNo, MerchantID: c.Merchant, Try: 1},
+		&river.InsertOpts{Queue: w.queue}); err != nil {
+		t.Fatal(err)
+	}
+	w.settle(t, false)
+	if n := queries(); n != len(testQueryBackoff) {
+		t.Errorf("queries after a try ran again = %d, want %d", n, len(testQueryBackoff))
+	}
+	if n := tries(2); n != 1 {
+		t.Errorf("%d jobs of try 2, want 1: the rerun of try 1 began a second chain", n)
+	}
+
+	// The bank answers again (it never got the order), but a query job is
+	// still to come.
+	if err := w.SimCtl.ClearFaults(ctx, "ICBC"); err != nil {
+		t.Fatal(err)
+	}
+	waiting, err := w.jobs.Insert(ctx, mandate.QueryArgs{OrderNo: orderNo, MerchantID: c.Merchant, Try: len(testQueryBackoff) - 1},
+		&river.InsertOpts{Queue: w.queue, ScheduledAt: time.Now().Add(time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, err := w.svc.Reconcile(ctx, "ICBC", w.today())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ch := w.oneCharge(t, m); rec.Settled != 0 || ch.Attempts[0].Status != mandate.AttemptUnknown {
+		t.Fatalf("with a query job waiting: settled %d, attempt %s; want it left unknown", rec.Settled, ch.Attempts[0].Status)
+	}
+	if _, err := w.jobs.JobCancel(ctx, waiting.Job.ID); err != nil {
+		t.Fatal(err)
+	}
+	if rec, err = w.svc.Reconcile(ctx, "ICBC", w.today()); err != nil {
+		t.Fatal(err)
+	}
+	if ch := w.oneCharge(t, m); rec.Settled != 1 || ch.Attempts[0].Status != mandate.AttemptFailed ||
+		ch.Attempts[0].FailureCode != "not_in_statement" {
+		t.Fatalf("once no job waits: settled %d, attempt %+v; want failed not_in_statement", rec.Settled, ch.Attempts[0])
+	}
+	if l := w.ledger(t, c); len(l) != 0 {
+		t.Fatalf("ledger = %+v, want no debit", l)
+	}
+}

@@ -296,11 +296,14 @@ func (s *Service) settleTx(ctx context.Context, list []*sending) error {
 			}
 		}
 		for _, x := range rest {
-			open, err := s.apply(ctx, tx, x.a, x.r, x.source)
+			_, opened, err := s.apply(ctx, tx, x.a, x.r, x.source)
 			if err != nil {
 				return fmt.Errorf("settle %s: %w", x.a.OrderNo, err)
 			}
-			if open && x.a.Status == AttemptProcessing {
+			// Only the answer that made the attempt unknown starts its
+			// query chain: one chain per attempt, whatever copy of the
+			// attempt the caller held.
+			if opened {
 				queries = append(queries, river.InsertManyParams{Args: QueryArgs{OrderNo: x.a.OrderNo, MerchantID: x.a.MerchantID},
 					InsertOpts: &river.InsertOpts{Queue: s.cfg.Queue, ScheduledAt: time.Now().Add(s.cfg.QueryBackoff[0])}})
 			}
@@ -402,12 +405,22 @@ func (s *Service) query(ctx context.Context, args QueryArgs) error {
 // unknown, schedules the next query.
 func (s *Service) settleQuery(ctx context.Context, a attemptRow, r bankadapters.ChargeResult, try int) error {
 	err := db.InTx(ctx, s.pool, func(tx pgx.Tx) error {
-		open, err := s.apply(ctx, tx, a, r, "query")
+		open, _, err := s.apply(ctx, tx, a, r, "query")
 		if err != nil || !open {
 			return err
 		}
-		if _, err := tx.Exec(ctx, `UPDATE charge_attempts SET queries = queries + 1 WHERE order_no = $1`, a.OrderNo); err != nil {
+		// Try k counts the k+1st query. A try counted already (its job ran
+		// again after committing, or a second chain) schedules nothing:
+		// one chain per attempt, and queries says how many were asked, which
+		// reconciliation relies on (Reconcile).
+		tag, err := tx.Exec(ctx, `UPDATE charge_attempts SET queries = queries + 1 WHERE order_no = $1 AND queries = $2`,
+			a.OrderNo, try)
+		if err != nil {
 			return err
+		}
+		if tag.RowsAffected() == 0 {
+			s.log.Info("query of a try already counted; its chain goes on elsewhere", "order_no", a.OrderNo, "try", try)
+			return nil
 		}
 		if try+1 >= len(s.cfg.QueryBackoff) {
 			s.log.Warn("charge outcome still unknown after every query; the daily statement settles it",
@@ -454,50 +467,52 @@ func (s *Service) ApplyResult(ctx context.Context, bankCode string, r bankadapte
 }
 
 // apply writes a bank answer to the attempt and its charge, under their
-// locks, and returns whether the outcome is still open (unknown). An
+// locks, and returns whether the outcome is still open (unknown), and
+// whether this answer opened it (processing → unknown: its query chain is
+// to start). An
 // attempt already settled keeps its outcome; a different answer for it is
 // logged for operators.
-func (s *Service) apply(ctx context.Context, tx pgx.Tx, a attemptRow, r bankadapters.ChargeResult, source string) (bool, error) {
+func (s *Service) apply(ctx context.Context, tx pgx.Tx, a attemptRow, r bankadapters.ChargeResult, source string) (open, opened bool, err error) {
 	status := attemptStatus(r)
 	now := s.now()
 	if status == AttemptSucceeded {
-		return false, s.applySucceeded(ctx, tx, []*sending{{a: a, r: r, source: source}})
+		return false, false, s.applySucceeded(ctx, tx, []*sending{{a: a, r: r, source: source}})
 	}
 	cur, err := getAttempt(ctx, tx, a.MerchantID, a.OrderNo, true)
 	if err != nil {
-		return false, err
+		return false, false, err
 	}
 	if final(cur.Status) {
 		if final(status) && status != cur.Status {
 			s.log.Error("bank answer contradicts a settled attempt", "order_no", a.OrderNo, "bank", a.BankCode,
 				"settled", cur.Status, "answer", status, "source", source)
 		}
-		return false, nil
+		return false, false, nil
 	}
 	if status == AttemptUnknown {
 		if cur.Status == AttemptUnknown {
-			return true, nil
+			return true, false, nil
 		}
 		if _, err := tx.Exec(ctx, `UPDATE charge_attempts SET status = 'unknown' WHERE order_no = $1`, a.OrderNo); err != nil {
-			return false, err
+			return false, false, err
 		}
 		_, err := tx.Exec(ctx, `UPDATE charges SET status = 'unknown', updated_at = $2 WHERE id = $1`, a.ChargeID, now)
 		if err == nil {
 			s.log.Info("charge outcome unknown; settling by query", "order_no", a.OrderNo, "bank", a.BankCode,
 				"source", source, "cause", errString(r.Cause))
 		}
-		return true, err
+		return true, true, err
 	}
 	// A failure counts on the bank day it happened (the card's daily cap),
 	// which may be later than the day the attempt was claimed.
 	if _, err := tx.Exec(ctx, `UPDATE charge_attempts SET status = $2, failure_code = $3, bank_result = $4,
 		bank_txn_no = $5, finished_at = $6, bank_day = $7 WHERE order_no = $1`,
 		a.OrderNo, status, nullString(r.Reason), nullString(r.Code), nullString(r.BankTxnNo), now, bankDay(now)); err != nil {
-		return false, err
+		return false, false, err
 	}
 	c, m, err := chargeAndMandate(ctx, tx, a.MerchantID, a.ChargeID)
 	if err != nil {
-		return false, err
+		return false, false, err
 	}
 	c.UpdatedAt, c.NextAttemptAt = now, time.Time{}
 	var event string
@@ -505,7 +520,7 @@ func (s *Service) apply(ctx context.Context, tx pgx.Tx, a attemptRow, r bankadap
 	case r.Outcome == bankadapters.OutcomeRetryableDecline && (m.Status == StatusActive || m.Status == StatusCompleted):
 		days, err := s.retryDays(ctx, tx, a.MerchantID)
 		if err != nil {
-			return false, err
+			return false, false, err
 		}
 		c.FailureCode = r.Reason
 		if c.Retries < len(days) {
@@ -522,20 +537,20 @@ func (s *Service) apply(ctx context.Context, tx pgx.Tx, a attemptRow, r bankadap
 		next_attempt_at = $5, retries = $6, updated_at = $7 WHERE id = $1`,
 		c.ID, c.Status, nullString(c.FailureCode), nullString(c.BankReference), nullDate(c.NextAttemptAt), c.Retries,
 		now); err != nil {
-		return false, err
+		return false, false, err
 	}
 	if err := s.emit(ctx, tx, a.MerchantID, event, chargeEvent(c)); err != nil {
-		return false, err
+		return false, false, err
 	}
 	// Only declines reach here: success and unknown returned above.
 	if err := s.auditTx(ctx, tx, a.MerchantID, "charge.decline", c.ID, "failed", map[string]any{
 		"order_no": a.OrderNo, "bank": a.BankCode, "reason": r.Reason, "bank_code": r.Code, "source": source}); err != nil {
-		return false, err
+		return false, false, err
 	}
 	if r.Outcome == bankadapters.OutcomeHardDecline {
-		return false, s.suspend(ctx, tx, m, r.Reason, now)
+		return false, false, s.suspend(ctx, tx, m, r.Reason, now)
 	}
-	return false, nil
+	return false, false, nil
 }
 
 // applySucceeded writes successes to their attempts and charges, and
