@@ -592,6 +592,65 @@ func TestMandateCompletion(t *testing.T) {
 	w.checkBooks(t, poor)
 }
 
+// TestCancelStopsTheLastCharge: a mandate completes once its last charge
+// is made, days before that charge's date when it gives notice; cancelling
+// it then still stops that charge, and so does unbinding its card.
+func TestCancelStopsTheLastCharge(t *testing.T) {
+	ctx := context.Background()
+	w := newWorld(t)
+	w.setDay(day("2027-03-01"))
+	last := func(c card) mandate.Mandate {
+		in := w.monthly(10, 4_200)
+		in.NoticeDays, in.Schedule.MaxCharges = 3, 1
+		return w.mandate(t, c, in)
+	}
+	byMerchant, byUnbind := w.bindCard(t, "ICBC", 1_000_000), w.bindCard(t, "CCB", 1_000_000)
+	cancelled, unbound := last(byMerchant), last(byUnbind)
+	w.setDay(day("2027-03-07"))
+	w.runDue(t)
+	for _, m := range []mandate.Mandate{cancelled, unbound} {
+		if got := w.getMandate(t, m); got.Status != mandate.StatusCompleted {
+			t.Fatalf("mandate with its last charge made = %s, want completed", got.Status)
+		}
+	}
+	got, err := w.svc.Cancel(ctx, byMerchant.Merchant, cancelled.ID)
+	if err != nil || got.Status != mandate.StatusCancelled {
+		t.Fatalf("cancel the completed mandate = %s, %v; want cancelled", got.Status, err)
+	}
+	if _, err := w.svc.Cancel(ctx, byMerchant.Merchant, cancelled.ID); err != nil {
+		t.Fatalf("cancel again: %v", err)
+	}
+	if _, err := w.bindings.Unbind(ctx, byUnbind.Merchant, byUnbind.ID); err != nil {
+		t.Fatal(err)
+	}
+	if got := w.getMandate(t, unbound); got.Status != mandate.StatusCancelled || got.StatusReason != "card_unbound" {
+		t.Fatalf("mandate after its card was unbound = %s (%s), want cancelled (card_unbound)", got.Status, got.StatusReason)
+	}
+	w.setDay(day("2027-03-10"))
+	w.runDue(t)
+	for _, tc := range []struct {
+		m    mandate.Mandate
+		c    card
+		code string
+	}{{cancelled, byMerchant, "mandate_cancelled"}, {unbound, byUnbind, "mandate_cancelled"}} {
+		ch := w.oneCharge(t, tc.m)
+		if ch.Status != mandate.ChargeFailed || ch.FailureCode != tc.code || len(ch.Attempts) != 0 {
+			t.Errorf("charge of a cancelled mandate = %s (%s), %d attempts; want failed %s, none sent",
+				ch.Status, ch.FailureCode, len(ch.Attempts), tc.code)
+		}
+		if l := w.ledger(t, tc.c); len(l) != 0 {
+			t.Errorf("debits after the cancel: %+v", l)
+		}
+	}
+	// A completed mandate with nothing left to charge stays completed.
+	done := w.bindCard(t, "ICBC", 1_000_000)
+	m := w.mandate(t, done, func() mandate.CreateInput { in := w.dueToday(1_000); in.Schedule.MaxCharges = 1; return in }())
+	w.runDue(t)
+	if _, err := w.svc.Cancel(ctx, done.Merchant, m.ID); !errors.Is(err, mandate.ErrInvalidState) {
+		t.Fatalf("cancel a completed mandate with nothing pending: %v, want invalid state", err)
+	}
+}
+
 // TestConsentAfterTheLastDate: a mandate consented after its only charge
 // date has passed (the code was sent before midnight, confirmed after) is
 // completed at once, and says so with mandate.completed after

@@ -616,12 +616,26 @@ func (s *Service) Resume(ctx context.Context, merchantID, id string) (Mandate, e
 
 // Cancel ends a mandate for good; charges not yet sent to the bank fail
 // with mandate_cancelled. Cancelling a cancelled mandate returns it.
-// Errors: ErrNotFound, ErrInvalidState (completed or expired).
+// A completed mandate whose last charge has not gone to the bank yet can
+// be cancelled too. Errors: ErrNotFound, ErrInvalidState (expired, or
+// completed with nothing left to charge).
 func (s *Service) Cancel(ctx context.Context, merchantID, id string) (Mandate, error) {
-	return s.transition(ctx, merchantID, id, "mandate.cancel", func(_ pgx.Tx, m *mandateRow, _ time.Time) (string, error) {
+	return s.transition(ctx, merchantID, id, "mandate.cancel", func(tx pgx.Tx, m *mandateRow, _ time.Time) (string, error) {
 		switch m.Status {
 		case StatusCancelled:
 			return "", nil
+		case StatusCompleted:
+			// Completed once its last charge was made, which may wait for
+			// its date (and its retries) for days yet: that charge can
+			// still be stopped.
+			pending, err := hasPendingCharges(ctx, tx, m.MerchantID, m.ID)
+			if err != nil {
+				return "", err
+			}
+			if !pending {
+				return "", ErrInvalidState
+			}
+			fallthrough
 		case StatusActive, StatusPaused, StatusPendingConfirmation:
 			m.Status, m.StatusReason, m.OTPHash, m.NextPeriod, m.NextChargeDate = StatusCancelled, "merchant", nil, "", time.Time{}
 			return "mandate.cancelled", nil
@@ -634,7 +648,10 @@ func (s *Service) Cancel(ctx context.Context, merchantID, id string) (Mandate, e
 // that was unbound or revoked (status is the card's new status).
 func (s *Service) CancelForCard(ctx context.Context, tx pgx.Tx, merchantID, cardID, status string) error {
 	rows, err := tx.Query(ctx, `SELECT `+mandateCols+` FROM mandates WHERE merchant_id = $1 AND card_id = $2
-		AND status IN ('pending_confirmation', 'active', 'paused') ORDER BY id FOR UPDATE`, merchantID, cardID)
+		AND (status IN ('pending_confirmation', 'active', 'paused') OR (status = 'completed' AND EXISTS (
+			SELECT 1 FROM charges c WHERE c.merchant_id = mandates.merchant_id AND c.mandate_id = mandates.id
+			AND c.status IN ('scheduled', 'retry_scheduled'))))
+		ORDER BY id FOR UPDATE`, merchantID, cardID)
 	if err != nil {
 		return err
 	}

@@ -217,6 +217,15 @@ func insertCharge(ctx context.Context, q querier, c Charge, cardID string, notic
 
 // failPendingCharges fails a mandate's charges that have not reached a
 // bank (scheduled, retry_scheduled) and returns them.
+// hasPendingCharges reports whether a mandate has a charge not yet sent to
+// the bank (scheduled, or waiting for a retry).
+func hasPendingCharges(ctx context.Context, q querier, merchantID, mandateID string) (bool, error) {
+	var pending bool
+	err := q.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM charges WHERE merchant_id = $1 AND mandate_id = $2
+		AND status IN ('scheduled', 'retry_scheduled'))`, merchantID, mandateID).Scan(&pending)
+	return pending, err
+}
+
 func failPendingCharges(ctx context.Context, q querier, merchantID, mandateID, code string, now time.Time) ([]Charge, error) {
 	rows, err := q.Query(ctx, `UPDATE charges SET status = 'failed', failure_code = $3, next_attempt_at = NULL,
 		updated_at = $4 WHERE merchant_id = $1 AND mandate_id = $2 AND status IN ('scheduled', 'retry_scheduled')
