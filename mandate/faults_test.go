@@ -212,6 +212,35 @@ func TestChargeFaults(t *testing.T) {
 // day, so banksim never answers "try tomorrow"; a charge alone on its
 // card is retried on the charge date + 1, 3 and 5 days, or on the
 // merchant's own retry days.
+// TestFailureCapCountsTheCard: the bank's cap is per card, and a card
+// unbound and bound again is a new card row of the same card: its failures
+// that day still count, so the new mandate's charge waits for tomorrow.
+func TestFailureCapCountsTheCard(t *testing.T) {
+	ctx := context.Background()
+	w := newWorld(t)
+	first := w.bindCard(t, "ICBC", 1)
+	for i := range mandate.CardFailuresPerDay {
+		w.mandate(t, first, w.dueToday(int64(1_000+i)))
+	}
+	if st := w.runDue(t); st.Claimed != mandate.CardFailuresPerDay {
+		t.Fatalf("first run: %+v, want %d claimed", st, mandate.CardFailuresPerDay)
+	}
+	if _, err := w.bindings.Unbind(ctx, first.Merchant, first.ID); err != nil {
+		t.Fatal(err)
+	}
+	again := w.bindAccount(t, first.Merchant, first.Account)
+	if again.ID == first.ID {
+		t.Fatal("binding the card again reused its card row")
+	}
+	m := w.mandate(t, again, w.dueToday(4_000))
+	if st := w.runDue(t); st.Claimed != 0 || st.Deferred != 1 {
+		t.Fatalf("the card bound again: %+v, want its charge deferred to tomorrow", st)
+	}
+	if ch := w.oneCharge(t, m); len(ch.Attempts) != 0 || ch.NextAttemptAt.IsZero() {
+		t.Fatalf("charge = %s with %d attempts, next %s; want none sent today", ch.Status, len(ch.Attempts), ch.NextAttemptAt)
+	}
+}
+
 func TestFailureCap(t *testing.T) {
 	ctx := context.Background()
 	w := newWorld(t)

@@ -415,11 +415,18 @@ func (w *world) bindCardFor(t *testing.T, merchantID, bank string, balance int64
 	w.mu.Lock()
 	w.secrets = append(w.secrets, a.CardNumber, a.IDNumber)
 	w.mu.Unlock()
+	return w.bindAccount(t, merchantID, a)
+}
+
+// bindAccount binds the bank's account a for merchantID.
+func (w *world) bindAccount(t *testing.T, merchantID string, a conformance.Account) card {
+	t.Helper()
+	ctx := context.Background()
 	b, err := w.bindings.StartBinding(ctx, merchantID, binding.BindInput{ExternalUserID: "user-" + randHex(6),
 		HolderName: a.HolderName, IDNumber: sensitive.NewIDNumber(a.IDNumber), CardNumber: sensitive.NewPAN(a.CardNumber),
 		Phone: a.Phone})
 	if err != nil {
-		t.Fatalf("start binding at %s: %v", bank, err)
+		t.Fatalf("start binding at %s: %v", a.BankCode, err)
 	}
 	texts, err := w.SimCtl.SMS(ctx, a.Phone)
 	if err != nil || len(texts) == 0 {

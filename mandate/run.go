@@ -513,37 +513,57 @@ func (s *Service) plan(ctx context.Context, tx pgx.Tx, list []dueCharge) (sendPl
 	}
 	now := s.now()
 	day := bankDay(now)
+	// The bank counts failures per card, not per binding of it: a card
+	// unbound and bound again (a new card row), or bound by another
+	// merchant, is one card. Card rows are grouped by their number's
+	// fingerprint.
 	type use struct{ failed, open int }
-	cards := map[string]*use{}
+	cards := map[string]*use{} // by card row
+	ids := map[string]bool{}
 	for _, d := range list {
-		cards[d.cardID] = &use{}
+		ids[d.cardID] = true
 	}
 	// Runs that claim concurrently take other charges (SKIP LOCKED), maybe
 	// of the same cards: each card's count is read and raised under a lock
-	// of its own, taken in card order, so no two runs share a card's
+	// of its own, taken in fingerprint order, so no two runs share a card's
 	// allowance. (Advisory, not the card row: unbinding locks the card row
 	// and then the charges, which this transaction holds.)
-	cardIDs := slices.Sorted(maps.Keys(cards))
-	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended('mandate.claim.card:' || id, 0))
-		FROM unnest($1::text[]) WITH ORDINALITY AS u(id, n) ORDER BY n`, cardIDs); err != nil {
+	cardIDs := slices.Sorted(maps.Keys(ids))
+	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended('mandate.claim.pan:' || encode(fp, 'hex'), 0))
+		FROM (SELECT DISTINCT pan_fp FROM cards WHERE id = ANY($1)) AS f(fp) ORDER BY fp`, cardIDs); err != nil {
 		return sendPlan{}, err
 	}
 	// By card (its index), not by the partial index of all open attempts:
 	// hence NOT IN for the open ones.
-	used, err := tx.Query(ctx, `SELECT card_id, count(*) FILTER (WHERE status = 'failed'),
-		count(*) FILTER (WHERE status NOT IN ('succeeded', 'failed')) FROM charge_attempts
-		WHERE card_id = ANY($1) AND ((bank_day = $2 AND status = 'failed') OR status NOT IN ('succeeded', 'failed'))
-		GROUP BY card_id`, cardIDs, day)
+	used, err := tx.Query(ctx, `SELECT k.id, k.pan_fp,
+		count(a.order_no) FILTER (WHERE a.status = 'failed'),
+		count(a.order_no) FILTER (WHERE a.status NOT IN ('succeeded', 'failed'))
+		FROM cards k JOIN cards sib ON sib.pan_fp = k.pan_fp
+		LEFT JOIN charge_attempts a ON a.card_id = sib.id
+			AND ((a.bank_day = $2 AND a.status = 'failed') OR a.status NOT IN ('succeeded', 'failed'))
+		WHERE k.id = ANY($1) GROUP BY k.id, k.pan_fp`, cardIDs, day)
 	if err != nil {
 		return sendPlan{}, err
 	}
+	byFP := map[string]*use{}
 	var cardID string
+	var fp []byte
 	var failed, open int
-	if _, err := pgx.ForEachRow(used, []any{&cardID, &failed, &open}, func() error {
-		*cards[cardID] = use{failed, open}
+	if _, err := pgx.ForEachRow(used, []any{&cardID, &fp, &failed, &open}, func() error {
+		u := byFP[string(fp)]
+		if u == nil {
+			u = &use{failed, open}
+			byFP[string(fp)] = u
+		}
+		cards[cardID] = u
 		return nil
 	}); err != nil {
 		return sendPlan{}, err
+	}
+	for id := range ids {
+		if cards[id] == nil {
+			return sendPlan{}, fmt.Errorf("plan: card %s not found", id)
+		}
 	}
 	tomorrow := day.AddDate(0, 0, 1)
 	p := sendPlan{nextDay: time.Date(tomorrow.Year(), tomorrow.Month(), tomorrow.Day(), 0, 0, 0, 0, bankZone).UTC(),
