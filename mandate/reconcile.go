@@ -20,6 +20,10 @@ const (
 	reconcileSource       = "statement"
 	reasonNotInStatement  = "not_in_statement"
 	reconcileLookbackDays = 1 // attempts made the day before may settle on the statement's day
+	// orphanAge is how long after its claim an attempt is left to its
+	// jobs, however it looks (adoptOrphans; an unknown one's query chain
+	// gets this much beyond its backoff, Reconcile).
+	orphanAge = time.Hour
 )
 
 // Mismatch is one difference between a bank's statement and quickpay.
@@ -70,7 +74,7 @@ func (s *Service) Reconcile(ctx context.Context, bankCode string, date time.Time
 
 	// Our attempts at this bank that the statement may name: made that day
 	// or the day before (settled late), and every attempt still unknown.
-	rows, err := s.pool.Query(ctx, `SELECT order_no, merchant_id, amount, status, bank_day, queries FROM charge_attempts
+	rows, err := s.pool.Query(ctx, `SELECT order_no, merchant_id, amount, status, bank_day, queries, created_at FROM charge_attempts
 		WHERE bank_code = $1 AND ((bank_day BETWEEN $2 AND $3) OR status IN ('unknown', 'processing'))`,
 		bankCode, date.AddDate(0, 0, -reconcileLookbackDays), date)
 	if err != nil {
@@ -79,17 +83,24 @@ func (s *Service) Reconcile(ctx context.Context, bankCode string, date time.Time
 	type ours struct {
 		merchantID, status string
 		amount             int64
-		day                time.Time
+		day, claimed       time.Time
 		queries            int
 	}
 	known := map[string]ours{}
 	var no string
 	var o ours
-	if _, err := pgx.ForEachRow(rows, []any{&no, &o.merchantID, &o.amount, &o.status, &o.day, &o.queries}, func() error {
+	if _, err := pgx.ForEachRow(rows, []any{&no, &o.merchantID, &o.amount, &o.status, &o.day, &o.queries, &o.claimed}, func() error {
 		known[no] = o
 		return nil
 	}); err != nil {
 		return rec, err
+	}
+	// An unknown attempt claimed before chainEnd has outlived any query
+	// chain: with none live for it (River discarded its job, say), it is
+	// settled here whatever its queries say.
+	chainEnd := s.now().Add(-orphanAge)
+	for _, d := range s.cfg.QueryBackoff {
+		chainEnd = chainEnd.Add(-d)
 	}
 	onStatement := map[string]bool{}
 	for _, e := range entries {
@@ -135,7 +146,8 @@ func (s *Service) Reconcile(ctx context.Context, bankCode string, date time.Time
 		case o.status == AttemptSucceeded && o.day.Equal(date):
 			rec.Mismatches = append(rec.Mismatches, Mismatch{Kind: MismatchMissingDebit, OrderNo: no,
 				MerchantID: o.merchantID, OurAmount: o.amount})
-		case o.status == AttemptUnknown && !o.day.After(date) && o.queries >= len(s.cfg.QueryBackoff):
+		case o.status == AttemptUnknown && !o.day.After(date) &&
+			(o.queries >= len(s.cfg.QueryBackoff) || o.claimed.Before(chainEnd)):
 			// A query job still live for it (an operator's, or one River
 			// runs again) may find nothing and re-send under its number:
 			// failing it now would race that debit.
@@ -206,7 +218,6 @@ func (s *Service) queryLive(ctx context.Context, orderNo string) (bool, error) {
 // this run settles them from the statement or by one last query, which
 // fails an order the bank never got.
 func (s *Service) adoptOrphans(ctx context.Context, bankCode string) error {
-	const orphanAge = time.Hour
 	return db.InTx(ctx, s.pool, func(tx pgx.Tx) error {
 		// Only attempts claimed a while ago: a month-end run keeps many
 		// processing for minutes, each with its live job. The job is found

@@ -473,3 +473,70 @@ func TestOneQueryChainPerAttempt(t *testing.T) {
 		t.Fatalf("ledger = %+v, want no debit", l)
 	}
 }
+
+// TestReconcileSettlesAnUnknownAttemptWhoseChainEnded: an unknown attempt
+// whose query chain stopped before its last query (River discarded the
+// waiting job; the test marks it discarded) is settled by reconciliation
+// once its claim is older than any chain could run, and failed by a last
+// query when the bank never got it. Until then, or while a query job is
+// live for it, it is left alone.
+func TestReconcileSettlesAnUnknownAttemptWhoseChainEnded(t *testing.T) {
+	ctx := context.Background()
+	// The second query waits an hour: the chain stops there.
+	w := newWorld(t, func(c *mandate.Config) { c.QueryBackoff = []time.Duration{20 * time.Millisecond, time.Hour} })
+	c := w.bindCard(t, "ICBC", 1_000_000)
+	m := w.mandate(t, c, w.dueToday(6_100))
+	w.fault(t, simclient.Fault{BankCode: "ICBC", Operation: "charge", Mode: "timeout"})        // never arrives
+	w.fault(t, simclient.Fault{BankCode: "ICBC", Operation: "query", Mode: "error", Count: 3}) // first query and its retries
+	if st, err := w.svc.RunDue(ctx, w.clock.Now()); err != nil || st.Claimed != 1 {
+		t.Fatalf("run = %+v, %v", st, err)
+	}
+	orderNo := w.oneCharge(t, m).Attempts[0].OrderNo
+	w.waitFor(t, 30*time.Second, func() bool {
+		var queries int
+		err := w.Pool.QueryRow(ctx, `SELECT queries FROM charge_attempts WHERE order_no = $1`, orderNo).Scan(&queries)
+		return err == nil && queries == 1
+	}, func() string { return "the first query did not run" })
+	if err := w.SimCtl.ClearFaults(ctx, "ICBC"); err != nil {
+		t.Fatal(err)
+	}
+	setWaiting := func(state string) {
+		t.Helper()
+		tag, err := w.Pool.Exec(ctx, `UPDATE river_job SET state = $3::river_job_state,
+			finalized_at = CASE WHEN $3::river_job_state = 'discarded' THEN now() END
+			WHERE kind = $1 AND args->>'order_no' = $2 AND (args->>'try')::int = 1`,
+			mandate.QueryArgs{}.Kind(), orderNo, state)
+		if err != nil || tag.RowsAffected() != 1 {
+			t.Fatalf("setting the second query's job %s: %d rows, %v", state, tag.RowsAffected(), err)
+		}
+	}
+	reconcile := func() int {
+		t.Helper()
+		rec, err := w.svc.Reconcile(ctx, "ICBC", w.today())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rec.Settled
+	}
+
+	setWaiting("discarded")
+	if n := reconcile(); n != 0 {
+		t.Fatalf("reconciliation while a chain could still run settled %d; want none", n)
+	}
+	w.setNow(w.clock.Now().Add(3 * time.Hour))
+	setWaiting("scheduled")
+	if n := reconcile(); n != 0 {
+		t.Fatalf("reconciliation with the query job still waiting settled %d; want none", n)
+	}
+	setWaiting("discarded")
+	if n := reconcile(); n != 1 {
+		t.Fatalf("reconciliation of the ended chain settled %d; want its attempt", n)
+	}
+	if ch := w.oneCharge(t, m); ch.Attempts[0].Status != mandate.AttemptFailed ||
+		ch.Attempts[0].FailureCode != "not_in_statement" {
+		t.Fatalf("attempt %+v; want failed not_in_statement", ch.Attempts[0])
+	}
+	if l := w.ledger(t, c); len(l) != 0 {
+		t.Fatalf("ledger = %+v, want no debit", l)
+	}
+}
