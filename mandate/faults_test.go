@@ -374,6 +374,47 @@ func TestFailureCap(t *testing.T) {
 	}
 }
 
+// TestRetryOnALaterDay: a charge first tried after its date (no run on
+// the day) and declined is retried on the day after the decline, not at
+// once, and its further retries keep to the charge date plus the retry
+// days: tries on d+1, d+2, d+3 and d+5.
+func TestRetryOnALaterDay(t *testing.T) {
+	w := newWorld(t)
+	d0 := w.today()
+	c := w.bindCard(t, "ICBC", 1)
+	m := w.mandate(t, c, w.dueToday(2_200))
+
+	w.setDay(d0.AddDate(0, 0, 1))
+	if st := w.runDue(t); st.Claimed != 1 {
+		t.Fatalf("first run a day late claimed %d, want the charge", st.Claimed)
+	}
+	if st := w.runDue(t); st.Claimed != 0 {
+		t.Errorf("a second run on the decline's day claimed %d, want none", st.Claimed)
+	}
+	ch := w.oneCharge(t, m)
+	if want := m.Schedule.DueAt(d0.AddDate(0, 0, 2)); ch.Status != mandate.ChargeRetryScheduled || !ch.NextAttemptAt.Equal(want) {
+		t.Errorf("charge %s, next attempt %s; want retry_scheduled at %s", ch.Status, ch.NextAttemptAt, want)
+	}
+	for d := d0.AddDate(0, 0, 2); !d.After(d0.AddDate(0, 0, 7)); d = d.AddDate(0, 0, 1) {
+		w.setDay(d)
+		w.runDue(t)
+	}
+	var got []string
+	for _, a := range w.attempts(t, c) {
+		got = append(got, a.BankDay.Format(time.DateOnly))
+	}
+	var want []string
+	for _, n := range []int{1, 2, 3, 5} {
+		want = append(want, d0.AddDate(0, 0, n).Format(time.DateOnly))
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("attempts on %v, want %v", got, want)
+	}
+	if ch := w.oneCharge(t, m); ch.Status != mandate.ChargeFailed || ch.Retries != 3 {
+		t.Errorf("charge %s after %d retries, want failed after 3", ch.Status, ch.Retries)
+	}
+}
+
 // TestFailureCapUnderConcurrentRuns: RunDue is safe to run concurrently
 // (several schedulers), and the per-card cap holds across them: four
 // runs claiming one charge per transaction never put more than three

@@ -525,7 +525,14 @@ func (s *Service) apply(ctx context.Context, tx pgx.Tx, a attemptRow, r bankadap
 		c.FailureCode = r.Reason
 		if c.Retries < len(days) {
 			c.Status, event = ChargeRetryScheduled, "charge.retry_scheduled"
-			c.NextAttemptAt = m.Schedule.DueAt(c.ChargeDate.AddDate(0, 0, days[c.Retries]))
+			// Retries go on later days than the decline: a charge first
+			// tried after its date (its notice was late, the card's cap
+			// put it off, the runs were down) is not tried again at once.
+			date := c.ChargeDate.AddDate(0, 0, days[c.Retries])
+			if next := m.Schedule.DateAt(now).AddDate(0, 0, 1); date.Before(next) {
+				date = next
+			}
+			c.NextAttemptAt = m.Schedule.DueAt(date)
 			c.Retries++
 		} else {
 			c.Status, event = ChargeFailed, "charge.failed"
