@@ -415,6 +415,34 @@ func TestRetryOnALaterDay(t *testing.T) {
 	}
 }
 
+// TestRetryOnALaterBankDay: "a later day" is a later bank day
+// (Asia/Shanghai, the day the card's cap counts). A Los Angeles mandate's
+// charge, tried late and declined at 09:00 in Shanghai, would be retried
+// at the next midnight in Los Angeles, 16:00 in Shanghai the same bank
+// day; it waits for the first Los Angeles midnight on a later bank day.
+func TestRetryOnALaterBankDay(t *testing.T) {
+	w := newWorld(t)
+	d0 := w.today()
+	c := w.bindCard(t, "ICBC", 1)
+	in := w.dueToday(2_300)
+	in.Schedule.Timezone = "America/Los_Angeles"
+	m := w.mandate(t, c, in)
+
+	d1 := d0.AddDate(0, 0, 1)
+	w.setDay(d1) // 09:00 in Shanghai, 17:00 of the charge date in Los Angeles
+	if st := w.runDue(t); st.Claimed != 1 {
+		t.Fatalf("run claimed %d, want the charge", st.Claimed)
+	}
+	w.setNow(time.Date(d1.Year(), d1.Month(), d1.Day(), 20, 0, 0, 0, shanghai)) // past midnight in Los Angeles
+	if st := w.runDue(t); st.Claimed != 0 {
+		t.Errorf("a run later on the decline's bank day claimed %d, want none", st.Claimed)
+	}
+	ch := w.oneCharge(t, m)
+	if want := m.Schedule.DueAt(d0.AddDate(0, 0, 2)); ch.Status != mandate.ChargeRetryScheduled || !ch.NextAttemptAt.Equal(want) {
+		t.Errorf("charge %s, next attempt %s; want retry_scheduled at %s", ch.Status, ch.NextAttemptAt, want)
+	}
+}
+
 // TestFailureCapUnderConcurrentRuns: RunDue is safe to run concurrently
 // (several schedulers), and the per-card cap holds across them: four
 // runs claiming one charge per transaction never put more than three

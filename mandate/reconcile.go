@@ -201,12 +201,16 @@ func (s *Service) settleAbsent(ctx context.Context, bank bankadapters.Bank, merc
 	return s.settle(ctx, a, r, reconcileSource)
 }
 
-// queryLive reports whether a query job for the order is waiting or running.
+// queryLive reports whether a query job for the order is waiting or
+// running, or ran and ended within orphanAge: a query that found nothing
+// re-sends, and a re-send whose job ended without settling it (cancelled
+// while the bank had not answered) may not have reached the bank's books yet.
 func (s *Service) queryLive(ctx context.Context, orderNo string) (bool, error) {
 	var live bool
 	err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM river_job WHERE kind = $1
-		AND args @> jsonb_build_object('order_no', $2::text) AND state NOT IN ('completed', 'cancelled', 'discarded'))`,
-		QueryArgs{}.Kind(), orderNo).Scan(&live)
+		AND args @> jsonb_build_object('order_no', $2::text) AND (state NOT IN ('completed', 'cancelled', 'discarded')
+			OR (attempted_at IS NOT NULL AND finalized_at > $3)))`,
+		QueryArgs{}.Kind(), orderNo, s.now().Add(-orphanAge)).Scan(&live)
 	return live, err
 }
 

@@ -475,11 +475,13 @@ func TestOneQueryChainPerAttempt(t *testing.T) {
 }
 
 // TestReconcileSettlesAnUnknownAttemptWhoseChainEnded: an unknown attempt
-// whose query chain stopped before its last query (River discarded the
-// waiting job; the test marks it discarded) is settled by reconciliation
-// once its claim is older than any chain could run, and failed by a last
-// query when the bank never got it. Until then, or while a query job is
-// live for it, it is left alone.
+// whose query chain stopped before its last query (its waiting job was
+// cancelled, or River discarded a job that kept failing) is settled by
+// reconciliation once its claim is older than any chain could run, and
+// failed by a last query when the bank never got it. Until then, while a
+// query job is live for it, or within the hour after one that ran ended
+// (it may have re-sent), it is left alone. River's states are written
+// directly: a discard takes weeks of retries.
 func TestReconcileSettlesAnUnknownAttemptWhoseChainEnded(t *testing.T) {
 	ctx := context.Background()
 	// The second query waits an hour: the chain stops there.
@@ -503,12 +505,22 @@ func TestReconcileSettlesAnUnknownAttemptWhoseChainEnded(t *testing.T) {
 	if err := w.SimCtl.ClearFaults(ctx, "ICBC"); err != nil {
 		t.Fatal(err)
 	}
-	setWaiting := func(state string) {
+	// The second query's job; ran: when it last ended (else it never ran).
+	setJob := func(state rivertype.JobState, ran time.Time) {
 		t.Helper()
-		tag, err := w.Pool.Exec(ctx, `UPDATE river_job SET state = $3::river_job_state,
-			finalized_at = CASE WHEN $3::river_job_state = 'discarded' THEN now() END
+		var attempted, finalized *time.Time
+		if !ran.IsZero() {
+			attempted, finalized = &ran, &ran
+		}
+		if state != rivertype.JobStateCancelled && state != rivertype.JobStateDiscarded {
+			finalized = nil
+		} else if finalized == nil {
+			now := w.clock.Now()
+			finalized = &now
+		}
+		tag, err := w.Pool.Exec(ctx, `UPDATE river_job SET state = $3, attempted_at = $4, finalized_at = $5
 			WHERE kind = $1 AND args->>'order_no' = $2 AND (args->>'try')::int = 1`,
-			mandate.QueryArgs{}.Kind(), orderNo, state)
+			mandate.QueryArgs{}.Kind(), orderNo, string(state), attempted, finalized)
 		if err != nil || tag.RowsAffected() != 1 {
 			t.Fatalf("setting the second query's job %s: %d rows, %v", state, tag.RowsAffected(), err)
 		}
@@ -522,16 +534,20 @@ func TestReconcileSettlesAnUnknownAttemptWhoseChainEnded(t *testing.T) {
 		return rec.Settled
 	}
 
-	setWaiting("discarded")
+	setJob(rivertype.JobStateCancelled, time.Time{})
 	if n := reconcile(); n != 0 {
 		t.Fatalf("reconciliation while a chain could still run settled %d; want none", n)
 	}
 	w.setNow(w.clock.Now().Add(3 * time.Hour))
-	setWaiting("scheduled")
+	setJob(rivertype.JobStateRetryable, w.clock.Now().Add(-time.Minute))
 	if n := reconcile(); n != 0 {
-		t.Fatalf("reconciliation with the query job still waiting settled %d; want none", n)
+		t.Fatalf("reconciliation with the query job to run again settled %d; want none", n)
 	}
-	setWaiting("discarded")
+	setJob(rivertype.JobStateDiscarded, w.clock.Now().Add(-10*time.Minute))
+	if n := reconcile(); n != 0 {
+		t.Fatalf("reconciliation ten minutes after the query job ended settled %d; want none", n)
+	}
+	setJob(rivertype.JobStateDiscarded, w.clock.Now().Add(-2*time.Hour))
 	if n := reconcile(); n != 1 {
 		t.Fatalf("reconciliation of the ended chain settled %d; want its attempt", n)
 	}

@@ -33,6 +33,12 @@ func bankDay(t time.Time) time.Time {
 	return time.Date(y, m, d, 0, 0, 0, 0, time.UTC)
 }
 
+// nextBankDay returns the instant the bank day after t's begins.
+func nextBankDay(t time.Time) time.Time {
+	y, m, d := t.In(bankZone).Date()
+	return time.Date(y, m, d+1, 0, 0, 0, 0, bankZone).UTC()
+}
+
 // RunStats counts what RunDue did.
 type RunStats struct {
 	Periods  int // periods that fell due and became charges (or were skipped)
@@ -565,9 +571,7 @@ func (s *Service) plan(ctx context.Context, tx pgx.Tx, list []dueCharge) (sendPl
 			return sendPlan{}, fmt.Errorf("plan: card %s not found", id)
 		}
 	}
-	tomorrow := day.AddDate(0, 0, 1)
-	p := sendPlan{nextDay: time.Date(tomorrow.Year(), tomorrow.Month(), tomorrow.Day(), 0, 0, 0, 0, bankZone).UTC(),
-		day: day, now: now}
+	p := sendPlan{nextDay: nextBankDay(now), day: day, now: now}
 	for _, d := range list {
 		u := cards[d.cardID]
 		switch {

@@ -525,12 +525,17 @@ func (s *Service) apply(ctx context.Context, tx pgx.Tx, a attemptRow, r bankadap
 		c.FailureCode = r.Reason
 		if c.Retries < len(days) {
 			c.Status, event = ChargeRetryScheduled, "charge.retry_scheduled"
-			// Retries go on later days than the decline: a charge first
-			// tried after its date (its notice was late, the card's cap
-			// put it off, the runs were down) is not tried again at once.
+			// Retries go on later bank days than the decline (the days
+			// the card's cap counts): a charge first tried after its date
+			// (its notice was late, the card's cap put it off, the runs
+			// were down) is not tried again at once. In a zone behind
+			// the banks', the mandate's next midnight can fall on the
+			// same bank day: the retry waits a day more.
 			date := c.ChargeDate.AddDate(0, 0, days[c.Retries])
-			if next := m.Schedule.DateAt(now).AddDate(0, 0, 1); date.Before(next) {
-				date = next
+			if next := nextBankDay(now); m.Schedule.DueAt(date).Before(next) {
+				if date = m.Schedule.DateAt(next); m.Schedule.DueAt(date).Before(next) {
+					date = date.AddDate(0, 0, 1)
+				}
 			}
 			c.NextAttemptAt = m.Schedule.DueAt(date)
 			c.Retries++

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -33,6 +34,7 @@ type chargeWorld struct {
 	mandates *mandate.Service
 	card     conformance.Account
 	merchant string
+	first    mandate.Mandate // the card's mandate, due today
 }
 
 func newChargeWorld(t *testing.T) *chargeWorld {
@@ -98,7 +100,7 @@ func newChargeWorld(t *testing.T) *chargeWorld {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := w.mandates.Confirm(ctx, w.merchant, m.ID, w.lastCode(t)); err != nil {
+	if w.first, err = w.mandates.Confirm(ctx, w.merchant, m.ID, w.lastCode(t)); err != nil {
 		t.Fatal(err)
 	}
 
@@ -240,11 +242,12 @@ func TestCrashRecoverySettlesByQuery(t *testing.T) {
 }
 
 // TestRunDueAheadOfTime runs `charges run-due --as-of` ten days ahead for
-// a card the bank keeps declining. The run acts as of then: the charge and
-// its retries that fall due by then are tried until the card's three
-// failures of the day are used up, the next try waits for the next day
-// after --as-of, and the command ends (dated by the real clock, the put-off
-// try fell due again at once and the run never ended).
+// a card the bank keeps declining, with four charges due ten days before.
+// The run acts as of then: three are tried and declined, the card's cap of
+// failures for --as-of's bank day; the fourth is put off to the next day
+// after --as-of, and so are the retries (a retry goes on a later day than
+// its decline); and the command ends. Dated by the real clock, a try put
+// off fell due again at once and the run never ended.
 //
 // Not parallel: run-due works every merchant's due charges in the
 // package's database, and the crash test's would be charged through this
@@ -255,6 +258,17 @@ func TestRunDueAheadOfTime(t *testing.T) {
 	if err := w.SimCtl.AddFault(ctx, simclient.Fault{BankCode: "ICBC", Operation: "charge", Mode: "decline",
 		Code: "insufficient_funds", UntilCleared: true}); err != nil {
 		t.Fatal(err)
+	}
+	for i := range 3 {
+		m, err := w.mandates.Create(ctx, w.merchant, mandate.CreateInput{CardID: w.first.CardID,
+			Reference: fmt.Sprintf("gas-%d", i), AmountType: mandate.AmountFixed, Amount: int64(1000 + i),
+			Schedule: w.first.Schedule})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.mandates.Confirm(ctx, w.merchant, m.ID, w.lastCode(t)); err != nil {
+			t.Fatal(err)
+		}
 	}
 	asOf := time.Now().Add(10 * 24 * time.Hour).Truncate(time.Second)
 	cmd := w.runDue(t, asOf)
@@ -281,16 +295,15 @@ func TestRunDueAheadOfTime(t *testing.T) {
 		FROM charge_attempts WHERE merchant_id = $1`, w.merchant).Scan(&failed, &days); err != nil {
 		t.Fatal(err)
 	}
-	var status string
-	var next *time.Time
-	if err := w.Pool.QueryRow(ctx, `SELECT status, next_attempt_at FROM charges WHERE merchant_id = $1`,
-		w.merchant).Scan(&status, &next); err != nil {
+	var waiting int
+	var first time.Time
+	if err := w.Pool.QueryRow(ctx, `SELECT count(*), min(next_attempt_at) FROM charges WHERE merchant_id = $1
+		AND status IN ('scheduled', 'retry_scheduled')`, w.merchant).Scan(&waiting, &first); err != nil {
 		t.Fatal(err)
 	}
-	if failed != mandate.CardFailuresPerDay || days != 1 || status != mandate.ChargeRetryScheduled || next == nil ||
-		!next.After(asOf) {
-		t.Fatalf("%d failed attempts on %d bank days, charge %s next at %s; want %d on one day and the next try after %s\n%s",
-			failed, days, status, next, mandate.CardFailuresPerDay, asOf, out.String())
+	if failed != mandate.CardFailuresPerDay || days != 1 || waiting != 4 || !first.After(asOf) {
+		t.Fatalf("%d failed attempts on %d bank days, %d charges waiting, the first until %s; want %d on one day, "+
+			"and all 4 waiting until after %s\n%s", failed, days, waiting, first, mandate.CardFailuresPerDay, asOf, out.String())
 	}
 	if ledger, err := w.SimCtl.Ledger(ctx, w.card.CardNumber); err != nil || len(ledger) != 0 {
 		t.Fatalf("ledger = %+v, %v; want no debit", ledger, err)
