@@ -398,7 +398,11 @@ func (s *Service) query(ctx context.Context, args QueryArgs) error {
 	if err != nil {
 		r = bankadapters.UnknownResult(bankadapters.ChargeRequest{OrderNo: a.OrderNo, Amount: a.Amount}, err)
 	}
-	return s.settleQuery(ctx, a, r, args.Try)
+	// The answer is written even if the job's time ran out while the bank
+	// was answering, as a charge job's are.
+	settleCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
+	defer cancel()
+	return s.settleQuery(settleCtx, a, r, args.Try)
 }
 
 // settleQuery applies a query's answer and, while the outcome stays
