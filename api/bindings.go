@@ -20,17 +20,20 @@ var _ Area = (*Bindings)(nil)
 
 // Routes implements Area.
 func (a *Bindings) Routes(v1 *echo.Group) {
-	g := v1.Group("", RequireScope("bind"))
-	g.POST("/members", a.createMember)
-	g.GET("/members", a.findMember)
-	g.GET("/members/:id", a.getMember)
-	g.GET("/members/:id/cards", a.listCards)
-	g.POST("/bindings", a.createBinding)
-	g.GET("/bindings/:id", a.getBinding)
-	g.POST("/bindings/:id/resend", a.resend)
-	g.POST("/bindings/:id/confirm", a.confirm)
-	g.GET("/cards/:id", a.getCard)
-	g.DELETE("/cards/:id", a.unbindCard)
+	// The scope goes on each route, not on a group: echo answers a group's
+	// unknown paths through its middleware, so a misspelt path would
+	// answer 403 naming this scope instead of 404.
+	scope := RequireScope("bind")
+	v1.POST("/members", a.createMember, scope)
+	v1.GET("/members", a.findMember, scope)
+	v1.GET("/members/:id", a.getMember, scope)
+	v1.GET("/members/:id/cards", a.listCards, scope)
+	v1.POST("/bindings", a.createBinding, scope)
+	v1.GET("/bindings/:id", a.getBinding, scope)
+	v1.POST("/bindings/:id/resend", a.resend, scope)
+	v1.POST("/bindings/:id/confirm", a.confirm, scope)
+	v1.GET("/cards/:id", a.getCard, scope)
+	v1.DELETE("/cards/:id", a.unbindCard, scope)
 }
 
 // Errors implements Area: the binding rows of the error table.

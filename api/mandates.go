@@ -42,18 +42,18 @@ func CallbackURL(baseURL, bankCode string) string {
 
 // Routes implements Area.
 func (a *Mandates) Routes(v1 *echo.Group) {
-	g := v1.Group("", RequireScope("withhold"))
-	g.POST("/mandates", a.create)
-	g.GET("/mandates", a.list)
-	g.GET("/mandates/:id", a.get)
-	g.POST("/mandates/:id/confirm", a.confirm)
-	g.POST("/mandates/:id/resend", a.transition(a.Service.Resend))
-	g.POST("/mandates/:id/pause", a.transition(a.Service.Pause))
-	g.POST("/mandates/:id/resume", a.transition(a.Service.Resume))
-	g.POST("/mandates/:id/cancel", a.transition(a.Service.Cancel))
-	g.POST("/mandates/:id/charges", a.postCharge)
-	g.GET("/mandates/:id/charges", a.listCharges)
-	g.GET("/charges/:id", a.getCharge)
+	scope := RequireScope("withhold") // per route, as Bindings.Routes says
+	v1.POST("/mandates", a.create, scope)
+	v1.GET("/mandates", a.list, scope)
+	v1.GET("/mandates/:id", a.get, scope)
+	v1.POST("/mandates/:id/confirm", a.confirm, scope)
+	v1.POST("/mandates/:id/resend", a.transition(a.Service.Resend), scope)
+	v1.POST("/mandates/:id/pause", a.transition(a.Service.Pause), scope)
+	v1.POST("/mandates/:id/resume", a.transition(a.Service.Resume), scope)
+	v1.POST("/mandates/:id/cancel", a.transition(a.Service.Cancel), scope)
+	v1.POST("/mandates/:id/charges", a.postCharge, scope)
+	v1.GET("/mandates/:id/charges", a.listCharges, scope)
+	v1.GET("/charges/:id", a.getCharge, scope)
 }
 
 // PublicRoutes implements PublicRouter: the bank callback route.

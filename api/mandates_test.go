@@ -964,6 +964,32 @@ func (e *mandateEnv) testScope(t *testing.T) {
 			}
 		})
 	}
+	// Echo answers an unknown path under a group with the group's
+	// middleware: a route group per scope made a misspelt path answer 403
+	// naming the last group's scope.
+	t.Run("an unknown /v1 path answers 404 whatever the token's scopes", func(t *testing.T) {
+		for _, scopes := range [][]string{{"bind"}, {"withhold"}, {"bind", "withhold"}} {
+			m, secret, err := srv.merchants.Create(context.Background(), "unknown path "+strings.Join(scopes, "+"), scopes)
+			if err != nil {
+				t.Fatal(err)
+			}
+			req, err := http.NewRequest(http.MethodGet, srv.url+"/v1/mandate/"+md.ID, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Header.Set("Authorization", "Bearer "+apitest.NewClient(t, srv.url).Token(t, m.ClientID, secret))
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var body struct{ Error struct{ Code string } }
+			err = json.NewDecoder(resp.Body).Decode(&body)
+			resp.Body.Close()
+			if err != nil || resp.StatusCode != http.StatusNotFound || body.Error.Code != "not_found" {
+				t.Errorf("scopes %v: status %d, code %q (%v); want 404 not_found", scopes, resp.StatusCode, body.Error.Code, err)
+			}
+		}
+	})
 	if n := textCount(t, srv, bindCard.Phone); n != 1 {
 		t.Errorf("the bind-only merchant's member got %d texts, want only the bank's", n)
 	}
