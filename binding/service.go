@@ -744,6 +744,9 @@ func (s *Service) bind(ctx context.Context, tx pgx.Tx, b bindingRow, agreementNo
 	// with this number already, so inserting the card again would only
 	// conflict again.
 	cardWritten, cardTaken := false, false
+	// What the bank verified of an existing member's identity, recorded
+	// only once the card is in: a binding failed below completes nothing.
+	var verified func(*pgx.Batch)
 	if b.MemberID == "" {
 		// Implicit: the member is created now, with the card, or found if
 		// the same external id bound a card meanwhile.
@@ -754,11 +757,13 @@ func (s *Service) bind(ctx context.Context, tx pgx.Tx, b bindingRow, agreementNo
 			return Binding{}, nil, err
 		}
 		if !memberWritten {
-			existing, gerr := getMemberByExternalID(ctx, tx, b.MerchantID, b.ExternalUserID)
+			// The member exists (made explicitly, or by another binding
+			// meanwhile): as below.
+			existing, gerr := lockMember(ctx, tx, whereMemberExternalID, b.MerchantID, b.ExternalUserID)
 			if gerr != nil {
 				return Binding{}, nil, gerr
 			}
-			if err := s.checkBindingIdentity(ctx, existing, b); err != nil {
+			if verified, err = s.memberIdentity(ctx, existing, b); err != nil {
 				return s.failAfterBank(ctx, tx, &batch, b, agreementNo, err)
 			}
 			m = existing.Member
@@ -768,23 +773,12 @@ func (s *Service) bind(ctx context.Context, tx pgx.Tx, b bindingRow, agreementNo
 	} else {
 		// Locked: two bindings of a partly declared member confirmed at
 		// once must not both complete its identity.
-		m, err := getMemberForUpdate(ctx, tx, b.MerchantID, b.MemberID)
+		m, err := lockMember(ctx, tx, whereMemberID, b.MerchantID, b.MemberID)
 		if err != nil {
 			return Binding{}, nil, err
 		}
-		// Another binding may have completed the identity since this one
-		// was checked at apply.
-		if err := s.checkBindingIdentity(ctx, m, b); err != nil {
+		if verified, err = s.memberIdentity(ctx, m, b); err != nil {
 			return s.failAfterBank(ctx, tx, &batch, b, agreementNo, err)
-		}
-		if m.NameFP == nil || m.IDNumberFP == nil {
-			// What the member did not declare, the bank has now verified:
-			// it is kept by reference (a declared value, checked equal at
-			// apply, still reads first), so the next binding is checked
-			// against both.
-			queueSetMemberIdentity(&batch, b.MerchantID, m.ID, b)
-		} else {
-			queueMarkMemberVerified(&batch, b.MerchantID, m.ID)
 		}
 		card.MemberID = m.ID
 	}
@@ -808,6 +802,9 @@ func (s *Service) bind(ctx context.Context, tx pgx.Tx, b bindingRow, agreementNo
 			card = existing
 		}
 	}
+	if verified != nil {
+		verified(&batch)
+	}
 	b.Status, b.CardID = StatusBound, card.ID
 	queueUpdateBinding(&batch, b, "", now)
 	s.auditRow(ctx, b.MerchantID, "bind.bound", b.ID, audit.OutcomeOK, map[string]any{"card": card.ID, "member": b.MemberID})
@@ -815,6 +812,25 @@ func (s *Service) bind(ctx context.Context, tx pgx.Tx, b bindingRow, agreementNo
 		return Binding{}, nil, err
 	}
 	return b.Binding, nil, nil
+}
+
+// memberIdentity checks a binding the bank confirmed against its existing
+// member, read under the member's lock (another binding may have completed
+// the identity since this one was checked at apply), and returns what
+// records the bank's verification: what the member did not declare is kept
+// by reference to this binding (a declared value, checked equal, still
+// reads first), so the next binding is checked against both.
+func (s *Service) memberIdentity(ctx context.Context, m memberRow, b bindingRow) (func(*pgx.Batch), error) {
+	if err := s.checkBindingIdentity(ctx, m, b); err != nil {
+		return nil, err
+	}
+	switch {
+	case m.NameFP == nil || m.IDNumberFP == nil:
+		return func(batch *pgx.Batch) { queueSetMemberIdentity(batch, b.MerchantID, m.ID, b) }, nil
+	case !m.Verified:
+		return func(batch *pgx.Batch) { queueMarkMemberVerified(batch, b.MerchantID, m.ID) }, nil
+	}
+	return nil, nil
 }
 
 // failAfterBank fails a binding the bank confirmed but quickpay must refuse

@@ -275,6 +275,126 @@ func TestPartlyDeclaredIdentityIsCompletedByTheBank(t *testing.T) {
 	}
 }
 
+// TestImplicitBindingCompletesADeclaredMember: a binding by external user
+// id whose member was meanwhile declared explicitly, by name alone,
+// completes that member's identity as a binding by member id does, so a
+// namesake's card is then refused.
+func TestImplicitBindingCompletesADeclaredMember(t *testing.T) {
+	ctx := context.Background()
+	w := newWorld(t)
+	a := w.account(t, "ICBC", "debit")
+	in := input(a)
+	in.ExternalUserID = "declared-later"
+	b, err := w.svc.StartBinding(ctx, w.merchant, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := w.svc.CreateMember(ctx, w.merchant, binding.MemberInput{ExternalID: in.ExternalUserID, Name: a.HolderName})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bound, err := w.svc.Confirm(ctx, w.merchant, b.ID, w.code(t, a.Phone)); err != nil || bound.MemberID != m.ID {
+		t.Fatalf("confirm: member %q, %v; want the declared member %s", bound.MemberID, err, m.ID)
+	}
+	namesake := w.account(t, "CCB", "debit")
+	namesake.HolderName = a.HolderName
+	if err := w.SimCtl.PutAccount(ctx, namesake); err != nil {
+		t.Fatal(err)
+	}
+	in = input(namesake)
+	in.MemberID = m.ID
+	_, err = w.svc.StartBinding(ctx, w.merchant, in)
+	var im *binding.IdentityMismatchError
+	if !errors.As(err, &im) || im.Field != "id_number" {
+		t.Fatalf("namesake's card: err = %v, want identity mismatch on id_number", err)
+	}
+}
+
+// TestPartlyDeclaredIdentityConfirmedTwiceAtOnce: two bindings of one
+// member declared by name alone, with cards of two namesakes, confirmed at
+// once. Both wait for the member's row (the test holds it); the first to
+// get it completes the identity, and the second, reading it after, is
+// refused identity_mismatch and its agreement released. Neither may
+// complete the member with its own ID number.
+func TestPartlyDeclaredIdentityConfirmedTwiceAtOnce(t *testing.T) {
+	ctx := context.Background()
+	w := newWorld(t)
+	a := w.account(t, "ICBC", "debit")
+	namesake := w.account(t, "CCB", "debit")
+	namesake.HolderName = a.HolderName
+	if err := w.SimCtl.PutAccount(ctx, namesake); err != nil {
+		t.Fatal(err)
+	}
+	m, err := w.svc.CreateMember(ctx, w.merchant, binding.MemberInput{ExternalID: "named-twice", Name: a.HolderName})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	var codes []sensitive.OTP
+	for _, acc := range []conformance.Account{a, namesake} {
+		in := input(acc)
+		in.MemberID = m.ID
+		b, err := w.svc.StartBinding(ctx, w.merchant, in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids, codes = append(ids, b.ID), append(codes, w.code(t, acc.Phone))
+	}
+
+	hold, err := w.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hold.Rollback(ctx)
+	if _, err := hold.Exec(ctx, `SELECT 1 FROM members WHERE id = $1 FOR UPDATE`, m.ID); err != nil {
+		t.Fatal(err)
+	}
+	errs := make(chan error, 2)
+	for i := range ids {
+		go func() {
+			_, err := w.svc.Confirm(ctx, w.merchant, ids[i], codes[i])
+			errs <- err
+		}()
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var waiting int
+		if err := w.Pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
+			AND wait_event_type = 'Lock' AND query LIKE '%FROM members m%'`).Scan(&waiting); err != nil {
+			t.Fatal(err)
+		}
+		if waiting == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d confirms wait for the member's row, want both", waiting)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := hold.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var bound, refused int
+	for range ids {
+		var im *binding.IdentityMismatchError
+		switch err := <-errs; {
+		case err == nil:
+			bound++
+		case errors.As(err, &im) && im.Field == "id_number":
+			refused++
+		default:
+			t.Errorf("confirm: %v", err)
+		}
+	}
+	if bound != 1 || refused != 1 {
+		t.Fatalf("%d bound and %d refused identity_mismatch, want one of each", bound, refused)
+	}
+	cards, err := w.svc.ListCards(ctx, w.merchant, m.ID)
+	if err != nil || len(cards) != 1 {
+		t.Fatalf("the member has %d cards (%v), want 1", len(cards), err)
+	}
+}
+
 func TestRepeatBinds(t *testing.T) {
 	ctx := context.Background()
 	w := newWorld(t)

@@ -44,21 +44,34 @@ func scanMember(row pgx.Row) (memberRow, error) {
 }
 
 const (
-	memberByID         = memberFrom + ` WHERE m.merchant_id = $1 AND m.id = $2`
-	memberByExternalID = memberFrom + ` WHERE m.merchant_id = $1 AND m.external_id = $2`
+	whereMemberID         = ` WHERE m.merchant_id = $1 AND m.id = $2`
+	whereMemberExternalID = ` WHERE m.merchant_id = $1 AND m.external_id = $2`
 )
 
 func getMember(ctx context.Context, q querier, merchantID, id string) (memberRow, error) {
-	return scanMember(q.QueryRow(ctx, memberByID, merchantID, id))
-}
-
-// getMemberForUpdate is getMember with the member's row locked (in tx).
-func getMemberForUpdate(ctx context.Context, tx pgx.Tx, merchantID, id string) (memberRow, error) {
-	return scanMember(tx.QueryRow(ctx, memberByID+` FOR UPDATE OF m`, merchantID, id))
+	return scanMember(q.QueryRow(ctx, memberFrom+whereMemberID, merchantID, id))
 }
 
 func getMemberByExternalID(ctx context.Context, q querier, merchantID, externalID string) (memberRow, error) {
-	return scanMember(q.QueryRow(ctx, memberByExternalID, merchantID, externalID))
+	return scanMember(q.QueryRow(ctx, memberFrom+whereMemberExternalID, merchantID, externalID))
+}
+
+// lockMember locks the member's row (where: whereMemberID or
+// whereMemberExternalID, with the merchant and the key) and then reads it,
+// as two statements in one round trip. One statement would not do: after
+// waiting for the lock, Postgres re-reads only the locked row, not its
+// join, so an identity another binding completed by reference while this
+// one waited would not show.
+func lockMember(ctx context.Context, tx pgx.Tx, where, merchantID, key string) (memberRow, error) {
+	var batch pgx.Batch
+	batch.Queue(`SELECT 1 FROM members m`+where+` FOR UPDATE`, merchantID, key)
+	batch.Queue(memberFrom+where, merchantID, key)
+	br := tx.SendBatch(ctx, &batch)
+	defer br.Close()
+	if _, err := br.Exec(); err != nil {
+		return memberRow{}, err
+	}
+	return scanMember(br.QueryRow())
 }
 
 // findMemberAndCard reads in one round trip the member with memberID, or
@@ -69,11 +82,11 @@ func findMemberAndCard(ctx context.Context, pool *pgxpool.Pool, merchantID, memb
 	var b pgx.Batch
 	var member *memberRow
 	var card *Card
-	sql, key := memberByID, memberID
+	where, key := whereMemberID, memberID
 	if memberID == "" {
-		sql, key = memberByExternalID, externalID
+		where, key = whereMemberExternalID, externalID
 	}
-	b.Queue(sql, merchantID, key).QueryRow(func(row pgx.Row) error {
+	b.Queue(memberFrom+where, merchantID, key).QueryRow(func(row pgx.Row) error {
 		m, err := scanMember(row)
 		if err == nil {
 			member = &m
@@ -132,7 +145,7 @@ func insertMember(ctx context.Context, q querier, m Member, id identity) error {
 // it wherever the member has none of its own).
 func queueSetMemberIdentity(batch *pgx.Batch, merchantID, memberID string, b bindingRow) {
 	batch.Queue(`UPDATE members SET identity_binding_id = $3, identity_verified = true
-		WHERE merchant_id = $1 AND id = $2`, merchantID, memberID, b.ID)
+		WHERE merchant_id = $1 AND id = $2 AND identity_binding_id IS NULL`, merchantID, memberID, b.ID)
 }
 
 func queueMarkMemberVerified(batch *pgx.Batch, merchantID, memberID string) {
