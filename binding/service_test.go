@@ -19,6 +19,7 @@ import (
 	"github.com/quickpay/quickpay/internal/sensitive"
 	"github.com/quickpay/quickpay/internal/testenv"
 	"github.com/quickpay/quickpay/internal/webhooks"
+	"github.com/quickpay/quickpay/vaultkeys"
 )
 
 func TestMain(m *testing.M) {
@@ -272,6 +273,34 @@ func TestPartlyDeclaredIdentityIsCompletedByTheBank(t *testing.T) {
 	var im *binding.IdentityMismatchError
 	if !errors.As(err, &im) || im.Field != "id_number" {
 		t.Fatalf("namesake's card: err = %v, want identity mismatch on id_number", err)
+	}
+}
+
+// TestIdentityAcrossAnFPRotation: a member declared before an fp key
+// rotation keeps fingerprints under the old version until re-keying
+// reaches its row; a binding of the same identity made after it is
+// fingerprinted under the new one, and is bound, not refused
+// identity_mismatch at confirm. Later tests run under the new version.
+func TestIdentityAcrossAnFPRotation(t *testing.T) {
+	ctx := context.Background()
+	w := newWorld(t)
+	a := w.account(t, "ICBC", "debit")
+	m, err := w.svc.CreateMember(ctx, w.merchant, binding.MemberInput{ExternalID: "rotated", Name: a.HolderName,
+		IDNumber: sensitive.NewIDNumber(a.IDNumber)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Vault.Rotate(ctx, vaultkeys.PurposeFP, "test"); err != nil {
+		t.Fatal(err)
+	}
+	in := input(a)
+	in.MemberID = m.ID
+	b, err := w.svc.StartBinding(ctx, w.merchant, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bound, err := w.svc.Confirm(ctx, w.merchant, b.ID, w.code(t, a.Phone)); err != nil || bound.Status != binding.StatusBound {
+		t.Fatalf("confirm after the rotation: %s, %v; want bound", bound.Status, err)
 	}
 }
 
