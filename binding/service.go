@@ -570,6 +570,10 @@ func waiting(b bindingRow) error {
 	return ErrBindingNotPending
 }
 
+// confirmTimeout bounds a confirm, which its caller cannot cancel: the
+// bank's call (its adapter has its own, shorter, timeout) and the writes.
+const confirmTimeout = 45 * time.Second
+
 // Confirm checks the user's code. On success the card is created (and,
 // for an implicit binding, the member), binding.bound is emitted, and the
 // binding is bound. Confirming a bound binding again returns it.
@@ -586,6 +590,12 @@ func (s *Service) Confirm(ctx context.Context, merchantID, id string, otp sensit
 		return Binding{}, err
 	}
 	defer release()
+	// Once the bank confirms, its agreement exists whatever the caller
+	// does: a client that hangs up must not roll back the card and leave
+	// an agreement quickpay does not know. The confirm runs to its end,
+	// bounded.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), confirmTimeout)
+	defer cancel()
 	var out Binding
 	var final error // an error to return after committing the state change
 	err = db.InTx(ctx, s.pool, func(tx pgx.Tx) error {
@@ -840,11 +850,21 @@ func (s *Service) memberIdentity(ctx context.Context, m memberRow, b bindingRow)
 // (identity or card conflict found only now), and releases the agreement.
 // batch holds the statements bind queued so far.
 func (s *Service) failAfterBank(ctx context.Context, tx pgx.Tx, batch *pgx.Batch, b bindingRow, agreementNo string, why error) (Binding, error, error) {
-	if bank, ok := s.banks.Bank(b.Card.BankCode); ok {
-		if err := bank.Unbind(ctx, agreementNo); err != nil {
-			s.log.Warn("release agreement of a refused binding", "binding", b.ID, "err", err)
-		}
+	outcome, details := audit.OutcomeOK, map[string]any{"reason": failureCode(why)}
+	bank, ok := s.banks.Bank(b.Card.BankCode)
+	err := fmt.Errorf("no channel to bank %s", b.Card.BankCode)
+	if ok {
+		err = bank.Unbind(ctx, agreementNo)
 	}
+	if err != nil {
+		// The bank keeps an agreement quickpay will not use: operators
+		// release it (the audit row names the binding; its bank
+		// reference is on the binding).
+		outcome, details["bank_code"] = audit.OutcomeFailed, bankCode(err)
+		s.log.Error("release of a refused binding's agreement failed; release it at the bank",
+			"binding", b.ID, "bank", b.Card.BankCode, "err", err)
+	}
+	s.auditRow(ctx, b.MerchantID, "bind.release", b.ID, outcome, details)
 	b.Status, b.FailureCode = StatusFailed, failureCode(why)
 	if b.ExternalUserID != "" {
 		// An implicit binding names a member only once bound (the bindings

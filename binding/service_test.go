@@ -94,6 +94,28 @@ func (w *world) code(t *testing.T, phone string) sensitive.OTP {
 	return sensitive.NewOTP(texts[0].Code)
 }
 
+// waitLocked polls, with a deadline, until n statements wait for a
+// member's row lock.
+func (w *world) waitLocked(t *testing.T, n int) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var waiting int
+		if err := w.Pool.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%FROM members m%'`).
+			Scan(&waiting); err != nil {
+			t.Fatal(err)
+		}
+		if waiting == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d statements wait for a member's row, want %d", waiting, n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 func (w *world) texts(t *testing.T, phone string) int {
 	t.Helper()
 	texts, err := w.SimCtl.SMS(context.Background(), phone)
@@ -276,6 +298,53 @@ func TestPartlyDeclaredIdentityIsCompletedByTheBank(t *testing.T) {
 	}
 }
 
+// TestConfirmOutlivesItsCaller: a caller that goes away after the bank
+// confirmed (its context cancelled while the confirm waits for the
+// member's row, which the test holds) does not roll the binding back: the
+// bank's agreement exists, and so does the card.
+func TestConfirmOutlivesItsCaller(t *testing.T) {
+	ctx := context.Background()
+	w := newWorld(t)
+	a := w.account(t, "ICBC", "debit")
+	m, err := w.svc.CreateMember(ctx, w.merchant, binding.MemberInput{ExternalID: "hangs-up"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := input(a)
+	in.MemberID = m.ID
+	b, err := w.svc.StartBinding(ctx, w.merchant, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	code := w.code(t, a.Phone)
+	hold, err := w.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hold.Rollback(ctx)
+	if _, err := hold.Exec(ctx, `SELECT 1 FROM members WHERE id = $1 FOR UPDATE`, m.ID); err != nil {
+		t.Fatal(err)
+	}
+	callerCtx, hangUp := context.WithCancel(ctx)
+	defer hangUp()
+	done := make(chan error, 1)
+	go func() {
+		_, err := w.svc.Confirm(callerCtx, w.merchant, b.ID, code)
+		done <- err
+	}()
+	w.waitLocked(t, 1)
+	hangUp()
+	if err := hold.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Errorf("confirm whose caller went away: %v", err)
+	}
+	if got, err := w.svc.GetBinding(ctx, w.merchant, b.ID); err != nil || got.Status != binding.StatusBound {
+		t.Fatalf("binding %s, %v; want bound", got.Status, err)
+	}
+}
+
 // TestIdentityAcrossAnFPRotation: a member declared before an fp key
 // rotation keeps fingerprints under the old version until re-keying
 // reaches its row; a binding of the same identity made after it is
@@ -378,41 +447,39 @@ func TestPartlyDeclaredIdentityConfirmedTwiceAtOnce(t *testing.T) {
 	if _, err := hold.Exec(ctx, `SELECT 1 FROM members WHERE id = $1 FOR UPDATE`, m.ID); err != nil {
 		t.Fatal(err)
 	}
-	errs := make(chan error, 2)
+	type result struct {
+		id  string
+		err error
+	}
+	results := make(chan result, 2)
 	for i := range ids {
 		go func() {
 			_, err := w.svc.Confirm(ctx, w.merchant, ids[i], codes[i])
-			errs <- err
+			results <- result{ids[i], err}
 		}()
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		var waiting int
-		if err := w.Pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
-			AND wait_event_type = 'Lock' AND query LIKE '%FROM members m%'`).Scan(&waiting); err != nil {
-			t.Fatal(err)
-		}
-		if waiting == 2 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d confirms wait for the member's row, want both", waiting)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	w.waitLocked(t, 2)
 	if err := hold.Rollback(ctx); err != nil {
 		t.Fatal(err)
 	}
 	var bound, refused int
 	for range ids {
 		var im *binding.IdentityMismatchError
-		switch err := <-errs; {
-		case err == nil:
+		switch r := <-results; {
+		case r.err == nil:
 			bound++
-		case errors.As(err, &im) && im.Field == "id_number":
+		case errors.As(r.err, &im) && im.Field == "id_number":
 			refused++
+			var released int
+			if err := w.Pool.QueryRow(ctx, `SELECT count(*) FROM audit_log WHERE action = 'bind.release'
+				AND subject = $1 AND details->>'outcome' = 'ok'`, r.id).Scan(&released); err != nil {
+				t.Fatal(err)
+			}
+			if released != 1 {
+				t.Errorf("%d bind.release audit rows for the refused binding, want 1", released)
+			}
 		default:
-			t.Errorf("confirm: %v", err)
+			t.Errorf("confirm: %v", r.err)
 		}
 	}
 	if bound != 1 || refused != 1 {
