@@ -812,6 +812,14 @@ func (s *Service) bind(ctx context.Context, tx pgx.Tx, b bindingRow, agreementNo
 			if existing.MemberID != b.MemberID {
 				return s.failAfterBank(ctx, tx, &batch, b, agreementNo, ErrCardBoundElsewhere)
 			}
+			// The bank made this confirm an agreement rather than answer
+			// "already bound", so the card's own is gone there: the card
+			// keeps the new one.
+			ct, err := s.vault.Encrypt(ctx, []byte(agreementNo), CardAgreementAAD(b.MerchantID, existing.ID))
+			if err != nil {
+				return Binding{}, nil, err
+			}
+			queueSetCardAgreement(&batch, b.MerchantID, existing.ID, ct, now)
 			card = existing
 		}
 	}

@@ -345,6 +345,61 @@ func TestConfirmOutlivesItsCaller(t *testing.T) {
 	}
 }
 
+// TestNewAgreementReplacesAGoneOne: two bindings of one card for one
+// member, begun together. The first is bound; the bank then loses its
+// agreement (unbound there, out of band); the second's confirm gets a new
+// agreement from the bank and is bound to the same card, which keeps the
+// new agreement rather than the gone one.
+func TestNewAgreementReplacesAGoneOne(t *testing.T) {
+	ctx := context.Background()
+	w := newWorld(t)
+	a := w.account(t, "ICBC", "debit")
+	m, err := w.svc.CreateMember(ctx, w.merchant, binding.MemberInput{ExternalID: "re-agreed"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := input(a)
+	in.MemberID = m.ID
+	var ids []string
+	var codes []sensitive.OTP
+	for range 2 {
+		b, err := w.svc.StartBinding(ctx, w.merchant, in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids, codes = append(ids, b.ID), append(codes, w.code(t, a.Phone))
+	}
+	first, err := w.svc.Confirm(ctx, w.merchant, ids[0], codes[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	agreement := func() string {
+		t.Helper()
+		var ct []byte
+		if err := w.Pool.QueryRow(ctx, `SELECT agreement_ct FROM cards WHERE id = $1`, first.CardID).Scan(&ct); err != nil {
+			t.Fatal(err)
+		}
+		pt, err := w.Vault.Decrypt(ctx, ct, binding.CardAgreementAAD(w.merchant, first.CardID), sensitive.Access{
+			MerchantID: w.merchant, Actor: "test", Subject: first.CardID, Reason: "test"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(pt)
+	}
+	gone := agreement()
+	bank, _ := w.Banks.Bank("ICBC")
+	if err := bank.Unbind(ctx, gone); err != nil {
+		t.Fatal(err)
+	}
+	second, err := w.svc.Confirm(ctx, w.merchant, ids[1], codes[1])
+	if err != nil || second.CardID != first.CardID {
+		t.Fatalf("second confirm: card %q, %v; want the first's card %s", second.CardID, err, first.CardID)
+	}
+	if agreement() == gone {
+		t.Fatal("the card kept the agreement the bank no longer has")
+	}
+}
+
 // TestIdentityAcrossAnFPRotation: a member declared before an fp key
 // rotation keeps fingerprints under the old version until re-keying
 // reaches its row; a binding of the same identity made after it is

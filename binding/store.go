@@ -338,6 +338,11 @@ func insertMemberWithCard(ctx context.Context, q querier, m Member, bindingID st
 	return memberWritten, cardWritten, nil
 }
 
+func queueSetCardAgreement(batch *pgx.Batch, merchantID, id string, agreementCT []byte, at time.Time) {
+	batch.Queue(`UPDATE cards SET agreement_ct = $3, updated_at = $4 WHERE merchant_id = $1 AND id = $2`,
+		merchantID, id, agreementCT, at)
+}
+
 func setCardStatus(ctx context.Context, q querier, merchantID, id, status string, at time.Time) error {
 	_, err := q.Exec(ctx, `UPDATE cards SET status = $3, updated_at = $4 WHERE merchant_id = $1 AND id = $2`,
 		merchantID, id, status, at)
