@@ -989,6 +989,14 @@ func (e *mandateEnv) testScope(t *testing.T) {
 				t.Errorf("scopes %v: status %d, code %q (%v); want 404 not_found", scopes, resp.StatusCode, body.Error.Code, err)
 			}
 		}
+		resp, err := http.Get(srv.url + "/v1/mandate/" + md.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized {
+			t.Errorf("without a token: status %d, want 401", resp.StatusCode)
+		}
 	})
 	if n := textCount(t, srv, bindCard.Phone); n != 1 {
 		t.Errorf("the bind-only merchant's member got %d texts, want only the bank's", n)

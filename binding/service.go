@@ -760,6 +760,7 @@ func (s *Service) bind(ctx context.Context, tx pgx.Tx, b bindingRow, agreementNo
 	// What the bank verified of an existing member's identity, recorded
 	// only once the card is in: a binding failed below completes nothing.
 	var verified func(*pgx.Batch)
+	made := "" // the implicit member made here, if any
 	if b.MemberID == "" {
 		// Implicit: the member is created now, with the card, or found if
 		// the same external id bound a card meanwhile.
@@ -780,6 +781,9 @@ func (s *Service) bind(ctx context.Context, tx pgx.Tx, b bindingRow, agreementNo
 				return s.failAfterBank(ctx, tx, &batch, b, agreementNo, err)
 			}
 			m = existing.Member
+		}
+		if memberWritten {
+			made = m.ID
 		}
 		b.MemberID, card.MemberID = m.ID, m.ID
 		cardWritten, cardTaken = written, memberWritten && !written
@@ -810,17 +814,27 @@ func (s *Service) bind(ctx context.Context, tx pgx.Tx, b bindingRow, agreementNo
 				return Binding{}, nil, gerr
 			}
 			if existing.MemberID != b.MemberID {
+				if made != "" {
+					// An implicit member exists once its binding succeeds.
+					queueDeleteMember(&batch, b.MerchantID, made)
+				}
 				return s.failAfterBank(ctx, tx, &batch, b, agreementNo, ErrCardBoundElsewhere)
 			}
 			// The bank made this confirm an agreement rather than answer
 			// "already bound", so the card's own is gone there: the card
-			// keeps the new one.
+			// keeps the new one. If the card ended meanwhile (unbound,
+			// revoked), this binding makes it anew.
 			ct, err := s.vault.Encrypt(ctx, []byte(agreementNo), CardAgreementAAD(b.MerchantID, existing.ID))
 			if err != nil {
 				return Binding{}, nil, err
 			}
-			queueSetCardAgreement(&batch, b.MerchantID, existing.ID, ct, now)
-			card = existing
+			if ok, err := setActiveCardAgreement(ctx, tx, b.MerchantID, existing.ID, ct, now); err != nil {
+				return Binding{}, nil, err
+			} else if ok {
+				card = existing
+			} else if err := insertCard(ctx, tx, card, b.ID, b.PANCT, b.PANFP, agreementCT); err != nil {
+				return Binding{}, nil, err
+			}
 		}
 	}
 	if verified != nil {

@@ -62,16 +62,23 @@ func getMemberByExternalID(ctx context.Context, q querier, merchantID, externalI
 // waiting for the lock, Postgres re-reads only the locked row, not its
 // join, so an identity another binding completed by reference while this
 // one waited would not show.
-func lockMember(ctx context.Context, tx pgx.Tx, where, merchantID, key string) (memberRow, error) {
+// NO KEY UPDATE: it serializes the confirms that may complete the
+// identity, and lets rows that refer to the member be written meanwhile.
+func lockMember(ctx context.Context, tx pgx.Tx, where, merchantID, key string) (m memberRow, err error) {
 	var batch pgx.Batch
-	batch.Queue(`SELECT 1 FROM members m`+where+` FOR UPDATE`, merchantID, key)
+	batch.Queue(`SELECT 1 FROM members m`+where+` FOR NO KEY UPDATE`, merchantID, key)
 	batch.Queue(memberFrom+where, merchantID, key)
 	br := tx.SendBatch(ctx, &batch)
-	defer br.Close()
+	defer func() { err = errors.Join(err, br.Close()) }()
 	if _, err := br.Exec(); err != nil {
 		return memberRow{}, err
 	}
 	return scanMember(br.QueryRow())
+}
+
+// queueDeleteMember queues the removal of a member made in this transaction.
+func queueDeleteMember(batch *pgx.Batch, merchantID, id string) {
+	batch.Queue(`DELETE FROM members WHERE merchant_id = $1 AND id = $2`, merchantID, id)
 }
 
 // findMemberAndCard reads in one round trip the member with memberID, or
@@ -338,9 +345,12 @@ func insertMemberWithCard(ctx context.Context, q querier, m Member, bindingID st
 	return memberWritten, cardWritten, nil
 }
 
-func queueSetCardAgreement(batch *pgx.Batch, merchantID, id string, agreementCT []byte, at time.Time) {
-	batch.Queue(`UPDATE cards SET agreement_ct = $3, updated_at = $4 WHERE merchant_id = $1 AND id = $2`,
-		merchantID, id, agreementCT, at)
+// setActiveCardAgreement gives an active card a new agreement; false if
+// the card is no longer active (ended while its row was waited for).
+func setActiveCardAgreement(ctx context.Context, tx pgx.Tx, merchantID, id string, agreementCT []byte, at time.Time) (bool, error) {
+	tag, err := tx.Exec(ctx, `UPDATE cards SET agreement_ct = $3, updated_at = $4
+		WHERE merchant_id = $1 AND id = $2 AND status = 'active'`, merchantID, id, agreementCT, at)
+	return tag.RowsAffected() == 1, err
 }
 
 func setCardStatus(ctx context.Context, q querier, merchantID, id, status string, at time.Time) error {
