@@ -760,7 +760,8 @@ func (s *Service) bind(ctx context.Context, tx pgx.Tx, b bindingRow, agreementNo
 	// What the bank verified of an existing member's identity, recorded
 	// only once the card is in: a binding failed below completes nothing.
 	var verified func(*pgx.Batch)
-	made := "" // the implicit member made here, if any
+	made := ""        // the implicit member made here, if any
+	replaced := false // an existing card took this binding's agreement
 	if b.MemberID == "" {
 		// Implicit: the member is created now, with the card, or found if
 		// the same external id bound a card meanwhile.
@@ -831,7 +832,7 @@ func (s *Service) bind(ctx context.Context, tx pgx.Tx, b bindingRow, agreementNo
 			if ok, err := setActiveCardAgreement(ctx, tx, b.MerchantID, existing.ID, ct, now); err != nil {
 				return Binding{}, nil, err
 			} else if ok {
-				card = existing
+				card, replaced = existing, true
 			} else if err := insertCard(ctx, tx, card, b.ID, b.PANCT, b.PANFP, agreementCT); err != nil {
 				return Binding{}, nil, err
 			}
@@ -842,7 +843,11 @@ func (s *Service) bind(ctx context.Context, tx pgx.Tx, b bindingRow, agreementNo
 	}
 	b.Status, b.CardID = StatusBound, card.ID
 	queueUpdateBinding(&batch, b, "", now)
-	s.auditRow(ctx, b.MerchantID, "bind.bound", b.ID, audit.OutcomeOK, map[string]any{"card": card.ID, "member": b.MemberID})
+	details := map[string]any{"card": card.ID, "member": b.MemberID}
+	if replaced {
+		details["agreement_replaced"] = true
+	}
+	s.auditRow(ctx, b.MerchantID, "bind.bound", b.ID, audit.OutcomeOK, details)
 	if err := s.send(ctx, tx, &batch, bindingEvent(b, "binding.bound")); err != nil {
 		return Binding{}, nil, err
 	}

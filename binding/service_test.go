@@ -408,6 +408,11 @@ func TestNewAgreementReplacesAGoneOne(t *testing.T) {
 		if agreement(t, first.CardID) == gone {
 			t.Fatal("the card kept the agreement the bank no longer has")
 		}
+		var audited int
+		if err := w.Pool.QueryRow(ctx, `SELECT count(*) FROM audit_log WHERE action = 'bind.bound' AND subject = $1
+			AND (details->>'agreement_replaced')::boolean`, second).Scan(&audited); err != nil || audited != 1 {
+			t.Fatalf("%d bind.bound audit rows naming the replaced agreement (%v), want 1", audited, err)
+		}
 	})
 
 	t.Run("a card unbound meanwhile is made anew", func(t *testing.T) {
