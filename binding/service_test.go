@@ -94,6 +94,46 @@ func (w *world) code(t *testing.T, phone string) sensitive.OTP {
 	return sensitive.NewOTP(texts[0].Code)
 }
 
+// namesake opens a CCB card whose holder has a's name and another ID number.
+func (w *world) namesake(t *testing.T, a conformance.Account) conformance.Account {
+	t.Helper()
+	n := w.account(t, "CCB", "debit")
+	n.HolderName = a.HolderName
+	if err := w.SimCtl.PutAccount(context.Background(), n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// refusesNamesake wants a binding of a's namesake's card for the member
+// refused at apply: identity mismatch on id_number.
+func (w *world) refusesNamesake(t *testing.T, memberID string, a conformance.Account) {
+	t.Helper()
+	in := input(w.namesake(t, a))
+	in.MemberID = memberID
+	_, err := w.svc.StartBinding(context.Background(), w.merchant, in)
+	var im *binding.IdentityMismatchError
+	if !errors.As(err, &im) || im.Field != "id_number" {
+		t.Fatalf("namesake's card: err = %v, want identity mismatch on id_number", err)
+	}
+}
+
+// hold locks the row of table with id in a transaction of the test's,
+// which it returns (rolled back when the test ends unless committed).
+func (w *world) hold(t *testing.T, table, id string) pgx.Tx {
+	t.Helper()
+	ctx := context.Background()
+	tx, err := w.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = tx.Rollback(ctx) })
+	if _, err := tx.Exec(ctx, `SELECT 1 FROM `+table+` WHERE id = $1 FOR UPDATE`, id); err != nil {
+		t.Fatal(err)
+	}
+	return tx
+}
+
 // waitLocked polls, with a deadline, until n statements like pattern (a
 // LIKE pattern) wait for a lock.
 func (w *world) waitLocked(t *testing.T, pattern string, n int) {
@@ -284,18 +324,7 @@ func TestPartlyDeclaredIdentityIsCompletedByTheBank(t *testing.T) {
 	if _, err := w.svc.Confirm(ctx, w.merchant, b.ID, w.code(t, a.Phone)); err != nil {
 		t.Fatal(err)
 	}
-	namesake := w.account(t, "CCB", "debit")
-	namesake.HolderName = a.HolderName
-	if err := w.SimCtl.PutAccount(ctx, namesake); err != nil {
-		t.Fatal(err)
-	}
-	in = input(namesake)
-	in.MemberID = m.ID
-	_, err = w.svc.StartBinding(ctx, w.merchant, in)
-	var im *binding.IdentityMismatchError
-	if !errors.As(err, &im) || im.Field != "id_number" {
-		t.Fatalf("namesake's card: err = %v, want identity mismatch on id_number", err)
-	}
+	w.refusesNamesake(t, m.ID, a)
 }
 
 // TestConfirmOutlivesItsCaller: a caller that goes away after the bank
@@ -317,14 +346,7 @@ func TestConfirmOutlivesItsCaller(t *testing.T) {
 		t.Fatal(err)
 	}
 	code := w.code(t, a.Phone)
-	hold, err := w.Pool.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer hold.Rollback(ctx)
-	if _, err := hold.Exec(ctx, `SELECT 1 FROM members WHERE id = $1 FOR UPDATE`, m.ID); err != nil {
-		t.Fatal(err)
-	}
+	hold := w.hold(t, "members", m.ID)
 	callerCtx, hangUp := context.WithCancel(ctx)
 	defer hangUp()
 	done := make(chan error, 1)
@@ -417,14 +439,7 @@ func TestNewAgreementReplacesAGoneOne(t *testing.T) {
 
 	t.Run("a card unbound meanwhile is made anew", func(t *testing.T) {
 		first, second, code := setUp(t, "re-agreed-unbound")
-		hold, err := w.Pool.Begin(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer hold.Rollback(ctx)
-		if _, err := hold.Exec(ctx, `SELECT 1 FROM cards WHERE id = $1 FOR UPDATE`, first.CardID); err != nil {
-			t.Fatal(err)
-		}
+		hold := w.hold(t, "cards", first.CardID)
 		done := make(chan error, 1)
 		var got binding.Binding
 		go func() {
@@ -499,18 +514,7 @@ func TestImplicitBindingCompletesADeclaredMember(t *testing.T) {
 	if bound, err := w.svc.Confirm(ctx, w.merchant, b.ID, w.code(t, a.Phone)); err != nil || bound.MemberID != m.ID {
 		t.Fatalf("confirm: member %q, %v; want the declared member %s", bound.MemberID, err, m.ID)
 	}
-	namesake := w.account(t, "CCB", "debit")
-	namesake.HolderName = a.HolderName
-	if err := w.SimCtl.PutAccount(ctx, namesake); err != nil {
-		t.Fatal(err)
-	}
-	in = input(namesake)
-	in.MemberID = m.ID
-	_, err = w.svc.StartBinding(ctx, w.merchant, in)
-	var im *binding.IdentityMismatchError
-	if !errors.As(err, &im) || im.Field != "id_number" {
-		t.Fatalf("namesake's card: err = %v, want identity mismatch on id_number", err)
-	}
+	w.refusesNamesake(t, m.ID, a)
 }
 
 // TestPartlyDeclaredIdentityConfirmedTwiceAtOnce: two bindings of one
@@ -523,11 +527,7 @@ func TestPartlyDeclaredIdentityConfirmedTwiceAtOnce(t *testing.T) {
 	ctx := context.Background()
 	w := newWorld(t)
 	a := w.account(t, "ICBC", "debit")
-	namesake := w.account(t, "CCB", "debit")
-	namesake.HolderName = a.HolderName
-	if err := w.SimCtl.PutAccount(ctx, namesake); err != nil {
-		t.Fatal(err)
-	}
+	namesake := w.namesake(t, a)
 	m, err := w.svc.CreateMember(ctx, w.merchant, binding.MemberInput{ExternalID: "named-twice", Name: a.HolderName})
 	if err != nil {
 		t.Fatal(err)
@@ -544,14 +544,7 @@ func TestPartlyDeclaredIdentityConfirmedTwiceAtOnce(t *testing.T) {
 		ids, codes = append(ids, b.ID), append(codes, w.code(t, acc.Phone))
 	}
 
-	hold, err := w.Pool.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer hold.Rollback(ctx)
-	if _, err := hold.Exec(ctx, `SELECT 1 FROM members WHERE id = $1 FOR UPDATE`, m.ID); err != nil {
-		t.Fatal(err)
-	}
+	hold := w.hold(t, "members", m.ID)
 	type result struct {
 		id  string
 		err error
@@ -1029,11 +1022,7 @@ func TestConfirmFindsWhatChangedSinceApply(t *testing.T) {
 
 	t.Run("a member declared by name: a namesake's card begun at the same time is refused", func(t *testing.T) {
 		a := w.account(t, "ICBC", "debit")
-		namesake := w.account(t, "CCB", "debit")
-		namesake.HolderName = a.HolderName
-		if err := w.SimCtl.PutAccount(ctx, namesake); err != nil {
-			t.Fatal(err)
-		}
+		namesake := w.namesake(t, a)
 		m, err := w.svc.CreateMember(ctx, w.merchant, binding.MemberInput{ExternalID: "race-7", Name: a.HolderName})
 		if err != nil {
 			t.Fatal(err)

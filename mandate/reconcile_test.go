@@ -340,17 +340,7 @@ func TestDebitCountsOnTheBanksDay(t *testing.T) {
 	m := w.mandate(t, c, w.dueToday(5_100))
 	d0 := w.today()
 	w.setNow(time.Date(d0.Year(), d0.Month(), d0.Day(), 23, 58, 0, 0, shanghai))
-	w.fault(t, simclient.Fault{BankCode: "ICBC", Operation: "charge", Mode: "timeout"})        // never arrives
-	w.fault(t, simclient.Fault{BankCode: "ICBC", Operation: "query", Mode: "error", Count: 3}) // first query and its retries
-	if st, err := w.svc.RunDue(ctx, w.clock.Now()); err != nil || st.Claimed != 1 {
-		t.Fatalf("run = %+v, %v", st, err)
-	}
-	orderNo := w.oneCharge(t, m).Attempts[0].OrderNo
-	w.waitFor(t, 30*time.Second, func() bool {
-		var queries int
-		err := w.Pool.QueryRow(ctx, `SELECT queries FROM charge_attempts WHERE order_no = $1`, orderNo).Scan(&queries)
-		return err == nil && queries == 1
-	}, func() string { return "the first query did not run" })
+	orderNo := w.unknownAfterFirstQuery(t, m)
 
 	d1 := d0.AddDate(0, 0, 1)
 	w.setNow(time.Date(d1.Year(), d1.Month(), d1.Day(), 0, 5, 0, 0, shanghai))
@@ -385,6 +375,27 @@ func TestDebitCountsOnTheBanksDay(t *testing.T) {
 			t.Errorf("reconciling %s: mismatches %+v", d.Format(time.DateOnly), rec.Mismatches)
 		}
 	}
+}
+
+// unknownAfterFirstQuery runs m's charge, due now, at an ICBC whose debit
+// never arrives and whose first status query fails, and returns the
+// attempt's order number once that query has been counted (the next waits
+// its backoff).
+func (w *world) unknownAfterFirstQuery(t *testing.T, m mandate.Mandate) string {
+	t.Helper()
+	ctx := context.Background()
+	w.fault(t, simclient.Fault{BankCode: "ICBC", Operation: "charge", Mode: "timeout"})        // never arrives
+	w.fault(t, simclient.Fault{BankCode: "ICBC", Operation: "query", Mode: "error", Count: 3}) // first query and its retries
+	if st, err := w.svc.RunDue(ctx, w.clock.Now()); err != nil || st.Claimed != 1 {
+		t.Fatalf("run = %+v, %v", st, err)
+	}
+	orderNo := w.oneCharge(t, m).Attempts[0].OrderNo
+	w.waitFor(t, 30*time.Second, func() bool {
+		var queries int
+		err := w.Pool.QueryRow(ctx, `SELECT queries FROM charge_attempts WHERE order_no = $1`, orderNo).Scan(&queries)
+		return err == nil && queries == 1
+	}, func() string { return "the first query did not run" })
+	return orderNo
 }
 
 // TestOneQueryChainPerAttempt: a query job that runs again for a try
@@ -488,17 +499,7 @@ func TestReconcileSettlesAnUnknownAttemptWhoseChainEnded(t *testing.T) {
 	w := newWorld(t, func(c *mandate.Config) { c.QueryBackoff = []time.Duration{20 * time.Millisecond, time.Hour} })
 	c := w.bindCard(t, "ICBC", 1_000_000)
 	m := w.mandate(t, c, w.dueToday(6_100))
-	w.fault(t, simclient.Fault{BankCode: "ICBC", Operation: "charge", Mode: "timeout"})        // never arrives
-	w.fault(t, simclient.Fault{BankCode: "ICBC", Operation: "query", Mode: "error", Count: 3}) // first query and its retries
-	if st, err := w.svc.RunDue(ctx, w.clock.Now()); err != nil || st.Claimed != 1 {
-		t.Fatalf("run = %+v, %v", st, err)
-	}
-	orderNo := w.oneCharge(t, m).Attempts[0].OrderNo
-	w.waitFor(t, 30*time.Second, func() bool {
-		var queries int
-		err := w.Pool.QueryRow(ctx, `SELECT queries FROM charge_attempts WHERE order_no = $1`, orderNo).Scan(&queries)
-		return err == nil && queries == 1
-	}, func() string { return "the first query did not run" })
+	orderNo := w.unknownAfterFirstQuery(t, m)
 	// River marks the first query's job completed a moment after its work
 	// commits: until then it is live, and reconciliation rightly waits.
 	w.settle(t, false)
