@@ -85,6 +85,20 @@ func input(a conformance.Account) binding.BindInput {
 }
 
 // code returns the newest SMS code the phone received.
+// startImplicit opens an account at bank and starts its binding for the
+// member the merchant knows as externalID (made, if new, at confirm).
+func (w *world) startImplicit(t *testing.T, bank, externalID string) (conformance.Account, binding.BindInput, binding.Binding) {
+	t.Helper()
+	a := w.account(t, bank, "debit")
+	in := input(a)
+	in.ExternalUserID = externalID
+	b, err := w.svc.StartBinding(context.Background(), w.merchant, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a, in, b
+}
+
 func (w *world) code(t *testing.T, phone string) sensitive.OTP {
 	t.Helper()
 	texts, err := w.SimCtl.SMS(context.Background(), phone)
@@ -251,13 +265,7 @@ func TestExplicitMemberBindsAndUnbinds(t *testing.T) {
 func TestImplicitMemberIsCreatedOnceAndChecked(t *testing.T) {
 	ctx := context.Background()
 	w := newWorld(t)
-	a := w.account(t, "CMB", "debit")
-	in := input(a)
-	in.ExternalUserID = "p2p-user-77"
-	b, err := w.svc.StartBinding(ctx, w.merchant, in)
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, _, b := w.startImplicit(t, "CMB", "p2p-user-77")
 	if b.MemberID != "" {
 		t.Fatalf("implicit binding has a member before it is bound: %+v", b)
 	}
@@ -500,13 +508,7 @@ func TestIdentityAcrossAnFPRotation(t *testing.T) {
 func TestImplicitBindingCompletesADeclaredMember(t *testing.T) {
 	ctx := context.Background()
 	w := newWorld(t)
-	a := w.account(t, "ICBC", "debit")
-	in := input(a)
-	in.ExternalUserID = "declared-later"
-	b, err := w.svc.StartBinding(ctx, w.merchant, in)
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, in, b := w.startImplicit(t, "ICBC", "declared-later")
 	m, err := w.svc.CreateMember(ctx, w.merchant, binding.MemberInput{ExternalID: in.ExternalUserID, Name: a.HolderName})
 	if err != nil {
 		t.Fatal(err)
@@ -796,13 +798,7 @@ func TestBindingRefusals(t *testing.T) {
 func TestExpiredBindingStaysExpired(t *testing.T) {
 	ctx := context.Background()
 	w := newWorld(t)
-	a := w.account(t, "ICBC", "debit")
-	in := input(a)
-	in.ExternalUserID = "exp-user"
-	b, err := w.svc.StartBinding(ctx, w.merchant, in)
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, _, b := w.startImplicit(t, "ICBC", "exp-user")
 	w.clock.Advance(binding.OTPValidity + time.Second)
 	if got, _ := w.svc.GetBinding(ctx, w.merchant, b.ID); got.Status != binding.StatusExpired || got.FailureCode != "binding_expired" {
 		t.Fatalf("GetBinding after expiry = %+v", got)
@@ -1098,13 +1094,7 @@ func TestConfirmFindsWhatChangedSinceApply(t *testing.T) {
 func TestBankFailuresAreAudited(t *testing.T) {
 	ctx := context.Background()
 	w := newWorld(t)
-	a := w.account(t, "ICBC", "debit")
-	in := input(a)
-	in.ExternalUserID = "audited-user"
-	b, err := w.svc.StartBinding(ctx, w.merchant, in)
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, _, b := w.startImplicit(t, "ICBC", "audited-user")
 	audited := func(action, subject, outcome string) int {
 		t.Helper()
 		var n int
@@ -1224,13 +1214,7 @@ func TestResendRefusedByTheBank(t *testing.T) {
 func TestResendAfterTheCardWasBound(t *testing.T) {
 	ctx := context.Background()
 	w := newWorld(t)
-	a := w.account(t, "ICBC", "debit")
-	in := input(a)
-	in.ExternalUserID = "resend-bound"
-	first, err := w.svc.StartBinding(ctx, w.merchant, in)
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, in, first := w.startImplicit(t, "ICBC", "resend-bound")
 	code1 := w.code(t, a.Phone)
 	second, err := w.svc.StartBinding(ctx, w.merchant, in)
 	if err != nil {
