@@ -1175,7 +1175,14 @@ func (e *mandateEnv) testCallbacks(t *testing.T) {
 		if _, err := srv.mandates.RunDue(ctx, clk.Now()); err != nil {
 			t.Fatal(err)
 		}
-		job := chargeJob(t, jobs, m.id)
+		var claimed chargeAnswer
+		if res := m.c.Get(t, "/v1/charges/"+ch.ID); !res.WantStatus(t, http.StatusOK) || !res.Decode(t, &claimed) {
+			t.FailNow()
+		}
+		if claimed.Status != mandate.ChargeProcessing || len(claimed.Attempts) != 1 {
+			t.Fatalf("claimed charge = %+v, want processing with one attempt", claimed)
+		}
+		job := chargeJob(t, jobs, claimed.Attempts[0].OrderNo)
 		if err := (&mandate.ChargeWorker{Service: srv.mandates}).Work(ctx, job); err != nil {
 			t.Fatal(err)
 		}
@@ -1197,9 +1204,9 @@ func (e *mandateEnv) testCallbacks(t *testing.T) {
 			t.Fatalf("charge = %+v, want succeeded with one attempt and a bank reference", got)
 		}
 		at := got.Attempts[0]
-		if at.OrderNo != job.Args.Attempts[0].OrderNo || at.BankCode != "CMB" || at.Amount != 4321 || at.Status != mandate.AttemptSucceeded ||
+		if at.OrderNo != job.Args.OrderNos[0] || at.BankCode != "CMB" || at.Amount != 4321 || at.Status != mandate.AttemptSucceeded ||
 			at.FinishedAt == nil || at.FailureCode != nil {
-			t.Errorf("attempt = %+v, want CMB %s succeeded for 4321", at, job.Args.Attempts[0].OrderNo)
+			t.Errorf("attempt = %+v, want CMB %s succeeded for 4321", at, job.Args.OrderNos[0])
 		}
 		ev := eventFor(t, m, "charge.succeeded", ch.ID)
 		if ev.Data.Status != mandate.ChargeSucceeded {
@@ -1231,8 +1238,8 @@ func (e *mandateEnv) testCallbacks(t *testing.T) {
 	})
 }
 
-// chargeJob is the one charge job enqueued for the merchant, of one attempt.
-func chargeJob(t *testing.T, jobs *river.Client[pgx.Tx], merchantID string) *river.Job[mandate.ChargeArgs] {
+// chargeJob is the one charge job enqueued for the order, of one attempt.
+func chargeJob(t *testing.T, jobs *river.Client[pgx.Tx], orderNo string) *river.Job[mandate.ChargeArgs] {
 	t.Helper()
 	res, err := jobs.JobList(context.Background(), river.NewJobListParams().Kinds(mandate.ChargeArgs{}.Kind()).First(10_000))
 	if err != nil {
@@ -1244,12 +1251,12 @@ func chargeJob(t *testing.T, jobs *river.Client[pgx.Tx], merchantID string) *riv
 		if err := json.Unmarshal(row.EncodedArgs, &args); err != nil {
 			t.Fatal(err)
 		}
-		if len(args.Attempts) == 1 && args.Attempts[0].MerchantID == merchantID {
+		if len(args.OrderNos) == 1 && args.OrderNos[0] == orderNo {
 			found = append(found, &river.Job[mandate.ChargeArgs]{JobRow: row, Args: args})
 		}
 	}
 	if len(found) != 1 {
-		t.Fatalf("%d charge jobs for the merchant, want 1", len(found))
+		t.Fatalf("%d charge jobs for the order, want 1", len(found))
 	}
 	found[0].Attempt = 1
 	return found[0]

@@ -228,7 +228,7 @@ func (s *Service) adoptOrphans(ctx context.Context, bankCode string) error {
 		// through River's index on args.
 		rows, err := tx.Query(ctx, `UPDATE charge_attempts a SET status = 'unknown', queries = greatest(queries, $2)
 			WHERE bank_code = $1 AND status = 'processing' AND created_at < $4 AND NOT EXISTS (SELECT 1 FROM river_job j
-				WHERE j.args @> jsonb_build_object('attempts', jsonb_build_array(jsonb_build_object('order_no', a.order_no)))
+				WHERE j.args @> jsonb_build_object('order_nos', jsonb_build_array(a.order_no))
 				AND j.kind = $3 AND j.state NOT IN ('completed', 'cancelled', 'discarded'))
 			RETURNING order_no, charge_id`, bankCode, len(s.cfg.QueryBackoff), ChargeArgs{}.Kind(), s.now().Add(-orphanAge))
 		if err != nil {

@@ -297,7 +297,7 @@ func TestReconcileAdoptsOrphanedAttempts(t *testing.T) {
 	}
 	orphanNo := w.oneCharge(t, orphan).Attempts[0].OrderNo
 	tag, err := w.Pool.Exec(ctx, `UPDATE river_job SET state = 'discarded', finalized_at = now()
-		WHERE queue = $1 AND args->'attempts' @> jsonb_build_array(jsonb_build_object('order_no', $2::text))`, idle, orphanNo)
+		WHERE queue = $1 AND args->'order_nos' @> jsonb_build_array($2::text)`, idle, orphanNo)
 	if err != nil || tag.RowsAffected() != 1 {
 		t.Fatalf("discarding the orphan's job: %d rows, %v", tag.RowsAffected(), err)
 	}

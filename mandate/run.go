@@ -218,8 +218,7 @@ func (s *Service) planNew(ctx context.Context, tx pgx.Tx, ins *chargeRows, asOf 
 	row := map[string]int{}
 	for i, id := range ins.id {
 		if ins.notice[i] == nil && !ins.next[i].After(asOf) {
-			list = append(list, dueCharge{id: id, merchantID: ins.merchant[i], cardID: ins.card[i], amount: ins.amount[i],
-				description: ins.description[i]})
+			list = append(list, dueCharge{id: id, merchantID: ins.merchant[i], cardID: ins.card[i], amount: ins.amount[i]})
 			cardIDs = append(cardIDs, ins.card[i])
 			row[id] = i
 		}
@@ -247,7 +246,7 @@ func (s *Service) planNew(ctx context.Context, tx pgx.Tx, ins *chargeRows, asOf 
 		return sendPlan{}, err
 	}
 	for _, a := range p.sends {
-		i := row[a.ChargeID]
+		i := row[a.chargeID]
 		ins.status[i], ins.attempts[i], ins.next[i] = ChargeProcessing, 1, time.Time{}
 	}
 	for _, id := range p.deferIDs {
@@ -393,21 +392,12 @@ func (s *Service) sendNotices(ctx context.Context, asOf time.Time, skip []string
 }
 
 // ChargeArgs is the River job that sends a batch of claimed attempts, all
-// to one bank, and settles their answers together (Config.JobBatch).
+// to one bank, and settles their answers together (Config.JobBatch). It
+// carries only their order numbers and reads the attempts: River indexes
+// every value of a job's args (GIN), so each field carried costs a month-
+// end run index writes (docs/benchmarks.md, ninth session).
 type ChargeArgs struct {
-	Attempts []ClaimedAttempt `json:"attempts"`
-}
-
-// ClaimedAttempt is what the claim knew of an attempt, so that a job's
-// first run need not read it back. A run after the first reads it.
-type ClaimedAttempt struct {
-	OrderNo     string `json:"order_no"`
-	MerchantID  string `json:"merchant_id"`
-	ChargeID    string `json:"charge_id"`
-	CardID      string `json:"card_id"`
-	BankCode    string `json:"bank_code"`
-	Amount      int64  `json:"amount"`
-	Description string `json:"description,omitempty"`
+	OrderNos []string `json:"order_nos"`
 }
 
 // Kind implements river.JobArgs.
@@ -432,8 +422,8 @@ func newOrderNo() string { return "QP" + strings.ToUpper(strings.TrimPrefix(ids.
 // (counting attempts still open) is put off to the next bank day.
 func (s *Service) claim(ctx context.Context, asOf time.Time) (claimed, deferred int, err error) {
 	err = db.InTx(ctx, s.pool, func(tx pgx.Tx) error {
-		rows, err := tx.Query(ctx, `SELECT c.id, c.merchant_id, c.card_id, c.amount, c.attempts_count, k.bank_code,
-			c.description FROM charges c JOIN cards k ON k.id = c.card_id
+		rows, err := tx.Query(ctx, `SELECT c.id, c.merchant_id, c.card_id, c.amount, c.attempts_count, k.bank_code
+			FROM charges c JOIN cards k ON k.id = c.card_id
 			WHERE c.status IN ('scheduled', 'retry_scheduled') AND c.next_attempt_at <= $1
 			  AND (c.notice_at IS NULL OR c.notice_sent_at IS NOT NULL)
 			ORDER BY c.next_attempt_at LIMIT $2 FOR UPDATE OF c SKIP LOCKED`, asOf, s.cfg.ClaimBatch)
@@ -442,7 +432,7 @@ func (s *Service) claim(ctx context.Context, asOf time.Time) (claimed, deferred 
 		}
 		var list []dueCharge
 		var d dueCharge
-		if _, err := pgx.ForEachRow(rows, []any{&d.id, &d.merchantID, &d.cardID, &d.amount, &d.attempts, &d.bankCode, &d.description}, func() error {
+		if _, err := pgx.ForEachRow(rows, []any{&d.id, &d.merchantID, &d.cardID, &d.amount, &d.attempts, &d.bankCode}, func() error {
 			list = append(list, d)
 			return nil
 		}); err != nil {
@@ -456,9 +446,9 @@ func (s *Service) claim(ctx context.Context, asOf time.Time) (claimed, deferred 
 
 // dueCharge is a charge whose time has come, locked by the caller.
 type dueCharge struct {
-	id, merchantID, cardID, bankCode, description string
-	amount                                        int64
-	attempts                                      int
+	id, merchantID, cardID, bankCode string
+	amount                           int64
+	attempts                         int
 }
 
 // send makes the due charges processing, each with a new attempt (its
@@ -480,7 +470,7 @@ func (s *Service) send(ctx context.Context, tx pgx.Tx, list []dueCharge) (claime
 	if len(p.sends) > 0 {
 		ids := make([]string, len(p.sends))
 		for i, a := range p.sends {
-			ids[i] = a.ChargeID
+			ids[i] = a.chargeID
 		}
 		if _, err := tx.Exec(ctx, `UPDATE charges SET status = 'processing', attempts_count = attempts_count + 1,
 			next_attempt_at = NULL, updated_at = $2 WHERE id = ANY($1)`, ids, now); err != nil {
@@ -501,11 +491,12 @@ type sendPlan struct {
 	day, now time.Time // the attempts' bank day and creation time
 }
 
-// plannedAttempt is an attempt to write: what its job carries and its
-// number among its charge's attempts.
+// plannedAttempt is an attempt to write, seq its number among its
+// charge's attempts.
 type plannedAttempt struct {
-	ClaimedAttempt
-	seq int
+	orderNo, merchantID, chargeID, cardID, bankCode string
+	amount                                          int64
+	seq                                             int
 }
 
 // plan decides which due charges go to the bank now, keeping the banks'
@@ -582,10 +573,8 @@ func (s *Service) plan(ctx context.Context, tx pgx.Tx, list []dueCharge) (sendPl
 			continue // a later run, once the open ones are answered
 		}
 		u.open++
-		orderNo := newOrderNo()
-		p.sends = append(p.sends, plannedAttempt{ClaimedAttempt{OrderNo: orderNo, MerchantID: d.merchantID,
-			ChargeID: d.id, CardID: d.cardID, BankCode: d.bankCode, Amount: d.amount, Description: d.description},
-			d.attempts + 1})
+		p.sends = append(p.sends, plannedAttempt{orderNo: newOrderNo(), merchantID: d.merchantID, chargeID: d.id,
+			cardID: d.cardID, bankCode: d.bankCode, amount: d.amount, seq: d.attempts + 1})
 	}
 	return p, nil
 }
@@ -595,12 +584,12 @@ func (s *Service) plan(ctx context.Context, tx pgx.Tx, list []dueCharge) (sendPl
 // (Config.JobBatch). It returns how many it wrote.
 func (s *Service) writeSends(ctx context.Context, tx pgx.Tx, p sendPlan, keep map[string]bool) (int, error) {
 	var rows [][]any
-	byBank := map[string][]ClaimedAttempt{}
+	byBank := map[string][]string{}
 	for _, a := range p.sends {
-		if keep == nil || keep[a.ChargeID] {
-			rows = append(rows, []any{a.OrderNo, a.MerchantID, a.ChargeID, a.CardID, a.seq, a.BankCode, a.Amount,
+		if keep == nil || keep[a.chargeID] {
+			rows = append(rows, []any{a.orderNo, a.merchantID, a.chargeID, a.cardID, a.seq, a.bankCode, a.amount,
 				AttemptProcessing, p.day, p.now})
-			byBank[a.BankCode] = append(byBank[a.BankCode], a.ClaimedAttempt)
+			byBank[a.bankCode] = append(byBank[a.bankCode], a.orderNo)
 		}
 	}
 	if len(rows) == 0 {
@@ -609,7 +598,7 @@ func (s *Service) writeSends(ctx context.Context, tx pgx.Tx, p sendPlan, keep ma
 	var jobs []river.InsertManyParams
 	for _, code := range slices.Sorted(maps.Keys(byBank)) {
 		for batch := range slices.Chunk(byBank[code], s.cfg.JobBatch) {
-			jobs = append(jobs, river.InsertManyParams{Args: ChargeArgs{Attempts: batch},
+			jobs = append(jobs, river.InsertManyParams{Args: ChargeArgs{OrderNos: batch},
 				InsertOpts: &river.InsertOpts{Queue: s.cfg.Queue}})
 		}
 	}

@@ -139,7 +139,7 @@ func BenchmarkMonthlyRun(b *testing.B) {
 				if err := json.Unmarshal(ev.Job.EncodedArgs, &args); err != nil {
 					panic(err)
 				}
-				k = int64(len(args.Attempts))
+				k = int64(len(args.OrderNos))
 			}
 			if k > 0 && completed.Add(k) == target.Load() {
 				done <- struct{}{}

@@ -221,7 +221,7 @@ func TestCrashRecoverySettlesByQuery(t *testing.T) {
 	}
 	var queried bool
 	if err := w.Pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM river_job WHERE kind = 'mandate_charges'
-		AND args->'attempts' @> jsonb_build_array(jsonb_build_object('order_no', $1::text)) AND attempt >= 2 AND state = 'completed')`, orderNo).Scan(&queried); err != nil {
+		AND args->'order_nos' @> jsonb_build_array($1::text) AND attempt >= 2 AND state = 'completed')`, orderNo).Scan(&queried); err != nil {
 		t.Fatal(err)
 	}
 	if !queried {

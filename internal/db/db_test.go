@@ -320,16 +320,28 @@ func TestSchemaHashIsStable(t *testing.T) {
 }
 
 // TestOldChargeJobsBecomeBatches: migration 007 turns charge jobs queued
-// under the one-attempt kind into batches of one, keeping their attempt
-// count, and leaves finished ones alone.
+// under the one-attempt kind into batches of one, and 011 turns batches of
+// attempts into lists of their order numbers, in order. Both keep a job's
+// attempt count and leave finished jobs alone.
 func TestOldChargeJobsBecomeBatches(t *testing.T) {
 	ctx := context.Background()
 	pool := testenv.Pool(t)
 	args := `{"order_no": "QP1", "merchant_id": "mch_1", "charge_id": "chg_1", "card_id": "card_1",
 		"bank_code": "ICBC", "amount": 4321}`
-	var queued, done int64
+	batch := `{"attempts": [` + args + `, {"order_no": "QP2", "merchant_id": "mch_2", "charge_id": "chg_2",
+		"card_id": "card_2", "bank_code": "ICBC", "amount": 1}]}`
+	var queued, batched, batchDone, done int64
 	if err := pool.QueryRow(ctx, `INSERT INTO river_job (kind, args, queue, state, max_attempts, attempt, priority)
 		VALUES ('mandate_charge', $1, 'charges', 'retryable', 25, 2, 1) RETURNING id`, args).Scan(&queued); err != nil {
+		t.Fatal(err)
+	}
+	if err := pool.QueryRow(ctx, `INSERT INTO river_job (kind, args, queue, state, max_attempts, attempt, priority)
+		VALUES ('mandate_charges', $1, 'charges', 'available', 25, 0, 1) RETURNING id`, batch).Scan(&batched); err != nil {
+		t.Fatal(err)
+	}
+	if err := pool.QueryRow(ctx, `INSERT INTO river_job (kind, args, queue, state, max_attempts, attempt, priority,
+		finalized_at) VALUES ('mandate_charges', $1, 'charges', 'completed', 25, 1, 1, now()) RETURNING id`,
+		batch).Scan(&batchDone); err != nil {
 		t.Fatal(err)
 	}
 	if err := pool.QueryRow(ctx, `INSERT INTO river_job (kind, args, queue, state, max_attempts, attempt, priority,
@@ -338,7 +350,7 @@ func TestOldChargeJobsBecomeBatches(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Back to the version before 007 (this database is this package's, and
-	// 007 is the newest migration touching river_job), and up again.
+	// 007 and 011 are the migrations touching river_job), and up again.
 	if _, err := pool.Exec(ctx, `UPDATE quickpay_schema_version SET version = 6`); err != nil {
 		t.Fatal(err)
 	}
@@ -359,7 +371,9 @@ func TestOldChargeJobsBecomeBatches(t *testing.T) {
 				wantKind, wantAttempt)
 		}
 	}
-	check(queued, "mandate_charges", `{"attempts": [`+args+`]}`, 2)
+	check(queued, "mandate_charges", `{"order_nos": ["QP1"]}`, 2)
+	check(batched, "mandate_charges", `{"order_nos": ["QP1", "QP2"]}`, 0)
+	check(batchDone, "mandate_charges", batch, 1)
 	check(done, "mandate_charge", args, 1)
 }
 
