@@ -27,6 +27,11 @@ type Config struct {
 	ConnectTimeout time.Duration
 }
 
+// randomPageCost is the planner's price of a random page read on quickpay's
+// connections: the value commonly used for SSDs and cached data, against
+// PostgreSQL's 4 for spinning disks.
+const randomPageCost = "1.1"
+
 // Open creates a pool and checks that the server answers, so a missing
 // database fails at start with a message that says what to start.
 func Open(ctx context.Context, cfg Config) (*pgxpool.Pool, error) {
@@ -41,6 +46,14 @@ func Open(ctx context.Context, cfg Config) (*pgxpool.Pool, error) {
 		pc.MaxConns = cfg.MaxConns
 	} else if pc.ConnString() != "" && !hasParam(cfg.URL, "pool_max_conns") {
 		pc.MaxConns = 32
+	}
+	// quickpay reads and writes by key, rows a month-end run has just
+	// touched; PostgreSQL's default random_page_cost (4) prices each index
+	// probe as a disk seek, so growing tables flip plans to sequential
+	// scans mid-run (docs/decisions.md, "Planner cost"). A URL that sets
+	// random_page_cost wins.
+	if _, set := pc.ConnConfig.RuntimeParams["random_page_cost"]; !set {
+		pc.ConnConfig.RuntimeParams["random_page_cost"] = randomPageCost
 	}
 	timeout := cfg.ConnectTimeout
 	if timeout == 0 {

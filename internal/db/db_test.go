@@ -398,3 +398,34 @@ func TestBatchOutsideTransactionIsAtomic(t *testing.T) {
 		}
 	}
 }
+
+// TestOpenPricesRandomReads: quickpay's connections plan with
+// random_page_cost 1.1 (docs/decisions.md, "Planner cost"), unless the
+// database URL sets it.
+func TestOpenPricesRandomReads(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	url := testenv.DatabaseURL(t)
+	sep := "?"
+	if strings.Contains(url, "?") {
+		sep = "&"
+	}
+	for _, tc := range []struct{ url, want string }{
+		{url, "1.1"},
+		{url + sep + "random_page_cost=2.5", "2.5"},
+	} {
+		pool, err := db.Open(ctx, db.Config{URL: tc.url})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got string
+		err = pool.QueryRow(ctx, `SHOW random_page_cost`).Scan(&got)
+		pool.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got != tc.want {
+			t.Errorf("random_page_cost = %s, want %s", got, tc.want)
+		}
+	}
+}
