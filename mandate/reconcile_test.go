@@ -2,6 +2,7 @@ package mandate_test
 
 import (
 	"context"
+	"encoding/json"
 	"slices"
 	"strings"
 	"testing"
@@ -558,5 +559,36 @@ func TestReconcileSettlesAnUnknownAttemptWhoseChainEnded(t *testing.T) {
 	}
 	if l := w.ledger(t, c); len(l) != 0 {
 		t.Fatalf("ledger = %+v, want no debit", l)
+	}
+}
+
+// TestChargeJobInTheOldFormatFails: a charge job whose args carry no
+// order numbers (an older quickpay's {"attempts": [...]}, enqueued after
+// migration 011 rewrote the queue) fails loudly, so River keeps it, rather
+// than completing with its attempts left processing. Nothing is sent.
+func TestChargeJobInTheOldFormatFails(t *testing.T) {
+	ctx := context.Background()
+	idle := "idle_" + randHex(4) // a queue nobody works
+	w := newWorld(t, func(c *mandate.Config) { c.Queue = idle })
+	t.Cleanup(func() { _, _ = w.Pool.Exec(ctx, `DELETE FROM river_job WHERE queue = $1`, idle) })
+	card := w.bindCard(t, "ICBC", 1_000_000)
+	m := w.mandate(t, card, w.dueToday(4_300))
+	if st, err := w.svc.RunDue(ctx, w.clock.Now()); err != nil || st.Claimed != 1 {
+		t.Fatalf("run = %+v, %v", st, err)
+	}
+	orderNo := w.oneCharge(t, m).Attempts[0].OrderNo
+	var args mandate.ChargeArgs
+	if err := json.Unmarshal([]byte(`{"attempts": [{"order_no": "`+orderNo+`", "bank_code": "ICBC"}]}`), &args); err != nil {
+		t.Fatal(err)
+	}
+	job := &river.Job[mandate.ChargeArgs]{JobRow: &rivertype.JobRow{Attempt: 1}, Args: args}
+	if err := (&mandate.ChargeWorker{Service: w.svc}).Work(ctx, job); err == nil {
+		t.Fatal("a charge job without order numbers completed")
+	}
+	if ch := w.oneCharge(t, m); ch.Attempts[0].Status != mandate.AttemptProcessing {
+		t.Errorf("attempt %s, want still processing", ch.Attempts[0].Status)
+	}
+	if l := w.ledger(t, card); len(l) != 0 {
+		t.Errorf("the bank debited %d times, want none", len(l))
 	}
 }

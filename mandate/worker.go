@@ -102,6 +102,13 @@ type sending struct {
 // done. rerun: the job ran before, so the bank may have an order: each is
 // queried first, and sent only if the bank does not have it.
 func (s *Service) execute(ctx context.Context, orderNos []string, rerun bool) error {
+	if len(orderNos) == 0 {
+		// Not written by this version (an older one's args were
+		// {"attempts": [...]}, which migration 011 rewrites): an error, so
+		// that River keeps it and operators see it, not a silent success
+		// that leaves its attempts processing.
+		return errors.New("charge job: no order numbers in its args")
+	}
 	open, err := processingAttempts(ctx, s.pool, orderNos)
 	if err != nil {
 		return fmt.Errorf("charge job: %w", err)
@@ -116,6 +123,9 @@ func (s *Service) execute(ctx context.Context, orderNos []string, rerun bool) er
 	}
 	list := make([]*sending, len(open))
 	for i, a := range open {
+		if a.BankCode != open[0].BankCode {
+			return fmt.Errorf("charge job: attempts to banks %s and %s in one job", open[0].BankCode, a.BankCode)
+		}
 		list[i] = &sending{a: a}
 	}
 	if rerun {

@@ -51,9 +51,10 @@ func Open(ctx context.Context, cfg Config) (*pgxpool.Pool, error) {
 	// touched; PostgreSQL's default random_page_cost (4) prices each index
 	// probe as a disk seek, so growing tables flip plans to sequential
 	// scans mid-run (docs/decisions.md, "Planner cost"). A URL that sets
-	// random_page_cost wins.
-	if _, set := pc.ConnConfig.RuntimeParams["random_page_cost"]; !set {
-		pc.ConnConfig.RuntimeParams["random_page_cost"] = randomPageCost
+	// random_page_cost, as a parameter or in options (or PGOPTIONS), wins.
+	params := pc.ConnConfig.RuntimeParams
+	if _, set := params["random_page_cost"]; !set && !strings.Contains(params["options"], "random_page_cost") {
+		params["random_page_cost"] = randomPageCost
 	}
 	timeout := cfg.ConnectTimeout
 	if timeout == 0 {

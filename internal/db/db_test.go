@@ -401,7 +401,7 @@ func TestBatchOutsideTransactionIsAtomic(t *testing.T) {
 
 // TestOpenPricesRandomReads: quickpay's connections plan with
 // random_page_cost 1.1 (docs/decisions.md, "Planner cost"), unless the
-// database URL sets it.
+// database URL sets it, as a parameter or in options.
 func TestOpenPricesRandomReads(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -413,6 +413,7 @@ func TestOpenPricesRandomReads(t *testing.T) {
 	for _, tc := range []struct{ url, want string }{
 		{url, "1.1"},
 		{url + sep + "random_page_cost=2.5", "2.5"},
+		{url + sep + "options=-c%20random_page_cost%3D3", "3"},
 	} {
 		pool, err := db.Open(ctx, db.Config{URL: tc.url})
 		if err != nil {

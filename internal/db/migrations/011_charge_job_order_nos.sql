@@ -7,4 +7,5 @@ UPDATE river_job
 SET args = jsonb_build_object('order_nos',
     (SELECT coalesce(jsonb_agg(a.attempt->'order_no' ORDER BY a.n), '[]'::jsonb)
      FROM jsonb_array_elements(args->'attempts') WITH ORDINALITY AS a(attempt, n)))
-WHERE kind = 'mandate_charges' AND args ? 'attempts' AND state NOT IN ('completed', 'cancelled', 'discarded');
+WHERE kind = 'mandate_charges' AND jsonb_typeof(args->'attempts') = 'array'
+  AND state NOT IN ('completed', 'cancelled', 'discarded');
