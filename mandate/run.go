@@ -393,9 +393,9 @@ func (s *Service) sendNotices(ctx context.Context, asOf time.Time, skip []string
 
 // ChargeArgs is the River job that sends a batch of claimed attempts, all
 // to one bank, and settles their answers together (Config.JobBatch). It
-// carries only their order numbers and reads the attempts: River indexes
-// every value of a job's args (GIN), so each field carried costs a month-
-// end run index writes (docs/benchmarks.md, ninth session).
+// carries only their order numbers: the job sends what the database holds
+// of each attempt, not a copy made at the claim, and River's index of
+// every value in a job's args (GIN) stays small.
 type ChargeArgs struct {
 	OrderNos []string `json:"order_nos"`
 }
