@@ -84,7 +84,6 @@ func input(a conformance.Account) binding.BindInput {
 		Expiry: sensitive.NewExpiry(a.Expiry), CVV2: sensitive.NewCVV2(a.CVV2)}
 }
 
-// code returns the newest SMS code the phone received.
 // startImplicit opens an account at bank and starts its binding for the
 // member the merchant knows as externalID (made, if new, at confirm).
 func (w *world) startImplicit(t *testing.T, bank, externalID string) (conformance.Account, binding.BindInput, binding.Binding) {
@@ -99,6 +98,7 @@ func (w *world) startImplicit(t *testing.T, bank, externalID string) (conformanc
 	return a, in, b
 }
 
+// code returns the newest SMS code the phone received.
 func (w *world) code(t *testing.T, phone string) sensitive.OTP {
 	t.Helper()
 	texts, err := w.SimCtl.SMS(context.Background(), phone)
