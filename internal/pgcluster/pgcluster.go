@@ -2,10 +2,25 @@
 // initdb and pg_ctl, for `quickpay dev` and for tests on machines where no
 // server listens. It listens on loopback TCP only, with trust auth for the
 // postgres user.
+//
+// # Running as root
+//
+// PostgreSQL refuses to run as root, so as root the tools run as the
+// "postgres" user (runuser), which must be able to reach the data
+// directory. A checkout under a folder only root may enter (a clone in
+// /root, a `mktemp -d` folder: mode 0700) hides its .quickpay/pg from that
+// user. Start does not open the user's folders for it; it keeps the data in
+// the postgres user's home instead, in <home>/quickpay/<name>, owned by
+// postgres with mode 0700, and makes the requested directory a symbolic link
+// to it. The link is the record: the next Start on the same path follows it
+// to the same data, and removing the checkout's state leaves a directory
+// under <home>/quickpay that `rm -rf` of the link's target removes.
 package pgcluster
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -15,11 +30,15 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 )
 
 // Cluster is a running private cluster.
 type Cluster struct {
+	// Dir is the data directory the server runs on: the directory given to
+	// Start, or the one in the postgres user's home it links to (see the
+	// package doc).
 	Dir  string
 	Port int
 	bin  string
@@ -46,7 +65,9 @@ func version(p string) int {
 
 // Start initializes dir as a cluster if it is not one yet and starts it on a
 // free loopback port. When running as root it runs the server as the
-// "postgres" user, since PostgreSQL refuses to run as root.
+// "postgres" user, since PostgreSQL refuses to run as root; if that user
+// cannot reach dir, the data lives in its home and dir links there (package
+// doc, "Running as root").
 func Start(ctx context.Context, dir string) (*Cluster, error) {
 	bin, err := BinDir()
 	if err != nil {
@@ -54,6 +75,9 @@ func Start(ctx context.Context, dir string) (*Cluster, error) {
 	}
 	dir, err = filepath.Abs(dir)
 	if err != nil {
+		return nil, err
+	}
+	if dir, err = placeData(ctx, dir); err != nil {
 		return nil, err
 	}
 	c := &Cluster{Dir: dir, bin: bin}
@@ -128,18 +152,113 @@ func (c *Cluster) chown() error {
 	if os.Geteuid() != 0 {
 		return nil
 	}
-	u, err := user.Lookup("postgres")
+	u, err := postgresUser()
 	if err != nil {
-		return fmt.Errorf("running as root needs a postgres user to run the server as: %w", err)
+		return err
 	}
-	uid, _ := strconv.Atoi(u.Uid)
-	gid, _ := strconv.Atoi(u.Gid)
 	return filepath.Walk(c.Dir, func(p string, _ os.FileInfo, err error) error {
 		if err != nil {
 			return err
 		}
-		return os.Lchown(p, uid, gid)
+		return os.Lchown(p, u.uid, u.gid)
 	})
+}
+
+type account struct {
+	uid, gid int
+	home     string
+}
+
+func postgresUser() (account, error) {
+	u, err := user.Lookup("postgres")
+	if err != nil {
+		return account{}, fmt.Errorf("running as root needs a postgres user to run the server as: %w", err)
+	}
+	uid, err1 := strconv.Atoi(u.Uid)
+	gid, err2 := strconv.Atoi(u.Gid)
+	if err1 != nil || err2 != nil {
+		return account{}, fmt.Errorf("postgres user has a non-numeric uid %q or gid %q", u.Uid, u.Gid)
+	}
+	return account{uid: uid, gid: gid, home: u.HomeDir}, nil
+}
+
+// placeData returns the directory the cluster's data lives in for dir: dir
+// itself, unless the process is root and the postgres user cannot reach
+// dir; then a directory in that user's home, which dir becomes a link to
+// (or already is, from an earlier Start).
+func placeData(ctx context.Context, dir string) (string, error) {
+	if os.Geteuid() != 0 {
+		return dir, nil
+	}
+	if fi, err := os.Lstat(dir); err == nil && fi.Mode()&os.ModeSymlink != 0 {
+		target, err := filepath.EvalSymlinks(dir)
+		if err != nil {
+			return "", fmt.Errorf("%s links to a cluster directory that is gone (%w); remove the link to start a new cluster", dir, err)
+		}
+		return target, nil
+	}
+	parent := filepath.Dir(dir)
+	if err := os.MkdirAll(parent, 0o755); err != nil {
+		return "", err
+	}
+	if postgresCanEnter(ctx, parent) {
+		return dir, nil
+	}
+	// A directory left by an earlier failed initdb is empty and can go;
+	// one with files in it is someone's data, which this does not move.
+	switch entries, err := os.ReadDir(dir); {
+	case errors.Is(err, os.ErrNotExist):
+	case err != nil:
+		return "", err
+	case len(entries) > 0:
+		return "", fmt.Errorf("the postgres user cannot reach %s, which already holds files: move them away (a new cluster is then made in the postgres user's home and linked there)", dir)
+	default:
+		if err := os.Remove(dir); err != nil {
+			return "", err
+		}
+	}
+	pg, err := postgresUser()
+	if err != nil {
+		return "", err
+	}
+	if pg.home == "" || !postgresCanEnter(ctx, pg.home) {
+		return "", fmt.Errorf("the postgres user can reach neither %s nor its home directory %q: give it a home it owns (Debian: /var/lib/postgresql)", parent, pg.home)
+	}
+	base := filepath.Join(pg.home, "quickpay")
+	if err := os.MkdirAll(base, 0o700); err != nil {
+		return "", err
+	}
+	if err := os.Lchown(base, pg.uid, pg.gid); err != nil {
+		return "", err
+	}
+	suffix := make([]byte, 4)
+	if _, err := rand.Read(suffix); err != nil {
+		return "", err
+	}
+	// The name says where the link is, for whoever lists the home; the
+	// suffix keeps a fresh checkout at the same path off an old one's data.
+	name := strings.Trim(strings.ReplaceAll(dir, "/", "_"), "_")
+	if len(name) > 64 {
+		name = name[len(name)-64:]
+	}
+	data := filepath.Join(base, name+"-"+hex.EncodeToString(suffix))
+	if err := os.Mkdir(data, 0o700); err != nil {
+		return "", err
+	}
+	if err := os.Symlink(data, dir); err != nil {
+		_ = os.Remove(data)
+		return "", err
+	}
+	return data, nil
+}
+
+// postgresCanEnter reports whether the postgres user may search dir (and so
+// reach what is below it): asked of the system as that user, so groups,
+// ACLs and every parent's mode count as they will for the server.
+func postgresCanEnter(ctx context.Context, dir string) bool {
+	cmd := exec.CommandContext(ctx, "runuser", "-u", "postgres", "--", "test", "-x", dir)
+	cmd.Dir = "/"
+	return cmd.Run() == nil
 }
 
 func freePort() (int, error) {

@@ -3,7 +3,11 @@ package pgcluster_test
 import (
 	"context"
 	"os"
+	"os/user"
 	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -147,5 +151,85 @@ func TestStartStopRestart(t *testing.T) {
 		}
 		_ = conn3.Close(ctx)
 		stop3()
+	})
+}
+
+// TestStartUnderPrivateParent starts a cluster where `quickpay dev` keeps
+// it, .quickpay/pg of a checkout under a folder only root may enter (a
+// clone in `mktemp -d`). As root the server runs as postgres, which cannot
+// traverse that folder: the data must land where it can, the folder must
+// keep its mode, and a second start must find the first one's data.
+func TestStartUnderPrivateParent(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("only root runs the server as another user")
+	}
+	ctx := context.Background()
+	private, err := os.MkdirTemp("", "qp-private-parent-") // mode 0700
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(private, "checkout", ".quickpay", "pg")
+	t.Cleanup(func() {
+		if target, err := filepath.EvalSymlinks(dir); err == nil {
+			_ = os.RemoveAll(target)
+		}
+		_ = os.RemoveAll(private)
+	})
+
+	c, stop := start(t, dir)
+	conn := connect(t, c.URL("postgres"))
+	if _, err := conn.Exec(ctx, `CREATE TABLE survives_restart (v text); INSERT INTO survives_restart VALUES ('kept')`); err != nil {
+		t.Fatal(err)
+	}
+	_ = conn.Close(ctx)
+	stop()
+
+	t.Run("the private folder keeps its mode", func(t *testing.T) {
+		fi, err := os.Stat(private)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode().Perm() != 0o700 {
+			t.Fatalf("%s has mode %o after Start, want 0700", private, fi.Mode().Perm())
+		}
+	})
+	t.Run("the data is postgres's own and private", func(t *testing.T) {
+		target, err := os.Readlink(dir)
+		if err != nil {
+			t.Fatalf("%s is not a link to the data: %v", dir, err)
+		}
+		if target != c.Dir {
+			t.Fatalf("%s links to %s, but the cluster ran on %s", dir, target, c.Dir)
+		}
+		if strings.HasPrefix(target, private+"/") {
+			t.Fatalf("data %s is still under the private folder", target)
+		}
+		fi, err := os.Stat(target)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pg, err := user.Lookup("postgres")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if uid := strconv.Itoa(int(fi.Sys().(*syscall.Stat_t).Uid)); uid != pg.Uid || fi.Mode().Perm() != 0o700 {
+			t.Fatalf("data dir owner uid %s mode %o, want postgres (%s) and 0700", uid, fi.Mode().Perm(), pg.Uid)
+		}
+		if _, err := os.Stat(filepath.Join(dir, "PG_VERSION")); err != nil {
+			t.Fatalf("no cluster through the link: %v", err)
+		}
+	})
+	t.Run("second start reuses the data", func(t *testing.T) {
+		c2, stop2 := start(t, dir)
+		if c2.Dir != c.Dir {
+			t.Fatalf("second start ran on %s, the first on %s", c2.Dir, c.Dir)
+		}
+		conn2 := connect(t, c2.URL("postgres"))
+		var v string
+		if err := conn2.QueryRow(ctx, `SELECT v FROM survives_restart`).Scan(&v); err != nil || v != "kept" {
+			t.Fatalf("row from the first run = %q, %v", v, err)
+		}
+		_ = conn2.Close(ctx)
+		stop2()
 	})
 }
