@@ -1,0 +1,159 @@
+package limits_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/quickpay/quickpay/internal/limits"
+	"github.com/quickpay/quickpay/internal/testenv"
+)
+
+func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
+
+var t0 = time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)
+
+func newLimiter(t *testing.T) *limits.Limiter {
+	t.Helper()
+	l, err := limits.New(testenv.Pool(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+func TestTakeSlidingWindows(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	l := newLimiter(t)
+	card := []byte("card-fp-1")
+	hour, day := limits.Rule{Cap: 2, Window: time.Hour}, limits.Rule{Cap: 3, Window: 24 * time.Hour}
+	take := func(at time.Time) error {
+		return l.Take(ctx, at, limits.Check{Kind: "apply", Key: card, Rule: hour, Take: true},
+			limits.Check{Kind: "apply", Key: card, Rule: day, Take: true})
+	}
+	for i, at := range []time.Time{t0, t0.Add(time.Minute)} {
+		if err := take(at); err != nil {
+			t.Fatalf("take %d: %v", i+1, err)
+		}
+	}
+	var le *limits.LimitedError
+	if err := take(t0.Add(2 * time.Minute)); !errors.As(err, &le) || le.RetryAfter != 58*time.Minute {
+		t.Fatalf("third take in the hour: %v, want limited for 58m", err)
+	}
+	// The refused take counted nothing: an hour after the first, one fits.
+	if err := take(t0.Add(time.Hour + time.Second)); err != nil {
+		t.Fatalf("after the first left the hour: %v", err)
+	}
+	// Now the day rule (3) refuses until the first take is a day old.
+	if err := take(t0.Add(3 * time.Hour)); !errors.As(err, &le) || le.RetryAfter != 21*time.Hour {
+		t.Fatalf("fourth take in the day: %v, want limited for 21h", err)
+	}
+	if err := take(t0.Add(24*time.Hour + time.Second)); err != nil {
+		t.Fatalf("a day after the first: %v", err)
+	}
+	// Another key is counted apart.
+	if err := l.Take(ctx, t0.Add(2*time.Minute), limits.Check{Kind: "apply", Key: []byte("card-fp-2"), Rule: hour, Take: true}); err != nil {
+		t.Fatalf("another key: %v", err)
+	}
+}
+
+func TestTakeAllOrNothingAndChecks(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	l := newLimiter(t)
+	one := limits.Rule{Cap: 1, Window: time.Hour}
+	phone, card := []byte("phone"), []byte("card")
+	if err := l.Take(ctx, t0, limits.Check{Kind: "sms", Key: phone, Rule: one, Take: true}); err != nil {
+		t.Fatal(err)
+	}
+	// sms is full, so apply must not be counted either.
+	err := l.Take(ctx, t0, limits.Check{Kind: "apply", Key: card, Rule: one, Take: true},
+		limits.Check{Kind: "sms", Key: phone, Rule: one, Take: true})
+	if !errors.Is(err, limits.ErrLimited) {
+		t.Fatalf("take with a full rule: %v, want ErrLimited", err)
+	}
+	if err := l.Take(ctx, t0, limits.Check{Kind: "apply", Key: card, Rule: one, Take: true}); err != nil {
+		t.Fatalf("apply was counted by a refused take: %v", err)
+	}
+	// A check without take reads only; Record counts without a cap.
+	mm := limits.Check{Kind: "mismatch", Key: card, Rule: limits.Rule{Cap: 2, Window: time.Hour}}
+	for range 3 {
+		if err := l.Take(ctx, t0, mm); err != nil {
+			t.Fatalf("check-only counted: %v", err)
+		}
+	}
+	for range 2 {
+		if err := l.Record(ctx, t0, time.Hour, "mismatch", card); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := l.Take(ctx, t0, mm); !errors.Is(err, limits.ErrLimited) {
+		t.Fatalf("two mismatches recorded, cap 2: %v, want ErrLimited", err)
+	}
+	// Release gives back one instant.
+	if err := l.Release(ctx, t0, "sms", phone); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Take(ctx, t0, limits.Check{Kind: "sms", Key: phone, Rule: one, Take: true}); err != nil {
+		t.Fatalf("after release: %v", err)
+	}
+}
+
+func TestTakeConcurrentExact(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	l := newLimiter(t)
+	rule := limits.Rule{Cap: 5, Window: time.Hour}
+	var mu sync.Mutex
+	ok, limited := 0, 0
+	var wg sync.WaitGroup
+	for i := range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			// Overlapping keys in either order must not deadlock.
+			a, b := []byte("a"), []byte("b")
+			if i%2 == 1 {
+				a, b = b, a
+			}
+			err := l.Take(ctx, t0, limits.Check{Kind: "k", Key: a, Rule: rule, Take: true},
+				limits.Check{Kind: "k", Key: b, Rule: rule, Take: true})
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err == nil:
+				ok++
+			case errors.Is(err, limits.ErrLimited):
+				limited++
+			default:
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	if ok != 5 || limited != 15 {
+		t.Fatalf("%d taken, %d limited; want 5 and 15", ok, limited)
+	}
+}
+
+func TestDeleteExpired(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := testenv.Pool(t)
+	l, _ := limits.New(pool)
+	// Before every other test's instants, so that their rows stay.
+	old := t0.AddDate(-5, 0, 0)
+	if err := l.Take(ctx, old, limits.Check{Kind: "x", Key: []byte("k"), Rule: limits.Rule{Cap: 1, Window: time.Hour}, Take: true}); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := l.DeleteExpired(ctx, old.Add(59*time.Minute)); err != nil || n != 0 {
+		t.Fatalf("within the window: deleted %d, %v; want 0", n, err)
+	}
+	if n, err := l.DeleteExpired(ctx, old.Add(61*time.Minute)); err != nil || n != 1 {
+		t.Fatalf("after the window: deleted %d, %v; want 1", n, err)
+	}
+}
