@@ -64,7 +64,9 @@ var ErrLimited = errors.New("rate limited")
 // rule has room.
 type LimitedError struct{ RetryAfter time.Duration }
 
-func (e *LimitedError) Error() string { return fmt.Sprintf("rate limited, retry after %s", e.RetryAfter) }
+func (e *LimitedError) Error() string {
+	return fmt.Sprintf("rate limited, retry after %s", e.RetryAfter)
+}
 
 // Is lets errors.Is(err, ErrLimited) match.
 func (e *LimitedError) Is(target error) bool { return target == ErrLimited }
