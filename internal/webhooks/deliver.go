@@ -315,7 +315,7 @@ func newClient(allowPrivate bool) *http.Client {
 			return nil
 		}
 	}
-	tr := &http.Transport{
+	var tr http.RoundTripper = &http.Transport{
 		Proxy:                 nil,
 		DialContext:           d.DialContext,
 		ForceAttemptHTTP2:     true,
@@ -325,18 +325,12 @@ func newClient(allowPrivate bool) *http.Client {
 		TLSHandshakeTimeout:   5 * time.Second,
 		ExpectContinueTimeout: time.Second,
 	}
+	if !allowPrivate {
+		tr = httpsOnly{tr}
+	}
 	return &http.Client{
 		Transport: tr,
 		// A redirect is an answer other than 2xx: the merchant fixes the URL.
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
-}
-
-// cgnat is 100.64.0.0/10 (RFC 6598), not covered by netip's IsPrivate.
-var cgnat = netip.MustParsePrefix("100.64.0.0/10")
-
-func publicAddr(a netip.Addr) bool {
-	a = a.Unmap()
-	return a.IsValid() && a.IsGlobalUnicast() && !a.IsPrivate() && !a.IsLoopback() &&
-		!a.IsLinkLocalUnicast() && !cgnat.Contains(a)
 }

@@ -2,9 +2,14 @@ package webhooks
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"slices"
+	"sync/atomic"
 	"testing"
 )
 
@@ -25,6 +30,32 @@ func TestPublicAddr(t *testing.T) {
 		"fe80::1":              false,
 		"0.0.0.0":              false,
 		"224.0.0.1":            false,
+		// Issue 18: ranges netip does not classify.
+		"0.1.2.3":          false, // 0.0.0.0/8
+		"198.18.0.1":       false, // benchmarking 198.18.0.0/15
+		"198.19.255.254":   false,
+		"198.20.0.1":       true,  // just past it
+		"64:ff9b::a00:1":   false, // NAT64 of 10.0.0.1
+		"64:ff9b::808:808": false, // NAT64 of a public address: refused whole
+		"64:ff9b:1::1":     false, // NAT64 local use
+		"2002:7f00:1::1":   false, // 6to4 of 127.0.0.1
+		"2002:808:808::1":  false,
+		"::127.0.0.1":      false, // IPv4-compatible
+		"::8.8.8.8":        false,
+		"fec0::1":          false, // site-local
+		"feff::1":          false,
+		"2001::1":          false, // Teredo
+		"2003::1":          true,
+		"255.255.255.255":  false,
+		"240.0.0.1":        false,
+		"fe80::1%eth0":     false,
+		// IPv4-mapped forms are judged by the address they map.
+		"::ffff:8.8.8.8":     true,
+		"::ffff:10.0.0.1":    false,
+		"::ffff:198.18.0.1":  false,
+		"::ffff:0.1.2.3":     false,
+		"::ffff:100.64.0.1":  false,
+		"::ffff:169.254.1.1": false,
 	} {
 		if got := publicAddr(netip.MustParseAddr(addr)); got != want {
 			t.Errorf("publicAddr(%s) = %v, want %v", addr, got, want)
@@ -94,5 +125,54 @@ func TestDeliverArgsEventIDs(t *testing.T) {
 	if err := json.Unmarshal([]byte(`{"event_id":"evt_0","merchant_id":"m"}`), &old); err != nil ||
 		!slices.Equal(old.eventIDs(), []string{"evt_0"}) || old.MerchantID != "m" {
 		t.Errorf("an old job's args decode to %+v (%v)", old, err)
+	}
+}
+
+// The default client checks every request, whatever SetEndpoint let
+// through: http is refused before any connection, and the dialled
+// address after DNS (a real name, localhost, resolved at dial time:
+// what a rebinding name does).
+func TestDefaultClientRefusals(t *testing.T) {
+	t.Parallel()
+	var hits atomic.Int32
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		hits.Add(1)
+	}))
+	t.Cleanup(srv.Close)
+	port := srv.Listener.Addr().(*net.TCPAddr).Port
+	strict := newClient(false)
+	for name, tc := range map[string]struct {
+		url  string
+		want error
+	}{
+		"plain http":                  {fmt.Sprintf("http://127.0.0.1:%d/", port), errNotHTTPS},
+		"localhost, resolved at dial": {fmt.Sprintf("https://localhost:%d/", port), errNonPublic},
+		"loopback literal":            {fmt.Sprintf("https://127.0.0.1:%d/", port), errNonPublic},
+		"mapped benchmark":            {"https://[::ffff:198.18.0.1]:1/", errNonPublic},
+		"nat64":                       {"https://[64:ff9b::a00:1]:1/", errNonPublic},
+		"this network":                {"https://0.0.0.1:1/", errNonPublic},
+	} {
+		res, err := strict.Get(tc.url)
+		if err == nil {
+			_ = res.Body.Close()
+		}
+		if !errors.Is(err, tc.want) {
+			t.Errorf("%s: err = %v, want %v", name, err, tc.want)
+		}
+	}
+	if n := hits.Load(); n != 0 {
+		t.Errorf("the loopback server got %d requests through the strict client", n)
+	}
+	// The refusals are the filter's, not a broken client: the permissive
+	// one reaches the same server.
+	loose := newClient(true)
+	loose.Transport.(*http.Transport).TLSClientConfig = srv.Client().Transport.(*http.Transport).TLSClientConfig
+	res, err := loose.Get(fmt.Sprintf("https://127.0.0.1:%d/", port))
+	if err != nil {
+		t.Fatalf("allow-private client: %v", err)
+	}
+	_ = res.Body.Close()
+	if hits.Load() != 1 {
+		t.Errorf("allow-private client: server got %d requests, want 1", hits.Load())
 	}
 }

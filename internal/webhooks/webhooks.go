@@ -42,10 +42,12 @@
 // is at least once: a receiver may see an event twice and dedupes on its
 // id.
 //
-// The default HTTP client refuses loopback, private, link-local and other
-// non-public addresses at dial time (so a merchant's URL cannot reach
-// quickpay's own network, whatever its DNS says) and does not follow
-// redirects; WorkerConfig.AllowPrivateNetworks lifts the first for dev.
+// The default HTTP client sends only https and refuses loopback, private,
+// link-local, NAT64, 6to4 and other non-public addresses at dial time (so
+// a merchant's URL cannot reach quickpay's own network, whatever its DNS
+// says), and does not follow redirects; SetEndpoint refuses such URLs
+// already when they are set (address.go). WorkerConfig and Config
+// AllowPrivateNetworks lift the first two for dev.
 //
 // # Endpoint secrets
 //
@@ -62,6 +64,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"slices"
 	"time"
@@ -159,6 +162,13 @@ type Config struct {
 	Queue string
 	// Clock dates events. Defaults to clock.System{}.
 	Clock clock.Clock
+	// AllowPrivateNetworks lets SetEndpoint accept http URLs and URLs that
+	// point at loopback, private or reserved addresses: for dev stacks and
+	// tests, never production (see WorkerConfig.AllowPrivateNetworks).
+	AllowPrivateNetworks bool
+	// Resolver looks up an endpoint's host name when it is set. Defaults
+	// to net.DefaultResolver.
+	Resolver Resolver
 }
 
 // Service emits events and manages endpoints.
@@ -176,6 +186,9 @@ func New(cfg Config) (*Service, error) {
 	}
 	if cfg.Clock == nil {
 		cfg.Clock = clock.System{}
+	}
+	if cfg.Resolver == nil {
+		cfg.Resolver = net.DefaultResolver
 	}
 	return &Service{cfg: cfg}, nil
 }
@@ -311,10 +324,16 @@ const MaxURLLength = 2048
 // secret, which it returns (it is not shown again).
 //
 // Errors: a *FieldError (ErrInvalid) naming "url" (not an absolute http or
-// https URL, credentials in it, too long) or "events" (empty list, unknown
+// https URL, credentials in it, too long; unless Config.AllowPrivateNetworks,
+// not https, or an address literal or a host name that resolves to a
+// loopback, private or reserved address) or "events" (empty list, unknown
 // type); or a vault or database error.
 func (s *Service) SetEndpoint(ctx context.Context, merchantID, rawURL string, events []string) (Endpoint, error) {
-	if err := validURL(rawURL); err != nil {
+	u, err := validURL(rawURL)
+	if err != nil {
+		return Endpoint{}, err
+	}
+	if err := checkTarget(ctx, s.cfg.Resolver, u, s.cfg.AllowPrivateNetworks); err != nil {
 		return Endpoint{}, err
 	}
 	subs, err := normalizeEvents(events)
@@ -355,25 +374,25 @@ func EncryptedColumn() vaultkeys.Column {
 	}
 }
 
-func validURL(raw string) error {
+func validURL(raw string) (*url.URL, error) {
 	fe := func(msg string) error { return &FieldError{Field: "url", Message: msg} }
 	if raw == "" {
-		return fe("url is required")
+		return nil, fe("url is required")
 	}
 	if len(raw) > MaxURLLength {
-		return fe(fmt.Sprintf("url is longer than %d characters", MaxURLLength))
+		return nil, fe(fmt.Sprintf("url is longer than %d characters", MaxURLLength))
 	}
 	u, err := url.Parse(raw)
 	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.Hostname() == "" {
-		return fe("url must be an absolute http or https URL")
+		return nil, fe("url must be an absolute http or https URL")
 	}
 	if u.User != nil {
-		return fe("url must not contain credentials")
+		return nil, fe("url must not contain credentials")
 	}
 	if u.Fragment != "" || u.RawFragment != "" {
-		return fe("url must not contain a fragment")
+		return nil, fe("url must not contain a fragment")
 	}
-	return nil
+	return u, nil
 }
 
 // normalizeEvents checks the types and returns them sorted without

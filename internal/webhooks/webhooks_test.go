@@ -82,7 +82,8 @@ func newEnv(t testing.TB, work bool, wc func(*webhooks.WorkerConfig)) *env {
 		}
 	}
 	var err error
-	e.svc, err = webhooks.New(webhooks.Config{Pool: e.pool, Vault: e.vault, Jobs: rc, Queue: e.queue, Clock: e.clock})
+	e.svc, err = webhooks.New(webhooks.Config{Pool: e.pool, Vault: e.vault, Jobs: rc, Queue: e.queue, Clock: e.clock,
+		AllowPrivateNetworks: true}) // loopback receivers; address_test.go checks the refusals
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -585,7 +586,8 @@ func TestDefaultClientRefusesPrivateAddresses(t *testing.T) {
 	e := newEnv(t, true, func(c *webhooks.WorkerConfig) { c.AllowPrivateNetworks = false })
 	m := newMerchant(t, e.pool)
 	recv := newReceiver(t, always(200))
-	e.setEndpoint(t, m, recv.url, nil)
+	// https, so that the default client gets as far as the dial.
+	e.setEndpoint(t, m, strings.Replace(recv.url, "http://", "https://", 1), nil)
 	ev := e.emit(t, m, webhooks.EventCardUnbound, map[string]string{"card_id": "card_1"})
 	eventually(t, "two failed attempts", func() bool { return len(deliveries(t, e.pool, ev.ID)) >= 2 })
 
