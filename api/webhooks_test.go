@@ -2,10 +2,12 @@ package api_test
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -33,6 +35,7 @@ type whServer struct {
 	auth   *api.Auth
 	vault  *vaultkeys.Vault
 	hooks  *webhooks.Service
+	store  *merchants.Store
 }
 
 func newWHServer(t *testing.T) *whServer {
@@ -58,34 +61,41 @@ func newWHServer(t *testing.T) *whServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hooks, err := webhooks.New(webhooks.Config{Pool: pool, Vault: vault, Jobs: jobs})
+	hooks, err := webhooks.New(webhooks.Config{Pool: pool, Vault: vault, Jobs: jobs,
+		AllowPrivateNetworks: true}) // http test URLs, as dev
 	if err != nil {
 		t.Fatal(err)
 	}
-	idem, err := idempotency.New(idempotency.Config{Pool: pool})
+	idem, err := idempotency.New(idempotency.Config{Pool: pool, Hasher: vault})
 	if err != nil {
 		t.Fatal(err)
 	}
 	e := api.New(api.Config{
 		Pool: pool, HSM: hsm, Secrets: testenv.Secrets(t),
 		Auth: auth, Idempotency: idem.Middleware(api.MerchantID),
-		Areas: []api.Area{api.Webhooks{Service: hooks}},
+		Areas: []api.Area{api.Webhooks{Service: hooks, Merchants: ms}},
 	})
 	srv := httptest.NewServer(e)
 	t.Cleanup(srv.Close)
-	return &whServer{client: apitest.NewClient(t, srv.URL), auth: auth, vault: vault, hooks: hooks}
+	return &whServer{client: apitest.NewClient(t, srv.URL), auth: auth, vault: vault, hooks: hooks, store: ms}
 }
 
-// whMerchant makes a merchant and a client holding its access token.
+// whMerchant makes a merchant holding bind and withhold and a client
+// holding an access token with both.
 func (s *whServer) whMerchant(t *testing.T) (string, *apitest.Client) {
 	t.Helper()
-	pool := testenv.Pool(t)
-	id := testenv.Merchant(t, pool)
-	tok, err := s.auth.Issue(context.Background(), id, []string{"bind"})
+	id := testenv.Merchant(t, testenv.Pool(t))
+	return id, s.withScopes(t, id, merchants.ScopeBind, merchants.ScopeWithhold)
+}
+
+// withScopes is a client holding a token of merchant id with scopes.
+func (s *whServer) withScopes(t *testing.T, id string, scopes ...string) *apitest.Client {
+	t.Helper()
+	tok, err := s.auth.Issue(context.Background(), id, scopes)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return id, s.client.WithToken(tok)
+	return s.client.WithToken(tok)
 }
 
 type whEndpoint struct {
@@ -258,4 +268,210 @@ func TestEventsAPI(t *testing.T) {
 			t.Errorf("limit=%s: %d %s field %q, want 400 validation_failed on limit", limit, res.Status, e.Code, e.Field)
 		}
 	}
+}
+
+// TestWebhookEndpointScopes: the endpoint receives every event of the
+// merchant, so only a token holding every scope the merchant holds may set
+// it (DESIGN.md "Abuse limits").
+func TestWebhookEndpointScopes(t *testing.T) {
+	t.Parallel()
+	s := newWHServer(t)
+	ctx := context.Background()
+	pool := testenv.Pool(t)
+	both, full := s.whMerchant(t)
+	storedURL := func(m string) string {
+		t.Helper()
+		var u string
+		err := pool.QueryRow(ctx, `SELECT url FROM webhook_endpoints WHERE merchant_id = $1`, m).Scan(&u)
+		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+			t.Fatal(err)
+		}
+		return u
+	}
+	full.Put(t, "/v1/webhook_endpoint", map[string]any{"url": "https://hooks.example.com/mine"}).WantStatus(t, http.StatusOK)
+
+	for _, tc := range []struct {
+		name    string
+		scopes  []string
+		missing string
+	}{
+		{"token narrowed to bind", []string{merchants.ScopeBind}, merchants.ScopeWithhold},
+		{"token narrowed to withhold", []string{merchants.ScopeWithhold}, merchants.ScopeBind},
+	} {
+		t.Run(tc.name+" cannot redirect the merchant's events", func(t *testing.T) {
+			res := s.withScopes(t, both, tc.scopes...).Put(t, "/v1/webhook_endpoint",
+				map[string]any{"url": "https://attacker.example.com/"})
+			if res.WantError(t, http.StatusForbidden, "insufficient_scope") && res.APIError().RequiredScope != tc.missing {
+				t.Errorf("required_scope = %q, want %q", res.APIError().RequiredScope, tc.missing)
+			}
+			if u := storedURL(both); u != "https://hooks.example.com/mine" {
+				t.Errorf("endpoint is now %q", u)
+			}
+		})
+	}
+
+	t.Run("a bind-only merchant's bind token holds every scope it has", func(t *testing.T) {
+		m, _, err := s.store.Create(ctx, "bind only", []string{merchants.ScopeBind})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.withScopes(t, m.ID, merchants.ScopeBind).Put(t, "/v1/webhook_endpoint",
+			map[string]any{"url": "https://hooks.example.com/bind"}).WantStatus(t, http.StatusOK)
+		if u := storedURL(m.ID); u != "https://hooks.example.com/bind" {
+			t.Errorf("endpoint = %q, want the one set", u)
+		}
+	})
+}
+
+// TestEventScopeClosedSet: every event type maps to a scope, and a type of
+// an unknown family is an error, not silently some scope's.
+func TestEventScopeClosedSet(t *testing.T) {
+	t.Parallel()
+	want := map[string]string{
+		"binding": merchants.ScopeBind, "card": merchants.ScopeBind, "binding_session": merchants.ScopeBind,
+		"mandate": merchants.ScopeWithhold, "charge": merchants.ScopeWithhold, "refund": merchants.ScopeWithhold,
+	}
+	types := append(webhooks.EventTypes(), "binding_session.completed", "refund.succeeded", "card.revoked")
+	for _, typ := range types {
+		prefix, _, _ := strings.Cut(typ, ".")
+		got, err := api.EventScope(typ)
+		if err != nil || got != want[prefix] {
+			t.Errorf("EventScope(%q) = %q, %v; want %q", typ, got, err, want[prefix])
+		}
+	}
+	for _, typ := range []string{"payout.sent", "bindings.bound", "chargeback.opened", ""} {
+		if got, err := api.EventScope(typ); err == nil {
+			t.Errorf("EventScope(%q) = %q, want an error", typ, got)
+		}
+	}
+}
+
+// TestEventsFeedScopes: GET /v1/events shows a token only its scopes'
+// events, narrowed in the query so that pages stay full and after= pages
+// on correctly through the other scope's events.
+func TestEventsFeedScopes(t *testing.T) {
+	t.Parallel()
+	s := newWHServer(t)
+	ctx := context.Background()
+	pool := testenv.Pool(t)
+	m, full := s.whMerchant(t)
+	bind := s.withScopes(t, m, merchants.ScopeBind)
+	withhold := s.withScopes(t, m, merchants.ScopeWithhold)
+	none := s.withScopes(t, m)
+
+	// b1, 5 charge events, b2, m1, 5 charge events, b3: a page of 2 read
+	// after the fact would hold b1 and a charge event, or be empty.
+	var all []webhooks.Event
+	emit := func(typ string, n int) {
+		t.Helper()
+		for range n {
+			if err := db.InTx(ctx, pool, func(tx pgx.Tx) error {
+				ev, err := s.hooks.Emit(ctx, tx, m, typ, map[string]int{"n": len(all)})
+				all = append(all, ev)
+				return err
+			}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	emit(webhooks.EventBindingBound, 1)
+	emit(webhooks.EventChargeSucceeded, 5)
+	emit(webhooks.EventCardUnbound, 1)
+	emit(webhooks.EventMandateActivated, 1)
+	emit(webhooks.EventChargeFailed, 5)
+	emit(webhooks.EventBindingFailed, 1)
+
+	of := func(scope string) []string {
+		var out []string
+		for _, ev := range all {
+			if sc, _ := api.EventScope(ev.Type); sc == scope {
+				out = append(out, ev.ID)
+			}
+		}
+		return out
+	}
+	type page struct {
+		Data []struct {
+			ID   string `json:"id"`
+			Type string `json:"type"`
+		} `json:"data"`
+		HasMore bool `json:"has_more"`
+	}
+	get := func(c *apitest.Client, query string) (ids []string, more bool) {
+		t.Helper()
+		res := c.Get(t, "/v1/events?"+query)
+		var p page
+		if !res.WantStatus(t, http.StatusOK) || !res.Decode(t, &p) {
+			t.FailNow()
+		}
+		for _, it := range p.Data {
+			ids = append(ids, it.ID)
+		}
+		return ids, p.HasMore
+	}
+	// walk pages through the feed with limit, checking every page is full
+	// but the last.
+	walk := func(c *apitest.Client, limit int) []string {
+		t.Helper()
+		var seen []string
+		after := ""
+		for range 20 {
+			q := url.Values{"limit": {strconv.Itoa(limit)}}
+			if after != "" {
+				q.Set("after", after)
+			}
+			ids, more := get(c, q.Encode())
+			seen = append(seen, ids...)
+			if more && len(ids) != limit {
+				t.Errorf("a page of %d with has_more holds %d events: %v", limit, len(ids), ids)
+			}
+			if !more {
+				return seen
+			}
+			if len(ids) == 0 {
+				t.Fatal("an empty page with has_more")
+			}
+			after = ids[len(ids)-1]
+		}
+		t.Fatal("the feed did not end")
+		return nil
+	}
+	bindIDs, withholdIDs := of(merchants.ScopeBind), of(merchants.ScopeWithhold)
+
+	t.Run("a bind token pages through bind events only, in full pages", func(t *testing.T) {
+		ids, more := get(bind, "limit=2")
+		if !slices.Equal(ids, bindIDs[:2]) || !more {
+			t.Errorf("first page = %v more=%v, want %v and more", ids, more, bindIDs[:2])
+		}
+		ids, more = get(bind, "limit=2&after="+bindIDs[1])
+		if !slices.Equal(ids, bindIDs[2:]) || more {
+			t.Errorf("second page = %v more=%v, want %v and no more", ids, more, bindIDs[2:])
+		}
+		if got := walk(bind, 1); !slices.Equal(got, bindIDs) {
+			t.Errorf("walked %v, want %v", got, bindIDs)
+		}
+	})
+	t.Run("a withhold token sees mandate and charge events only", func(t *testing.T) {
+		if got := walk(withhold, 4); !slices.Equal(got, withholdIDs) {
+			t.Errorf("walked %v, want %v", got, withholdIDs)
+		}
+	})
+	t.Run("a token with both scopes sees every event", func(t *testing.T) {
+		var want []string
+		for _, ev := range all {
+			want = append(want, ev.ID)
+		}
+		if got := walk(full, 3); !slices.Equal(got, want) {
+			t.Errorf("walked %v, want all %v", got, want)
+		}
+	})
+	t.Run("a token without scopes sees none", func(t *testing.T) {
+		if ids, more := get(none, ""); len(ids) != 0 || more {
+			t.Errorf("events = %v more=%v, want none", ids, more)
+		}
+	})
+	t.Run("after naming an event of another scope is not found", func(t *testing.T) {
+		bind.Get(t, "/v1/events?after="+withholdIDs[0]).WantError(t, http.StatusNotFound, "not_found")
+		withhold.Get(t, "/v1/events?after="+bindIDs[0]).WantError(t, http.StatusNotFound, "not_found")
+	})
 }

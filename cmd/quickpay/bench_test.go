@@ -53,7 +53,7 @@ func BenchmarkBindings(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	idem, err := idempotency.New(idempotency.Config{Pool: st.Pool, Logger: quiet})
+	idem, err := idempotency.New(idempotency.Config{Pool: st.Pool, Hasher: st.Vault, Logger: quiet})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -68,7 +68,7 @@ func BenchmarkBindings(b *testing.B) {
 	}
 	srv := httptest.NewServer(api.New(api.Config{Pool: st.Pool, HSM: st.HSM, Secrets: st.Secrets, Logger: quiet,
 		Auth: auth, Idempotency: idem.Middleware(api.MerchantID),
-		Areas: []api.Area{&api.Bindings{Service: svc}, &api.Webhooks{Service: hooks}}}))
+		Areas: []api.Area{&api.Bindings{Service: svc}, &api.Webhooks{Service: hooks, Merchants: store}}}))
 	b.Cleanup(srv.Close)
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConnsPerHost = 256

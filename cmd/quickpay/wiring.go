@@ -129,7 +129,7 @@ func (c *config) apiConfig(ctx context.Context, d *deps, log *slog.Logger) (api.
 		Pool: d.pool, HSM: d.hsm, Secrets: d.secrets, Logger: log,
 		Auth:        auth,
 		Idempotency: d.idem.Middleware(api.MerchantID),
-		Areas: []api.Area{&api.Bindings{Service: bindings}, &api.Webhooks{Service: d.hooks},
+		Areas: []api.Area{&api.Bindings{Service: bindings}, &api.Webhooks{Service: d.hooks, Merchants: store},
 			&api.Mandates{Service: d.mandates, Banks: d.banks}},
 	}, nil
 }

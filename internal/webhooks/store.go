@@ -55,6 +55,25 @@ func queueEvents(b *pgx.Batch, evs []Event) []bool {
 const feedLockTimeout = "5s"
 
 func listEvents(ctx context.Context, pool *pgxpool.Pool, merchantID, after string, limit int) ([]Event, error) {
+	return listFeed(ctx, pool, merchantID, feedFilter{all: true}, after, limit)
+}
+
+// feedFilter narrows a feed read: every event (all), or those whose type's
+// prefix (before the first dot) is one of prefixes.
+type feedFilter struct {
+	all      bool
+	prefixes []string
+}
+
+// listFeed reads merchantID's events after the event named by after, at
+// most limit of them, narrowed by f in the query itself: a page holds limit
+// events of f whenever that many follow, however many others lie between
+// them. after must name an event f shows (else ErrNotFound).
+func listFeed(ctx context.Context, pool *pgxpool.Pool, merchantID string, f feedFilter, after string, limit int) ([]Event, error) {
+	prefixes := f.prefixes
+	if prefixes == nil {
+		prefixes = []string{} // an empty array, not NULL: no prefix matches
+	}
 	var evs []Event
 	err := db.InTx(ctx, pool, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `SET LOCAL lock_timeout = '`+feedLockTimeout+`'`); err != nil {
@@ -65,8 +84,9 @@ func listEvents(ctx context.Context, pool *pgxpool.Pool, merchantID, after strin
 		}
 		var afterSeq int64
 		if after != "" {
-			err := tx.QueryRow(ctx, `SELECT seq FROM events WHERE merchant_id = $1 AND id = $2`,
-				merchantID, after).Scan(&afterSeq)
+			err := tx.QueryRow(ctx, `SELECT seq FROM events WHERE merchant_id = $1 AND id = $2
+				AND ($3 OR split_part(type, '.', 1) = ANY ($4::text[]))`,
+				merchantID, after, f.all, prefixes).Scan(&afterSeq)
 			if errors.Is(err, pgx.ErrNoRows) {
 				return ErrNotFound
 			}
@@ -76,8 +96,10 @@ func listEvents(ctx context.Context, pool *pgxpool.Pool, merchantID, after strin
 		}
 		rows, err := tx.Query(ctx, `
 			SELECT id, merchant_id, type, created_at, data FROM events
-			 WHERE merchant_id = $1 AND seq > $2 ORDER BY seq LIMIT $3`,
-			merchantID, afterSeq, limit)
+			 WHERE merchant_id = $1 AND seq > $2
+			   AND ($4 OR split_part(type, '.', 1) = ANY ($5::text[]))
+			 ORDER BY seq LIMIT $3`,
+			merchantID, afterSeq, limit, f.all, prefixes)
 		if err != nil {
 			return err
 		}
