@@ -67,6 +67,7 @@ func created(c echo.Context, n int64) error {
 type harness struct {
 	url   string
 	pool  *pgxpool.Pool
+	vault *vaultkeys.Vault
 	auth  *api.Auth
 	clock *clock.Fake
 	store *idempotency.Store
@@ -78,16 +79,9 @@ type harness struct {
 // fake clock of the test's own for the idempotency store.
 func newHarness(t *testing.T, cfg idempotency.Config, handle func(c echo.Context, n int64) error) *harness {
 	t.Helper()
-	ctx := context.Background()
 	h := &harness{pool: testenv.Pool(t), clock: clock.NewFake(time.Now()), area: &ordersArea{handle: handle}}
 	hsm := testenv.HSM(t, 2)
-	vault, err := vaultkeys.New(vaultkeys.Config{Pool: h.pool, HSM: hsm})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := vault.Ensure(ctx); err != nil {
-		t.Fatal(err)
-	}
+	vault := newVaultOn(t, h.pool, hsm)
 	ms, err := merchants.NewStore(merchants.Config{Pool: h.pool})
 	if err != nil {
 		t.Fatal(err)
@@ -95,12 +89,12 @@ func newHarness(t *testing.T, cfg idempotency.Config, handle func(c echo.Context
 	if h.auth, err = api.NewAuth(api.AuthConfig{Merchants: ms, Vault: vault}); err != nil {
 		t.Fatal(err)
 	}
-	cfg.Pool, cfg.Clock = h.pool, h.clock
+	cfg.Pool, cfg.Clock, cfg.Hasher = h.pool, h.clock, vault
 	store, err := idempotency.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	h.store = store
+	h.store, h.vault = store, vault
 	e := api.New(api.Config{
 		Pool: h.pool, HSM: hsm, Secrets: testenv.Secrets(t),
 		Auth:        h.auth,
@@ -585,7 +579,7 @@ func TestExpiry(t *testing.T) {
 
 func TestConfigRefusesShortTTL(t *testing.T) {
 	t.Parallel()
-	_, err := idempotency.New(idempotency.Config{Pool: testenv.Pool(t), TTL: time.Hour})
+	_, err := idempotency.New(idempotency.Config{Pool: testenv.Pool(t), Hasher: newVault(t), TTL: time.Hour})
 	if err == nil {
 		t.Error("a 1h TTL was accepted; the API promises at least 24h")
 	}

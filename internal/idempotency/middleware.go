@@ -59,9 +59,9 @@ func (s *Store) Middleware(merchantID func(echo.Context) string) echo.Middleware
 			if err != nil {
 				return err
 			}
-			r := Request{
-				MerchantID: merchant, Key: values[0], Method: req.Method, Path: req.URL.Path,
-				Hash: RequestHash(req.Method, req.URL.Path, body),
+			r, err := s.NewRequest(req.Context(), merchant, values[0], req.Method, req.URL.Path, body)
+			if err != nil {
+				return err
 			}
 			claim, err := s.await(req.Context(), r)
 			if err != nil {

@@ -9,7 +9,8 @@
 // Every POST may carry Idempotency-Key (1–255 printable ASCII characters;
 // anything else answers 400 validation_failed, field "Idempotency-Key").
 // Keys are per merchant. A key names one request: its method, path and the
-// exact bytes of its body (SHA-256 over the three). Then:
+// exact bytes of its body, kept only as a keyed fingerprint (see "Request
+// fingerprints"). Then:
 //
 //   - first use: the handler runs once and its answer (status, body,
 //     Content-Type) is saved;
@@ -48,6 +49,24 @@
 // by its created_at: a late owner whose row was taken over can neither save
 // nor delete it.
 //
+// # Request fingerprints
+//
+// Bodies carry card numbers, CVV2, expiry dates, ID numbers and bank codes,
+// and a row lives a day beside an answer that may show the masked card
+// number: an unkeyed digest of the body would give a CVV2 and expiry away in
+// about 10⁵ guesses, and a code in 10⁶. So the stored fingerprint is a MAC
+// made in the HSM by Config.Hasher (the vault's fp key, in its own domain),
+// over the merchant id, the key, the method, the path and the body, each
+// preceded by its length: one merchant's fingerprint says nothing about
+// another's, and no two requests share an encoding.
+//
+// The fingerprint records its key version. A request whose stored
+// fingerprint is under an older version (an fp rotation happened since) is
+// compared under that version's key, so a retry after a rotation still
+// replays; one under a retired version matches nothing, and its key answers
+// idempotency_key_reused until it expires. Rows written before fingerprints
+// were keyed had theirs erased (migration 012): they too match nothing.
+//
 // # Retention
 //
 // Rows live Config.TTL (24 h by default, the documented minimum); an expired
@@ -57,7 +76,8 @@ package idempotency
 
 import (
 	"context"
-	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -82,6 +102,9 @@ const MaxKeyLength = 255
 // Config configures a Store.
 type Config struct {
 	Pool *pgxpool.Pool // Required.
+	// Hasher makes the keyed request fingerprints. Required: there is no
+	// unkeyed fallback.
+	Hasher Hasher
 	// Clock dates claims, staleness and expiry. Defaults to clock.System{}.
 	Clock clock.Clock
 	// TTL is how long a key and its answer are kept. Defaults to 24h; less
@@ -110,8 +133,8 @@ type Store struct {
 
 // New returns a Store.
 func New(cfg Config) (*Store, error) {
-	if cfg.Pool == nil {
-		return nil, errors.New("idempotency: Config needs Pool")
+	if cfg.Pool == nil || cfg.Hasher == nil {
+		return nil, errors.New("idempotency: Config needs Pool and Hasher")
 	}
 	if cfg.Clock == nil {
 		cfg.Clock = clock.System{}
@@ -134,26 +157,76 @@ func New(cfg Config) (*Store, error) {
 	return &Store{cfg: cfg}, nil
 }
 
-// Request identifies what a key was used for.
+// Hasher makes and checks keyed request fingerprints in the HSM.
+// *vaultkeys.Vault is one (the fp key, domain "idempotency").
+type Hasher interface {
+	// RequestMAC returns msg's MAC under the current key; the result
+	// records the key's version and is never empty.
+	RequestMAC(ctx context.Context, msg []byte) ([]byte, error)
+	// RequestMACEqual reports whether mac, made by RequestMAC under any
+	// key version, is msg's (false when that version is retired).
+	RequestMACEqual(ctx context.Context, mac, msg []byte) (bool, error)
+}
+
+// Request identifies what a key was used for. Make one with NewRequest.
 type Request struct {
 	MerchantID string
 	Key        string
 	Method     string
 	Path       string
-	Hash       []byte // RequestHash(Method, Path, body)
+	msg        []byte // requestMessage of the request
+	hash       []byte // Hasher.RequestMAC(msg)
 }
 
-// RequestHash is SHA-256 over method, path and the raw body, separated by
-// NUL bytes (neither a method nor a path holds one). Bodies are compared as
-// bytes: the same JSON with other spacing is another request.
-func RequestHash(method, path string, body []byte) []byte {
-	h := sha256.New()
-	h.Write([]byte(method))
-	h.Write([]byte{0})
-	h.Write([]byte(path))
-	h.Write([]byte{0})
-	h.Write(body)
-	return h.Sum(nil)
+// NewRequest fingerprints a request with the Hasher (one HSM operation). Its
+// error is the Hasher's.
+func (s *Store) NewRequest(ctx context.Context, merchantID, key, method, path string, body []byte) (Request, error) {
+	r := Request{MerchantID: merchantID, Key: key, Method: method, Path: path,
+		msg: requestMessage(merchantID, key, method, path, body)}
+	hash, err := s.cfg.Hasher.RequestMAC(ctx, r.msg)
+	if err != nil {
+		return Request{}, fmt.Errorf("fingerprint idempotent request: %w", err)
+	}
+	if len(hash) == 0 {
+		return Request{}, errors.New("fingerprint idempotent request: the hasher returned nothing")
+	}
+	r.hash = hash
+	return r, nil
+}
+
+// requestMessage is what a request's fingerprint is a MAC of: the merchant
+// id, the key, the method, the path and the raw body, each preceded by its
+// length (4 bytes, big-endian), so that no two requests share an encoding.
+// Bodies are compared as bytes: the same JSON with other spacing is another
+// request.
+func requestMessage(merchantID, key, method, path string, body []byte) []byte {
+	fields := [][]byte{[]byte(merchantID), []byte(key), []byte(method), []byte(path), body}
+	n := 0
+	for _, f := range fields {
+		n += 4 + len(f)
+	}
+	msg := make([]byte, 0, n)
+	for _, f := range fields {
+		msg = binary.BigEndian.AppendUint32(msg, uint32(len(f)))
+		msg = append(msg, f...)
+	}
+	return msg
+}
+
+// sameRequest reports whether stored, a key's fingerprint, is r's.
+func (s *Store) sameRequest(ctx context.Context, stored []byte, r Request) (bool, error) {
+	switch {
+	case len(stored) == 0:
+		return false, nil // erased by migration 012: matches nothing
+	case subtle.ConstantTimeCompare(stored, r.hash) == 1:
+		return true, nil
+	}
+	// Perhaps made under an older key version: compare under that one.
+	same, err := s.cfg.Hasher.RequestMACEqual(ctx, stored, r.msg)
+	if err != nil {
+		return false, fmt.Errorf("compare idempotent request: %w", err)
+	}
+	return same, nil
 }
 
 // Response is a saved answer.
@@ -188,6 +261,9 @@ type Claim struct {
 // is new, or takes over an expired row or a stale in_flight row of the same
 // request; otherwise it reports the row as it stands.
 func (s *Store) Claim(ctx context.Context, r Request) (Claim, error) {
+	if len(r.hash) == 0 {
+		return Claim{}, errors.New("claim idempotency key: the Request was not made by NewRequest")
+	}
 	for range 10 {
 		now := s.now()
 		expires := now.Add(s.cfg.TTL)
@@ -195,31 +271,18 @@ func (s *Store) Claim(ctx context.Context, r Request) (Claim, error) {
 			INSERT INTO idempotency_keys (merchant_id, key, method, path, request_hash, state, created_at, expires_at)
 			VALUES ($1, $2, $3, $4, $5, 'in_flight', $6, $7)
 			ON CONFLICT (merchant_id, key) DO NOTHING`,
-			r.MerchantID, r.Key, r.Method, r.Path, r.Hash, now, expires)
+			r.MerchantID, r.Key, r.Method, r.Path, r.hash, now, expires)
 		if err != nil {
 			return Claim{}, fmt.Errorf("claim idempotency key: %w", err)
 		}
 		if tag.RowsAffected() == 1 {
 			return Claim{Owned: true, State: StateInFlight, token: now}, nil
 		}
-		// Take over an expired row (the key is free again) or an abandoned
-		// in_flight row of this same request. Concurrent takers serialize on
-		// the row lock; the losers re-check the WHERE against the winner's
-		// fresh created_at and update nothing.
-		tag, err = s.cfg.Pool.Exec(ctx, `
-			UPDATE idempotency_keys
-			   SET method = $3, path = $4, request_hash = $5, state = 'in_flight',
-			       response_status = NULL, response_body = NULL, response_type = NULL,
-			       created_at = $6, expires_at = $7
-			 WHERE merchant_id = $1 AND key = $2
-			   AND (expires_at <= $6
-			        OR (state = 'in_flight' AND created_at <= $8 AND request_hash = $5))`,
-			r.MerchantID, r.Key, r.Method, r.Path, r.Hash, now, expires, now.Add(-s.cfg.StaleAfter))
-		if err != nil {
-			return Claim{}, fmt.Errorf("take over idempotency key: %w", err)
-		}
-		if tag.RowsAffected() == 1 {
-			return Claim{Owned: true, State: StateInFlight, token: now}, nil
+		// Take over an expired row: the key is free again. Concurrent
+		// takers serialize on the row lock; the losers re-check the WHERE
+		// against the winner's fresh expires_at and update nothing.
+		if owned, err := s.takeOver(ctx, r, now, `expires_at <= $6`); err != nil || owned {
+			return Claim{Owned: owned, State: StateInFlight, token: now}, err
 		}
 		var (
 			hash      []byte
@@ -227,20 +290,37 @@ func (s *Store) Claim(ctx context.Context, r Request) (Claim, error) {
 			status    *int32
 			body      []byte
 			ctype     *string
+			createdAt time.Time
 			expiresAt time.Time
 		)
 		err = s.cfg.Pool.QueryRow(ctx, `
-			SELECT request_hash, state, response_status, response_body, response_type, expires_at
+			SELECT request_hash, state, response_status, response_body, response_type, created_at, expires_at
 			  FROM idempotency_keys WHERE merchant_id = $1 AND key = $2`,
-			r.MerchantID, r.Key).Scan(&hash, &state, &status, &body, &ctype, &expiresAt)
+			r.MerchantID, r.Key).Scan(&hash, &state, &status, &body, &ctype, &createdAt, &expiresAt)
 		if errors.Is(err, pgx.ErrNoRows) || (err == nil && !expiresAt.After(s.now())) {
 			continue // released or expired meanwhile: try to claim again
 		}
 		if err != nil {
 			return Claim{}, fmt.Errorf("read idempotency key: %w", err)
 		}
-		c := Claim{State: state, Reused: string(hash) != string(r.Hash)}
-		if state == StateDone && status != nil {
+		// The fingerprints are compared here rather than in SQL: one made
+		// under an older key version is checked under that version's key.
+		same, err := s.sameRequest(ctx, hash, r)
+		if err != nil {
+			return Claim{}, err
+		}
+		if same && state == StateInFlight && !createdAt.After(now.Add(-s.cfg.StaleAfter)) {
+			// An abandoned claim of this same request. The row as read is
+			// the fence: if anyone changed it meanwhile, look again.
+			owned, err := s.takeOver(ctx, r, now,
+				`state = 'in_flight' AND created_at = $8 AND request_hash = $9`, createdAt, hash)
+			if err != nil || owned {
+				return Claim{Owned: owned, State: StateInFlight, token: now}, err
+			}
+			continue
+		}
+		c := Claim{State: state, Reused: !same}
+		if state == StateDone && status != nil && same {
 			c.Response = &Response{Status: int(*status), Body: body}
 			if ctype != nil {
 				c.Response.ContentType = *ctype
@@ -249,6 +329,22 @@ func (s *Store) Claim(ctx context.Context, r Request) (Claim, error) {
 		return c, nil
 	}
 	return Claim{}, errors.New("claim idempotency key: the row kept changing")
+}
+
+// takeOver makes the key's row an in_flight claim of r dated now, if the
+// row meets cond (SQL over $1 merchant, $2 key, $6 now, and extra from $8).
+func (s *Store) takeOver(ctx context.Context, r Request, now time.Time, cond string, extra ...any) (bool, error) {
+	args := append([]any{r.MerchantID, r.Key, r.Method, r.Path, r.hash, now, now.Add(s.cfg.TTL)}, extra...)
+	tag, err := s.cfg.Pool.Exec(ctx, `
+		UPDATE idempotency_keys
+		   SET method = $3, path = $4, request_hash = $5, state = 'in_flight',
+		       response_status = NULL, response_body = NULL, response_type = NULL,
+		       created_at = $6, expires_at = $7
+		 WHERE merchant_id = $1 AND key = $2 AND `+cond, args...)
+	if err != nil {
+		return false, fmt.Errorf("take over idempotency key: %w", err)
+	}
+	return tag.RowsAffected() == 1, nil
 }
 
 // Save stores the answer of an owned claim (state done). It reports false if
