@@ -54,6 +54,7 @@ type Error struct {
 	Op      string  // operation: "bind_apply", "charge", …
 	Outcome Outcome // never OutcomeSuccess
 	Field   string  // for OutcomeElementsMismatch: which element
+	Reason  string  // for a decline whose code has one: a Reason constant
 	Code    string  // the bank's own code, for operators
 	Message string  // the bank's message
 	Err     error   // the transport cause, for OutcomeUnavailable

@@ -66,7 +66,7 @@ func (a *Adapter) refusal(op string, ans map[string]string) error {
 	if !ok || c.Outcome == bankadapters.OutcomeSuccess {
 		c = bankadapters.CodeClass{Outcome: bankadapters.OutcomeUnavailable}
 	}
-	return &bankadapters.Error{Bank: a.Code, Op: op, Outcome: c.Outcome, Field: c.Field,
+	return &bankadapters.Error{Bank: a.Code, Op: op, Outcome: c.Outcome, Field: c.Field, Reason: c.Reason,
 		Code: ans["code"], Message: ans["message"]}
 }
 
