@@ -59,9 +59,14 @@ type Config struct {
 	Clock clock.Clock
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
+	// Limiter meters binding's abuse limits across serve instances
+	// (limits.go). Optional: without it nothing is limited.
+	Limiter Limiter
+	// Limits are the limits' rules. Defaults to DefaultLimits().
+	Limits Limits
 	// BankCallsInTx bounds the requests that wait on a bank while holding
 	// a database connection and the binding's or card's row lock (Confirm,
-	// Resend, Unbind). Further ones queue before taking a connection, so a
+	// Unbind). Further ones queue before taking a connection, so a
 	// slow bank cannot take the whole pool from the rest of the API.
 	// Defaults to half the pool's connections.
 	BankCallsInTx int
@@ -77,6 +82,8 @@ type Service struct {
 	clock     clock.Clock
 	log       *slog.Logger
 	bankSlots chan struct{} // Config.BankCallsInTx
+	limiter   Limiter
+	limits    Limits
 }
 
 // now is the clock at Postgres' precision, so answers show the times later
@@ -102,11 +109,18 @@ func New(cfg Config) (*Service, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.Limits == (Limits{}) {
+		cfg.Limits = DefaultLimits()
+	}
+	if err := cfg.Limits.Validate(); err != nil {
+		return nil, err
+	}
 	if cfg.BankCallsInTx <= 0 {
 		cfg.BankCallsInTx = max(1, int(cfg.Pool.Config().MaxConns)/2)
 	}
 	return &Service{pool: cfg.Pool, vault: cfg.Vault, banks: cfg.Banks, emit: cfg.Emit, ended: cfg.CardEnded,
-		clock: cfg.Clock, log: cfg.Logger, bankSlots: make(chan struct{}, cfg.BankCallsInTx)}, nil
+		clock: cfg.Clock, log: cfg.Logger, bankSlots: make(chan struct{}, cfg.BankCallsInTx),
+		limiter: cfg.Limiter, limits: cfg.Limits}, nil
 }
 
 // bankSlot takes one of the Config.BankCallsInTx slots for a transaction
@@ -322,6 +336,17 @@ func (s *Service) StartBinding(ctx context.Context, merchantID string, in BindIn
 	if err := s.sealBinding(ctx, &b, in, fps[0]); err != nil {
 		return Binding{}, err
 	}
+	// The abuse limits, counted before the bank is asked.
+	keys := applyKeys{card: b.PANFP, id: b.IDNumberFP}
+	if s.limiter != nil {
+		if keys.phone, err = s.vault.Fingerprint(ctx, DomainPhone, []byte(in.Phone)); err != nil {
+			return Binding{}, err
+		}
+		// A refusal writes nothing: a flood of them must cost little.
+		if err := s.takeApply(ctx, now, keys); err != nil {
+			return Binding{}, err
+		}
+	}
 
 	sess, err := bank.BindApply(ctx, bankadapters.BindRequest{
 		RequestNo: b.ID, CardNumber: in.CardNumber, HolderName: in.HolderName, IDNumber: in.IDNumber,
@@ -330,6 +355,14 @@ func (s *Service) StartBinding(ctx context.Context, merchantID string, in BindIn
 	if err != nil {
 		s.audit(ctx, merchantID, "bind.apply", b.ID, audit.OutcomeFailed, map[string]any{
 			"bank": route.BankCode, "class": bankadapters.OutcomeOf(err), "bank_code": bankCode(err)})
+		switch bankadapters.OutcomeOf(err) {
+		case bankadapters.OutcomeElementsMismatch:
+			s.settleApply(ctx, now, keys, true, true, false)
+		case bankadapters.OutcomeAlreadyBound:
+			s.settleApply(ctx, now, keys, false, true, true)
+		case bankadapters.OutcomeHardDecline, bankadapters.OutcomeRetryableDecline:
+			s.settleApply(ctx, now, keys, false, true, false)
+		}
 		return Binding{}, s.bankError(err)
 	}
 	b.BankBindRef = sess.BindRef
@@ -445,26 +478,24 @@ func (s *Service) GetBinding(ctx context.Context, merchantID, id string) (Bindin
 }
 
 // Resend asks the bank for a fresh code: at least 60 s after the last one,
-// at most 5 sends. Errors: ErrNotFound, ErrBindingExpired,
+// at most 5 sends, within the phone's daily texts. The send is reserved and
+// committed first (the binding's count and the phone's), then the bank is
+// asked, then its answer is written: a caller who hangs up once the bank
+// has been asked has used the send. Errors: ErrNotFound, ErrBindingExpired,
 // ErrBindingNotPending, *ResendTooSoonError, ErrResendLimit,
-// ErrBankUnavailable (the binding stays); ErrCardDeclined,
-// *ElementsMismatchError, ErrOTPAttemptsExceeded, ErrCardBoundElsewhere
-// (the bank refused: the binding has failed). A card bound to the same
-// member meanwhile returns the binding bound to it.
+// *RateLimitedError, ErrBankUnavailable (the binding stays);
+// ErrCardDeclined, *ElementsMismatchError, ErrOTPAttemptsExceeded,
+// ErrCardBoundElsewhere (the bank refused: the binding has failed). A card
+// bound to the same member meanwhile returns the binding bound to it.
 func (s *Service) Resend(ctx context.Context, merchantID, id string) (Binding, error) {
-	release, err := s.bankSlot(ctx)
-	if err != nil {
-		return Binding{}, err
-	}
-	defer release()
-	var out Binding
+	var b bindingRow
 	var final error
-	err = db.InTx(ctx, s.pool, func(tx pgx.Tx) error {
-		b, err := s.pending(ctx, tx, merchantID, id)
-		if err != nil {
+	now := s.now()
+	err := db.InTx(ctx, s.pool, func(tx pgx.Tx) error {
+		var err error
+		if b, err = s.pending(ctx, tx, merchantID, id); err != nil {
 			return err
 		}
-		now := s.now()
 		if expired, err := s.expireIfDue(ctx, tx, &b, now); expired || err != nil {
 			final = ErrBindingExpired
 			return err
@@ -475,57 +506,94 @@ func (s *Service) Resend(ctx context.Context, merchantID, id string) (Binding, e
 		if wait := b.ResendAfter().Sub(now); wait > 0 {
 			return &ResendTooSoonError{RetryAfter: wait}
 		}
-		bank, ok := s.banks.Bank(b.Card.BankCode)
-		if !ok {
+		if _, ok := s.banks.Bank(b.Card.BankCode); !ok {
 			return ErrBankUnavailable
 		}
-		if err := bank.BindResend(ctx, b.BankBindRef); err != nil {
-			// The failed send is audited and committed either way.
-			if err := s.auditTx(ctx, tx, merchantID, "otp.send", b.ID, audit.OutcomeFailed, map[string]any{
-				"send": b.OTPSends + 1, "class": bankadapters.OutcomeOf(err)}); err != nil {
+		if s.limiter != nil {
+			fp, err := s.phoneFP(audit.WithExecer(ctx, tx), b)
+			if err != nil {
 				return err
 			}
-			var events []webhooks.Pending
-			switch bankadapters.OutcomeOf(err) {
-			case bankadapters.OutcomeOTPExpired:
-				// The bank has forgotten the session.
-				b.Status, b.FailureCode, final = StatusExpired, "binding_expired", ErrBindingExpired
-			case bankadapters.OutcomeOTPAttemptsExceeded:
-				b.OTPAttempts = OTPMaxAttempts
-				b.Status, b.FailureCode, final = StatusFailed, "otp_attempts_exceeded", ErrOTPAttemptsExceeded
-			case bankadapters.OutcomeHardDecline, bankadapters.OutcomeRetryableDecline:
-				// The bank refuses the card now (frozen, closed since
-				// apply): no code will come, so the binding ends.
-				b.Status, b.FailureCode, final = StatusFailed, "card_declined", ErrCardDeclined
-			case bankadapters.OutcomeElementsMismatch:
-				b.Status, b.FailureCode, final = StatusFailed, "elements_mismatch", s.bankError(err)
-			case bankadapters.OutcomeAlreadyBound:
-				// Another binding of the card was confirmed meanwhile.
-				actx, rows := audit.WithCollector(ctx)
-				var berr error
-				if out, final, berr = s.alreadyBound(actx, tx, b, err, ""); berr != nil {
-					return berr
-				}
-				return rows.Flush(ctx, tx)
-			default:
-				// Not reached, or no answer: the binding stays, retryable.
-				final = fmt.Errorf("%w: %v", ErrBankUnavailable, err)
-				return nil
+			if err := s.takeSMS(ctx, now, fp); err != nil {
+				return err
 			}
-			if b.Status == StatusFailed {
-				events = append(events, bindingEvent(b, "binding.failed"))
-			}
-			var batch pgx.Batch
-			queueUpdateBinding(&batch, b, bankCode(err), now)
-			return s.send(ctx, tx, &batch, events...)
 		}
 		b.OTPSends++
-		b.OTPLastSentAt, b.OTPExpiresAt = now, now.Add(OTPValidity)
-		if err := updateBinding(ctx, tx, b, "", now); err != nil {
+		b.OTPLastSentAt = now
+		return updateBinding(ctx, tx, b, "", now)
+	})
+	if err != nil || final != nil {
+		return Binding{}, errors.Join(err, final)
+	}
+	sends := b.OTPSends // this resend's
+	bank, _ := s.banks.Bank(b.Card.BankCode)
+	berr := bank.BindResend(ctx, b.BankBindRef)
+	// The answer is written whatever the caller does now, bounded.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), confirmTimeout)
+	defer cancel()
+	var out Binding
+	err = db.InTx(ctx, s.pool, func(tx pgx.Tx) error {
+		b, err := getBinding(ctx, tx, merchantID, id, true)
+		if err != nil {
 			return err
 		}
-		out = b.Binding
-		return s.auditTx(ctx, tx, merchantID, "otp.send", b.ID, audit.OutcomeOK, map[string]any{"send": b.OTPSends, "by": "bank"})
+		if berr == nil {
+			out = b.Binding
+			if b.Status == StatusOTPSent && b.OTPSends == sends {
+				// No later resend has been reserved: this code is the newest.
+				b.OTPExpiresAt = now.Add(OTPValidity)
+				if err := updateBinding(ctx, tx, b, "", s.now()); err != nil {
+					return err
+				}
+				out = b.Binding
+			}
+			return s.auditTx(ctx, tx, merchantID, "otp.send", b.ID, audit.OutcomeOK, map[string]any{"send": b.OTPSends, "by": "bank"})
+		}
+		// The failed send is audited and committed either way.
+		if err := s.auditTx(ctx, tx, merchantID, "otp.send", b.ID, audit.OutcomeFailed, map[string]any{
+			"send": b.OTPSends, "class": bankadapters.OutcomeOf(berr)}); err != nil {
+			return err
+		}
+		if b.Status != StatusOTPSent {
+			// Settled meanwhile (confirmed, failed): the bank's answer
+			// to this resend changes nothing.
+			final = waiting(b)
+			return nil
+		}
+		var events []webhooks.Pending
+		switch bankadapters.OutcomeOf(berr) {
+		case bankadapters.OutcomeOTPExpired:
+			// The bank has forgotten the session.
+			b.Status, b.FailureCode, final = StatusExpired, "binding_expired", ErrBindingExpired
+		case bankadapters.OutcomeOTPAttemptsExceeded:
+			b.OTPAttempts = OTPMaxAttempts
+			b.Status, b.FailureCode, final = StatusFailed, "otp_attempts_exceeded", ErrOTPAttemptsExceeded
+		case bankadapters.OutcomeHardDecline, bankadapters.OutcomeRetryableDecline:
+			// The bank refuses the card now (frozen, closed since
+			// apply): no code will come, so the binding ends.
+			b.Status, b.FailureCode, final = StatusFailed, "card_declined", ErrCardDeclined
+		case bankadapters.OutcomeElementsMismatch:
+			b.Status, b.FailureCode, final = StatusFailed, "elements_mismatch", s.bankError(berr)
+		case bankadapters.OutcomeAlreadyBound:
+			// Another binding of the card was confirmed meanwhile.
+			actx, rows := audit.WithCollector(ctx)
+			var aerr error
+			if out, final, aerr = s.alreadyBound(actx, tx, b, berr, ""); aerr != nil {
+				return aerr
+			}
+			return rows.Flush(ctx, tx)
+		default:
+			// Not reached, or no answer: the binding stays, retryable
+			// once the gap has passed (the send is used).
+			final = fmt.Errorf("%w: %v", ErrBankUnavailable, berr)
+			return nil
+		}
+		if b.Status == StatusFailed {
+			events = append(events, bindingEvent(b, "binding.failed"))
+		}
+		var batch pgx.Batch
+		queueUpdateBinding(&batch, b, bankCode(berr), s.now())
+		return s.send(ctx, tx, &batch, events...)
 	})
 	if err != nil {
 		return Binding{}, err
@@ -963,7 +1031,9 @@ func (s *Service) ListCards(ctx context.Context, merchantID, memberID string) ([
 }
 
 // Unbind terminates the card's agreement at the bank first, then marks the
-// card unbound and emits card.unbound. Unbinding an unbound card returns it.
+// card unbound and emits card.unbound. Unbinding an unbound card returns it;
+// so does unbinding a card whose agreement the bank answers it no longer
+// has ("agreement invalid"): the card becomes unbound all the same.
 // A bank that does not end the agreement leaves the card active; the
 // decryption and the failed try are audited all the same.
 // Errors: ErrNotFound, ErrCardDeclined (the bank refused), ErrBankUnavailable.
@@ -994,7 +1064,12 @@ func (s *Service) Unbind(ctx context.Context, merchantID, id string) (Card, erro
 		if !ok {
 			return ErrBankUnavailable
 		}
-		if err := bank.Unbind(ctx, string(agreement)); err != nil {
+		details := map[string]any(nil)
+		if err := bank.Unbind(ctx, string(agreement)); agreementGone(err) {
+			// The bank dropped the agreement already (the cardholder
+			// ended it there): what unbinding asks for is done.
+			details = map[string]any{"agreement_gone": true, "bank_code": bankCode(err)}
+		} else if err != nil {
 			final = unbindError(err)
 			return s.auditTx(ctx, tx, merchantID, "card.unbind", c.ID, audit.OutcomeFailed, map[string]any{
 				"class": bankadapters.OutcomeOf(err), "bank_code": bankCode(err)})
@@ -1004,7 +1079,7 @@ func (s *Service) Unbind(ctx context.Context, merchantID, id string) (Card, erro
 			return err
 		}
 		c.Status = CardUnbound
-		if err := s.auditTx(ctx, tx, merchantID, "card.unbind", c.ID, audit.OutcomeOK, nil); err != nil {
+		if err := s.auditTx(ctx, tx, merchantID, "card.unbind", c.ID, audit.OutcomeOK, details); err != nil {
 			return err
 		}
 		out = c
@@ -1020,6 +1095,13 @@ func (s *Service) Unbind(ctx context.Context, merchantID, id string) (Card, erro
 		return Card{}, final
 	}
 	return out, nil
+}
+
+// agreementGone reports whether the bank refused an unbind because it
+// knows no live agreement by that number.
+func agreementGone(err error) bool {
+	var be *bankadapters.Error
+	return errors.As(err, &be) && be.Reason == bankadapters.ReasonAgreementInvalid
 }
 
 // unbindError turns the bank's answer to an unbind into the domain's error:

@@ -1,0 +1,296 @@
+package binding_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/quickpay/quickpay/bankadapters"
+	"github.com/quickpay/quickpay/bankadapters/conformance"
+	"github.com/quickpay/quickpay/binding"
+	"github.com/quickpay/quickpay/internal/limits"
+	"github.com/quickpay/quickpay/internal/sensitive"
+)
+
+// limitedService is w's service with the abuse limits on, lowered to l,
+// over banks (w.Banks unless given).
+func (w *world) limitedService(t *testing.T, l binding.Limits, banks binding.Banks) *binding.Service {
+	t.Helper()
+	lim, err := limits.New(w.Pool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if banks == nil {
+		banks = w.Banks
+	}
+	svc, err := binding.New(binding.Config{Pool: w.Pool, Vault: w.Vault, Banks: banks, Clock: w.clock,
+		Limiter: lim, Limits: l})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return svc
+}
+
+// lowLimits: 2 applies an hour and 3 a day per card, 3 texts a day per
+// phone, 2 mismatches a day per ID number and per card.
+var lowLimits = binding.Limits{
+	ApplyPerHour:   limits.Rule{Cap: 2, Window: time.Hour},
+	ApplyPerDay:    limits.Rule{Cap: 3, Window: binding.Day},
+	SMSPerDay:      limits.Rule{Cap: 3, Window: binding.Day},
+	MismatchPerDay: limits.Rule{Cap: 2, Window: binding.Day},
+}
+
+// wantLimited wants err to be a rate limit that passes after about wait.
+func wantLimited(t *testing.T, what string, err error, wait time.Duration) {
+	t.Helper()
+	var rl *binding.RateLimitedError
+	if !errors.As(err, &rl) || !errors.Is(err, binding.ErrRateLimited) {
+		t.Fatalf("%s: %v, want rate limited", what, err)
+	}
+	if wait > 0 && (rl.RetryAfter > wait || rl.RetryAfter < wait-time.Minute) {
+		t.Fatalf("%s: retry after %s, want about %s", what, rl.RetryAfter, wait)
+	}
+}
+
+func TestApplyLimitsPerCard(t *testing.T) {
+	ctx := context.Background()
+	w := newWorld(t)
+	svc := w.limitedService(t, binding.Limits{
+		ApplyPerHour: limits.Rule{Cap: 2, Window: time.Hour}, ApplyPerDay: limits.Rule{Cap: 3, Window: binding.Day},
+		SMSPerDay: limits.Rule{Cap: 100, Window: binding.Day}, MismatchPerDay: lowLimits.MismatchPerDay}, nil)
+	a := w.account(t, "ICBC", "debit")
+	apply := func(n int) error {
+		in := input(a)
+		in.ExternalUserID = "apply-limit"
+		_, err := svc.StartBinding(ctx, w.merchant, in)
+		return err
+	}
+	for n := 1; n <= 2; n++ {
+		if err := apply(n); err != nil {
+			t.Fatalf("apply %d: %v", n, err)
+		}
+		w.clock.Advance(time.Minute)
+	}
+	wantLimited(t, "third apply in the hour", apply(3), time.Hour-2*time.Minute)
+	if n := w.texts(t, a.Phone); n != 2 {
+		t.Fatalf("%d texts after a refused apply, want 2: the refusal reached the bank", n)
+	}
+	w.clock.Advance(time.Hour)
+	if err := apply(3); err != nil {
+		t.Fatalf("apply an hour later: %v", err)
+	}
+	w.clock.Advance(time.Hour)
+	wantLimited(t, "fourth apply in the day", apply(4), binding.Day-2*time.Hour-2*time.Minute)
+	if n := w.texts(t, a.Phone); n != 3 {
+		t.Fatalf("%d texts, want 3", n)
+	}
+	// A binding answered from a card already bound here reaches no bank
+	// and counts nothing: the same card for the member it is bound to.
+	w.clock.Advance(binding.Day)
+	m, err := svc.CreateMember(ctx, w.merchant, binding.MemberInput{ExternalID: "apply-limit-member"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := input(a)
+	in.MemberID = m.ID
+	b, err := svc.StartBinding(ctx, w.merchant, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.Confirm(ctx, w.merchant, b.ID, w.code(t, a.Phone)); err != nil {
+		t.Fatal(err)
+	}
+	for n := range 4 {
+		if b, err := svc.StartBinding(ctx, w.merchant, in); err != nil || !b.Existing {
+			t.Fatalf("repeat bind %d of a bound card: %+v, %v; want the existing card, not limited", n+1, b, err)
+		}
+	}
+}
+
+func TestSMSLimitPerPhone(t *testing.T) {
+	ctx := context.Background()
+	w := newWorld(t)
+	svc := w.limitedService(t, lowLimits, nil)
+	a := w.account(t, "ICBC", "debit")
+	in := input(a)
+	in.ExternalUserID = "sms-limit"
+	b, err := svc.StartBinding(ctx, w.merchant, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for send := 2; send <= 3; send++ {
+		w.clock.Advance(binding.OTPResendGap)
+		if _, err := svc.Resend(ctx, w.merchant, b.ID); err != nil {
+			t.Fatalf("send %d: %v", send, err)
+		}
+	}
+	w.clock.Advance(binding.OTPResendGap)
+	_, err = svc.Resend(ctx, w.merchant, b.ID)
+	wantLimited(t, "fourth text to the phone", err, binding.Day-3*binding.OTPResendGap)
+	// Quickpay's own texts (consent codes) count against the same phone.
+	wantLimited(t, "a consent code to the phone", svc.TakeSMS(ctx, a.Phone), 0)
+	if n := w.texts(t, a.Phone); n != 3 {
+		t.Fatalf("%d texts, want 3", n)
+	}
+	if got, err := svc.GetBinding(ctx, w.merchant, b.ID); err != nil || got.OTPSends != 3 {
+		t.Fatalf("binding after the refused resend: %+v, %v; want 3 sends", got, err)
+	}
+	// Another phone is counted apart.
+	if err := svc.TakeSMS(ctx, w.account(t, "ICBC", "debit").Phone); err != nil {
+		t.Fatalf("another phone: %v", err)
+	}
+}
+
+func TestMismatchLimits(t *testing.T) {
+	ctx := context.Background()
+	w := newWorld(t)
+	svc := w.limitedService(t, lowLimits, nil)
+	a := w.account(t, "ICBC", "debit")
+	wrongPhone := w.account(t, "ICBC", "debit").Phone
+	for n := 1; n <= 2; n++ {
+		in := input(a)
+		in.ExternalUserID, in.Phone = "mismatch", wrongPhone
+		_, err := svc.StartBinding(ctx, w.merchant, in)
+		var em *binding.ElementsMismatchError
+		if !errors.As(err, &em) || em.Field != "phone" {
+			t.Fatalf("mismatch %d: %v, want elements mismatch on phone", n, err)
+		}
+	}
+	// The card is refused before the bank, even with the right elements.
+	in := input(a)
+	in.ExternalUserID = "mismatch"
+	_, err := svc.StartBinding(ctx, w.merchant, in)
+	wantLimited(t, "apply after two mismatches of the card", err, binding.Day)
+	if n := w.texts(t, a.Phone); n != 0 {
+		t.Fatalf("%d texts to the card's phone, want 0", n)
+	}
+	// So is another card carrying the same ID number.
+	b := w.account(t, "CCB", "debit")
+	b.HolderName, b.IDNumber = a.HolderName, a.IDNumber
+	if err := w.SimCtl.PutAccount(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	in = input(b)
+	in.ExternalUserID = "mismatch-2"
+	_, err = svc.StartBinding(ctx, w.merchant, in)
+	wantLimited(t, "another card with the ID number", err, binding.Day)
+	if n := w.texts(t, b.Phone); n != 0 {
+		t.Fatalf("%d texts to the second card's phone, want 0", n)
+	}
+	// The mismatches' texts were given back: the wrong phone got none and
+	// still has its three.
+	for range 3 {
+		if err := svc.TakeSMS(ctx, wrongPhone); err != nil {
+			t.Fatalf("the wrong phone's texts: %v", err)
+		}
+	}
+	// A day later the card binds.
+	w.clock.Advance(binding.Day)
+	if _, err := svc.StartBinding(ctx, w.merchant, input2(a, "mismatch")); err != nil {
+		t.Fatalf("a day later: %v", err)
+	}
+}
+
+func input2(a conformance.Account, externalID string) binding.BindInput {
+	in := input(a)
+	in.ExternalUserID = externalID
+	return in
+}
+
+// hangUpBanks stands in for a caller who hangs up once the bank has texted
+// a resend's code: the real bank is asked, then the call reports the
+// caller's cancellation. (Provoking it for real needs a disconnect timed
+// between the bank's answer and the commit.)
+type hangUpBanks struct{ binding.Banks }
+
+func (h hangUpBanks) Bank(code string) (bankadapters.Bank, bool) {
+	b, ok := h.Banks.Bank(code)
+	return hangUpBank{b}, ok
+}
+
+type hangUpBank struct{ bankadapters.Bank }
+
+func (b hangUpBank) BindResend(ctx context.Context, ref string) error {
+	if err := b.Bank.BindResend(ctx, ref); err != nil {
+		return err
+	}
+	return &bankadapters.Error{Op: "bind_resend", Outcome: bankadapters.OutcomeUnavailable, Err: context.Canceled}
+}
+
+func TestResendCountSurvivesAHangUp(t *testing.T) {
+	ctx := context.Background()
+	w := newWorld(t)
+	svc := w.limitedService(t, lowLimits, hangUpBanks{w.Banks})
+	a := w.account(t, "ICBC", "debit")
+	b, err := svc.StartBinding(ctx, w.merchant, input2(a, "hang-up"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for send := 2; send <= 3; send++ {
+		w.clock.Advance(binding.OTPResendGap)
+		if _, err := svc.Resend(ctx, w.merchant, b.ID); !errors.Is(err, binding.ErrBankUnavailable) {
+			t.Fatalf("hung-up resend: %v, want bank unavailable", err)
+		}
+	}
+	if n := w.texts(t, a.Phone); n != 3 {
+		t.Fatalf("%d texts, want 3", n)
+	}
+	got, err := svc.GetBinding(ctx, w.merchant, b.ID)
+	if err != nil || got.OTPSends != 3 {
+		t.Fatalf("binding after two hung-up resends: %+v, %v; want 3 sends counted", got, err)
+	}
+	w.clock.Advance(binding.OTPResendGap)
+	_, err = svc.Resend(ctx, w.merchant, b.ID)
+	wantLimited(t, "a fourth text", err, 0)
+	if n := w.texts(t, a.Phone); n != 3 {
+		t.Fatalf("%d texts, want 3", n)
+	}
+	// The newest code still confirms.
+	if _, err := w.svc.Confirm(ctx, w.merchant, b.ID, w.code(t, a.Phone)); err != nil {
+		t.Fatalf("confirm with the newest code: %v", err)
+	}
+}
+
+func TestUnbindAgreementGoneAtTheBank(t *testing.T) {
+	ctx := context.Background()
+	w := newWorld(t)
+	for _, bank := range []string{"ICBC", "CCB"} {
+		t.Run(bank, func(t *testing.T) {
+			a := w.account(t, bank, "debit")
+			b, err := w.svc.StartBinding(ctx, w.merchant, input2(a, "gone-"+bank))
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, err = w.svc.Confirm(ctx, w.merchant, b.ID, w.code(t, a.Phone))
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Another refusal keeps the card.
+			if err := w.SimCtl.AddFault(ctx, conformance.Fault{BankCode: bank, Operation: "unbind",
+				Mode: conformance.FaultDecline, Code: "card_frozen", Count: 1}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := w.svc.Unbind(ctx, w.merchant, b.CardID); !errors.Is(err, binding.ErrCardDeclined) {
+				t.Fatalf("unbind refused as frozen: %v, want card declined", err)
+			}
+			before := w.eventCount("card.unbound")
+			if err := w.SimCtl.AddFault(ctx, conformance.Fault{BankCode: bank, Operation: "unbind",
+				Mode: conformance.FaultDecline, Code: "agreement_invalid", Count: 1}); err != nil {
+				t.Fatal(err)
+			}
+			c, err := w.svc.Unbind(ctx, w.merchant, b.CardID)
+			if err != nil || c.Status != binding.CardUnbound {
+				t.Fatalf("unbind of an agreement the bank dropped: %+v, %v; want unbound", c, err)
+			}
+			if got, err := w.svc.GetCard(ctx, w.merchant, b.CardID); err != nil || got.Status != binding.CardUnbound {
+				t.Fatalf("card = %+v, %v", got, err)
+			}
+			if n := w.eventCount("card.unbound"); n != before+1 {
+				t.Fatalf("%d card.unbound events, want %d", n, before+1)
+			}
+		})
+	}
+}
+
+var _ = sensitive.NewOTP
