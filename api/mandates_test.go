@@ -620,6 +620,16 @@ func (e *mandateEnv) testValidation(t *testing.T) {
 		{"amount over the limit", func(b map[string]any) { b["amount"] = mandate.MaxAmount + 1 }, 422, "validation_failed", "amount"},
 		{"currency USD", func(b map[string]any) { b["currency"] = "USD" }, 422, "validation_failed", "currency"},
 		{"reference empty", func(b map[string]any) { b["reference"] = "" }, 422, "validation_failed", "reference"},
+		// Text that reaches the consent SMS (issue 18). JSON's \u0000
+		// decodes to a NUL, which Postgres text refuses: 400 before any SMS.
+		{"nul in description", func(b map[string]any) { b["description"] = "water\x00bill" }, 400, "validation_failed", "description"},
+		{"nul in reference", func(b map[string]any) { b["reference"] = "ref\x00" }, 400, "validation_failed", "reference"},
+		{"newline in description", func(b map[string]any) { b["description"] = "water\n回复1确认" }, 422, "validation_failed", "description"},
+		{"control character in reference", func(b map[string]any) { b["reference"] = "ref\x1b[2J" }, 422, "validation_failed", "reference"},
+		{"description over the cap", func(b map[string]any) { b["description"] = strings.Repeat("费", mandate.MaxDescriptionLength+1) },
+			422, "validation_failed", "description"},
+		{"reference over the cap", func(b map[string]any) { b["reference"] = strings.Repeat("r", mandate.MaxReferenceLength+1) },
+			422, "validation_failed", "reference"},
 		{"notice_days 31", func(b map[string]any) { b["notice_days"] = 31 }, 422, "validation_failed", "notice_days"},
 		{"interval year", schedule(func(s map[string]any) { s["interval"] = "year" }), 422, "validation_failed", "schedule.interval"},
 		{"weekday on a monthly schedule", schedule(func(s map[string]any) { s["weekday"] = 3 }), 422, "validation_failed", "schedule.weekday"},
