@@ -1,13 +1,19 @@
 package testenv
 
 import (
+	"bytes"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"maps"
+	"net/http"
+	"sort"
 	"strings"
 	"sync"
 )
@@ -19,6 +25,8 @@ import (
 // texted (bank codes, and the codes quickpay sent through their carrier).
 // It fails when it finds one, and, when every test ran (no -run), when a
 // kind in want had no value to look for (the scan would prove nothing).
+// It also looks for unkeyed digests (DigestScan) of those values and of
+// every request body its test servers were sent (RecordBodies).
 //
 // A benchmark run (-bench set) is not scanned: its fixtures hold up to
 // 100,000 accounts, and the scan's cost grows with accounts times dump
@@ -72,7 +80,12 @@ func ScanPackage(logs func() string, want ...string) func() error {
 				}
 			}
 		}
-		fmt.Printf("leak scan: %d KiB of pg_dump and %d KiB of logs for %v\n", len(dump)>>10, len(hayLogs)>>10, kinds)
+		bodies := Sent()
+		digests := NewDigestScan(bodies, values)
+		errs = append(errs, digests.Find("pg_dump", dump)...)
+		errs = append(errs, digests.Find("logs", hayLogs)...)
+		fmt.Printf("leak scan: %d KiB of pg_dump and %d KiB of logs for %v, and unkeyed digests of %d request bodies\n",
+			len(dump)>>10, len(hayLogs)>>10, kinds, len(bodies))
 		return errors.Join(errs...)
 	}
 }
@@ -213,4 +226,129 @@ func aloneAt(s, v string) []int {
 		}
 		i = at + 1
 	}
+}
+
+// SentRequest is a request a test server was sent, as RecordBodies saw it.
+type SentRequest struct {
+	Method string
+	Path   string // URL path, without the query
+	Body   []byte
+}
+
+// RecordBodies returns h, recording for the package's leak scans the
+// method, path and body of every request that carries a body: the tests
+// know what they sent, so the scans can look for unkeyed digests of it.
+// Wrap a test server's handler with it (httptest.NewServer(RecordBodies(e))).
+func RecordBodies(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Body != nil && r.Body != http.NoBody {
+			body, err := io.ReadAll(r.Body)
+			_ = r.Body.Close()
+			if len(body) > 0 {
+				sent.Lock()
+				sent.all = append(sent.all, SentRequest{Method: r.Method, Path: r.URL.Path, Body: body})
+				sent.Unlock()
+			}
+			// The handler reads what was read, then the read's error, if any.
+			r.Body = io.NopCloser(io.MultiReader(bytes.NewReader(body), errReader{err}))
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+type errReader struct{ err error }
+
+func (e errReader) Read([]byte) (int, error) {
+	if e.err != nil {
+		return 0, e.err
+	}
+	return 0, io.EOF
+}
+
+// Sent returns every request RecordBodies recorded in this package.
+func Sent() []SentRequest {
+	sent.Lock()
+	defer sent.Unlock()
+	return append([]SentRequest(nil), sent.all...)
+}
+
+// sent is what RecordBodies recorded: like pkgEnv, one per test process,
+// which is one per package.
+var sent struct {
+	sync.Mutex
+	all []SentRequest
+}
+
+// DigestScan finds unkeyed digests of what the tests sent: SHA-256 of
+// method ‖ 0 ‖ path ‖ 0 ‖ body (the request fingerprint the idempotency
+// layer once stored), of each body alone, and of each sensitive value, as
+// hex (a bytea in a pg_dump, or text), base64, or the raw 32 bytes. Such a
+// digest is as good as the value for whoever can guess it: a CVV2, an
+// expiry or a code has 10³ to 10⁶ possible values.
+type DigestScan struct {
+	// By the first 8 bytes of a needle: lowercase hex needles are matched
+	// against the lowercased text, the others against the text as is.
+	hex, other map[uint64][]digestNeedle
+	count      int
+}
+
+type digestNeedle struct {
+	form string // the needle as it would appear
+	what string // what it is a digest of, without the value
+}
+
+// NewDigestScan prepares a scan for the digests of sent and values (value
+// → kind, as Sim.Sensitive gives them).
+func NewDigestScan(sent []SentRequest, values map[string]string) *DigestScan {
+	d := &DigestScan{hex: map[uint64][]digestNeedle{}, other: map[uint64][]digestNeedle{}}
+	add := func(sum [sha256.Size]byte, what string) {
+		d.count++
+		d.put(d.hex, hex.EncodeToString(sum[:]), "SHA-256 of "+what+" as hex")
+		d.put(d.other, base64.StdEncoding.EncodeToString(sum[:]), "SHA-256 of "+what+" as base64")
+		d.put(d.other, base64.RawURLEncoding.EncodeToString(sum[:]), "SHA-256 of "+what+" as base64url")
+		d.put(d.other, string(sum[:]), "SHA-256 of "+what+" as raw bytes")
+	}
+	for _, r := range sent {
+		what := fmt.Sprintf("%s %s's %d-byte body", r.Method, r.Path, len(r.Body))
+		add(sha256.Sum256(fmt.Appendf(nil, "%s\x00%s\x00%s", r.Method, r.Path, r.Body)), "method, path and "+what)
+		add(sha256.Sum256(r.Body), what)
+	}
+	for v, kind := range values {
+		add(sha256.Sum256([]byte(v)), "a "+kind+" ("+Describe(v)+")")
+	}
+	return d
+}
+
+func (d *DigestScan) put(m map[uint64][]digestNeedle, form, what string) {
+	k := binary.LittleEndian.Uint64([]byte(form[:8]))
+	m[k] = append(m[k], digestNeedle{form: form, what: what})
+}
+
+// Len is the number of digests the scan looks for.
+func (d *DigestScan) Len() int { return d.count }
+
+// Find returns an error for each digest found in hay (named where).
+func (d *DigestScan) Find(where, hay string) []error {
+	found := map[string]bool{}
+	scan := func(s string, m map[uint64][]digestNeedle) {
+		for i := 0; i+8 <= len(s); i++ {
+			ns, ok := m[binary.LittleEndian.Uint64([]byte(s[i:i+8]))]
+			if !ok {
+				continue
+			}
+			for _, n := range ns {
+				if strings.HasPrefix(s[i:], n.form) {
+					found[n.what] = true
+				}
+			}
+		}
+	}
+	scan(strings.ToLower(hay), d.hex)
+	scan(hay, d.other)
+	var errs []error
+	for what := range found {
+		errs = append(errs, fmt.Errorf("%s: an unkeyed digest: %s", where, what))
+	}
+	sort.Slice(errs, func(i, j int) bool { return errs[i].Error() < errs[j].Error() })
+	return errs
 }

@@ -1,8 +1,14 @@
 package testenv
 
 import (
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 )
@@ -57,4 +63,81 @@ func TestLeakFindsPlantedValues(t *testing.T) {
 			t.Errorf("a look-alike of a %s in %q was taken for a leak %s", tc.kind, tc.hay, form)
 		}
 	}
+}
+
+// TestDigestScanFindsUnkeyedDigests proves the digest scan can fail: it
+// finds the request fingerprint the idempotency layer once stored, in the
+// forms a dump or a log gives it, and passes over keyed digests and digests
+// of other bodies.
+func TestDigestScanFindsUnkeyedDigests(t *testing.T) {
+	t.Parallel()
+	const code = "654321"
+	confirm := SentRequest{Method: "POST", Path: "/v1/bindings/bnd_1/confirm", Body: []byte(`{"otp":"` + code + `"}`)}
+	old := sha256.Sum256([]byte("POST\x00/v1/bindings/bnd_1/confirm\x00" + string(confirm.Body)))
+	ofBody := sha256.Sum256(confirm.Body)
+	ofCode := sha256.Sum256([]byte(code))
+	scan := NewDigestScan([]SentRequest{confirm}, map[string]string{code: "OTP"})
+	for name, hay := range map[string]string{
+		"bytea in a COPY row": "mch_1\tk-1\tPOST\t/v1/bindings/bnd_1/confirm\t\\x" + hex.EncodeToString(old[:]) + "\tdone\n",
+		"upper-case hex":      strings.ToUpper(hex.EncodeToString(old[:])),
+		"base64 in JSON":      `{"fp":"` + base64.StdEncoding.EncodeToString(old[:]) + `"}`,
+		"base64url":           base64.RawURLEncoding.EncodeToString(old[:]),
+		"raw bytes":           "x" + string(old[:]) + "y",
+		"digest of the body":  `\x` + hex.EncodeToString(ofBody[:]),
+		"digest of the code":  `"h":"` + hex.EncodeToString(ofCode[:]) + `"`,
+	} {
+		if errs := scan.Find("hay", hay); len(errs) != 1 {
+			t.Errorf("%s: %d findings %v, want 1", name, len(errs), errs)
+		} else if strings.Contains(errs[0].Error(), code) {
+			t.Errorf("%s: the finding names the value: %v", name, errs[0])
+		}
+	}
+	keyed := hmac.New(sha256.New, []byte("a key the dump does not hold"))
+	keyed.Write([]byte("POST\x00/v1/bindings/bnd_1/confirm\x00" + string(confirm.Body)))
+	other := sha256.Sum256([]byte("POST\x00/v1/bindings/bnd_1/confirm\x00" + `{"otp":"654320"}`))
+	for name, hay := range map[string]string{
+		"keyed MAC":           `\x0200000001` + hex.EncodeToString(keyed.Sum(nil)),
+		"another body":        `\x` + hex.EncodeToString(other[:]),
+		"a truncated digest":  hex.EncodeToString(old[:31]),
+		"the body in a reply": string(confirm.Body[:8]),
+	} {
+		if errs := scan.Find("hay", hay); len(errs) != 0 {
+			t.Errorf("%s: taken for an unkeyed digest: %v", name, errs)
+		}
+	}
+}
+
+// TestRecordBodies: the handler reads the body it was sent, and the scan
+// knows it.
+func TestRecordBodies(t *testing.T) {
+	body := `{"card_number":"` + randomDigits(t, 19) + `"}`
+	var got []byte
+	h := RecordBodies(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got, _ = io.ReadAll(r.Body)
+	}))
+	h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("POST", "/v1/bindings?x=1", strings.NewReader(body)))
+	if string(got) != body {
+		t.Errorf("the handler read %d bytes, want the %d sent", len(got), len(body))
+	}
+	n := 0
+	for _, r := range Sent() {
+		if r.Method == "POST" && r.Path == "/v1/bindings" && string(r.Body) == body {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Errorf("Sent holds the request %d times, want once", n)
+	}
+}
+
+func randomDigits(t *testing.T, n int) string {
+	t.Helper()
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	for i := range b {
+		b[i] = '0' + b[i]%10
+	}
+	return string(b)
 }
