@@ -11,10 +11,11 @@ import (
 	"log/slog"
 	"math"
 	"mime"
+	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -42,10 +43,11 @@ const (
 	JWKSPath  = "/.well-known/jwks.json"
 )
 
-// ClientAuthenticator checks client credentials; *merchants.Store is one.
-// Errors: merchants.ErrInvalidClient, merchants.ErrClientLocked.
+// ClientAuthenticator checks client credentials presented from a source
+// address; *merchants.Store is one. Errors: merchants.ErrInvalidClient,
+// merchants.ErrThrottled (*merchants.ThrottledError).
 type ClientAuthenticator interface {
-	Authenticate(ctx context.Context, clientID, secret string) (merchants.Merchant, error)
+	AuthenticateFrom(ctx context.Context, clientID, source, secret string) (merchants.Merchant, error)
 }
 
 // TokenKeys signs tokens in the HSM and gives the keys that verify them;
@@ -78,6 +80,12 @@ type AuthConfig struct {
 	// Logger receives why tokens are refused (never the token). Defaults
 	// to slog.Default().
 	Logger *slog.Logger
+	// TrustedProxies are the networks of the proxies in front of quickpay
+	// whose X-Forwarded-For is believed: a token request's source address
+	// (whose failures are counted) is then the nearest address there that
+	// is not one of them. Empty (the default): the socket's peer address,
+	// whatever the headers say.
+	TrustedProxies []netip.Prefix
 }
 
 // Auth issues OAuth 2.0 client-credentials access tokens (JWT, ES256, signed
@@ -85,6 +93,8 @@ type AuthConfig struct {
 type Auth struct {
 	cfg    AuthConfig
 	parser *jwt.Parser
+	// source gives a token request's source address (TrustedProxies).
+	source func(*http.Request) string
 
 	// verified caches tokens whose signature and claims checked out, so a
 	// merchant reusing its token (as it should, for up to 15 minutes) costs
@@ -131,8 +141,18 @@ func NewAuth(cfg AuthConfig) (*Auth, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	source := peerAddress
+	if len(cfg.TrustedProxies) > 0 {
+		// echo's RealIP logic, trusting only the configured networks.
+		opts := []echo.TrustOption{echo.TrustLoopback(false), echo.TrustLinkLocal(false), echo.TrustPrivateNet(false)}
+		for _, p := range cfg.TrustedProxies {
+			opts = append(opts, echo.TrustIPRange(prefixNet(p)))
+		}
+		source = echo.ExtractIPFromXFFHeader(opts...)
+	}
 	return &Auth{
-		cfg: cfg,
+		cfg:    cfg,
+		source: source,
 		parser: jwt.NewParser(
 			jwt.WithValidMethods([]string{jwt.SigningMethodES256.Alg()}),
 			jwt.WithIssuer(cfg.Issuer),
@@ -159,7 +179,6 @@ var (
 	errUnsupportedGrant = NewError(http.StatusBadRequest, "unsupported_grant_type", "grant_type must be client_credentials")
 	errInvalidScope     = NewError(http.StatusBadRequest, "invalid_scope", "the requested scope exceeds the client's scopes")
 	errInvalidClient    = NewError(http.StatusUnauthorized, "invalid_client", "client authentication failed")
-	errClientLocked     = NewError(http.StatusTooManyRequests, "client_locked", "too many failed logins; the client is locked for a while")
 	errInvalidToken     = NewError(http.StatusUnauthorized, "invalid_token", "the access token is malformed, expired or not valid here")
 )
 
@@ -205,13 +224,11 @@ func (a *Auth) token(c echo.Context) error {
 	}
 	requested := strings.Fields(req.Scope) // optional (§3.3): a subset of the client's scopes
 
-	m, err := a.cfg.Merchants.Authenticate(ctx, req.ClientID, req.ClientSecret)
-	var locked *merchants.LockedError
+	m, err := a.cfg.Merchants.AuthenticateFrom(ctx, req.ClientID, a.source(r), req.ClientSecret)
+	var throttled *merchants.ThrottledError
 	switch {
-	case errors.As(err, &locked):
-		secs := math.Ceil(locked.Until.Sub(a.cfg.Clock.Now()).Seconds())
-		h.Set("Retry-After", strconv.Itoa(int(max(secs, 1))))
-		return errClientLocked
+	case errors.As(err, &throttled):
+		return RateLimited(int(math.Ceil(throttled.RetryAfter.Seconds())))
 	case errors.Is(err, merchants.ErrInvalidClient):
 		if basic {
 			h.Set(echo.HeaderWWWAuthenticate, `Basic realm="quickpay"`)
@@ -238,6 +255,20 @@ func (a *Auth) token(c echo.Context) error {
 	return c.JSON(http.StatusOK, tokenResponse{
 		AccessToken: tok, TokenType: "Bearer", ExpiresIn: int(a.cfg.TTL / time.Second), Scope: strings.Join(scopes, " "),
 	})
+}
+
+// peerAddress is the IP address of the request's socket peer.
+func peerAddress(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+func prefixNet(p netip.Prefix) *net.IPNet {
+	p = p.Masked()
+	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
 }
 
 // readTokenRequest reads the parameters from a JSON or form body and the

@@ -12,13 +12,16 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
+	"fmt"
 	"io"
 	"log/slog"
 	"math/big"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -61,7 +64,8 @@ type authEnv struct {
 
 var authStart = time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC)
 
-func newAuthEnv(t *testing.T) *authEnv {
+// newAuthEnv starts the API with trusted as its trusted proxies.
+func newAuthEnv(t *testing.T, trusted ...netip.Prefix) *authEnv {
 	t.Helper()
 	ctx := context.Background()
 	pool := testenv.Pool(t)
@@ -79,7 +83,7 @@ func newAuthEnv(t *testing.T) *authEnv {
 		t.Fatal(err)
 	}
 	log := slog.New(slog.DiscardHandler)
-	auth, err := api.NewAuth(api.AuthConfig{Merchants: store, Vault: vault, Clock: clk, Logger: log})
+	auth, err := api.NewAuth(api.AuthConfig{Merchants: store, Vault: vault, Clock: clk, Logger: log, TrustedProxies: trusted})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -344,23 +348,29 @@ func TestTokenEndpoint(t *testing.T) {
 	})
 }
 
-func TestTokenLockout(t *testing.T) {
+// TestTokenLockoutPerSource: ten failed token requests for a client from
+// one address refuse that address for that client until the window passes,
+// even with the right secret, before bcrypt; the client's own addresses
+// still get tokens.
+func TestTokenLockoutPerSource(t *testing.T) {
 	t.Parallel()
-	e := newAuthEnv(t)
+	const stranger, merchant = "203.0.113.7", "198.51.100.2"
+	// Behind a proxy on loopback, whose X-Forwarded-For names the source.
+	e := newAuthEnv(t, netip.MustParsePrefix("127.0.0.0/8"))
 	m, secret := e.merchant(t, "bind")
 	var requestIDs []string
-	login := func(t *testing.T, s string) response {
+	login := func(t *testing.T, from, s string) response {
 		t.Helper()
 		r := e.do(t, http.MethodPost, "/v1/oauth/token",
 			url.Values{"grant_type": {"client_credentials"}, "client_id": {m.ClientID}, "client_secret": {s}}.Encode(),
-			"Content-Type", ctForm)
+			"Content-Type", ctForm, "X-Forwarded-For", from)
 		requestIDs = append(requestIDs, r.header.Get(echo.HeaderXRequestID))
 		return r
 	}
 	fail := func(t *testing.T, n int) {
 		t.Helper()
 		for i := range n {
-			if r := login(t, "wrong-"+secret[:8]); r.status != http.StatusUnauthorized {
+			if r := login(t, stranger, "wrong-"+secret[:8]); r.status != http.StatusUnauthorized {
 				t.Fatalf("failure %d: status %d, want 401: %s", i+1, r.status, r.body)
 			}
 		}
@@ -374,6 +384,14 @@ func TestTokenLockout(t *testing.T) {
 			if got := errCode(t, r).Error.Code; got != code {
 				t.Fatalf("code = %q, want %q", got, code)
 			}
+			var body struct {
+				Error struct {
+					RetryAfter int `json:"retry_after"`
+				} `json:"error"`
+			}
+			if err := json.Unmarshal(r.body, &body); err != nil || strconv.Itoa(body.Error.RetryAfter) != retryAfter {
+				t.Fatalf("retry_after = %d (%v), want %s", body.Error.RetryAfter, err, retryAfter)
+			}
 		}
 		if got := r.header.Get("Retry-After"); got != retryAfter {
 			t.Fatalf("Retry-After = %q, want %q", got, retryAfter)
@@ -381,13 +399,15 @@ func TestTokenLockout(t *testing.T) {
 	}
 
 	fail(t, 9)
-	want(t, login(t, secret), http.StatusOK, "", "") // success resets the counter
-	fail(t, 10)
-	want(t, login(t, secret), http.StatusTooManyRequests, "client_locked", "1800")
-	e.clock.Advance(29 * time.Minute)
-	want(t, login(t, secret), http.StatusTooManyRequests, "client_locked", "60")
+	want(t, login(t, stranger, secret), http.StatusOK, "", "") // a right secret does not count
+	fail(t, 1)
+	want(t, login(t, stranger, secret), http.StatusTooManyRequests, "rate_limited", "900")
+	want(t, login(t, stranger, "wrong"), http.StatusTooManyRequests, "rate_limited", "900")
+	want(t, login(t, merchant, secret), http.StatusOK, "", "") // the merchant's own address
+	e.clock.Advance(14 * time.Minute)
+	want(t, login(t, stranger, secret), http.StatusTooManyRequests, "rate_limited", "60")
 	e.clock.Advance(time.Minute)
-	want(t, login(t, secret), http.StatusOK, "", "")
+	want(t, login(t, stranger, secret), http.StatusOK, "", "")
 
 	rows, err := e.pool.Query(context.Background(), `
 		SELECT details->>'outcome', coalesce(request_id, ''), details::text FROM audit_log
@@ -403,28 +423,57 @@ func TestTokenLockout(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var wantOutcomes []string
-	for range 9 {
-		wantOutcomes = append(wantOutcomes, "failed")
+	// Refused requests reach neither bcrypt nor the audit trail.
+	var wantOutcomes, wantIDs []string
+	for i := range 16 {
+		switch {
+		case i < 9 || i == 10:
+			wantOutcomes = append(wantOutcomes, "failed")
+		case i == 9 || i == 13 || i == 15:
+			wantOutcomes = append(wantOutcomes, "ok")
+		default:
+			continue // refused: 11, 12, 14
+		}
+		wantIDs = append(wantIDs, requestIDs[i])
 	}
-	wantOutcomes = append(wantOutcomes, "ok")
-	for range 10 {
-		wantOutcomes = append(wantOutcomes, "failed")
-	}
-	wantOutcomes = append(wantOutcomes, "locked", "locked", "ok")
 	if len(got) != len(wantOutcomes) {
 		t.Fatalf("%d auth.login audit rows, want %d: %+v", len(got), len(wantOutcomes), got)
 	}
 	for i, r := range got {
 		if r.outcome != wantOutcomes[i] {
-			t.Errorf("attempt %d audited %q, want %q", i+1, r.outcome, wantOutcomes[i])
+			t.Errorf("row %d audited %q, want %q", i+1, r.outcome, wantOutcomes[i])
 		}
-		if r.requestID == "" || r.requestID != requestIDs[i] {
-			t.Errorf("attempt %d audited request id %q, the answer said %q", i+1, r.requestID, requestIDs[i])
+		if r.requestID == "" || r.requestID != wantIDs[i] {
+			t.Errorf("row %d audited request id %q, the answer said %q", i+1, r.requestID, wantIDs[i])
 		}
 		if strings.Contains(r.details, secret) || strings.Contains(r.details, secret[:8]) {
-			t.Errorf("attempt %d's audit row holds (part of) the secret", i+1)
+			t.Errorf("row %d holds (part of) the secret", i+1)
 		}
+	}
+	if !strings.Contains(got[0].details, stranger) || !strings.Contains(got[11].details, merchant) {
+		t.Errorf("audit rows lack the source address: %s; %s", got[0].details, got[11].details)
+	}
+}
+
+// TestTokenSourceIsTheSocketWithoutTrustedProxies: without a trusted proxy
+// X-Forwarded-For is the caller's to write, so it does not pick the
+// counter: failures sent under ten made-up addresses refuse the socket's.
+func TestTokenSourceIsTheSocketWithoutTrustedProxies(t *testing.T) {
+	t.Parallel()
+	e := newAuthEnv(t)
+	m, secret := e.merchant(t, "bind")
+	login := func(from, s string) response {
+		return e.do(t, http.MethodPost, "/v1/oauth/token",
+			url.Values{"grant_type": {"client_credentials"}, "client_id": {m.ClientID}, "client_secret": {s}}.Encode(),
+			"Content-Type", ctForm, "X-Forwarded-For", from)
+	}
+	for i := range 10 {
+		if r := login(fmt.Sprintf("203.0.113.%d", i+1), "wrong"); r.status != http.StatusUnauthorized {
+			t.Fatalf("failure %d: %d %s", i+1, r.status, r.body)
+		}
+	}
+	if r := login("198.51.100.2", secret); r.status != http.StatusTooManyRequests || errCode(t, r).Error.Code != "rate_limited" {
+		t.Fatalf("after 10 failures from this socket: %d %s, want 429 rate_limited", r.status, r.body)
 	}
 }
 

@@ -1,6 +1,6 @@
 // Package merchants holds the merchants that call the API and their client
-// credentials (table merchants): creation, client authentication with the
-// PCI DSS 8.3.4 lockout, and lookup.
+// credentials (table merchants): creation, client authentication with a
+// per-source lockout (PCI DSS 8.3.4's ten tries), and lookup.
 //
 // # Credentials
 //
@@ -12,22 +12,24 @@
 // core per login) keeps the token endpoint cheap, and a login is needed only
 // every 15 minutes per client.
 //
-// # Lockout
+// # Lockout, per client and source address
 //
-// MaxFailedLogins wrong secrets in a row lock the client for LockDuration,
-// even against the right secret. The counter and the lock are changed by
-// single UPDATE statements whose WHERE clause re-checks the lock, so
-// concurrent attempts can neither lose a failure nor slip past a lock
-// (Postgres re-evaluates the row after waiting for a concurrent update). The
-// bcrypt comparison itself runs outside any transaction, holding no lock.
-// When a lock has expired, the next failure counts as the first of a new run.
-// Every attempt writes an audit row (action auth.login) with its outcome;
-// never the secret.
+// Failed token requests are counted per client id and source address
+// (internal/limits, shared by every serve instance): Config.TokenFailures,
+// by default 10 in any 15 minutes. At the cap, that source's requests for
+// that client are refused before any database read, bcrypt comparison or
+// audit row, until the oldest failure leaves the window; the client's other
+// sources are not affected, so a stranger who knows a client id cannot lock
+// the merchant out. Each attempt reserves its try before bcrypt (so
+// concurrent guesses cannot exceed the cap) and a right secret gives it
+// back. Every attempt that is checked writes an audit row (action
+// auth.login) with its outcome and source; never the secret.
 package merchants
 
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -44,6 +46,7 @@ import (
 	"github.com/quickpay/quickpay/internal/clock"
 	"github.com/quickpay/quickpay/internal/db"
 	"github.com/quickpay/quickpay/internal/ids"
+	"github.com/quickpay/quickpay/internal/limits"
 )
 
 // Scopes a merchant can hold.
@@ -55,11 +58,12 @@ const (
 // AllScopes lists every scope, in canonical order.
 var AllScopes = []string{ScopeBind, ScopeWithhold}
 
-// Lockout policy (PCI DSS 8.3.4: at most 10 attempts, locked at least 30 minutes).
-const (
-	MaxFailedLogins = 10
-	LockDuration    = 30 * time.Minute
-)
+// DefaultTokenFailures is Config.TokenFailures' default (DESIGN.md "Abuse
+// limits"; PCI DSS 8.3.4: at most 10 tries).
+var DefaultTokenFailures = limits.Rule{Cap: 10, Window: 15 * time.Minute}
+
+// KindTokenFailures is what the limiter counts per client and source.
+const KindTokenFailures limits.Kind = "token_failures"
 
 // Prefixes of merchant ids and client ids (internal/ids).
 const (
@@ -79,27 +83,35 @@ var (
 	// ErrInvalidClient: unknown client id or wrong secret; deliberately the
 	// same error for both.
 	ErrInvalidClient = errors.New("invalid client credentials")
-	// ErrClientLocked: too many failed logins; the error is a *LockedError
-	// saying until when.
-	ErrClientLocked = errors.New("client locked after repeated failed logins")
+	// ErrThrottled: too many failed logins for the client from this
+	// source; the error is a *ThrottledError saying for how long.
+	ErrThrottled = errors.New("too many failed logins for this client from this source")
 	// ErrInvalidScopes: scopes are empty or name an unknown scope.
 	ErrInvalidScopes = errors.New("scopes must be a non-empty subset of bind, withhold")
 	// ErrInvalidName: the name is empty, longer than 200 characters or not UTF-8.
 	ErrInvalidName = errors.New("merchant name must be 1 to 200 characters")
 )
 
-// LockedError is the error of a locked client. errors.Is(err, ErrClientLocked)
-// holds for it.
-type LockedError struct {
-	Until time.Time
+// ThrottledError refuses a source that failed too often.
+// errors.Is(err, ErrThrottled) holds for it.
+type ThrottledError struct {
+	RetryAfter time.Duration
 }
 
-func (e *LockedError) Error() string {
-	return fmt.Sprintf("%v until %s", ErrClientLocked, e.Until.UTC().Format(time.RFC3339))
+func (e *ThrottledError) Error() string {
+	return fmt.Sprintf("%v; retry after %s", ErrThrottled, e.RetryAfter)
 }
 
-// Unwrap makes errors.Is(err, ErrClientLocked) true.
-func (e *LockedError) Unwrap() error { return ErrClientLocked }
+// Unwrap makes errors.Is(err, ErrThrottled) true.
+func (e *ThrottledError) Unwrap() error { return ErrThrottled }
+
+// Limiter is what the store needs of internal/limits.
+type Limiter interface {
+	Take(ctx context.Context, now time.Time, checks ...limits.Check) error
+	Release(ctx context.Context, at time.Time, kind limits.Kind, key []byte) error
+}
+
+var _ Limiter = (*limits.Limiter)(nil)
 
 // Merchant is a platform that calls the API.
 type Merchant struct {
@@ -121,6 +133,12 @@ type Config struct {
 	// BcryptCost is the cost of new secret hashes. Defaults to 10
 	// (bcrypt.DefaultCost); values below 10 are raised to 10.
 	BcryptCost int
+	// Limiter counts failed logins per client and source. Defaults to
+	// limits.New(Pool).
+	Limiter Limiter
+	// TokenFailures is how many failed logins one source may make for one
+	// client. Defaults to DefaultTokenFailures.
+	TokenFailures limits.Rule
 }
 
 // Store keeps merchants in Postgres. It is safe for concurrent use.
@@ -130,7 +148,9 @@ type Store struct {
 	cost  int
 	// dummy is a hash of a random secret at the store's cost: unknown
 	// clients are compared against it, so they cost what a known one does.
-	dummy []byte
+	dummy    []byte
+	limiter  Limiter
+	failures limits.Rule
 }
 
 // NewStore returns a Store. It computes one bcrypt hash.
@@ -141,6 +161,20 @@ func NewStore(cfg Config) (*Store, error) {
 	if cfg.Clock == nil {
 		cfg.Clock = clock.System{}
 	}
+	if cfg.Limiter == nil {
+		l, err := limits.New(cfg.Pool)
+		if err != nil {
+			return nil, err
+		}
+		cfg.Limiter = l
+	}
+	if cfg.TokenFailures == (limits.Rule{}) {
+		cfg.TokenFailures = DefaultTokenFailures
+	}
+	if !cfg.TokenFailures.Valid() {
+		return nil, fmt.Errorf("merchants: token failures: want a cap ≥ 1 and a window ≥ 1s, got %d in %s",
+			cfg.TokenFailures.Cap, cfg.TokenFailures.Window)
+	}
 	cost := max(cfg.BcryptCost, bcrypt.DefaultCost)
 	secret, err := newSecret()
 	if err != nil {
@@ -150,7 +184,8 @@ func NewStore(cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("merchants: dummy hash: %w", err)
 	}
-	return &Store{pool: cfg.Pool, clock: cfg.Clock, cost: cost, dummy: dummy}, nil
+	return &Store{pool: cfg.Pool, clock: cfg.Clock, cost: cost, dummy: dummy, limiter: cfg.Limiter,
+		failures: cfg.TokenFailures}, nil
 }
 
 type actorKey struct{}
@@ -262,22 +297,62 @@ func (s *Store) Get(ctx context.Context, id string) (Merchant, error) {
 const (
 	outcomeOK     = audit.OutcomeOK
 	outcomeFailed = audit.OutcomeFailed
-	outcomeLocked = "locked"
 )
 
-// Authenticate checks a client's credentials. An unknown client costs one
-// bcrypt comparison like a known one and returns the same error as a wrong
-// secret. Every attempt is audited (auth.login). Errors: ErrInvalidClient,
-// ErrClientLocked (as *LockedError, also when the secret is right).
+// Authenticate is AuthenticateFrom for callers on this host (the CLI, dev
+// set-up): their failures are counted under the empty source.
 func (s *Store) Authenticate(ctx context.Context, clientID, secret string) (Merchant, error) {
+	return s.AuthenticateFrom(ctx, clientID, "", secret)
+}
+
+// AuthenticateFrom checks a client's credentials presented from source (an
+// IP address). An unknown client costs one bcrypt comparison like a known
+// one and returns the same error as a wrong secret. Every attempt checked
+// is audited (auth.login); one refused for its source's failures is not,
+// and costs one statement. Errors: ErrInvalidClient, ErrThrottled (as
+// *ThrottledError, also when the secret is right).
+func (s *Store) AuthenticateFrom(ctx context.Context, clientID, source, secret string) (Merchant, error) {
+	now := s.clock.Now().UTC().Truncate(time.Microsecond)
+	key := sourceKey(clientID, source)
+	err := s.limiter.Take(ctx, now, limits.Check{Kind: KindTokenFailures, Key: key, Rule: s.failures, Take: true})
+	if le := (*limits.LimitedError)(nil); errors.As(err, &le) {
+		return Merchant{}, &ThrottledError{RetryAfter: le.RetryAfter}
+	} else if err != nil {
+		return Merchant{}, fmt.Errorf("authenticate client: %w", err)
+	}
+	m, err := s.check(ctx, clientID, source, secret)
+	if !errors.Is(err, ErrInvalidClient) {
+		// Only a wrong secret (or client id) keeps its try.
+		if rerr := s.limiter.Release(context.WithoutCancel(ctx), now, KindTokenFailures, key); rerr != nil && err == nil {
+			err = fmt.Errorf("authenticate client: %w", rerr)
+		}
+	}
+	if err != nil {
+		return Merchant{}, err
+	}
+	return m, nil
+}
+
+// sourceKey is the limiter's key of a client and source: a digest, so that
+// neither is stored in clear beside the other.
+func sourceKey(clientID, source string) []byte {
+	h := sha256.Sum256([]byte("token|" + clientID + "|" + source))
+	return h[:]
+}
+
+// check compares the secret and audits the attempt.
+func (s *Store) check(ctx context.Context, clientID, source, secret string) (Merchant, error) {
 	var (
-		m      Merchant
-		hash   string
-		locked *time.Time
+		m    Merchant
+		hash string
 	)
+	from := map[string]any{}
+	if source != "" {
+		from["source"] = source
+	}
 	err := s.pool.QueryRow(ctx,
-		`SELECT `+merchantColumns+`, client_secret_hash, locked_until FROM merchants WHERE client_id = $1`,
-		clientID).Scan(&m.ID, &m.Name, &m.Scopes, &m.ClientID, &m.CreatedAt, &hash, &locked)
+		`SELECT `+merchantColumns+`, client_secret_hash FROM merchants WHERE client_id = $1`,
+		clientID).Scan(&m.ID, &m.Name, &m.Scopes, &m.ClientID, &m.CreatedAt, &hash)
 	if errors.Is(err, pgx.ErrNoRows) {
 		_ = bcrypt.CompareHashAndPassword(s.dummy, []byte(secret))
 		// The client id goes into the audit trail only if it looks like
@@ -287,7 +362,8 @@ func (s *Store) Authenticate(ctx context.Context, clientID, secret string) (Merc
 		if ids.Valid(ClientIDPrefix, clientID) {
 			subject = clientID
 		}
-		if err := s.auditLogin(ctx, s.pool, "", subject, outcomeFailed, map[string]any{"reason": "unknown_client"}); err != nil {
+		from["reason"] = "unknown_client"
+		if err := s.auditLogin(ctx, s.pool, "", subject, outcomeFailed, from); err != nil {
 			return Merchant{}, err
 		}
 		return Merchant{}, ErrInvalidClient
@@ -295,117 +371,20 @@ func (s *Store) Authenticate(ctx context.Context, clientID, secret string) (Merc
 	if err != nil {
 		return Merchant{}, fmt.Errorf("authenticate client: %w", err)
 	}
-
-	now := s.clock.Now()
-	if locked != nil && now.Before(*locked) {
-		// No comparison: a locked client learns nothing about its secret.
-		return Merchant{}, s.refuseLocked(ctx, m, *locked)
-	}
-
 	// bcrypt compares its hashes in constant time. It ignores input past 72
 	// bytes, so longer inputs are refused rather than half-checked (issued
 	// secrets are 43 bytes).
-	ok := bcrypt.CompareHashAndPassword([]byte(hash), []byte(secret)) == nil && len(secret) <= maxSecretLen
-	if !ok {
-		return Merchant{}, s.loginFailed(ctx, m, now)
+	if bcrypt.CompareHashAndPassword([]byte(hash), []byte(secret)) != nil || len(secret) > maxSecretLen {
+		from["reason"] = "wrong_secret"
+		if err := s.auditLogin(ctx, s.pool, m.ID, m.ClientID, outcomeFailed, from); err != nil {
+			return Merchant{}, err
+		}
+		return Merchant{}, ErrInvalidClient
 	}
-	if err := s.loginOK(ctx, m, now); err != nil {
-		return Merchant{}, err
+	if err := s.auditLogin(ctx, s.pool, m.ID, m.ClientID, outcomeOK, from); err != nil {
+		return Merchant{}, fmt.Errorf("authenticate client: %w", err)
 	}
 	return m, nil
-}
-
-// loginOK resets the counter, unless a concurrent failure locked the client
-// meanwhile.
-func (s *Store) loginOK(ctx context.Context, m Merchant, now time.Time) error {
-	var lockedErr error
-	err := db.InTx(ctx, s.pool, func(tx pgx.Tx) error {
-		tag, err := tx.Exec(ctx,
-			`UPDATE merchants SET failed_logins = 0, locked_until = NULL
-			 WHERE id = $1 AND (locked_until IS NULL OR locked_until <= $2)`, m.ID, now)
-		if err != nil {
-			return err
-		}
-		if tag.RowsAffected() == 0 {
-			lockedErr = errLockedMeanwhile
-			return nil
-		}
-		return s.auditLogin(ctx, tx, m.ID, m.ClientID, outcomeOK, nil)
-	})
-	if err != nil {
-		return fmt.Errorf("authenticate client: %w", err)
-	}
-	if lockedErr != nil {
-		return s.refuseLockedNow(ctx, m)
-	}
-	return nil
-}
-
-var errLockedMeanwhile = errors.New("locked meanwhile")
-
-// loginFailed counts a failure and locks the client at MaxFailedLogins, in
-// one statement. A lock that has expired starts a new run at 1.
-func (s *Store) loginFailed(ctx context.Context, m Merchant, now time.Time) error {
-	var (
-		failures int
-		until    *time.Time
-		updated  bool
-	)
-	err := db.InTx(ctx, s.pool, func(tx pgx.Tx) error {
-		err := tx.QueryRow(ctx, `
-			UPDATE merchants SET
-			    failed_logins = CASE WHEN locked_until IS NULL THEN failed_logins + 1 ELSE 1 END,
-			    locked_until  = CASE WHEN (CASE WHEN locked_until IS NULL THEN failed_logins + 1 ELSE 1 END) >= $3
-			                         THEN $4::timestamptz END
-			WHERE id = $1 AND (locked_until IS NULL OR locked_until <= $2)
-			RETURNING failed_logins, locked_until`,
-			m.ID, now, MaxFailedLogins, now.Add(LockDuration)).Scan(&failures, &until)
-		if errors.Is(err, pgx.ErrNoRows) {
-			return nil // locked by a concurrent failure
-		}
-		if err != nil {
-			return err
-		}
-		updated = true
-		details := map[string]any{"reason": "wrong_secret", "failed_logins": failures}
-		if until != nil {
-			details["locked_until"] = until.UTC().Format(time.RFC3339)
-		}
-		return s.auditLogin(ctx, tx, m.ID, m.ClientID, outcomeFailed, details)
-	})
-	if err != nil {
-		return fmt.Errorf("authenticate client: %w", err)
-	}
-	if !updated {
-		return s.refuseLockedNow(ctx, m)
-	}
-	return ErrInvalidClient
-}
-
-// refuseLockedNow reads the lock a concurrent attempt set and refuses.
-func (s *Store) refuseLockedNow(ctx context.Context, m Merchant) error {
-	var until *time.Time
-	if err := s.pool.QueryRow(ctx, `SELECT locked_until FROM merchants WHERE id = $1`, m.ID).Scan(&until); err != nil {
-		return fmt.Errorf("authenticate client: %w", err)
-	}
-	if until == nil {
-		// Locked and unlocked again in between (an expired lock reset by a
-		// success): refuse this attempt, and say so in the trail.
-		if err := s.auditLogin(ctx, s.pool, m.ID, m.ClientID, outcomeFailed,
-			map[string]any{"reason": "concurrent_lock"}); err != nil {
-			return err
-		}
-		return ErrInvalidClient
-	}
-	return s.refuseLocked(ctx, m, *until)
-}
-
-func (s *Store) refuseLocked(ctx context.Context, m Merchant, until time.Time) error {
-	if err := s.auditLogin(ctx, s.pool, m.ID, m.ClientID, outcomeLocked,
-		map[string]any{"locked_until": until.UTC().Format(time.RFC3339)}); err != nil {
-		return err
-	}
-	return &LockedError{Until: until}
 }
 
 func (s *Store) auditLogin(ctx context.Context, x audit.Execer, merchantID, clientID, outcome string, details map[string]any) error {

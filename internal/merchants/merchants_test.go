@@ -6,7 +6,6 @@ import (
 	"errors"
 	"os"
 	"slices"
-	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -54,18 +53,6 @@ func (f fixture) create(t *testing.T, scopes ...string) (merchants.Merchant, str
 		t.Fatal(err)
 	}
 	return m, secret
-}
-
-// counters reads the lockout columns of m's row.
-func (f fixture) counters(t *testing.T, m merchants.Merchant) (int, *time.Time) {
-	t.Helper()
-	var n int
-	var until *time.Time
-	if err := f.pool.QueryRow(context.Background(),
-		`SELECT failed_logins, locked_until FROM merchants WHERE id = $1`, m.ID).Scan(&n, &until); err != nil {
-		t.Fatal(err)
-	}
-	return n, until
 }
 
 type loginRow struct {
@@ -322,10 +309,11 @@ func TestUnknownClientCostsABcrypt(t *testing.T) {
 	}
 }
 
-func TestLockout(t *testing.T) {
+func TestLockoutPerSource(t *testing.T) {
 	t.Parallel()
+	const stranger, merchant = "203.0.113.7", "198.51.100.2"
 
-	t.Run("ten failures lock for 30 minutes even the right secret; success resets", func(t *testing.T) {
+	t.Run("ten failures refuse their source until the window passes, even the right secret; other sources work", func(t *testing.T) {
 		t.Parallel()
 		f := newFixture(t)
 		m, secret := f.create(t)
@@ -333,57 +321,45 @@ func TestLockout(t *testing.T) {
 		fail := func(n int) {
 			t.Helper()
 			for i := range n {
-				if _, err := f.store.Authenticate(ctx, m.ClientID, "wrong"); !errors.Is(err, merchants.ErrInvalidClient) {
+				if _, err := f.store.AuthenticateFrom(ctx, m.ClientID, stranger, "wrong"); !errors.Is(err, merchants.ErrInvalidClient) {
 					t.Fatalf("failure %d: err = %v, want ErrInvalidClient", i+1, err)
 				}
 			}
 		}
-
 		fail(9)
-		if n, until := f.counters(t, m); n != 9 || until != nil {
-			t.Fatalf("after 9 failures: failed_logins %d, locked_until %v; want 9, not locked", n, until)
+		// A right secret does not count, from any source.
+		if _, err := f.store.AuthenticateFrom(ctx, m.ClientID, stranger, secret); err != nil {
+			t.Fatalf("9 failures must not refuse the source: %v", err)
 		}
-		if _, err := f.store.Authenticate(ctx, m.ClientID, secret); err != nil {
-			t.Fatalf("9 failures must not lock: %v", err)
+		fail(1)
+		_, err := f.store.AuthenticateFrom(ctx, m.ClientID, stranger, secret)
+		var th *merchants.ThrottledError
+		if !errors.As(err, &th) || !errors.Is(err, merchants.ErrThrottled) || th.RetryAfter != merchants.DefaultTokenFailures.Window {
+			t.Fatalf("right secret from the source after 10 failures: %v, want throttled for 15m", err)
 		}
-		if n, _ := f.counters(t, m); n != 0 {
-			t.Fatalf("success left failed_logins = %d, want 0", n)
+		if _, err := f.store.AuthenticateFrom(ctx, m.ClientID, merchant, secret); err != nil {
+			t.Fatalf("the merchant's own address: %v", err)
 		}
-
-		fail(10)
-		wantUntil := start.Add(merchants.LockDuration)
-		if n, until := f.counters(t, m); n != 10 || until == nil || !until.Equal(wantUntil) {
-			t.Fatalf("after 10 failures: failed_logins %d, locked_until %v; want 10, %v", n, until, wantUntil)
+		if _, err := f.store.AuthenticateFrom(ctx, m.ClientID, merchant, "wrong"); !errors.Is(err, merchants.ErrInvalidClient) {
+			t.Fatalf("a wrong secret from another address is checked: %v", err)
 		}
-		_, err := f.store.Authenticate(ctx, m.ClientID, secret)
-		var locked *merchants.LockedError
-		if !errors.Is(err, merchants.ErrClientLocked) || !errors.As(err, &locked) || !locked.Until.Equal(wantUntil) {
-			t.Fatalf("right secret while locked: err = %v, want LockedError until %v", err, wantUntil)
-		}
-		f.clock.Advance(merchants.LockDuration - time.Second)
-		if _, err := f.store.Authenticate(ctx, m.ClientID, secret); !errors.Is(err, merchants.ErrClientLocked) {
-			t.Fatalf("a second before the lock ends: err = %v, want ErrClientLocked", err)
+		f.clock.Advance(merchants.DefaultTokenFailures.Window - time.Second)
+		if _, err := f.store.AuthenticateFrom(ctx, m.ClientID, stranger, secret); !errors.Is(err, merchants.ErrThrottled) {
+			t.Fatalf("a second before the window passes: %v, want ErrThrottled", err)
 		}
 		f.clock.Advance(time.Second)
-		if _, err := f.store.Authenticate(ctx, m.ClientID, secret); err != nil {
-			t.Fatalf("after 30 minutes: %v", err)
-		}
-		if n, until := f.counters(t, m); n != 0 || until != nil {
-			t.Fatalf("after unlocking success: failed_logins %d, locked_until %v; want 0, nil", n, until)
+		if _, err := f.store.AuthenticateFrom(ctx, m.ClientID, stranger, secret); err != nil {
+			t.Fatalf("after the window: %v", err)
 		}
 
+		// Refused attempts cost no audit row; checked ones name their source.
 		rows := f.logins(t, m.ClientID)
-		want := slices.Concat(repeat("failed", 9), []string{"ok"}, repeat("failed", 10), []string{"locked", "locked", "ok"})
+		want := slices.Concat(repeat("failed", 9), []string{"ok", "failed", "ok", "failed", "ok"})
 		if got := outcomes(rows); !slices.Equal(got, want) {
 			t.Fatalf("audit outcomes = %v, want %v", got, want)
 		}
-		for i, r := range rows[10:20] {
-			if r.Failed == nil || *r.Failed != i+1 {
-				t.Errorf("failure %d audited failed_logins %v", i+1, r.Failed)
-			}
-		}
-		if !strings.Contains(rows[19].Details, "locked_until") {
-			t.Errorf("the locking failure's audit row lacks locked_until: %s", rows[19].Details)
+		if !strings.Contains(rows[0].Details, stranger) || !strings.Contains(rows[11].Details, merchant) {
+			t.Errorf("audit rows lack the source: %s; %s", rows[0].Details, rows[11].Details)
 		}
 		for _, r := range rows {
 			if strings.Contains(r.Details, secret) {
@@ -392,32 +368,7 @@ func TestLockout(t *testing.T) {
 		}
 	})
 
-	t.Run("after an expired lock the next failure counts from one", func(t *testing.T) {
-		t.Parallel()
-		f := newFixture(t)
-		m, secret := f.create(t)
-		ctx := context.Background()
-		// The state ten failures leave (the test above goes through them).
-		if _, err := f.pool.Exec(ctx, `UPDATE merchants SET failed_logins = $2, locked_until = $3 WHERE id = $1`,
-			m.ID, merchants.MaxFailedLogins, f.clock.Now().Add(merchants.LockDuration)); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := f.store.Authenticate(ctx, m.ClientID, secret); !errors.Is(err, merchants.ErrClientLocked) {
-			t.Fatalf("while locked: err = %v, want ErrClientLocked", err)
-		}
-		f.clock.Advance(merchants.LockDuration)
-		if _, err := f.store.Authenticate(ctx, m.ClientID, "wrong"); !errors.Is(err, merchants.ErrInvalidClient) {
-			t.Fatalf("err = %v, want ErrInvalidClient", err)
-		}
-		if n, until := f.counters(t, m); n != 1 || until != nil {
-			t.Fatalf("failed_logins %d, locked_until %v; want 1, not locked", n, until)
-		}
-		if _, err := f.store.Authenticate(ctx, m.ClientID, secret); err != nil {
-			t.Fatal(err)
-		}
-	})
-
-	t.Run("concurrent failures lock at exactly ten", func(t *testing.T) {
+	t.Run("concurrent failures are refused past exactly ten", func(t *testing.T) {
 		t.Parallel()
 		f := newFixture(t)
 		m, _ := f.create(t)
@@ -426,33 +377,28 @@ func TestLockout(t *testing.T) {
 		var wg sync.WaitGroup
 		for range n {
 			wg.Go(func() {
-				_, err := f.store.Authenticate(context.Background(), m.ClientID, "wrong")
+				_, err := f.store.AuthenticateFrom(context.Background(), m.ClientID, stranger, "wrong")
 				errs <- err
 			})
 		}
 		wg.Wait()
 		close(errs)
-		invalid, locked := 0, 0
+		invalid, throttled := 0, 0
 		for err := range errs {
 			switch {
-			case errors.Is(err, merchants.ErrClientLocked):
-				locked++
+			case errors.Is(err, merchants.ErrThrottled):
+				throttled++
 			case errors.Is(err, merchants.ErrInvalidClient):
 				invalid++
 			default:
 				t.Fatalf("unexpected error %v", err)
 			}
 		}
-		if invalid != merchants.MaxFailedLogins || locked != n-merchants.MaxFailedLogins {
-			t.Fatalf("%d invalid, %d locked; want %d and %d", invalid, locked, merchants.MaxFailedLogins, n-merchants.MaxFailedLogins)
+		if invalid != 10 || throttled != n-10 {
+			t.Fatalf("%d invalid, %d throttled; want 10 and %d", invalid, throttled, n-10)
 		}
-		if c, until := f.counters(t, m); c != merchants.MaxFailedLogins || until == nil {
-			t.Fatalf("failed_logins %d, locked_until %v; want 10 and locked", c, until)
-		}
-		got := outcomes(f.logins(t, m.ClientID))
-		sort.Strings(got)
-		if want := slices.Concat(repeat("failed", 10), repeat("locked", n-10)); !slices.Equal(got, want) {
-			t.Fatalf("audit outcomes %v, want %v", got, want)
+		if got := outcomes(f.logins(t, m.ClientID)); !slices.Equal(got, repeat("failed", 10)) {
+			t.Fatalf("audit outcomes %v, want 10 failed", got)
 		}
 	})
 }
