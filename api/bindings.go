@@ -54,6 +54,8 @@ func (a *Bindings) Errors() map[error]*Error {
 		binding.ErrResendLimit:         NewError(http.StatusTooManyRequests, "otp_resend_limit", "no more codes for this binding"),
 		binding.ErrBindingNotPending:   NewError(http.StatusConflict, "binding_not_pending", "the binding is not waiting for a code"),
 		binding.ErrCardDeclined:        NewError(http.StatusUnprocessableEntity, "card_declined", "the bank refused the card"),
+		// Texts from mandates count here too (binding.Service.TakeSMS).
+		binding.ErrRateLimited: ErrRateLimited,
 	}
 }
 

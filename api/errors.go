@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -55,7 +56,13 @@ var (
 	ErrBodyNotObject    = NewError(http.StatusBadRequest, "malformed_json", "request body must be a JSON object")
 	ErrInternal         = NewError(http.StatusInternalServerError, "internal", "internal error")
 	ErrMethodNotAllowed = NewError(http.StatusMethodNotAllowed, "method_not_allowed", "method not allowed")
+	// ErrRateLimited is an abuse limit's refusal; RateLimited adds the wait.
+	ErrRateLimited = NewError(http.StatusTooManyRequests, "rate_limited", "too many requests; retry after retry_after seconds")
 )
+
+// RateLimited is ErrRateLimited with retry_after, in whole seconds (at
+// least 1); the error handler also sends it as Retry-After.
+func RateLimited(seconds int) *Error { return ErrRateLimited.With("retry_after", max(1, seconds)) }
 
 // Validation returns a validation_failed error naming the field.
 func Validation(status int, field, message string) *Error {
@@ -160,6 +167,11 @@ func (s *server) errorHandler(err error, c echo.Context) {
 			s.log.Error("internal error", "request_id", rid, "method", c.Request().Method, "route", c.Path(), "err", err)
 			ans = ErrInternal
 		}
+	}
+	if secs, ok := ans.Fields["retry_after"].(int); ok && ans.Status == http.StatusTooManyRequests {
+		// The error object says it for clients that read JSON; the
+		// header for those that do not (RFC 9110 §10.2.3).
+		c.Response().Header().Set("Retry-After", strconv.Itoa(secs))
 	}
 	if c.Request().Method == http.MethodHead {
 		_ = c.NoContent(ans.Status)
