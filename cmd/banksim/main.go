@@ -115,7 +115,10 @@ func run(listen, config string, remote bool, level string) error {
 	if _, err := fmt.Printf("http://%s\n", ln.Addr()); err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 5 * time.Second, IdleTimeout: 2 * time.Minute}
+	// Every timeout set; the write bound outlasts a "timeout" fault's hold
+	// (sim.Config.MaxHold, 60s), which must reach the caller's own timeout.
+	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 30 * time.Second,
+		WriteTimeout: 2 * time.Minute, IdleTimeout: 2 * time.Minute}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	cfg.Logger.Info("banksim serving", "addr", ln.Addr().String())

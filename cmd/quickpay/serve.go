@@ -12,6 +12,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/quickpay/quickpay/api"
 	"github.com/quickpay/quickpay/internal/db"
 	"github.com/quickpay/quickpay/softhsm"
@@ -73,20 +75,30 @@ func cmdServe(ctx context.Context, args []string) error {
 	schedCtx, stopScheduler := context.WithCancel(ctx)
 	defer stopScheduler()
 	go runScheduler(schedCtx, d.mandates, c.SchedulerInterval, log)
+	cfg.Metrics = prometheus.NewRegistry()
 	e := api.New(cfg)
+	// Metrics first, so that once the API answers both are up.
+	mln, err := net.Listen("tcp", c.MetricsListen)
+	if err != nil {
+		return fmt.Errorf("listen on %s (--metrics-listen, QUICKPAY_METRICS_LISTEN): %w", c.MetricsListen, err)
+	}
 	ln, err := net.Listen("tcp", c.Listen)
 	if err != nil {
-		return fmt.Errorf("listen on %s: %w", c.Listen, err)
+		mln.Close()
+		return fmt.Errorf("listen on %s (--listen, QUICKPAY_LISTEN): %w", c.Listen, err)
 	}
-	srv := &http.Server{Handler: e, ReadHeaderTimeout: 10 * time.Second, ErrorLog: nil}
-	serveErr := make(chan error, 1)
+	srv, msrv := newHTTPServer(e), newHTTPServer(api.MetricsHandler(cfg.Metrics))
+	serveErr := make(chan error, 2)
 	go func() { serveErr <- srv.Serve(ln) }()
-	log.Info("quickpay serving", "addr", "http://"+ln.Addr().String())
+	go func() { serveErr <- msrv.Serve(mln) }()
+	log.Info("quickpay serving", "addr", "http://"+ln.Addr().String(), "metrics", "http://"+mln.Addr().String()+"/metrics")
 
 	select {
 	case <-ctx.Done():
 		log.Info("shutting down")
 	case err := <-serveErr:
+		_ = srv.Close()
+		_ = msrv.Close()
 		return err
 	}
 	shutdown, cancel := context.WithTimeout(context.WithoutCancel(ctx), 20*time.Second)
@@ -94,10 +106,29 @@ func cmdServe(ctx context.Context, args []string) error {
 	if err := srv.Shutdown(shutdown); err != nil {
 		log.Error("http shutdown", "err", err)
 	}
+	_ = msrv.Shutdown(shutdown)
 	if err := d.river.Stop(shutdown); err != nil && !errors.Is(err, context.Canceled) {
 		log.Error("workers shutdown", "err", err)
 	}
 	return nil
+}
+
+// HTTP server timeouts. A request's headers and body are small (bodies are
+// capped by the API) and come at once; a handler's longest wait is a bank
+// call, bounded at 10s, plus HSM and database work. An idle keep-alive
+// connection is closed after a while.
+const (
+	readHeaderTimeout = 10 * time.Second
+	readTimeout       = 30 * time.Second
+	writeTimeout      = 60 * time.Second
+	idleTimeout       = 2 * time.Minute
+)
+
+// newHTTPServer is an http.Server for h with every timeout set, so that a
+// slow or silent client cannot hold a connection and its goroutine forever.
+func newHTTPServer(h http.Handler) *http.Server {
+	return &http.Server{Handler: h, ReadHeaderTimeout: readHeaderTimeout, ReadTimeout: readTimeout,
+		WriteTimeout: writeTimeout, IdleTimeout: idleTimeout}
 }
 
 func cmdKeys(ctx context.Context, args []string) error {
