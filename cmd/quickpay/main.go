@@ -50,6 +50,16 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
+	switch os.Args[1] {
+	case "-h", "--help", "help":
+	default:
+		// A variable that fails to parse stops every command, not only
+		// those that use it: they share one configuration.
+		if err := checkEnv(); err != nil {
+			fmt.Fprintln(os.Stderr, "quickpay:", err)
+			os.Exit(2)
+		}
+	}
 	var err error
 	args := os.Args[2:]
 	switch os.Args[1] {
