@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -26,7 +27,9 @@ import (
 )
 
 // cmdDev brings up the whole local stack and keeps it up until Ctrl-C:
-// Postgres (QUICKPAY_DATABASE_URL, or a private cluster in .quickpay/pg), a
+// Postgres (QUICKPAY_DATABASE_URL, or a private cluster in .quickpay/pg —
+// as root, kept in the postgres user's home and linked from .quickpay/pg when
+// that user cannot enter the checkout: package pgcluster), a
 // SoftHSM2 token in .quickpay/softhsm, a real Vault server holding the HSM
 // PIN, migrations and keys, banksim, and `quickpay serve`. It writes
 // .quickpay/env for other terminals and removes it on exit. A second run
@@ -35,6 +38,8 @@ func cmdDev(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("quickpay dev", flag.ContinueOnError)
 	dir := fs.String("dir", ".quickpay", "state directory")
 	listen := fs.String("listen", env("QUICKPAY_LISTEN", "127.0.0.1:8080"), "API listen address; a free port is used when it is taken (QUICKPAY_LISTEN)")
+	metricsListen := fs.String("metrics-listen", env("QUICKPAY_METRICS_LISTEN", defaultMetricsListen),
+		"serve's /metrics listen address; a free port is used when it is taken (QUICKPAY_METRICS_LISTEN)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -56,10 +61,14 @@ func cmdDev(ctx context.Context, args []string) error {
 	// 1. PostgreSQL.
 	dbURL := os.Getenv("QUICKPAY_DATABASE_URL")
 	if dbURL == "" {
-		step("postgres: private cluster in %s", filepath.Join(state, "pg"))
-		cl, err := pgcluster.Start(ctx, filepath.Join(state, "pg"))
+		pgDir := filepath.Join(state, "pg")
+		step("postgres: private cluster in %s", pgDir)
+		cl, err := pgcluster.Start(ctx, pgDir)
 		if err != nil {
 			return err
+		}
+		if cl.Dir != pgDir {
+			step("postgres: its data is in %s (linked from %s): the postgres user may not enter this checkout's folders, which keep their modes", cl.Dir, pgDir)
 		}
 		stops = append(stops, func() { step("stopping postgres"); _ = cl.Stop() })
 		if err := createDatabase(ctx, cl.URL("postgres"), "quickpay"); err != nil {
@@ -154,9 +163,24 @@ func cmdDev(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	metricsAddr, err := pickAddr(*metricsListen)
+	if err != nil {
+		return err
+	}
+	if metricsAddr == addr { // both asked for port 0, or the same port
+		if metricsAddr, err = pickAddr("127.0.0.1:0"); err != nil {
+			return err
+		}
+	}
 	baseURL := "http://" + addr
+	// Every address a process started from the env file needs: serve's
+	// own, and the one banks call back at (`charges run-due` tells async
+	// banks its public URL; without it, it would say http://127.0.0.1:8080).
 	serveEnv := map[string]string{
 		"QUICKPAY_URL":                baseURL,
+		"QUICKPAY_LISTEN":             addr,
+		"QUICKPAY_PUBLIC_URL":         baseURL,
+		"QUICKPAY_METRICS_LISTEN":     metricsAddr,
 		"QUICKPAY_DATABASE_URL":       dbURL,
 		"QUICKPAY_BANKSIM_URL":        banksimURL,
 		"VAULT_ADDR":                  vault.Addr,
@@ -169,7 +193,7 @@ func cmdDev(ctx context.Context, args []string) error {
 		// Local receivers are the point in dev.
 		"QUICKPAY_WEBHOOKS_ALLOW_PRIVATE": "true",
 	}
-	cmd := exec.Command(exe, "serve", "--listen", addr)
+	cmd := exec.Command(exe, "serve", "--listen", addr, "--metrics-listen", metricsAddr)
 	cmd.Env = os.Environ()
 	for k, v := range serveEnv {
 		cmd.Env = append(cmd.Env, k+"="+v)
@@ -190,7 +214,7 @@ func cmdDev(ctx context.Context, args []string) error {
 quickpay is running at %[1]s
 
   curl %[1]s/readyz
-  curl %[1]s/metrics
+  curl http://%[4]s/metrics     (metrics: their own loopback listener, not the API's)
 
 In another terminal, use the CLI against this stack:
 
@@ -198,7 +222,7 @@ In another terminal, use the CLI against this stack:
   go run ./cmd/quickpay keys list
 
 Ctrl-C stops everything; the next `+"`make run`"+` reuses the data in %[3]s.
-`, baseURL, envPath, state)
+`, baseURL, envPath, state, metricsAddr)
 	printDemoCardholders()
 	printWalkthrough(baseURL, banksimURL, demo)
 
@@ -283,14 +307,26 @@ func createDatabase(ctx context.Context, adminURL, name string) error {
 	return err
 }
 
-// writeEnv writes vars in shell syntax, in a stable order.
+// writeEnv writes every one of vars in shell syntax: DESIGN.md's names
+// first, in a stable order, then the rest sorted.
 func writeEnv(path string, vars map[string]string) error {
 	order := []string{"QUICKPAY_URL", "QUICKPAY_DATABASE_URL", "QUICKPAY_BANKSIM_URL", "VAULT_ADDR", "VAULT_TOKEN",
 		"SOFTHSM2_CONF", "QUICKPAY_HSM_MODULE", "QUICKPAY_HSM_TOKEN_LABEL", "QUICKPAY_DEMO_CLIENT_ID", "QUICKPAY_DEMO_CLIENT_SECRET"}
+	var rest []string
+	for k := range vars {
+		if !slices.Contains(order, k) {
+			rest = append(rest, k)
+		}
+	}
+	slices.Sort(rest)
 	var b strings.Builder
 	b.WriteString("# written by `quickpay dev` while the local stack runs; removed when it stops\n")
-	for _, k := range order {
-		fmt.Fprintf(&b, "%s='%s'\n", k, strings.ReplaceAll(vars[k], "'", `'\''`))
+	for _, k := range append(order, rest...) {
+		v, ok := vars[k]
+		if !ok {
+			continue
+		}
+		fmt.Fprintf(&b, "%s='%s'\n", k, strings.ReplaceAll(v, "'", `'\''`))
 	}
 	return os.WriteFile(path, []byte(b.String()), 0o600)
 }

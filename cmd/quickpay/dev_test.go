@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -23,8 +24,14 @@ import (
 
 // TestDevStack runs what `make run` runs, twice, on one state dir: the
 // stack comes up, /readyz answers 200, .quickpay/env holds DESIGN.md's
-// variables and drives the CLI, Ctrl-C leaves no process behind, and the
-// second run finds the first run's data.
+// variables and every address, and drives the CLI, /metrics answers on its
+// own listener only, Ctrl-C leaves no process behind, and the second run
+// finds the first run's data.
+//
+// The state dir is a checkout's .quickpay under a folder only its owner may
+// enter (a clone in /root or `mktemp -d`): as root, the private cluster's
+// server runs as postgres, which cannot traverse it, and the folder must
+// keep its mode.
 func TestDevStack(t *testing.T) {
 	if _, err := devstack.DevVaultBinary(context.Background()); err != nil {
 		t.Fatal(err)
@@ -36,26 +43,44 @@ func TestDevStack(t *testing.T) {
 			t.Fatalf("build %s: %v\n%s", c, err, out)
 		}
 	}
-	// The private cluster runs as the postgres user when we are root, so
-	// the state dir must be reachable for it (t.TempDir's parents are 0700).
-	state, err := os.MkdirTemp("", "quickpay-devtest-")
+	private, err := os.MkdirTemp("", "quickpay-devtest-") // mode 0700
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = os.RemoveAll(state) })
-	if err := os.Chmod(state, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	state := filepath.Join(private, "checkout", ".quickpay")
+	t.Cleanup(func() {
+		// As root the cluster's data is where pg links to, outside.
+		if data, err := filepath.EvalSymlinks(filepath.Join(state, "pg")); err == nil {
+			_ = os.RemoveAll(data)
+		}
+		_ = os.RemoveAll(private)
+	})
 
 	first := startDev(t, bin, state)
 	env := first.env
 	for _, k := range []string{"QUICKPAY_URL", "QUICKPAY_DATABASE_URL", "QUICKPAY_BANKSIM_URL", "VAULT_ADDR",
-		"VAULT_TOKEN", "SOFTHSM2_CONF", "QUICKPAY_HSM_TOKEN_LABEL", "QUICKPAY_DEMO_CLIENT_ID", "QUICKPAY_DEMO_CLIENT_SECRET"} {
+		"VAULT_TOKEN", "SOFTHSM2_CONF", "QUICKPAY_HSM_TOKEN_LABEL", "QUICKPAY_DEMO_CLIENT_ID", "QUICKPAY_DEMO_CLIENT_SECRET",
+		"QUICKPAY_LISTEN", "QUICKPAY_PUBLIC_URL", "QUICKPAY_METRICS_LISTEN"} {
 		if _, ok := env[k]; !ok {
 			t.Errorf(".quickpay/env lacks %s", k)
 		}
 	}
+	// A process started from the file listens, and tells banks to call
+	// back, where this stack's serve is, not at the defaults.
+	if want := "http://" + env["QUICKPAY_LISTEN"]; env["QUICKPAY_URL"] != want || env["QUICKPAY_PUBLIC_URL"] != want {
+		t.Errorf("env: QUICKPAY_URL %s, QUICKPAY_PUBLIC_URL %s; want both %s (QUICKPAY_LISTEN)", env["QUICKPAY_URL"], env["QUICKPAY_PUBLIC_URL"], want)
+	}
 	getOK(t, env["QUICKPAY_URL"]+"/readyz")
+	t.Run("metrics on their own listener only", func(t *testing.T) {
+		if env["QUICKPAY_METRICS_LISTEN"] == env["QUICKPAY_LISTEN"] {
+			t.Fatalf("metrics and the API share %s", env["QUICKPAY_LISTEN"])
+		}
+		body := getBody(t, "http://"+env["QUICKPAY_METRICS_LISTEN"]+"/metrics", http.StatusOK)
+		if !strings.Contains(body, `quickpay_http_requests_total{method="GET",route="/readyz",status="200"}`) {
+			t.Fatalf("metrics listener does not count the API's requests:\n%.2000s", body)
+		}
+		getBody(t, env["QUICKPAY_URL"]+"/metrics", http.StatusNotFound)
+	})
 	getOK(t, env["QUICKPAY_BANKSIM_URL"]+"/healthz")
 	// The demo cardholders are open at banksim, and each bank knows the platform.
 	getOK(t, env["QUICKPAY_BANKSIM_URL"]+"/sim/accounts/6222029015443424642")
@@ -93,6 +118,52 @@ func TestDevStack(t *testing.T) {
 		t.Fatalf("second run lost the first run's rotation: %+v", keys)
 	}
 	second.stop(t)
+
+	fi, err := os.Stat(private)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o700 {
+		t.Fatalf("%s has mode %o after the runs, want 0700 as made", private, fi.Mode().Perm())
+	}
+}
+
+// TestBadConfigStopsStartUp: a variable that fails to parse stops a command
+// with a message naming it, before it does anything (before, serve with
+// QUICKPAY_SCHEDULER_INTERVAL=30 ran with 0 and panicked in
+// time.NewTicker; QUICKPAY_CHARGE_WORKERS=eight ran one worker).
+func TestBadConfigStopsStartUp(t *testing.T) {
+	t.Parallel()
+	bin := filepath.Join(t.TempDir(), "quickpay")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	tests := []struct {
+		key, value string
+		args       []string
+	}{
+		{"QUICKPAY_SCHEDULER_INTERVAL", "30", []string{"serve"}},
+		{"QUICKPAY_CHARGE_WORKERS", "eight", []string{"serve"}},
+		{"QUICKPAY_RESCUE_STUCK_AFTER", "0s", []string{"charges", "run-due"}},
+		{"QUICKPAY_HSM_POOL_SIZE", "-1", []string{"migrate"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.key+"="+tt.value, func(t *testing.T) {
+			t.Parallel()
+			cmd := exec.Command(bin, tt.args...)
+			// Nothing to reach: a command that read past its configuration
+			// would fail for another reason, with another message.
+			cmd.Env = append(os.Environ(), tt.key+"="+tt.value, "QUICKPAY_DATABASE_URL=postgres://nobody@127.0.0.1:1/none")
+			out, err := cmd.CombinedOutput()
+			var ee *exec.ExitError
+			if !errors.As(err, &ee) || ee.ExitCode() != 2 {
+				t.Fatalf("quickpay %v: %v, want exit status 2\n%s", tt.args, err, out)
+			}
+			if !strings.Contains(string(out), tt.key) || strings.Contains(string(out), "panic") {
+				t.Fatalf("quickpay %v said %q; want the variable named, no panic", tt.args, out)
+			}
+		})
+	}
 }
 
 type devRun struct {
@@ -181,6 +252,23 @@ func cli(t *testing.T, bin string, env map[string]string, args ...string) string
 		t.Fatal(err)
 	}
 	return string(out)
+}
+
+func getBody(t *testing.T, url string, status int) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != status {
+		t.Fatalf("GET %s = %d, want %d", url, resp.StatusCode, status)
+	}
+	return string(b)
 }
 
 func getOK(t *testing.T, url string) {
