@@ -53,7 +53,10 @@ const (
 
 // Charge states: scheduled → processing → succeeded | failed; processing →
 // unknown → (query) → succeeded | failed; failed (retryable) →
-// retry_scheduled → processing.
+// retry_scheduled → processing. Beyond DESIGN.md: processing | unknown →
+// held, when the bank reports success for another amount than the one
+// sent (its attempt is amount_mismatch): nothing is booked, retried or
+// refunded until operators resolve it (docs/decisions.md).
 const (
 	ChargeScheduled      = "scheduled"
 	ChargeProcessing     = "processing"
@@ -61,6 +64,7 @@ const (
 	ChargeFailed         = "failed"
 	ChargeUnknown        = "unknown"
 	ChargeRetryScheduled = "retry_scheduled"
+	ChargeHeld           = "held"
 )
 
 // Attempt states.
@@ -69,6 +73,10 @@ const (
 	AttemptUnknown    = "unknown"
 	AttemptSucceeded  = "succeeded"
 	AttemptFailed     = "failed"
+	// AttemptAmountMismatch: the bank answered success naming another
+	// amount (kept in the attempt's bank_amount). Final, as succeeded and
+	// failed are.
+	AttemptAmountMismatch = "amount_mismatch"
 )
 
 // Consent code rules: binding's, by definition (DESIGN.md: "the code rules

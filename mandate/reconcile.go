@@ -127,6 +127,11 @@ func (s *Service) Reconcile(ctx context.Context, bankCode string, date time.Time
 			o.status = AttemptSucceeded
 		}
 		switch {
+		case o.status == AttemptAmountMismatch:
+			// Held when the bank answered (mismatch.go); the statement
+			// names the amount it debited.
+			rec.Mismatches = append(rec.Mismatches, Mismatch{Kind: MismatchAmount, OrderNo: e.OrderNo,
+				MerchantID: o.merchantID, BankAmount: e.Amount, OurAmount: o.amount})
 		case o.status != AttemptSucceeded:
 			// The bank debited an order we hold as failed: money we do not know we have.
 			rec.Mismatches = append(rec.Mismatches, Mismatch{Kind: MismatchUnknownDebit, OrderNo: e.OrderNo,
@@ -143,7 +148,7 @@ func (s *Service) Reconcile(ctx context.Context, bankCode string, date time.Time
 			continue
 		}
 		switch {
-		case o.status == AttemptSucceeded && o.day.Equal(date):
+		case (o.status == AttemptSucceeded || o.status == AttemptAmountMismatch) && o.day.Equal(date):
 			rec.Mismatches = append(rec.Mismatches, Mismatch{Kind: MismatchMissingDebit, OrderNo: no,
 				MerchantID: o.merchantID, OurAmount: o.amount})
 		case o.status == AttemptUnknown && !o.day.After(date) &&

@@ -534,10 +534,10 @@ func (s *Service) plan(ctx context.Context, tx pgx.Tx, list []dueCharge) (sendPl
 	// hence NOT IN for the open ones.
 	used, err := tx.Query(ctx, `SELECT k.id, k.pan_fp,
 		count(a.order_no) FILTER (WHERE a.status = 'failed'),
-		count(a.order_no) FILTER (WHERE a.status NOT IN ('succeeded', 'failed'))
+		count(a.order_no) FILTER (WHERE a.status NOT IN ('succeeded', 'failed', 'amount_mismatch'))
 		FROM cards k JOIN cards sib ON sib.pan_fp = k.pan_fp
 		LEFT JOIN charge_attempts a ON a.card_id = sib.id
-			AND ((a.bank_day = $2 AND a.status = 'failed') OR a.status NOT IN ('succeeded', 'failed'))
+			AND ((a.bank_day = $2 AND a.status = 'failed') OR a.status NOT IN ('succeeded', 'failed', 'amount_mismatch'))
 		WHERE k.id = ANY($1) GROUP BY k.id, k.pan_fp`, cardIDs, day)
 	if err != nil {
 		return sendPlan{}, err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -81,7 +82,9 @@ func getAttempt(ctx context.Context, q querier, merchantID, orderNo string, forU
 	return scanAttempt(q.QueryRow(ctx, sql, merchantID, orderNo))
 }
 
-func final(status string) bool { return status == AttemptSucceeded || status == AttemptFailed }
+func final(status string) bool {
+	return status == AttemptSucceeded || status == AttemptFailed || status == AttemptAmountMismatch
+}
 
 // sending is one attempt of a charge job on its way to the bank.
 type sending struct {
@@ -584,14 +587,28 @@ func (s *Service) apply(ctx context.Context, tx pgx.Tx, a attemptRow, r bankadap
 // which may be later than the day the attempt was claimed: a query that
 // re-sent it after midnight, an answer that came late.
 func (s *Service) applySucceeded(ctx context.Context, tx pgx.Tx, list []*sending) error {
+	// A success for another amount is held, not booked (mismatch.go).
+	var held []*sending
+	list = slices.DeleteFunc(slices.Clone(list), func(x *sending) bool {
+		if mismatched(x) {
+			held = append(held, x)
+			return true
+		}
+		return false
+	})
+	if len(held) > 0 {
+		if err := s.holdMismatched(ctx, tx, held); err != nil {
+			return err
+		}
+	}
+	if len(list) == 0 {
+		return nil
+	}
 	now := s.now()
 	orders, codes, txns := make([]string, len(list)), make([]*string, len(list)), make([]*string, len(list))
 	days := make([]time.Time, len(list))
 	byCharge := make(map[string]*sending, len(list))
 	for i, x := range list {
-		if x.r.Amount != 0 && x.r.Amount != x.a.Amount {
-			s.log.Error("bank answer names another amount", "order_no", x.a.OrderNo, "ours", x.a.Amount, "bank", x.r.Amount)
-		}
 		orders[i], codes[i], txns[i] = x.a.OrderNo, nullPtr(x.r.Code), nullPtr(x.r.BankTxnNo)
 		days[i] = bankDay(now)
 		if !x.r.FinishedAt.IsZero() {
@@ -603,7 +620,7 @@ func (s *Service) applySucceeded(ctx context.Context, tx pgx.Tx, list []*sending
 			UPDATE charge_attempts a SET status = 'succeeded', bank_result = u.code, bank_txn_no = u.txn, finished_at = $4,
 				bank_day = u.day
 			FROM unnest($1::text[], $2::text[], $3::text[], $5::date[]) AS u(order_no, code, txn, day)
-			WHERE a.order_no = u.order_no AND a.status NOT IN ('succeeded', 'failed')
+			WHERE a.order_no = u.order_no AND a.status NOT IN ('succeeded', 'failed', 'amount_mismatch')
 			RETURNING a.charge_id, u.txn)
 		UPDATE charges SET status = 'succeeded', bank_reference = att.txn, failure_code = NULL,
 			next_attempt_at = NULL, updated_at = $4

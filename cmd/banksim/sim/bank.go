@@ -251,6 +251,12 @@ func (s *Sim) serveBank(w http.ResponseWriter, r *http.Request) {
 		res = declined(op, &req, f.reason)
 	case FaultProcessing:
 		res = s.perform(b, m, op, &req, true)
+	case FaultAmount:
+		wrong := f.Amount
+		if wrong == 0 {
+			wrong = req.Amount + 1
+		}
+		res = s.chargeWith(b, m, &req, false, wrong)
 	case FaultDropResponse:
 		res = s.perform(b, m, op, &req, false)
 		s.logRequest(b, op, m, &req, 0, res.reason, f.Mode, start)

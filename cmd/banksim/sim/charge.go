@@ -23,6 +23,9 @@ type order struct {
 	no          string
 	agreementNo string
 	amount      int64
+	// wrongAmount, when set (an "amount" fault), is what the bank debits
+	// and names instead of amount.
+	wrongAmount int64
 	notifyURL   string
 	bankTxnNo   string
 
@@ -78,6 +81,12 @@ func (o *orderShards) create(k orderKey, fresh *order) (existing *order) {
 // charge debits by agreement. An order number is debited at most once; a
 // repeat with the same agreement and amount answers the original result.
 func (s *Sim) charge(b *bank, m *merchant, req *request, forceAsync bool) *result {
+	return s.chargeWith(b, m, req, forceAsync, 0)
+}
+
+// chargeWith is charge; under an "amount" fault (wrong > 0) a new order
+// debits wrong fen instead of the amount sent, and its answers name it.
+func (s *Sim) chargeWith(b *bank, m *merchant, req *request, forceAsync bool, wrong int64) *result {
 	switch {
 	case !validIdentifier(req.OrderNo):
 		return fail(rBadRequest, "order_no: want 1-64 printable ASCII characters")
@@ -95,6 +104,9 @@ func (s *Sim) charge(b *bank, m *merchant, req *request, forceAsync bool) *resul
 	fresh := &order{
 		bank: b, merchantNo: m.no, no: req.OrderNo, agreementNo: req.AgreementNo,
 		amount: req.Amount, notifyURL: req.NotifyURL,
+	}
+	if wrong > 0 {
+		fresh.wrongAmount = wrong
 	}
 	fresh.mu.Lock()
 	if o := s.orders.create(orderKey{b.code, m.no, req.OrderNo}, fresh); o != nil {
@@ -124,7 +136,20 @@ func validNotifyURL(raw string) bool {
 
 // chargeResult is the charge answer for o; o.mu held.
 func (o *order) chargeResult() *result {
-	return &result{reason: o.outcome, orderNo: o.no, status: o.status, bankTxnNo: o.bankTxnNo}
+	res := &result{reason: o.outcome, orderNo: o.no, status: o.status, bankTxnNo: o.bankTxnNo}
+	if o.wrongAmount != 0 {
+		res.amount = o.wrongAmount // a normal answer names no amount
+	}
+	return res
+}
+
+// booked is the amount the bank debits for o and names in its answers:
+// the sent amount, unless an "amount" fault set another.
+func (o *order) booked() int64 {
+	if o.wrongAmount != 0 {
+		return o.wrongAmount
+	}
+	return o.amount
 }
 
 // settle applies the debit rules to o and records its outcome; o.mu held.
@@ -162,22 +187,22 @@ func (s *Sim) debit(o *order, now time.Time) reason {
 	}
 	r := rSuccess
 	switch {
-	case o.amount > c.a.SingleLimit:
+	case o.booked() > c.a.SingleLimit:
 		r = rSingleLimit
-	case c.debited+o.amount > c.a.DailyLimit:
+	case c.debited+o.booked() > c.a.DailyLimit:
 		r = rDailyLimit
-	case o.amount > c.a.Balance:
+	case o.booked() > c.a.Balance:
 		r = rInsufficientFunds
 	}
 	if r != rSuccess {
 		c.failed++
 		return r
 	}
-	c.a.Balance -= o.amount
-	c.debited += o.amount
+	c.a.Balance -= o.booked()
+	c.debited += o.booked()
 	c.ledger = append(c.ledger, ledgerEntry{
 		BankCode: o.bank.code, CardNumber: c.a.CardNumber, MerchantNo: o.merchantNo, OrderNo: o.no,
-		AgreementNo: o.agreementNo, Amount: o.amount, BankTxnNo: o.bankTxnNo, At: now.In(shanghai),
+		AgreementNo: o.agreementNo, Amount: o.booked(), BankTxnNo: o.bankTxnNo, At: now.In(shanghai),
 		seq: s.seq.Add(1),
 	})
 	return rSuccess
@@ -196,7 +221,7 @@ func (s *Sim) settleLater(o *order) {
 	o.mu.Lock()
 	s.settle(o)
 	cb := callback{
-		OrderNo: o.no, Status: o.status, ResultCode: o.outcome.code(o.bank.dialect), Amount: o.amount,
+		OrderNo: o.no, Status: o.status, ResultCode: o.outcome.code(o.bank.dialect), Amount: o.booked(),
 		BankTxnNo: o.bankTxnNo, FinishedAt: bankTime(o.finished),
 	}
 	outcome := o.outcome
@@ -315,7 +340,7 @@ func (s *Sim) query(b *bank, m *merchant, req *request) *result {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	return &result{
-		orderNo: o.no, status: o.status, outcome: o.outcome, hasOutcome: true, amount: o.amount,
+		orderNo: o.no, status: o.status, outcome: o.outcome, hasOutcome: true, amount: o.booked(),
 		bankTxnNo: o.bankTxnNo, finishedAt: bankTime(o.finished),
 	}
 }

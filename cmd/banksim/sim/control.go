@@ -125,11 +125,13 @@ func (s *Sim) servePostFault(w http.ResponseWriter, r *http.Request) {
 		Code      string `json:"code"`
 		Count     *int   `json:"count"`
 		Apply     bool   `json:"apply"`
+		Amount    int64  `json:"amount"`
 	}
 	if !decodeControl(w, r, &in) {
 		return
 	}
-	f := Fault{BankCode: in.BankCode, Operation: in.Operation, Mode: in.Mode, Code: in.Code, Count: 1, Apply: in.Apply}
+	f := Fault{BankCode: in.BankCode, Operation: in.Operation, Mode: in.Mode, Code: in.Code, Count: 1, Apply: in.Apply,
+		Amount: in.Amount}
 	if in.Count != nil {
 		f.Count = *in.Count
 	}

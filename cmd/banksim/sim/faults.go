@@ -16,6 +16,11 @@ const (
 	FaultProcessing   = "processing"
 	FaultDecline      = "decline"
 	FaultDropResponse = "drop_response"
+	// FaultAmount makes a charge debit, and every answer about it (the
+	// charge's, query, callback, statement, ledger) name, another amount
+	// than the one sent: Fault.Amount, or the sent amount plus 1 fen. A
+	// bank's error quickpay must hold for operators, never book.
+	FaultAmount = "amount"
 )
 
 // Fault makes the next Count requests of one operation at one bank
@@ -28,6 +33,9 @@ type Fault struct {
 	Code      string `json:"code,omitempty"`
 	Count     int    `json:"count"`
 	Apply     bool   `json:"apply,omitempty"`
+	// Amount (mode amount) is the fen the bank debits instead of the sent
+	// amount; 0: the sent amount plus 1.
+	Amount int64 `json:"amount,omitempty"`
 
 	op     operation
 	reason reason
@@ -64,6 +72,13 @@ func (s *Sim) AddFault(f Fault) (Fault, error) {
 		if op != opCharge {
 			return Fault{}, errors.New("mode processing: charge only")
 		}
+	case FaultAmount:
+		if op != opCharge {
+			return Fault{}, errors.New("mode amount: charge only")
+		}
+		if f.Amount < 0 {
+			return Fault{}, errors.New("amount: want positive fen, or 0 for the sent amount plus 1")
+		}
 	case FaultDecline:
 		r, ok := parseReason(f.Code)
 		if !ok {
@@ -71,7 +86,7 @@ func (s *Sim) AddFault(f Fault) (Fault, error) {
 		}
 		f.reason = r
 	default:
-		return Fault{}, errors.New("mode: want timeout, error, processing, decline or drop_response")
+		return Fault{}, errors.New("mode: want timeout, error, processing, decline, drop_response or amount")
 	}
 	if f.Count < 0 {
 		return Fault{}, errors.New("count: want 0 (until cleared) or more")

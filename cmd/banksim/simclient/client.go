@@ -82,6 +82,7 @@ const (
 	FaultProcessing   = "processing"
 	FaultDecline      = "decline"
 	FaultDropResponse = "drop_response"
+	FaultAmount       = "amount" // charge: the bank debits and names another amount
 )
 
 // Fault is one injected failure on a bank's operation.
@@ -96,6 +97,9 @@ type Fault struct {
 	UntilCleared bool
 	// Apply (timeout) performs the operation before holding the answer.
 	Apply bool
+	// Amount (mode amount) is the fen the bank debits and names instead
+	// of the amount sent; 0: the sent amount plus 1.
+	Amount int64
 }
 
 // LedgerEntry is a debit the bank actually made.
@@ -232,7 +236,8 @@ func (c *Client) AddFault(ctx context.Context, f Fault) error {
 		Code      string `json:"code,omitempty"`
 		Count     *int   `json:"count,omitempty"`
 		Apply     bool   `json:"apply,omitempty"`
-	}{BankCode: f.BankCode, Operation: f.Operation, Mode: f.Mode, Code: f.Code, Apply: f.Apply}
+		Amount    int64  `json:"amount,omitempty"`
+	}{BankCode: f.BankCode, Operation: f.Operation, Mode: f.Mode, Code: f.Code, Apply: f.Apply, Amount: f.Amount}
 	switch {
 	case f.UntilCleared:
 		zero := 0
