@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/quickpay/quickpay/bankadapters"
 	"github.com/quickpay/quickpay/internal/sensitive"
@@ -27,9 +28,17 @@ type Mandates struct {
 }
 
 var (
-	_ Area         = (*Mandates)(nil)
-	_ PublicRouter = (*Mandates)(nil)
+	_ Area                 = (*Mandates)(nil)
+	_ PublicRouter         = (*Mandates)(nil)
+	_ prometheus.Collector = (*Mandates)(nil)
 )
+
+// Describe implements prometheus.Collector: the mandate service's metrics
+// (quickpay_charge_amount_mismatches_total), exported by the server.
+func (a *Mandates) Describe(ch chan<- *prometheus.Desc) { a.Service.Describe(ch) }
+
+// Collect implements prometheus.Collector.
+func (a *Mandates) Collect(ch chan<- prometheus.Metric) { a.Service.Collect(ch) }
 
 // CallbackPath is the route of the banks' asynchronous charge results.
 const CallbackPath = "/callbacks/banks/:code"
