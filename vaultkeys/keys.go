@@ -79,7 +79,11 @@ var oidP256 = []byte{0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07}
 // createKey generates the key labelled label on the token: AES-256 for data,
 // a 256-bit generic secret for HMAC, an EC P-256 pair for JWT, an RSA-2048
 // pair for a bank (qp-bank-<code>). Every secret and private key is
-// CKA_SENSITIVE and not CKA_EXTRACTABLE.
+// CKA_SENSITIVE and not CKA_EXTRACTABLE, and every object's usage is
+// pinned (pinnedFalse): no key can wrap, unwrap or derive another, and
+// none of its attributes can be changed after creation (CKA_MODIFIABLE
+// false), so a PIN holder cannot turn a signing key into a wrapping key
+// and export the data keys under it.
 func createKey(p P11, s pkcs11.SessionHandle, label string) error {
 	id := sha256.Sum256([]byte(label))
 	common := func(class, keyType uint) []*pkcs11.Attribute {
@@ -96,14 +100,22 @@ func createKey(p P11, s pkcs11.SessionHandle, label string) error {
 		pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, true),
 		pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, false),
 	}
+	pins := func(class uint) []*pkcs11.Attribute {
+		var out []*pkcs11.Attribute
+		for _, t := range pinnedFalse(class) {
+			out = append(out, pkcs11.NewAttribute(t, false))
+		}
+		return out
+	}
 	secret := func(keyType uint, usage ...*pkcs11.Attribute) []*pkcs11.Attribute {
 		a := append(common(pkcs11.CKO_SECRET_KEY, keyType), pkcs11.NewAttribute(pkcs11.CKA_VALUE_LEN, 32))
-		return append(append(a, secretAttrs...), usage...)
+		return append(append(append(a, secretAttrs...), pins(pkcs11.CKO_SECRET_KEY)...), usage...)
 	}
 	pair := func(mech, keyType uint, public ...*pkcs11.Attribute) error {
+		pub := append(append(common(pkcs11.CKO_PUBLIC_KEY, keyType), pkcs11.NewAttribute(pkcs11.CKA_VERIFY, true)), public...)
+		priv := append(append(common(pkcs11.CKO_PRIVATE_KEY, keyType), secretAttrs...), pkcs11.NewAttribute(pkcs11.CKA_SIGN, true))
 		_, _, err := p.GenerateKeyPair(s, []*pkcs11.Mechanism{pkcs11.NewMechanism(mech, nil)},
-			append(append(common(pkcs11.CKO_PUBLIC_KEY, keyType), pkcs11.NewAttribute(pkcs11.CKA_VERIFY, true)), public...),
-			append(append(common(pkcs11.CKO_PRIVATE_KEY, keyType), secretAttrs...), pkcs11.NewAttribute(pkcs11.CKA_SIGN, true)))
+			append(pub, pins(pkcs11.CKO_PUBLIC_KEY)...), append(priv, pins(pkcs11.CKO_PRIVATE_KEY)...))
 		return err
 	}
 
@@ -136,6 +148,70 @@ func createKey(p P11, s pkcs11.SessionHandle, label string) error {
 		return fmt.Errorf("hsm: generate %s: %w", label, err)
 	}
 	return nil
+}
+
+// pinnedFalse lists the attributes every object of class is created with
+// set to false (createKey). A private key has no CKA_WRAP and a public key
+// no CKA_UNWRAP (PKCS#11 §4.8, §4.9): a template naming them is refused.
+func pinnedFalse(class uint) []uint {
+	switch class {
+	case pkcs11.CKO_SECRET_KEY:
+		return []uint{pkcs11.CKA_WRAP, pkcs11.CKA_UNWRAP, pkcs11.CKA_DERIVE, pkcs11.CKA_MODIFIABLE}
+	case pkcs11.CKO_PRIVATE_KEY:
+		return []uint{pkcs11.CKA_UNWRAP, pkcs11.CKA_DERIVE, pkcs11.CKA_MODIFIABLE}
+	case pkcs11.CKO_PUBLIC_KEY:
+		return []uint{pkcs11.CKA_WRAP, pkcs11.CKA_DERIVE, pkcs11.CKA_MODIFIABLE}
+	}
+	panic(fmt.Sprintf("vaultkeys: no pinned attributes for object class %d", class))
+}
+
+// PinnedAttribute is one usage attribute of a key's object as the token
+// reports it (KeyPins).
+type PinnedAttribute struct {
+	Object string // "secret", "private" or "public"
+	Name   string // "CKA_WRAP", "CKA_UNWRAP", "CKA_DERIVE", "CKA_MODIFIABLE"
+	Value  bool
+}
+
+// KeyPins reads back, from the token, the attributes createKey pins false
+// on every object of the key labelled label (a versioned key or a bank
+// key; for a pair, both halves), for audits and tests. A key created
+// before they were pinned shows what it was created with.
+func (h *HSM) KeyPins(ctx context.Context, label string) ([]PinnedAttribute, error) {
+	class, err := labelClass(label)
+	if err != nil {
+		return nil, err
+	}
+	classes := []uint{class}
+	if class == pkcs11.CKO_PRIVATE_KEY {
+		classes = append(classes, pkcs11.CKO_PUBLIC_KEY)
+	}
+	names := map[uint]string{pkcs11.CKA_WRAP: "CKA_WRAP", pkcs11.CKA_UNWRAP: "CKA_UNWRAP",
+		pkcs11.CKA_DERIVE: "CKA_DERIVE", pkcs11.CKA_MODIFIABLE: "CKA_MODIFIABLE"}
+	objects := map[uint]string{pkcs11.CKO_SECRET_KEY: "secret", pkcs11.CKO_PRIVATE_KEY: "private", pkcs11.CKO_PUBLIC_KEY: "public"}
+	var out []PinnedAttribute
+	err = h.Do(ctx, func(s pkcs11.SessionHandle) error {
+		out = out[:0]
+		for _, c := range classes {
+			o, err := h.object(s, label, c)
+			if err != nil {
+				return err
+			}
+			var tmpl []*pkcs11.Attribute
+			for _, t := range pinnedFalse(c) {
+				tmpl = append(tmpl, pkcs11.NewAttribute(t, nil))
+			}
+			attrs, err := h.p.GetAttributeValue(s, o, tmpl)
+			if err != nil {
+				return err
+			}
+			for _, a := range attrs {
+				out = append(out, PinnedAttribute{Object: objects[c], Name: names[a.Type], Value: attrTrue(a)})
+			}
+		}
+		return nil
+	})
+	return out, err
 }
 
 // labelClass is the object class that does the secret work of the key
