@@ -29,7 +29,7 @@ func newVault(t *testing.T) *vaultkeys.Vault {
 	return newVaultOn(t, testenv.Pool(t), testenv.HSM(t, 2))
 }
 
-func newVaultOn(t *testing.T, pool *pgxpool.Pool, hsm *vaultkeys.HSM) *vaultkeys.Vault {
+func newVaultOn(t testing.TB, pool *pgxpool.Pool, hsm *vaultkeys.HSM) *vaultkeys.Vault {
 	t.Helper()
 	v, err := vaultkeys.New(vaultkeys.Config{Pool: pool, HSM: hsm})
 	if err != nil {
