@@ -233,3 +233,56 @@ func TestStartUnderPrivateParent(t *testing.T) {
 		stop2()
 	})
 }
+
+// TestStartUnderPrivateParentLeftovers: what an older quickpay left in
+// .quickpay/pg under a private folder. An empty directory (its initdb
+// failed) gives way to the link; one holding files is someone's data and is
+// refused, untouched.
+func TestStartUnderPrivateParentLeftovers(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("only root runs the server as another user")
+	}
+	private, err := os.MkdirTemp("", "qp-private-parent-") // mode 0700
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(private) })
+
+	t.Run("an empty directory is replaced by the link", func(t *testing.T) {
+		dir := filepath.Join(private, "empty", ".quickpay", "pg")
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			if target, err := filepath.EvalSymlinks(dir); err == nil && target != dir {
+				_ = os.RemoveAll(target)
+			}
+		})
+		c, stop := start(t, dir)
+		stop()
+		if target, err := os.Readlink(dir); err != nil || target != c.Dir {
+			t.Fatalf("%s: link to %q (%v), want one to %s", dir, target, err, c.Dir)
+		}
+	})
+	t.Run("a directory holding files is refused", func(t *testing.T) {
+		dir := filepath.Join(private, "full", ".quickpay", "pg")
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		kept := filepath.Join(dir, "PG_VERSION")
+		if err := os.WriteFile(kept, []byte("15\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if c, err := pgcluster.Start(ctx, dir); err == nil {
+			_ = c.Stop()
+			t.Fatalf("Start over an unreachable directory with files succeeded, on %s", c.Dir)
+		} else if !strings.Contains(err.Error(), "cannot reach") {
+			t.Fatalf("Start: %v; want it to say the postgres user cannot reach the directory", err)
+		}
+		if _, err := os.Stat(kept); err != nil {
+			t.Fatalf("the directory's file is gone: %v", err)
+		}
+	})
+}
