@@ -492,7 +492,12 @@ func (h *HSM) workingKey(s pkcs11.SessionHandle, label string, class uint) (pkcs
 		return o, nil
 	}
 	o, err := h.copyToKeeper(tok, label)
-	if isCode(err, pkcs11.CKR_ACTION_PROHIBITED) || isCode(err, pkcs11.CKR_FUNCTION_NOT_SUPPORTED) {
+	// A key created with CKA_MODIFIABLE false (createKey, since issue 18)
+	// cannot be copied into a session object: SoftHSM2 refuses even a copy
+	// that changes only CKA_TOKEN (CKR_ATTRIBUTE_READ_ONLY). Such a key is
+	// used in place, on the token (docs/decisions.md: the cost).
+	if isCode(err, pkcs11.CKR_ACTION_PROHIBITED) || isCode(err, pkcs11.CKR_FUNCTION_NOT_SUPPORTED) ||
+		isCode(err, pkcs11.CKR_ATTRIBUTE_READ_ONLY) {
 		o, err = tok, nil
 	}
 	if err != nil {

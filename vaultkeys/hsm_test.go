@@ -228,9 +228,10 @@ func waitFor(t *testing.T, cond func() bool) {
 	}
 }
 
-// TestWorkingCopiesStayInTheHSM: the keys computed with are session copies
-// of the token keys, as sensitive and non-extractable as they, and the
-// token still holds exactly one object per label.
+// TestWorkingCopiesStayInTheHSM: keys created with CKA_MODIFIABLE false
+// (keys.go) cannot be copied into session objects (SoftHSM2 answers
+// CKR_ATTRIBUTE_READ_ONLY), so they are used in place: no copy is made,
+// and the token still holds exactly one object per label.
 func TestWorkingCopiesStayInTheHSM(t *testing.T) {
 	ctx := context.Background()
 	v := newVault(t, nil, 2)
@@ -238,8 +239,8 @@ func TestWorkingCopiesStayInTheHSM(t *testing.T) {
 	if _, err := v.TokenizePAN(ctx, sensitive.NewPAN(panA), []byte("aad")); err != nil {
 		t.Fatal(err)
 	}
-	if got := h.Stats().Copies; got != 2 {
-		t.Fatalf("working copies after a tokenization = %d, want 2 (data and fp key)", got)
+	if got := h.Stats().Copies; got != 0 {
+		t.Fatalf("working copies after a tokenization = %d, want 0 (the keys are not modifiable)", got)
 	}
 	for _, purpose := range []vaultkeys.Purpose{vaultkeys.PurposeData, vaultkeys.PurposeFP} {
 		pol, err := v.Policy(ctx, purpose)
@@ -263,25 +264,8 @@ func TestWorkingCopiesStayInTheHSM(t *testing.T) {
 			if n := len(find(s, pkcs11.NewAttribute(pkcs11.CKA_LABEL, label))); n != 1 {
 				t.Errorf("%s: %d objects with the key's label, want 1 (the token key)", label, n)
 			}
-			copies := find(s, pkcs11.NewAttribute(pkcs11.CKA_LABEL, label+" (working copy)"))
-			if len(copies) != 1 {
-				t.Fatalf("%s: %d working copies, want 1", label, len(copies))
-			}
-			attrs, err := h.P11().GetAttributeValue(s, copies[0], []*pkcs11.Attribute{
-				pkcs11.NewAttribute(pkcs11.CKA_TOKEN, nil),
-				pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, nil),
-				pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, nil),
-			})
-			if err != nil {
-				return err
-			}
-			if tok, sens, ext := attrs[0].Value[0] != 0, attrs[1].Value[0] != 0, attrs[2].Value[0] != 0; tok || !sens || ext {
-				t.Errorf("%s working copy: token=%v sensitive=%v extractable=%v, want false, true, false", label, tok, sens, ext)
-			}
-			// Its value cannot be read.
-			_, err = h.P11().GetAttributeValue(s, copies[0], []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_VALUE, nil)})
-			if err == nil {
-				t.Errorf("%s working copy: CKA_VALUE was readable", label)
+			if n := len(find(s, pkcs11.NewAttribute(pkcs11.CKA_LABEL, label+" (working copy)"))); n != 0 {
+				t.Errorf("%s: %d working copies, want 0", label, n)
 			}
 			return nil
 		})

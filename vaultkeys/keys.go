@@ -311,10 +311,19 @@ func (h *HSM) openGCM(ctx context.Context, label string, sealed, aad []byte) ([]
 		}
 		out, err = h.p.Decrypt(s, ct)
 		// A tag that does not verify is CKR_ENCRYPTED_DATA_INVALID by the
-		// standard; SoftHSM2 answers CKR_GENERAL_ERROR. Both end the
-		// operation and leave the session usable.
-		if isCode(err, pkcs11.CKR_ENCRYPTED_DATA_INVALID) || isCode(err, pkcs11.CKR_ENCRYPTED_DATA_LEN_RANGE) ||
-			isCode(err, pkcs11.CKR_GENERAL_ERROR) {
+		// standard; SoftHSM2 answers CKR_GENERAL_ERROR, which is also what
+		// a failing device answers. That one is told apart by a round trip
+		// of the same key on the same session: if the HSM seals and opens
+		// a probe, it works, and the ciphertext is what failed. Any other
+		// code (CKR_DEVICE_ERROR, a lost session…) is an HSM fault, never
+		// a tampered ciphertext (Vault.Decrypt's audit class).
+		switch {
+		case isCode(err, pkcs11.CKR_ENCRYPTED_DATA_INVALID), isCode(err, pkcs11.CKR_ENCRYPTED_DATA_LEN_RANGE):
+			return errDecrypt
+		case isCode(err, pkcs11.CKR_GENERAL_ERROR):
+			if perr := h.gcmProbe(s, key); perr != nil {
+				return fmt.Errorf("%w (and a probe of the key failed: %v)", err, perr)
+			}
 			return errDecrypt
 		}
 		return err
@@ -323,6 +332,42 @@ func (h *HSM) openGCM(ctx context.Context, label string, sealed, aad []byte) ([]
 		return nil, err
 	}
 	return out, nil
+}
+
+// gcmProbe seals and opens a fixed text under key, with a fresh IV: nil if
+// the HSM does AES-GCM with it, the HSM's error otherwise.
+func (h *HSM) gcmProbe(s pkcs11.SessionHandle, key pkcs11.ObjectHandle) error {
+	iv := make([]byte, gcmIVSize)
+	if _, err := rand.Read(iv); err != nil {
+		return err
+	}
+	probe := []byte("quickpay gcm probe")
+	mech := func() ([]*pkcs11.Mechanism, func()) {
+		params := pkcs11.NewGCMParams(iv, nil, gcmTagBits)
+		return []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_AES_GCM, params)}, params.Free
+	}
+	m, free := mech()
+	defer free()
+	if err := h.p.EncryptInit(s, m, key); err != nil {
+		return err
+	}
+	sealed, err := h.p.Encrypt(s, probe)
+	if err != nil {
+		return err
+	}
+	m2, free2 := mech()
+	defer free2()
+	if err := h.p.DecryptInit(s, m2, key); err != nil {
+		return err
+	}
+	opened, err := h.p.Decrypt(s, sealed)
+	if err != nil {
+		return err
+	}
+	if string(opened) != string(probe) {
+		return errors.New("probe did not round-trip")
+	}
+	return nil
 }
 
 // hmacSHA256 computes HMAC-SHA256 of data under the secret labelled label.

@@ -12,6 +12,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/miekg/pkcs11"
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/rivertype"
 
@@ -309,7 +310,11 @@ type Access = sensitive.Access
 // succeeds.
 //
 // Errors: ErrMalformed, ErrKeyVersionRetired, ErrDecrypt (tampered
-// ciphertext or wrong AAD), or an HSM or database error.
+// ciphertext or wrong AAD), or an HSM or database error. The audit row's
+// error class tells them apart: "not_authentic" (the ciphertext or its
+// AAD failed the tag: tampering, or a row's ciphertext moved to another
+// row) is never an HSM fault, which is "hsm_error" (the device or its
+// session failed; the ciphertext is not suspected).
 func (v *Vault) Decrypt(ctx context.Context, ct, aad []byte, a Access) ([]byte, error) {
 	if a.Actor == "" || a.Reason == "" {
 		return nil, errors.New("decrypt: Access needs Actor and Reason")
@@ -330,6 +335,13 @@ func (v *Vault) Decrypt(ctx context.Context, ct, aad []byte, a Access) ([]byte, 
 	return pt, err
 }
 
+// isHSMError reports an error the PKCS#11 module returned (CKR_DEVICE_ERROR,
+// CKR_GENERAL_ERROR that a probe confirmed, a lost session…).
+func isHSMError(err error) bool {
+	var pe pkcs11.Error
+	return errors.As(err, &pe)
+}
+
 func errorClass(err error) string {
 	switch {
 	case errors.Is(err, ErrKeyVersionRetired):
@@ -338,6 +350,8 @@ func errorClass(err error) string {
 		return "malformed"
 	case errors.Is(err, ErrDecrypt):
 		return "not_authentic"
+	case isHSMError(err):
+		return "hsm_error"
 	default:
 		return "internal"
 	}
