@@ -9,7 +9,10 @@ import (
 	"math/big"
 	"regexp"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/miekg/pkcs11"
+
+	"github.com/quickpay/quickpay/internal/db"
 )
 
 // bankKeyPrefix starts the labels of bank signing keys.
@@ -92,10 +95,31 @@ func (b *BankSigner) PublicKeyPEM(ctx context.Context) (string, error) {
 }
 
 // BankPublicKeyPEM creates bankCode's signing pair if needed and returns its
-// public half as PEM, to register with the bank.
+// public half as PEM, to register with the bank. Two callers on one token
+// may both create the pair (the token then holds two objects of the label,
+// and every later use fails): where another process or HSM instance could
+// be starting on the same token, use Vault.BankPublicKeyPEM.
 func (h *HSM) BankPublicKeyPEM(ctx context.Context, bankCode string) (string, error) {
 	if _, err := h.EnsureBankKey(ctx, bankCode); err != nil {
 		return "", err
 	}
 	return h.BankSigner(bankCode).PublicKeyPEM(ctx)
+}
+
+// BankPublicKeyPEM is HSM.BankPublicKeyPEM serialized, through a Postgres
+// advisory lock, with every other process and HSM instance ensuring the
+// same bank key (as Ensure serializes the versioned keys), so a token never
+// ends up with two pairs of one label.
+func (v *Vault) BankPublicKeyPEM(ctx context.Context, bankCode string) (string, error) {
+	err := db.InTx(ctx, v.cfg.Pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtext('quickpay.keys.bank.' || $1))`, bankCode); err != nil {
+			return err
+		}
+		_, err := v.hsm.EnsureBankKey(ctx, bankCode)
+		return err
+	})
+	if err != nil {
+		return "", err
+	}
+	return v.hsm.BankSigner(bankCode).PublicKeyPEM(ctx)
 }

@@ -63,7 +63,7 @@ func NewStack(t testing.TB) *Stack {
 
 	prefix := "secret/quickpay/banks-" + randHex(4)
 	st.BanksPrefix = prefix
-	chans, err := st.SimCtl.ConnectPlatform(ctx, func(code string) string { return "QP" + code + randHex(3) }, st.HSM.BankPublicKeyPEM)
+	chans, err := st.SimCtl.ConnectPlatform(ctx, func(code string) string { return "QP" + code + randHex(3) }, st.Vault.BankPublicKeyPEM)
 	if err != nil {
 		t.Fatal(err)
 	}
