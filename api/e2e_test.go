@@ -1128,13 +1128,15 @@ func (e *e2e) testKeyInUse(t *testing.T) {
 	srv := newTestServer(t, serverOptions{Stack: e.stack, Banks: e.banks, Logger: e.logger, Jobs: e.jobs,
 		InFlightWait: 100 * time.Millisecond})
 	m := e.merchant(t, srv)
-	elsewhere, err := idempotency.New(idempotency.Config{Pool: e.Pool, Logger: e.logger})
+	elsewhere, err := idempotency.New(idempotency.Config{Pool: e.Pool, Hasher: e.Vault, Logger: e.logger})
 	if err != nil {
 		t.Fatal(err)
 	}
 	body := []byte(`{"external_id":"user-` + randomHex(t, 6) + `"}`)
-	req := idempotency.Request{MerchantID: m.id, Key: "member-" + randomHex(t, 8), Method: http.MethodPost,
-		Path: "/v1/members", Hash: idempotency.RequestHash(http.MethodPost, "/v1/members", body)}
+	req, err := elsewhere.NewRequest(ctx, m.id, "member-"+randomHex(t, 8), http.MethodPost, "/v1/members", body)
+	if err != nil {
+		t.Fatal(err)
+	}
 	claim, err := elsewhere.Claim(ctx, req)
 	if err != nil || !claim.Owned {
 		t.Fatalf("the other instance's claim = %+v, %v", claim, err)
@@ -1486,12 +1488,18 @@ func (e *e2e) testNoLeaks(t *testing.T) {
 	}
 	t.Logf("scanned %d KiB of dump and %d KiB of logs for %v", len(dump)>>10, len(logs)>>10, kinds)
 
+	// And no unkeyed digest of a value or of a body the package's test
+	// servers were sent (RecordBodies), such as a request fingerprint.
+	digests := testenv.NewDigestScan(testenv.Sent(), values)
 	for where, hay := range map[string]string{"pg_dump": dump, "logs": logs} {
 		lower := strings.ToLower(hay)
 		for v, kind := range values {
 			if form, ok := testenv.Leak(hay, lower, kind, v); ok {
 				t.Errorf("%s: %s (%s) found %s", where, kind, testenv.Describe(v), form)
 			}
+		}
+		for _, err := range digests.Find(where, hay) {
+			t.Error(err)
 		}
 	}
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/quickpay/quickpay/binding"
 	"github.com/quickpay/quickpay/internal/clock"
 	"github.com/quickpay/quickpay/internal/idempotency"
+	"github.com/quickpay/quickpay/internal/limits"
 	"github.com/quickpay/quickpay/internal/merchants"
 	"github.com/quickpay/quickpay/internal/sms"
 	"github.com/quickpay/quickpay/internal/testenv"
@@ -67,6 +68,9 @@ type serverOptions struct {
 	// InFlightWait is idempotency's wait for a key in flight. Defaults to
 	// idempotency's default.
 	InFlightWait time.Duration
+	// Limits turns the binding and consent abuse limits on, with these
+	// rules. Defaults to off.
+	Limits *binding.Limits
 }
 
 func newTestServer(t *testing.T, o serverOptions) *testServer {
@@ -98,13 +102,22 @@ func newTestServer(t *testing.T, o serverOptions) *testServer {
 	if o.MandateJobs == nil {
 		o.MandateJobs = insertOnlyRiver(t, st)
 	}
-	hooks, err := webhooks.New(webhooks.Config{Pool: st.Pool, Vault: st.Vault, Jobs: o.Jobs})
+	hooks, err := webhooks.New(webhooks.Config{Pool: st.Pool, Vault: st.Vault, Jobs: o.Jobs,
+		AllowPrivateNetworks: true}) // loopback receivers, as dev
 	if err != nil {
 		t.Fatal(err)
 	}
 	var mandates *mandate.Service
+	var limiter binding.Limiter
+	var rules binding.Limits
+	if o.Limits != nil {
+		if limiter, err = limits.New(st.Pool); err != nil {
+			t.Fatal(err)
+		}
+		rules = *o.Limits
+	}
 	svc, err := binding.New(binding.Config{Pool: st.Pool, Vault: st.Vault, Banks: o.Banks, Clock: o.Clock, Logger: o.Logger,
-		Emit: hooks.Queue,
+		Emit: hooks.Queue, Limiter: limiter, Limits: rules,
 		CardEnded: func(ctx context.Context, tx pgx.Tx, merchantID, cardID, status string) error {
 			return mandates.CancelForCard(ctx, tx, merchantID, cardID, status)
 		}})
@@ -119,13 +132,17 @@ func newTestServer(t *testing.T, o serverOptions) *testServer {
 		t.Fatal(err)
 	}
 	var baseURL string // the server's: set before it serves
-	mandates, err = mandate.New(mandate.Config{Pool: st.Pool, Cards: svc, Hasher: st.Vault, Banks: o.Banks,
+	var phoneLimit mandate.PhoneLimit
+	if o.Limits != nil {
+		phoneLimit = svc
+	}
+	mandates, err = mandate.New(mandate.Config{Pool: st.Pool, Cards: svc, Hasher: st.Vault, Banks: o.Banks, PhoneLimit: phoneLimit,
 		SMS: carrier, Jobs: o.MandateJobs, Emit: hooks.EmitAll, Clock: o.Clock, Logger: o.Logger,
 		NotifyURL: func(code string) string { return api.CallbackURL(baseURL, code) }})
 	if err != nil {
 		t.Fatal(err)
 	}
-	idem, err := idempotency.New(idempotency.Config{Pool: st.Pool, Logger: o.Logger, InFlightWait: o.InFlightWait})
+	idem, err := idempotency.New(idempotency.Config{Pool: st.Pool, Hasher: st.Vault, Logger: o.Logger, InFlightWait: o.InFlightWait})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,12 +150,13 @@ func newTestServer(t *testing.T, o serverOptions) *testServer {
 		Pool: st.Pool, HSM: st.HSM, Secrets: st.Secrets, Logger: o.Logger,
 		Auth: auth, Idempotency: idem.Middleware(api.MerchantID),
 		Areas: []api.Area{&api.Bindings{Service: svc}, &api.Mandates{Service: mandates, Banks: o.Banks},
-			api.Webhooks{Service: hooks}},
+			api.Webhooks{Service: hooks, Merchants: store}},
 	})
 	if err := api.RegisterOpenAPI(e); err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewUnstartedServer(e)
+	// The package's leak scan looks for unkeyed digests of every body sent.
+	srv := httptest.NewUnstartedServer(testenv.RecordBodies(e))
 	baseURL = "http://" + srv.Listener.Addr().String() // before any request can read it
 	srv.Start()
 	t.Cleanup(srv.Close)

@@ -324,7 +324,6 @@ func TestOpenAPIRealServerConforms(t *testing.T) {
 	t.Run("operations and auth", func(t *testing.T) {
 		c.Get(t, "/healthz").WantStatus(t, http.StatusOK)
 		c.Get(t, "/readyz").WantStatus(t, http.StatusOK)
-		c.Get(t, "/metrics").WantStatus(t, http.StatusOK)
 		c.Get(t, api.OpenAPIPath).WantStatus(t, http.StatusOK)
 		c.Get(t, api.JWKSPath).WantStatus(t, http.StatusOK)
 

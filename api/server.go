@@ -32,6 +32,11 @@ type Config struct {
 	Logger  *slog.Logger       // Defaults to slog.Default().
 	// ReadyTimeout bounds each readiness probe. Defaults to 2s.
 	ReadyTimeout time.Duration
+	// Metrics receives the server's collectors (HTTP, HSM and DB pools, Go
+	// runtime). The API does not serve it: /metrics is no business of
+	// merchants, so serve exposes it with MetricsHandler on a listener of
+	// its own. Defaults to a registry nobody reads.
+	Metrics *prometheus.Registry
 
 	// Auth issues and checks access tokens. Without it there are no /v1
 	// routes (health and metrics only).
@@ -84,7 +89,10 @@ func New(cfg Config) *echo.Echo {
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = s.errorHandler
 
-	reg := prometheus.NewRegistry()
+	reg := cfg.Metrics
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
 	reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
@@ -113,7 +121,6 @@ func New(cfg Config) *echo.Echo {
 		return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
 	})
 	e.GET("/readyz", readyz(cfg))
-	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(reg, promhttp.HandlerOpts{})))
 	if err := RegisterOpenAPI(e); err != nil {
 		// The document is embedded and checked by tests: this is a build defect.
 		panic(fmt.Sprintf("api: openapi document: %v", err))
@@ -123,6 +130,11 @@ func New(cfg Config) *echo.Echo {
 		s.errors.register(a.Errors())
 		if p, ok := a.(PublicRouter); ok {
 			p.PublicRoutes(e)
+		}
+		// An area with metrics of its own (Mandates: held amount
+		// mismatches) exports them with the server's.
+		if c, ok := a.(prometheus.Collector); ok {
+			reg.MustRegister(c)
 		}
 	}
 	if cfg.Auth != nil {
@@ -136,6 +148,14 @@ func New(cfg Config) *echo.Echo {
 		}
 	}
 	return e
+}
+
+// MetricsHandler serves reg's metrics in the Prometheus text format at
+// /metrics (and answers 404 elsewhere), for serve's metrics listener.
+func MetricsHandler(reg *prometheus.Registry) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	return mux
 }
 
 // withAuditRequestID puts the request id into the request context, so that

@@ -18,6 +18,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 	"github.com/miekg/pkcs11"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/quickpay/quickpay/api"
 	"github.com/quickpay/quickpay/internal/testenv"
@@ -296,16 +297,29 @@ func exhaustPool(t *testing.T, h *vaultkeys.HSM) {
 	}
 }
 
+// TestMetrics: the server's metrics are served by MetricsHandler (serve
+// puts it on a listener of its own), never by the merchant API.
 func TestMetrics(t *testing.T) {
 	t.Parallel()
-	s := newServer(t, nil)
-	exhaustPool(t, s.hsm)
+	reg := prometheus.NewRegistry()
+	hsm := testenv.HSM(t, 2)
+	srv := httptest.NewServer(api.New(api.Config{
+		Pool: testenv.Pool(t), HSM: hsm, Secrets: testenv.Secrets(t),
+		Logger: slog.New(slog.NewJSONHandler(newLogBuf(), nil)), Metrics: reg,
+	}))
+	t.Cleanup(srv.Close)
+	metrics := httptest.NewServer(api.MetricsHandler(reg))
+	t.Cleanup(metrics.Close)
+	exhaustPool(t, hsm)
 	for range 2 {
-		if r := get(t, s.url+"/healthz"); r.status != http.StatusOK {
+		if r := get(t, srv.URL+"/healthz"); r.status != http.StatusOK {
 			t.Fatalf("healthz status = %d", r.status)
 		}
 	}
-	r := get(t, s.url+"/metrics")
+	if r := get(t, srv.URL+"/metrics"); r.status != http.StatusNotFound {
+		t.Fatalf("the merchant API answers /metrics with %d, want 404", r.status)
+	}
+	r := get(t, metrics.URL+"/metrics")
 	if r.status != http.StatusOK {
 		t.Fatalf("metrics status = %d: %s", r.status, r.body)
 	}
@@ -346,7 +360,7 @@ func TestRequestIDAndAccessLog(t *testing.T) {
 	}{
 		{"healthz", "/healthz", http.StatusOK, "/healthz"},
 		{"readyz", "/readyz", http.StatusOK, "/readyz"},
-		{"metrics", "/metrics", http.StatusOK, "/metrics"},
+		{"metrics are not on the API", "/metrics", http.StatusNotFound, "unmatched"},
 		{"unknown path logs route unmatched", "/no/such/path?card=6222021234567890128", http.StatusNotFound, "unmatched"},
 	}
 	seen := make(map[string]string)

@@ -75,7 +75,7 @@ func newWHServer(t *testing.T) *whServer {
 		Auth: auth, Idempotency: idem.Middleware(api.MerchantID),
 		Areas: []api.Area{api.Webhooks{Service: hooks, Merchants: ms}},
 	})
-	srv := httptest.NewServer(e)
+	srv := httptest.NewServer(testenv.RecordBodies(e))
 	t.Cleanup(srv.Close)
 	return &whServer{client: apitest.NewClient(t, srv.URL), auth: auth, vault: vault, hooks: hooks, store: ms}
 }

@@ -10,7 +10,6 @@ import (
 	"math/big"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -55,6 +54,14 @@ type SMS interface {
 	Send(ctx context.Context, to, text string) error
 }
 
+// PhoneLimit counts a text to a phone against the abuse limits shared with
+// the banks' codes (binding.Service.TakeSMS), before it is sent; it
+// returns the error the API answers (429 rate_limited) when the phone's
+// texts are used up.
+type PhoneLimit interface {
+	TakeSMS(ctx context.Context, phone string) error
+}
+
 // Jobs enqueues River jobs in the caller's transaction.
 type Jobs interface {
 	InsertTx(ctx context.Context, tx pgx.Tx, args river.JobArgs, opts *river.InsertOpts) (*rivertype.JobInsertResult, error)
@@ -84,8 +91,16 @@ type Config struct {
 	Banks  Banks         // Required.
 	SMS    SMS           // Required.
 	Jobs   Jobs          // Required: enqueues charge and query jobs.
+
+	// PhoneLimit meters consent codes per phone. Optional: without it
+	// texts are not limited.
+	PhoneLimit PhoneLimit
+
 	// Emit writes mandate and charge events. Optional.
 	Emit EmitFunc
+	// Payees names the merchant in the consent SMS. Defaults to the
+	// merchants table in Pool.
+	Payees Payees
 	// Clock defaults to the system clock.
 	Clock clock.Clock
 	// Logger defaults to slog.Default().
@@ -128,6 +143,7 @@ type Service struct {
 	pool    *pgxpool.Pool
 	log     *slog.Logger
 	limiter *limiters
+	metrics *mismatchMetrics
 }
 
 // New returns the service.
@@ -140,6 +156,9 @@ func New(cfg Config) (*Service, error) {
 	}
 	if cfg.Clock == nil {
 		cfg.Clock = clock.System{}
+	}
+	if cfg.Payees == nil {
+		cfg.Payees = merchantNames{cfg.Pool}
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -159,7 +178,8 @@ func New(cfg Config) (*Service, error) {
 	if cfg.JobBatch <= 0 {
 		cfg.JobBatch = 20
 	}
-	return &Service{cfg: cfg, pool: cfg.Pool, log: cfg.Logger, limiter: newLimiters(cfg.Limits)}, nil
+	return &Service{cfg: cfg, pool: cfg.Pool, log: cfg.Logger, limiter: newLimiters(cfg.Limits),
+		metrics: newMismatchMetrics()}, nil
 }
 
 // now is the clock at Postgres' precision.
@@ -188,13 +208,17 @@ func (in *CreateInput) validate() error {
 	if in.Currency == "" {
 		in.Currency = "CNY"
 	}
-	switch {
-	case !ids.Valid("card", in.CardID):
+	if !ids.Valid("card", in.CardID) {
 		return &FieldError{"card_id", "must be a card id"}
-	case in.Reference == "" || utf8.RuneCountInString(in.Reference) > 128 || !utf8.ValidString(in.Reference):
-		return &FieldError{"reference", "must be 1–128 characters"}
-	case utf8.RuneCountInString(in.Description) > 256 || !utf8.ValidString(in.Description):
-		return &FieldError{"description", "must be at most 256 characters"}
+	}
+	// Both reach the consent SMS (text.go).
+	if err := checkText("reference", in.Reference, 1, MaxReferenceLength); err != nil {
+		return err
+	}
+	if err := checkText("description", in.Description, 0, MaxDescriptionLength); err != nil {
+		return err
+	}
+	switch {
 	case in.Currency != "CNY":
 		return &FieldError{"currency", "must be CNY"}
 	case in.NoticeDays < 0 || in.NoticeDays > MaxNoticeDays:
@@ -282,21 +306,38 @@ func (s *Service) sendCode(ctx context.Context, m mandateRow, card binding.Card,
 	if err != nil {
 		return nil, err
 	}
-	text := fmt.Sprintf("【quickpay】验证码%s，5分钟内有效。您正在授权代扣：%s，%s，卡尾号%s。", code,
-		smsLabel(m.Description, m.Reference),
-		amountText(m.Mandate), card.Last4)
+	payee, err := s.cfg.Payees.PayeeName(ctx, m.MerchantID)
+	if err != nil {
+		return nil, err
+	}
+	payee = smsText(payee, maxPayeeLength)
+	// The code comes first (carriers and phones pick the first digits);
+	// then whom the member pays, for what, how much, from which card, and
+	// how to end the authority later: through the payee (which cancels
+	// the mandate) or at the issuing bank (which ends the agreement, and
+	// quickpay then cancels the card's mandates).
+	text := fmt.Sprintf("【quickpay】验证码%s，5分钟内有效。您正在授权%s从卡尾号%s的银行卡代扣：%s，%s。"+
+		"如需取消授权，请联系%s，或联系发卡银行解除代扣协议。验证码请勿告诉他人。", code,
+		payee, card.Last4, smsLabel(m.Description, m.Reference), amountText(m.Mandate), payee)
+	if s.cfg.PhoneLimit != nil {
+		// Counted before the carrier is asked, and kept if it fails.
+		if err := s.cfg.PhoneLimit.TakeSMS(ctx, phone); err != nil {
+			return nil, err
+		}
+	}
 	if err := s.cfg.SMS.Send(ctx, phone, text); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrSMSUnavailable, err)
 	}
 	return hash, nil
 }
 
-// smsLabel names a mandate to its member: its description, else its reference.
+// smsLabel names a mandate to its member: its description, else its
+// reference, made SMS-safe (rows may predate checkText).
 func smsLabel(description, reference string) string {
 	if description != "" {
-		return description
+		return smsText(description, MaxDescriptionLength)
 	}
-	return reference
+	return smsText(reference, MaxReferenceLength)
 }
 
 func amountText(m Mandate) string {
@@ -693,8 +734,9 @@ func (s *Service) PostCharge(ctx context.Context, merchantID, mandateID string, 
 	if in.Amount <= 0 {
 		return Charge{}, &FieldError{"amount", "must be positive fen"}
 	}
-	if utf8.RuneCountInString(in.Description) > 256 || !utf8.ValidString(in.Description) {
-		return Charge{}, &FieldError{"description", "must be at most 256 characters"}
+	// It reaches the pre-debit SMS (text.go).
+	if err := checkText("description", in.Description, 0, MaxDescriptionLength); err != nil {
+		return Charge{}, err
 	}
 	if !ids.Valid("mdt", mandateID) {
 		return Charge{}, ErrNotFound

@@ -22,6 +22,7 @@ import (
 	"github.com/quickpay/quickpay/internal/clock"
 	"github.com/quickpay/quickpay/internal/db"
 	"github.com/quickpay/quickpay/internal/idempotency"
+	"github.com/quickpay/quickpay/internal/limits"
 	"github.com/quickpay/quickpay/internal/webhooks"
 	"github.com/quickpay/quickpay/mandate"
 	"github.com/quickpay/quickpay/softhsm"
@@ -58,6 +59,16 @@ type config struct {
 	// Clock dates the domain's work; nil is the system clock. Not a flag:
 	// `charges run-due --as-of` sets it.
 	Clock clock.Clock
+	// MetricsListen is serve's Prometheus listener, apart from the merchant
+	// API's.
+	MetricsListen string
+
+	// Limits are the abuse limits (limits.go).
+	Limits limitsConfig
+
+	// envErrs are the environment variables that failed to parse (envFlag);
+	// checkEnv reports them before any command runs.
+	envErrs []error
 }
 
 // defaultChargeWorkers is how many charge jobs run at once by default;
@@ -73,7 +84,6 @@ func env(name, def string) string {
 
 // flags registers the shared flags on fs with their environment defaults.
 func (c *config) flags(fs *flag.FlagSet) {
-	pool, _ := strconv.Atoi(env("QUICKPAY_HSM_POOL_SIZE", "0"))
 	fs.StringVar(&c.DatabaseURL, "database-url", env("QUICKPAY_DATABASE_URL", ""), "PostgreSQL URL (QUICKPAY_DATABASE_URL)")
 	fs.StringVar(&c.Listen, "listen", env("QUICKPAY_LISTEN", "127.0.0.1:8080"), "HTTP listen address (QUICKPAY_LISTEN)")
 	fs.StringVar(&c.VaultAddr, "vault-addr", env("VAULT_ADDR", ""), "HashiCorp Vault address (VAULT_ADDR)")
@@ -83,22 +93,149 @@ func (c *config) flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.HSMModule, "hsm-module", env("QUICKPAY_HSM_MODULE", ""), "PKCS#11 module path (QUICKPAY_HSM_MODULE; default: SoftHSM2's)")
 	fs.StringVar(&c.HSMToken, "hsm-token", env("QUICKPAY_HSM_TOKEN_LABEL", "quickpay"), "HSM token label (QUICKPAY_HSM_TOKEN_LABEL)")
 	fs.StringVar(&c.HSMPINPath, "hsm-pin-path", env("QUICKPAY_HSM_PIN_PATH", "secret/quickpay/hsm"), "Vault KV v2 path of the HSM user PIN, field \"pin\" (QUICKPAY_HSM_PIN_PATH)")
-	fs.IntVar(&c.HSMPoolSize, "hsm-pool-size", pool, "HSM sessions at most (QUICKPAY_HSM_POOL_SIZE; default 2 × CPUs)")
+	c.envFlag(fs, intFlag{&c.HSMPoolSize, 0}, "hsm-pool-size", "QUICKPAY_HSM_POOL_SIZE", "HSM sessions at most (QUICKPAY_HSM_POOL_SIZE; 0: 2 × CPUs)")
 	fs.StringVar(&c.BanksimURL, "banksim-url", env("QUICKPAY_BANKSIM_URL", ""), "bank simulator URL (QUICKPAY_BANKSIM_URL)")
-	fs.BoolVar(&c.WebhooksPrivate, "webhooks-allow-private", env("QUICKPAY_WEBHOOKS_ALLOW_PRIVATE", "") == "true",
+	c.envFlag(fs, boolFlag{&c.WebhooksPrivate}, "webhooks-allow-private", "QUICKPAY_WEBHOOKS_ALLOW_PRIVATE",
 		"deliver webhooks to loopback and private addresses, for dev (QUICKPAY_WEBHOOKS_ALLOW_PRIVATE=true)")
-	workers, _ := strconv.Atoi(env("QUICKPAY_CHARGE_WORKERS", strconv.Itoa(defaultChargeWorkers)))
-	batch, _ := strconv.Atoi(env("QUICKPAY_CHARGE_BATCH", "0"))
-	rescue, _ := time.ParseDuration(env("QUICKPAY_RESCUE_STUCK_AFTER", "5m"))
-	every, _ := time.ParseDuration(env("QUICKPAY_SCHEDULER_INTERVAL", "30s"))
+	fs.StringVar(&c.MetricsListen, "metrics-listen", env("QUICKPAY_METRICS_LISTEN", defaultMetricsListen),
+		"Prometheus /metrics listen address, apart from the API's (QUICKPAY_METRICS_LISTEN)")
+	c.ChargeWorkers, c.RescueAfter, c.SchedulerInterval = defaultChargeWorkers, 5*time.Minute, 30*time.Second
 	fs.StringVar(&c.PublicURL, "public-url", env("QUICKPAY_PUBLIC_URL", ""), "base URL banks reach quickpay at, for async results (QUICKPAY_PUBLIC_URL; default http://<listen>)")
 	fs.StringVar(&c.SMSURL, "sms-url", env("QUICKPAY_SMS_URL", ""), "SMS carrier send URL (QUICKPAY_SMS_URL; default <banksim-url>/carrier/sms)")
 	fs.StringVar(&c.BankLimits, "bank-limits", env("QUICKPAY_BANK_LIMITS", ""), "per-bank call limits CODE=RPS:CONCURRENT,… e.g. ICBC=200:32 (QUICKPAY_BANK_LIMITS; 0 = unlimited)")
-	fs.IntVar(&c.ChargeWorkers, "charge-workers", workers, "concurrent charge jobs (QUICKPAY_CHARGE_WORKERS)")
-	fs.IntVar(&c.ChargeBatch, "charge-batch", batch, "charges one job sends at once and settles together (QUICKPAY_CHARGE_BATCH; 0: 20)")
-	fs.DurationVar(&c.RescueAfter, "rescue-stuck-after", rescue, "run a charge job again (querying first) after it has run this long, e.g. after a crash (QUICKPAY_RESCUE_STUCK_AFTER)")
-	fs.DurationVar(&c.SchedulerInterval, "scheduler-interval", every, "how often serve runs due charges (QUICKPAY_SCHEDULER_INTERVAL)")
-	fs.StringVar(&c.LogLevel, "log-level", env("QUICKPAY_LOG_LEVEL", "info"), "debug, info, warn or error (QUICKPAY_LOG_LEVEL)")
+	c.envFlag(fs, intFlag{&c.ChargeWorkers, 1}, "charge-workers", "QUICKPAY_CHARGE_WORKERS", "concurrent charge jobs (QUICKPAY_CHARGE_WORKERS)")
+	c.envFlag(fs, intFlag{&c.ChargeBatch, 0}, "charge-batch", "QUICKPAY_CHARGE_BATCH", "charges one job sends at once and settles together (QUICKPAY_CHARGE_BATCH; 0: 20)")
+	c.envFlag(fs, durationFlag{&c.RescueAfter}, "rescue-stuck-after", "QUICKPAY_RESCUE_STUCK_AFTER", "run a charge job again (querying first) after it has run this long, e.g. after a crash (QUICKPAY_RESCUE_STUCK_AFTER)")
+	c.envFlag(fs, durationFlag{&c.SchedulerInterval}, "scheduler-interval", "QUICKPAY_SCHEDULER_INTERVAL", "how often serve runs due charges (QUICKPAY_SCHEDULER_INTERVAL)")
+	c.LogLevel = "info"
+	c.envFlag(fs, logLevelFlag{&c.LogLevel}, "log-level", "QUICKPAY_LOG_LEVEL", "debug, info, warn or error (QUICKPAY_LOG_LEVEL)")
+	c.limitFlags(fs)
+}
+
+// defaultMetricsListen keeps /metrics on loopback, off the merchant API's
+// listener; 8080 is the API's, 8081 the operator console's.
+const defaultMetricsListen = "127.0.0.1:8082"
+
+// Configuration that fails to parse stops start-up with a message naming
+// the variable or flag; nothing silently becomes zero or a default. Typed
+// settings are flag.Values whose Set refuses bad or nonsensical input
+// (DESIGN.md: a duration needs a unit, "30s"); envFlag gives one its
+// environment default. Other settings can use them the same way.
+
+// envFlag registers v as flag name. When environment variable key is set,
+// v takes it as its default; if it fails to parse, the error (naming key)
+// is kept for checkEnv, which main reports before any command runs. Only
+// for values that are not secrets: the message quotes the value.
+func (c *config) envFlag(fs *flag.FlagSet, v flag.Value, name, key, usage string) {
+	if s := os.Getenv(key); s != "" {
+		if err := v.Set(s); err != nil {
+			c.envErrs = append(c.envErrs, fmt.Errorf("%s=%q: %w", key, s, err))
+		}
+	}
+	fs.Var(v, name, usage)
+}
+
+// checkEnv reads every variable the shared flags read and reports each that
+// fails to parse.
+func checkEnv() error {
+	var c config
+	c.flags(flag.NewFlagSet("env", flag.ContinueOnError))
+	if len(c.envErrs) > 0 {
+		return fmt.Errorf("configuration: %w", errors.Join(c.envErrs...))
+	}
+	return nil
+}
+
+// intFlag is an integer of at least min.
+type intFlag struct {
+	p   *int
+	min int
+}
+
+func (f intFlag) String() string {
+	if f.p == nil {
+		return ""
+	}
+	return strconv.Itoa(*f.p)
+}
+
+func (f intFlag) Set(s string) error {
+	n, err := strconv.Atoi(strings.TrimSpace(s))
+	if err != nil {
+		return errors.New("not a whole number")
+	}
+	if n < f.min {
+		return fmt.Errorf("must be at least %d", f.min)
+	}
+	*f.p = n
+	return nil
+}
+
+// durationFlag is a positive Go duration with a unit ("30s", "5m").
+type durationFlag struct{ p *time.Duration }
+
+func (f durationFlag) String() string {
+	if f.p == nil {
+		return ""
+	}
+	return f.p.String()
+}
+
+func (f durationFlag) Set(s string) error {
+	s = strings.TrimSpace(s)
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		if _, nerr := strconv.ParseFloat(s, 64); nerr == nil {
+			return errors.New("a duration needs a unit, e.g. 30s or 5m")
+		}
+		return errors.New("not a duration such as 30s or 5m")
+	}
+	if d <= 0 {
+		return errors.New("must be more than zero")
+	}
+	*f.p = d
+	return nil
+}
+
+// boolFlag is true or false (strconv.ParseBool's spellings); given
+// without a value, the flag means true.
+type boolFlag struct{ p *bool }
+
+func (f boolFlag) String() string {
+	if f.p == nil {
+		return ""
+	}
+	return strconv.FormatBool(*f.p)
+}
+
+func (f boolFlag) Set(s string) error {
+	b, err := strconv.ParseBool(strings.TrimSpace(s))
+	if err != nil {
+		return errors.New("not true or false")
+	}
+	*f.p = b
+	return nil
+}
+
+func (f boolFlag) IsBoolFlag() bool { return true }
+
+// logLevelFlag is one of slog's level names.
+type logLevelFlag struct{ p *string }
+
+func (f logLevelFlag) String() string {
+	if f.p == nil {
+		return ""
+	}
+	return *f.p
+}
+
+func (f logLevelFlag) Set(s string) error {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(s)); err != nil {
+		return errors.New("not debug, info, warn or error")
+	}
+	*f.p = s
+	return nil
 }
 
 func (c *config) logger() *slog.Logger {
@@ -109,6 +246,9 @@ func (c *config) logger() *slog.Logger {
 	return slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
 }
 
+// The vault makes the idempotency layer's keyed request fingerprints.
+var _ idempotency.Hasher = (*vaultkeys.Vault)(nil)
+
 // deps are the connections a command needs; close releases them.
 type deps struct {
 	pool    *pgxpool.Pool
@@ -118,6 +258,7 @@ type deps struct {
 	river   *river.Client[pgx.Tx]
 	idem    *idempotency.Store
 	hooks   *webhooks.Service
+	limiter *limits.Limiter
 
 	// The domain, built by openDomain.
 	banks    *channels.Registry
@@ -183,7 +324,11 @@ func (c *config) open(ctx context.Context, log *slog.Logger, workers bool) (*dep
 		d.close()
 		return nil, err
 	}
-	if d.idem, err = idempotency.New(idempotency.Config{Pool: d.pool, Logger: log}); err != nil {
+	if d.idem, err = idempotency.New(idempotency.Config{Pool: d.pool, Hasher: d.vault, Logger: log}); err != nil {
+		d.close()
+		return nil, err
+	}
+	if d.limiter, err = limits.New(d.pool); err != nil {
 		d.close()
 		return nil, err
 	}
@@ -202,11 +347,12 @@ func (c *config) open(ctx context.Context, log *slog.Logger, workers bool) (*dep
 		river.AddWorker(rc.Workers, &vaultkeys.ReencryptWorker{Vault: d.vault})
 		river.AddWorker(rc.Workers, deliver)
 		river.AddWorker(rc.Workers, &idempotency.CleanupWorker{Store: d.idem})
+		river.AddWorker(rc.Workers, &limits.CleanupWorker{Limiter: d.limiter})
 		// The charge workers get their service in openDomain.
 		d.chargeW, d.queryW = &mandate.ChargeWorker{}, &mandate.QueryWorker{}
 		river.AddWorker(rc.Workers, d.chargeW)
 		river.AddWorker(rc.Workers, d.queryW)
-		rc.PeriodicJobs = []*river.PeriodicJob{idempotency.PeriodicCleanup()}
+		rc.PeriodicJobs = []*river.PeriodicJob{idempotency.PeriodicCleanup(), limits.PeriodicCleanup()}
 		rc.Queues = map[string]river.QueueConfig{
 			river.QueueDefault: {MaxWorkers: 10},
 			webhooks.Queue:     {MaxWorkers: 10},
@@ -223,7 +369,8 @@ func (c *config) open(ctx context.Context, log *slog.Logger, workers bool) (*dep
 		return nil, fmt.Errorf("river client: %w", err)
 	}
 	jobs.client = d.river
-	if d.hooks, err = webhooks.New(webhooks.Config{Pool: d.pool, Vault: d.vault, Jobs: d.river}); err != nil {
+	if d.hooks, err = webhooks.New(webhooks.Config{Pool: d.pool, Vault: d.vault, Jobs: d.river,
+		AllowPrivateNetworks: c.WebhooksPrivate}); err != nil {
 		d.close()
 		return nil, err
 	}

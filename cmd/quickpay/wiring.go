@@ -66,7 +66,7 @@ func (c *config) openDomain(ctx context.Context, d *deps, log *slog.Logger) erro
 	}
 	var mandates *mandate.Service
 	bindings, err := binding.New(binding.Config{Pool: d.pool, Vault: d.vault, Banks: banks, Clock: c.Clock, Logger: log,
-		Emit: d.hooks.Queue,
+		Emit: d.hooks.Queue, Limiter: d.limiter, Limits: c.Limits.Binding,
 		CardEnded: func(ctx context.Context, tx pgx.Tx, merchantID, cardID, status string) error {
 			return mandates.CancelForCard(ctx, tx, merchantID, cardID, status)
 		}})
@@ -75,7 +75,7 @@ func (c *config) openDomain(ctx context.Context, d *deps, log *slog.Logger) erro
 	}
 	mandates, err = mandate.New(mandate.Config{
 		Pool: d.pool, Cards: bindings, Hasher: d.vault, Banks: banks, SMS: carrier, Jobs: d.river, Emit: d.hooks.EmitAll,
-		Logger: log, Limits: limits, JobBatch: c.ChargeBatch, Clock: c.Clock,
+		Logger: log, Limits: limits, JobBatch: c.ChargeBatch, Clock: c.Clock, PhoneLimit: bindings,
 		NotifyURL: func(code string) string { return api.CallbackURL(publicURL, code) },
 	})
 	if err != nil {
@@ -111,11 +111,11 @@ func parseBankLimits(s string) (map[string]mandate.Limit, error) {
 
 // apiConfig composes the HTTP API over d (openDomain first).
 func (c *config) apiConfig(ctx context.Context, d *deps, log *slog.Logger) (api.Config, error) {
-	store, err := merchants.NewStore(merchants.Config{Pool: d.pool})
+	store, err := merchants.NewStore(merchants.Config{Pool: d.pool, Limiter: d.limiter, TokenFailures: c.Limits.TokenFailures})
 	if err != nil {
 		return api.Config{}, err
 	}
-	auth, err := api.NewAuth(api.AuthConfig{Merchants: store, Vault: d.vault, Logger: log})
+	auth, err := api.NewAuth(api.AuthConfig{Merchants: store, Vault: d.vault, Logger: log, TrustedProxies: c.Limits.TrustedProxies})
 	if err != nil {
 		return api.Config{}, err
 	}
