@@ -15,7 +15,10 @@ import (
 )
 
 // Migrations are numbered SQL files (NNN_name.sql); each runs in its own
-// transaction. The version table is quickpay_schema_version.
+// transaction. The version table is quickpay_schema_version. Every migration
+// from 007 on can run again over its own result (IF NOT EXISTS, OR REPLACE,
+// DROP … IF EXISTS before ADD): TestOldChargeJobsBecomeBatches sets the
+// version back to 006 and migrates up again.
 //
 //go:embed migrations/*.sql
 var migrations embed.FS

@@ -20,5 +20,6 @@ UPDATE idempotency_keys
 -- Nothing but a keyed fingerprint (or the erased mark) is stored again: a
 -- process still running the old code fails its insert instead of writing a
 -- digest.
+ALTER TABLE idempotency_keys DROP CONSTRAINT IF EXISTS idempotency_keys_request_hash_keyed;
 ALTER TABLE idempotency_keys ADD CONSTRAINT idempotency_keys_request_hash_keyed
     CHECK (request_hash = '\x'::bytea OR (length(request_hash) = 37 AND get_byte(request_hash, 0) = 2));

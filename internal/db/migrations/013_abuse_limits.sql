@@ -9,7 +9,7 @@
 -- dozen), so windows slide: "10 a day" is 10 in any 24 hours, with no
 -- doubled burst at a window's edge. expires_at is when the row says nothing
 -- any more; the limits cleanup job deletes it then.
-CREATE TABLE limit_events (
+CREATE TABLE IF NOT EXISTS limit_events (
     kind       text        NOT NULL,
     key        bytea       NOT NULL,
     times      timestamptz[] NOT NULL DEFAULT '{}',
@@ -17,7 +17,7 @@ CREATE TABLE limit_events (
     PRIMARY KEY (kind, key)
 );
 
-CREATE INDEX limit_events_expires ON limit_events (expires_at);
+CREATE INDEX IF NOT EXISTS limit_events_expires ON limit_events (expires_at);
 
 -- limits_take checks and counts in one round trip. Each element i of the
 -- arrays is one rule: at most cap[i] instants of (kind[i], key[i]) within
@@ -30,7 +30,7 @@ CREATE INDEX limit_events_expires ON limit_events (expires_at);
 -- Taken rows are created and locked in (kind, key) order, so that takes of
 -- overlapping keys queue rather than deadlock, and concurrent takes of one
 -- key cannot both see room for one.
-CREATE FUNCTION limits_take(p_now timestamptz, p_kind text[], p_key bytea[], p_take boolean[],
+CREATE OR REPLACE FUNCTION limits_take(p_now timestamptz, p_kind text[], p_key bytea[], p_take boolean[],
                             p_cap int[], p_win interval[])
 RETURNS double precision
 LANGUAGE plpgsql AS $$

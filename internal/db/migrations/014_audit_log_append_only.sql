@@ -8,16 +8,16 @@
 -- A table owner or superuser can still drop or disable the triggers (or
 -- set session_replication_role = replica); in production the service
 -- connects as a role that owns nothing (docs/decisions.md).
-CREATE FUNCTION qp_audit_log_append_only() RETURNS trigger
+CREATE OR REPLACE FUNCTION qp_audit_log_append_only() RETURNS trigger
     LANGUAGE plpgsql AS $$
 BEGIN
     RAISE EXCEPTION 'audit_log is append-only: % refused', TG_OP
         USING ERRCODE = 'insufficient_privilege';
 END
 $$;
-CREATE TRIGGER audit_log_append_only
+CREATE OR REPLACE TRIGGER audit_log_append_only
     BEFORE UPDATE OR DELETE ON audit_log
     FOR EACH STATEMENT EXECUTE FUNCTION qp_audit_log_append_only();
-CREATE TRIGGER audit_log_no_truncate
+CREATE OR REPLACE TRIGGER audit_log_no_truncate
     BEFORE TRUNCATE ON audit_log
     FOR EACH STATEMENT EXECUTE FUNCTION qp_audit_log_append_only();

@@ -9,7 +9,8 @@
 ALTER TABLE charge_attempts DROP CONSTRAINT IF EXISTS charge_attempts_status_check;
 ALTER TABLE charge_attempts ADD CONSTRAINT charge_attempts_status_check
     CHECK (status IN ('processing', 'unknown', 'succeeded', 'failed', 'amount_mismatch'));
-ALTER TABLE charge_attempts ADD COLUMN bank_amount bigint;
+ALTER TABLE charge_attempts ADD COLUMN IF NOT EXISTS bank_amount bigint;
+ALTER TABLE charge_attempts DROP CONSTRAINT IF EXISTS charge_attempts_bank_amount_when_mismatch;
 ALTER TABLE charge_attempts ADD CONSTRAINT charge_attempts_bank_amount_when_mismatch
     CHECK ((bank_amount IS NOT NULL) = (status = 'amount_mismatch'));
 ALTER TABLE charges DROP CONSTRAINT IF EXISTS charges_status_check;
