@@ -496,7 +496,26 @@ func TestManyMandatesOnOneCardChargeTheSameDay(t *testing.T) {
 	for i := range 5 {
 		ms = append(ms, w.mandate(t, c, w.dueToday(int64(100+i))))
 	}
-	first := w.runDue(t)
+	// The first run enqueues on a queue no worker serves, so none of its
+	// three attempts can be answered while it still claims (run-due
+	// repeats until nothing is claimable: answered in time, the other two
+	// would rightly go out in the same run). Its jobs then move to the
+	// world's queue.
+	cfg := w.cfg
+	cfg.Queue = "unserved_" + randHex(4)
+	held, err := mandate.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := held.RunDue(context.Background(), w.clock.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Pool.Exec(context.Background(), `UPDATE river_job SET queue = $1 WHERE queue = $2`,
+		w.queue, cfg.Queue); err != nil {
+		t.Fatal(err)
+	}
+	w.settle(t, true)
 	second := w.runDue(t)
 	if first.Claimed != 3 || second.Claimed != 2 || first.Deferred+second.Deferred != 0 {
 		t.Fatalf("runs: %+v then %+v, want 3 then 2 claimed, none deferred", first, second)
