@@ -18,6 +18,10 @@ const DefaultTimezone = "Asia/Shanghai"
 // maxScheduleCharges caps Schedule.MaxCharges: 100 years of monthly charges.
 const maxScheduleCharges = 1200
 
+// maxStartYear is the last year a schedule may start in: its first period
+// and the one after stay within year 9999, whose keys have four digits.
+const maxStartYear = 9998
+
 // A date is a time.Time at 00:00 UTC naming a calendar day, which is what
 // pgx returns for a Postgres `date`. Dates compare with Before, After and
 // Equal; their calendar day is read in UTC.
@@ -75,7 +79,9 @@ type Schedule struct {
 //   - interval is "month" or "week";
 //   - month needs day_of_month 1–31 and no weekday (0);
 //     week needs weekday 1–7 and no day_of_month (0);
-//   - start_date is set and is a date (00:00 UTC);
+//   - start_date is set and is a date (00:00 UTC) from 0001-01-01 to
+//     9998-12-31, so that every period key has a four-digit year that
+//     Period reads back (a weekly schedule from 0000-01-01 gave "-001-W52");
 //   - end_date is zero, or a date not before start_date;
 //   - max_charges is 0 (none) to 1200;
 //   - timezone is empty (DefaultTimezone) or loads with time.LoadLocation,
@@ -91,6 +97,9 @@ func (s Schedule) Validate() error {
 	}
 	if !isDate(s.StartDate) {
 		return &FieldError{Field: "schedule.start_date", Message: "must be a date (00:00 UTC)"}
+	}
+	if y := s.StartDate.Year(); y < 1 || y > maxStartYear {
+		return &FieldError{Field: "schedule.start_date", Message: fmt.Sprintf("must be from 0001-01-01 to %04d-12-31", maxStartYear)}
 	}
 	if !s.EndDate.IsZero() {
 		if !isDate(s.EndDate) {
