@@ -66,11 +66,15 @@ var bodyKinds = []struct {
 	{"no body", nil, false}, // BindEmpty: the body-less POSTs
 }
 
+// fuzzEcho makes the contexts of bindBody (an Echo per call would be most
+// of the cost of an execution).
+var fuzzEcho = echo.New()
+
 // bindBody runs Bind (or BindEmpty for a nil into) over body as a request
 // would.
 func bindBody(body []byte, into any) error {
 	req := httptest.NewRequest(http.MethodPost, "/", bytes.NewReader(body))
-	c := echo.New().NewContext(req, httptest.NewRecorder())
+	c := fuzzEcho.NewContext(req, httptest.NewRecorder())
 	if into == nil {
 		return BindEmpty(c)
 	}
@@ -140,19 +144,20 @@ func FuzzBind(f *testing.F) {
 	})
 }
 
-// knownTrailingBytes reports a body that is one JSON object followed only
-// by closing brackets ("{}}", "{...}]"), which Bind accepts today: its
-// trailing-data check, json.Decoder.More, reports false before '}' and
-// ']'. Reported in issue 18 (api/errors.go, owned elsewhere); remove this
-// allowance with the fix, and FuzzBind then holds the property for them.
+// knownTrailingBytes reports a body that is one JSON object followed by
+// '}' or ']' and then anything ("{}}", `{"url":"a"}]{"url":"b"}`), which
+// Bind accepts today: its trailing-data check, json.Decoder.More, reports
+// false before '}' and ']'. Reported in issue 18 (api/errors.go, owned
+// elsewhere); remove this allowance with the fix, and FuzzBind then holds
+// the property for them.
 func knownTrailingBytes(b []byte) bool {
 	dec := json.NewDecoder(bytes.NewReader(b))
 	var v json.RawMessage
 	if dec.Decode(&v) != nil {
 		return false
 	}
-	rest := bytes.TrimSpace(b[dec.InputOffset():])
-	return len(rest) > 0 && strings.Trim(string(rest), "}] \t\r\n") == ""
+	rest := bytes.TrimLeft(b[dec.InputOffset():], " \t\r\n")
+	return len(rest) > 0 && (rest[0] == '}' || rest[0] == ']')
 }
 
 // checkRefusal checks Bind's refusal of body.
@@ -169,10 +174,12 @@ func checkRefusal(t *testing.T, kind string, body []byte, err error) {
 		f, _ := ans.Fields["field"].(string)
 		if ans.Message == "unknown field" {
 			// The key itself is named (it may be ""). Keys that need
-			// quoting are named as Go quotes them (`a\"b`): a known
-			// cosmetic defect of Bind, reported with knownTrailingBytes.
+			// quoting are named as Bind cuts them out of the decoder's
+			// message: Go-quoted, then stripped of every '"' at either end
+			// (`a\"b` for `a"b`, `\` for `"`). A known cosmetic defect,
+			// reported with knownTrailingBytes.
 			keys, _ := stringsOf(body)
-			if !slices.ContainsFunc(keys, func(k string) bool { q := strconv.Quote(k); return k == f || q[1:len(q)-1] == f }) {
+			if !slices.ContainsFunc(keys, func(k string) bool { return k == f || strings.Trim(strconv.Quote(k), `"`) == f }) {
 				t.Fatalf("%s: unknown field %q is none of the body's keys %q", kind, f, keys)
 			}
 		} else if f == "" {
