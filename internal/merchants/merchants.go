@@ -24,6 +24,13 @@
 // concurrent guesses cannot exceed the cap) and a right secret gives it
 // back. Every attempt that is checked writes an audit row (action
 // auth.login) with its outcome and source; never the secret.
+//
+// # Requests-per-second ceiling
+//
+// A merchant may have a ceiling on its API requests per second
+// (Merchant.RPSCeiling, NULL in the database when it has none), given at
+// creation or with SetRPSCeiling and audited either way. This package only
+// stores it; the API enforces it per serve instance (api/ratelimit.go).
 package merchants
 
 import (
@@ -90,7 +97,14 @@ var (
 	ErrInvalidScopes = errors.New("scopes must be a non-empty subset of bind, withhold")
 	// ErrInvalidName: the name is empty, longer than 200 characters or not UTF-8.
 	ErrInvalidName = errors.New("merchant name must be 1 to 200 characters")
+	// ErrInvalidRPSCeiling: a ceiling below 0 or above MaxRPSCeiling.
+	ErrInvalidRPSCeiling = fmt.Errorf("requests-per-second ceiling must be 0 (none) to %d", MaxRPSCeiling)
 )
+
+// MaxRPSCeiling is the highest requests-per-second ceiling a merchant can
+// be given (the database's CHECK says the same); above it a ceiling would
+// protect nothing.
+const MaxRPSCeiling = 100_000
 
 // ThrottledError refuses a source that failed too often.
 // errors.Is(err, ErrThrottled) holds for it.
@@ -120,6 +134,9 @@ type Merchant struct {
 	Scopes    []string // canonical order, see AllScopes
 	ClientID  string
 	CreatedAt time.Time
+	// RPSCeiling is the most API requests per second the merchant may make
+	// to one serve instance; 0 means no ceiling.
+	RPSCeiling int
 }
 
 // HasScope reports whether m holds scope.
@@ -223,18 +240,36 @@ func NormalizeScopes(scopes []string) ([]string, error) {
 	return out, nil
 }
 
-// Create makes a merchant with new client credentials and returns the client
-// secret, which exists nowhere else afterwards: only its bcrypt hash is
-// stored. The audit row (merchant.create) is written in the same
-// transaction. Errors: ErrInvalidName, ErrInvalidScopes.
+// NewMerchant is what CreateWith makes a merchant of.
+type NewMerchant struct {
+	Name   string   // Required: 1 to 200 characters.
+	Scopes []string // Required: a non-empty subset of AllScopes.
+	// RPSCeiling is the requests-per-second ceiling; 0 (the default) is none.
+	RPSCeiling int
+}
+
+// Create is CreateWith for a merchant without a requests-per-second
+// ceiling.
 func (s *Store) Create(ctx context.Context, name string, scopes []string) (Merchant, string, error) {
-	name = strings.TrimSpace(name)
+	return s.CreateWith(ctx, NewMerchant{Name: name, Scopes: scopes})
+}
+
+// CreateWith makes a merchant with new client credentials and returns the
+// client secret, which exists nowhere else afterwards: only its bcrypt hash
+// is stored. The audit row (merchant.create) is written in the same
+// transaction. Errors: ErrInvalidName, ErrInvalidScopes,
+// ErrInvalidRPSCeiling.
+func (s *Store) CreateWith(ctx context.Context, nm NewMerchant) (Merchant, string, error) {
+	name := strings.TrimSpace(nm.Name)
 	if name == "" || !utf8.ValidString(name) || utf8.RuneCountInString(name) > 200 {
 		return Merchant{}, "", ErrInvalidName
 	}
-	scopes, err := NormalizeScopes(scopes)
+	scopes, err := NormalizeScopes(nm.Scopes)
 	if err != nil {
 		return Merchant{}, "", err
+	}
+	if !validRPSCeiling(nm.RPSCeiling) {
+		return Merchant{}, "", ErrInvalidRPSCeiling
 	}
 	secret, err := newSecret()
 	if err != nil {
@@ -246,18 +281,22 @@ func (s *Store) Create(ctx context.Context, name string, scopes []string) (Merch
 	}
 	m := Merchant{
 		ID: ids.New(IDPrefix), Name: name, Scopes: scopes, ClientID: ids.New(ClientIDPrefix),
-		CreatedAt: s.clock.Now().UTC().Truncate(time.Microsecond),
+		CreatedAt: s.clock.Now().UTC().Truncate(time.Microsecond), RPSCeiling: nm.RPSCeiling,
+	}
+	details := map[string]any{"client_id": m.ClientID, "scopes": m.Scopes}
+	if m.RPSCeiling > 0 {
+		details["rps_ceiling"] = m.RPSCeiling
 	}
 	err = db.InTx(ctx, s.pool, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx,
-			`INSERT INTO merchants (id, name, scopes, client_id, client_secret_hash, created_at)
-			 VALUES ($1, $2, $3, $4, $5, $6)`,
-			m.ID, m.Name, m.Scopes, m.ClientID, string(hash), m.CreatedAt); err != nil {
+			`INSERT INTO merchants (id, name, scopes, client_id, client_secret_hash, created_at, rps_ceiling)
+			 VALUES ($1, $2, $3, $4, $5, $6, $7)`,
+			m.ID, m.Name, m.Scopes, m.ClientID, string(hash), m.CreatedAt, rpsColumn(m.RPSCeiling)); err != nil {
 			return fmt.Errorf("insert merchant: %w", err)
 		}
 		return audit.Write(ctx, tx, audit.Entry{
 			MerchantID: m.ID, Actor: actorFrom(ctx), Action: "merchant.create", Subject: m.ID,
-			Details: map[string]any{"client_id": m.ClientID, "scopes": m.Scopes},
+			Details: details,
 		})
 	})
 	if err != nil {
@@ -274,7 +313,7 @@ func newSecret() (string, error) {
 	return base64.RawURLEncoding.EncodeToString(b), nil
 }
 
-const merchantColumns = `id, name, scopes, client_id, created_at`
+const merchantColumns = `id, name, scopes, client_id, created_at, coalesce(rps_ceiling, 0)`
 
 // Get returns the merchant with id. Error: ErrNotFound.
 func (s *Store) Get(ctx context.Context, id string) (Merchant, error) {
@@ -283,7 +322,7 @@ func (s *Store) Get(ctx context.Context, id string) (Merchant, error) {
 	}
 	var m Merchant
 	err := s.pool.QueryRow(ctx, `SELECT `+merchantColumns+` FROM merchants WHERE id = $1`, id).
-		Scan(&m.ID, &m.Name, &m.Scopes, &m.ClientID, &m.CreatedAt)
+		Scan(&m.ID, &m.Name, &m.Scopes, &m.ClientID, &m.CreatedAt, &m.RPSCeiling)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Merchant{}, ErrNotFound
 	}
@@ -352,7 +391,7 @@ func (s *Store) check(ctx context.Context, clientID, source, secret string) (Mer
 	}
 	err := s.pool.QueryRow(ctx,
 		`SELECT `+merchantColumns+`, client_secret_hash FROM merchants WHERE client_id = $1`,
-		clientID).Scan(&m.ID, &m.Name, &m.Scopes, &m.ClientID, &m.CreatedAt, &hash)
+		clientID).Scan(&m.ID, &m.Name, &m.Scopes, &m.ClientID, &m.CreatedAt, &m.RPSCeiling, &hash)
 	if errors.Is(err, pgx.ErrNoRows) {
 		_ = bcrypt.CompareHashAndPassword(s.dummy, []byte(secret))
 		// The client id goes into the audit trail only if it looks like
@@ -428,4 +467,64 @@ func (s *Store) SetRetryDays(ctx context.Context, id string, days []int) error {
 		return audit.Write(ctx, tx, audit.Entry{MerchantID: id, Actor: actorFrom(ctx), Action: "merchant.retry_days",
 			Subject: id, Details: map[string]any{"retry_days": days}})
 	})
+}
+
+func validRPSCeiling(n int) bool { return n >= 0 && n <= MaxRPSCeiling }
+
+// rpsColumn is the rps_ceiling value of a ceiling: NULL for none.
+func rpsColumn(n int) *int32 {
+	if n == 0 {
+		return nil
+	}
+	v := int32(n)
+	return &v
+}
+
+// SetRPSCeiling gives the merchant a requests-per-second ceiling, or takes
+// it away with 0. Serve instances apply it once their cached value expires
+// (api.DefaultCeilingTTL). Audited (merchant.rps_ceiling, with the old and
+// new values). Errors: ErrInvalidRPSCeiling, ErrNotFound.
+func (s *Store) SetRPSCeiling(ctx context.Context, id string, rps int) error {
+	if !validRPSCeiling(rps) {
+		return ErrInvalidRPSCeiling
+	}
+	if !ids.Valid(IDPrefix, id) {
+		return ErrNotFound
+	}
+	err := db.InTx(ctx, s.pool, func(tx pgx.Tx) error {
+		var old int
+		err := tx.QueryRow(ctx, `
+			WITH before AS (SELECT id, rps_ceiling FROM merchants WHERE id = $1 FOR UPDATE)
+			UPDATE merchants m SET rps_ceiling = $2 FROM before WHERE m.id = before.id
+			RETURNING coalesce(before.rps_ceiling, 0)`, id, rpsColumn(rps)).Scan(&old)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return ErrNotFound
+		}
+		if err != nil {
+			return err
+		}
+		return audit.Write(ctx, tx, audit.Entry{MerchantID: id, Actor: actorFrom(ctx), Action: "merchant.rps_ceiling",
+			Subject: id, Details: map[string]any{"rps_ceiling": rps, "previous": old}})
+	})
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return fmt.Errorf("set rps ceiling of %s: %w", id, err)
+	}
+	return err
+}
+
+// RPSCeiling returns the merchant's requests-per-second ceiling, 0 for none:
+// one indexed read, for the API's cache. Error: ErrNotFound.
+func (s *Store) RPSCeiling(ctx context.Context, id string) (int, error) {
+	if !ids.Valid(IDPrefix, id) {
+		return 0, ErrNotFound
+	}
+	var n int
+	err := s.pool.QueryRow(ctx, `SELECT coalesce(rps_ceiling, 0) FROM merchants WHERE id = $1`, id).Scan(&n)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, ErrNotFound
+	}
+	if err != nil {
+		return 0, fmt.Errorf("rps ceiling of %s: %w", id, err)
+	}
+	return n, nil
 }

@@ -402,3 +402,125 @@ func TestLockoutPerSource(t *testing.T) {
 		}
 	})
 }
+
+func TestRPSCeiling(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	ctx := merchants.WithActor(context.Background(), "cli:test")
+	// stored is the rps_ceiling column, nil for NULL.
+	stored := func(t *testing.T, id string) *int {
+		t.Helper()
+		var n *int
+		if err := f.pool.QueryRow(context.Background(), `SELECT rps_ceiling FROM merchants WHERE id = $1`, id).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	// ceiling wants the ceiling as Get, RPSCeiling and Authenticate read it.
+	ceiling := func(t *testing.T, m merchants.Merchant, secret string, want int) {
+		t.Helper()
+		got, err := f.store.Get(context.Background(), m.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, err := f.store.RPSCeiling(context.Background(), m.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		auth, err := f.store.Authenticate(context.Background(), m.ClientID, secret)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.RPSCeiling != want || n != want || auth.RPSCeiling != want {
+			t.Fatalf("ceiling: Get %d, RPSCeiling %d, Authenticate %d; want %d", got.RPSCeiling, n, auth.RPSCeiling, want)
+		}
+	}
+	type auditRow struct {
+		Actor, Details string
+	}
+	audits := func(t *testing.T, id, action string) []auditRow {
+		t.Helper()
+		rows, err := f.pool.Query(context.Background(),
+			`SELECT actor, details::text FROM audit_log WHERE action = $1 AND merchant_id = $2 ORDER BY id`, action, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, err := pgx.CollectRows(rows, pgx.RowToStructByPos[auditRow])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+
+	t.Run("none by default: NULL", func(t *testing.T) {
+		m, secret := f.create(t)
+		if m.RPSCeiling != 0 || stored(t, m.ID) != nil {
+			t.Fatalf("ceiling %d, stored %v; want none, NULL", m.RPSCeiling, stored(t, m.ID))
+		}
+		ceiling(t, m, secret, 0)
+		if a := audits(t, m.ID, "merchant.create"); len(a) != 1 || strings.Contains(a[0].Details, "rps_ceiling") {
+			t.Fatalf("merchant.create audit %+v: want one row without rps_ceiling", a)
+		}
+	})
+
+	t.Run("given at creation, changed and taken away, each audited", func(t *testing.T) {
+		m, secret, err := f.store.CreateWith(ctx, merchants.NewMerchant{Name: "Ceiling Co", Scopes: []string{"bind"}, RPSCeiling: 3})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.RPSCeiling != 3 {
+			t.Fatalf("created with ceiling %d, want 3", m.RPSCeiling)
+		}
+		ceiling(t, m, secret, 3)
+		if a := audits(t, m.ID, "merchant.create"); len(a) != 1 || !strings.Contains(a[0].Details, `"rps_ceiling": 3`) {
+			t.Fatalf("merchant.create audit %+v: want rps_ceiling 3", a)
+		}
+		if err := f.store.SetRPSCeiling(ctx, m.ID, 5); err != nil {
+			t.Fatal(err)
+		}
+		ceiling(t, m, secret, 5)
+		if err := f.store.SetRPSCeiling(ctx, m.ID, 0); err != nil {
+			t.Fatal(err)
+		}
+		ceiling(t, m, secret, 0)
+		if n := stored(t, m.ID); n != nil {
+			t.Fatalf("rps_ceiling = %d after 0, want NULL", *n)
+		}
+		a := audits(t, m.ID, "merchant.rps_ceiling")
+		if len(a) != 2 || a[0].Actor != "cli:test" ||
+			!strings.Contains(a[0].Details, `"rps_ceiling": 5`) || !strings.Contains(a[0].Details, `"previous": 3`) ||
+			!strings.Contains(a[1].Details, `"rps_ceiling": 0`) || !strings.Contains(a[1].Details, `"previous": 5`) {
+			t.Fatalf("merchant.rps_ceiling audit rows %+v: want 3→5 then 5→0 by cli:test", a)
+		}
+	})
+
+	t.Run("refused: out of range, unknown merchant", func(t *testing.T) {
+		m, secret, err := f.store.CreateWith(ctx, merchants.NewMerchant{Name: "Ceiling Co", Scopes: []string{"bind"}, RPSCeiling: 7})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, bad := range []int{-1, merchants.MaxRPSCeiling + 1} {
+			if err := f.store.SetRPSCeiling(ctx, m.ID, bad); !errors.Is(err, merchants.ErrInvalidRPSCeiling) {
+				t.Errorf("SetRPSCeiling(%d) err = %v, want ErrInvalidRPSCeiling", bad, err)
+			}
+			if _, _, err := f.store.CreateWith(ctx, merchants.NewMerchant{Name: "X", Scopes: []string{"bind"}, RPSCeiling: bad}); !errors.Is(err, merchants.ErrInvalidRPSCeiling) {
+				t.Errorf("CreateWith(ceiling %d) err = %v, want ErrInvalidRPSCeiling", bad, err)
+			}
+		}
+		if err := f.store.SetRPSCeiling(ctx, m.ID, merchants.MaxRPSCeiling); err != nil {
+			t.Fatalf("the highest ceiling: %v", err)
+		}
+		ceiling(t, m, secret, merchants.MaxRPSCeiling)
+		for _, id := range []string{ids.New("mch"), "garbage"} {
+			if err := f.store.SetRPSCeiling(ctx, id, 1); !errors.Is(err, merchants.ErrNotFound) {
+				t.Errorf("SetRPSCeiling(%q) err = %v, want ErrNotFound", id, err)
+			}
+			if _, err := f.store.RPSCeiling(context.Background(), id); !errors.Is(err, merchants.ErrNotFound) {
+				t.Errorf("RPSCeiling(%q) err = %v, want ErrNotFound", id, err)
+			}
+		}
+		if n := len(audits(t, m.ID, "merchant.rps_ceiling")); n != 1 {
+			t.Fatalf("%d merchant.rps_ceiling audit rows, want 1 (refusals write none)", n)
+		}
+	})
+}
