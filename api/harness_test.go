@@ -42,6 +42,7 @@ type testServer struct {
 	echo      *echo.Echo
 	hooks     *webhooks.Service
 	mandates  *mandate.Service
+	rateLimit *api.RateLimit
 }
 
 // serverOptions adjust newTestServer; the zero value is the plain setup.
@@ -51,7 +52,8 @@ type serverOptions struct {
 	// Banks are the bank adapters. Defaults to Stack.Banks.
 	Banks binding.Banks
 	// Clock dates bindings, mandates and access tokens (the binding and
-	// mandate services' and auth's clock). Defaults to the system clock.
+	// mandate services' and auth's clock) and times the per-merchant
+	// ceilings' buckets and cache. Defaults to the system clock.
 	Clock clock.Clock
 	// Logger is the server's, auth's, the binding service's and
 	// idempotency's. Defaults to slog.Default().
@@ -146,9 +148,13 @@ func newTestServer(t *testing.T, o serverOptions) *testServer {
 	if err != nil {
 		t.Fatal(err)
 	}
+	rateLimit, err := api.NewRateLimit(api.RateLimitConfig{Ceilings: store, Clock: o.Clock})
+	if err != nil {
+		t.Fatal(err)
+	}
 	e := api.New(api.Config{
 		Pool: st.Pool, HSM: st.HSM, Secrets: st.Secrets, Logger: o.Logger,
-		Auth: auth, Idempotency: idem.Middleware(api.MerchantID),
+		Auth: auth, Idempotency: idem.Middleware(api.MerchantID), RateLimit: rateLimit.Middleware(),
 		Areas: []api.Area{&api.Bindings{Service: svc}, &api.Mandates{Service: mandates, Banks: o.Banks},
 			api.Webhooks{Service: hooks, Merchants: store}},
 	})
@@ -160,7 +166,8 @@ func newTestServer(t *testing.T, o serverOptions) *testServer {
 	baseURL = "http://" + srv.Listener.Addr().String() // before any request can read it
 	srv.Start()
 	t.Cleanup(srv.Close)
-	return &testServer{Stack: st, url: srv.URL, merchants: store, echo: e, hooks: hooks, mandates: mandates}
+	return &testServer{Stack: st, url: srv.URL, merchants: store, echo: e, hooks: hooks, mandates: mandates,
+		rateLimit: rateLimit}
 }
 
 // insertOnlyRiver is a River client that enqueues jobs and never works them.

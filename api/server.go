@@ -43,6 +43,9 @@ type Config struct {
 	Auth Authenticator
 	// Idempotency wraps every POST under /v1 (Idempotency-Key). Optional.
 	Idempotency echo.MiddlewareFunc
+	// RateLimit refuses a merchant's /v1 requests over its ceiling (see
+	// RateLimit); it runs after auth and before Idempotency. Optional.
+	RateLimit echo.MiddlewareFunc
 	// Areas add their /v1 routes and their rows of the error table, and,
 	// if they are PublicRouters, their public routes.
 	Areas []Area
@@ -140,6 +143,9 @@ func New(cfg Config) *echo.Echo {
 	if cfg.Auth != nil {
 		cfg.Auth.Routes(e)
 		v1 := e.Group("/v1", cfg.Auth.Middleware(), withAuditRequestID)
+		if cfg.RateLimit != nil {
+			v1.Use(cfg.RateLimit)
+		}
 		if cfg.Idempotency != nil {
 			v1.Use(cfg.Idempotency)
 		}
