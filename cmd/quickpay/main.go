@@ -3,8 +3,10 @@
 //	quickpay serve                    HTTP API, background workers, scheduler
 //	quickpay migrate                  apply database migrations (River's and quickpay's)
 //	quickpay dev                      the whole local stack (what `make run` runs)
-//	quickpay merchants create --name NAME [--scopes bind,withhold] [--json]
+//	quickpay merchants create --name NAME [--scopes bind,withhold] [--rps N] [--json]
 //	                                  a merchant and its API credentials (secret shown once)
+//	quickpay merchants set-rps --merchant ID --rps N
+//	                                  its requests-per-second ceiling per serve instance (0: none)
 //	quickpay charges run-due [--as-of RFC3339]
 //	                                  charge what is due (then), and wait for the banks' answers
 //	quickpay reconcile --bank CODE --date YYYY-MM-DD

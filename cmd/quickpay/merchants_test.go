@@ -190,3 +190,122 @@ func TestMerchantsRetryDays(t *testing.T) {
 		t.Fatalf("audit rows = %d (%v), want 1", n, err)
 	}
 }
+
+func TestMerchantsRPS(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dbURL := testenv.DatabaseURL(t)
+	pool := testenv.Pool(t)
+	store, err := merchants.NewStore(merchants.Config{Pool: pool})
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := func(args ...string) (string, error) {
+		var out bytes.Buffer
+		err := runMerchants(ctx, append(args, "--database-url", dbURL), &out)
+		return out.String(), err
+	}
+	ceiling := func(t *testing.T, id string) int {
+		t.Helper()
+		n, err := store.RPSCeiling(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+
+	t.Run("create --rps sets the ceiling; --json keeps its three keys", func(t *testing.T) {
+		out, err := run("create", "--name", "Ceiling Utilities", "--rps", "3", "--json", "--actor", "cli:test")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got map[string]any
+		if err := json.Unmarshal([]byte(out), &got); err != nil || len(got) != 3 {
+			t.Fatalf("--json output %q: want the three keys (%v)", out, err)
+		}
+		id, _ := got["merchant_id"].(string)
+		if n := ceiling(t, id); n != 3 {
+			t.Fatalf("ceiling = %d, want 3", n)
+		}
+		var details string
+		if err := pool.QueryRow(ctx, `SELECT details::text FROM audit_log WHERE action = 'merchant.create' AND merchant_id = $1`, id).
+			Scan(&details); err != nil || !strings.Contains(details, `"rps_ceiling": 3`) {
+			t.Fatalf("merchant.create audit details %s (%v): want rps_ceiling 3", details, err)
+		}
+
+		out, err = run("create", "--name", "Ceiling Lending", "--rps", "4")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(out, "rps_ceiling") || !strings.Contains(out, "4 requests/s") {
+			t.Fatalf("readable output does not show the ceiling:\n%s", out)
+		}
+		out, err = run("create", "--name", "No Ceiling Co")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(out, "rps_ceiling") || !strings.Contains(out, "none") {
+			t.Fatalf("readable output does not say there is no ceiling:\n%s", out)
+		}
+	})
+
+	t.Run("set-rps changes it and 0 takes it away, audited", func(t *testing.T) {
+		id := testenv.Merchant(t, pool)
+		if n := ceiling(t, id); n != 0 {
+			t.Fatalf("a new merchant's ceiling = %d, want none", n)
+		}
+		out, err := run("set-rps", "--merchant", id, "--rps", "6", "--actor", "cli:test")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := ceiling(t, id); n != 6 || !strings.Contains(out, id) || !strings.Contains(out, "6 requests/s") {
+			t.Fatalf("ceiling = %d, output %q; want 6 and a line naming the merchant and the ceiling", n, out)
+		}
+		if _, err := run("set-rps", "--merchant", id, "--rps", "0", "--actor", "cli:test"); err != nil {
+			t.Fatal(err)
+		}
+		var stored *int
+		if err := pool.QueryRow(ctx, `SELECT rps_ceiling FROM merchants WHERE id = $1`, id).Scan(&stored); err != nil || stored != nil {
+			t.Fatalf("rps_ceiling after --rps 0 = %v (%v), want NULL", stored, err)
+		}
+		var n int
+		if err := pool.QueryRow(ctx, `SELECT count(*) FROM audit_log WHERE action = 'merchant.rps_ceiling' AND subject = $1 AND actor = 'cli:test'`, id).
+			Scan(&n); err != nil || n != 2 {
+			t.Fatalf("merchant.rps_ceiling audit rows by cli:test = %d (%v), want 2", n, err)
+		}
+	})
+
+	t.Run("bad input is refused naming the flag, changing nothing", func(t *testing.T) {
+		id := testenv.Merchant(t, pool)
+		if _, err := run("set-rps", "--merchant", id, "--rps", "2"); err != nil {
+			t.Fatal(err)
+		}
+		for _, bad := range []string{"-1", "x", "1.5", "", "100001"} {
+			out, err := run("set-rps", "--merchant", id, "--rps", bad)
+			if err == nil || !strings.Contains(err.Error(), "rps") || out != "" {
+				t.Errorf("set-rps --rps %q: err %v, output %q; want an error naming -rps and no output", bad, err, out)
+			}
+			name := "Refused " + bad
+			out, err = run("create", "--name", name, "--rps", bad)
+			if err == nil || !strings.Contains(err.Error(), "rps") || out != "" {
+				t.Errorf("create --rps %q: err %v, output %q; want an error naming -rps and no output", bad, err, out)
+			}
+			var n int
+			if err := pool.QueryRow(ctx, `SELECT count(*) FROM merchants WHERE name = $1`, name).Scan(&n); err != nil || n != 0 {
+				t.Errorf("create --rps %q made %d merchants (%v), want none", bad, n, err)
+			}
+		}
+		if _, err := run("set-rps", "--merchant", id); err == nil || !strings.Contains(err.Error(), "--rps") {
+			t.Errorf("set-rps without --rps: %v, want an error naming --rps", err)
+		}
+		if _, err := run("set-rps", "--rps", "3"); err == nil || !strings.Contains(err.Error(), "--merchant") {
+			t.Errorf("set-rps without --merchant: %v, want an error naming --merchant", err)
+		}
+		if _, err := run("set-rps", "--merchant", "mch_nobody", "--rps", "3"); !errors.Is(err, merchants.ErrNotFound) {
+			t.Errorf("unknown merchant: %v, want ErrNotFound", err)
+		}
+		if n := ceiling(t, id); n != 2 {
+			t.Fatalf("after refused changes the ceiling = %d, want 2 kept", n)
+		}
+	})
+}

@@ -119,6 +119,10 @@ func (c *config) apiConfig(ctx context.Context, d *deps, log *slog.Logger) (api.
 	if err != nil {
 		return api.Config{}, err
 	}
+	rateLimit, err := api.NewRateLimit(api.RateLimitConfig{Ceilings: store})
+	if err != nil {
+		return api.Config{}, err
+	}
 	if d.bindings == nil {
 		if err := c.openDomain(ctx, d, log); err != nil {
 			return api.Config{}, err
@@ -129,6 +133,7 @@ func (c *config) apiConfig(ctx context.Context, d *deps, log *slog.Logger) (api.
 		Pool: d.pool, HSM: d.hsm, Secrets: d.secrets, Logger: log,
 		Auth:        auth,
 		Idempotency: d.idem.Middleware(api.MerchantID),
+		RateLimit:   rateLimit.Middleware(),
 		Areas: []api.Area{&api.Bindings{Service: bindings}, &api.Webhooks{Service: d.hooks, Merchants: store},
 			&api.Mandates{Service: d.mandates, Banks: d.banks}},
 	}, nil
