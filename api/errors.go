@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"reflect"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -203,8 +204,7 @@ func Bind(c echo.Context, v any) error {
 		var typ *json.UnmarshalTypeError
 		switch {
 		case strings.HasPrefix(err.Error(), "json: unknown field "):
-			field := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
-			return Validation(http.StatusBadRequest, field, "unknown field")
+			return Validation(http.StatusBadRequest, unknownField(strings.TrimPrefix(err.Error(), "json: unknown field ")), "unknown field")
 		case errors.As(err, &typ) && typ.Field == "":
 			return ErrBodyNotObject // an array, string or number: no field to name
 		case errors.As(err, &typ):
@@ -215,7 +215,9 @@ func Bind(c echo.Context, v any) error {
 			return ErrMalformedJSON
 		}
 	}
-	if dec.More() {
+	// One value and nothing after it: More is false before a '}' or ']',
+	// so only reading to the end tells "{}" from "{}}" or "{}]{…}".
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return ErrMalformedJSON
 	}
 	if field := nulField(v); field != "" {
@@ -223,6 +225,22 @@ func Bind(c echo.Context, v any) error {
 	}
 	return nil
 }
+
+// unknownField is the name an unknown-field answer gives for the decoder's
+// Go-quoted key: the key itself when it looks like a field name, else "?"
+// (a key is client input like any value, and may be a card number typed in
+// the wrong place; answers and saved answers never repeat such input).
+func unknownField(quoted string) string {
+	key, err := strconv.Unquote(quoted)
+	if err != nil || !fieldNameRE.MatchString(key) {
+		return "?"
+	}
+	return key
+}
+
+// fieldNameRE is what a field name looks like: letters first, at most one
+// run of digits short of anything card- or phone-like.
+var fieldNameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z_]*[0-9]{0,3}[A-Za-z_]*$`)
 
 // nulField names the first string field of v (a pointer to a decoded
 // request) that holds a NUL, or "" if none does. JSON's "\u0000" decodes to
