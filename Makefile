@@ -6,7 +6,7 @@ GO      ?= go
 BIN     := $(CURDIR)/.quickpay/bin
 DEVVAULT := $(BIN)/devvault
 
-.PHONY: run test deps build devvault vet bench clean
+.PHONY: run test deps build devvault vet bench fuzz clean
 
 run: deps build devvault
 	@$(BIN)/quickpay dev
@@ -16,6 +16,23 @@ test: deps devvault vet
 
 vet:
 	$(GO) vet ./...
+
+# Fuzz targets (docs/decisions.md "Fuzzing"), each for FUZZTIME; go test
+# fuzzes one target per run. `make test` replays their seed corpora
+# (testdata/fuzz). E.g. make fuzz FUZZTIME=60s FUZZPARALLEL=1
+FUZZTIME ?= 30s
+FUZZPARALLEL ?=
+FUZZ_TARGETS := api:FuzzBind \
+	bankadapters/jsonhmac:FuzzJSONHMACDecode bankadapters/jsonhmac:FuzzJSONHMACCallback \
+	bankadapters/jsonhmac:FuzzJSONHMACEntries \
+	bankadapters/formrsa:FuzzFormRSADecode bankadapters/formrsa:FuzzCanonical \
+	bankadapters/formrsa:FuzzFormRSAEntries \
+	mandate:FuzzParseDate mandate:FuzzSchedule
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+	  pkg=$${t%%:*}; name=$${t##*:}; echo "== $$name (./$$pkg, $(FUZZTIME))"; \
+	  $(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $(if $(FUZZPARALLEL),-parallel $(FUZZPARALLEL)) ./$$pkg; \
+	done
 
 # Benchmarks behind docs/benchmarks.md.
 bench: deps devvault
