@@ -25,6 +25,7 @@ import (
 	"github.com/quickpay/quickpay/binding"
 	"github.com/quickpay/quickpay/cmd/banksim/sim"
 	"github.com/quickpay/quickpay/internal/idempotency"
+	"github.com/quickpay/quickpay/internal/limits"
 	"github.com/quickpay/quickpay/internal/merchants"
 	"github.com/quickpay/quickpay/internal/testenv"
 	"github.com/quickpay/quickpay/internal/webhooks"
@@ -61,8 +62,14 @@ func BenchmarkBindings(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	limiter, err := limits.New(st.Pool)
+	if err != nil {
+		b.Fatal(err)
+	}
+	// The abuse limits at their defaults, as serve runs them: every binding
+	// is a fresh card and phone, so none is refused, and each pays the checks.
 	svc, err := binding.New(binding.Config{Pool: st.Pool, Vault: st.Vault, Banks: st.Banks, Logger: quiet,
-		Emit: hooks.Queue})
+		Emit: hooks.Queue, Limiter: limiter, Limits: binding.DefaultLimits()})
 	if err != nil {
 		b.Fatal(err)
 	}
