@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -116,6 +117,25 @@ func TestMerchantRPSCeiling(t *testing.T) {
 		refused(t, a, "merchant a's third request after being idle")
 		if got := srv.rateLimit.Tracked(); got != 1 {
 			t.Fatalf("%d merchants tracked after the others were idle for %s, want 1", got, api.DefaultCeilingIdle)
+		}
+	})
+
+	t.Run("concurrent requests in one instant: exactly the ceiling pass", func(t *testing.T) {
+		const ceiling, n = 3, 12
+		m := newMerchant(t, ceiling)
+		statuses := make(chan int, n)
+		var wg sync.WaitGroup
+		for range n {
+			wg.Go(func() { statuses <- m.c.Get(t, "/v1/events").Status })
+		}
+		wg.Wait()
+		close(statuses)
+		counts := map[int]int{}
+		for st := range statuses {
+			counts[st]++
+		}
+		if counts[http.StatusOK] != ceiling || counts[http.StatusTooManyRequests] != n-ceiling {
+			t.Fatalf("statuses %v, want %d × 200 and %d × 429", counts, ceiling, n-ceiling)
 		}
 	})
 }
