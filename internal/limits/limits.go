@@ -8,8 +8,10 @@
 // the cap of the kind's longest window), so "10 a day" is 10 in any 24
 // hours, and the wait told to a refused caller is exact.
 //
-// Take checks and counts in one statement (function limits_take, migration
-// 013): all rules of a call pass and are counted together, or none is.
+// Take checks and counts in one round trip: keys never seen within their
+// windows by a single INSERT, others by the function limits_take (migration
+// 013), which locks and checks their rows. All rules of a call pass and are
+// counted together, or none is.
 // Callers take before the call to the outside world (reserve, then call), so
 // a caller who hangs up once the bank or carrier has been asked has been
 // counted already; Release gives back a take that turned out not to reach
@@ -89,30 +91,140 @@ func New(pool *pgxpool.Pool) (*Limiter, error) {
 
 const takeSQL = `SELECT limits_take($1, $2, $3, $4, $5, $6)`
 
-// Take applies checks at now in one round trip. Errors: *LimitedError
-// (nothing was counted), a database error.
+// Take applies checks at now. Errors: *LimitedError (nothing was
+// counted), a database error.
+//
+// Most takes are of keys with no row yet (a card or phone not seen within
+// its windows): their rules cannot refuse (a cap is at least 1), so one
+// INSERT … ON CONFLICT DO NOTHING counts them, reading the check-only rows
+// in the same statement (takeFreshSQL; a tenth of the work of
+// limits_take). Keys that have a row (or that another take inserted
+// meanwhile) go through limits_take, which locks and checks them; if it,
+// or a check-only rule, refuses, the fresh rows' instants are given back,
+// so a refused take still counts nothing.
 func (l *Limiter) Take(ctx context.Context, now time.Time, checks ...Check) error {
-	if len(checks) == 0 {
+	for _, c := range checks {
+		if !c.Rule.Valid() || len(c.Key) == 0 || c.Kind == "" {
+			return fmt.Errorf("limits: invalid check of %q (cap %d, window %s)", c.Kind, c.Rule.Cap, c.Rule.Window)
+		}
+	}
+	fresh, wait, err := l.takeFresh(ctx, now, checks)
+	if err != nil {
+		return err
+	}
+	var rest []Check
+	for _, c := range checks {
+		if c.Take && !fresh[rowKey{c.Kind, string(c.Key)}] {
+			rest = append(rest, c)
+		}
+	}
+	if wait == nil && len(rest) > 0 {
+		// limits_take checks these keys' rules; the check-only ones were
+		// read already.
+		wait, err = l.takeAll(ctx, now, rest)
+		if err != nil {
+			// Whether it counted is unknown; the fresh rows keep theirs.
+			return err
+		}
+	}
+	if wait == nil {
 		return nil
 	}
+	for k := range fresh {
+		if err := l.Release(ctx, now, k.kind, []byte(k.key)); err != nil {
+			return fmt.Errorf("limits: give back a refused take: %w", err)
+		}
+	}
+	return &LimitedError{RetryAfter: *wait}
+}
+
+// rowKey names a row of limit_events.
+type rowKey struct {
+	kind Kind
+	key  string
+}
+
+// takeFreshSQL inserts the taken keys that have no row, with the one
+// instant $1, and answers which it inserted and how long the check-only
+// rules ($5–$8) refuse (NULL: they allow).
+const takeFreshSQL = `WITH ins AS (
+    INSERT INTO limit_events (kind, key, times, expires_at)
+    SELECT k, ky, ARRAY[$1::timestamptz], $1::timestamptz + w
+    FROM unnest($2::text[], $3::bytea[], $4::interval[]) AS u(k, ky, w)
+    ORDER BY k, ky
+    ON CONFLICT (kind, key) DO NOTHING
+    RETURNING kind, key)
+SELECT ARRAY(SELECT kind FROM ins), ARRAY(SELECT key FROM ins),
+    (SELECT extract(epoch FROM max(
+                (SELECT t FROM unnest(e.times) AS t WHERE t > $1::timestamptz - c.win
+                 ORDER BY t DESC OFFSET c.cap - 1 LIMIT 1) + c.win) - $1::timestamptz)
+     FROM unnest($5::text[], $6::bytea[], $7::int[], $8::interval[]) AS c(k, ky, cap, win)
+     JOIN limit_events e ON e.kind = c.k AND e.key = c.ky)`
+
+// takeFresh counts the taken keys of checks that have no row yet, and
+// reads the check-only rules. It returns the keys it counted and, if a
+// check-only rule refuses, for how long.
+func (l *Limiter) takeFresh(ctx context.Context, now time.Time, checks []Check) (map[rowKey]bool, *time.Duration, error) {
+	keep := map[rowKey]time.Duration{} // a taken key's longest window
+	var order []rowKey
+	var ckinds []string
+	var ckeys [][]byte
+	var ccaps []int32
+	var cwins []time.Duration
+	for _, c := range checks {
+		if !c.Take {
+			ckinds, ckeys = append(ckinds, string(c.Kind)), append(ckeys, c.Key)
+			ccaps, cwins = append(ccaps, int32(min(c.Rule.Cap, unlimited))), append(cwins, c.Rule.Window)
+			continue
+		}
+		k := rowKey{c.Kind, string(c.Key)}
+		if _, ok := keep[k]; !ok {
+			order = append(order, k)
+		}
+		keep[k] = max(keep[k], c.Rule.Window)
+	}
+	kinds, keys, wins := make([]string, len(order)), make([][]byte, len(order)), make([]time.Duration, len(order))
+	for i, k := range order {
+		kinds[i], keys[i], wins[i] = string(k.kind), []byte(k.key), keep[k]
+	}
+	var gotKinds []string
+	var gotKeys [][]byte
+	var wait *float64
+	if err := l.pool.QueryRow(ctx, takeFreshSQL, now, kinds, keys, wins, ckinds, ckeys, ccaps, cwins).
+		Scan(&gotKinds, &gotKeys, &wait); err != nil {
+		return nil, nil, fmt.Errorf("limits: take: %w", err)
+	}
+	fresh := make(map[rowKey]bool, len(gotKinds))
+	for i := range gotKinds {
+		fresh[rowKey{Kind(gotKinds[i]), string(gotKeys[i])}] = true
+	}
+	return fresh, seconds(wait), nil
+}
+
+// takeAll applies checks through limits_take, all or nothing, and answers
+// how long they refuse (nil: counted).
+func (l *Limiter) takeAll(ctx context.Context, now time.Time, checks []Check) (*time.Duration, error) {
 	n := len(checks)
 	kinds, keys, takes := make([]string, n), make([][]byte, n), make([]bool, n)
 	caps, wins := make([]int32, n), make([]time.Duration, n)
 	for i, c := range checks {
-		if !c.Rule.Valid() || len(c.Key) == 0 || c.Kind == "" {
-			return fmt.Errorf("limits: invalid check of %q (cap %d, window %s)", c.Kind, c.Rule.Cap, c.Rule.Window)
-		}
 		kinds[i], keys[i], takes[i] = string(c.Kind), c.Key, c.Take
 		caps[i], wins[i] = int32(min(c.Rule.Cap, unlimited)), c.Rule.Window
 	}
 	var wait *float64
 	if err := l.pool.QueryRow(ctx, takeSQL, now, kinds, keys, takes, caps, wins).Scan(&wait); err != nil {
-		return fmt.Errorf("limits: take: %w", err)
+		return nil, fmt.Errorf("limits: take: %w", err)
 	}
-	if wait != nil {
-		return &LimitedError{RetryAfter: time.Duration(*wait * float64(time.Second))}
+	return seconds(wait), nil
+}
+
+// seconds turns a wait in seconds from SQL into a duration.
+func seconds(s *float64) *time.Duration {
+	if s == nil {
+		return nil
 	}
-	return nil
+	d := max(0, time.Duration(*s*float64(time.Second)))
+	return &d
 }
 
 // Record counts one instant at now for each (kind, key) without a limit

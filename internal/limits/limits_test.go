@@ -101,6 +101,17 @@ func TestTakeAllOrNothingAndChecks(t *testing.T) {
 	if err := l.Take(ctx, t0, limits.Check{Kind: "sms", Key: phone, Rule: one, Take: true}); err != nil {
 		t.Fatalf("after release: %v", err)
 	}
+	// A full check-only rule refuses a take of keys never seen before (the
+	// single-statement path), with its wait, and they are not counted.
+	fresh := []byte("card-never-seen")
+	var le *limits.LimitedError
+	err = l.Take(ctx, t0.Add(10*time.Minute), limits.Check{Kind: "apply", Key: fresh, Rule: one, Take: true}, mm)
+	if !errors.As(err, &le) || le.RetryAfter != 50*time.Minute {
+		t.Fatalf("fresh key with a full check-only rule: %v, want limited for 50m", err)
+	}
+	if err := l.Take(ctx, t0.Add(10*time.Minute), limits.Check{Kind: "apply", Key: fresh, Rule: one, Take: true}); err != nil {
+		t.Fatalf("the refused take counted the fresh key: %v", err)
+	}
 }
 
 func TestTakeConcurrentExact(t *testing.T) {
