@@ -31,6 +31,8 @@ import (
 	"math"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -81,6 +83,15 @@ func (e *LimitedError) Seconds() int {
 // Limiter meters in Postgres.
 type Limiter struct{ pool *pgxpool.Pool }
 
+// Querier is what a take runs on: the pool, or a caller's transaction
+// (pgx.Tx). A caller that holds a transaction takes in it (TakeIn): a take
+// on the pool would wait for a second connection while the first is held,
+// and with every connection held so, none would come.
+type Querier interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+}
+
 // New returns a Limiter over pool (migrated to 013).
 func New(pool *pgxpool.Pool) (*Limiter, error) {
 	if pool == nil {
@@ -91,8 +102,16 @@ func New(pool *pgxpool.Pool) (*Limiter, error) {
 
 const takeSQL = `SELECT limits_take($1, $2, $3, $4, $5, $6)`
 
-// Take applies checks at now. Errors: *LimitedError (nothing was
-// counted), a database error.
+// Take applies checks at now, on the pool (TakeIn). Errors: *LimitedError
+// (nothing was counted), a database error.
+func (l *Limiter) Take(ctx context.Context, now time.Time, checks ...Check) error {
+	return l.TakeIn(ctx, l.pool, now, checks...)
+}
+
+// TakeIn applies checks at now on q: in a caller's transaction the count
+// commits or rolls back with it, and the rows of the keys taken stay locked
+// until it ends, so the transaction should be short. Errors:
+// *LimitedError (nothing was counted), a database error.
 //
 // Most takes are of keys with no row yet (a card or phone not seen within
 // its windows): their rules cannot refuse (a cap is at least 1), so one
@@ -102,13 +121,13 @@ const takeSQL = `SELECT limits_take($1, $2, $3, $4, $5, $6)`
 // meanwhile) go through limits_take, which locks and checks them; if it,
 // or a check-only rule, refuses, the fresh rows' instants are given back,
 // so a refused take still counts nothing.
-func (l *Limiter) Take(ctx context.Context, now time.Time, checks ...Check) error {
+func (l *Limiter) TakeIn(ctx context.Context, q Querier, now time.Time, checks ...Check) error {
 	for _, c := range checks {
 		if !c.Rule.Valid() || len(c.Key) == 0 || c.Kind == "" {
 			return fmt.Errorf("limits: invalid check of %q (cap %d, window %s)", c.Kind, c.Rule.Cap, c.Rule.Window)
 		}
 	}
-	fresh, wait, err := l.takeFresh(ctx, now, checks)
+	fresh, wait, err := takeFresh(ctx, q, now, checks)
 	if err != nil {
 		return err
 	}
@@ -121,7 +140,7 @@ func (l *Limiter) Take(ctx context.Context, now time.Time, checks ...Check) erro
 	if wait == nil && len(rest) > 0 {
 		// limits_take checks these keys' rules; the check-only ones were
 		// read already.
-		wait, err = l.takeAll(ctx, now, rest)
+		wait, err = takeAll(ctx, q, now, rest)
 		if err != nil {
 			// Whether it counted is unknown; the fresh rows keep theirs.
 			return err
@@ -131,7 +150,9 @@ func (l *Limiter) Take(ctx context.Context, now time.Time, checks ...Check) erro
 		return nil
 	}
 	for k := range fresh {
-		if err := l.Release(ctx, now, k.kind, []byte(k.key)); err != nil {
+		// On q: in a transaction, the fresh rows are its own (and a
+		// second connection would wait on their locks).
+		if err := release(ctx, q, now, k.kind, []byte(k.key)); err != nil {
 			return fmt.Errorf("limits: give back a refused take: %w", err)
 		}
 	}
@@ -164,7 +185,7 @@ SELECT ARRAY(SELECT kind FROM ins), ARRAY(SELECT key FROM ins),
 // takeFresh counts the taken keys of checks that have no row yet, and
 // reads the check-only rules. It returns the keys it counted and, if a
 // check-only rule refuses, for how long.
-func (l *Limiter) takeFresh(ctx context.Context, now time.Time, checks []Check) (map[rowKey]bool, *time.Duration, error) {
+func takeFresh(ctx context.Context, q Querier, now time.Time, checks []Check) (map[rowKey]bool, *time.Duration, error) {
 	keep := map[rowKey]time.Duration{} // a taken key's longest window
 	var order []rowKey
 	var ckinds []string
@@ -190,7 +211,7 @@ func (l *Limiter) takeFresh(ctx context.Context, now time.Time, checks []Check) 
 	var gotKinds []string
 	var gotKeys [][]byte
 	var wait *float64
-	if err := l.pool.QueryRow(ctx, takeFreshSQL, now, kinds, keys, wins, ckinds, ckeys, ccaps, cwins).
+	if err := q.QueryRow(ctx, takeFreshSQL, now, kinds, keys, wins, ckinds, ckeys, ccaps, cwins).
 		Scan(&gotKinds, &gotKeys, &wait); err != nil {
 		return nil, nil, fmt.Errorf("limits: take: %w", err)
 	}
@@ -203,7 +224,7 @@ func (l *Limiter) takeFresh(ctx context.Context, now time.Time, checks []Check) 
 
 // takeAll applies checks through limits_take, all or nothing, and answers
 // how long they refuse (nil: counted).
-func (l *Limiter) takeAll(ctx context.Context, now time.Time, checks []Check) (*time.Duration, error) {
+func takeAll(ctx context.Context, q Querier, now time.Time, checks []Check) (*time.Duration, error) {
 	n := len(checks)
 	kinds, keys, takes := make([]string, n), make([][]byte, n), make([]bool, n)
 	caps, wins := make([]int32, n), make([]time.Duration, n)
@@ -212,7 +233,7 @@ func (l *Limiter) takeAll(ctx context.Context, now time.Time, checks []Check) (*
 		caps[i], wins[i] = int32(min(c.Rule.Cap, unlimited)), c.Rule.Window
 	}
 	var wait *float64
-	if err := l.pool.QueryRow(ctx, takeSQL, now, kinds, keys, takes, caps, wins).Scan(&wait); err != nil {
+	if err := q.QueryRow(ctx, takeSQL, now, kinds, keys, takes, caps, wins).Scan(&wait); err != nil {
 		return nil, fmt.Errorf("limits: take: %w", err)
 	}
 	return seconds(wait), nil
@@ -242,7 +263,11 @@ func (l *Limiter) Record(ctx context.Context, now time.Time, window time.Duratio
 // Release gives back one instant taken at `at` for (kind, key): the take
 // did not reach the outside world, or should not count.
 func (l *Limiter) Release(ctx context.Context, at time.Time, kind Kind, key []byte) error {
-	_, err := l.pool.Exec(ctx, releaseSQL, string(kind), key, at)
+	return release(ctx, l.pool, at, kind, key)
+}
+
+func release(ctx context.Context, q Querier, at time.Time, kind Kind, key []byte) error {
+	_, err := q.Exec(ctx, releaseSQL, string(kind), key, at)
 	if err != nil {
 		return fmt.Errorf("limits: release: %w", err)
 	}

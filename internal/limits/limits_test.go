@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/quickpay/quickpay/internal/db"
 	"github.com/quickpay/quickpay/internal/limits"
 	"github.com/quickpay/quickpay/internal/testenv"
 )
@@ -166,5 +167,60 @@ func TestDeleteExpired(t *testing.T) {
 	}
 	if n, err := l.DeleteExpired(ctx, old.Add(61*time.Minute)); err != nil || n != 1 {
 		t.Fatalf("after the window: deleted %d, %v; want 1", n, err)
+	}
+}
+
+// TestTakeInATransaction: a take in a caller's transaction needs no second
+// connection (here the pool has one, which the transaction holds), a
+// refusal gives its fresh rows back in it, and the count commits or rolls
+// back with it.
+func TestTakeInATransaction(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	pool, err := db.Open(ctx, db.Config{URL: testenv.DatabaseURL(t), MaxConns: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	l, err := limits.New(pool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	one := limits.Rule{Cap: 1, Window: time.Hour}
+	phone, card := []byte("tx-phone"), []byte("tx-card")
+	if err := l.Take(ctx, t0, limits.Check{Kind: "sms", Key: phone, Rule: one, Take: true}); err != nil {
+		t.Fatal(err)
+	}
+	inTx := func(commit bool, checks ...limits.Check) error {
+		tx, err := pool.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tx.Rollback(context.WithoutCancel(ctx))
+		err = l.TakeIn(ctx, tx, t0, checks...)
+		if commit {
+			if cerr := tx.Commit(ctx); cerr != nil {
+				t.Fatal(cerr)
+			}
+		}
+		return err
+	}
+	apply := limits.Check{Kind: "apply", Key: card, Rule: one, Take: true}
+	// The card is fresh, the phone full: the refusal gives the card back
+	// on the transaction, which commits.
+	if err := inTx(true, apply, limits.Check{Kind: "sms", Key: phone, Rule: one, Take: true}); !errors.Is(err, limits.ErrLimited) {
+		t.Fatalf("take with a full rule in a transaction: %v, want ErrLimited", err)
+	}
+	// A take rolled back counts nothing.
+	if err := inTx(false, apply); err != nil {
+		t.Fatal(err)
+	}
+	// So the card has its one take, committed here.
+	if err := inTx(true, apply); err != nil {
+		t.Fatalf("the card after a refusal and a rollback: %v", err)
+	}
+	if err := l.Take(ctx, t0, apply); !errors.Is(err, limits.ErrLimited) {
+		t.Fatalf("the card after a committed take: %v, want ErrLimited", err)
 	}
 }
