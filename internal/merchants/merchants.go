@@ -40,6 +40,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"net/netip"
 	"slices"
 	"strings"
 	"time"
@@ -69,8 +70,16 @@ var AllScopes = []string{ScopeBind, ScopeWithhold}
 // limits"; PCI DSS 8.3.4: at most 10 tries).
 var DefaultTokenFailures = limits.Rule{Cap: 10, Window: 15 * time.Minute}
 
-// KindTokenFailures is what the limiter counts per client and source.
-const KindTokenFailures limits.Kind = "token_failures"
+// DefaultSourceFailures is Config.SourceFailures' default: failed logins
+// from one source across every client id.
+var DefaultSourceFailures = limits.Rule{Cap: 100, Window: 15 * time.Minute}
+
+// What the limiter counts: failed logins per client and source, and per
+// source across clients.
+const (
+	KindTokenFailures       limits.Kind = "token_failures"
+	KindTokenSourceFailures limits.Kind = "token_source_failures"
+)
 
 // Prefixes of merchant ids and client ids (internal/ids).
 const (
@@ -156,6 +165,11 @@ type Config struct {
 	// TokenFailures is how many failed logins one source may make for one
 	// client. Defaults to DefaultTokenFailures.
 	TokenFailures limits.Rule
+	// SourceFailures is how many failed logins one source may make across
+	// every client id (each unknown id would otherwise start a count of its
+	// own, and every try costs a bcrypt comparison and an audit row).
+	// Defaults to DefaultSourceFailures.
+	SourceFailures limits.Rule
 }
 
 // Store keeps merchants in Postgres. It is safe for concurrent use.
@@ -165,9 +179,10 @@ type Store struct {
 	cost  int
 	// dummy is a hash of a random secret at the store's cost: unknown
 	// clients are compared against it, so they cost what a known one does.
-	dummy    []byte
-	limiter  Limiter
-	failures limits.Rule
+	dummy          []byte
+	limiter        Limiter
+	failures       limits.Rule
+	sourceFailures limits.Rule
 }
 
 // NewStore returns a Store. It computes one bcrypt hash.
@@ -188,9 +203,13 @@ func NewStore(cfg Config) (*Store, error) {
 	if cfg.TokenFailures == (limits.Rule{}) {
 		cfg.TokenFailures = DefaultTokenFailures
 	}
-	if !cfg.TokenFailures.Valid() {
-		return nil, fmt.Errorf("merchants: token failures: want a cap ≥ 1 and a window ≥ 1s, got %d in %s",
-			cfg.TokenFailures.Cap, cfg.TokenFailures.Window)
+	if cfg.SourceFailures == (limits.Rule{}) {
+		cfg.SourceFailures = DefaultSourceFailures
+	}
+	for name, r := range map[string]limits.Rule{"token failures": cfg.TokenFailures, "source failures": cfg.SourceFailures} {
+		if !r.Valid() {
+			return nil, fmt.Errorf("merchants: %s: want a cap ≥ 1 and a window ≥ 1s, got %d in %s", name, r.Cap, r.Window)
+		}
 	}
 	cost := max(cfg.BcryptCost, bcrypt.DefaultCost)
 	secret, err := newSecret()
@@ -202,7 +221,7 @@ func NewStore(cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("merchants: dummy hash: %w", err)
 	}
 	return &Store{pool: cfg.Pool, clock: cfg.Clock, cost: cost, dummy: dummy, limiter: cfg.Limiter,
-		failures: cfg.TokenFailures}, nil
+		failures: cfg.TokenFailures, sourceFailures: cfg.SourceFailures}, nil
 }
 
 type actorKey struct{}
@@ -352,31 +371,42 @@ func (s *Store) Authenticate(ctx context.Context, clientID, secret string) (Merc
 // *ThrottledError, also when the secret is right).
 func (s *Store) AuthenticateFrom(ctx context.Context, clientID, source, secret string) (Merchant, error) {
 	now := s.clock.Now().UTC().Truncate(time.Microsecond)
-	key := sourceKey(clientID, source)
-	err := s.limiter.Take(ctx, now, limits.Check{Kind: KindTokenFailures, Key: key, Rule: s.failures, Take: true})
+	pair, from := sourceKeys(clientID, source)
+	err := s.limiter.Take(ctx, now,
+		limits.Check{Kind: KindTokenFailures, Key: pair, Rule: s.failures, Take: true},
+		limits.Check{Kind: KindTokenSourceFailures, Key: from, Rule: s.sourceFailures, Take: true})
 	if le := (*limits.LimitedError)(nil); errors.As(err, &le) {
 		return Merchant{}, &ThrottledError{RetryAfter: le.RetryAfter}
 	} else if err != nil {
 		return Merchant{}, fmt.Errorf("authenticate client: %w", err)
 	}
-	m, err := s.check(ctx, clientID, source, secret)
-	if !errors.Is(err, ErrInvalidClient) {
-		// Only a wrong secret (or client id) keeps its try.
-		if rerr := s.limiter.Release(context.WithoutCancel(ctx), now, KindTokenFailures, key); rerr != nil && err == nil {
-			err = fmt.Errorf("authenticate client: %w", rerr)
-		}
-	}
+	// The check runs to its end (bcrypt, audit row) whatever the caller
+	// does: a caller who hangs up must not get its try back.
+	m, err := s.check(context.WithoutCancel(ctx), clientID, source, secret)
 	if err != nil {
+		// A wrong secret keeps its tries, and so does any other failure.
 		return Merchant{}, err
+	}
+	// Only the right secret gives them back.
+	ctx = context.WithoutCancel(ctx)
+	if err := errors.Join(s.limiter.Release(ctx, now, KindTokenFailures, pair),
+		s.limiter.Release(ctx, now, KindTokenSourceFailures, from)); err != nil {
+		return Merchant{}, fmt.Errorf("authenticate client: %w", err)
 	}
 	return m, nil
 }
 
-// sourceKey is the limiter's key of a client and source: a digest, so that
-// neither is stored in clear beside the other.
-func sourceKey(clientID, source string) []byte {
-	h := sha256.Sum256([]byte("token|" + clientID + "|" + source))
-	return h[:]
+// sourceKeys are the limiter's keys of a client and source, and of the
+// source alone: digests, so that neither is stored in clear beside the
+// other. An IPv6 source counts by its /64, the block one subscriber gets:
+// counted address by address, one subscriber would have 2^64 sources.
+func sourceKeys(clientID, source string) (pair, from []byte) {
+	if a, err := netip.ParseAddr(source); err == nil && a.Unmap().Is6() {
+		source = netip.PrefixFrom(a.Unmap(), 64).Masked().String()
+	}
+	p := sha256.Sum256([]byte("token|" + clientID + "|" + source))
+	f := sha256.Sum256([]byte("token-source|" + source))
+	return p[:], f[:]
 }
 
 // check compares the secret and audits the attempt.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"os"
 	"slices"
 	"strings"
@@ -18,6 +19,7 @@ import (
 	"github.com/quickpay/quickpay/internal/audit"
 	"github.com/quickpay/quickpay/internal/clock"
 	"github.com/quickpay/quickpay/internal/ids"
+	"github.com/quickpay/quickpay/internal/limits"
 	"github.com/quickpay/quickpay/internal/merchants"
 	"github.com/quickpay/quickpay/internal/testenv"
 )
@@ -399,6 +401,52 @@ func TestLockoutPerSource(t *testing.T) {
 		}
 		if got := outcomes(f.logins(t, m.ClientID)); !slices.Equal(got, repeat("failed", 10)) {
 			t.Fatalf("audit outcomes %v, want 10 failed", got)
+		}
+	})
+}
+
+// TestSourceFailuresAcrossClients: each unknown client id would start a
+// count of its own, so one source is also counted across every client id;
+// an IPv6 source counts by its /64.
+func TestSourceFailuresAcrossClients(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := testenv.Pool(t)
+	clk := clock.NewFake(start)
+	store, err := merchants.NewStore(merchants.Config{Pool: pool, Clock: clk,
+		SourceFailures: limits.Rule{Cap: 3, Window: 15 * time.Minute}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, secret, err := store.Create(ctx, "Acme Lending", merchants.AllScopes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Run("made-up client ids", func(t *testing.T) {
+		const source = "192.0.2.77"
+		for i := range 3 {
+			if _, err := store.AuthenticateFrom(ctx, fmt.Sprintf("cli_madeup%d", i), source, "wrong"); !errors.Is(err, merchants.ErrInvalidClient) {
+				t.Fatalf("failure %d: %v, want ErrInvalidClient", i+1, err)
+			}
+		}
+		if _, err := store.AuthenticateFrom(ctx, m.ClientID, source, secret); !errors.Is(err, merchants.ErrThrottled) {
+			t.Fatalf("a fourth client id from the source: %v, want ErrThrottled", err)
+		}
+		if _, err := store.AuthenticateFrom(ctx, m.ClientID, "192.0.2.78", secret); err != nil {
+			t.Fatalf("another source: %v", err)
+		}
+	})
+	t.Run("one IPv6 /64", func(t *testing.T) {
+		for i := range 3 {
+			if _, err := store.AuthenticateFrom(ctx, m.ClientID, fmt.Sprintf("2001:db8:1:1::%x", i+1), "wrong"); !errors.Is(err, merchants.ErrInvalidClient) {
+				t.Fatalf("failure %d: %v, want ErrInvalidClient", i+1, err)
+			}
+		}
+		if _, err := store.AuthenticateFrom(ctx, m.ClientID, "2001:db8:1:1::ffff", secret); !errors.Is(err, merchants.ErrThrottled) {
+			t.Fatalf("another address of the /64: %v, want ErrThrottled", err)
+		}
+		if _, err := store.AuthenticateFrom(ctx, m.ClientID, "2001:db8:1:2::1", secret); err != nil {
+			t.Fatalf("another /64: %v", err)
 		}
 	})
 }
