@@ -37,6 +37,7 @@ var nonPublic = []netip.Prefix{
 	netip.MustParsePrefix("203.0.113.0/24"),  // TEST-NET-3
 	netip.MustParsePrefix("240.0.0.0/4"),     // reserved, and 255.255.255.255
 	netip.MustParsePrefix("::/96"),           // IPv4-compatible (deprecated, RFC 4291), and :: and ::1
+	netip.MustParsePrefix("::ffff:0:0:0/96"), // IPv4-translated (SIIT, RFC 2765): not unmapped by Unmap
 	netip.MustParsePrefix("64:ff9b::/96"),    // NAT64 well-known prefix (RFC 6052)
 	netip.MustParsePrefix("64:ff9b:1::/48"),  // NAT64 local use (RFC 8215)
 	netip.MustParsePrefix("100::/64"),        // discard-only (RFC 6666)

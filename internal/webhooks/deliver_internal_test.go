@@ -31,24 +31,25 @@ func TestPublicAddr(t *testing.T) {
 		"0.0.0.0":              false,
 		"224.0.0.1":            false,
 		// Issue 18: ranges netip does not classify.
-		"0.1.2.3":          false, // 0.0.0.0/8
-		"198.18.0.1":       false, // benchmarking 198.18.0.0/15
-		"198.19.255.254":   false,
-		"198.20.0.1":       true,  // just past it
-		"64:ff9b::a00:1":   false, // NAT64 of 10.0.0.1
-		"64:ff9b::808:808": false, // NAT64 of a public address: refused whole
-		"64:ff9b:1::1":     false, // NAT64 local use
-		"2002:7f00:1::1":   false, // 6to4 of 127.0.0.1
-		"2002:808:808::1":  false,
-		"::127.0.0.1":      false, // IPv4-compatible
-		"::8.8.8.8":        false,
-		"fec0::1":          false, // site-local
-		"feff::1":          false,
-		"2001::1":          false, // Teredo
-		"2003::1":          true,
-		"255.255.255.255":  false,
-		"240.0.0.1":        false,
-		"fe80::1%eth0":     false,
+		"0.1.2.3":            false, // 0.0.0.0/8
+		"198.18.0.1":         false, // benchmarking 198.18.0.0/15
+		"198.19.255.254":     false,
+		"198.20.0.1":         true,  // just past it
+		"64:ff9b::a00:1":     false, // NAT64 of 10.0.0.1
+		"64:ff9b::808:808":   false, // NAT64 of a public address: refused whole
+		"64:ff9b:1::1":       false, // NAT64 local use
+		"2002:7f00:1::1":     false, // 6to4 of 127.0.0.1
+		"2002:808:808::1":    false,
+		"::127.0.0.1":        false, // IPv4-compatible
+		"::8.8.8.8":          false,
+		"fec0::1":            false, // site-local
+		"::ffff:0:a9fe:a9fe": false, // IPv4-translated (SIIT) 169.254.169.254
+		"feff::1":            false,
+		"2001::1":            false, // Teredo
+		"2003::1":            true,
+		"255.255.255.255":    false,
+		"240.0.0.1":          false,
+		"fe80::1%eth0":       false,
 		// IPv4-mapped forms are judged by the address they map.
 		"::ffff:8.8.8.8":     true,
 		"::ffff:10.0.0.1":    false,
