@@ -17,11 +17,14 @@ import (
 // in batches (Agreements).
 
 // CardPhone returns the card and the phone number reserved at the bank,
-// which the binding's four elements carried. Errors: ErrNotFound.
-func (s *Service) CardPhone(ctx context.Context, merchantID, cardID string, who sensitive.Access) (Card, string, error) {
+// which the binding's four elements carried, read on q: a caller that
+// holds a transaction passes it (and carries it for the decryption's audit
+// row, audit.WithExecer), so no second connection is needed. Errors:
+// ErrNotFound.
+func (s *Service) CardPhone(ctx context.Context, q Querier, merchantID, cardID string, who sensitive.Access) (Card, string, error) {
 	var bindingID string
 	var phoneCT []byte
-	c, err := scanCardWith(s.pool.QueryRow(ctx, `SELECT `+cardColsC+`, b.id, b.phone_ct FROM cards c
+	c, err := scanCardWith(q.QueryRow(ctx, `SELECT `+cardColsC+`, b.id, b.phone_ct FROM cards c
 		JOIN bindings b ON b.id = c.binding_id AND b.merchant_id = c.merchant_id
 		WHERE c.merchant_id = $1 AND c.id = $2`, merchantID, cardID), &bindingID, &phoneCT)
 	if err != nil {

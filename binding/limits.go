@@ -34,8 +34,11 @@ import (
 // or phone's count starts again (at most one more allowance per rotation).
 
 // Limiter is what binding needs of the abuse limits (internal/limits).
+// TakeIn takes in a transaction the caller holds (a resend's reservation),
+// so the take needs no second connection.
 type Limiter interface {
 	Take(ctx context.Context, now time.Time, checks ...limits.Check) error
+	TakeIn(ctx context.Context, q limits.Querier, now time.Time, checks ...limits.Check) error
 	Record(ctx context.Context, now time.Time, window time.Duration, kind limits.Kind, keys ...[]byte) error
 	Release(ctx context.Context, at time.Time, kind limits.Kind, key []byte) error
 }
@@ -157,10 +160,15 @@ func (s *Service) settleApply(ctx context.Context, at time.Time, k applyKeys, mi
 	}
 }
 
+// Querier is what a take runs on: the pool, or the transaction the caller
+// holds (pgx.Tx), in which the count commits or rolls back.
+type Querier = limits.Querier
+
 // TakeSMS counts a text quickpay itself sends to phone (a mandate's consent
-// code), before it is sent. Errors: *RateLimitedError, or the vault's or
-// database's.
-func (s *Service) TakeSMS(ctx context.Context, phone string) error {
+// code), before it is sent, on q: a caller that holds a transaction passes
+// it, so the take needs no second connection. Errors: *RateLimitedError,
+// or the vault's or database's.
+func (s *Service) TakeSMS(ctx context.Context, q Querier, phone string) error {
 	if s.limiter == nil {
 		return nil
 	}
@@ -168,11 +176,11 @@ func (s *Service) TakeSMS(ctx context.Context, phone string) error {
 	if err != nil {
 		return err
 	}
-	return s.takeSMS(ctx, s.now(), fp)
+	return s.takeSMS(ctx, q, s.now(), fp)
 }
 
-func (s *Service) takeSMS(ctx context.Context, now time.Time, phoneFP []byte) error {
-	return limited(s.limiter.Take(ctx, now, limits.Check{Kind: KindSMSPhone, Key: phoneFP, Rule: s.limits.SMSPerDay, Take: true}))
+func (s *Service) takeSMS(ctx context.Context, q Querier, now time.Time, phoneFP []byte) error {
+	return limited(s.limiter.TakeIn(ctx, q, now, limits.Check{Kind: KindSMSPhone, Key: phoneFP, Rule: s.limits.SMSPerDay, Take: true}))
 }
 
 // phoneFP fingerprints a binding's phone for its resends, decrypting it in

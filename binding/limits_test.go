@@ -129,7 +129,7 @@ func TestSMSLimitPerPhone(t *testing.T) {
 	_, err = svc.Resend(ctx, w.merchant, b.ID)
 	wantLimited(t, "fourth text to the phone", err, binding.Day-3*binding.OTPResendGap)
 	// Quickpay's own texts (consent codes) count against the same phone.
-	wantLimited(t, "a consent code to the phone", svc.TakeSMS(ctx, a.Phone), 0)
+	wantLimited(t, "a consent code to the phone", svc.TakeSMS(ctx, w.Pool, a.Phone), 0)
 	if n := w.texts(t, a.Phone); n != 3 {
 		t.Fatalf("%d texts, want 3", n)
 	}
@@ -137,7 +137,7 @@ func TestSMSLimitPerPhone(t *testing.T) {
 		t.Fatalf("binding after the refused resend: %+v, %v; want 3 sends", got, err)
 	}
 	// Another phone is counted apart.
-	if err := svc.TakeSMS(ctx, w.account(t, "ICBC", "debit").Phone); err != nil {
+	if err := svc.TakeSMS(ctx, w.Pool, w.account(t, "ICBC", "debit").Phone); err != nil {
 		t.Fatalf("another phone: %v", err)
 	}
 }
@@ -181,7 +181,7 @@ func TestMismatchLimits(t *testing.T) {
 	// The mismatches' texts were given back: the wrong phone got none and
 	// still has its three.
 	for range 3 {
-		if err := svc.TakeSMS(ctx, wrongPhone); err != nil {
+		if err := svc.TakeSMS(ctx, w.Pool, wrongPhone); err != nil {
 			t.Fatalf("the wrong phone's texts: %v", err)
 		}
 	}

@@ -479,9 +479,10 @@ func (s *Service) GetBinding(ctx context.Context, merchantID, id string) (Bindin
 
 // Resend asks the bank for a fresh code: at least 60 s after the last one,
 // at most 5 sends, within the phone's daily texts. The send is reserved and
-// committed first (the binding's count and the phone's), then the bank is
-// asked, then its answer is written: a caller who hangs up once the bank
-// has been asked has used the send. Errors: ErrNotFound, ErrBindingExpired,
+// committed first, in one transaction (the binding's count, the new code's
+// expiry, and the phone's count), then the bank is asked, then its answer
+// is written: a caller who hangs up once the bank has been asked has used
+// the send. Errors: ErrNotFound, ErrBindingExpired,
 // ErrBindingNotPending, *ResendTooSoonError, ErrResendLimit,
 // *RateLimitedError, ErrBankUnavailable (the binding stays);
 // ErrCardDeclined, *ElementsMismatchError, ErrOTPAttemptsExceeded,
@@ -514,18 +515,23 @@ func (s *Service) Resend(ctx context.Context, merchantID, id string) (Binding, e
 			if err != nil {
 				return err
 			}
-			if err := s.takeSMS(ctx, now, fp); err != nil {
+			// In this transaction: its connection and the binding's lock
+			// are held, so a take on the pool could wait on a connection
+			// that every other resend holds too.
+			if err := s.takeSMS(ctx, tx, now, fp); err != nil {
 				return err
 			}
 		}
+		// The new code's validity starts with its send: a confirm or read
+		// during the bank's call must not expire the binding at the old
+		// code's expiry, nor must a crash before the answer is written.
 		b.OTPSends++
-		b.OTPLastSentAt = now
+		b.OTPLastSentAt, b.OTPExpiresAt = now, now.Add(OTPValidity)
 		return updateBinding(ctx, tx, b, "", now)
 	})
 	if err != nil || final != nil {
 		return Binding{}, errors.Join(err, final)
 	}
-	sends := b.OTPSends // this resend's
 	bank, _ := s.banks.Bank(b.Card.BankCode)
 	berr := bank.BindResend(ctx, b.BankBindRef)
 	// The answer is written whatever the caller does now, bounded.
@@ -538,15 +544,8 @@ func (s *Service) Resend(ctx context.Context, merchantID, id string) (Binding, e
 			return err
 		}
 		if berr == nil {
+			// The code's expiry was set with the reservation.
 			out = b.Binding
-			if b.Status == StatusOTPSent && b.OTPSends == sends {
-				// No later resend has been reserved: this code is the newest.
-				b.OTPExpiresAt = now.Add(OTPValidity)
-				if err := updateBinding(ctx, tx, b, "", s.now()); err != nil {
-					return err
-				}
-				out = b.Binding
-			}
 			return s.auditTx(ctx, tx, merchantID, "otp.send", b.ID, audit.OutcomeOK, map[string]any{"send": b.OTPSends, "by": "bank"})
 		}
 		// The failed send is audited and committed either way.
@@ -584,7 +583,8 @@ func (s *Service) Resend(ctx context.Context, merchantID, id string) (Binding, e
 			return rows.Flush(ctx, tx)
 		default:
 			// Not reached, or no answer: the binding stays, retryable
-			// once the gap has passed (the send is used).
+			// once the gap has passed (the send is used, and the expiry
+			// it set stays: a code may have gone out).
 			final = fmt.Errorf("%w: %v", ErrBankUnavailable, berr)
 			return nil
 		}

@@ -365,7 +365,7 @@ func (s *Service) sendNotices(ctx context.Context, asOf time.Time, skip []string
 		}
 		now := s.now()
 		for _, n := range list {
-			card, phone, err := s.cfg.Cards.CardPhone(audit.WithExecer(ctx, tx), n.MerchantID, n.cardID, sensitive.Access{
+			card, phone, err := s.cfg.Cards.CardPhone(audit.WithExecer(ctx, tx), tx, n.MerchantID, n.cardID, sensitive.Access{
 				MerchantID: n.MerchantID, Actor: "worker:charges", Subject: n.cardID, Reason: "pre-debit notice"})
 			if err != nil {
 				return err

@@ -28,8 +28,10 @@ import (
 
 // Cards is what mandates need of bound cards.
 type Cards interface {
-	// CardPhone returns the card and the phone reserved at its bank.
-	CardPhone(ctx context.Context, merchantID, cardID string, who sensitive.Access) (binding.Card, string, error)
+	// CardPhone returns the card and the phone reserved at its bank, read
+	// on q: the caller's transaction if it holds one (so no second
+	// connection is needed), else the pool.
+	CardPhone(ctx context.Context, q binding.Querier, merchantID, cardID string, who sensitive.Access) (binding.Card, string, error)
 	// Agreements returns cards with their bank agreement numbers, each
 	// decryption audited for (actor, reason).
 	Agreements(ctx context.Context, refs []binding.CardRef, actor, reason string) (map[binding.CardRef]binding.CardAgreement, error)
@@ -55,11 +57,13 @@ type SMS interface {
 }
 
 // PhoneLimit counts a text to a phone against the abuse limits shared with
-// the banks' codes (binding.Service.TakeSMS), before it is sent; it
-// returns the error the API answers (429 rate_limited) when the phone's
-// texts are used up.
+// the banks' codes (binding.Service.TakeSMS), before it is sent, on q: the
+// caller's transaction if it holds one (the count then commits with it,
+// and no second connection is needed), else the pool. It returns the
+// error the API answers (429 rate_limited) when the phone's texts are used
+// up.
 type PhoneLimit interface {
-	TakeSMS(ctx context.Context, phone string) error
+	TakeSMS(ctx context.Context, q binding.Querier, phone string) error
 }
 
 // Jobs enqueues River jobs in the caller's transaction.
@@ -264,7 +268,7 @@ func (s *Service) Create(ctx context.Context, merchantID string, in CreateInput)
 		Currency: in.Currency, Schedule: in.Schedule, NoticeDays: in.NoticeDays, Status: StatusPendingConfirmation,
 		OTPExpiresAt: now.Add(OTPValidity), OTPSends: 1, OTPLastSentAt: now, CreatedAt: now, UpdatedAt: now,
 	}}
-	card, phone, err := s.cfg.Cards.CardPhone(ctx, merchantID, in.CardID, sensitive.Access{
+	card, phone, err := s.cfg.Cards.CardPhone(ctx, s.pool, merchantID, in.CardID, sensitive.Access{
 		MerchantID: merchantID, Actor: actor(merchantID), Subject: in.CardID, Reason: "mandate consent sms"})
 	if errors.Is(err, binding.ErrNotFound) {
 		return Mandate{}, ErrNotFound
@@ -279,9 +283,22 @@ func (s *Service) Create(ctx context.Context, merchantID string, in CreateInput)
 	if m.NextPeriod == "" {
 		return Mandate{}, &FieldError{"schedule.end_date", "no charge date is left between today and end_date"}
 	}
-	if m.OTPHash, err = s.sendCode(ctx, m, card, phone); err != nil {
+	payee, err := s.cfg.Payees.PayeeName(ctx, merchantID)
+	if err != nil {
 		return Mandate{}, err
 	}
+	hash, text, err := s.consentCode(ctx, m, card, payee)
+	if err != nil {
+		return Mandate{}, err
+	}
+	// Counted before the carrier is asked, and kept if it fails.
+	if err := s.takeSMS(ctx, s.pool, phone); err != nil {
+		return Mandate{}, err
+	}
+	if err := s.cfg.SMS.Send(ctx, phone, text); err != nil {
+		return Mandate{}, fmt.Errorf("%w: %v", ErrSMSUnavailable, err)
+	}
+	m.OTPHash = hash
 	err = db.InTx(ctx, s.pool, func(tx pgx.Tx) error {
 		if err := insertMandate(ctx, tx, m); err != nil {
 			return fmt.Errorf("insert mandate: %w", err)
@@ -295,20 +312,16 @@ func (s *Service) Create(ctx context.Context, merchantID string, in CreateInput)
 	return m.Mandate, nil
 }
 
-// sendCode texts a fresh consent code and returns its keyed hash.
-func (s *Service) sendCode(ctx context.Context, m mandateRow, card binding.Card, phone string) ([]byte, error) {
+// consentCode makes a fresh consent code for m: its keyed hash, to store,
+// and the text that carries it to the member (payee: PayeeName's).
+func (s *Service) consentCode(ctx context.Context, m mandateRow, card binding.Card, payee string) (hash []byte, text string, err error) {
 	n, err := rand.Int(rand.Reader, big.NewInt(1_000_000))
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	code := fmt.Sprintf("%06d", n.Int64())
-	hash, err := s.cfg.Hasher.Fingerprint(ctx, otpDomain, []byte(m.ID+"|"+code))
-	if err != nil {
-		return nil, err
-	}
-	payee, err := s.cfg.Payees.PayeeName(ctx, m.MerchantID)
-	if err != nil {
-		return nil, err
+	if hash, err = s.cfg.Hasher.Fingerprint(ctx, otpDomain, []byte(m.ID+"|"+code)); err != nil {
+		return nil, "", err
 	}
 	payee = smsText(payee, maxPayeeLength)
 	// The code comes first (carriers and phones pick the first digits);
@@ -316,19 +329,19 @@ func (s *Service) sendCode(ctx context.Context, m mandateRow, card binding.Card,
 	// how to end the authority later: through the payee (which cancels
 	// the mandate) or at the issuing bank (which ends the agreement, and
 	// quickpay then cancels the card's mandates).
-	text := fmt.Sprintf("【quickpay】验证码%s，5分钟内有效。您正在授权%s从卡尾号%s的银行卡代扣：%s，%s。"+
+	text = fmt.Sprintf("【quickpay】验证码%s，5分钟内有效。您正在授权%s从卡尾号%s的银行卡代扣：%s，%s。"+
 		"如需取消授权，请联系%s，或联系发卡银行解除代扣协议。验证码请勿告诉他人。", code,
 		payee, card.Last4, smsLabel(m.Description, m.Reference), amountText(m.Mandate), payee)
-	if s.cfg.PhoneLimit != nil {
-		// Counted before the carrier is asked, and kept if it fails.
-		if err := s.cfg.PhoneLimit.TakeSMS(ctx, phone); err != nil {
-			return nil, err
-		}
+	return hash, text, nil
+}
+
+// takeSMS counts a text to phone against its abuse limit, on q (a
+// transaction the caller holds, or the pool).
+func (s *Service) takeSMS(ctx context.Context, q binding.Querier, phone string) error {
+	if s.cfg.PhoneLimit == nil {
+		return nil
 	}
-	if err := s.cfg.SMS.Send(ctx, phone, text); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrSMSUnavailable, err)
-	}
-	return hash, nil
+	return s.cfg.PhoneLimit.TakeSMS(ctx, q, phone)
 }
 
 // smsLabel names a mandate to its member: its description, else its
@@ -512,12 +525,25 @@ func (s *Service) pending(ctx context.Context, merchantID, id string, final *err
 }
 
 // Resend texts a fresh consent code: at least 60 s after the last, at
-// most 5 sends. Errors: ErrNotFound, ErrConsentExpired, ErrInvalidState,
-// *ResendTooSoonError, ErrResendLimit, ErrSMSUnavailable.
+// most 5 sends, within the phone's daily texts. As binding's resend, the
+// send is reserved and committed first, in one short transaction (the
+// mandate's count and times, the new code's hash, the phone's count),
+// then the carrier is asked, outside any transaction, then the outcome is
+// audited: a caller who hangs up once the carrier has been asked has used
+// the send, and the code texted is the one stored. A send the carrier
+// refused is used too (it may have gone out). Errors: ErrNotFound,
+// ErrConsentExpired, ErrInvalidState, *ResendTooSoonError,
+// ErrResendLimit, rate limited (PhoneLimit), ErrSMSUnavailable.
 func (s *Service) Resend(ctx context.Context, merchantID, id string) (Mandate, error) {
 	var out Mandate
 	var final error
-	err := s.pending(ctx, merchantID, id, &final, func(tx pgx.Tx, m *mandateRow, now time.Time) error {
+	var phone, text string
+	// Read before the transaction: Payees may read on the pool.
+	payee, err := s.cfg.Payees.PayeeName(ctx, merchantID)
+	if err != nil {
+		return Mandate{}, err
+	}
+	err = s.pending(ctx, merchantID, id, &final, func(tx pgx.Tx, m *mandateRow, now time.Time) error {
 		if m.Status != StatusPendingConfirmation {
 			return ErrInvalidState
 		}
@@ -527,21 +553,29 @@ func (s *Service) Resend(ctx context.Context, merchantID, id string) (Mandate, e
 		if wait := m.ResendAfter().Sub(now); wait > 0 {
 			return &ResendTooSoonError{RetryAfter: wait}
 		}
-		card, phone, err := s.cfg.Cards.CardPhone(audit.WithExecer(ctx, tx), merchantID, m.CardID, sensitive.Access{
+		// The card, the limit and the audit of the phone's decryption
+		// all run in this transaction: it holds a connection and the
+		// mandate's lock, so it must not wait for a second connection.
+		card, p, err := s.cfg.Cards.CardPhone(audit.WithExecer(ctx, tx), tx, merchantID, m.CardID, sensitive.Access{
 			MerchantID: merchantID, Actor: actor(merchantID), Subject: m.CardID, Reason: "mandate consent sms"})
 		if err != nil {
 			return err
 		}
-		if m.OTPHash, err = s.sendCode(ctx, *m, card, phone); err != nil {
+		hash, t, err := s.consentCode(ctx, *m, card, payee)
+		if err != nil {
 			return err
 		}
+		if err := s.takeSMS(ctx, tx, p); err != nil {
+			return err
+		}
+		m.OTPHash = hash
 		m.OTPSends++
 		m.OTPLastSentAt, m.OTPExpiresAt, m.UpdatedAt = now, now.Add(OTPValidity), now
 		if err := updateMandate(ctx, tx, *m); err != nil {
 			return err
 		}
-		out = m.Mandate
-		return s.auditTx(ctx, tx, merchantID, "mandate.otp_send", m.ID, audit.OutcomeOK, map[string]any{"send": m.OTPSends})
+		out, phone, text = m.Mandate, p, t
+		return nil
 	})
 	if err != nil {
 		return Mandate{}, err
@@ -549,8 +583,28 @@ func (s *Service) Resend(ctx context.Context, merchantID, id string) (Mandate, e
 	if final != nil {
 		return Mandate{}, final
 	}
+	serr := s.cfg.SMS.Send(ctx, phone, text)
+	// The outcome is recorded whatever the caller does now, bounded.
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
+	defer cancel()
+	outcome, details := audit.OutcomeOK, map[string]any{"send": out.OTPSends}
+	if serr != nil {
+		outcome = audit.OutcomeFailed
+	}
+	if err := db.InTx(rctx, s.pool, func(tx pgx.Tx) error {
+		return s.auditTx(rctx, tx, merchantID, "mandate.otp_send", id, outcome, details)
+	}); err != nil {
+		return Mandate{}, err
+	}
+	if serr != nil {
+		return Mandate{}, fmt.Errorf("%w: %v", ErrSMSUnavailable, serr)
+	}
 	return out, nil
 }
+
+// recordTimeout bounds the writes that record what the outside world was
+// asked, which the caller cannot cancel.
+const recordTimeout = 15 * time.Second
 
 // transition changes a mandate's status in a transaction: fn checks and
 // edits it; the change is audited and its event emitted.
