@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -100,8 +101,8 @@ func (c *config) flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.MetricsListen, "metrics-listen", env("QUICKPAY_METRICS_LISTEN", defaultMetricsListen),
 		"Prometheus /metrics listen address, apart from the API's (QUICKPAY_METRICS_LISTEN)")
 	c.ChargeWorkers, c.RescueAfter, c.SchedulerInterval = defaultChargeWorkers, 5*time.Minute, 30*time.Second
-	fs.StringVar(&c.PublicURL, "public-url", env("QUICKPAY_PUBLIC_URL", ""), "base URL banks reach quickpay at, for async results (QUICKPAY_PUBLIC_URL; default http://<listen>)")
-	fs.StringVar(&c.SMSURL, "sms-url", env("QUICKPAY_SMS_URL", ""), "SMS carrier send URL (QUICKPAY_SMS_URL; default <banksim-url>/carrier/sms)")
+	c.envFlag(fs, urlFlag{&c.PublicURL}, "public-url", "QUICKPAY_PUBLIC_URL", "base URL banks reach quickpay at, for async results (QUICKPAY_PUBLIC_URL; default http://<listen>)")
+	c.envFlag(fs, urlFlag{&c.SMSURL}, "sms-url", "QUICKPAY_SMS_URL", "SMS carrier send URL (QUICKPAY_SMS_URL; default <banksim-url>/carrier/sms)")
 	fs.StringVar(&c.BankLimits, "bank-limits", env("QUICKPAY_BANK_LIMITS", ""), "per-bank call limits CODE=RPS:CONCURRENT,… e.g. ICBC=200:32 (QUICKPAY_BANK_LIMITS; 0 = unlimited)")
 	c.envFlag(fs, intFlag{&c.ChargeWorkers, 1}, "charge-workers", "QUICKPAY_CHARGE_WORKERS", "concurrent charge jobs (QUICKPAY_CHARGE_WORKERS)")
 	c.envFlag(fs, intFlag{&c.ChargeBatch, 0}, "charge-batch", "QUICKPAY_CHARGE_BATCH", "charges one job sends at once and settles together (QUICKPAY_CHARGE_BATCH; 0: 20)")
@@ -218,6 +219,25 @@ func (f boolFlag) Set(s string) error {
 }
 
 func (f boolFlag) IsBoolFlag() bool { return true }
+
+// urlFlag is an absolute http or https URL with a host.
+type urlFlag struct{ p *string }
+
+func (f urlFlag) String() string {
+	if f.p == nil {
+		return ""
+	}
+	return *f.p
+}
+
+func (f urlFlag) Set(s string) error {
+	u, err := url.Parse(strings.TrimSpace(s))
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return errors.New("want an http or https URL such as https://quickpay.example.com")
+	}
+	*f.p = strings.TrimSpace(s)
+	return nil
+}
 
 // logLevelFlag is one of slog's level names.
 type logLevelFlag struct{ p *string }

@@ -37,6 +37,12 @@ func TestConfigParseErrors(t *testing.T) {
 			func(c *config) any { return c.WebhooksPrivate }, true, []string{"yes", "on"}},
 		{"QUICKPAY_LOG_LEVEL", "log-level", "warn",
 			func(c *config) any { return c.LogLevel }, "warn", []string{"loud", "verbose"}},
+		{"QUICKPAY_PUBLIC_URL", "public-url", "https://qp.example.com",
+			func(c *config) any { return c.PublicURL }, "https://qp.example.com", []string{"qp.example.com", "ftp://qp.example.com", "https://"}},
+		{"QUICKPAY_SMS_URL", "sms-url", "http://127.0.0.1:9090/carrier/sms",
+			func(c *config) any { return c.SMSURL }, "http://127.0.0.1:9090/carrier/sms", []string{"127.0.0.1:9090/carrier/sms", "carrier"}},
+		{"QUICKPAY_TRUSTED_PROXIES", "trusted-proxies", "10.0.0.0/8,2001:db8::/48",
+			func(c *config) any { return len(c.Limits.TrustedProxies) }, 2, []string{"0.0.0.0/0", "::/0", "10.0.0.0/7", "2001::/16"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.key+" parses", func(t *testing.T) {

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"flag"
+	"fmt"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -18,6 +19,7 @@ import (
 type limitsConfig struct {
 	Binding        binding.Limits
 	TokenFailures  limits.Rule
+	SourceFailures limits.Rule
 	TrustedProxies []netip.Prefix
 }
 
@@ -25,7 +27,7 @@ type limitsConfig struct {
 // defaults; each rule is CAP/WINDOW, e.g. 10/24h.
 func (c *config) limitFlags(fs *flag.FlagSet) {
 	l := &c.Limits
-	l.Binding, l.TokenFailures = binding.DefaultLimits(), merchants.DefaultTokenFailures
+	l.Binding, l.TokenFailures, l.SourceFailures = binding.DefaultLimits(), merchants.DefaultTokenFailures, merchants.DefaultSourceFailures
 	for _, r := range []struct {
 		p          *limits.Rule
 		name, key  string
@@ -36,6 +38,7 @@ func (c *config) limitFlags(fs *flag.FlagSet) {
 		{&l.Binding.SMSPerDay, "limit-sms-phone", "QUICKPAY_LIMIT_SMS_PHONE", "texts to one phone (bank codes, resends, consent codes)", "10/24h"},
 		{&l.Binding.MismatchPerDay, "limit-mismatch", "QUICKPAY_LIMIT_MISMATCH", "four-element mismatches per ID number and per card", "5/24h"},
 		{&l.TokenFailures, "limit-token-failures", "QUICKPAY_LIMIT_TOKEN_FAILURES", "failed token requests per client id and source address", "10/15m"},
+		{&l.SourceFailures, "limit-token-source-failures", "QUICKPAY_LIMIT_TOKEN_SOURCE_FAILURES", "failed token requests per source address across client ids", "100/15m"},
 	} {
 		c.envFlag(fs, ruleFlag{r.p}, r.name, r.key, r.usage+", CAP/WINDOW ("+r.key+"; default "+r.def+")")
 	}
@@ -95,6 +98,12 @@ func (f prefixesFlag) Set(s string) error {
 				return errors.New("want comma-separated networks such as 10.0.0.0/8")
 			}
 			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		// Trusting all of the internet (0.0.0.0/0, ::/0) or a good part of
+		// it lets any caller name its own source in X-Forwarded-For: a
+		// fresh count per request, or the merchant's own address to lock.
+		if min := map[bool]int{true: 8, false: 32}[p.Addr().Unmap().Is4()]; p.Bits() < min {
+			return fmt.Errorf("%s is wider than a proxy network can be (at most /%d)", p, min)
 		}
 		out = append(out, p.Masked())
 	}

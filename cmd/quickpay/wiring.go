@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -101,8 +102,8 @@ func parseBankLimits(s string) (map[string]mandate.Limit, error) {
 		rps, conc, ok2 := strings.Cut(spec, ":")
 		r, err1 := strconv.ParseFloat(rps, 64)
 		n, err2 := strconv.Atoi(conc)
-		if !ok || !ok2 || code == "" || err1 != nil || err2 != nil || r < 0 || n < 0 {
-			return nil, fmt.Errorf("bank limits: %q: want CODE=RPS:CONCURRENT, e.g. ICBC=200:32", item)
+		if !ok || !ok2 || code == "" || err1 != nil || err2 != nil || !(r >= 0) || math.IsInf(r, 0) || n < 0 {
+			return nil, fmt.Errorf("QUICKPAY_BANK_LIMITS (--bank-limits) %q: want CODE=RPS:CONCURRENT, e.g. ICBC=200:32", item)
 		}
 		out[strings.ToUpper(code)] = mandate.Limit{PerSecond: r, Burst: max(1, int(r/10)), Concurrent: n}
 	}
@@ -111,7 +112,8 @@ func parseBankLimits(s string) (map[string]mandate.Limit, error) {
 
 // apiConfig composes the HTTP API over d (openDomain first).
 func (c *config) apiConfig(ctx context.Context, d *deps, log *slog.Logger) (api.Config, error) {
-	store, err := merchants.NewStore(merchants.Config{Pool: d.pool, Limiter: d.limiter, TokenFailures: c.Limits.TokenFailures})
+	store, err := merchants.NewStore(merchants.Config{Pool: d.pool, Limiter: d.limiter, TokenFailures: c.Limits.TokenFailures,
+		SourceFailures: c.Limits.SourceFailures})
 	if err != nil {
 		return api.Config{}, err
 	}

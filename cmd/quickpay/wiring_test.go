@@ -1,6 +1,7 @@
 package main
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/quickpay/quickpay/mandate"
@@ -19,9 +20,10 @@ func TestParseBankLimits(t *testing.T) {
 	if len(got) != len(want) || got["ICBC"] != want["ICBC"] || got["CCB"] != want["CCB"] {
 		t.Fatalf("limits = %+v, want %+v", got, want)
 	}
-	for _, bad := range []string{"ICBC", "ICBC=200", "ICBC=x:1", "ICBC=1:y", "=1:1", "ICBC=-1:1", "ICBC=1:-1"} {
-		if _, err := parseBankLimits(bad); err == nil {
-			t.Errorf("%q: no error", bad)
+	for _, bad := range []string{"ICBC", "ICBC=200", "ICBC=x:1", "ICBC=1:y", "=1:1", "ICBC=-1:1", "ICBC=1:-1",
+		"ICBC=NaN:1", "ICBC=Inf:1"} {
+		if _, err := parseBankLimits(bad); err == nil || !strings.Contains(err.Error(), "QUICKPAY_BANK_LIMITS") {
+			t.Errorf("%q: %v, want an error naming QUICKPAY_BANK_LIMITS", bad, err)
 		}
 	}
 	if got, err := parseBankLimits(""); err != nil || len(got) != 0 {
