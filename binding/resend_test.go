@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"testing"
 	"time"
 
@@ -43,23 +42,11 @@ func TestResendsBeyondThePoolFinish(t *testing.T) {
 		ids[i] = b.ID
 	}
 	w.clock.Advance(binding.OTPResendGap)
-	rctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-	defer cancel()
-	var wg sync.WaitGroup
-	errs := make([]error, resends)
-	for i, id := range ids {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			_, errs[i] = svc.Resend(rctx, w.merchant, id)
-		}()
-	}
-	wg.Wait()
-	for i, err := range errs {
-		if err != nil {
-			t.Errorf("resend %d of %d on a pool of %d: %v", i+1, resends, conns, err)
-		}
-	}
+	// More resends than connections, each finishing within the limit.
+	testenv.Concurrently(t, resends, 20*time.Second, func(ctx context.Context, i int) error {
+		_, err := svc.Resend(ctx, w.merchant, ids[i])
+		return err
+	})
 }
 
 // TestResendCodeValidFromItsSend: a resend's code is valid for

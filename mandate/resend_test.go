@@ -77,23 +77,11 @@ func TestConsentResendsBeyondThePoolFinish(t *testing.T) {
 		ids[i] = w.pendingMandate(t, w.bindCard(t, "ICBC", 100_000), fmt.Sprintf("pool-%d", i)).ID
 	}
 	w.setNow(w.clock.Now().Add(mandate.OTPResendGap))
-	rctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-	defer cancel()
-	var wg sync.WaitGroup
-	errs := make([]error, resends)
-	for i, id := range ids {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			_, errs[i] = svc.Resend(rctx, w.merchant, id)
-		}()
-	}
-	wg.Wait()
-	for i, err := range errs {
-		if err != nil {
-			t.Errorf("resend %d of %d on a pool of %d: %v", i+1, resends, conns, err)
-		}
-	}
+	// More resends than connections, each finishing within the limit.
+	testenv.Concurrently(t, resends, 20*time.Second, func(ctx context.Context, i int) error {
+		_, err := svc.Resend(ctx, w.merchant, ids[i])
+		return err
+	})
 }
 
 // TestConsentResendSurvivesAHangUp: a caller who hangs up once the carrier

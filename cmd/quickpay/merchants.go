@@ -68,15 +68,11 @@ func runMerchants(ctx context.Context, args []string, out io.Writer) error {
 		}
 	}
 
-	pool, err := db.Open(ctx, db.Config{URL: c.DatabaseURL})
+	store, closeStore, err := c.merchantStore(ctx)
 	if err != nil {
 		return err
 	}
-	defer pool.Close()
-	store, err := merchants.NewStore(merchants.Config{Pool: pool})
-	if err != nil {
-		return err
-	}
+	defer closeStore()
 	m, secret, err := store.CreateWith(merchants.WithActor(ctx, *actor),
 		merchants.NewMerchant{Name: *name, Scopes: list, RPSCeiling: int(*rps)})
 	if err != nil {
@@ -122,15 +118,11 @@ func runRetryDays(ctx context.Context, args []string, out io.Writer) error {
 		}
 		days = append(days, d)
 	}
-	pool, err := db.Open(ctx, db.Config{URL: c.DatabaseURL})
+	store, closeStore, err := c.merchantStore(ctx)
 	if err != nil {
 		return err
 	}
-	defer pool.Close()
-	store, err := merchants.NewStore(merchants.Config{Pool: pool})
-	if err != nil {
-		return err
-	}
+	defer closeStore()
 	if err := store.SetRetryDays(merchants.WithActor(ctx, *actor), *id, days); err != nil {
 		return err
 	}
@@ -191,19 +183,29 @@ func runSetRPS(ctx context.Context, args []string, out io.Writer) error {
 	if *id == "" || !given {
 		return errors.New("merchants set-rps needs --merchant and --rps\n" + merchantsUsage)
 	}
-	pool, err := db.Open(ctx, db.Config{URL: c.DatabaseURL})
+	store, closeStore, err := c.merchantStore(ctx)
 	if err != nil {
 		return err
 	}
-	defer pool.Close()
-	store, err := merchants.NewStore(merchants.Config{Pool: pool})
-	if err != nil {
-		return err
-	}
+	defer closeStore()
 	if err := store.SetRPSCeiling(merchants.WithActor(ctx, *actor), *id, int(*rps)); err != nil {
 		return err
 	}
 	_, err = fmt.Fprintf(out, "merchant %s: requests-per-second ceiling %s (serve instances apply it within %s)\n",
 		*id, describeRPS(int(*rps)), api.DefaultCeilingTTL)
 	return err
+}
+
+// merchantStore opens the merchants of c's database for a command; close
+// releases its pool.
+func (c *config) merchantStore(ctx context.Context) (store *merchants.Store, close func(), err error) {
+	pool, err := db.Open(ctx, db.Config{URL: c.DatabaseURL})
+	if err != nil {
+		return nil, nil, err
+	}
+	if store, err = merchants.NewStore(merchants.Config{Pool: pool}); err != nil {
+		pool.Close()
+		return nil, nil, err
+	}
+	return store, pool.Close, nil
 }
