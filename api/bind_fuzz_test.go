@@ -13,14 +13,10 @@ import (
 	"testing"
 
 	"github.com/labstack/echo/v4"
-
-	"github.com/quickpay/quickpay/internal/sensitive"
 )
 
 // bodyKinds are the request bodies the API decodes with Bind, one per
-// shape. Named request types are used as they are; the handlers that
-// declare theirs inline are mirrored here field for field (name, JSON tag,
-// type), which is what Bind's behaviour depends on.
+// shape: the handlers' own request types.
 var bodyKinds = []struct {
 	name string
 	new  func() any
@@ -30,38 +26,10 @@ var bodyKinds = []struct {
 }{
 	{"webhook endpoint", func() any { return new(setEndpointRequest) }, true},
 	{"mandate", func() any { return new(createMandateRequest) }, true},
-	{"mandate charge", func() any { // Mandates.postCharge
-		return new(struct {
-			Amount      int64  `json:"amount"`
-			Period      string `json:"period"`
-			Description string `json:"description"`
-		})
-	}, true},
-	{"member", func() any { // Bindings.createMember
-		return new(struct {
-			ExternalID string             `json:"external_id"`
-			Name       string             `json:"name"`
-			IDNumber   sensitive.IDNumber `json:"id_number"`
-			Phone      string             `json:"phone"`
-		})
-	}, false},
-	{"binding", func() any { // Bindings.create
-		return new(struct {
-			MemberID       string             `json:"member_id"`
-			ExternalUserID string             `json:"external_user_id"`
-			HolderName     string             `json:"holder_name"`
-			IDNumber       sensitive.IDNumber `json:"id_number"`
-			CardNumber     sensitive.PAN      `json:"card_number"`
-			Phone          string             `json:"phone"`
-			Expiry         sensitive.Expiry   `json:"expiry"`
-			CVV2           sensitive.CVV2     `json:"cvv2"`
-		})
-	}, false},
-	{"otp", func() any { // Bindings.confirm, Mandates.confirm
-		return new(struct {
-			OTP sensitive.OTP `json:"otp"`
-		})
-	}, false},
+	{"mandate charge", func() any { return new(postChargeRequest) }, true},
+	{"member", func() any { return new(createMemberRequest) }, false},
+	{"binding", func() any { return new(createBindingRequest) }, false},
+	{"otp", func() any { return new(otpRequest) }, false},
 	{"no body", nil, false}, // BindEmpty: the body-less POSTs
 }
 

@@ -129,13 +129,16 @@ func cardOut(c binding.Card) cardJSON {
 			MaskedPAN: c.MaskedPAN, Last4: c.Last4}}
 }
 
+// createMemberRequest is POST /v1/members' body.
+type createMemberRequest struct {
+	ExternalID string             `json:"external_id"`
+	Name       string             `json:"name"`
+	IDNumber   sensitive.IDNumber `json:"id_number"`
+	Phone      string             `json:"phone"`
+}
+
 func (a *Bindings) createMember(c echo.Context) error {
-	var req struct {
-		ExternalID string             `json:"external_id"`
-		Name       string             `json:"name"`
-		IDNumber   sensitive.IDNumber `json:"id_number"`
-		Phone      string             `json:"phone"`
-	}
+	var req createMemberRequest
 	if err := Bind(c, &req); err != nil {
 		return err
 	}
@@ -197,17 +200,20 @@ func (a *Bindings) listCards(c echo.Context) error {
 	return c.JSON(http.StatusOK, map[string]any{"data": out})
 }
 
+// createBindingRequest is POST /v1/bindings' body.
+type createBindingRequest struct {
+	MemberID       string             `json:"member_id"`
+	ExternalUserID string             `json:"external_user_id"`
+	HolderName     string             `json:"holder_name"`
+	IDNumber       sensitive.IDNumber `json:"id_number"`
+	CardNumber     sensitive.PAN      `json:"card_number"`
+	Phone          string             `json:"phone"`
+	Expiry         sensitive.Expiry   `json:"expiry"`
+	CVV2           sensitive.CVV2     `json:"cvv2"`
+}
+
 func (a *Bindings) createBinding(c echo.Context) error {
-	var req struct {
-		MemberID       string             `json:"member_id"`
-		ExternalUserID string             `json:"external_user_id"`
-		HolderName     string             `json:"holder_name"`
-		IDNumber       sensitive.IDNumber `json:"id_number"`
-		CardNumber     sensitive.PAN      `json:"card_number"`
-		Phone          string             `json:"phone"`
-		Expiry         sensitive.Expiry   `json:"expiry"`
-		CVV2           sensitive.CVV2     `json:"cvv2"`
-	}
+	var req createBindingRequest
 	if err := Bind(c, &req); err != nil {
 		return err
 	}
@@ -255,14 +261,17 @@ func (a *Bindings) resend(c echo.Context) error {
 	return c.JSON(http.StatusOK, bindingOut(b))
 }
 
+// otpRequest is the body of the confirm routes (bindings and mandates).
+type otpRequest struct {
+	OTP sensitive.OTP `json:"otp"`
+}
+
 func (a *Bindings) confirm(c echo.Context) error {
 	id, err := pathID(c, "bnd")
 	if err != nil {
 		return err
 	}
-	var req struct {
-		OTP sensitive.OTP `json:"otp"`
-	}
+	var req otpRequest
 	if err := Bind(c, &req); err != nil {
 		return err
 	}

@@ -13,7 +13,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/quickpay/quickpay/bankadapters"
-	"github.com/quickpay/quickpay/internal/sensitive"
 	"github.com/quickpay/quickpay/mandate"
 )
 
@@ -326,9 +325,7 @@ func (a *Mandates) confirm(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	var req struct {
-		OTP sensitive.OTP `json:"otp"`
-	}
+	var req otpRequest
 	if err := Bind(c, &req); err != nil {
 		return err
 	}
@@ -357,16 +354,19 @@ func (a *Mandates) transition(fn func(ctx context.Context, merchantID, id string
 	}
 }
 
+// postChargeRequest is POST /v1/mandates/{id}/charges' body.
+type postChargeRequest struct {
+	Amount      int64  `json:"amount"`
+	Period      string `json:"period"`
+	Description string `json:"description"`
+}
+
 func (a *Mandates) postCharge(c echo.Context) error {
 	id, err := pathID(c, "mdt")
 	if err != nil {
 		return err
 	}
-	var req struct {
-		Amount      int64  `json:"amount"`
-		Period      string `json:"period"`
-		Description string `json:"description"`
-	}
+	var req postChargeRequest
 	if err := Bind(c, &req); err != nil {
 		return err
 	}
