@@ -9,7 +9,6 @@ import (
 
 	"github.com/quickpay/quickpay/bankadapters"
 	"github.com/quickpay/quickpay/binding"
-	"github.com/quickpay/quickpay/internal/db"
 	"github.com/quickpay/quickpay/internal/limits"
 	"github.com/quickpay/quickpay/internal/testenv"
 )
@@ -20,13 +19,8 @@ import (
 // (which, with every connection held by a resend, none would get).
 func TestResendsBeyondThePoolFinish(t *testing.T) {
 	const conns, resends = 2, 6
-	ctx := context.Background()
 	w := newWorld(t)
-	small, err := db.Open(ctx, db.Config{URL: testenv.DatabaseURL(t), MaxConns: conns})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(small.Close)
+	small := testenv.PoolOf(t, conns)
 	lim, err := limits.New(small)
 	if err != nil {
 		t.Fatal(err)

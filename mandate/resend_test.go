@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/quickpay/quickpay/binding"
-	"github.com/quickpay/quickpay/internal/db"
 	"github.com/quickpay/quickpay/internal/limits"
 	"github.com/quickpay/quickpay/internal/sensitive"
 	"github.com/quickpay/quickpay/internal/testenv"
@@ -51,13 +50,8 @@ func (w *world) newestCode(t *testing.T, c card) sensitive.OTP {
 // get).
 func TestConsentResendsBeyondThePoolFinish(t *testing.T) {
 	const conns, resends = 2, 6
-	ctx := context.Background()
 	w := newWorld(t)
-	small, err := db.Open(ctx, db.Config{URL: testenv.DatabaseURL(t), MaxConns: conns})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(small.Close)
+	small := testenv.PoolOf(t, conns)
 	lim, err := limits.New(small)
 	if err != nil {
 		t.Fatal(err)

@@ -119,9 +119,16 @@ func DatabaseURL(t testing.TB) string {
 // Pool opens a pool on this package's database, closed when t ends.
 func Pool(t testing.TB) *pgxpool.Pool {
 	t.Helper()
+	return PoolOf(t, 0)
+}
+
+// PoolOf is Pool with at most maxConns connections (0: db.Open's default),
+// for tests of what a pool running out of connections does.
+func PoolOf(t testing.TB, maxConns int32) *pgxpool.Pool {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	pool, err := db.Open(ctx, db.Config{URL: DatabaseURL(t)})
+	pool, err := db.Open(ctx, db.Config{URL: DatabaseURL(t), MaxConns: maxConns})
 	if err != nil {
 		t.Fatalf("testenv: %v", err)
 	}
