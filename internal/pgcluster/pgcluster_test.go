@@ -70,6 +70,23 @@ func connect(t *testing.T, url string) *pgx.Conn {
 	return conn
 }
 
+// keepRow writes the row a later start of the cluster must find (wantKept).
+func keepRow(t *testing.T, conn *pgx.Conn) {
+	t.Helper()
+	if _, err := conn.Exec(context.Background(), `CREATE TABLE survives_restart (v text); INSERT INTO survives_restart VALUES ('kept')`); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// wantKept checks that the row keepRow wrote is there.
+func wantKept(t *testing.T, conn *pgx.Conn) {
+	t.Helper()
+	var v string
+	if err := conn.QueryRow(context.Background(), `SELECT v FROM survives_restart`).Scan(&v); err != nil || v != "kept" {
+		t.Fatalf("row from the first run = %q, %v", v, err)
+	}
+}
+
 func TestStartStopRestart(t *testing.T) {
 	ctx := context.Background()
 	dir := clusterDir(t)
@@ -92,9 +109,7 @@ func TestStartStopRestart(t *testing.T) {
 		}
 	})
 
-	if _, err := conn.Exec(ctx, `CREATE TABLE survives_restart (v text); INSERT INTO survives_restart VALUES ('kept')`); err != nil {
-		t.Fatal(err)
-	}
+	keepRow(t, conn)
 	_ = conn.Close(ctx)
 	if _, err := os.Stat(filepath.Join(dir, "PG_VERSION")); err != nil {
 		t.Fatalf("no cluster in %s: %v", dir, err)
@@ -116,10 +131,7 @@ func TestStartStopRestart(t *testing.T) {
 	t.Run("second start reuses the data", func(t *testing.T) {
 		c2, stop2 := start(t, dir)
 		conn2 := connect(t, c2.URL("postgres"))
-		var v string
-		if err := conn2.QueryRow(ctx, `SELECT v FROM survives_restart`).Scan(&v); err != nil || v != "kept" {
-			t.Fatalf("row from the first run = %q, %v", v, err)
-		}
+		wantKept(t, conn2)
 		_ = conn2.Close(ctx)
 		stop2()
 	})
@@ -145,10 +157,7 @@ func TestStartStopRestart(t *testing.T) {
 		if !newStart.After(oldStart) {
 			t.Fatalf("server started at %s, not after the leftover's %s: it was not restarted", newStart, oldStart)
 		}
-		var v string
-		if err := conn3.QueryRow(ctx, `SELECT v FROM survives_restart`).Scan(&v); err != nil || v != "kept" {
-			t.Fatalf("row from the first run = %q, %v", v, err)
-		}
+		wantKept(t, conn3)
 		_ = conn3.Close(ctx)
 		stop3()
 	})
@@ -178,9 +187,7 @@ func TestStartUnderPrivateParent(t *testing.T) {
 
 	c, stop := start(t, dir)
 	conn := connect(t, c.URL("postgres"))
-	if _, err := conn.Exec(ctx, `CREATE TABLE survives_restart (v text); INSERT INTO survives_restart VALUES ('kept')`); err != nil {
-		t.Fatal(err)
-	}
+	keepRow(t, conn)
 	_ = conn.Close(ctx)
 	stop()
 
@@ -225,10 +232,7 @@ func TestStartUnderPrivateParent(t *testing.T) {
 			t.Fatalf("second start ran on %s, the first on %s", c2.Dir, c.Dir)
 		}
 		conn2 := connect(t, c2.URL("postgres"))
-		var v string
-		if err := conn2.QueryRow(ctx, `SELECT v FROM survives_restart`).Scan(&v); err != nil || v != "kept" {
-			t.Fatalf("row from the first run = %q, %v", v, err)
-		}
+		wantKept(t, conn2)
 		_ = conn2.Close(ctx)
 		stop2()
 	})
