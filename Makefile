@@ -43,13 +43,13 @@ build:
 	$(GO) build -o $(BIN)/quickpay ./cmd/quickpay
 	$(GO) build -o $(BIN)/banksim ./cmd/banksim
 
-# A real Vault 1.21 core in its own module (see internal/devvault/main.go).
+# A real Vault 1.21 core in its own module (see internal/dev/devvault/main.go).
 # The first build downloads and compiles Vault: minutes; later ones are cached.
 devvault: $(DEVVAULT)
-$(DEVVAULT): internal/devvault/main.go internal/devvault/go.mod internal/devvault/go.sum
+$(DEVVAULT): internal/dev/devvault/main.go internal/dev/devvault/go.mod internal/dev/devvault/go.sum
 	@mkdir -p $(BIN)
 	@echo "building devvault (a real Vault server core; the first build takes a few minutes)"
-	cd internal/devvault && $(GO) build -o $(DEVVAULT) .
+	cd internal/dev/devvault && $(GO) build -o $(DEVVAULT) .
 
 # Installs what is missing: SoftHSM2 always; PostgreSQL only when no server
 # answers on 127.0.0.1:5432 and no initdb is installed (the stack and the

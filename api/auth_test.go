@@ -33,9 +33,9 @@ import (
 
 	"github.com/quickpay/quickpay/api"
 	"github.com/quickpay/quickpay/internal/clock"
+	"github.com/quickpay/quickpay/internal/dev/testenv"
 	"github.com/quickpay/quickpay/internal/ids"
 	"github.com/quickpay/quickpay/internal/merchants"
-	"github.com/quickpay/quickpay/internal/testenv"
 	"github.com/quickpay/quickpay/vaultkeys"
 )
 

@@ -30,14 +30,14 @@ import (
 
 	"github.com/quickpay/quickpay/api"
 	"github.com/quickpay/quickpay/api/apitest"
+	"github.com/quickpay/quickpay/api/idempotency"
 	"github.com/quickpay/quickpay/bankadapters/channels"
 	"github.com/quickpay/quickpay/bankadapters/conformance"
 	"github.com/quickpay/quickpay/binding"
-	"github.com/quickpay/quickpay/cmd/banksim/simclient"
 	"github.com/quickpay/quickpay/internal/clock"
-	"github.com/quickpay/quickpay/internal/idempotency"
+	"github.com/quickpay/quickpay/internal/dev/simclient"
+	"github.com/quickpay/quickpay/internal/dev/testenv"
 	"github.com/quickpay/quickpay/internal/ids"
-	"github.com/quickpay/quickpay/internal/testenv"
 	"github.com/quickpay/quickpay/internal/webhooks"
 )
 

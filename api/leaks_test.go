@@ -12,7 +12,7 @@ import (
 
 	"github.com/quickpay/quickpay/api/apitest"
 	"github.com/quickpay/quickpay/bankadapters/conformance"
-	"github.com/quickpay/quickpay/internal/testenv"
+	"github.com/quickpay/quickpay/internal/dev/testenv"
 )
 
 // allLogs is every log line the package's tests captured (newLogBuf) or

@@ -25,8 +25,8 @@ import (
 	"github.com/quickpay/quickpay/api/apitest"
 	"github.com/quickpay/quickpay/bankadapters/conformance"
 	"github.com/quickpay/quickpay/internal/clock"
+	"github.com/quickpay/quickpay/internal/dev/testenv"
 	"github.com/quickpay/quickpay/internal/ids"
-	"github.com/quickpay/quickpay/internal/testenv"
 	"github.com/quickpay/quickpay/mandate"
 )
 

@@ -21,7 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/quickpay/quickpay/api"
-	"github.com/quickpay/quickpay/internal/testenv"
+	"github.com/quickpay/quickpay/internal/dev/testenv"
 	"github.com/quickpay/quickpay/vaultkeys"
 )
 

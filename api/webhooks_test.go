@@ -18,10 +18,10 @@ import (
 
 	"github.com/quickpay/quickpay/api"
 	"github.com/quickpay/quickpay/api/apitest"
+	"github.com/quickpay/quickpay/api/idempotency"
 	"github.com/quickpay/quickpay/internal/db"
-	"github.com/quickpay/quickpay/internal/idempotency"
+	"github.com/quickpay/quickpay/internal/dev/testenv"
 	"github.com/quickpay/quickpay/internal/merchants"
-	"github.com/quickpay/quickpay/internal/testenv"
 	"github.com/quickpay/quickpay/internal/webhooks"
 	"github.com/quickpay/quickpay/vaultkeys"
 )

@@ -9,8 +9,8 @@ import (
 
 	"github.com/quickpay/quickpay/bankadapters"
 	"github.com/quickpay/quickpay/binding"
+	"github.com/quickpay/quickpay/internal/dev/testenv"
 	"github.com/quickpay/quickpay/internal/limits"
-	"github.com/quickpay/quickpay/internal/testenv"
 )
 
 // TestResendsBeyondThePoolFinish: more concurrent resends than the pool

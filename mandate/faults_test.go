@@ -10,7 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/quickpay/quickpay/binding"
-	"github.com/quickpay/quickpay/cmd/banksim/simclient"
+	"github.com/quickpay/quickpay/internal/dev/simclient"
 	"github.com/quickpay/quickpay/mandate"
 )
 

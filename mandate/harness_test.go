@@ -31,11 +31,11 @@ import (
 	"github.com/quickpay/quickpay/bankadapters/conformance"
 	"github.com/quickpay/quickpay/bankadapters/formrsa"
 	"github.com/quickpay/quickpay/binding"
-	"github.com/quickpay/quickpay/cmd/banksim/simclient"
 	"github.com/quickpay/quickpay/internal/clock"
+	"github.com/quickpay/quickpay/internal/dev/simclient"
+	"github.com/quickpay/quickpay/internal/dev/testenv"
 	"github.com/quickpay/quickpay/internal/sensitive"
 	"github.com/quickpay/quickpay/internal/sms"
-	"github.com/quickpay/quickpay/internal/testenv"
 	"github.com/quickpay/quickpay/internal/webhooks"
 	"github.com/quickpay/quickpay/mandate"
 )

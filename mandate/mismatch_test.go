@@ -8,7 +8,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/quickpay/quickpay/cmd/banksim/simclient"
+	"github.com/quickpay/quickpay/internal/dev/simclient"
 	"github.com/quickpay/quickpay/mandate"
 )
 

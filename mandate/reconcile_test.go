@@ -13,7 +13,7 @@ import (
 
 	"github.com/quickpay/quickpay/bankadapters"
 	"github.com/quickpay/quickpay/binding"
-	"github.com/quickpay/quickpay/cmd/banksim/simclient"
+	"github.com/quickpay/quickpay/internal/dev/simclient"
 	"github.com/quickpay/quickpay/mandate"
 )
 

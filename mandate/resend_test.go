@@ -9,9 +9,9 @@ import (
 	"time"
 
 	"github.com/quickpay/quickpay/binding"
+	"github.com/quickpay/quickpay/internal/dev/testenv"
 	"github.com/quickpay/quickpay/internal/limits"
 	"github.com/quickpay/quickpay/internal/sensitive"
-	"github.com/quickpay/quickpay/internal/testenv"
 	"github.com/quickpay/quickpay/mandate"
 )
 

@@ -7,8 +7,8 @@ import (
 
 	"github.com/miekg/pkcs11"
 
+	"github.com/quickpay/quickpay/internal/dev/testenv"
 	"github.com/quickpay/quickpay/internal/ids"
-	"github.com/quickpay/quickpay/internal/testenv"
 	"github.com/quickpay/quickpay/vaultkeys"
 )
 

@@ -11,8 +11,8 @@ import (
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 
+	"github.com/quickpay/quickpay/internal/dev/testenv"
 	"github.com/quickpay/quickpay/internal/sensitive"
-	"github.com/quickpay/quickpay/internal/testenv"
 	"github.com/quickpay/quickpay/vaultkeys"
 )
 

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/quickpay/quickpay/internal/testenv"
+	"github.com/quickpay/quickpay/internal/dev/testenv"
 	"github.com/quickpay/quickpay/vaultkeys"
 )
 

@@ -14,7 +14,7 @@ import (
 
 	"github.com/quickpay/quickpay/bankadapters/channels"
 	"github.com/quickpay/quickpay/bankadapters/formrsa"
-	"github.com/quickpay/quickpay/internal/testenv"
+	"github.com/quickpay/quickpay/internal/dev/testenv"
 	"github.com/quickpay/quickpay/vaultkeys"
 )
 

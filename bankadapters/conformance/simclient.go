@@ -1,6 +1,6 @@
 package conformance
 
-import "github.com/quickpay/quickpay/cmd/banksim/simclient"
+import "github.com/quickpay/quickpay/internal/dev/simclient"
 
 // The banksim control types, under the names the suite has always used.
 type (

@@ -13,8 +13,8 @@ import (
 	"github.com/quickpay/quickpay/bankadapters"
 	"github.com/quickpay/quickpay/bankadapters/conformance"
 	"github.com/quickpay/quickpay/bankadapters/formrsa"
-	"github.com/quickpay/quickpay/cmd/banksim/sim"
-	"github.com/quickpay/quickpay/internal/testenv"
+	"github.com/quickpay/quickpay/internal/dev/sim"
+	"github.com/quickpay/quickpay/internal/dev/testenv"
 )
 
 // The platform's CCB key is in SoftHSM: testenv provisions the token (and

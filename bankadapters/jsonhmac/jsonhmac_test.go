@@ -13,7 +13,7 @@ import (
 	"github.com/quickpay/quickpay/bankadapters"
 	"github.com/quickpay/quickpay/bankadapters/conformance"
 	"github.com/quickpay/quickpay/bankadapters/jsonhmac"
-	"github.com/quickpay/quickpay/cmd/banksim/sim"
+	"github.com/quickpay/quickpay/internal/dev/sim"
 )
 
 // startSim serves a fresh banksim on loopback, stopped when tb ends.

@@ -2,7 +2,7 @@
 // quick-pay and withholding interfaces (ICBC and CMB speak json-hmac, CCB
 // form-rsa; CMB answers charges asynchronously) and the SMS carrier
 // (DESIGN.md, "banksim contract"; the wire contract is docs/banksim.md; the
-// simulation lives in package cmd/banksim/sim).
+// simulation lives in package internal/dev/sim).
 //
 // Usage:
 //
@@ -39,7 +39,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/quickpay/quickpay/cmd/banksim/sim"
+	"github.com/quickpay/quickpay/internal/dev/sim"
 )
 
 func main() {

@@ -21,13 +21,13 @@ import (
 	"github.com/riverqueue/river/rivertype"
 
 	"github.com/quickpay/quickpay/api"
+	"github.com/quickpay/quickpay/api/idempotency"
 	"github.com/quickpay/quickpay/bankadapters/conformance"
 	"github.com/quickpay/quickpay/binding"
-	"github.com/quickpay/quickpay/cmd/banksim/sim"
-	"github.com/quickpay/quickpay/internal/idempotency"
+	"github.com/quickpay/quickpay/internal/dev/sim"
+	"github.com/quickpay/quickpay/internal/dev/testenv"
 	"github.com/quickpay/quickpay/internal/limits"
 	"github.com/quickpay/quickpay/internal/merchants"
-	"github.com/quickpay/quickpay/internal/testenv"
 	"github.com/quickpay/quickpay/internal/webhooks"
 )
 

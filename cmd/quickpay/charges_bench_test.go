@@ -23,11 +23,11 @@ import (
 	"github.com/quickpay/quickpay/bankadapters"
 	"github.com/quickpay/quickpay/bankadapters/conformance"
 	"github.com/quickpay/quickpay/binding"
-	"github.com/quickpay/quickpay/cmd/banksim/sim"
+	"github.com/quickpay/quickpay/internal/dev/sim"
+	"github.com/quickpay/quickpay/internal/dev/testenv"
 	"github.com/quickpay/quickpay/internal/ids"
 	"github.com/quickpay/quickpay/internal/sensitive"
 	"github.com/quickpay/quickpay/internal/sms"
-	"github.com/quickpay/quickpay/internal/testenv"
 	"github.com/quickpay/quickpay/internal/webhooks"
 	"github.com/quickpay/quickpay/mandate"
 )

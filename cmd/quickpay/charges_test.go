@@ -17,10 +17,10 @@ import (
 
 	"github.com/quickpay/quickpay/bankadapters/conformance"
 	"github.com/quickpay/quickpay/binding"
-	"github.com/quickpay/quickpay/cmd/banksim/simclient"
+	"github.com/quickpay/quickpay/internal/dev/simclient"
+	"github.com/quickpay/quickpay/internal/dev/testenv"
 	"github.com/quickpay/quickpay/internal/sensitive"
 	"github.com/quickpay/quickpay/internal/sms"
-	"github.com/quickpay/quickpay/internal/testenv"
 	"github.com/quickpay/quickpay/mandate"
 )
 

@@ -6,8 +6,8 @@ import (
 
 	"github.com/quickpay/quickpay/bankadapters/conformance"
 	"github.com/quickpay/quickpay/binding"
+	"github.com/quickpay/quickpay/internal/dev/testenv"
 	"github.com/quickpay/quickpay/internal/sensitive"
-	"github.com/quickpay/quickpay/internal/testenv"
 	"github.com/quickpay/quickpay/vaultkeys"
 )
 

@@ -20,8 +20,8 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/quickpay/quickpay/internal/db"
-	"github.com/quickpay/quickpay/internal/devstack"
-	"github.com/quickpay/quickpay/internal/pgcluster"
+	"github.com/quickpay/quickpay/internal/dev/devstack"
+	"github.com/quickpay/quickpay/internal/dev/pgcluster"
 	"github.com/quickpay/quickpay/softhsm"
 	"github.com/quickpay/quickpay/vaultkeys"
 )

@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/quickpay/quickpay/internal/devstack"
+	"github.com/quickpay/quickpay/internal/dev/devstack"
 	"github.com/quickpay/quickpay/mandate"
 	"github.com/quickpay/quickpay/vaultkeys"
 )

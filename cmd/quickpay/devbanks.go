@@ -9,7 +9,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/quickpay/quickpay/cmd/banksim/simclient"
+	"github.com/quickpay/quickpay/internal/dev/simclient"
 	"github.com/quickpay/quickpay/internal/merchants"
 	"github.com/quickpay/quickpay/mandate"
 	"github.com/quickpay/quickpay/vaultkeys"

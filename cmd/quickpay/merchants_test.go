@@ -12,8 +12,8 @@ import (
 
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/quickpay/quickpay/internal/dev/testenv"
 	"github.com/quickpay/quickpay/internal/merchants"
-	"github.com/quickpay/quickpay/internal/testenv"
 )
 
 // TestMain stops what testenv started (the test database, Vault). It is the

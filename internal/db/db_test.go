@@ -16,7 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/quickpay/quickpay/internal/db"
-	"github.com/quickpay/quickpay/internal/testenv"
+	"github.com/quickpay/quickpay/internal/dev/testenv"
 )
 
 func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }

@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"github.com/quickpay/quickpay/internal/db"
+	"github.com/quickpay/quickpay/internal/dev/testenv"
 	"github.com/quickpay/quickpay/internal/limits"
-	"github.com/quickpay/quickpay/internal/testenv"
 )
 
 func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }

@@ -11,8 +11,8 @@ import (
 	"github.com/quickpay/quickpay/bankadapters"
 	"github.com/quickpay/quickpay/bankadapters/channels"
 	"github.com/quickpay/quickpay/bankadapters/formrsa"
-	"github.com/quickpay/quickpay/cmd/banksim/sim"
-	"github.com/quickpay/quickpay/cmd/banksim/simclient"
+	"github.com/quickpay/quickpay/internal/dev/sim"
+	"github.com/quickpay/quickpay/internal/dev/simclient"
 	"github.com/quickpay/quickpay/internal/ids"
 	"github.com/quickpay/quickpay/vaultkeys"
 )

@@ -13,7 +13,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/quickpay/quickpay/internal/pgcluster"
+	"github.com/quickpay/quickpay/internal/dev/pgcluster"
 )
 
 // clusterDir returns a data directory the cluster can use. As root the

@@ -20,10 +20,10 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/quickpay/quickpay/api"
+	"github.com/quickpay/quickpay/api/idempotency"
 	"github.com/quickpay/quickpay/internal/clock"
-	"github.com/quickpay/quickpay/internal/idempotency"
+	"github.com/quickpay/quickpay/internal/dev/testenv"
 	"github.com/quickpay/quickpay/internal/merchants"
-	"github.com/quickpay/quickpay/internal/testenv"
 	"github.com/quickpay/quickpay/vaultkeys"
 )
 

@@ -14,8 +14,8 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/quickpay/quickpay/internal/idempotency"
-	"github.com/quickpay/quickpay/internal/testenv"
+	"github.com/quickpay/quickpay/api/idempotency"
+	"github.com/quickpay/quickpay/internal/dev/testenv"
 	"github.com/quickpay/quickpay/vaultkeys"
 )
 

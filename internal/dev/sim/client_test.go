@@ -31,7 +31,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/quickpay/quickpay/cmd/banksim/sim"
+	"github.com/quickpay/quickpay/internal/dev/sim"
 )
 
 // base is the banks' clock in most tests: frozen, moved only by

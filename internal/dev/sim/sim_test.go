@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/quickpay/quickpay/cmd/banksim/sim"
+	"github.com/quickpay/quickpay/internal/dev/sim"
 )
 
 func newJSONLogger(w io.Writer) *slog.Logger {

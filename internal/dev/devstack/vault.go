@@ -1,6 +1,6 @@
 // Package devstack starts the local components of `quickpay dev` and of the
 // test environment: the devvault server (a real Vault core, built from the
-// nested module internal/devvault) and the paths they share.
+// nested module internal/dev/devvault) and the paths they share.
 package devstack
 
 import (
@@ -59,7 +59,7 @@ func DevVaultBinary(ctx context.Context) (string, error) {
 	// half-written binary.
 	tmp := fmt.Sprintf("%s.%d", bin, os.Getpid())
 	cmd := exec.CommandContext(ctx, "go", "build", "-o", tmp, ".")
-	cmd.Dir = filepath.Join(root, "internal", "devvault")
+	cmd.Dir = filepath.Join(root, "internal", "dev", "devvault")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("build devvault (`make devvault`): %w\n%s", err, out)
 	}

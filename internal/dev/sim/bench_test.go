@@ -9,7 +9,7 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/quickpay/quickpay/cmd/banksim/sim"
+	"github.com/quickpay/quickpay/internal/dev/sim"
 )
 
 // BenchmarkChargeHTTP measures json-hmac charges (ICBC, synchronous) over

@@ -40,10 +40,10 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/miekg/pkcs11"
 
-	"github.com/quickpay/quickpay/cmd/banksim/sim"
 	"github.com/quickpay/quickpay/internal/db"
-	"github.com/quickpay/quickpay/internal/devstack"
-	"github.com/quickpay/quickpay/internal/pgcluster"
+	"github.com/quickpay/quickpay/internal/dev/devstack"
+	"github.com/quickpay/quickpay/internal/dev/pgcluster"
+	"github.com/quickpay/quickpay/internal/dev/sim"
 	"github.com/quickpay/quickpay/softhsm"
 	"github.com/quickpay/quickpay/vaultkeys"
 )

@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/quickpay/quickpay/cmd/banksim/sim"
+	"github.com/quickpay/quickpay/internal/dev/sim"
 )
 
 // receiver is a callback endpoint. It answers 500 to the first failFirst

@@ -5,8 +5,8 @@ import (
 	"net/http"
 	"testing"
 
-	"github.com/quickpay/quickpay/internal/idempotency"
-	"github.com/quickpay/quickpay/internal/testenv"
+	"github.com/quickpay/quickpay/api/idempotency"
+	"github.com/quickpay/quickpay/internal/dev/testenv"
 )
 
 // BenchmarkRequestHash is the cost the keyed fingerprint adds to a POST
@@ -14,7 +14,7 @@ import (
 // body of the usual size, run from GOMAXPROCS goroutines as a server's
 // requests would.
 //
-//	go test -run '^$' -bench RequestHash -benchtime 2s ./internal/idempotency/
+//	go test -run '^$' -bench RequestHash -benchtime 2s ./api/idempotency/
 func BenchmarkRequestHash(b *testing.B) {
 	pool := testenv.Pool(b)
 	v := newVaultOn(b, pool, testenv.HSM(b, 8))
