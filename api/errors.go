@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/quickpay/quickpay/internal/errs"
 	"io"
 	"net/http"
 	"reflect"
@@ -113,16 +114,6 @@ func errorBody(e *Error, requestID string) map[string]any {
 	return map[string]any{"error": obj, "request_id": requestID}
 }
 
-// FieldError is a domain error about one input field; its answer is
-// validation_failed naming the field (Status 422 unless set).
-type FieldError struct {
-	Field   string
-	Message string
-	Status  int
-}
-
-func (e *FieldError) Error() string { return e.Field + ": " + e.Message }
-
 // errorHandler writes every error as the documented JSON. Unknown errors
 // answer 500 internal and are logged with the request id; the log carries
 // the error text, which by the security rules never holds a sensitive value.
@@ -133,15 +124,12 @@ func (s *server) errorHandler(err error, c echo.Context) {
 	rid := c.Response().Header().Get(echo.HeaderXRequestID)
 	var ans *Error
 	var he *echo.HTTPError
-	var fe *FieldError
+	var fe *errs.FieldError
 	switch {
 	case errors.As(err, &ans):
 	case errors.As(err, &fe):
-		st := fe.Status
-		if st == 0 {
-			st = http.StatusUnprocessableEntity
-		}
-		ans = Validation(st, fe.Field, fe.Message)
+		// A refused field (every domain's, internal/errs) names itself.
+		ans = Validation(http.StatusUnprocessableEntity, fe.Field, fe.Message)
 	case errors.As(err, &he):
 		switch he.Code {
 		case http.StatusNotFound:

@@ -2,7 +2,6 @@ package api
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/http"
 	"slices"
@@ -141,10 +140,6 @@ func (w Webhooks) setEndpoint(c echo.Context) error {
 		return err
 	}
 	ep, err := w.Service.SetEndpoint(ctx, m.ID, req.URL, req.Events)
-	var fe *webhooks.FieldError
-	if errors.As(err, &fe) {
-		return &FieldError{Field: fe.Field, Message: fe.Message}
-	}
 	if err != nil {
 		return err
 	}

@@ -17,7 +17,7 @@ package binding
 
 import (
 	"errors"
-	"fmt"
+	"github.com/quickpay/quickpay/internal/errs"
 	"time"
 )
 
@@ -111,11 +111,11 @@ var (
 	ErrCardUnsupported     = errors.New("card not supported")
 	ErrCardBoundElsewhere  = errors.New("card is bound to another member")
 	ErrBankUnavailable     = errors.New("bank unavailable")
-	ErrOTPIncorrect        = errors.New("otp incorrect")
-	ErrOTPAttemptsExceeded = errors.New("otp attempts exceeded")
+	ErrOTPIncorrect        = errs.ErrOTPIncorrect
+	ErrOTPAttemptsExceeded = errs.ErrOTPAttemptsExceeded
 	ErrBindingExpired      = errors.New("binding expired")
-	ErrResendTooSoon       = errors.New("otp resend too soon")
-	ErrResendLimit         = errors.New("otp resend limit reached")
+	ErrResendTooSoon       = errs.ErrResendTooSoon
+	ErrResendLimit         = errs.ErrResendLimit
 	ErrBindingNotPending   = errors.New("binding is not waiting for a code")
 	ErrCardDeclined        = errors.New("the bank refused the card")
 )
@@ -137,33 +137,16 @@ func (e *IdentityMismatchError) Error() string { return "identity mismatch: " + 
 // ErrorFields implements the API's detail hook.
 func (e *IdentityMismatchError) ErrorFields() map[string]any { return map[string]any{"field": e.Field} }
 
-// OTPIncorrectError is ErrOTPIncorrect with the tries left.
-type OTPIncorrectError struct{ AttemptsLeft int }
+// The one-time-code and input refusals are the ones mandate raises too
+// (internal/errs): one type each, whichever domain refuses.
+type (
+	OTPIncorrectError  = errs.OTPIncorrectError
+	ResendTooSoonError = errs.ResendTooSoonError
+	FieldError         = errs.FieldError
+)
 
-func (e *OTPIncorrectError) Error() string {
-	return fmt.Sprintf("otp incorrect, %d attempts left", e.AttemptsLeft)
-}
-
-// Unwrap makes errors.Is(err, ErrOTPIncorrect) true.
-func (e *OTPIncorrectError) Unwrap() error { return ErrOTPIncorrect }
-
-// ErrorFields implements the API's detail hook.
-func (e *OTPIncorrectError) ErrorFields() map[string]any {
-	return map[string]any{"attempts_left": e.AttemptsLeft}
-}
-
-// ResendTooSoonError is ErrResendTooSoon with the time to wait.
-type ResendTooSoonError struct{ RetryAfter time.Duration }
-
-func (e *ResendTooSoonError) Error() string { return "otp resend too soon" }
-
-// Unwrap makes errors.Is(err, ErrResendTooSoon) true.
-func (e *ResendTooSoonError) Unwrap() error { return ErrResendTooSoon }
-
-// ErrorFields implements the API's detail hook.
-func (e *ResendTooSoonError) ErrorFields() map[string]any {
-	return map[string]any{"retry_after": int((e.RetryAfter + time.Second - 1) / time.Second)}
-}
+// ErrInvalid is what every *FieldError matches.
+var ErrInvalid = errs.ErrInvalid
 
 // Sentinels for the elements and identity errors, for the API table.
 var (
@@ -176,20 +159,3 @@ func (e *ElementsMismatchError) Is(target error) bool { return target == ErrElem
 
 // Is lets errors.Is match the sentinel.
 func (e *IdentityMismatchError) Is(target error) bool { return target == ErrIdentityMismatch }
-
-// FieldError is invalid input, named by its API field.
-type FieldError struct {
-	Field   string
-	Message string
-}
-
-func (e *FieldError) Error() string { return e.Field + ": " + e.Message }
-
-// ErrInvalid is the sentinel every FieldError matches.
-var ErrInvalid = errors.New("invalid input")
-
-// Is lets errors.Is(err, ErrInvalid) match.
-func (e *FieldError) Is(target error) bool { return target == ErrInvalid }
-
-// ErrorFields implements the API's detail hook.
-func (e *FieldError) ErrorFields() map[string]any { return map[string]any{"field": e.Field} }

@@ -179,13 +179,13 @@ func (s *Service) CreateMember(ctx context.Context, merchantID string, in Member
 	now := s.now()
 	switch {
 	case !ValidExternalID(in.ExternalID):
-		return Member{}, &FieldError{"external_id", "must be 1–128 printable characters"}
+		return Member{}, &FieldError{Field: "external_id", Message: "must be 1–128 printable characters"}
 	case in.Name != "" && !ValidName(in.Name):
-		return Member{}, &FieldError{"name", "must be 2–30 letters"}
+		return Member{}, &FieldError{Field: "name", Message: "must be 2–30 letters"}
 	case !in.IDNumber.IsZero() && !ValidResidentID(in.IDNumber.Reveal(), now):
-		return Member{}, &FieldError{"id_number", "is not a valid resident ID number"}
+		return Member{}, &FieldError{Field: "id_number", Message: "is not a valid resident ID number"}
 	case in.Phone != "" && !ValidMobile(in.Phone):
-		return Member{}, &FieldError{"phone", "is not a mainland mobile number"}
+		return Member{}, &FieldError{Field: "phone", Message: "is not a mainland mobile number"}
 	}
 	m := Member{ID: ids.New("mem"), MerchantID: merchantID, ExternalID: in.ExternalID, Kind: KindExplicit, CreatedAt: now}
 	id, err := s.sealIdentity(ctx, func(field string) []byte { return MemberAAD(merchantID, m.ID, field) },
@@ -267,17 +267,17 @@ func (s *Service) StartBinding(ctx context.Context, merchantID string, in BindIn
 	now := s.now()
 	switch {
 	case (in.MemberID == "") == (in.ExternalUserID == ""):
-		return Binding{}, &FieldError{"member_id", "give member_id or external_user_id, not both"}
+		return Binding{}, &FieldError{Field: "member_id", Message: "give member_id or external_user_id, not both"}
 	case in.ExternalUserID != "" && !ValidExternalID(in.ExternalUserID):
-		return Binding{}, &FieldError{"external_user_id", "must be 1–128 printable characters"}
+		return Binding{}, &FieldError{Field: "external_user_id", Message: "must be 1–128 printable characters"}
 	case !ValidName(in.HolderName):
-		return Binding{}, &FieldError{"holder_name", "must be 2–30 letters (· allowed)"}
+		return Binding{}, &FieldError{Field: "holder_name", Message: "must be 2–30 letters (· allowed)"}
 	case !ValidResidentID(in.IDNumber.Reveal(), now):
-		return Binding{}, &FieldError{"id_number", "is not a valid 18-character resident ID number"}
+		return Binding{}, &FieldError{Field: "id_number", Message: "is not a valid 18-character resident ID number"}
 	case !ValidPAN(in.CardNumber.Reveal()):
-		return Binding{}, &FieldError{"card_number", "must be 13–19 digits passing the Luhn check"}
+		return Binding{}, &FieldError{Field: "card_number", Message: "must be 13–19 digits passing the Luhn check"}
 	case !ValidMobile(in.Phone):
-		return Binding{}, &FieldError{"phone", "must be a mainland mobile number"}
+		return Binding{}, &FieldError{Field: "phone", Message: "must be a mainland mobile number"}
 	}
 	route, err := s.banks.Route(in.CardNumber)
 	if err != nil {
@@ -290,9 +290,9 @@ func (s *Service) StartBinding(ctx context.Context, merchantID string, in BindIn
 	if route.CardType == bankadapters.Credit {
 		switch {
 		case !ValidExpiry(in.Expiry.Reveal(), now):
-			return Binding{}, &FieldError{"expiry", "credit cards need expiry as MMYY, not in the past"}
+			return Binding{}, &FieldError{Field: "expiry", Message: "credit cards need expiry as MMYY, not in the past"}
 		case !ValidCVV2(in.CVV2.Reveal()):
-			return Binding{}, &FieldError{"cvv2", "credit cards need a 3-digit cvv2"}
+			return Binding{}, &FieldError{Field: "cvv2", Message: "credit cards need a 3-digit cvv2"}
 		}
 	} else if !in.Expiry.IsZero() || !in.CVV2.IsZero() {
 		// Debit cards take neither; drop them rather than send them.
@@ -651,7 +651,7 @@ const confirmTimeout = 45 * time.Second
 // ErrCardDeclined, ErrBankUnavailable.
 func (s *Service) Confirm(ctx context.Context, merchantID, id string, otp sensitive.OTP) (Binding, error) {
 	if !ValidOTP(otp.Reveal()) {
-		return Binding{}, &FieldError{"otp", "must be 6 digits"}
+		return Binding{}, &FieldError{Field: "otp", Message: "must be 6 digits"}
 	}
 	release, err := s.bankSlot(ctx)
 	if err != nil {

@@ -28,7 +28,7 @@ package mandate
 
 import (
 	"errors"
-	"fmt"
+	"github.com/quickpay/quickpay/internal/errs"
 	"time"
 
 	"github.com/quickpay/quickpay/binding"
@@ -180,56 +180,22 @@ var (
 	ErrNotFound            = errors.New("not found")
 	ErrCardNotActive       = errors.New("card is not active")
 	ErrInvalidState        = errors.New("mandate state does not allow this")
-	ErrOTPIncorrect        = errors.New("otp incorrect")
-	ErrOTPAttemptsExceeded = errors.New("otp attempts exceeded")
+	ErrOTPIncorrect        = errs.ErrOTPIncorrect
+	ErrOTPAttemptsExceeded = errs.ErrOTPAttemptsExceeded
 	ErrConsentExpired      = errors.New("consent code expired")
-	ErrResendTooSoon       = errors.New("otp resend too soon")
-	ErrResendLimit         = errors.New("otp resend limit reached")
+	ErrResendTooSoon       = errs.ErrResendTooSoon
+	ErrResendLimit         = errs.ErrResendLimit
 	ErrAmountOverMax       = errors.New("amount over the mandate's max_amount")
 	ErrNotVariable         = errors.New("mandate is not variable")
 	ErrPeriodCharged       = errors.New("period already has a charge")
 	ErrSMSUnavailable      = errors.New("sms carrier unavailable")
-	ErrInvalid             = errors.New("invalid input")
+	ErrInvalid             = errs.ErrInvalid
 )
 
-// FieldError is invalid input, named by its API field ("schedule.day_of_month").
-type FieldError struct {
-	Field   string
-	Message string
-}
-
-func (e *FieldError) Error() string { return e.Field + ": " + e.Message }
-
-// Is lets errors.Is(err, ErrInvalid) match.
-func (e *FieldError) Is(target error) bool { return target == ErrInvalid }
-
-// ErrorFields implements the API's detail hook.
-func (e *FieldError) ErrorFields() map[string]any { return map[string]any{"field": e.Field} }
-
-// OTPIncorrectError is ErrOTPIncorrect with the tries left.
-type OTPIncorrectError struct{ AttemptsLeft int }
-
-func (e *OTPIncorrectError) Error() string {
-	return fmt.Sprintf("otp incorrect, %d attempts left", e.AttemptsLeft)
-}
-
-// Unwrap makes errors.Is(err, ErrOTPIncorrect) true.
-func (e *OTPIncorrectError) Unwrap() error { return ErrOTPIncorrect }
-
-// ErrorFields implements the API's detail hook.
-func (e *OTPIncorrectError) ErrorFields() map[string]any {
-	return map[string]any{"attempts_left": e.AttemptsLeft}
-}
-
-// ResendTooSoonError is ErrResendTooSoon with the time to wait.
-type ResendTooSoonError struct{ RetryAfter time.Duration }
-
-func (e *ResendTooSoonError) Error() string { return "otp resend too soon" }
-
-// Unwrap makes errors.Is(err, ErrResendTooSoon) true.
-func (e *ResendTooSoonError) Unwrap() error { return ErrResendTooSoon }
-
-// ErrorFields implements the API's detail hook.
-func (e *ResendTooSoonError) ErrorFields() map[string]any {
-	return map[string]any{"retry_after": int((e.RetryAfter + time.Second - 1) / time.Second)}
-}
+// The one-time-code and input refusals are binding's too (internal/errs):
+// one type each, whichever domain refuses.
+type (
+	FieldError         = errs.FieldError
+	OTPIncorrectError  = errs.OTPIncorrectError
+	ResendTooSoonError = errs.ResendTooSoonError
+)

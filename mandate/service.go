@@ -213,7 +213,7 @@ func (in *CreateInput) validate() error {
 		in.Currency = "CNY"
 	}
 	if !ids.Valid("card", in.CardID) {
-		return &FieldError{"card_id", "must be a card id"}
+		return &FieldError{Field: "card_id", Message: "must be a card id"}
 	}
 	// Both reach the consent SMS (text.go).
 	if err := checkText("reference", in.Reference, 1, MaxReferenceLength); err != nil {
@@ -224,27 +224,27 @@ func (in *CreateInput) validate() error {
 	}
 	switch {
 	case in.Currency != "CNY":
-		return &FieldError{"currency", "must be CNY"}
+		return &FieldError{Field: "currency", Message: "must be CNY"}
 	case in.NoticeDays < 0 || in.NoticeDays > MaxNoticeDays:
-		return &FieldError{"notice_days", fmt.Sprintf("must be 0–%d", MaxNoticeDays)}
+		return &FieldError{Field: "notice_days", Message: fmt.Sprintf("must be 0–%d", MaxNoticeDays)}
 	}
 	switch in.AmountType {
 	case AmountFixed:
 		if in.Amount <= 0 || in.Amount > MaxAmount {
-			return &FieldError{"amount", fmt.Sprintf("fixed mandates need amount 1–%d fen", MaxAmount)}
+			return &FieldError{Field: "amount", Message: fmt.Sprintf("fixed mandates need amount 1–%d fen", MaxAmount)}
 		}
 		if in.MaxAmount != 0 {
-			return &FieldError{"max_amount", "is for variable mandates"}
+			return &FieldError{Field: "max_amount", Message: "is for variable mandates"}
 		}
 	case AmountVariable:
 		if in.MaxAmount <= 0 || in.MaxAmount > MaxAmount {
-			return &FieldError{"max_amount", fmt.Sprintf("variable mandates need max_amount 1–%d fen", MaxAmount)}
+			return &FieldError{Field: "max_amount", Message: fmt.Sprintf("variable mandates need max_amount 1–%d fen", MaxAmount)}
 		}
 		if in.Amount != 0 {
-			return &FieldError{"amount", "is for fixed mandates"}
+			return &FieldError{Field: "amount", Message: "is for fixed mandates"}
 		}
 	default:
-		return &FieldError{"amount_type", "must be fixed or variable"}
+		return &FieldError{Field: "amount_type", Message: "must be fixed or variable"}
 	}
 	if in.Schedule.Timezone == "" {
 		in.Schedule.Timezone = DefaultTimezone
@@ -281,7 +281,7 @@ func (s *Service) Create(ctx context.Context, merchantID string, in CreateInput)
 	m.MemberID = card.MemberID
 	s.setNext(&m, m.Schedule.DateAt(now))
 	if m.NextPeriod == "" {
-		return Mandate{}, &FieldError{"schedule.end_date", "no charge date is left between today and end_date"}
+		return Mandate{}, &FieldError{Field: "schedule.end_date", Message: "no charge date is left between today and end_date"}
 	}
 	payee, err := s.cfg.Payees.PayeeName(ctx, merchantID)
 	if err != nil {
@@ -404,7 +404,7 @@ func (s *Service) view(m Mandate) Mandate {
 // them is required), oldest first. Errors: *FieldError.
 func (s *Service) List(ctx context.Context, merchantID, cardID, memberID string) ([]Mandate, error) {
 	if (cardID == "") == (memberID == "") {
-		return nil, &FieldError{"card_id", "give card_id or member_id"}
+		return nil, &FieldError{Field: "card_id", Message: "give card_id or member_id"}
 	}
 	ms, err := listMandates(ctx, s.pool, merchantID, cardID, memberID)
 	for i := range ms {
@@ -421,7 +421,7 @@ func (s *Service) List(ctx context.Context, merchantID, cardID, memberID string)
 func (s *Service) Confirm(ctx context.Context, merchantID, id string, otp sensitive.OTP) (Mandate, error) {
 	code := otp.Reveal()
 	if len(code) != 6 || strings.Trim(code, "0123456789") != "" {
-		return Mandate{}, &FieldError{"otp", "must be 6 digits"}
+		return Mandate{}, &FieldError{Field: "otp", Message: "must be 6 digits"}
 	}
 	var out Mandate
 	var final error
@@ -786,7 +786,7 @@ type ChargeInput struct {
 // active), ErrAmountOverMax, ErrPeriodCharged.
 func (s *Service) PostCharge(ctx context.Context, merchantID, mandateID string, in ChargeInput) (Charge, error) {
 	if in.Amount <= 0 {
-		return Charge{}, &FieldError{"amount", "must be positive fen"}
+		return Charge{}, &FieldError{Field: "amount", Message: "must be positive fen"}
 	}
 	// It reaches the pre-debit SMS (text.go).
 	if err := checkText("description", in.Description, 0, MaxDescriptionLength); err != nil {
@@ -820,7 +820,7 @@ func (s *Service) PostCharge(ctx context.Context, merchantID, mandateID string, 
 			return err
 		}
 		if m.NextChargeDate.IsZero() || p.Date.Before(m.NextChargeDate) {
-			return &FieldError{"period", "is past: the mandate's next period is " + m.NextPeriod}
+			return &FieldError{Field: "period", Message: "is past: the mandate's next period is " + m.NextPeriod}
 		}
 		if err := postedWithinMax(ctx, tx, row, p); err != nil {
 			return err
@@ -858,7 +858,7 @@ func postedWithinMax(ctx context.Context, q querier, m mandateRow, p Period) err
 		return err
 	}
 	if left := m.Schedule.MaxCharges - m.ChargesCount; ahead >= left {
-		return &FieldError{"period", fmt.Sprintf("is beyond max_charges: %d charges left, %d of them posted already", left, ahead)}
+		return &FieldError{Field: "period", Message: fmt.Sprintf("is beyond max_charges: %d charges left, %d of them posted already", left, ahead)}
 	}
 	return nil
 }

@@ -34,19 +34,19 @@ const (
 // characters. The message never repeats the value.
 func checkText(field, s string, min, max int) error {
 	if !utf8.ValidString(s) {
-		return &FieldError{field, "must be UTF-8 text"}
+		return &FieldError{Field: field, Message: "must be UTF-8 text"}
 	}
 	if n := utf8.RuneCountInString(s); n < min || n > max {
 		if min > 0 {
-			return &FieldError{field, fmt.Sprintf("must be %d–%d characters", min, max)}
+			return &FieldError{Field: field, Message: fmt.Sprintf("must be %d–%d characters", min, max)}
 		}
-		return &FieldError{field, fmt.Sprintf("must be at most %d characters", max)}
+		return &FieldError{Field: field, Message: fmt.Sprintf("must be at most %d characters", max)}
 	}
 	if strings.ContainsRune(s, 0) {
-		return &FieldError{field, "must not contain a NUL character"}
+		return &FieldError{Field: field, Message: "must not contain a NUL character"}
 	}
 	if strings.IndexFunc(s, unsafeRune) >= 0 {
-		return &FieldError{field, "must not contain control characters, line breaks or direction overrides"}
+		return &FieldError{Field: field, Message: "must not contain control characters, line breaks or direction overrides"}
 	}
 	return nil
 }

@@ -64,6 +64,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/quickpay/quickpay/internal/errs"
 	"net"
 	"net/url"
 	"slices"
@@ -112,20 +113,12 @@ var (
 	// ErrNotFound: no such event for this merchant (ListEvents' after).
 	ErrNotFound = errors.New("webhooks: not found")
 	// ErrInvalid: a *FieldError about SetEndpoint's input.
-	ErrInvalid = errors.New("webhooks: invalid input")
+	ErrInvalid = errs.ErrInvalid
 )
 
 // FieldError names the input field SetEndpoint refused. It matches
 // ErrInvalid. Its message never repeats the value.
-type FieldError struct {
-	Field   string
-	Message string
-}
-
-func (e *FieldError) Error() string { return e.Field + ": " + e.Message }
-
-// Is makes errors.Is(err, ErrInvalid) true.
-func (e *FieldError) Is(target error) bool { return target == ErrInvalid }
+type FieldError = errs.FieldError
 
 // Event is one row of the outbox; its JSON is the webhook payload and the
 // GET /v1/events item.
