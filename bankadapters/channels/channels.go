@@ -40,6 +40,9 @@ type Config struct {
 	BINs []bankadapters.BIN
 	// Options are the adapters' transport settings.
 	Options bankadapters.CallOptions
+	// Limits bound each bank's calls (bankadapters.WithLimit), by bank
+	// code. A bank without one is unlimited.
+	Limits map[string]bankadapters.Limit
 }
 
 // Registry holds the adapters and the BIN router.
@@ -88,7 +91,12 @@ func Open(ctx context.Context, cfg Config) (*Registry, error) {
 		if err != nil {
 			return nil, err
 		}
-		r.banks[b.BankCode] = bank
+		r.banks[b.BankCode] = bankadapters.WithLimit(bank, cfg.Limits[b.BankCode])
+	}
+	for code := range cfg.Limits {
+		if _, ok := r.banks[code]; !ok {
+			return nil, fmt.Errorf("QUICKPAY_BANK_LIMITS names %s, which is no bank here", code)
+		}
 	}
 	return r, nil
 }

@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"math"
-	"strconv"
 	"strings"
 	"time"
 
@@ -31,7 +29,12 @@ var _ mandate.Jobs = (*river.Client[pgx.Tx])(nil)
 
 // openBanks builds the bank adapters from their channel settings in Vault.
 func (c *config) openBanks(ctx context.Context, d *deps, log *slog.Logger) (*channels.Registry, error) {
+	limits, err := bankadapters.ParseLimits(c.BankLimits)
+	if err != nil {
+		return nil, err
+	}
 	reg, err := channels.Open(ctx, channels.Config{
+		Limits:  limits,
 		Secrets: d.secrets, BaseURL: c.BanksimURL,
 		Signer:  func(code string) formrsa.Signer { return d.hsm.BankSigner(code) },
 		Options: bankadapters.CallOptions{Timeout: 10 * time.Second, Logger: log},
@@ -46,10 +49,6 @@ func (c *config) openBanks(ctx context.Context, d *deps, log *slog.Logger) (*cha
 // and mandates, whose charge workers (registered by open) it completes.
 func (c *config) openDomain(ctx context.Context, d *deps, log *slog.Logger) error {
 	banks, err := c.openBanks(ctx, d, log)
-	if err != nil {
-		return err
-	}
-	limits, err := parseBankLimits(c.BankLimits)
 	if err != nil {
 		return err
 	}
@@ -76,7 +75,7 @@ func (c *config) openDomain(ctx context.Context, d *deps, log *slog.Logger) erro
 	}
 	mandates, err = mandate.New(mandate.Config{
 		Pool: d.pool, Cards: bindings, Hasher: d.vault, Banks: banks, SMS: carrier, Jobs: d.river, Emit: d.hooks.EmitAll,
-		Logger: log, Limits: limits, JobBatch: c.ChargeBatch, Clock: c.Clock, PhoneLimit: bindings,
+		Logger: log, JobBatch: c.ChargeBatch, Clock: c.Clock, PhoneLimit: bindings,
 		NotifyURL: func(code string) string { return api.CallbackURL(publicURL, code) },
 	})
 	if err != nil {
@@ -87,27 +86,6 @@ func (c *config) openDomain(ctx context.Context, d *deps, log *slog.Logger) erro
 	}
 	d.banks, d.bindings, d.mandates = banks, bindings, mandates
 	return nil
-}
-
-// parseBankLimits reads CODE=RPS:CONCURRENT,… (either part may be 0 for
-// unlimited).
-func parseBankLimits(s string) (map[string]mandate.Limit, error) {
-	out := map[string]mandate.Limit{}
-	for _, item := range strings.Split(s, ",") {
-		item = strings.TrimSpace(item)
-		if item == "" {
-			continue
-		}
-		code, spec, ok := strings.Cut(item, "=")
-		rps, conc, ok2 := strings.Cut(spec, ":")
-		r, err1 := strconv.ParseFloat(rps, 64)
-		n, err2 := strconv.Atoi(conc)
-		if !ok || !ok2 || code == "" || err1 != nil || err2 != nil || !(r >= 0) || math.IsInf(r, 0) || n < 0 {
-			return nil, fmt.Errorf("QUICKPAY_BANK_LIMITS (--bank-limits) %q: want CODE=RPS:CONCURRENT, e.g. ICBC=200:32", item)
-		}
-		out[strings.ToUpper(code)] = mandate.Limit{PerSecond: r, Burst: max(1, int(r/10)), Concurrent: n}
-	}
-	return out, nil
 }
 
 // apiConfig composes the HTTP API over d (openDomain first).
