@@ -39,8 +39,36 @@ import (
 // reported separately. Reported: bindings/s, p50 and p99 of each call, and
 // HSM operations per binding.
 func BenchmarkBindings(b *testing.B) {
+	bb := newBindingBench(b, testenv.StackConfig{})
+	for _, clients := range []int{1, 16, 64} {
+		b.Run(fmt.Sprintf("clients=%d", clients), func(b *testing.B) { bb.measure(b, clients, nil) })
+	}
+}
+
+// BenchmarkBindingsSlowBank measures the isolation of banks: complete
+// bindings/s at ICBC (16 clients) with every bank healthy (slow=none), and
+// while 24 more clients bind cards at CCB, which answers every call after
+// 2 s (slow=CCB). The ratio slow=CCB / slow=none, in one run, is the
+// figure: a slow bank must not queue the healthy banks' calls.
+func BenchmarkBindingsSlowBank(b *testing.B) {
+	bb := newBindingBench(b, testenv.StackConfig{SimMaxHold: 2 * time.Second})
+	b.Run("slow=none", func(b *testing.B) { bb.measure(b, 16, nil) })
+	b.Run("slow=CCB", func(b *testing.B) { bb.measure(b, 16, bb.slowBank("CCB", 24)) })
+}
+
+// bindingBench is the server and banks the binding benchmarks share.
+type bindingBench struct {
+	st               *testenv.Stack
+	url              string
+	client           *http.Client
+	clientID, secret string
+	gen              *conformance.Gen
+}
+
+// newBindingBench starts the whole API over st's banks.
+func newBindingBench(b *testing.B, cfg testenv.StackConfig) *bindingBench {
 	ctx := context.Background()
-	st := testenv.NewStack(b)
+	st := testenv.NewStackWith(b, cfg)
 	quiet := slog.New(slog.NewJSONHandler(io.Discard, nil))
 	store, err := merchants.NewStore(merchants.Config{Pool: st.Pool})
 	if err != nil {
@@ -80,148 +108,226 @@ func BenchmarkBindings(b *testing.B) {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConnsPerHost = 256
 	client := &http.Client{Transport: tr}
+	return &bindingBench{st: st, url: srv.URL, client: client, clientID: m.ClientID, secret: secret, gen: conformance.NewGen()}
+}
+
+// account opens a fresh debit account at bank, before the clock runs.
+func (bb *bindingBench) account(b *testing.B, info conformance.BankInfo) conformance.Account {
+	a, err := bb.gen.Account(info, "debit", 100_000)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := bb.st.Sim.PutAccount(sim.Account{BankCode: a.BankCode, CardNumber: a.CardNumber, CardType: a.CardType,
+		HolderName: a.HolderName, IDNumber: a.IDNumber, Phone: a.Phone, Balance: a.Balance}); err != nil {
+		b.Fatal(err)
+	}
+	return a
+}
+
+// bind runs one complete binding of a: apply, read the code from banksim's
+// inbox, confirm. lat, when not nil, collects each call's latency.
+func (bb *bindingBench) bind(ctx context.Context, token string, a conformance.Account, lat *latencies) error {
+	record := func(call string, t0 time.Time) {
+		if lat != nil {
+			lat.add(call, time.Since(t0))
+		}
+	}
+	var bnd struct{ ID string }
+	t0 := time.Now()
+	st1, err := postJSON(bb.client, bb.url+"/v1/bindings", token, "", map[string]string{
+		"external_user_id": "u-" + a.Phone, "holder_name": a.HolderName, "id_number": a.IDNumber,
+		"card_number": a.CardNumber, "phone": a.Phone}, &bnd)
+	record("apply", t0)
+	if err != nil || st1 != http.StatusCreated {
+		return fmt.Errorf("apply: %d %v", st1, err)
+	}
+	t1 := time.Now()
+	texts, err := bb.st.SimCtl.SMS(ctx, a.Phone)
+	record("read_code", t1)
+	if err != nil || len(texts) == 0 {
+		return fmt.Errorf("no code: %v", err)
+	}
+	var out struct{ Status string }
+	t2 := time.Now()
+	st2, err := postJSON(bb.client, bb.url+"/v1/bindings/"+bnd.ID+"/confirm", token, "", map[string]string{"otp": texts[0].Code}, &out)
+	record("confirm", t2)
+	if err != nil || st2 != http.StatusOK || out.Status != "bound" {
+		return fmt.Errorf("confirm: %d %v", st2, err)
+	}
+	return nil
+}
+
+// token takes an access token (bcrypt is deliberately slow: outside the
+// clock).
+func (bb *bindingBench) token(b *testing.B, lat *latencies) string {
+	var tok struct {
+		AccessToken string `json:"access_token"`
+	}
+	t0 := time.Now()
+	st, err := postJSON(bb.client, bb.url+"/v1/oauth/token", "", "", map[string]string{
+		"grant_type": "client_credentials", "client_id": bb.clientID, "client_secret": bb.secret}, &tok)
+	lat.add("token", time.Since(t0))
+	if err != nil || st != http.StatusOK {
+		b.Errorf("token: %d %v", st, err)
+	}
+	return tok.AccessToken
+}
+
+// slowBank returns a background load for measure: clients binding cards at
+// bank code, every call of which banksim answers after the stack's
+// SimMaxHold. It runs from the clock's start to its stop.
+func (bb *bindingBench) slowBank(code string, clients int) func(b *testing.B) (stop func()) {
+	return func(b *testing.B) func() {
+		ctx, cancel := context.WithCancel(context.Background())
+		info, err := bb.st.SimCtl.Bank(ctx, code)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, op := range []string{"bind_apply", "bind_resend", "bind_confirm"} {
+			if _, err := bb.st.Sim.AddFault(sim.Fault{BankCode: code, Operation: op, Mode: sim.FaultTimeout, Apply: true}); err != nil {
+				b.Fatal(err)
+			}
+		}
+		// Enough accounts for the run: each client binds one card per
+		// 4 s at most.
+		accts := make(chan conformance.Account, clients*64)
+		for range cap(accts) {
+			accts <- bb.account(b, info)
+		}
+		var wg sync.WaitGroup
+		var slowDone atomic.Int64
+		for range clients {
+			tok := bb.token(b, &latencies{})
+			wg.Go(func() {
+				for ctx.Err() == nil {
+					select {
+					case a := <-accts:
+						if bb.bind(ctx, tok, a, nil) == nil {
+							slowDone.Add(1)
+						}
+					default:
+						return
+					}
+				}
+			})
+		}
+		return func() {
+			cancel()
+			bb.st.Sim.ClearFaults(code, "")
+			wg.Wait()
+			b.ReportMetric(float64(slowDone.Load()), "slow-bank-bindings")
+		}
+	}
+}
+
+// measure runs b.N complete bindings at ICBC from clients at once, each
+// client with its own token; slow, when not nil, starts a background load
+// with the clock and stops it after.
+func (bb *bindingBench) measure(b *testing.B, clients int, slow func(b *testing.B) (stop func())) {
+	ctx := context.Background()
+	st := bb.st
 	info, err := st.SimCtl.Bank(ctx, "ICBC")
 	if err != nil {
 		b.Fatal(err)
 	}
-	gen := conformance.NewGen()
+	// One fresh account per binding, opened before the clock runs.
+	accts := make(chan conformance.Account, b.N+benchWarmup)
+	for range b.N + benchWarmup {
+		accts <- bb.account(b, info)
+	}
+	var lat latencies
+	tokens := make(chan string, clients+runtime.GOMAXPROCS(0)*clients)
+	var opsBefore = st.HSM.Stats().Ops
+	var done atomic.Int64
+	run := func(token string) error {
+		if err := bb.bind(ctx, token, <-accts, &lat); err != nil {
+			return err
+		}
+		done.Add(1)
+		return nil
+	}
+	// Tokens first (bcrypt is deliberately slow), outside the clock.
+	procs := max(1, clients/runtime.GOMAXPROCS(0))
+	for range procs * runtime.GOMAXPROCS(0) {
+		tokens <- bb.token(b, &lat)
+	}
+	// Warm up at the same concurrency: connections opened, statements
+	// prepared and planned on each, heap grown. Steady state is what
+	// a server runs in; without this, short runs measure start-up.
+	var warm sync.WaitGroup
+	var warmErr atomic.Value
+	left := atomic.Int64{}
+	left.Store(benchWarmup)
+	for range clients {
+		warm.Add(1)
+		go func() {
+			defer warm.Done()
+			tok := <-tokens
+			defer func() { tokens <- tok }()
+			for left.Add(-1) >= 0 {
+				if err := run(tok); err != nil {
+					warmErr.CompareAndSwap(nil, err)
+					return
+				}
+			}
+		}()
+	}
+	warm.Wait()
+	if err, _ := warmErr.Load().(error); err != nil {
+		b.Fatalf("warm-up: %v", err)
+	}
+	lat.forget("apply", "read_code", "confirm")
+	// Statistics, as autovacuum keeps them on a running server. The
+	// tables grew from empty in the warm-up, faster than autovacuum
+	// looks (once a minute): without them the connections' cached
+	// plans, made for empty tables, walk a merchant-wide index for
+	// a card or a binding (docs/decisions.md, "Plans cached before
+	// statistics").
+	if _, err := st.Pool.Exec(ctx, `ANALYZE`); err != nil {
+		b.Fatal(err)
+	}
+	done.Store(0)
+	opsBefore = st.HSM.Stats().Ops
 
-	for _, clients := range []int{1, 16, 64} {
-		b.Run(fmt.Sprintf("clients=%d", clients), func(b *testing.B) {
-			// One fresh account per binding, opened before the clock runs.
-			accts := make(chan conformance.Account, b.N+benchWarmup)
-			for range b.N + benchWarmup {
-				a, err := gen.Account(info, "debit", 100_000)
-				if err != nil {
-					b.Fatal(err)
-				}
-				if err := st.Sim.PutAccount(sim.Account{BankCode: a.BankCode, CardNumber: a.CardNumber, CardType: a.CardType,
-					HolderName: a.HolderName, IDNumber: a.IDNumber, Phone: a.Phone, Balance: a.Balance}); err != nil {
-					b.Fatal(err)
-				}
-				accts <- a
-			}
-			var lat latencies
-			tokens := make(chan string, clients+runtime.GOMAXPROCS(0)*clients)
-			var opsBefore = st.HSM.Stats().Ops
-			var done atomic.Int64
-			run := func(token string) error {
-				a := <-accts
-				var bnd struct{ ID string }
-				t0 := time.Now()
-				st1, err := postJSON(client, srv.URL+"/v1/bindings", token, "", map[string]string{
-					"external_user_id": "u-" + a.Phone, "holder_name": a.HolderName, "id_number": a.IDNumber,
-					"card_number": a.CardNumber, "phone": a.Phone}, &bnd)
-				lat.add("apply", time.Since(t0))
-				if err != nil || st1 != http.StatusCreated {
-					return fmt.Errorf("apply: %d %v", st1, err)
-				}
-				t1 := time.Now()
-				texts, err := st.SimCtl.SMS(ctx, a.Phone)
-				lat.add("read_code", time.Since(t1))
-				if err != nil || len(texts) == 0 {
-					return fmt.Errorf("no code: %v", err)
-				}
-				var out struct{ Status string }
-				t2 := time.Now()
-				st2, err := postJSON(client, srv.URL+"/v1/bindings/"+bnd.ID+"/confirm", token, "", map[string]string{"otp": texts[0].Code}, &out)
-				lat.add("confirm", time.Since(t2))
-				if err != nil || st2 != http.StatusOK || out.Status != "bound" {
-					return fmt.Errorf("confirm: %d %v", st2, err)
-				}
-				done.Add(1)
-				return nil
-			}
-			token := func() string {
-				var tok struct {
-					AccessToken string `json:"access_token"`
-				}
-				t0 := time.Now()
-				st, err := postJSON(client, srv.URL+"/v1/oauth/token", "", "", map[string]string{
-					"grant_type": "client_credentials", "client_id": m.ClientID, "client_secret": secret}, &tok)
-				lat.add("token", time.Since(t0))
-				if err != nil || st != http.StatusOK {
-					b.Errorf("token: %d %v", st, err)
-				}
-				return tok.AccessToken
-			}
-			// Tokens first (bcrypt is deliberately slow), outside the clock.
-			procs := max(1, clients/runtime.GOMAXPROCS(0))
-			for range procs * runtime.GOMAXPROCS(0) {
-				tokens <- token()
-			}
-			// Warm up at the same concurrency: connections opened, statements
-			// prepared and planned on each, heap grown. Steady state is what
-			// a server runs in; without this, short runs measure start-up.
-			var warm sync.WaitGroup
-			var warmErr atomic.Value
-			left := atomic.Int64{}
-			left.Store(benchWarmup)
-			for range clients {
-				warm.Add(1)
-				go func() {
-					defer warm.Done()
-					tok := <-tokens
-					defer func() { tokens <- tok }()
-					for left.Add(-1) >= 0 {
-						if err := run(tok); err != nil {
-							warmErr.CompareAndSwap(nil, err)
-							return
-						}
-					}
-				}()
-			}
-			warm.Wait()
-			if err, _ := warmErr.Load().(error); err != nil {
-				b.Fatalf("warm-up: %v", err)
-			}
-			lat.forget("apply", "read_code", "confirm")
-			// Statistics, as autovacuum keeps them on a running server. The
-			// tables grew from empty in the warm-up, faster than autovacuum
-			// looks (once a minute): without them the connections' cached
-			// plans, made for empty tables, walk a merchant-wide index for
-			// a card or a binding (docs/decisions.md, "Plans cached before
-			// statistics").
-			if _, err := st.Pool.Exec(ctx, `ANALYZE`); err != nil {
+	var stopSlow func()
+	if slow != nil {
+		stopSlow = slow(b)
+	}
+	b.ResetTimer()
+	start := time.Now()
+	if clients == 1 {
+		tok := <-tokens
+		for range b.N {
+			if err := run(tok); err != nil {
 				b.Fatal(err)
 			}
-			done.Store(0)
-			opsBefore = st.HSM.Stats().Ops
-
-			b.ResetTimer()
-			start := time.Now()
-			if clients == 1 {
-				tok := <-tokens
-				for range b.N {
-					if err := run(tok); err != nil {
-						b.Fatal(err)
-					}
+		}
+	} else {
+		b.SetParallelism(procs)
+		b.RunParallel(func(pb *testing.PB) {
+			tok := <-tokens
+			for pb.Next() {
+				if err := run(tok); err != nil {
+					b.Error(err)
+					return
 				}
-			} else {
-				b.SetParallelism(procs)
-				b.RunParallel(func(pb *testing.PB) {
-					tok := <-tokens
-					for pb.Next() {
-						if err := run(tok); err != nil {
-							b.Error(err)
-							return
-						}
-					}
-				})
 			}
-			elapsed := time.Since(start)
-			b.StopTimer()
-			n := float64(done.Load())
-			b.ReportMetric(n/elapsed.Seconds(), "bindings/s")
-			b.ReportMetric(float64(st.HSM.Stats().Ops-opsBefore)/n, "hsm-ops/binding")
-			for _, call := range []string{"token", "apply", "read_code", "confirm"} {
-				p50, p99 := lat.percentiles(call)
-				b.ReportMetric(p50, call+"-p50-ms")
-				b.ReportMetric(p99, call+"-p99-ms")
-			}
-			b.ReportMetric(0, "ns/op") // bindings/s is the figure; ns/op would mix in parallelism
 		})
 	}
+	elapsed := time.Since(start)
+	b.StopTimer()
+	if stopSlow != nil {
+		stopSlow()
+	}
+	n := float64(done.Load())
+	b.ReportMetric(n/elapsed.Seconds(), "bindings/s")
+	b.ReportMetric(float64(st.HSM.Stats().Ops-opsBefore)/n, "hsm-ops/binding")
+	for _, call := range []string{"token", "apply", "read_code", "confirm"} {
+		p50, p99 := lat.percentiles(call)
+		b.ReportMetric(p50, call+"-p50-ms")
+		b.ReportMetric(p99, call+"-p99-ms")
+	}
+	b.ReportMetric(0, "ns/op") // bindings/s is the figure; ns/op would mix in parallelism
 }
 
 // benchWarmup is how many bindings BenchmarkBindings runs, at the measured

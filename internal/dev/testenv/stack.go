@@ -38,6 +38,21 @@ type Stack struct {
 // NewStack builds a Stack for t; everything stops when t ends.
 func NewStack(t testing.TB) *Stack {
 	t.Helper()
+	return NewStackWith(t, StackConfig{})
+}
+
+// StackConfig adjusts a Stack.
+type StackConfig struct {
+	// SimMaxHold is how long banksim holds a "timeout" fault's answer
+	// (sim.Config.MaxHold); with the fault's apply set, every faulted call
+	// is answered after it, which makes a slow bank. Defaults to banksim's.
+	SimMaxHold time.Duration
+}
+
+// NewStackWith builds a Stack for t as cfg says; everything stops when t
+// ends.
+func NewStackWith(t testing.TB, cfg StackConfig) *Stack {
+	t.Helper()
 	ctx := context.Background()
 	st := &Stack{Pool: Pool(t), HSM: HSM(t, 8), Secrets: Secrets(t)}
 	v, err := vaultkeys.New(vaultkeys.Config{Pool: st.Pool, HSM: st.HSM})
@@ -49,7 +64,7 @@ func NewStack(t testing.TB) *Stack {
 	}
 	st.Vault = v
 
-	s, err := sim.New(sim.Config{CallbackBackoff: 100 * time.Millisecond})
+	s, err := sim.New(sim.Config{CallbackBackoff: 100 * time.Millisecond, MaxHold: cfg.SimMaxHold})
 	if err != nil {
 		t.Fatal(err)
 	}
