@@ -1,8 +1,10 @@
 // Package bankadapters is quickpay's side of the banks' quick-pay and
 // withholding interfaces: the Bank contract the domain uses, BIN routing, the
-// outcome classes every bank answer maps to, and (in sub-packages) one
-// adapter per wire dialect: jsonhmac and formrsa. The conformance
-// sub-package is the test suite every adapter passes against banksim.
+// outcome classes every bank answer maps to, the per-bank call limit
+// (WithLimit), and (in sub-packages) one adapter per wire Dialect: jsonhmac
+// and formrsa, built from Vault by channels. The conformance sub-package is
+// the test suite every adapter passes against banksim; an adapter's tests
+// hand it a description of their dialect.
 //
 // Every call takes a context and carries a deadline. Retries happen only
 // where the operation is idempotent (query, unbind, statement). Bank bodies
@@ -19,6 +21,17 @@ import (
 	"time"
 
 	"github.com/quickpay/quickpay/internal/sensitive"
+)
+
+// Dialect is a bank's wire protocol: how its requests and answers are
+// encoded and signed (docs/banksim.md). Each has one adapter sub-package;
+// a bank's channel settings name its dialect (package channels).
+type Dialect string
+
+// Dialects, each with its adapter package.
+const (
+	DialectJSONHMAC Dialect = "json-hmac" // JSON bodies, HMAC-SHA256 in headers: package jsonhmac
+	DialectFormRSA  Dialect = "form-rsa"  // signed forms, RSA-SHA256: package formrsa
 )
 
 // Outcome is the class of a bank's answer. The domain sees only these, never

@@ -2,13 +2,15 @@
 // HashiCorp Vault: one KV v2 secret per bank at <prefix>/<code> (default
 // secret/quickpay/banks/ICBC) with fields
 //
-//	dialect              "json-hmac" or "form-rsa"
+//	dialect              a bankadapters.Dialect: "json-hmac" or "form-rsa"
 //	merchant_no          the platform's merchant number at the bank
 //	hmac_secret          json-hmac: the shared secret
 //	bank_public_key_pem  form-rsa: the bank's key that signs its answers
 //	base_url             optional; overrides Config.BaseURL for this bank
 //
-// form-rsa requests are signed in the HSM with qp-bank-<code>.
+// form-rsa requests are signed in the HSM with qp-bank-<code>. A secret
+// naming another dialect, or none, is an error at Open: no bank falls back
+// to a dialect it did not name. A new dialect is one more case in open.
 package channels
 
 import (
@@ -115,11 +117,11 @@ func open(ctx context.Context, cfg Config, code string) (bankadapters.Bank, erro
 	if base == "" {
 		return nil, fmt.Errorf("bank %s: no base URL (set QUICKPAY_BANKSIM_URL or base_url in %s)", code, path)
 	}
-	switch d := str("dialect"); d {
-	case "json-hmac":
+	switch d := bankadapters.Dialect(str("dialect")); d {
+	case bankadapters.DialectJSONHMAC:
 		return jsonhmac.New(jsonhmac.Config{Code: code, BaseURL: base, MerchantNo: str("merchant_no"),
 			Secret: []byte(str("hmac_secret")), CallOptions: cfg.Options})
-	case "form-rsa":
+	case bankadapters.DialectFormRSA:
 		if cfg.Signer == nil {
 			return nil, fmt.Errorf("bank %s is form-rsa but no HSM signer is configured", code)
 		}

@@ -2,7 +2,6 @@ package conformance
 
 import (
 	"bytes"
-	"encoding/json"
 	"io"
 	"log"
 	"net/http"
@@ -127,103 +126,4 @@ func (p *tamperProxy) replayAnswer(resp *http.Response, op string) error {
 	resp.ContentLength = int64(len(body))
 	resp.Header.Set("Content-Length", strconv.Itoa(len(body)))
 	return nil
-}
-
-// setField sets one field of a bank body in dialect's encoding (a JSON
-// object, or a form), adding it if absent. numeric writes a JSON number.
-// It reports false when the body is not of that encoding.
-func setField(dialect string, body []byte, key, value string, numeric bool) ([]byte, bool) {
-	if dialect == DialectFormRSA {
-		v, err := url.ParseQuery(string(body))
-		if err != nil {
-			return body, false
-		}
-		if v.Get(key) == value {
-			return body, false
-		}
-		v.Set(key, value)
-		return []byte(v.Encode()), true
-	}
-	var obj map[string]json.RawMessage
-	if err := json.Unmarshal(body, &obj); err != nil || obj == nil {
-		return body, false
-	}
-	raw := json.RawMessage(value)
-	if !numeric {
-		raw, _ = json.Marshal(value)
-	}
-	if bytes.Equal(obj[key], raw) {
-		return body, false
-	}
-	obj[key] = raw
-	out, err := json.Marshal(obj)
-	if err != nil {
-		return body, false
-	}
-	return out, true
-}
-
-// fieldOf reads one field of a bank body, "" if absent.
-func fieldOf(dialect string, body []byte, key string) string {
-	if dialect == DialectFormRSA {
-		v, err := url.ParseQuery(string(body))
-		if err != nil {
-			return ""
-		}
-		return v.Get(key)
-	}
-	var obj map[string]json.RawMessage
-	if json.Unmarshal(body, &obj) != nil {
-		return ""
-	}
-	var s string
-	if json.Unmarshal(obj[key], &s) == nil {
-		return s
-	}
-	return string(obj[key])
-}
-
-// codeField is the name of the result-code field of an answer.
-func codeField(dialect string) string {
-	if dialect == DialectFormRSA {
-		return "ret_code"
-	}
-	return "code"
-}
-
-// forgeCharge rewrites a charge answer to claim status with reason's code.
-func forgeCharge(dialect, status, reason string) func([]byte) ([]byte, bool) {
-	return func(body []byte) ([]byte, bool) {
-		b1, c1 := setField(dialect, body, "status", status, false)
-		b2, c2 := setField(dialect, b1, codeField(dialect), dialectCode(dialect, reason), false)
-		return b2, c1 || c2
-	}
-}
-
-// reasonCodes are the codes of docs/banksim.md "Result codes" the suite
-// checks adapters report: reason → json-hmac code, form-rsa ret_code.
-var reasonCodes = map[string][2]string{
-	"success":            {"0000", "SUCCESS"},
-	"processing":         {"0001", "PROCESSING"},
-	"sign_invalid":       {"1001", "E_SIGN"},
-	"id_mismatch":        {"2002", "E_IDNO"},
-	"card_frozen":        {"2007", "E_FROZEN"},
-	"insufficient_funds": {"4001", "E_BALANCE"},
-	"single_limit":       {"4002", "E_SINGLE_LIMIT"},
-	"daily_limit":        {"4003", "E_DAY_LIMIT"},
-	"agreement_invalid":  {"4004", "E_PROTOCOL"},
-	"try_tomorrow":       {"4005", "E_RETRY_TOMORROW"},
-	"order_conflict":     {"4007", "E_ORDER_CONFLICT"},
-}
-
-// dialectCode is reason's code in dialect.
-func dialectCode(dialect, reason string) string {
-	c, ok := reasonCodes[reason]
-	if !ok {
-		panic("conformance: no code for reason " + reason)
-	}
-	if dialect == DialectFormRSA {
-		return c[1]
-	}
-	return c[0]
 }

@@ -19,13 +19,11 @@ type (
 // NewClient returns a control client for the banksim at baseURL.
 func NewClient(baseURL string) *Client { return simclient.NewClient(baseURL) }
 
-// Fault modes and dialects.
+// Fault modes.
 const (
 	FaultTimeout      = simclient.FaultTimeout
 	FaultError        = simclient.FaultError
 	FaultProcessing   = simclient.FaultProcessing
 	FaultDecline      = simclient.FaultDecline
 	FaultDropResponse = simclient.FaultDropResponse
-	DialectJSONHMAC   = simclient.DialectJSONHMAC
-	DialectFormRSA    = simclient.DialectFormRSA
 )

@@ -5,10 +5,10 @@
 // charges that must reconcile to the bank's ledger.
 //
 // An adapter's tests call Run with a Harness that builds the adapter
-// against a given base URL:
+// against a given base URL and describes its wire dialect:
 //
 //	conformance.Run(t, conformance.Harness{
-//		BankCode: "ICBC", MerchantNo: mno, BaseURL: simURL,
+//		BankCode: "ICBC", MerchantNo: mno, BaseURL: simURL, Dialect: jsonHMAC,
 //		New: func(t *testing.T, baseURL string, opts bankadapters.CallOptions) bankadapters.Bank { … },
 //	})
 //
@@ -52,6 +52,9 @@ type Harness struct {
 	// Retries (fault tests), and Now (Run keeps request timestamps on
 	// banksim's clock when it moves it).
 	New func(t *testing.T, baseURL string, opts bankadapters.CallOptions) bankadapters.Bank
+	// Dialect describes the adapter's wire dialect: its codes, and how to
+	// alter its messages in transit.
+	Dialect Dialect
 	// Async is true for a bank that answers every charge PROCESSING and
 	// posts the result to the charge's NotifyURL. Run then serves a
 	// callback receiver, sends its URL with every charge, and checks each
@@ -96,6 +99,9 @@ func Run(t *testing.T, h Harness) {
 	if h.BankCode == "" || h.BaseURL == "" || h.New == nil || h.MerchantNo == "" {
 		t.Fatal("conformance: Harness needs BankCode, MerchantNo, BaseURL and New")
 	}
+	if err := h.Dialect.check(); err != nil {
+		t.Fatal(err)
+	}
 	ctx := t.Context()
 	s := &suite{h: h, sim: NewClient(h.BaseURL), gen: NewGen()}
 	info, err := s.sim.Bank(ctx, h.BankCode)
@@ -104,6 +110,9 @@ func Run(t *testing.T, h Harness) {
 	}
 	if info.Async != h.Async {
 		t.Fatalf("banksim says %s async=%v, the harness says %v", h.BankCode, info.Async, h.Async)
+	}
+	if info.Dialect != h.Dialect.Name {
+		t.Fatalf("banksim says %s speaks %q, the harness's Dialect is %q", h.BankCode, info.Dialect, h.Dialect.Name)
 	}
 	s.info = info
 	s.syncClock(t)
@@ -399,7 +408,7 @@ func (s *suite) clearFaults(t *testing.T) {
 }
 
 // code is reason's code in the bank's dialect.
-func (s *suite) code(reason string) string { return dialectCode(s.info.Dialect, reason) }
+func (s *suite) code(reason string) string { return s.h.Dialect.code(reason) }
 
 // --- charges -----------------------------------------------------------------
 

@@ -16,7 +16,7 @@ func (s *suite) testTamperBindRequest(t *testing.T) {
 	p := newTamperProxy(t, s.h.BaseURL, "bind_apply", func(body []byte) ([]byte, bool) {
 		// A field the bank does not match against: only the signature
 		// can tell.
-		return setField(s.info.Dialect, body, "request_no", attacker, false)
+		return s.h.Dialect.SetField(body, "request_no", attacker, false)
 	}, nil)
 	b := s.adapterAt(t, p.URL, nil)
 	a := s.newAccount(t, "debit", nil)
@@ -37,7 +37,7 @@ func (s *suite) testTamperBindRequest(t *testing.T) {
 func (s *suite) testTamperChargeRequest(t *testing.T) {
 	const amount = 7_731
 	p := newTamperProxy(t, s.h.BaseURL, "charge", func(body []byte) ([]byte, bool) {
-		return setField(s.info.Dialect, body, "amount", "77310", true)
+		return s.h.Dialect.SetField(body, "amount", "77310", true)
 	}, nil)
 	clean := s.adapter(t, nil)
 	b := s.adapterAt(t, p.URL, nil)
@@ -57,7 +57,7 @@ func (s *suite) testTamperChargeRequest(t *testing.T) {
 
 func (s *suite) testTamperBindAnswer(t *testing.T) {
 	p := newTamperProxy(t, s.h.BaseURL, "bind_apply", nil, func(body []byte) ([]byte, bool) {
-		return setField(s.info.Dialect, body, "bind_ref", s.gen.OrderNo("EVIL"), false)
+		return s.h.Dialect.SetField(body, "bind_ref", s.gen.OrderNo("EVIL"), false)
 	})
 	b := s.adapterAt(t, p.URL, nil)
 	a := s.newAccount(t, "debit", nil)
@@ -78,10 +78,10 @@ func (s *suite) testTamperBindAnswer(t *testing.T) {
 // charge the bank declined, or (made) to a decline for a debit it made.
 func (s *suite) testTamperChargeAnswer(made bool) func(t *testing.T) {
 	return func(t *testing.T) {
-		forge := forgeCharge(s.info.Dialect, "SUCCESS", "success")
+		forge := s.h.Dialect.forgeCharge("SUCCESS", "success")
 		balance, amount := int64(1_000), int64(5_000) // declined
 		if made {
-			forge = forgeCharge(s.info.Dialect, "FAILED", "insufficient_funds")
+			forge = s.h.Dialect.forgeCharge("FAILED", "insufficient_funds")
 			balance, amount = defaultBalance, 5_000
 		}
 		p := newTamperProxy(t, s.h.BaseURL, "charge", nil, forge)

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"io"
 	"log/slog"
+	"net/http"
 	"net/http/httptest"
 	"testing"
 	"time"
@@ -51,12 +52,31 @@ func register(tb testing.TB, baseURL, code string) (string, func(baseURL string,
 	}
 }
 
+// jsonHMAC is the dialect as the conformance suite needs to know it: its
+// codes (docs/banksim.md, "Result codes"), a JSON body, and the signature
+// in the X-Signature header.
+var jsonHMAC = conformance.Dialect{
+	Name:      bankadapters.DialectJSONHMAC,
+	CodeField: "code",
+	Codes: map[string]string{
+		"success": "0000", "processing": "0001", "sign_invalid": "1001", "id_mismatch": "2002",
+		"card_frozen": "2007", "insufficient_funds": "4001", "single_limit": "4002", "daily_limit": "4003",
+		"agreement_invalid": "4004", "try_tomorrow": "4005", "order_conflict": "4007",
+	},
+	SetField: conformance.SetJSONField,
+	Unsign: func(h http.Header, body []byte) (http.Header, []byte) {
+		h = h.Clone()
+		h.Del("X-Signature")
+		return h, body
+	},
+}
+
 func harness(t *testing.T, code string, async bool) conformance.Harness {
 	t.Helper()
 	base := startSim(t)
 	mno, newBank := register(t, base, code)
 	return conformance.Harness{
-		BankCode: code, MerchantNo: mno, BaseURL: base, Async: async,
+		BankCode: code, MerchantNo: mno, BaseURL: base, Async: async, Dialect: jsonHMAC,
 		New: func(t *testing.T, baseURL string, opts bankadapters.CallOptions) bankadapters.Bank {
 			t.Helper()
 			b, err := newBank(baseURL, opts)

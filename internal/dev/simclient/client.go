@@ -17,6 +17,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/quickpay/quickpay/bankadapters"
 	"github.com/quickpay/quickpay/internal/sensitive"
 )
 
@@ -132,12 +133,12 @@ type Merchant struct {
 
 // BankInfo is one bank of GET /sim/banks.
 type BankInfo struct {
-	Code         string `json:"code"`
-	Name         string `json:"name"`
-	Dialect      string `json:"dialect"` // "json-hmac" or "form-rsa"
-	Async        bool   `json:"async"`
-	BINs         []BIN  `json:"bins"`
-	PublicKeyPEM string `json:"public_key_pem"` // form-rsa: the bank's key
+	Code         string               `json:"code"`
+	Name         string               `json:"name"`
+	Dialect      bankadapters.Dialect `json:"dialect"`
+	Async        bool                 `json:"async"`
+	BINs         []BIN                `json:"bins"`
+	PublicKeyPEM string               `json:"public_key_pem"` // form-rsa: the bank's key
 }
 
 // BIN is a card range of a bank.
@@ -146,12 +147,6 @@ type BIN struct {
 	CardType string `json:"card_type"`
 	Length   int    `json:"length"`
 }
-
-// Dialects.
-const (
-	DialectJSONHMAC = "json-hmac"
-	DialectFormRSA  = "form-rsa"
-)
 
 // do sends a JSON request and decodes a JSON answer into out (unless nil).
 // Any status but want (any 2xx when want is 0) is an error carrying
@@ -362,16 +357,16 @@ func (c *Client) ConnectPlatform(ctx context.Context, merchantNo func(code strin
 	out := make(map[string]map[string]any, len(banks))
 	for _, b := range banks {
 		m := Merchant{BankCode: b.Code, MerchantNo: merchantNo(b.Code)}
-		channel := map[string]any{"dialect": b.Dialect, "merchant_no": m.MerchantNo}
+		channel := map[string]any{"dialect": string(b.Dialect), "merchant_no": m.MerchantNo}
 		switch b.Dialect {
-		case DialectJSONHMAC:
+		case bankadapters.DialectJSONHMAC:
 			secret := make([]byte, 32)
 			if _, err := rand.Read(secret); err != nil {
 				return nil, err
 			}
 			m.HMACSecret = hex.EncodeToString(secret)
 			channel["hmac_secret"] = m.HMACSecret
-		case DialectFormRSA:
+		case bankadapters.DialectFormRSA:
 			if m.PublicKeyPEM, err = publicKeyPEM(ctx, b.Code); err != nil {
 				return nil, err
 			}
