@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
@@ -118,13 +119,17 @@ func (s *Sim) PutAccount(a Account) error {
 	case a.Balance < 0 || a.SingleLimit < 0 || a.DailyLimit < 0:
 		return errors.New("balance, single_limit, daily_limit: must not be negative")
 	}
-	if a.CardType == CardCredit {
+	switch a.CardType {
+	case CardDebit:
+	case CardCredit:
 		if !validExpiry(a.Expiry) {
 			return errors.New("expiry: credit cards need MMYY")
 		}
 		if len(a.CVV2) != 3 || !allDigits(a.CVV2) {
 			return errors.New("cvv2: credit cards need 3 digits")
 		}
+	default:
+		return errors.New("card_type: want debit or credit")
 	}
 	if a.SingleLimit == 0 {
 		a.SingleLimit = DefaultSingleLimit
@@ -211,17 +216,20 @@ func (s *Sim) serveBank(w http.ResponseWriter, r *http.Request) {
 		req  request
 		perr error
 	)
-	if b.dialect == DialectFormRSA {
+	switch b.dialect {
+	case DialectFormRSA:
 		var v url.Values
 		m, v, rej = s.authForm(b, body)
 		if rej == nil {
 			perr = req.fillForm(v)
 		}
-	} else {
+	case DialectJSONHMAC:
 		m, rej = s.authJSON(b, r, body)
 		if rej == nil && json.Unmarshal(body, &req) != nil {
 			perr = errors.New("body: want a JSON object of the operation's fields")
 		}
+	default:
+		panic(fmt.Sprintf("banksim: %s speaks dialect %q, which no request reader reads", b.code, b.dialect))
 	}
 	if rej != nil {
 		s.writeAnswer(w, b, m, rej.status, fail(rej.reason, rej.msg))
@@ -276,6 +284,8 @@ func (s *Sim) serveBank(w http.ResponseWriter, r *http.Request) {
 			s.logRequest(b, op, m, &req, http.StatusGatewayTimeout, rSystemError, f.Mode, start)
 			return
 		}
+	default:
+		panic(fmt.Sprintf("banksim: fault mode %q armed, which serveBank does not play (AddFault lets no such mode in)", f.Mode))
 	}
 	s.writeAnswer(w, b, m, http.StatusOK, res)
 	s.logRequest(b, op, m, &req, http.StatusOK, res.reason, f.Mode, start)
@@ -310,15 +320,20 @@ func declined(op operation, req *request, r reason) *result {
 	switch op {
 	case opCharge:
 		res.orderNo = req.OrderNo
-		res.status = chargeFailed
 		switch r {
 		case rSuccess:
 			res.status = chargeSuccess
 		case rProcessing:
 			res.status = chargeProcessing
+		default: // every other reason is a refusal
+			res.status = chargeFailed
 		}
 	case opQuery:
 		res.orderNo = req.OrderNo
+	case opBindApply, opBindResend, opBindConfirm, opUnbind, opStatement:
+		// The code alone answers.
+	default:
+		panic("banksim: declined has no answer for operation " + op.String())
 	}
 	return res
 }
@@ -337,13 +352,15 @@ func (s *Sim) perform(b *bank, m *merchant, op operation, req *request, forceAsy
 		return s.query(b, m, req)
 	case opUnbind:
 		return s.unbind(b, m, req)
-	default:
+	case opStatement:
 		return s.statement(b, m, req)
+	default:
+		panic("banksim: perform has no operation " + op.String())
 	}
 }
 
 // logRequest logs one bank request at Debug, with no sensitive value.
-func (s *Sim) logRequest(b *bank, op operation, m *merchant, req *request, status int, r reason, fault string, start time.Time) {
+func (s *Sim) logRequest(b *bank, op operation, m *merchant, req *request, status int, r reason, fault FaultMode, start time.Time) {
 	ctx := context.Background()
 	if !s.log.Enabled(ctx, slog.LevelDebug) {
 		return
@@ -357,13 +374,17 @@ func (s *Sim) logRequest(b *bank, op operation, m *merchant, req *request, statu
 		attrs = append(attrs, slog.String("merchant_no", m.no))
 	}
 	if fault != "" {
-		attrs = append(attrs, slog.String("fault", fault))
+		attrs = append(attrs, slog.String("fault", string(fault)))
 	}
 	switch op {
 	case opBindApply:
 		attrs = append(attrs, slog.String("card", maskPAN(req.CardNo)), slog.String("request_no", req.RequestNo))
 	case opCharge, opQuery:
 		attrs = append(attrs, slog.String("order_no", req.OrderNo))
+	case opBindResend, opBindConfirm, opUnbind, opStatement:
+		// Their references say nothing an operator needs here.
+	default:
+		panic("banksim: logRequest has no operation " + op.String())
 	}
 	s.log.LogAttrs(ctx, slog.LevelDebug, "bank request", attrs...)
 }
@@ -398,12 +419,10 @@ func (s *Sim) bindApply(b *bank, m *merchant, req *request) *result {
 		r = rIDMismatch
 	case req.Phone != a.Phone:
 		r = rPhoneMismatch
-	case a.CardType == CardCredit && (req.Expiry != a.Expiry || req.CVV2 != a.CVV2):
+	case needsCardAuth(a.CardType) && (req.Expiry != a.Expiry || req.CVV2 != a.CVV2):
 		r = rCardAuthMismatch
-	case a.Status == StatusFrozen:
-		r = rCardFrozen
-	case a.Status == StatusClosed:
-		r = rCardClosed
+	case a.Status != StatusActive:
+		r = statusRefusal(a.Status)
 	case c.live[m.no] != nil:
 		r = rAlreadyBound
 	}
@@ -467,14 +486,18 @@ func (s *Sim) liveSession(b *bank, m *merchant, ref string) (*bindSession, *resu
 	}
 	sess.mu.Lock()
 	switch sess.state {
+	case sessionPending:
+		return sess, nil
 	case sessionConfirmed:
 		sess.mu.Unlock()
 		return nil, fail(rBindSessionUnknown, "")
 	case sessionLocked:
 		sess.mu.Unlock()
 		return nil, fail(rOTPLocked, "")
+	default:
+		sess.mu.Unlock()
+		panic(fmt.Sprintf("banksim: bind session state %d", sess.state))
 	}
-	return sess, nil
 }
 
 // bindResend issues a fresh OTP; the old one dies. Wrong tries so far stay
@@ -514,12 +537,10 @@ func (s *Sim) bindConfirm(b *bank, m *merchant, req *request) *result {
 	c := sess.card
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	switch {
-	case c.a.Status == StatusFrozen:
-		return fail(rCardFrozen, "")
-	case c.a.Status == StatusClosed:
-		return fail(rCardClosed, "")
-	case c.live[m.no] != nil:
+	if r := statusRefusal(c.a.Status); r != rSuccess {
+		return fail(r, "")
+	}
+	if c.live[m.no] != nil {
 		return fail(rAlreadyBound, "")
 	}
 	ag := &agreement{no: s.newID(b, 'A'), bank: b, merchantNo: m.no, card: c, live: true}

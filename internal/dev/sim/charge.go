@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"hash/maphash"
 	"io"
 	"net/http"
@@ -29,7 +30,7 @@ type order struct {
 	notifyURL   string
 	bankTxnNo   string
 
-	status   string
+	status   chargeStatus
 	outcome  reason
 	finished time.Time
 }
@@ -173,13 +174,11 @@ func (s *Sim) debit(o *order, now time.Time) reason {
 	c := ag.card
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	switch {
-	case !ag.live:
+	if !ag.live {
 		return rAgreementInvalid
-	case c.a.Status == StatusFrozen:
-		return rCardFrozen
-	case c.a.Status == StatusClosed:
-		return rCardClosed
+	}
+	if r := statusRefusal(c.a.Status); r != rSuccess {
+		return r
 	}
 	c.rollDay(now.In(shanghai).Format(time.DateOnly))
 	if c.failed >= maxFailedPerDay {
@@ -234,12 +233,12 @@ func (s *Sim) settleLater(o *order) {
 
 // callback is the body of an async result notice.
 type callback struct {
-	OrderNo    string `json:"order_no"`
-	Status     string `json:"status"`
-	ResultCode string `json:"result_code"`
-	Amount     int64  `json:"amount"`
-	BankTxnNo  string `json:"bank_txn_no"`
-	FinishedAt string `json:"finished_at"`
+	OrderNo    string       `json:"order_no"`
+	Status     chargeStatus `json:"status"`
+	ResultCode string       `json:"result_code"`
+	Amount     int64        `json:"amount"`
+	BankTxnNo  string       `json:"bank_txn_no"`
+	FinishedAt string       `json:"finished_at"`
 }
 
 // deliver posts cb to url until a 2xx answer, retrying up to 5 times with
@@ -284,16 +283,17 @@ func (s *Sim) postCallback(b *bank, merchantNo, target string, cb callback) (int
 	)
 	ts := strconv.FormatInt(s.Now().Unix(), 10)
 	nonce := newNonce()
-	if b.dialect == DialectFormRSA {
+	switch b.dialect {
+	case DialectFormRSA:
 		v := url.Values{
-			"order_no": {cb.OrderNo}, "status": {cb.Status}, "result_code": {cb.ResultCode},
+			"order_no": {cb.OrderNo}, "status": {string(cb.Status)}, "result_code": {cb.ResultCode},
 			"amount": {strconv.FormatInt(cb.Amount, 10)}, "bank_txn_no": {cb.BankTxnNo},
 			"finished_at": {cb.FinishedAt}, "merchant_no": {merchantNo},
 			"timestamp": {ts}, "nonce": {nonce}, "sign_type": {"RSA2"},
 		}
 		v["sign"] = []string{b.sign(canonical(v))}
 		body, ctype = []byte(v.Encode()), "application/x-www-form-urlencoded"
-	} else {
+	case DialectJSONHMAC:
 		m := s.merchant(b, merchantNo)
 		if m == nil {
 			return 0, errMerchantGone
@@ -304,6 +304,8 @@ func (s *Sim) postCallback(b *bank, merchantNo, target string, cb callback) (int
 		hdr.Set("X-Timestamp", ts)
 		hdr.Set("X-Nonce", nonce)
 		hdr.Set("X-Signature", hmacHex(m.secret, "CALLBACK\n"+ts+"\n"+nonce+"\n", body))
+	default:
+		panic(fmt.Sprintf("banksim: %s speaks dialect %q, which no callback signer signs", b.code, b.dialect))
 	}
 	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.CallbackTimeout)
 	defer cancel()

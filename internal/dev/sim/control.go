@@ -29,12 +29,12 @@ func decodeControl(w http.ResponseWriter, r *http.Request, v any) bool {
 }
 
 type bankView struct {
-	Code         string `json:"code"`
-	Name         string `json:"name"`
-	Dialect      string `json:"dialect"`
-	Async        bool   `json:"async"`
-	BINs         []bin  `json:"bins"`
-	PublicKeyPEM string `json:"public_key_pem,omitempty"`
+	Code         string  `json:"code"`
+	Name         string  `json:"name"`
+	Dialect      Dialect `json:"dialect"`
+	Async        bool    `json:"async"`
+	BINs         []bin   `json:"bins"`
+	PublicKeyPEM string  `json:"public_key_pem,omitempty"`
 }
 
 func (s *Sim) serveBanks(w http.ResponseWriter, _ *http.Request) {
@@ -130,7 +130,7 @@ func (s *Sim) servePostFault(w http.ResponseWriter, r *http.Request) {
 	if !decodeControl(w, r, &in) {
 		return
 	}
-	f := Fault{BankCode: in.BankCode, Operation: in.Operation, Mode: in.Mode, Code: in.Code, Count: 1, Apply: in.Apply,
+	f := Fault{BankCode: in.BankCode, Operation: in.Operation, Mode: FaultMode(in.Mode), Code: in.Code, Count: 1, Apply: in.Apply,
 		Amount: in.Amount}
 	if in.Count != nil {
 		f.Count = *in.Count

@@ -9,30 +9,33 @@ import (
 	"time"
 )
 
-// Fault modes (POST /sim/faults).
+// FaultMode is how a Fault makes an operation misbehave.
+type FaultMode string
+
+// Fault modes (POST /sim/faults). AddFault refuses any other.
 const (
-	FaultTimeout      = "timeout"
-	FaultError        = "error"
-	FaultProcessing   = "processing"
-	FaultDecline      = "decline"
-	FaultDropResponse = "drop_response"
+	FaultTimeout      FaultMode = "timeout"
+	FaultError        FaultMode = "error"
+	FaultProcessing   FaultMode = "processing"
+	FaultDecline      FaultMode = "decline"
+	FaultDropResponse FaultMode = "drop_response"
 	// FaultAmount makes a charge debit, and every answer about it (the
 	// charge's, query, callback, statement, ledger) name, another amount
 	// than the one sent: Fault.Amount, or the sent amount plus 1 fen. A
 	// bank's error quickpay must hold for operators, never book.
-	FaultAmount = "amount"
+	FaultAmount FaultMode = "amount"
 )
 
 // Fault makes the next Count requests of one operation at one bank
 // misbehave. Count 0 means until the faults are cleared.
 type Fault struct {
-	ID        int64  `json:"id"`
-	BankCode  string `json:"bank_code"`
-	Operation string `json:"operation"`
-	Mode      string `json:"mode"`
-	Code      string `json:"code,omitempty"`
-	Count     int    `json:"count"`
-	Apply     bool   `json:"apply,omitempty"`
+	ID        int64     `json:"id"`
+	BankCode  string    `json:"bank_code"`
+	Operation string    `json:"operation"`
+	Mode      FaultMode `json:"mode"`
+	Code      string    `json:"code,omitempty"`
+	Count     int       `json:"count"`
+	Apply     bool      `json:"apply,omitempty"`
 	// Amount (mode amount) is the fen the bank debits instead of the sent
 	// amount; 0: the sent amount plus 1.
 	Amount int64 `json:"amount,omitempty"`

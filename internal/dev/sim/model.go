@@ -12,13 +12,20 @@ import (
 // saving since 1991, so a fixed zone is exact and needs no tzdata.
 var shanghai = time.FixedZone("CST", 8*3600)
 
-// The dialects banksim speaks (docs/banksim.md).
+// Dialect is a bank's wire protocol (docs/banksim.md). banksim keeps its
+// own set, apart from quickpay's bankadapters.Dialect: it plays the banks,
+// and shares no code with the side it is testing. Every switch over a
+// Dialect fails on one it does not speak, and New refuses a bank with one.
+type Dialect string
+
+// The dialects banksim speaks.
 const (
-	DialectJSONHMAC = "json-hmac"
-	DialectFormRSA  = "form-rsa"
+	DialectJSONHMAC Dialect = "json-hmac"
+	DialectFormRSA  Dialect = "form-rsa"
 )
 
-// Card types and account statuses.
+// Card types and account statuses, as Account carries them. PutAccount
+// refuses any other value, and the rules that read them panic on one.
 const (
 	CardDebit  = "debit"
 	CardCredit = "credit"
@@ -27,6 +34,34 @@ const (
 	StatusFrozen = "frozen"
 	StatusClosed = "closed"
 )
+
+// statusRefusal is what a card of status refuses a binding or a debit
+// with: rSuccess for an active card.
+func statusRefusal(status string) reason {
+	switch status {
+	case StatusActive:
+		return rSuccess
+	case StatusFrozen:
+		return rCardFrozen
+	case StatusClosed:
+		return rCardClosed
+	default:
+		panic(fmt.Sprintf("banksim: account status %q (PutAccount lets no such status in)", status))
+	}
+}
+
+// needsCardAuth reports whether a card of cardType binds with its expiry
+// and CVV2.
+func needsCardAuth(cardType string) bool {
+	switch cardType {
+	case CardCredit:
+		return true
+	case CardDebit:
+		return false
+	default:
+		panic(fmt.Sprintf("banksim: card type %q (PutAccount lets no such type in)", cardType))
+	}
+}
 
 // Account defaults and bank rules (docs/banksim.md, "Rules").
 const (
@@ -58,7 +93,7 @@ type bin struct {
 type bank struct {
 	code    string
 	name    string // as the bank signs its texts
-	dialect string
+	dialect Dialect
 	async   bool
 	bins    []bin
 	key     *rsa.PrivateKey // form-rsa banks: signs answers and callbacks
@@ -209,11 +244,15 @@ var reasons = [numReasons]struct{ name, json, form, msg string }{
 func (r reason) String() string { return reasons[r].name }
 
 // code is r's code in dialect d.
-func (r reason) code(d string) string {
-	if d == DialectFormRSA {
+func (r reason) code(d Dialect) string {
+	switch d {
+	case DialectJSONHMAC:
+		return reasons[r].json
+	case DialectFormRSA:
 		return reasons[r].form
+	default:
+		panic(fmt.Sprintf("banksim: no result codes for dialect %q", d))
 	}
-	return reasons[r].json
 }
 
 // parseReason accepts a reason name or a dialect's code for it.
@@ -253,9 +292,11 @@ func parseOp(s string) (operation, bool) {
 	return 0, false
 }
 
-// Charge states.
+// chargeStatus is a charge order's state as the banks word it.
+type chargeStatus string
+
 const (
-	chargeSuccess    = "SUCCESS"
-	chargeFailed     = "FAILED"
-	chargeProcessing = "PROCESSING"
+	chargeSuccess    chargeStatus = "SUCCESS"
+	chargeFailed     chargeStatus = "FAILED"
+	chargeProcessing chargeStatus = "PROCESSING"
 )

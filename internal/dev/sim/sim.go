@@ -181,22 +181,8 @@ func New(cfg Config) (*Sim, error) {
 		}
 	}
 	for _, b := range bankTable() {
-		if b.dialect == DialectFormRSA {
-			key := cfg.BankKeys[b.code]
-			if key == nil {
-				var err error
-				if key, err = rsa.GenerateKey(randReader, 2048); err != nil {
-					return nil, fmt.Errorf("generate %s key: %w", b.code, err)
-				}
-			} else if key.N.BitLen() < 2048 {
-				return nil, fmt.Errorf("bank key for %s: %d bits, want at least 2048", b.code, key.N.BitLen())
-			}
-			der, err := x509.MarshalPKIXPublicKey(&key.PublicKey)
-			if err != nil {
-				return nil, fmt.Errorf("bank key for %s: %w", b.code, err)
-			}
-			b.key = key
-			b.pubPEM = string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))
+		if err := b.setUp(cfg.BankKeys[b.code]); err != nil {
+			return nil, err
 		}
 		s.banks[b.code] = b
 		s.bankList = append(s.bankList, b)
@@ -212,6 +198,34 @@ func New(cfg Config) (*Sim, error) {
 		}
 	}
 	return s, nil
+}
+
+// setUp readies b to answer in its dialect: a form-rsa bank gets its
+// signing key (key, or a fresh RSA-2048 one when nil). It refuses a
+// dialect banksim does not speak.
+func (b *bank) setUp(key *rsa.PrivateKey) error {
+	switch b.dialect {
+	case DialectJSONHMAC:
+		return nil // it signs with each merchant's secret
+	case DialectFormRSA:
+	default:
+		return fmt.Errorf("bank %s: banksim does not speak dialect %q", b.code, b.dialect)
+	}
+	if key == nil {
+		var err error
+		if key, err = rsa.GenerateKey(randReader, 2048); err != nil {
+			return fmt.Errorf("generate %s key: %w", b.code, err)
+		}
+	} else if key.N.BitLen() < 2048 {
+		return fmt.Errorf("bank key for %s: %d bits, want at least 2048", b.code, key.N.BitLen())
+	}
+	der, err := x509.MarshalPKIXPublicKey(&key.PublicKey)
+	if err != nil {
+		return fmt.Errorf("bank key for %s: %w", b.code, err)
+	}
+	b.key = key
+	b.pubPEM = string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))
+	return nil
 }
 
 // Close stops background work: charges still PROCESSING stay so, pending
@@ -296,6 +310,8 @@ func (s *Sim) RegisterMerchant(m Merchant) error {
 			return fmt.Errorf("public_key_pem: %w", err)
 		}
 		reg.pub = pub
+	default:
+		return fmt.Errorf("bank %s speaks dialect %q, whose credentials banksim does not know", b.code, b.dialect)
 	}
 	s.merchantsMu.Lock()
 	s.merchants[merchantKey{b.code, m.MerchantNo}] = reg

@@ -101,7 +101,7 @@ type result struct {
 	bindRef     string
 	agreementNo string
 	orderNo     string
-	status      string
+	status      chargeStatus
 	outcome     reason // query: the order's result_code
 	hasOutcome  bool
 	amount      int64
@@ -255,15 +255,23 @@ func newNonce() string {
 // writeAnswer encodes res in b's dialect, signs it and writes it. A
 // json-hmac answer is signed only when the merchant is known.
 func (s *Sim) writeAnswer(w http.ResponseWriter, b *bank, m *merchant, status int, res *result) {
-	if b.dialect == DialectFormRSA {
+	switch b.dialect {
+	case DialectFormRSA:
 		body := s.formAnswer(b, res)
 		w.Header().Set("Content-Type", "application/x-www-form-urlencoded")
 		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
 		w.WriteHeader(status)
 		_, _ = io.WriteString(w, body)
-		return
+	case DialectJSONHMAC:
+		s.jsonAnswer(w, m, status, res)
+	default:
+		panic(fmt.Sprintf("banksim: %s speaks dialect %q, which no answer writer writes", b.code, b.dialect))
 	}
-	body := jsonAnswer(b.dialect, res)
+}
+
+// jsonAnswer writes res as a json-hmac answer, signed when m is known.
+func (s *Sim) jsonAnswer(w http.ResponseWriter, m *merchant, status int, res *result) {
+	body := jsonAnswerBody(res)
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
 	h.Set("Content-Length", strconv.Itoa(len(body)))
@@ -286,7 +294,7 @@ func hmacHex(secret []byte, prefix string, body []byte) string {
 
 // fields lists res's set fields in a fixed order, as strings for forms.
 // Statement entries are rendered by the caller's dialect.
-func (res *result) fields(d string, visit func(k, v string, num bool)) {
+func (res *result) fields(d Dialect, visit func(k, v string, num bool)) {
 	str := func(k, v string) {
 		if v != "" {
 			visit(k, v, false)
@@ -295,7 +303,7 @@ func (res *result) fields(d string, visit func(k, v string, num bool)) {
 	str("bind_ref", res.bindRef)
 	str("agreement_no", res.agreementNo)
 	str("order_no", res.orderNo)
-	str("status", res.status)
+	str("status", string(res.status))
 	if res.hasOutcome {
 		visit("result_code", res.outcome.code(d), false)
 	}
@@ -306,7 +314,8 @@ func (res *result) fields(d string, visit func(k, v string, num bool)) {
 	str("finished_at", res.finishedAt)
 }
 
-func jsonAnswer(d string, res *result) []byte {
+func jsonAnswerBody(res *result) []byte {
+	const d = DialectJSONHMAC
 	buf := make([]byte, 0, 256)
 	buf = append(buf, `{"code":`...)
 	buf = appendJSONString(buf, res.reason.code(d))
@@ -324,12 +333,12 @@ func jsonAnswer(d string, res *result) []byte {
 	})
 	if res.hasEntries {
 		type jsonEntry struct {
-			OrderNo     string `json:"order_no"`
-			AgreementNo string `json:"agreement_no"`
-			Amount      int64  `json:"amount"`
-			Status      string `json:"status"`
-			BankTxnNo   string `json:"bank_txn_no"`
-			FinishedAt  string `json:"finished_at"`
+			OrderNo     string       `json:"order_no"`
+			AgreementNo string       `json:"agreement_no"`
+			Amount      int64        `json:"amount"`
+			Status      chargeStatus `json:"status"`
+			BankTxnNo   string       `json:"bank_txn_no"`
+			FinishedAt  string       `json:"finished_at"`
 		}
 		es := make([]jsonEntry, len(res.entries))
 		for i, e := range res.entries {
