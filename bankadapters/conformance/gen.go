@@ -177,9 +177,13 @@ func (g *Gen) Account(bank BankInfo, cardType string, balance int64) (Account, e
 		Phone:      g.Phone(),
 		Balance:    balance,
 	}
-	if cardType == "credit" {
+	switch cardType {
+	case "debit":
+	case "credit":
 		cvv := g.unique(3)
 		a.Expiry, a.CVV2 = "12"+strconv.Itoa(30+int(g.base%9)), cvv
+	default:
+		return Account{}, fmt.Errorf("card type %q: want debit or credit", cardType)
 	}
 	return a, nil
 }

@@ -165,7 +165,9 @@ func flatten(body []byte) (map[string]string, error) {
 	return out, nil
 }
 
-// Entries reads a JSON array of successful debits.
+// Entries reads a JSON array of debits, keeping the successful ones. An
+// entry of a status it does not know fails the statement: reconciliation
+// must not guess whether it was a debit.
 func (c *codec) Entries(raw string) ([]bankadapters.StatementEntry, error) {
 	if raw == "" || raw == "null" {
 		return nil, nil
@@ -183,8 +185,12 @@ func (c *codec) Entries(raw string) ([]bankadapters.StatementEntry, error) {
 	}
 	out := make([]bankadapters.StatementEntry, 0, len(rows))
 	for _, e := range rows {
-		if e.Status != "" && e.Status != "SUCCESS" {
-			continue
+		switch e.Status {
+		case "", "SUCCESS":
+		case "FAILED":
+			continue // not a debit
+		default:
+			return nil, fmt.Errorf("statement entry of order %q: status %q is neither SUCCESS nor FAILED", e.OrderNo, e.Status)
 		}
 		t, _ := time.Parse(time.RFC3339, e.FinishedAt)
 		out = append(out, bankadapters.StatementEntry{OrderNo: e.OrderNo, AgreementNo: e.AgreementNo,

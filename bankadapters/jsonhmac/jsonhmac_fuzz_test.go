@@ -141,7 +141,8 @@ func FuzzJSONHMACCallback(f *testing.F) {
 func FuzzJSONHMACEntries(f *testing.F) {
 	for _, s := range []string{``, `null`, `[]`,
 		`[{"order_no":"QP1","agreement_no":"AG1","amount":1999,"status":"SUCCESS","bank_txn_no":"T1","finished_at":"2027-01-31T10:00:00+08:00"}]`,
-		`[{"order_no":"QP2","amount":5,"status":"FAILED"}]`, `[{"amount":"5"}]`, `[{"amount":1e400}]`,
+		`[{"order_no":"QP2","amount":5,"status":"FAILED"}]`, `[{"order_no":"QP3","amount":5,"status":"REVERSED"}]`,
+		`[{"amount":"5"}]`, `[{"amount":1e400}]`,
 		`[{"finished_at":"not a time"}]`, `{}`, `[null]`, `[[]]`} {
 		f.Add(s)
 	}
@@ -169,4 +170,18 @@ func FuzzJSONHMACEntries(f *testing.F) {
 			t.Fatalf("%d entries out of %d successful rows", len(out), n)
 		}
 	})
+}
+
+// TestEntriesRefuseAnUnknownStatus: a status Entries does not know is
+// neither kept as a debit nor dropped as a failure.
+func TestEntriesRefuseAnUnknownStatus(t *testing.T) {
+	c := fuzzBank(t).codec
+	out, err := c.Entries(`[{"order_no":"QP1","amount":5,"status":"SUCCESS"},{"order_no":"QP3","amount":5,"status":"REVERSED"}]`)
+	if err == nil || !strings.Contains(err.Error(), `"REVERSED"`) {
+		t.Fatalf("Entries = %d entries, %v; want an error naming REVERSED", len(out), err)
+	}
+	out, err = c.Entries(`[{"order_no":"QP1","amount":5,"status":"SUCCESS"},{"order_no":"QP2","amount":5,"status":"FAILED"}]`)
+	if err != nil || len(out) != 1 || out[0].OrderNo != "QP1" {
+		t.Fatalf("Entries = %+v, %v; want QP1 alone", out, err)
+	}
 }
