@@ -216,6 +216,43 @@ func newWorld(t *testing.T, tweaks ...func(*mandate.Config)) *world {
 	return w
 }
 
+// limitBanks puts the world's banks behind bankadapters.WithLimit, as
+// channels.Open does with QUICKPAY_BANK_LIMITS: one gate per bank code,
+// shared by every call the service makes to that bank.
+func limitBanks(limits map[string]bankadapters.Limit) func(*mandate.Config) {
+	return func(c *mandate.Config) { c.Banks = newLimitedBanks(c.Banks, limits, nil) }
+}
+
+// limitedBanks are banks behind their limits; wrap (if not nil) sits
+// between a bank's gate and the bank, seeing only the calls that passed it.
+type limitedBanks struct {
+	mandate.Banks
+	limited map[string]bankadapters.Bank
+}
+
+func newLimitedBanks(banks mandate.Banks, limits map[string]bankadapters.Limit,
+	wrap func(bankadapters.Bank) bankadapters.Bank) limitedBanks {
+	l := limitedBanks{Banks: banks, limited: map[string]bankadapters.Bank{}}
+	for code, lim := range limits {
+		b, ok := banks.Bank(code)
+		if !ok {
+			panic("limitBanks: no bank " + code)
+		}
+		if wrap != nil {
+			b = wrap(b)
+		}
+		l.limited[code] = bankadapters.WithLimit(b, lim)
+	}
+	return l
+}
+
+func (l limitedBanks) Bank(code string) (bankadapters.Bank, bool) {
+	if b, ok := l.limited[code]; ok {
+		return b, true
+	}
+	return l.Banks.Bank(code)
+}
+
 // tickScheduler makes the world's scheduled jobs available as soon as
 // their time comes, until ctx ends. River's own scheduler does this every
 // 5 s (not configurable), which would turn the test's 20 ms query backoff

@@ -193,7 +193,7 @@ func (s *Service) settleAbsent(ctx context.Context, bank bankadapters.Bank, merc
 	if err != nil {
 		return err
 	}
-	r, err := s.bankQuery(ctx, bank, orderNo)
+	r, err := bank.Query(ctx, orderNo)
 	switch {
 	case errors.Is(err, bankadapters.ErrOrderNotFound):
 		r = bankadapters.ChargeResult{OrderNo: orderNo, Status: bankadapters.ChargeFailed,

@@ -232,9 +232,8 @@ func TestReconcile(t *testing.T) {
 func TestReconcileLeavesSendingAttemptsToTheirJobs(t *testing.T) {
 	ctx := context.Background()
 	// One attempt per job: two jobs contend for the bank's one slot.
-	w := newWorld(t, func(c *mandate.Config) {
-		c.Limits, c.JobBatch = map[string]mandate.Limit{"ICBC": {Concurrent: 1}}, 1
-	})
+	w := newWorld(t, limitBanks(map[string]bankadapters.Limit{"ICBC": {Concurrent: 1}}),
+		func(c *mandate.Config) { c.JobBatch = 1 })
 	cards := []card{w.bindCard(t, "ICBC", 1_000_000), w.bindCard(t, "ICBC", 1_000_000)}
 	var ms []mandate.Mandate
 	for i, c := range cards {
@@ -254,7 +253,7 @@ func TestReconcileLeavesSendingAttemptsToTheirJobs(t *testing.T) {
 		return running == 2 && w.armedFaults(t) == 0
 	}, func() string { return "the two charge jobs did not start" })
 
-	reconciler, err := mandate.New(func() mandate.Config { c := w.cfg; c.Limits = nil; return c }())
+	reconciler, err := mandate.New(func() mandate.Config { c := w.cfg; c.Banks = w.banks; return c }())
 	if err != nil {
 		t.Fatal(err)
 	}

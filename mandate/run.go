@@ -11,10 +11,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
 
-	"github.com/quickpay/quickpay/internal/audit"
 	"github.com/quickpay/quickpay/internal/db"
 	"github.com/quickpay/quickpay/internal/ids"
-	"github.com/quickpay/quickpay/internal/sensitive"
 )
 
 // bankZone is the banks' day: the per-card failure cap counts in it.
@@ -330,65 +328,6 @@ func (u *mandateAdvances) update(ctx context.Context, tx pgx.Tx, now time.Time) 
 		FROM unnest($1::text[], $2::text[], $3::date[], $4::int[]) AS u(id, period, date, count) WHERE m.id = u.id`,
 		u.id, u.period, u.date, u.count, now)
 	return err
-}
-
-// sendNotices texts the member and emits charge.pre_debit_notice for one
-// batch of charges whose notice is due, other than those in skip (not
-// nil). It returns how many went out and the charges whose notice the
-// carrier refused: those are tried again on the next run; their charges
-// wait.
-func (s *Service) sendNotices(ctx context.Context, asOf time.Time, skip []string) (int, []string, error) {
-	sent := 0
-	var refused []string
-	err := db.InTx(ctx, s.pool, func(tx pgx.Tx) error {
-		refused = refused[:0]
-		rows, err := tx.Query(ctx, `SELECT c.id, c.merchant_id, c.mandate_id, c.card_id, c.period, c.charge_date, c.amount,
-			c.currency, m.reference, m.description FROM charges c JOIN mandates m ON m.id = c.mandate_id
-			WHERE c.status = 'scheduled' AND c.notice_sent_at IS NULL AND c.notice_at IS NOT NULL AND c.notice_at <= $1
-			  AND c.id <> ALL($2::text[])
-			ORDER BY c.notice_at LIMIT 100 FOR UPDATE OF c SKIP LOCKED`, asOf, skip)
-		if err != nil {
-			return err
-		}
-		type notice struct {
-			Charge
-			cardID, reference string
-		}
-		var list []notice
-		var n notice
-		if _, err := pgx.ForEachRow(rows, []any{&n.ID, &n.MerchantID, &n.MandateID, &n.cardID, &n.Period, &n.ChargeDate,
-			&n.Amount, &n.Currency, &n.reference, &n.Description}, func() error {
-			list = append(list, n)
-			return nil
-		}); err != nil {
-			return err
-		}
-		now := s.now()
-		for _, n := range list {
-			card, phone, err := s.cfg.Cards.CardPhone(audit.WithExecer(ctx, tx), tx, n.MerchantID, n.cardID, sensitive.Access{
-				MerchantID: n.MerchantID, Actor: "worker:charges", Subject: n.cardID, Reason: "pre-debit notice"})
-			if err != nil {
-				return err
-			}
-			text := fmt.Sprintf("【quickpay】扣款提醒：%s将于%s从尾号%s的银行卡扣款%s。如有疑问请联系商户。",
-				smsLabel(n.Description, n.reference), n.ChargeDate.Format(time.DateOnly), card.Last4, yuan(n.Amount))
-			if err := s.cfg.SMS.Send(ctx, phone, text); err != nil {
-				s.log.Warn("pre-debit notice not sent; next run tries again", "charge", n.ID, "err", err)
-				refused = append(refused, n.ID)
-				continue
-			}
-			if _, err := tx.Exec(ctx, `UPDATE charges SET notice_sent_at = $2, updated_at = $2 WHERE id = $1`, n.ID, now); err != nil {
-				return err
-			}
-			n.Status, n.NoticeSentAt = ChargeScheduled, now
-			if err := s.emit(ctx, tx, n.MerchantID, "charge.pre_debit_notice", chargeEvent(n.Charge)); err != nil {
-				return err
-			}
-			sent++
-		}
-		return nil
-	})
-	return sent, refused, err
 }
 
 // ChargeArgs is the River job that sends a batch of claimed attempts, all

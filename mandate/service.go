@@ -76,25 +76,16 @@ type Jobs interface {
 // report (webhooks.Service.EmitAll).
 type EmitFunc func(ctx context.Context, tx pgx.Tx, events []webhooks.Pending) error
 
-// Limit bounds the calls to one bank, across all of this process's workers.
-type Limit struct {
-	// PerSecond is the sustained request rate; 0 means unlimited.
-	PerSecond float64
-	// Burst is the most requests at once above the rate. Defaults to 1
-	// when PerSecond is set.
-	Burst int
-	// Concurrent is the most calls in flight; 0 means unlimited.
-	Concurrent int
-}
-
 // Config wires a Service.
 type Config struct {
 	Pool   *pgxpool.Pool // Required.
 	Cards  Cards         // Required.
 	Hasher Hasher        // Required.
-	Banks  Banks         // Required.
-	SMS    SMS           // Required.
-	Jobs   Jobs          // Required: enqueues charge and query jobs.
+	// Banks are the channels; each bank's calls are bounded by the
+	// bankadapters.WithLimit around it (channels.Open), shared with binding.
+	Banks Banks // Required.
+	SMS   SMS   // Required.
+	Jobs  Jobs  // Required: enqueues charge and query jobs.
 
 	// PhoneLimit meters consent codes per phone. Optional: without it
 	// texts are not limited.
@@ -114,8 +105,6 @@ type Config struct {
 	// 2, 5, 10, 30 and 60 min; after the last, the daily statement
 	// (Reconcile) settles it.
 	QueryBackoff []time.Duration
-	// Limits are per bank code.
-	Limits map[string]Limit
 	// NotifyURL is where a bank posts a charge's result asynchronously
 	// (the API's /callbacks/banks/{code}); given the bank code. Optional
 	// for banks that answer synchronously.
@@ -146,7 +135,6 @@ type Service struct {
 	cfg     Config
 	pool    *pgxpool.Pool
 	log     *slog.Logger
-	limiter *limiters
 	metrics *mismatchMetrics
 }
 
@@ -182,8 +170,7 @@ func New(cfg Config) (*Service, error) {
 	if cfg.JobBatch <= 0 {
 		cfg.JobBatch = 20
 	}
-	return &Service{cfg: cfg, pool: cfg.Pool, log: cfg.Logger, limiter: newLimiters(cfg.Limits),
-		metrics: newMismatchMetrics()}, nil
+	return &Service{cfg: cfg, pool: cfg.Pool, log: cfg.Logger, metrics: newMismatchMetrics()}, nil
 }
 
 // now is the clock at Postgres' precision.

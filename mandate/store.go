@@ -235,3 +235,47 @@ func failPendingCharges(ctx context.Context, q querier, merchantID, mandateID, c
 	}
 	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (Charge, error) { return scanCharge(r) })
 }
+
+// claimNotices claims up to limit charges whose notice is due at asOf and
+// not claimed by a run still within its lease at now, other than skip,
+// until leaseEnd: one statement, committed on its own.
+func claimNotices(ctx context.Context, q querier, asOf, now, leaseEnd time.Time, skip []string, limit int) ([]notice, error) {
+	rows, err := q.Query(ctx, `WITH due AS (
+			SELECT c.id FROM charges c
+			WHERE c.status = 'scheduled' AND c.notice_sent_at IS NULL AND c.notice_at IS NOT NULL AND c.notice_at <= $1
+			  AND (c.notice_claimed_until IS NULL OR c.notice_claimed_until <= $2) AND c.id <> ALL($3::text[])
+			ORDER BY c.notice_at LIMIT $4 FOR UPDATE OF c SKIP LOCKED)
+		UPDATE charges c SET notice_claimed_until = $5 FROM due, mandates m
+		WHERE c.id = due.id AND m.id = c.mandate_id
+		RETURNING c.id, c.merchant_id, c.mandate_id, c.card_id, c.period, c.charge_date, c.amount, c.currency,
+			m.reference, m.description`, asOf, now, skip, limit, leaseEnd)
+	if err != nil {
+		return nil, err
+	}
+	var list []notice
+	var n notice
+	_, err = pgx.ForEachRow(rows, []any{&n.ID, &n.MerchantID, &n.MandateID, &n.cardID, &n.Period, &n.ChargeDate,
+		&n.Amount, &n.Currency, &n.reference, &n.Description}, func() error {
+		list = append(list, n)
+		return nil
+	})
+	return list, err
+}
+
+// recordNotice marks a claimed charge's notice sent; false if the charge
+// is no longer scheduled or its notice was recorded already.
+func recordNotice(ctx context.Context, q querier, chargeID string, now time.Time) (bool, error) {
+	tag, err := q.Exec(ctx, `UPDATE charges SET notice_sent_at = $2, notice_claimed_until = NULL, updated_at = $2
+		WHERE id = $1 AND notice_sent_at IS NULL AND status = 'scheduled'`, chargeID, now)
+	return tag.RowsAffected() == 1, err
+}
+
+// releaseNotices clears the claims of notices not sent.
+func releaseNotices(ctx context.Context, q querier, chargeIDs []string) error {
+	if len(chargeIDs) == 0 {
+		return nil
+	}
+	_, err := q.Exec(ctx, `UPDATE charges SET notice_claimed_until = NULL WHERE id = ANY($1) AND notice_sent_at IS NULL`,
+		chargeIDs)
+	return err
+}

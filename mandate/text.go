@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 	"unicode"
 	"unicode/utf8"
 
@@ -94,4 +95,10 @@ func (p merchantNames) PayeeName(ctx context.Context, merchantID string) (string
 		return "", fmt.Errorf("payee %s: %w", merchantID, err)
 	}
 	return name, nil
+}
+
+// noticeText is the pre-debit notice of n, to the card ending last4.
+func noticeText(n notice, last4 string) string {
+	return fmt.Sprintf("【quickpay】扣款提醒：%s将于%s从尾号%s的银行卡扣款%s。如有疑问请联系商户。",
+		smsLabel(n.Description, n.reference), n.ChargeDate.Format(time.DateOnly), last4, yuan(n.Amount))
 }

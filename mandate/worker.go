@@ -10,7 +10,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
-	"golang.org/x/time/rate"
 
 	"github.com/quickpay/quickpay/bankadapters"
 	"github.com/quickpay/quickpay/binding"
@@ -133,10 +132,15 @@ func (s *Service) execute(ctx context.Context, orderNos []string, rerun bool) er
 	}
 	if rerun {
 		concurrently(list, func(x *sending) {
-			r, err := s.bankQuery(ctx, bank, x.a.OrderNo)
+			r, err := bank.Query(ctx, x.a.OrderNo)
 			switch {
 			case errors.Is(err, bankadapters.ErrOrderNotFound):
 				// The bank never got it: send it, under the same number.
+			case errors.Is(err, bankadapters.ErrNotSent):
+				// The query never left quickpay (queued past the job's
+				// time): nothing is learnt, the attempt stays processing
+				// and the job runs again.
+				x.err = err
 			case err != nil:
 				x.r, x.source = bankadapters.UnknownResult(bankadapters.ChargeRequest{OrderNo: x.a.OrderNo, Amount: x.a.Amount}, err), "query"
 			default:
@@ -146,7 +150,7 @@ func (s *Service) execute(ctx context.Context, orderNos []string, rerun bool) er
 	}
 	var toSend []*sending
 	for _, x := range list {
-		if x.source == "" {
+		if x.source == "" && x.err == nil {
 			toSend = append(toSend, x)
 		}
 	}
@@ -175,7 +179,11 @@ func (s *Service) execute(ctx context.Context, orderNos []string, rerun bool) er
 		}
 		// A rerun sends even to a card ended since: the first run's request
 		// may still reach the bank, and under the same order number it
-		// cannot debit twice.
+		// cannot debit twice. An error is a debit that never reached the
+		// bank (bankadapters.ErrNotSent: it queued past the job's time for
+		// the bank's limits; or a request the adapter refused to build):
+		// the attempt stays processing, not unknown, and the job runs
+		// again, asking the bank before it sends under the same number.
 		r, err := s.bankCharge(ctx, bank, x.a, x.agreement)
 		if err != nil {
 			x.r, x.source, x.err = bankadapters.ChargeResult{}, "", err
@@ -353,27 +361,14 @@ func processingAttempts(ctx context.Context, q querier, orderNos []string) ([]at
 	return out, rows.Err()
 }
 
-// bankCharge sends the attempt's debit under its order number, within the
-// bank's limits.
+// bankCharge sends the attempt's debit under its order number. The bank's
+// limits are its adapter's (bankadapters.WithLimit): a call that queued
+// past ctx's end returns an error matching bankadapters.ErrNotSent.
 func (s *Service) bankCharge(ctx context.Context, bank bankadapters.Bank, a attemptRow, agreement string) (bankadapters.ChargeResult, error) {
-	release, err := s.limiter.acquire(ctx, a.BankCode)
-	if err != nil {
-		return bankadapters.ChargeResult{}, err
-	}
-	defer release()
 	return bank.Charge(ctx, bankadapters.ChargeRequest{
 		OrderNo: a.OrderNo, AgreementNo: agreement, Amount: a.Amount, Currency: "CNY",
 		Description: a.Description, NotifyURL: s.cfg.NotifyURL(a.BankCode),
 	})
-}
-
-func (s *Service) bankQuery(ctx context.Context, bank bankadapters.Bank, orderNo string) (bankadapters.ChargeResult, error) {
-	release, err := s.limiter.acquire(ctx, bank.Code())
-	if err != nil {
-		return bankadapters.ChargeResult{}, err
-	}
-	defer release()
-	return bank.Query(ctx, orderNo)
 }
 
 // query asks the bank about an unknown attempt.
@@ -389,7 +384,7 @@ func (s *Service) query(ctx context.Context, args QueryArgs) error {
 	if !ok {
 		return fmt.Errorf("query %s: no channel to bank %s", args.OrderNo, a.BankCode)
 	}
-	r, err := s.bankQuery(ctx, bank, args.OrderNo)
+	r, err := bank.Query(ctx, args.OrderNo)
 	if errors.Is(err, bankadapters.ErrOrderNotFound) {
 		// The debit never reached the bank: send it now, under the same
 		// number, so that a late copy of the first request cannot debit
@@ -399,6 +394,12 @@ func (s *Service) query(ctx context.Context, args QueryArgs) error {
 			return fmt.Errorf("query %s: %w", args.OrderNo, errors.Join(aerr, x.err))
 		}
 		r, err = s.bankCharge(ctx, bank, a, x.agreement)
+	}
+	if errors.Is(err, bankadapters.ErrNotSent) {
+		// Neither the query nor the re-send left quickpay: this try
+		// learnt nothing and is not counted. The job fails and River runs
+		// it again; the attempt stays unknown.
+		return fmt.Errorf("query %s: %w", args.OrderNo, err)
 	}
 	if err != nil {
 		r = bankadapters.UnknownResult(bankadapters.ChargeRequest{OrderNo: a.OrderNo, Amount: a.Amount}, err)
@@ -718,44 +719,4 @@ func errString(err error) string {
 		return ""
 	}
 	return err.Error()
-}
-
-// limiters bound the calls to each bank across this process's workers.
-type limiters struct {
-	rate map[string]*rate.Limiter
-	sem  map[string]chan struct{}
-}
-
-func newLimiters(limits map[string]Limit) *limiters {
-	l := &limiters{rate: map[string]*rate.Limiter{}, sem: map[string]chan struct{}{}}
-	for code, lim := range limits {
-		if lim.PerSecond > 0 {
-			l.rate[code] = rate.NewLimiter(rate.Limit(lim.PerSecond), max(1, lim.Burst))
-		}
-		if lim.Concurrent > 0 {
-			l.sem[code] = make(chan struct{}, lim.Concurrent)
-		}
-	}
-	return l
-}
-
-// acquire waits for a call slot at bank code; release frees it.
-func (l *limiters) acquire(ctx context.Context, code string) (release func(), err error) {
-	if sem := l.sem[code]; sem != nil {
-		select {
-		case sem <- struct{}{}:
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
-		release = func() { <-sem }
-	} else {
-		release = func() {}
-	}
-	if r := l.rate[code]; r != nil {
-		if err := r.Wait(ctx); err != nil {
-			release()
-			return nil, err
-		}
-	}
-	return release, nil
 }
