@@ -1,5 +1,6 @@
-// Package formrsa is the dialect of banks whose interface takes
-// form-encoded bodies signed RSA-SHA256 (PKCS#1 v1.5) with the platform's key
+// Package formrsa is the adapter of the form-rsa dialect
+// (bankadapters.DialectFormRSA): banks whose interface takes form-encoded
+// bodies signed RSA-SHA256 (PKCS#1 v1.5) with the platform's key
 // — which lives in the HSM — and answers form-encoded bodies signed with the
 // bank's own key (in banksim: CCB). The wire format is in docs/banksim.md;
 // the operations are bankadapters/internal/core's.

@@ -1,4 +1,5 @@
-// Package jsonhmac is the dialect of banks whose interface takes JSON bodies
+// Package jsonhmac is the adapter of the json-hmac dialect
+// (bankadapters.DialectJSONHMAC): banks whose interface takes JSON bodies
 // signed with HMAC-SHA256 under a per-merchant secret and answers the same
 // way (in banksim: ICBC, synchronous, and CMB, whose charges settle
 // asynchronously with a signed callback). The wire format is in
