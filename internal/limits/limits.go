@@ -167,20 +167,10 @@ type rowKey struct {
 
 // takeFreshSQL inserts the taken keys that have no row, with the one
 // instant $1, and answers which it inserted and how long the check-only
-// rules ($5–$8) refuse (NULL: they allow).
-const takeFreshSQL = `WITH ins AS (
-    INSERT INTO limit_events (kind, key, times, expires_at)
-    SELECT k, ky, ARRAY[$1::timestamptz], $1::timestamptz + w
-    FROM unnest($2::text[], $3::bytea[], $4::interval[]) AS u(k, ky, w)
-    ORDER BY k, ky
-    ON CONFLICT (kind, key) DO NOTHING
-    RETURNING kind, key)
-SELECT ARRAY(SELECT kind FROM ins), ARRAY(SELECT key FROM ins),
-    (SELECT extract(epoch FROM max(
-                (SELECT t FROM unnest(e.times) AS t WHERE t > $1::timestamptz - c.win
-                 ORDER BY t DESC OFFSET c.cap - 1 LIMIT 1) + c.win) - $1::timestamptz)
-     FROM unnest($5::text[], $6::bytea[], $7::int[], $8::interval[]) AS c(k, ky, cap, win)
-     JOIN limit_events e ON e.kind = c.k AND e.key = c.ky)`
+// rules ($5–$8) refuse (NULL: they allow). The statement lives in the
+// function limits_take_fresh (migration 021), which keeps one generic plan
+// for it; sent as is, Postgres planned it anew on every call.
+const takeFreshSQL = `SELECT taken_kind, taken_key, wait FROM limits_take_fresh($1, $2, $3, $4, $5, $6, $7, $8)`
 
 // takeFresh counts the taken keys of checks that have no row yet, and
 // reads the check-only rules. It returns the keys it counted and, if a
