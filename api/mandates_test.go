@@ -1104,9 +1104,14 @@ func (e *mandateEnv) testSMSUnavailable(t *testing.T) {
 	texts := textCount(t, srv, card.Phone)
 
 	wantError(t, m.c.Post(t, "/v1/mandates", fixedMandate(card.ID)), http.StatusServiceUnavailable, "sms_unavailable", "")
+	// Written before the carrier is asked (no call inside a transaction),
+	// the mandate is kept, expired: it can never be confirmed or charged.
 	var list struct{ Data []mandateAnswer }
-	if res := m.c.Get(t, "/v1/mandates?card_id="+card.ID); res.WantStatus(t, http.StatusOK) && res.Decode(t, &list) && len(list.Data) != 0 {
-		t.Errorf("a mandate whose code was not sent was kept: %d mandates", len(list.Data))
+	if res := m.c.Get(t, "/v1/mandates?card_id="+card.ID); res.WantStatus(t, http.StatusOK) && res.Decode(t, &list) {
+		if len(list.Data) != 1 || list.Data[0].Status != "expired" || list.Data[0].StatusReason == nil ||
+			*list.Data[0].StatusReason != "consent_not_sent" || list.Data[0].NextChargeDate != nil {
+			t.Errorf("a mandate whose code was not sent = %+v, want one, expired (consent_not_sent), charging nothing", list.Data)
+		}
 	}
 	if n := textCount(t, srv, card.Phone); n != texts {
 		t.Errorf("%d texts reached the member, want none", n-texts)

@@ -242,8 +242,16 @@ func (in *CreateInput) validate() error {
 // Create starts a mandate on an active card of the merchant's member and
 // texts the member a consent code. The mandate is pending until Confirm.
 //
-// Errors: *FieldError, ErrNotFound (card), ErrCardNotActive,
-// ErrSMSUnavailable.
+// The mandate (with the code's hash) and the phone's count are written
+// and committed first; the carrier is asked after, outside any
+// transaction. A text the carrier refuses expires the mandate
+// (consent_not_sent) and answers ErrSMSUnavailable: the merchant creates
+// it again, and a late text cannot confirm a mandate the merchant was told
+// failed. A crash between the commit and the text leaves it pending with
+// no code sent: it can be resent, and it expires with its code.
+//
+// Errors: *FieldError, ErrNotFound (card), ErrCardNotActive, rate
+// limited (PhoneLimit), ErrSMSUnavailable.
 func (s *Service) Create(ctx context.Context, merchantID string, in CreateInput) (Mandate, error) {
 	if err := in.validate(); err != nil {
 		return Mandate{}, err
@@ -278,17 +286,15 @@ func (s *Service) Create(ctx context.Context, merchantID string, in CreateInput)
 	if err != nil {
 		return Mandate{}, err
 	}
-	// Counted before the carrier is asked, and kept if it fails.
-	if err := s.takeSMS(ctx, s.pool, phone); err != nil {
-		return Mandate{}, err
-	}
-	if err := s.cfg.SMS.Send(ctx, phone, text); err != nil {
-		return Mandate{}, fmt.Errorf("%w: %v", ErrSMSUnavailable, err)
-	}
 	m.OTPHash = hash
 	err = db.InTx(ctx, s.pool, func(tx pgx.Tx) error {
 		if err := insertMandate(ctx, tx, m); err != nil {
 			return fmt.Errorf("insert mandate: %w", err)
+		}
+		// Counted with the mandate, before the carrier is asked, and kept
+		// if it fails.
+		if err := s.takeSMS(ctx, tx, phone); err != nil {
+			return err
 		}
 		return s.auditTx(ctx, tx, m.MerchantID, "mandate.create", m.ID, audit.OutcomeOK,
 			map[string]any{"card": m.CardID, "otp_send": 1})
@@ -296,7 +302,25 @@ func (s *Service) Create(ctx context.Context, merchantID string, in CreateInput)
 	if err != nil {
 		return Mandate{}, err
 	}
-	return m.Mandate, nil
+	serr := s.cfg.SMS.Send(ctx, phone, text)
+	if serr == nil {
+		return m.Mandate, nil
+	}
+	// Recorded whatever the caller does now, bounded.
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
+	defer cancel()
+	if err := db.InTx(rctx, s.pool, func(tx pgx.Tx) error {
+		later := s.now()
+		m.Status, m.StatusReason, m.OTPHash, m.NextPeriod, m.NextChargeDate, m.UpdatedAt =
+			StatusExpired, "consent_not_sent", nil, "", time.Time{}, later
+		if err := updateMandate(rctx, tx, m); err != nil {
+			return err
+		}
+		return s.auditTx(rctx, tx, merchantID, "mandate.otp_send", m.ID, audit.OutcomeFailed, map[string]any{"send": 1})
+	}); err != nil {
+		return Mandate{}, errors.Join(fmt.Errorf("%w: %v", ErrSMSUnavailable, serr), err)
+	}
+	return Mandate{}, fmt.Errorf("%w: %v", ErrSMSUnavailable, serr)
 }
 
 // consentCode makes a fresh consent code for m: its keyed hash, to store,
