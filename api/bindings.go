@@ -104,7 +104,7 @@ func opt(s string) *string {
 
 func bindingOut(b binding.Binding) bindingJSON {
 	out := bindingJSON{
-		ID: b.ID, Status: b.Status, MemberID: opt(b.MemberID), CardID: opt(b.CardID), FailureCode: opt(b.FailureCode),
+		ID: b.ID, Status: string(b.Status), MemberID: opt(b.MemberID), CardID: opt(b.CardID), FailureCode: opt(b.FailureCode),
 		Card: cardInfoJSON{BankCode: b.Card.BankCode, BankName: b.Card.BankName, CardType: b.Card.CardType,
 			MaskedPAN: b.Card.MaskedPAN, Last4: b.Card.Last4},
 		CreatedAt: b.CreatedAt.UTC(),

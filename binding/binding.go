@@ -1,24 +1,12 @@
-// Package binding holds members (explicit and implicit), four-element card
-// binding confirmed by the bank's SMS code, and cards, with their Postgres
-// store.
-//
-// A binding starts with the four elements (holder name, ID number, card
-// number, phone reserved at the bank). quickpay validates them, routes the
-// card by BIN, tokenizes the card number at once, and asks the bank to text
-// a code. The user's code confirms the binding at the bank, which returns an
-// agreement number; the card is created, stored encrypted, and the member is
-// created if the binding was implicit. CVV2 and expiry go to the bank and are
-// never stored.
-//
-// OTP rules quickpay enforces itself: a code is valid 5 minutes; 5 wrong
-// tries end the binding; resends are at least 60 s apart and at most 5 sends
-// in all. Every send, try and result is audited.
 package binding
 
 import (
 	"errors"
-	"github.com/quickpay/quickpay/internal/errs"
+	"fmt"
+	"strings"
 	"time"
+
+	"github.com/quickpay/quickpay/internal/errs"
 )
 
 // OTP rules.
@@ -35,7 +23,13 @@ const (
 	KindImplicit = "implicit"
 )
 
-// Binding states: otp_sent → bound | failed | expired.
+// Status is a binding's state: otp_sent → bound | failed | expired, the
+// set the bindings.status CHECK holds.
+type Status string
+
+// Binding states. The constants are untyped so that code holding a status
+// as a plain string (a decoded JSON answer) compares with them as it is;
+// Binding.Status is a Status, and Status.Check refuses any other value.
 const (
 	StatusOTPSent = "otp_sent"
 	StatusBound   = "bound"
@@ -43,12 +37,36 @@ const (
 	StatusExpired = "expired"
 )
 
-// Card states: active → unbound | revoked.
+// Check returns an error for a value outside the set.
+func (s Status) Check() error {
+	switch s {
+	case StatusOTPSent, StatusBound, StatusFailed, StatusExpired:
+		return nil
+	default:
+		return fmt.Errorf("binding: unknown binding status %q", string(s))
+	}
+}
+
+// CardStatus is a card's state: active → unbound | revoked, the set the
+// cards.status CHECK holds.
+type CardStatus string
+
+// Card states; untyped for the reason the binding states are.
 const (
 	CardActive  = "active"
 	CardUnbound = "unbound"
 	CardRevoked = "revoked"
 )
+
+// Check returns an error for a value outside the set.
+func (s CardStatus) Check() error {
+	switch s {
+	case CardActive, CardUnbound, CardRevoked:
+		return nil
+	default:
+		return fmt.Errorf("binding: unknown card status %q", string(s))
+	}
+}
 
 // Member is a payment-platform member of one merchant.
 type Member struct {
@@ -74,7 +92,7 @@ type Binding struct {
 	MerchantID     string
 	MemberID       string // empty for an implicit binding until it is bound
 	ExternalUserID string
-	Status         string
+	Status         Status
 	Card           CardInfo
 	CardID         string
 	OTPExpiresAt   time.Time
@@ -99,7 +117,9 @@ type Card struct {
 	ID         string
 	MerchantID string
 	MemberID   string
-	Status     string
+	// Status is a CardStatus's value. It stays a string until mandate
+	// stops using it as one (mandate/worker.go builds "card_"+Status).
+	Status string
 	CardInfo
 	CreatedAt time.Time
 }
@@ -159,3 +179,32 @@ func (e *ElementsMismatchError) Is(target error) bool { return target == ErrElem
 
 // Is lets errors.Is match the sentinel.
 func (e *IdentityMismatchError) Is(target error) bool { return target == ErrIdentityMismatch }
+
+// AAD builders: each ciphertext is bound to its table, merchant, row and
+// field, so a ciphertext moved to another row does not decrypt.
+
+// BindingAAD is the AAD of a binding's field (pan, holder_name, id_number, phone).
+func BindingAAD(merchantID, bindingID, field string) []byte {
+	return []byte("binding|" + merchantID + "|" + bindingID + "|" + field)
+}
+
+// MemberAAD is the AAD of a member's field (name, id_number, phone).
+func MemberAAD(merchantID, memberID, field string) []byte {
+	return []byte("member|" + merchantID + "|" + memberID + "|" + field)
+}
+
+// CardAgreementAAD is the AAD of a card's agreement number.
+func CardAgreementAAD(merchantID, cardID string) []byte {
+	return []byte("card|" + merchantID + "|" + cardID + "|agreement")
+}
+
+// Fingerprint domains of identity fields.
+const (
+	DomainPAN      = "pan"
+	DomainName     = "name"
+	DomainIDNumber = "id_number"
+)
+
+func normName(s string) string       { return strings.Join(strings.Fields(s), " ") }
+func normID(s string) string         { return strings.ToUpper(s) }
+func actor(merchantID string) string { return "api:" + merchantID }

@@ -166,19 +166,33 @@ type bindingRow struct {
 	PANCT       []byte
 	PANFP       []byte
 	identity
+	claim
 }
+
+// claim is a row's claim: the token of the call that holds it and when it
+// lapses (migration 019).
+type claim struct {
+	ClaimedBy  string
+	ClaimUntil *time.Time
+}
+
+// live reports whether a call holds the claim at now.
+func (c claim) live(now time.Time) bool { return c.ClaimUntil != nil && c.ClaimUntil.After(now) }
 
 const bindingCols = `id, merchant_id, coalesce(member_id, ''), coalesce(external_user_id, ''), status, bank_code, bank_name,
 	card_type, masked_pan, last4, coalesce(card_id, ''), otp_expires_at, otp_attempts, otp_sends, otp_last_sent_at,
 	coalesce(failure_code, ''), created_at, coalesce(bank_bind_ref, ''), pan_ct, pan_fp, holder_name_ct, holder_name_fp,
-	id_number_ct, id_number_fp, phone_ct`
+	id_number_ct, id_number_fp, phone_ct, coalesce(claimed_by, ''), claim_until`
 
-func scanBinding(row pgx.Row) (bindingRow, error) {
+func scanBinding(row pgx.Row) (bindingRow, error) { return scanBindingWith(row) }
+
+// scanBindingWith scans bindingCols and then extra.
+func scanBindingWith(row pgx.Row, extra ...any) (bindingRow, error) {
 	var b bindingRow
-	err := row.Scan(&b.ID, &b.MerchantID, &b.MemberID, &b.ExternalUserID, &b.Status, &b.Card.BankCode, &b.Card.BankName,
+	err := row.Scan(append([]any{&b.ID, &b.MerchantID, &b.MemberID, &b.ExternalUserID, &b.Status, &b.Card.BankCode, &b.Card.BankName,
 		&b.Card.CardType, &b.Card.MaskedPAN, &b.Card.Last4, &b.CardID, &b.OTPExpiresAt, &b.OTPAttempts, &b.OTPSends,
 		&b.OTPLastSentAt, &b.FailureCode, &b.CreatedAt, &b.BankBindRef, &b.PANCT, &b.PANFP, &b.NameCT, &b.NameFP,
-		&b.IDNumberCT, &b.IDNumberFP, &b.PhoneCT)
+		&b.IDNumberCT, &b.IDNumberFP, &b.PhoneCT, &b.ClaimedBy, &b.ClaimUntil}, extra...)...)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return b, ErrNotFound
 	}
@@ -206,26 +220,37 @@ func queueInsertBinding(batch *pgx.Batch, b bindingRow) {
 		b.BankBindRef, b.OTPExpiresAt, b.OTPAttempts, b.OTPSends, b.OTPLastSentAt, b.CardID, b.CreatedAt)
 }
 
-// updateBinding writes the mutable fields of b.
-func updateBinding(ctx context.Context, q querier, b bindingRow, bankFailure string, now time.Time) error {
-	_, err := q.Exec(ctx, updateBindingSQL, updateBindingArgs(b, bankFailure, now)...)
-	return err
-}
-
-// queueUpdateBinding is updateBinding queued on batch.
+// queueUpdateBinding writes the mutable fields of b and releases any claim
+// on it: every change of a binding is the answer of the call that held
+// the claim, or is made while no live claim exists (a resend's
+// reservation, an expiry).
 func queueUpdateBinding(batch *pgx.Batch, b bindingRow, bankFailure string, now time.Time) {
-	batch.Queue(updateBindingSQL, updateBindingArgs(b, bankFailure, now)...)
-}
-
-const updateBindingSQL = `
+	batch.Queue(`
 	UPDATE bindings SET status = $3, member_id = NULLIF($4, ''), card_id = NULLIF($5, ''), otp_expires_at = $6,
 	       otp_attempts = $7, otp_sends = $8, otp_last_sent_at = $9, failure_code = NULLIF($10, ''),
-	       bank_failure_code = coalesce(NULLIF($11, ''), bank_failure_code), updated_at = $12
-	WHERE merchant_id = $1 AND id = $2`
+	       bank_failure_code = coalesce(NULLIF($11, ''), bank_failure_code), updated_at = $12,
+	       claimed_by = NULL, claim_until = NULL
+	WHERE merchant_id = $1 AND id = $2`,
+		b.MerchantID, b.ID, b.Status, b.MemberID, b.CardID, b.OTPExpiresAt, b.OTPAttempts, b.OTPSends,
+		b.OTPLastSentAt, b.FailureCode, bankFailure, now)
+}
 
-func updateBindingArgs(b bindingRow, bankFailure string, now time.Time) []any {
-	return []any{b.MerchantID, b.ID, b.Status, b.MemberID, b.CardID, b.OTPExpiresAt, b.OTPAttempts, b.OTPSends,
-		b.OTPLastSentAt, b.FailureCode, bankFailure, now}
+// claimBinding claims a binding that waits for a code, whose code has not
+// run out and that no live claim holds, for the call with token until
+// `until`, in one statement (its own transaction): ok is false if it is
+// not such a binding. A claim past its claim_until is taken over; lapsed
+// reports one was (read from the statement's snapshot: an audit detail,
+// not a guard).
+func claimBinding(ctx context.Context, q querier, merchantID, id, token string, until, now time.Time) (b bindingRow, ok, lapsed bool, err error) {
+	b, err = scanBindingWith(q.QueryRow(ctx, `UPDATE bindings SET claimed_by = $3, claim_until = $4
+		FROM (SELECT claimed_by IS NOT NULL AS lapsed FROM bindings WHERE merchant_id = $1 AND id = $2) AS prev
+		WHERE merchant_id = $1 AND id = $2 AND status = 'otp_sent' AND otp_expires_at >= $5
+		  AND (claim_until IS NULL OR claim_until <= $5)
+		RETURNING `+bindingCols+`, prev.lapsed`, merchantID, id, token, until, now), &lapsed)
+	if errors.Is(err, ErrNotFound) {
+		return b, false, false, nil
+	}
+	return b, err == nil, lapsed, err
 }
 
 const cardCols = `id, merchant_id, member_id, status, bank_code, bank_name, card_type, masked_pan, last4, created_at`
@@ -248,22 +273,50 @@ func scanCardWith(row pgx.Row, extra ...any) (Card, error) {
 	return c, err
 }
 
-func getCard(ctx context.Context, q querier, merchantID, id string, forUpdate bool) (Card, []byte, error) {
-	sql := `SELECT ` + cardCols + `, agreement_ct FROM cards WHERE merchant_id = $1 AND id = $2`
+// cardRow is a card with its sealed agreement number and its claim.
+type cardRow struct {
+	Card
+	AgreementCT []byte
+	claim
+}
+
+const cardRowCols = cardCols + `, agreement_ct, coalesce(claimed_by, ''), claim_until`
+
+func scanCardRow(row pgx.Row) (cardRow, error) {
+	var c cardRow
+	var err error
+	c.Card, err = scanCardWith(row, &c.AgreementCT, &c.ClaimedBy, &c.ClaimUntil)
+	return c, err
+}
+
+func getCard(ctx context.Context, q querier, merchantID, id string, forUpdate bool) (cardRow, error) {
+	sql := `SELECT ` + cardRowCols + ` FROM cards WHERE merchant_id = $1 AND id = $2`
 	if forUpdate {
 		// NO KEY: rows that reference the card (charge attempts being
 		// claimed) take KEY SHARE on it, and must not wait on an unbind
 		// that waits on them.
 		sql += ` FOR NO KEY UPDATE`
 	}
-	var c Card
-	var agreement []byte
-	err := q.QueryRow(ctx, sql, merchantID, id).Scan(&c.ID, &c.MerchantID, &c.MemberID, &c.Status, &c.BankCode,
-		&c.BankName, &c.CardType, &c.MaskedPAN, &c.Last4, &c.CreatedAt, &agreement)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return c, nil, ErrNotFound
+	return scanCardRow(q.QueryRow(ctx, sql, merchantID, id))
+}
+
+// claimCard claims an active card that no live claim holds, for the call
+// with token until `until`, in one statement: false if it is not such a
+// card. A claim past its claim_until is taken over.
+func claimCard(ctx context.Context, q querier, merchantID, id, token string, until, now time.Time) (cardRow, bool, error) {
+	c, err := scanCardRow(q.QueryRow(ctx, `UPDATE cards SET claimed_by = $3, claim_until = $4
+		WHERE merchant_id = $1 AND id = $2 AND status = 'active' AND (claim_until IS NULL OR claim_until <= $5)
+		RETURNING `+cardRowCols, merchantID, id, token, until, now))
+	if errors.Is(err, ErrNotFound) {
+		return c, false, nil
 	}
-	return c, agreement, err
+	return c, err == nil, err
+}
+
+// queueReleaseCard releases the claim token holds on a card.
+func queueReleaseCard(batch *pgx.Batch, merchantID, id, token string) {
+	batch.Queue(`UPDATE cards SET claimed_by = NULL, claim_until = NULL
+		WHERE merchant_id = $1 AND id = $2 AND claimed_by = $3`, merchantID, id, token)
 }
 
 // activeCardByFingerprint finds the merchant's active card with any of the
@@ -353,8 +406,8 @@ func setActiveCardAgreement(ctx context.Context, tx pgx.Tx, merchantID, id strin
 	return tag.RowsAffected() == 1, err
 }
 
-func setCardStatus(ctx context.Context, q querier, merchantID, id, status string, at time.Time) error {
-	_, err := q.Exec(ctx, `UPDATE cards SET status = $3, updated_at = $4 WHERE merchant_id = $1 AND id = $2`,
-		merchantID, id, status, at)
-	return err
+// queueSetCardStatus ends a card and releases any claim on it.
+func queueSetCardStatus(batch *pgx.Batch, merchantID, id string, status CardStatus, at time.Time) {
+	batch.Queue(`UPDATE cards SET status = $3, updated_at = $4, claimed_by = NULL, claim_until = NULL
+		WHERE merchant_id = $1 AND id = $2`, merchantID, id, status, at)
 }

@@ -1,0 +1,213 @@
+package binding
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/quickpay/quickpay/bankadapters"
+	"github.com/quickpay/quickpay/internal/audit"
+	"github.com/quickpay/quickpay/internal/ids"
+	"github.com/quickpay/quickpay/internal/sensitive"
+)
+
+// Apply: a binding begins. The four elements are checked, the card routed
+// and tokenized, the abuse limits taken, and the bank asked to text its
+// code; the binding is saved only once the bank has (a refusal saves
+// nothing but its audit row). No transaction is open during the bank's
+// call: the binding's row does not exist yet.
+
+// BindInput starts a binding: MemberID or ExternalUserID (implicit), and
+// the four elements; Expiry and CVV2 for credit cards.
+type BindInput struct {
+	MemberID       string
+	ExternalUserID string
+	HolderName     string
+	IDNumber       sensitive.IDNumber
+	CardNumber     sensitive.PAN
+	Phone          string
+	Expiry         sensitive.Expiry
+	CVV2           sensitive.CVV2
+}
+
+// StartBinding validates, routes and tokenizes the card, checks it against
+// the member's identity and the merchant's cards, and asks the bank to send
+// its code. A card already bound to the same member returns that card
+// (Binding.Existing) without a bank call.
+//
+// Errors: *FieldError, ErrNotFound (member), ErrCardUnsupported,
+// *IdentityMismatchError, ErrCardBoundElsewhere, *ElementsMismatchError,
+// ErrCardDeclined, ErrBankUnavailable.
+func (s *Service) StartBinding(ctx context.Context, merchantID string, in BindInput) (Binding, error) {
+	now := s.now()
+	switch {
+	case (in.MemberID == "") == (in.ExternalUserID == ""):
+		return Binding{}, &FieldError{Field: "member_id", Message: "give member_id or external_user_id, not both"}
+	case in.ExternalUserID != "" && !ValidExternalID(in.ExternalUserID):
+		return Binding{}, &FieldError{Field: "external_user_id", Message: "must be 1–128 printable characters"}
+	case !ValidName(in.HolderName):
+		return Binding{}, &FieldError{Field: "holder_name", Message: "must be 2–30 letters (· allowed)"}
+	case !ValidResidentID(in.IDNumber.Reveal(), now):
+		return Binding{}, &FieldError{Field: "id_number", Message: "is not a valid 18-character resident ID number"}
+	case !ValidPAN(in.CardNumber.Reveal()):
+		return Binding{}, &FieldError{Field: "card_number", Message: "must be 13–19 digits passing the Luhn check"}
+	case !ValidMobile(in.Phone):
+		return Binding{}, &FieldError{Field: "phone", Message: "must be a mainland mobile number"}
+	}
+	route, err := s.banks.Route(in.CardNumber)
+	if err != nil {
+		return Binding{}, ErrCardUnsupported
+	}
+	bank, ok := s.banks.Bank(route.BankCode)
+	if !ok {
+		return Binding{}, ErrCardUnsupported
+	}
+	if route.CardType == bankadapters.Credit {
+		switch {
+		case !ValidExpiry(in.Expiry.Reveal(), now):
+			return Binding{}, &FieldError{Field: "expiry", Message: "credit cards need expiry as MMYY, not in the past"}
+		case !ValidCVV2(in.CVV2.Reveal()):
+			return Binding{}, &FieldError{Field: "cvv2", Message: "credit cards need a 3-digit cvv2"}
+		}
+	} else if !in.Expiry.IsZero() || !in.CVV2.IsZero() {
+		// Debit cards take neither; drop them rather than send them.
+		in.Expiry, in.CVV2 = sensitive.Expiry{}, sensitive.CVV2{}
+	}
+
+	// The member, if it exists already, and the card, if it is active
+	// here already.
+	fps, err := s.vault.Fingerprints(ctx, DomainPAN, []byte(in.CardNumber.Reveal()))
+	if err != nil {
+		return Binding{}, err
+	}
+	member, card, err := findMemberAndCard(ctx, s.pool, merchantID, in.MemberID, in.ExternalUserID, fps)
+	if err != nil {
+		return Binding{}, err
+	}
+	if member == nil && in.MemberID != "" {
+		return Binding{}, ErrNotFound
+	}
+	if member != nil {
+		if err := s.checkIdentity(ctx, *member, in.HolderName, in.IDNumber); err != nil {
+			return Binding{}, err
+		}
+	}
+	if card != nil {
+		if member == nil || card.MemberID != member.ID {
+			return Binding{}, ErrCardBoundElsewhere
+		}
+		return s.existingCardBinding(ctx, merchantID, *member, *card, route, in, fps[0])
+	}
+
+	b := bindingRow{Binding: Binding{
+		ID: ids.New("bnd"), MerchantID: merchantID, ExternalUserID: in.ExternalUserID, Status: StatusOTPSent,
+		Card: CardInfo{BankCode: route.BankCode, BankName: route.BankName, CardType: string(route.CardType),
+			MaskedPAN: in.CardNumber.Masked(), Last4: in.CardNumber.Last4()},
+		OTPExpiresAt: now.Add(OTPValidity), OTPSends: 1, OTPLastSentAt: now, CreatedAt: now,
+	}}
+	if member != nil {
+		b.MemberID, b.ExternalUserID = member.ID, ""
+	}
+	if err := s.sealBinding(ctx, &b, in, fps[0]); err != nil {
+		return Binding{}, err
+	}
+	// The abuse limits, counted before the bank is asked.
+	keys := applyKeys{card: b.PANFP, id: b.IDNumberFP}
+	if s.limiter != nil {
+		if keys.phone, err = s.vault.Fingerprint(ctx, DomainPhone, []byte(in.Phone)); err != nil {
+			return Binding{}, err
+		}
+		// A refusal writes nothing: a flood of them must cost little.
+		if err := s.takeApply(ctx, now, keys); err != nil {
+			return Binding{}, err
+		}
+	}
+
+	sess, err := bank.BindApply(ctx, bankadapters.BindRequest{
+		RequestNo: b.ID, CardNumber: in.CardNumber, HolderName: in.HolderName, IDNumber: in.IDNumber,
+		Phone: in.Phone, Expiry: in.Expiry, CVV2: in.CVV2,
+	})
+	if err != nil {
+		// The refusal's audit row is written on its own: no binding is
+		// saved. A failure to write it is logged; the answer stands.
+		if aerr := s.inBatch(ctx, func(u *unit) {
+			u.audit(merchantID, "bind.apply", b.ID, audit.OutcomeFailed, map[string]any{
+				"bank": route.BankCode, "class": bankadapters.OutcomeOf(err), "bank_code": bankCode(err)})
+		}); aerr != nil {
+			s.log.Error("audit", "action", "bind.apply", "subject", b.ID, "err", aerr)
+		}
+		switch bankadapters.OutcomeOf(err) {
+		case bankadapters.OutcomeElementsMismatch:
+			s.settleApply(ctx, now, keys, true, true, false)
+		case bankadapters.OutcomeAlreadyBound:
+			s.settleApply(ctx, now, keys, false, true, true)
+		case bankadapters.OutcomeHardDecline, bankadapters.OutcomeRetryableDecline:
+			s.settleApply(ctx, now, keys, false, true, false)
+		}
+		return Binding{}, s.bankError(err)
+	}
+	b.BankBindRef = sess.BindRef
+	if err := s.inBatch(ctx, func(u *unit) {
+		queueInsertBinding(&u.batch, b)
+		u.audit(merchantID, "bind.apply", b.ID, audit.OutcomeOK, map[string]any{"bank": route.BankCode})
+		u.audit(merchantID, "otp.send", b.ID, audit.OutcomeOK, map[string]any{"send": 1, "by": "bank"})
+	}); err != nil {
+		return Binding{}, fmt.Errorf("save binding: %w", err)
+	}
+	return b.Binding, nil
+}
+
+// sealBinding encrypts and fingerprints the binding's card and identity.
+func (s *Service) sealBinding(ctx context.Context, b *bindingRow, in BindInput, panFP []byte) error {
+	aad := func(field string) []byte { return BindingAAD(b.MerchantID, b.ID, field) }
+	var err error
+	if b.PANCT, err = s.vault.Encrypt(ctx, []byte(in.CardNumber.Reveal()), aad("pan")); err != nil {
+		return err
+	}
+	b.PANFP = panFP
+	id, err := s.sealIdentity(ctx, func(field string) []byte {
+		if field == "name" {
+			field = "holder_name"
+		}
+		return aad(field)
+	}, in.HolderName, in.IDNumber, in.Phone)
+	if err != nil {
+		return err
+	}
+	b.identity = id
+	return nil
+}
+
+// existingCardBinding records a binding that found the card already bound
+// to this member: it is bound at once, to the existing card.
+func (s *Service) existingCardBinding(ctx context.Context, merchantID string, m memberRow, card Card,
+	route bankadapters.CardInfo, in BindInput, panFP []byte) (Binding, error) {
+	now := s.now()
+	b := bindingRow{Binding: Binding{
+		ID: ids.New("bnd"), MerchantID: merchantID, MemberID: m.ID, Status: StatusBound, CardID: card.ID,
+		Card: card.CardInfo, OTPExpiresAt: now, OTPLastSentAt: now, OTPSends: 0, CreatedAt: now, Existing: true,
+	}}
+	if err := s.sealBinding(ctx, &b, in, panFP); err != nil {
+		return Binding{}, err
+	}
+	if err := s.inBatch(ctx, func(u *unit) {
+		queueInsertBinding(&u.batch, b)
+		u.audit(merchantID, "bind.apply", b.ID, audit.OutcomeOK,
+			map[string]any{"bank": route.BankCode, "existing_card": card.ID})
+	}); err != nil {
+		return Binding{}, fmt.Errorf("save binding: %w", err)
+	}
+	return b.Binding, nil
+}
+
+// GetBinding returns one of the merchant's bindings, expiring it first if
+// its code has run out. Errors: ErrNotFound.
+func (s *Service) GetBinding(ctx context.Context, merchantID, id string) (Binding, error) {
+	b, err := getBinding(ctx, s.pool, merchantID, id, false)
+	if err != nil {
+		return Binding{}, err
+	}
+	if b.Status == StatusOTPSent && s.now().After(b.OTPExpiresAt) {
+		b.Status, b.FailureCode = StatusExpired, "binding_expired"
+	}
+	return b.Binding, nil
+}
