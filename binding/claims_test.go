@@ -102,35 +102,41 @@ func waitArmed(t *testing.T, w *world, n int) {
 	}
 }
 
-// heldConfirms holds each BindConfirm at the bank, once the real bank has
-// answered it, until release is closed, and counts the calls. It forwards
-// to the real bank: only the moment of the answer is the test's.
-type heldConfirms struct {
+// confirmVia sends every bank's BindConfirm through via, which calls the
+// real bank's: the tests below choose when an answer comes back, or what a
+// repeat is answered.
+type confirmVia struct {
 	binding.Banks
+	via func(bank bankadapters.Bank, ctx context.Context, ref string, otp sensitive.OTP) (string, error)
+}
+
+func (c confirmVia) Bank(code string) (bankadapters.Bank, bool) {
+	b, ok := c.Banks.Bank(code)
+	return confirmViaBank{b, c.via}, ok
+}
+
+type confirmViaBank struct {
+	bankadapters.Bank
+	via func(bank bankadapters.Bank, ctx context.Context, ref string, otp sensitive.OTP) (string, error)
+}
+
+func (b confirmViaBank) BindConfirm(ctx context.Context, ref string, otp sensitive.OTP) (string, error) {
+	return b.via(b.Bank, ctx, ref, otp)
+}
+
+// heldConfirms holds each BindConfirm, once the real bank has answered
+// it, until release is closed, and counts the calls.
+type heldConfirms struct {
 	calls   atomic.Int32
 	atBank  chan struct{} // one send per call
 	release chan struct{}
 }
 
-func holdConfirms(banks binding.Banks) *heldConfirms {
-	return &heldConfirms{Banks: banks, atBank: make(chan struct{}, 8), release: make(chan struct{})}
-}
-
-func (h *heldConfirms) Bank(code string) (bankadapters.Bank, bool) {
-	b, ok := h.Banks.Bank(code)
-	return heldConfirmBank{b, h}, ok
-}
-
-type heldConfirmBank struct {
-	bankadapters.Bank
-	h *heldConfirms
-}
-
-func (b heldConfirmBank) BindConfirm(ctx context.Context, ref string, otp sensitive.OTP) (string, error) {
-	b.h.calls.Add(1)
-	ag, err := b.Bank.BindConfirm(ctx, ref, otp)
-	b.h.atBank <- struct{}{}
-	<-b.h.release
+func (h *heldConfirms) confirm(bank bankadapters.Bank, ctx context.Context, ref string, otp sensitive.OTP) (string, error) {
+	h.calls.Add(1)
+	ag, err := bank.BindConfirm(ctx, ref, otp)
+	h.atBank <- struct{}{}
+	<-h.release
 	return ag, err
 }
 
@@ -142,8 +148,9 @@ func (b heldConfirmBank) BindConfirm(ctx context.Context, ref string, otp sensit
 func TestConfirmTwiceAtOnce(t *testing.T) {
 	ctx := context.Background()
 	w := newWorld(t)
-	h := holdConfirms(w.Banks)
-	svc, err := binding.New(binding.Config{Pool: w.Pool, Vault: w.Vault, Banks: h, Clock: w.clock})
+	h := &heldConfirms{atBank: make(chan struct{}, 8), release: make(chan struct{})}
+	svc, err := binding.New(binding.Config{Pool: w.Pool, Vault: w.Vault, Banks: confirmVia{w.Banks, h.confirm},
+		Clock: w.clock})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -197,31 +204,20 @@ func TestConfirmTwiceAtOnce(t *testing.T) {
 // repeatAnswering stands in for a bank property banksim lacks: banksim
 // answers a repeated confirm of a session it confirmed "bind session
 // unknown" (otp_expired); a bank that answers it with the session's
-// agreement, as this wrapper does from the answers it saw, is what settles
-// a confirm that died in its crash window. Everything else is banksim's.
+// agreement, as this does from the answers it saw, is what settles a
+// confirm that died in its crash window. Everything else is banksim's.
 type repeatAnswering struct {
-	binding.Banks
 	mu   sync.Mutex
 	seen map[string]string // bind ref → agreement
 }
 
-func (r *repeatAnswering) Bank(code string) (bankadapters.Bank, bool) {
-	b, ok := r.Banks.Bank(code)
-	return repeatAnsweringBank{b, r}, ok
-}
-
-type repeatAnsweringBank struct {
-	bankadapters.Bank
-	r *repeatAnswering
-}
-
-func (b repeatAnsweringBank) BindConfirm(ctx context.Context, ref string, otp sensitive.OTP) (string, error) {
-	ag, err := b.Bank.BindConfirm(ctx, ref, otp)
-	b.r.mu.Lock()
-	defer b.r.mu.Unlock()
+func (r *repeatAnswering) confirm(bank bankadapters.Bank, ctx context.Context, ref string, otp sensitive.OTP) (string, error) {
+	ag, err := bank.BindConfirm(ctx, ref, otp)
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	if err == nil {
-		b.r.seen[ref] = ag
-	} else if prev, ok := b.r.seen[ref]; ok && bankadapters.OutcomeOf(err) == bankadapters.OutcomeOTPExpired {
+		r.seen[ref] = ag
+	} else if prev, ok := r.seen[ref]; ok && bankadapters.OutcomeOf(err) == bankadapters.OutcomeOTPExpired {
 		return prev, nil
 	}
 	return ag, err
@@ -264,7 +260,7 @@ func TestConfirmCrashWindow(t *testing.T) {
 	}
 
 	t.Run("a bank that answers the repeat with its agreement", func(t *testing.T) {
-		banks := &repeatAnswering{Banks: w.Banks, seen: map[string]string{}}
+		banks := confirmVia{w.Banks, (&repeatAnswering{seen: map[string]string{}}).confirm}
 		a, b, code := crash(t, banks)
 		svc, err := binding.New(binding.Config{Pool: w.Pool, Vault: w.Vault, Banks: banks, Clock: w.clock})
 		if err != nil {
