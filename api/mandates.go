@@ -94,31 +94,31 @@ func (a *Mandates) Errors() map[error]*Error {
 // Answers.
 
 type scheduleJSON struct {
-	Interval   string  `json:"interval"`
-	DayOfMonth *int    `json:"day_of_month"`
-	Weekday    *int    `json:"weekday"`
-	StartDate  string  `json:"start_date"`
-	EndDate    *string `json:"end_date"`
-	MaxCharges *int    `json:"max_charges"`
-	Timezone   string  `json:"timezone"`
+	Interval   mandate.Interval `json:"interval"`
+	DayOfMonth *int             `json:"day_of_month"`
+	Weekday    *int             `json:"weekday"`
+	StartDate  string           `json:"start_date"`
+	EndDate    *string          `json:"end_date"`
+	MaxCharges *int             `json:"max_charges"`
+	Timezone   string           `json:"timezone"`
 }
 
 type mandateJSON struct {
-	ID             string       `json:"id"`
-	CardID         string       `json:"card_id"`
-	MemberID       string       `json:"member_id"`
-	Reference      string       `json:"reference"`
-	Description    string       `json:"description"`
-	AmountType     string       `json:"amount_type"`
-	Amount         *int64       `json:"amount"`
-	MaxAmount      *int64       `json:"max_amount"`
-	Currency       string       `json:"currency"`
-	Schedule       scheduleJSON `json:"schedule"`
-	NoticeDays     int          `json:"notice_days"`
-	Status         string       `json:"status"`
-	StatusReason   *string      `json:"status_reason"`
-	NextChargeDate *string      `json:"next_charge_date"`
-	ChargesCount   int          `json:"charges_count"`
+	ID             string                `json:"id"`
+	CardID         string                `json:"card_id"`
+	MemberID       string                `json:"member_id"`
+	Reference      string                `json:"reference"`
+	Description    string                `json:"description"`
+	AmountType     mandate.AmountType    `json:"amount_type"`
+	Amount         *int64                `json:"amount"`
+	MaxAmount      *int64                `json:"max_amount"`
+	Currency       string                `json:"currency"`
+	Schedule       scheduleJSON          `json:"schedule"`
+	NoticeDays     int                   `json:"notice_days"`
+	Status         mandate.MandateStatus `json:"status"`
+	StatusReason   *string               `json:"status_reason"`
+	NextChargeDate *string               `json:"next_charge_date"`
+	ChargesCount   int                   `json:"charges_count"`
 	// OTP is the consent code's state while pending_confirmation; null
 	// otherwise (as a binding's).
 	OTP       *otpJSON  `json:"otp"`
@@ -181,13 +181,13 @@ func mandateOut(m mandate.Mandate) mandateJSON {
 }
 
 type attemptJSON struct {
-	OrderNo     string     `json:"order_no"`
-	BankCode    string     `json:"bank_code"`
-	Amount      int64      `json:"amount"`
-	Status      string     `json:"status"`
-	FailureCode *string    `json:"failure_code"`
-	CreatedAt   time.Time  `json:"created_at"`
-	FinishedAt  *time.Time `json:"finished_at"`
+	OrderNo     string                `json:"order_no"`
+	BankCode    string                `json:"bank_code"`
+	Amount      int64                 `json:"amount"`
+	Status      mandate.AttemptStatus `json:"status"`
+	FailureCode *string               `json:"failure_code"`
+	CreatedAt   time.Time             `json:"created_at"`
+	FinishedAt  *time.Time            `json:"finished_at"`
 }
 
 type chargeJSON struct {
@@ -251,7 +251,7 @@ type createMandateRequest struct {
 // schedule parses the request's dates: a date that is not YYYY-MM-DD is
 // 400, like a value of the wrong type; the rest is the domain's to check.
 func (r scheduleRequest) schedule() (mandate.Schedule, error) {
-	s := mandate.Schedule{Interval: r.Interval, DayOfMonth: r.DayOfMonth, Weekday: r.Weekday,
+	s := mandate.Schedule{Interval: mandate.Interval(r.Interval), DayOfMonth: r.DayOfMonth, Weekday: r.Weekday,
 		MaxCharges: r.MaxCharges, Timezone: r.Timezone}
 	for _, d := range []struct {
 		field, value string
@@ -279,7 +279,7 @@ func (a *Mandates) create(c echo.Context) error {
 		return err
 	}
 	m, err := a.Service.Create(c.Request().Context(), MerchantID(c), mandate.CreateInput{
-		CardID: req.CardID, Reference: req.Reference, Description: req.Description, AmountType: req.AmountType,
+		CardID: req.CardID, Reference: req.Reference, Description: req.Description, AmountType: mandate.AmountType(req.AmountType),
 		Amount: req.Amount, MaxAmount: req.MaxAmount, Currency: req.Currency, Schedule: sc, NoticeDays: req.NoticeDays,
 	})
 	if err != nil {

@@ -170,34 +170,34 @@ type mandateSchedule struct {
 }
 
 type mandateAnswer struct {
-	ID             string          `json:"id"`
-	CardID         string          `json:"card_id"`
-	MemberID       string          `json:"member_id"`
-	Reference      string          `json:"reference"`
-	Description    string          `json:"description"`
-	AmountType     string          `json:"amount_type"`
-	Amount         *int64          `json:"amount"`
-	MaxAmount      *int64          `json:"max_amount"`
-	Currency       string          `json:"currency"`
-	Schedule       mandateSchedule `json:"schedule"`
-	NoticeDays     int             `json:"notice_days"`
-	Status         string          `json:"status"`
-	StatusReason   *string         `json:"status_reason"`
-	NextChargeDate *string         `json:"next_charge_date"`
-	ChargesCount   int             `json:"charges_count"`
-	OTP            *mandateOTP     `json:"otp"`
-	CreatedAt      time.Time       `json:"created_at"`
-	UpdatedAt      time.Time       `json:"updated_at"`
+	ID             string                `json:"id"`
+	CardID         string                `json:"card_id"`
+	MemberID       string                `json:"member_id"`
+	Reference      string                `json:"reference"`
+	Description    string                `json:"description"`
+	AmountType     string                `json:"amount_type"`
+	Amount         *int64                `json:"amount"`
+	MaxAmount      *int64                `json:"max_amount"`
+	Currency       string                `json:"currency"`
+	Schedule       mandateSchedule       `json:"schedule"`
+	NoticeDays     int                   `json:"notice_days"`
+	Status         mandate.MandateStatus `json:"status"`
+	StatusReason   *string               `json:"status_reason"`
+	NextChargeDate *string               `json:"next_charge_date"`
+	ChargesCount   int                   `json:"charges_count"`
+	OTP            *mandateOTP           `json:"otp"`
+	CreatedAt      time.Time             `json:"created_at"`
+	UpdatedAt      time.Time             `json:"updated_at"`
 }
 
 type attemptAnswer struct {
-	OrderNo     string     `json:"order_no"`
-	BankCode    string     `json:"bank_code"`
-	Amount      int64      `json:"amount"`
-	Status      string     `json:"status"`
-	FailureCode *string    `json:"failure_code"`
-	CreatedAt   time.Time  `json:"created_at"`
-	FinishedAt  *time.Time `json:"finished_at"`
+	OrderNo     string                `json:"order_no"`
+	BankCode    string                `json:"bank_code"`
+	Amount      int64                 `json:"amount"`
+	Status      mandate.AttemptStatus `json:"status"`
+	FailureCode *string               `json:"failure_code"`
+	CreatedAt   time.Time             `json:"created_at"`
+	FinishedAt  *time.Time            `json:"finished_at"`
 }
 
 type chargeAnswer struct {
@@ -437,7 +437,7 @@ func (e *mandateEnv) testHappyPath(t *testing.T) {
 		t.Errorf("GET after confirm: %s with otp %v, want active without", got.Status, got.OTP)
 	}
 	ev := eventFor(t, m, "mandate.activated", md.ID)
-	if ev.Data.Status != mandate.StatusActive || str(ev.Data.NextChargeDate) != "2030-01-31" {
+	if ev.Data.Status != string(mandate.StatusActive) || str(ev.Data.NextChargeDate) != "2030-01-31" {
 		t.Errorf("mandate.activated data = %+v", ev.Data)
 	}
 
@@ -763,7 +763,7 @@ func (e *mandateEnv) testTransitions(t *testing.T) {
 	card := e.bindCard(t, srv, m, "ICBC", "", "")
 	md := createMandate(t, m, fixedMandate(card.ID))
 	path := func(action string) string { return "/v1/mandates/" + md.ID + "/" + action }
-	step := func(t *testing.T, action, status, reason string) mandateAnswer {
+	step := func(t *testing.T, action string, status mandate.MandateStatus, reason string) mandateAnswer {
 		t.Helper()
 		var got mandateAnswer
 		res := m.c.Post(t, path(action), nil)
@@ -1071,7 +1071,7 @@ func (e *mandateEnv) testUnbind(t *testing.T) {
 				got.Status, str(got.StatusReason), str(got.NextChargeDate))
 		}
 		ev := eventFor(t, m, "mandate.cancelled", id)
-		if ev.Data.Status != mandate.StatusCancelled || str(ev.Data.StatusReason) != "card_unbound" {
+		if ev.Data.Status != string(mandate.StatusCancelled) || str(ev.Data.StatusReason) != "card_unbound" {
 			t.Errorf("mandate.cancelled data = %+v, want cancelled card_unbound", ev.Data)
 		}
 	}

@@ -25,8 +25,9 @@ func TestChargeFaults(t *testing.T) {
 	type want struct {
 		charge, failure string
 		debits          int
-		unknownFirst    bool   // the first answer left the outcome unknown
-		mandate, reason string // "" : active
+		unknownFirst    bool                  // the first answer left the outcome unknown
+		mandate         mandate.MandateStatus // "" : active
+		reason          string
 		card            string // "" : active
 	}
 	hard := func(code string, unknownFirst bool) want {

@@ -649,10 +649,11 @@ func (w *world) ledger(t *testing.T, c card) []simclient.LedgerEntry {
 
 // attempt is a charge_attempts row.
 type attempt struct {
-	OrderNo, ChargeID, Status, FailureCode, BankResult string
-	Amount                                             int64
-	BankDay                                            time.Time
-	Queries                                            int
+	OrderNo, ChargeID, FailureCode, BankResult string
+	Status                                     mandate.AttemptStatus
+	Amount                                     int64
+	BankDay                                    time.Time
+	Queries                                    int
 }
 
 // attempts returns the card's attempts by bank day, charge and sequence.

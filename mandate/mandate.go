@@ -34,21 +34,30 @@ import (
 	"github.com/quickpay/quickpay/binding"
 )
 
-// Mandate states: pending_confirmation → active ⇄ paused, → cancelled |
-// expired | completed.
+// MandateStatus is a mandate's state: pending_confirmation → active ⇄
+// paused, → cancelled | expired | completed. The set is closed: the
+// mandates table's CHECK mirrors it (migration 005).
+type MandateStatus string
+
+// Mandate states.
 const (
-	StatusPendingConfirmation = "pending_confirmation"
-	StatusActive              = "active"
-	StatusPaused              = "paused"
-	StatusCancelled           = "cancelled"
-	StatusExpired             = "expired"
-	StatusCompleted           = "completed"
+	StatusPendingConfirmation MandateStatus = "pending_confirmation"
+	StatusActive              MandateStatus = "active"
+	StatusPaused              MandateStatus = "paused"
+	StatusCancelled           MandateStatus = "cancelled"
+	StatusExpired             MandateStatus = "expired"
+	StatusCompleted           MandateStatus = "completed"
 )
+
+// AmountType says how a mandate's amount is set: fixed (the same each
+// period) or variable (posted by the biller each period, up to a
+// maximum). Mirrored by the mandates table's CHECK (migration 005).
+type AmountType string
 
 // Amount types.
 const (
-	AmountFixed    = "fixed"
-	AmountVariable = "variable"
+	AmountFixed    AmountType = "fixed"
+	AmountVariable AmountType = "variable"
 )
 
 // Charge states: scheduled → processing → succeeded | failed; processing →
@@ -67,16 +76,20 @@ const (
 	ChargeHeld           = "held"
 )
 
+// AttemptStatus is a bank attempt's state, mirrored by the
+// charge_attempts table's CHECK (migration 015).
+type AttemptStatus string
+
 // Attempt states.
 const (
-	AttemptProcessing = "processing"
-	AttemptUnknown    = "unknown"
-	AttemptSucceeded  = "succeeded"
-	AttemptFailed     = "failed"
+	AttemptProcessing AttemptStatus = "processing"
+	AttemptUnknown    AttemptStatus = "unknown"
+	AttemptSucceeded  AttemptStatus = "succeeded"
+	AttemptFailed     AttemptStatus = "failed"
 	// AttemptAmountMismatch: the bank answered success naming another
 	// amount (kept in the attempt's bank_amount). Final, as succeeded and
 	// failed are.
-	AttemptAmountMismatch = "amount_mismatch"
+	AttemptAmountMismatch AttemptStatus = "amount_mismatch"
 )
 
 // Consent code rules: binding's, by definition (DESIGN.md: "the code rules
@@ -109,13 +122,13 @@ type Mandate struct {
 	CardID      string
 	Reference   string
 	Description string
-	AmountType  string
+	AmountType  AmountType
 	Amount      int64 // fixed
 	MaxAmount   int64 // variable
 	Currency    string
 	Schedule    Schedule
 	NoticeDays  int
-	Status      string
+	Status      MandateStatus
 	// StatusReason says why a mandate is paused, cancelled, expired or
 	// completed: "merchant", "card_unbound", "card_revoked" (the bank
 	// answered agreement_invalid or card_closed), "card_frozen",
@@ -169,7 +182,7 @@ type Attempt struct {
 	OrderNo     string
 	BankCode    string
 	Amount      int64
-	Status      string
+	Status      AttemptStatus
 	FailureCode string
 	CreatedAt   time.Time
 	FinishedAt  time.Time

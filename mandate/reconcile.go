@@ -81,10 +81,11 @@ func (s *Service) Reconcile(ctx context.Context, bankCode string, date time.Time
 		return rec, err
 	}
 	type ours struct {
-		merchantID, status string
-		amount             int64
-		day, claimed       time.Time
-		queries            int
+		merchantID   string
+		status       AttemptStatus
+		amount       int64
+		day, claimed time.Time
+		queries      int
 	}
 	known := map[string]ours{}
 	var no string

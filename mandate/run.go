@@ -160,6 +160,8 @@ func (s *Service) materialize(ctx context.Context, asOf time.Time) (periods, ski
 					return err
 				}
 				after = append(after, func() error { return s.emit(ctx, tx, m.MerchantID, "charge.failed", chargeEvent(c)) })
+			default:
+				return fmt.Errorf("materialize %s: amount type %q", m.ID, m.AmountType)
 			}
 			m.UpdatedAt = now
 			if next, ok := m.Schedule.After(p); ok && (m.Schedule.MaxCharges == 0 || m.ChargesCount < m.Schedule.MaxCharges) {

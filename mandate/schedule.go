@@ -6,10 +6,16 @@ import (
 	"time"
 )
 
+// Interval is a schedule's kind: monthly or weekly. The set is closed:
+// the mandates table's CHECK mirrors it (migration 005), and every switch
+// over it fails loudly on another value. A new kind is added here, in
+// checkShape, After, onOrAfter, Period, amountText and that CHECK.
+type Interval string
+
 // Schedule intervals.
 const (
-	IntervalMonth = "month"
-	IntervalWeek  = "week"
+	IntervalMonth Interval = "month"
+	IntervalWeek  Interval = "week"
 )
 
 // DefaultTimezone is a schedule's zone when none is given.
@@ -62,7 +68,7 @@ func ParseDate(s string) (time.Time, error) {
 // The first charge is the first charge date on or after StartDate; none is
 // after EndDate. MaxCharges is stored here but counted by the caller.
 type Schedule struct {
-	Interval   string    // IntervalMonth or IntervalWeek
+	Interval   Interval  // IntervalMonth or IntervalWeek
 	DayOfMonth int       // month: 1–31; week: 0
 	Weekday    int       // week: 1 (Monday) … 7 (Sunday), ISO 8601; month: 0
 	StartDate  time.Time // a date; the first charge is on or after it
@@ -206,10 +212,13 @@ func (s Schedule) After(p Period) (Period, bool) {
 	y, m, d := p.Date.UTC().Date()
 	day := DateOf(y, m, d)
 	var next time.Time
-	if s.Interval == IntervalWeek {
+	switch s.Interval {
+	case IntervalWeek:
 		next = day.AddDate(0, 0, 8-isoWeekday(day)) // next Monday
-	} else {
+	case IntervalMonth:
 		next = DateOf(y, m+1, 1)
+	default:
+		return Period{}, false // not a schedule First accepts (checkShape)
 	}
 	return s.FirstOnOrAfter(next)
 }
@@ -239,15 +248,19 @@ func (s Schedule) FirstOnOrAfter(d time.Time) (Period, bool) {
 // date from, ignoring StartDate and EndDate. The shape must be valid.
 func (s Schedule) onOrAfter(from time.Time) Period {
 	y, m, _ := from.Date()
-	if s.Interval == IntervalWeek {
+	switch s.Interval {
+	case IntervalWeek:
 		date := from.AddDate(0, 0, (s.Weekday-isoWeekday(from)+7)%7)
 		return Period{Key: weekKey(date), Date: date}
+	case IntervalMonth:
+		date := s.monthDate(y, m)
+		if date.Before(from) {
+			date = s.monthDate(y, m+1)
+		}
+		return Period{Key: fmt.Sprintf("%04d-%02d", date.Year(), int(date.Month())), Date: date}
+	default:
+		panic(fmt.Sprintf("mandate: schedule interval %q passed checkShape", s.Interval))
 	}
-	date := s.monthDate(y, m)
-	if date.Before(from) {
-		date = s.monthDate(y, m+1)
-	}
-	return Period{Key: fmt.Sprintf("%04d-%02d", date.Year(), int(date.Month())), Date: date}
 }
 
 // monthDate is the charge date in month m of year y (m may be 13: January
@@ -269,7 +282,8 @@ func (s Schedule) Period(key string) (Period, error) {
 		return Period{}, err
 	}
 	var date time.Time
-	if s.Interval == IntervalWeek {
+	switch s.Interval {
+	case IntervalWeek:
 		y, ok1 := digits(key, 0, 4)
 		w, ok2 := digits(key, 6, 8)
 		if len(key) != 8 || key[4:6] != "-W" || !ok1 || !ok2 || y < 1 || w < 1 || w > 53 {
@@ -281,13 +295,15 @@ func (s Schedule) Period(key string) (Period, error) {
 			return Period{}, &FieldError{Field: "period", Message: "names a week the year does not have"}
 		}
 		date = monday.AddDate(0, 0, s.Weekday-1)
-	} else {
+	case IntervalMonth:
 		y, ok1 := digits(key, 0, 4)
 		m, ok2 := digits(key, 5, 7)
 		if len(key) != 7 || key[4] != '-' || !ok1 || !ok2 || y < 1 || m < 1 || m > 12 {
 			return Period{}, &FieldError{Field: "period", Message: "must be YYYY-MM for a monthly schedule"}
 		}
 		date = s.monthDate(y, time.Month(m))
+	default:
+		return Period{}, fmt.Errorf("mandate: schedule interval %q passed checkShape", s.Interval)
 	}
 	if !s.StartDate.IsZero() && date.Before(s.StartDate) {
 		return Period{}, &FieldError{Field: "period", Message: "is before the schedule's start_date"}

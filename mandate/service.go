@@ -187,7 +187,7 @@ type CreateInput struct {
 	CardID      string
 	Reference   string
 	Description string
-	AmountType  string
+	AmountType  AmountType
 	Amount      int64 // fixed
 	MaxAmount   int64 // variable
 	Currency    string
@@ -365,14 +365,23 @@ func smsLabel(description, reference string) string {
 }
 
 func amountText(m Mandate) string {
-	per := "每月"
-	if m.Schedule.Interval == IntervalWeek {
+	var per string
+	switch m.Schedule.Interval {
+	case IntervalMonth:
+		per = "每月"
+	case IntervalWeek:
 		per = "每周"
+	default:
+		panic(fmt.Sprintf("mandate: amount text of interval %q", m.Schedule.Interval))
 	}
-	if m.AmountType == AmountFixed {
+	switch m.AmountType {
+	case AmountFixed:
 		return per + yuan(m.Amount)
+	case AmountVariable:
+		return per + "不超过" + yuan(m.MaxAmount)
+	default:
+		panic(fmt.Sprintf("mandate: amount text of amount type %q", m.AmountType))
 	}
-	return per + "不超过" + yuan(m.MaxAmount)
 }
 
 func yuan(fen int64) string { return fmt.Sprintf("¥%d.%02d", fen/100, fen%100) }
@@ -657,7 +666,7 @@ func (s *Service) record(ctx context.Context, tx pgx.Tx, m mandateRow, action, e
 		return err
 	}
 	if m.Status != StatusActive && m.Status != StatusCompleted {
-		failed, err := failPendingCharges(ctx, tx, m.MerchantID, m.ID, "mandate_"+m.Status, now)
+		failed, err := failPendingCharges(ctx, tx, m.MerchantID, m.ID, "mandate_"+string(m.Status), now)
 		if err != nil {
 			return err
 		}
@@ -918,20 +927,45 @@ func (s *Service) auditTx(ctx context.Context, q audit.Execer, merchantID, actio
 	return audit.Write(ctx, q, audit.Entry{MerchantID: merchantID, Actor: who, Action: action, Subject: subject, Details: d})
 }
 
-// Event payloads.
-func mandateEvent(m Mandate) map[string]any {
+// MandateEvent is the data of a mandate.* event: the mandate as the API
+// shows it, in brief (api/openapi.yaml, Event.data).
+type MandateEvent struct {
+	MandateID      string        `json:"mandate_id"`
+	CardID         string        `json:"card_id"`
+	MemberID       string        `json:"member_id"`
+	Reference      string        `json:"reference"`
+	Status         MandateStatus `json:"status"`
+	StatusReason   *string       `json:"status_reason"`
+	NextChargeDate *string       `json:"next_charge_date"` // YYYY-MM-DD
+}
+
+// ChargeEvent is the data of a charge.* event: the charge as the API
+// shows it, without its attempts (api/openapi.yaml, Event.data).
+type ChargeEvent struct {
+	ChargeID      string  `json:"charge_id"`
+	MandateID     string  `json:"mandate_id"`
+	Period        string  `json:"period"`
+	ChargeDate    string  `json:"charge_date"` // YYYY-MM-DD
+	Amount        int64   `json:"amount"`
+	Currency      string  `json:"currency"`
+	Status        string  `json:"status"`
+	FailureCode   *string `json:"failure_code"`
+	NextAttemptAt *string `json:"next_attempt_at"` // RFC 3339
+	BankReference *string `json:"bank_reference"`
+}
+
+func mandateEvent(m Mandate) MandateEvent {
 	if m.Status == StatusPaused {
 		m.NextChargeDate = time.Time{} // as Get shows it (view)
 	}
-	return map[string]any{"mandate_id": m.ID, "card_id": m.CardID, "member_id": m.MemberID, "reference": m.Reference,
-		"status": m.Status, "status_reason": nullable(m.StatusReason), "next_charge_date": nullable(dateString(m.NextChargeDate))}
+	return MandateEvent{MandateID: m.ID, CardID: m.CardID, MemberID: m.MemberID, Reference: m.Reference,
+		Status: m.Status, StatusReason: nullable(m.StatusReason), NextChargeDate: nullable(dateString(m.NextChargeDate))}
 }
 
-func chargeEvent(c Charge) map[string]any {
-	return map[string]any{"charge_id": c.ID, "mandate_id": c.MandateID, "period": c.Period,
-		"charge_date": dateString(c.ChargeDate), "amount": c.Amount, "currency": c.Currency, "status": c.Status,
-		"failure_code": nullable(c.FailureCode), "next_attempt_at": nullableTime(c.NextAttemptAt),
-		"bank_reference": nullable(c.BankReference)}
+func chargeEvent(c Charge) ChargeEvent {
+	return ChargeEvent{ChargeID: c.ID, MandateID: c.MandateID, Period: c.Period, ChargeDate: dateString(c.ChargeDate),
+		Amount: c.Amount, Currency: c.Currency, Status: c.Status, FailureCode: nullable(c.FailureCode),
+		NextAttemptAt: nullableTime(c.NextAttemptAt), BankReference: nullable(c.BankReference)}
 }
 
 func dateString(t time.Time) string {
@@ -941,18 +975,18 @@ func dateString(t time.Time) string {
 	return t.Format(time.DateOnly)
 }
 
-func nullable(s string) any {
+func nullable(s string) *string {
 	if s == "" {
 		return nil
 	}
-	return s
+	return &s
 }
 
-func nullableTime(t time.Time) any {
+func nullableTime(t time.Time) *string {
 	if t.IsZero() {
 		return nil
 	}
-	return t.UTC().Format(time.RFC3339)
+	return nullable(t.UTC().Format(time.RFC3339))
 }
 
 // emit writes one event in tx.

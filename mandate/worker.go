@@ -81,7 +81,7 @@ func getAttempt(ctx context.Context, q querier, merchantID, orderNo string, forU
 	return scanAttempt(q.QueryRow(ctx, sql, merchantID, orderNo))
 }
 
-func final(status string) bool {
+func final(status AttemptStatus) bool {
 	return status == AttemptSucceeded || status == AttemptFailed || status == AttemptAmountMismatch
 }
 
@@ -696,14 +696,19 @@ func chargeAndMandate(ctx context.Context, tx pgx.Tx, merchantID, chargeID strin
 	return c, m, err
 }
 
-func attemptStatus(r bankadapters.ChargeResult) string {
+// attemptStatus is what a bank answer makes its attempt: anything but a
+// certain success or failure leaves it unknown, to be settled by query.
+func attemptStatus(r bankadapters.ChargeResult) AttemptStatus {
 	switch r.Status {
 	case bankadapters.ChargeSucceeded:
 		return AttemptSucceeded
 	case bankadapters.ChargeFailed:
 		return AttemptFailed
+	case bankadapters.ChargeProcessing, bankadapters.ChargeUnknown:
+		return AttemptUnknown
+	default:
+		panic(fmt.Sprintf("mandate: bank charge status %q", r.Status))
 	}
-	return AttemptUnknown
 }
 
 // nullPtr is nil for "", for a text[] element that is NULL.
