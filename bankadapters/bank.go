@@ -198,7 +198,10 @@ type Bank interface {
 	BindApply(ctx context.Context, req BindRequest) (BindSession, error)
 	// BindResend makes the bank text a fresh code.
 	BindResend(ctx context.Context, bindRef string) error
-	// BindConfirm checks the code and returns the agreement number.
+	// BindConfirm checks the code and returns the agreement number. A
+	// repeat of a confirmed session with the same code returns the same
+	// agreement while it is live (how a confirm whose answer was lost is
+	// settled); with another code it is OutcomeOTPExpired.
 	BindConfirm(ctx context.Context, bindRef string, otp sensitive.OTP) (agreementNo string, err error)
 	// Charge debits by agreement. See the interface doc for unknown results.
 	Charge(ctx context.Context, req ChargeRequest) (ChargeResult, error)

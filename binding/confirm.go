@@ -45,11 +45,13 @@ const claimTTL = confirmTimeout + 15*time.Second
 // The crash window is between 2 and 3: the bank has answered and nothing
 // is written. The claim stays until claim_until; then the next confirm
 // takes it over and asks the bank again with the user's code. A bank that
-// confirmed the first call answers the repeat with the session's agreement
-// (what settles the window: the card is made once, with the one agreement);
-// a bank that answers "session finished" instead leaves the binding
-// expired and an agreement quickpay does not know, which the audit row
-// (otp.verify, after_lapsed_claim) and the log name for operators.
+// confirmed the first call answers a repeat with the same code with the
+// session's agreement (bankadapters.Bank's contract, which banksim keeps):
+// that settles the window, the card made once with the one agreement. A
+// repeat with another code is answered "session finished": the binding
+// expires and the bank keeps an agreement quickpay does not know, which the
+// audit row (otp.verify, after_lapsed_claim) and the log name for
+// operators.
 //
 // Errors: ErrNotFound, *FieldError, *OTPIncorrectError (with attempts
 // left), ErrOTPAttemptsExceeded, ErrBindingExpired, ErrBindingNotPending,

@@ -27,12 +27,25 @@ func (s *suite) testBindHappy(cardType string) func(t *testing.T) {
 		if !strings.Contains(l[0].Text, s.info.Name) || !strings.Contains(l[0].Text, l[0].Code) {
 			t.Errorf("the text does not carry the bank's name and the code")
 		}
-		ag, err := b.BindConfirm(t.Context(), sess.BindRef, sensitive.NewOTP(s.newestCode(t, a.Phone)))
+		code := s.newestCode(t, a.Phone)
+		ag, err := b.BindConfirm(t.Context(), sess.BindRef, sensitive.NewOTP(code))
 		if err != nil {
 			t.Fatalf("bind_confirm: %v", err)
 		}
 		if ag == "" {
 			t.Fatal("bind_confirm gave no agreement number")
+		}
+		// A platform that lost the answer confirms again with the same
+		// code and learns the same agreement; another code learns nothing.
+		if again, err := b.BindConfirm(t.Context(), sess.BindRef, sensitive.NewOTP(code)); err != nil || again != ag {
+			t.Fatalf("bind_confirm repeated: %q, %v; want the same agreement", again, err)
+		}
+		other := "000000"
+		if code == other {
+			other = "000001"
+		}
+		if _, err := b.BindConfirm(t.Context(), sess.BindRef, sensitive.NewOTP(other)); bankadapters.OutcomeOf(err) != bankadapters.OutcomeOTPExpired {
+			t.Fatalf("bind_confirm repeated with another code: %v; want otp_expired (session finished)", err)
 		}
 		ags := s.state(t, a.CardNumber).Agreements
 		if len(ags) != 1 || ags[0].AgreementNo != ag || ags[0].MerchantNo != s.h.MerchantNo || ags[0].Status != "active" {

@@ -80,6 +80,7 @@ type bindSession struct {
 	issued     time.Time
 	wrong      int
 	state      sessionState
+	agreement  *agreement // once confirmed
 }
 
 type requestKey struct{ bank, merchant, requestNo string }
@@ -516,10 +517,16 @@ func (s *Sim) bindResend(b *bank, m *merchant, req *request) *result {
 	return &result{}
 }
 
-// bindConfirm checks the OTP and makes the agreement.
+// bindConfirm checks the OTP and makes the agreement. A repeat of a
+// confirmed session with the code that confirmed it answers the same
+// agreement while it is live, as a platform that lost the first answer
+// needs; any other code then answers "bind session unknown".
 func (s *Sim) bindConfirm(b *bank, m *merchant, req *request) *result {
 	sess, refused := s.liveSession(b, m, req.BindRef)
 	if refused != nil {
+		if again := s.repeatedConfirm(b, m, req); again != nil {
+			return again
+		}
 		return refused
 	}
 	defer sess.mu.Unlock()
@@ -549,7 +556,29 @@ func (s *Sim) bindConfirm(b *bank, m *merchant, req *request) *result {
 	s.agreementsMu.Lock()
 	s.agreements[ag.no] = ag
 	s.agreementsMu.Unlock()
-	sess.state = sessionConfirmed
+	sess.state, sess.agreement = sessionConfirmed, ag
+	return &result{agreementNo: ag.no}
+}
+
+// repeatedConfirm answers a confirmed session's agreement to a repeat of
+// its confirm (same code, agreement still live); nil otherwise.
+func (s *Sim) repeatedConfirm(b *bank, m *merchant, req *request) *result {
+	sess := s.session(b, m, req.BindRef)
+	if sess == nil {
+		return nil
+	}
+	sess.mu.Lock()
+	ag, same := sess.agreement, sess.state == sessionConfirmed && req.OTP == sess.code
+	sess.mu.Unlock()
+	if !same || ag == nil {
+		return nil
+	}
+	ag.card.mu.Lock()
+	live := ag.live
+	ag.card.mu.Unlock()
+	if !live {
+		return nil
+	}
 	return &result{agreementNo: ag.no}
 }
 
