@@ -142,6 +142,11 @@ func (s *Service) StartBinding(ctx context.Context, merchantID string, in BindIn
 			s.settleApply(ctx, now, keys, false, true, true)
 		case bankadapters.OutcomeHardDecline, bankadapters.OutcomeRetryableDecline:
 			s.settleApply(ctx, now, keys, false, true, false)
+		case bankadapters.OutcomeUnavailable, bankadapters.OutcomeProcessing, bankadapters.OutcomeOTPWrong,
+			bankadapters.OutcomeOTPExpired, bankadapters.OutcomeOTPAttemptsExceeded, bankadapters.OutcomeSuccess:
+			// Not the card's doing: the take stands as counted.
+		default:
+			return Binding{}, fmt.Errorf("binding: bank outcome %q not handled at apply: %w", bankadapters.OutcomeOf(err), err)
 		}
 		return Binding{}, s.bankError(err)
 	}

@@ -245,11 +245,16 @@ func agreementGone(err error) bool {
 // unbindError turns the bank's answer to an unbind into the domain's error:
 // a refusal is final, anything else may be tried again.
 func unbindError(err error) error {
-	switch bankadapters.OutcomeOf(err) {
+	switch o := bankadapters.OutcomeOf(err); o {
 	case bankadapters.OutcomeHardDecline, bankadapters.OutcomeRetryableDecline:
 		return fmt.Errorf("%w: %v", ErrCardDeclined, err)
+	case bankadapters.OutcomeUnavailable, bankadapters.OutcomeProcessing, bankadapters.OutcomeElementsMismatch,
+		bankadapters.OutcomeAlreadyBound, bankadapters.OutcomeOTPWrong, bankadapters.OutcomeOTPExpired,
+		bankadapters.OutcomeOTPAttemptsExceeded, bankadapters.OutcomeSuccess:
+		return fmt.Errorf("%w: %v", ErrBankUnavailable, err)
+	default:
+		return fmt.Errorf("binding: bank outcome %q not handled at unbind: %w", o, err)
 	}
-	return fmt.Errorf("%w: %v", ErrBankUnavailable, err)
 }
 
 // Revoke marks a card revoked when quickpay learns its agreement ended at

@@ -137,8 +137,12 @@ func (s *Service) bankError(err error) error {
 		return ErrCardBoundElsewhere
 	case bankadapters.OutcomeHardDecline, bankadapters.OutcomeRetryableDecline:
 		return ErrCardDeclined
+	case bankadapters.OutcomeUnavailable, bankadapters.OutcomeProcessing, bankadapters.OutcomeOTPWrong,
+		bankadapters.OutcomeOTPExpired, bankadapters.OutcomeOTPAttemptsExceeded, bankadapters.OutcomeSuccess:
+		return fmt.Errorf("%w: %v", ErrBankUnavailable, err)
+	default:
+		return fmt.Errorf("binding: bank outcome %q not handled: %w", be.Outcome, err)
 	}
-	return fmt.Errorf("%w: %v", ErrBankUnavailable, err)
 }
 
 // bankCode is the bank's own code of a refusal, for the audit trail.
