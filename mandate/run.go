@@ -226,13 +226,8 @@ func (s *Service) planNew(ctx context.Context, tx pgx.Tx, ins *chargeRows, asOf 
 	if len(list) == 0 {
 		return sendPlan{}, nil
 	}
-	rows, err := tx.Query(ctx, `SELECT id, bank_code FROM cards WHERE id = ANY($1)`, cardIDs)
+	bankOf, err := cardBanks(ctx, tx, cardIDs)
 	if err != nil {
-		return sendPlan{}, err
-	}
-	bankOf := map[string]string{}
-	var id, code string
-	if _, err := pgx.ForEachRow(rows, []any{&id, &code}, func() error { bankOf[id] = code; return nil }); err != nil {
 		return sendPlan{}, err
 	}
 	for i := range list {
@@ -467,19 +462,10 @@ func (s *Service) plan(ctx context.Context, tx pgx.Tx, list []dueCharge) (sendPl
 	// allowance. (Advisory, not the card row: unbinding locks the card row
 	// and then the charges, which this transaction holds.)
 	cardIDs := slices.Sorted(maps.Keys(ids))
-	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended('mandate.claim.pan:' || encode(fp, 'hex'), 0))
-		FROM (SELECT DISTINCT pan_fp FROM cards WHERE id = ANY($1)) AS f(fp) ORDER BY fp`, cardIDs); err != nil {
+	if err := lockCardNumbers(ctx, tx, cardIDs); err != nil {
 		return sendPlan{}, err
 	}
-	// By card (its index), not by the partial index of all open attempts:
-	// hence NOT IN for the open ones.
-	used, err := tx.Query(ctx, `SELECT k.id, k.pan_fp,
-		count(a.order_no) FILTER (WHERE a.status = 'failed'),
-		count(a.order_no) FILTER (WHERE a.status NOT IN ('succeeded', 'failed', 'amount_mismatch'))
-		FROM cards k JOIN cards sib ON sib.pan_fp = k.pan_fp
-		LEFT JOIN charge_attempts a ON a.card_id = sib.id
-			AND ((a.bank_day = $2 AND a.status = 'failed') OR a.status NOT IN ('succeeded', 'failed', 'amount_mismatch'))
-		WHERE k.id = ANY($1) GROUP BY k.id, k.pan_fp`, cardIDs, day)
+	used, err := cardDayUse(ctx, tx, cardIDs, day)
 	if err != nil {
 		return sendPlan{}, err
 	}
