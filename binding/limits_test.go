@@ -6,11 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/quickpay/quickpay/bankadapters"
-	"github.com/quickpay/quickpay/bankadapters/conformance"
 	"github.com/quickpay/quickpay/binding"
 	"github.com/quickpay/quickpay/internal/limits"
-	"github.com/quickpay/quickpay/internal/sensitive"
 )
 
 // limitedService is w's service with the abuse limits on, lowered to l,
@@ -192,32 +189,6 @@ func TestMismatchLimits(t *testing.T) {
 	}
 }
 
-func input2(a conformance.Account, externalID string) binding.BindInput {
-	in := input(a)
-	in.ExternalUserID = externalID
-	return in
-}
-
-// hangUpBanks stands in for a caller who hangs up once the bank has texted
-// a resend's code: the real bank is asked, then the call reports the
-// caller's cancellation. (Provoking it for real needs a disconnect timed
-// between the bank's answer and the commit.)
-type hangUpBanks struct{ binding.Banks }
-
-func (h hangUpBanks) Bank(code string) (bankadapters.Bank, bool) {
-	b, ok := h.Banks.Bank(code)
-	return hangUpBank{b}, ok
-}
-
-type hangUpBank struct{ bankadapters.Bank }
-
-func (b hangUpBank) BindResend(ctx context.Context, ref string) error {
-	if err := b.Bank.BindResend(ctx, ref); err != nil {
-		return err
-	}
-	return &bankadapters.Error{Op: "bind_resend", Outcome: bankadapters.OutcomeUnavailable, Err: context.Canceled}
-}
-
 func TestResendCountSurvivesAHangUp(t *testing.T) {
 	ctx := context.Background()
 	w := newWorld(t)
@@ -251,46 +222,3 @@ func TestResendCountSurvivesAHangUp(t *testing.T) {
 		t.Fatalf("confirm with the newest code: %v", err)
 	}
 }
-
-func TestUnbindAgreementGoneAtTheBank(t *testing.T) {
-	ctx := context.Background()
-	w := newWorld(t)
-	for _, bank := range []string{"ICBC", "CCB"} {
-		t.Run(bank, func(t *testing.T) {
-			a := w.account(t, bank, "debit")
-			b, err := w.svc.StartBinding(ctx, w.merchant, input2(a, "gone-"+bank))
-			if err != nil {
-				t.Fatal(err)
-			}
-			b, err = w.svc.Confirm(ctx, w.merchant, b.ID, w.code(t, a.Phone))
-			if err != nil {
-				t.Fatal(err)
-			}
-			// Another refusal keeps the card.
-			if err := w.SimCtl.AddFault(ctx, conformance.Fault{BankCode: bank, Operation: "unbind",
-				Mode: conformance.FaultDecline, Code: "card_frozen", Count: 1}); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := w.svc.Unbind(ctx, w.merchant, b.CardID); !errors.Is(err, binding.ErrCardDeclined) {
-				t.Fatalf("unbind refused as frozen: %v, want card declined", err)
-			}
-			before := w.eventCount("card.unbound")
-			if err := w.SimCtl.AddFault(ctx, conformance.Fault{BankCode: bank, Operation: "unbind",
-				Mode: conformance.FaultDecline, Code: "agreement_invalid", Count: 1}); err != nil {
-				t.Fatal(err)
-			}
-			c, err := w.svc.Unbind(ctx, w.merchant, b.CardID)
-			if err != nil || c.Status != binding.CardUnbound {
-				t.Fatalf("unbind of an agreement the bank dropped: %+v, %v; want unbound", c, err)
-			}
-			if got, err := w.svc.GetCard(ctx, w.merchant, b.CardID); err != nil || got.Status != binding.CardUnbound {
-				t.Fatalf("card = %+v, %v", got, err)
-			}
-			if n := w.eventCount("card.unbound"); n != before+1 {
-				t.Fatalf("%d card.unbound events, want %d", n, before+1)
-			}
-		})
-	}
-}
-
-var _ = sensitive.NewOTP

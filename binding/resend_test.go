@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/quickpay/quickpay/bankadapters"
+	"github.com/quickpay/quickpay/bankadapters/conformance"
 	"github.com/quickpay/quickpay/binding"
 	"github.com/quickpay/quickpay/internal/dev/testenv"
 	"github.com/quickpay/quickpay/internal/limits"
@@ -96,6 +97,96 @@ func TestResendCodeValidFromItsSend(t *testing.T) {
 	})
 }
 
+// TestResendRefusedByTheBank: a bank that refuses to send another code
+// ends the binding (failed, with binding.failed), and the answer says why;
+// it is not a 503 to retry.
+func TestResendRefusedByTheBank(t *testing.T) {
+	ctx := context.Background()
+	w := newWorld(t)
+	for _, tc := range []struct {
+		code, failure string
+		want          error
+	}{
+		{"card_frozen", "card_declined", binding.ErrCardDeclined},
+		{"otp_locked", "otp_attempts_exceeded", binding.ErrOTPAttemptsExceeded},
+	} {
+		t.Run(tc.code, func(t *testing.T) {
+			a := w.account(t, "ICBC", "debit")
+			b, err := w.svc.StartBinding(ctx, w.merchant, func() binding.BindInput {
+				in := input(a)
+				in.ExternalUserID = "resend-" + tc.code
+				return in
+			}())
+			if err != nil {
+				t.Fatal(err)
+			}
+			w.clock.Advance(binding.OTPResendGap)
+			failedBefore := w.eventCount("binding.failed")
+			if err := w.SimCtl.AddFault(ctx, conformance.Fault{BankCode: "ICBC", Operation: "bind_resend",
+				Mode: conformance.FaultDecline, Code: tc.code, Count: 1}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := w.svc.Resend(ctx, w.merchant, b.ID); !errors.Is(err, tc.want) {
+				t.Fatalf("resend: %v, want %v", err, tc.want)
+			}
+			got, err := w.svc.GetBinding(ctx, w.merchant, b.ID)
+			if err != nil || got.Status != binding.StatusFailed || got.FailureCode != tc.failure {
+				t.Fatalf("binding after the refused resend = %+v, %v; want failed %s", got, err, tc.failure)
+			}
+			if n := w.eventCount("binding.failed"); n != failedBefore+1 {
+				t.Fatalf("%d binding.failed events, want %d", n, failedBefore+1)
+			}
+		})
+	}
+}
+
+// TestResendAfterTheCardWasBound: the bank answers a resend "already
+// bound" when another binding of the card, the same member's, was confirmed
+// meanwhile: the binding is bound to that card.
+func TestResendAfterTheCardWasBound(t *testing.T) {
+	ctx := context.Background()
+	w := newWorld(t)
+	a, in, first := w.startImplicit(t, "ICBC", "resend-bound")
+	code1 := w.code(t, a.Phone)
+	second, err := w.svc.StartBinding(ctx, w.merchant, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	one, err := w.svc.Confirm(ctx, w.merchant, first.ID, code1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.clock.Advance(binding.OTPResendGap)
+	if err := w.SimCtl.AddFault(ctx, conformance.Fault{BankCode: "ICBC", Operation: "bind_resend",
+		Mode: conformance.FaultDecline, Code: "already_bound", Count: 1}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := w.svc.Resend(ctx, w.merchant, second.ID)
+	if err != nil || got.Status != binding.StatusBound || got.CardID != one.CardID || got.MemberID != one.MemberID {
+		t.Fatalf("resend = %+v, %v; want bound to card %s", got, err, one.CardID)
+	}
+}
+
+func TestExpiredBindingStaysExpired(t *testing.T) {
+	ctx := context.Background()
+	w := newWorld(t)
+	a, _, b := w.startImplicit(t, "ICBC", "exp-user")
+	w.clock.Advance(binding.OTPValidity + time.Second)
+	if got, _ := w.svc.GetBinding(ctx, w.merchant, b.ID); got.Status != binding.StatusExpired || got.FailureCode != "binding_expired" {
+		t.Fatalf("GetBinding after expiry = %+v", got)
+	}
+	sent := w.texts(t, a.Phone)
+	if _, err := w.svc.Resend(ctx, w.merchant, b.ID); !errors.Is(err, binding.ErrBindingExpired) {
+		t.Fatalf("resend of an expired binding: %v", err)
+	}
+	if w.texts(t, a.Phone) != sent {
+		t.Fatal("an expired binding got a new code")
+	}
+	if _, err := w.svc.Resend(ctx, w.merchant, b.ID); !errors.Is(err, binding.ErrBindingExpired) {
+		t.Fatalf("second resend: %v", err)
+	}
+}
+
 // duringResend runs during once the bank has taken a resend, before its
 // answer is written.
 type duringResend struct {
@@ -119,4 +210,24 @@ func (b duringResendBank) BindResend(ctx context.Context, ref string) error {
 		b.during()
 	}
 	return err
+}
+
+// hangUpBanks stands in for a caller who hangs up once the bank has texted
+// a resend's code: the real bank is asked, then the call reports the
+// caller's cancellation. (Provoking it for real needs a disconnect timed
+// between the bank's answer and the commit.)
+type hangUpBanks struct{ binding.Banks }
+
+func (h hangUpBanks) Bank(code string) (bankadapters.Bank, bool) {
+	b, ok := h.Banks.Bank(code)
+	return hangUpBank{b}, ok
+}
+
+type hangUpBank struct{ bankadapters.Bank }
+
+func (b hangUpBank) BindResend(ctx context.Context, ref string) error {
+	if err := b.Bank.BindResend(ctx, ref); err != nil {
+		return err
+	}
+	return &bankadapters.Error{Op: "bind_resend", Outcome: bankadapters.OutcomeUnavailable, Err: context.Canceled}
 }
