@@ -1,37 +1,11 @@
-// Package mandate holds withholding mandates: a biller's standing order to
-// debit a member's bound card on a schedule, consented to once by an SMS
-// code that quickpay sends itself. It owns the mandates' schedules, their
-// charges (one per mandate and period, a database constraint), the bank
-// attempts of each charge, retries, pre-debit notices, reconciliation
-// against the banks' daily statements, and the River workers that execute
-// due charges.
-//
-// # Exactly once
-//
-// A charge is claimed, and its attempt's bank order number persisted, in
-// one transaction with the River job that executes it. The worker sends the
-// debit under that order number. An answer it cannot trust (timeout, lost
-// answer, bank "processing" or system error) leaves the attempt unknown;
-// it is settled by querying the bank with the same order number, by the
-// bank's callback, or by the daily statement, and never by a second debit.
-// A job that runs again after a crash queries before it charges. At most
-// one attempt per charge is open at a time (a partial unique index).
-//
-// # Time
-//
-// Everything is dated by an injected clock. RunDue(asOf) does what would be
-// due at asOf: materializes the periods that fell due, sends pre-debit
-// notices, and claims the charges whose time has come. Retries are dated
-// (retry_days after the charge date); status queries after an unknown
-// answer back off in real time (Config.QueryBackoff).
 package mandate
 
 import (
 	"errors"
-	"github.com/quickpay/quickpay/internal/errs"
 	"time"
 
 	"github.com/quickpay/quickpay/binding"
+	"github.com/quickpay/quickpay/internal/errs"
 )
 
 // MandateStatus is a mandate's state: pending_confirmation → active ⇄
@@ -212,3 +186,65 @@ type (
 	OTPIncorrectError  = errs.OTPIncorrectError
 	ResendTooSoonError = errs.ResendTooSoonError
 )
+
+// MandateEvent is the data of a mandate.* event: the mandate as the API
+// shows it, in brief (api/openapi.yaml, Event.data).
+type MandateEvent struct {
+	MandateID      string        `json:"mandate_id"`
+	CardID         string        `json:"card_id"`
+	MemberID       string        `json:"member_id"`
+	Reference      string        `json:"reference"`
+	Status         MandateStatus `json:"status"`
+	StatusReason   *string       `json:"status_reason"`
+	NextChargeDate *string       `json:"next_charge_date"` // YYYY-MM-DD
+}
+
+// ChargeEvent is the data of a charge.* event: the charge as the API
+// shows it, without its attempts (api/openapi.yaml, Event.data).
+type ChargeEvent struct {
+	ChargeID      string  `json:"charge_id"`
+	MandateID     string  `json:"mandate_id"`
+	Period        string  `json:"period"`
+	ChargeDate    string  `json:"charge_date"` // YYYY-MM-DD
+	Amount        int64   `json:"amount"`
+	Currency      string  `json:"currency"`
+	Status        string  `json:"status"`
+	FailureCode   *string `json:"failure_code"`
+	NextAttemptAt *string `json:"next_attempt_at"` // RFC 3339
+	BankReference *string `json:"bank_reference"`
+}
+
+func mandateEvent(m Mandate) MandateEvent {
+	if m.Status == StatusPaused {
+		m.NextChargeDate = time.Time{} // as Get shows it (view)
+	}
+	return MandateEvent{MandateID: m.ID, CardID: m.CardID, MemberID: m.MemberID, Reference: m.Reference,
+		Status: m.Status, StatusReason: nullable(m.StatusReason), NextChargeDate: nullable(dateString(m.NextChargeDate))}
+}
+
+func chargeEvent(c Charge) ChargeEvent {
+	return ChargeEvent{ChargeID: c.ID, MandateID: c.MandateID, Period: c.Period, ChargeDate: dateString(c.ChargeDate),
+		Amount: c.Amount, Currency: c.Currency, Status: c.Status, FailureCode: nullable(c.FailureCode),
+		NextAttemptAt: nullableTime(c.NextAttemptAt), BankReference: nullable(c.BankReference)}
+}
+
+func dateString(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.Format(time.DateOnly)
+}
+
+func nullable(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}
+
+func nullableTime(t time.Time) *string {
+	if t.IsZero() {
+		return nil
+	}
+	return nullable(t.UTC().Format(time.RFC3339))
+}

@@ -6,6 +6,28 @@ import (
 	"time"
 )
 
+// bankZone is the banks' day: the per-card failure cap counts in it.
+var bankZone = mustZone("Asia/Shanghai")
+
+func mustZone(name string) *time.Location {
+	l, err := time.LoadLocation(name)
+	if err != nil {
+		panic(err)
+	}
+	return l
+}
+
+func bankDay(t time.Time) time.Time {
+	y, m, d := t.In(bankZone).Date()
+	return time.Date(y, m, d, 0, 0, 0, 0, time.UTC)
+}
+
+// nextBankDay returns the instant the bank day after t's begins.
+func nextBankDay(t time.Time) time.Time {
+	y, m, d := t.In(bankZone).Date()
+	return time.Date(y, m, d+1, 0, 0, 0, 0, bankZone).UTC()
+}
+
 // Interval is a schedule's kind: monthly or weekly. The set is closed:
 // the mandates table's CHECK mirrors it (migration 005), and every switch
 // over it fails loudly on another value. A new kind is added here, in

@@ -1,17 +1,43 @@
 package mandate
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"strings"
 	"time"
 	"unicode"
 	"unicode/utf8"
-
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 )
+
+// smsLabel names a mandate to its member: its description, else its
+// reference, made SMS-safe (rows may predate checkText).
+func smsLabel(description, reference string) string {
+	if description != "" {
+		return smsText(description, MaxDescriptionLength)
+	}
+	return smsText(reference, MaxReferenceLength)
+}
+
+func amountText(m Mandate) string {
+	var per string
+	switch m.Schedule.Interval {
+	case IntervalMonth:
+		per = "每月"
+	case IntervalWeek:
+		per = "每周"
+	default:
+		panic(fmt.Sprintf("mandate: amount text of interval %q", m.Schedule.Interval))
+	}
+	switch m.AmountType {
+	case AmountFixed:
+		return per + yuan(m.Amount)
+	case AmountVariable:
+		return per + "不超过" + yuan(m.MaxAmount)
+	default:
+		panic(fmt.Sprintf("mandate: amount text of amount type %q", m.AmountType))
+	}
+}
+
+func yuan(fen int64) string { return fmt.Sprintf("¥%d.%02d", fen/100, fen%100) }
 
 // Merchant text that reaches a member's phone. A mandate's reference and
 // description, and a charge's description, are put into the consent and
@@ -73,28 +99,6 @@ func smsText(s string, max int) string {
 		s = string([]rune(s)[:max-1]) + "…"
 	}
 	return s
-}
-
-// Payees names the merchant a member pays, as the consent SMS shows it.
-type Payees interface {
-	// PayeeName returns the merchant's display name.
-	PayeeName(ctx context.Context, merchantID string) (string, error)
-}
-
-// merchantNames is Config.Payees' default: the merchants table (the name
-// an operator gave with `quickpay merchants create --name`).
-type merchantNames struct{ pool *pgxpool.Pool }
-
-func (p merchantNames) PayeeName(ctx context.Context, merchantID string) (string, error) {
-	var name string
-	err := p.pool.QueryRow(ctx, `SELECT name FROM merchants WHERE id = $1`, merchantID).Scan(&name)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return "", fmt.Errorf("payee %s: no such merchant", merchantID)
-	}
-	if err != nil {
-		return "", fmt.Errorf("payee %s: %w", merchantID, err)
-	}
-	return name, nil
 }
 
 // noticeText is the pre-debit notice of n, to the card ending last4.

@@ -5,258 +5,23 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
 
 	"github.com/quickpay/quickpay/bankadapters"
-	"github.com/quickpay/quickpay/binding"
 	"github.com/quickpay/quickpay/internal/db"
 	"github.com/quickpay/quickpay/internal/webhooks"
 )
-
-// ChargeWorker sends a batch of claimed attempts to their bank.
-type ChargeWorker struct {
-	river.WorkerDefaults[ChargeArgs]
-	Service *Service
-}
-
-// Work implements river.Worker. A job that runs again (after a crash or an
-// error) asks the bank about each of its orders before it sends it.
-func (w *ChargeWorker) Work(ctx context.Context, job *river.Job[ChargeArgs]) error {
-	return w.Service.execute(ctx, job.Args.OrderNos, job.Attempt > 1)
-}
-
-// Timeout implements river.Worker. It bounds a batch's bank calls,
-// including their waits for the bank's limits; answers already had are
-// settled past it (execute). It does not follow the client's JobTimeout,
-// which may be short for a quick rescue of crashed runs.
-func (w *ChargeWorker) Timeout(*river.Job[ChargeArgs]) time.Duration { return 30 * time.Second }
 
 // settleTimeout bounds the settling of a job's answers, which runs even
 // when the job's own time has run out: an answer had is never dropped for
 // want of time.
 const settleTimeout = 15 * time.Second
 
-// QueryWorker settles an attempt whose outcome is unknown by asking the
-// bank, and asks again later (Config.QueryBackoff) while it stays unknown.
-type QueryWorker struct {
-	river.WorkerDefaults[QueryArgs]
-	Service *Service
-}
-
-// Work implements river.Worker.
-func (w *QueryWorker) Work(ctx context.Context, job *river.Job[QueryArgs]) error {
-	return w.Service.query(ctx, job.Args)
-}
-
-// attemptRow is an attempt with what sending it needs.
-type attemptRow struct {
-	Attempt
-	MerchantID  string
-	ChargeID    string
-	CardID      string
-	Description string
-}
-
-const attemptSelect = `SELECT a.order_no, a.bank_code, a.amount, a.status, a.merchant_id, a.charge_id, a.card_id,
-	c.description FROM charge_attempts a JOIN charges c ON c.id = a.charge_id`
-
-func scanAttempt(row pgx.Row) (attemptRow, error) {
-	var a attemptRow
-	err := row.Scan(&a.OrderNo, &a.BankCode, &a.Amount, &a.Status, &a.MerchantID, &a.ChargeID, &a.CardID, &a.Description)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return a, ErrNotFound
-	}
-	return a, err
-}
-
-func getAttempt(ctx context.Context, q querier, merchantID, orderNo string, forUpdate bool) (attemptRow, error) {
-	sql := attemptSelect + ` WHERE a.merchant_id = $1 AND a.order_no = $2`
-	if forUpdate {
-		sql += ` FOR UPDATE OF a, c`
-	}
-	return scanAttempt(q.QueryRow(ctx, sql, merchantID, orderNo))
-}
-
 func final(status AttemptStatus) bool {
 	return status == AttemptSucceeded || status == AttemptFailed || status == AttemptAmountMismatch
-}
-
-// sending is one attempt of a charge job on its way to the bank.
-type sending struct {
-	a         attemptRow
-	agreement string
-	// r is the answer to apply, from source: "charge", "query" or
-	// "local" (refused before the bank); "" while there is none.
-	r      bankadapters.ChargeResult
-	source string
-	// err: the attempt could not be sent (nothing reached the bank); the
-	// job runs again and asks the bank first.
-	err error
-}
-
-// execute sends a job's attempts to the bank, concurrently, and settles
-// the answers in one transaction. Only the attempts still processing are
-// sent: settled ones, and unknown ones (in the query workers' hands), are
-// done. rerun: the job ran before, so the bank may have an order: each is
-// queried first, and sent only if the bank does not have it.
-func (s *Service) execute(ctx context.Context, orderNos []string, rerun bool) error {
-	if len(orderNos) == 0 {
-		// Not written by this version (an older one's args were
-		// {"attempts": [...]}, which migration 011 rewrites): an error, so
-		// that River keeps it and operators see it, not a silent success
-		// that leaves its attempts processing.
-		return errors.New("charge job: no order numbers in its args")
-	}
-	open, err := processingAttempts(ctx, s.pool, orderNos)
-	if err != nil {
-		return fmt.Errorf("charge job: %w", err)
-	}
-	if len(open) == 0 {
-		return nil
-	}
-	// A job's attempts are all to one bank (writeSends).
-	bank, ok := s.cfg.Banks.Bank(open[0].BankCode)
-	if !ok {
-		return fmt.Errorf("charge job: no channel to bank %s", open[0].BankCode)
-	}
-	list := make([]*sending, len(open))
-	for i, a := range open {
-		if a.BankCode != open[0].BankCode {
-			return fmt.Errorf("charge job: attempts to banks %s and %s in one job", open[0].BankCode, a.BankCode)
-		}
-		list[i] = &sending{a: a}
-	}
-	if rerun {
-		concurrently(list, func(x *sending) {
-			r, err := bank.Query(ctx, x.a.OrderNo)
-			switch {
-			case errors.Is(err, bankadapters.ErrOrderNotFound):
-				// The bank never got it: send it, under the same number.
-			case errors.Is(err, bankadapters.ErrNotSent):
-				// The query never left quickpay (queued past the job's
-				// time): nothing is learnt, the attempt stays processing
-				// and the job runs again.
-				x.err = err
-			case err != nil:
-				x.r, x.source = bankadapters.UnknownResult(bankadapters.ChargeRequest{OrderNo: x.a.OrderNo, Amount: x.a.Amount}, err), "query"
-			default:
-				x.r, x.source = r, "query"
-			}
-		})
-	}
-	var toSend []*sending
-	for _, x := range list {
-		if x.source == "" && x.err == nil {
-			toSend = append(toSend, x)
-		}
-	}
-	if err := s.agreements(ctx, toSend); err != nil {
-		return fmt.Errorf("charge job: %w", err)
-	}
-	if !rerun {
-		// Cards unbound or revoked after the claim: their declines are
-		// settled before any call, so that a failure to settle the others
-		// cannot leave them to a rerun, which sends.
-		var local []*sending
-		for _, x := range toSend {
-			if x.source == "local" {
-				local = append(local, x)
-			}
-		}
-		if len(local) > 0 {
-			if err := s.settleAll(ctx, local); err != nil {
-				return fmt.Errorf("charge job: %w", err)
-			}
-		}
-	}
-	concurrently(toSend, func(x *sending) {
-		if x.err != nil || (x.source == "local" && !rerun) {
-			return // nothing reaches the bank (settled above)
-		}
-		// A rerun sends even to a card ended since: the first run's request
-		// may still reach the bank, and under the same order number it
-		// cannot debit twice. An error is a debit that never reached the
-		// bank (bankadapters.ErrNotSent: it queued past the job's time for
-		// the bank's limits; or a request the adapter refused to build):
-		// the attempt stays processing, not unknown, and the job runs
-		// again, asking the bank before it sends under the same number.
-		r, err := s.bankCharge(ctx, bank, x.a, x.agreement)
-		if err != nil {
-			x.r, x.source, x.err = bankadapters.ChargeResult{}, "", err
-			return
-		}
-		x.r, x.source = r, "charge"
-	})
-	var answered []*sending
-	for _, x := range list {
-		if x.source != "" && (x.source != "local" || rerun) {
-			answered = append(answered, x)
-		}
-	}
-	settleCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
-	defer cancel()
-	if err := s.settleAll(settleCtx, answered); err != nil {
-		return err
-	}
-	var errs []error
-	for _, x := range list {
-		if x.err != nil {
-			errs = append(errs, fmt.Errorf("charge %s: %w", x.a.OrderNo, x.err))
-		}
-	}
-	return errors.Join(errs...)
-}
-
-// concurrently runs f on each of list at once and waits for all. A job's
-// list is bounded (Config.JobBatch) and each bank call waits for the
-// bank's limits.
-func concurrently(list []*sending, f func(*sending)) {
-	if len(list) == 1 {
-		f(list[0])
-		return
-	}
-	var wg sync.WaitGroup
-	for _, x := range list {
-		wg.Go(func() { f(x) })
-	}
-	wg.Wait()
-}
-
-// agreements decrypts the cards' agreement numbers of list, in one batch
-// (audited). An attempt whose card is no longer active gets a local hard
-// decline, which a first run applies instead of sending.
-func (s *Service) agreements(ctx context.Context, list []*sending) error {
-	if len(list) == 0 {
-		return nil
-	}
-	refs := make([]binding.CardRef, len(list))
-	for i, x := range list {
-		refs[i] = binding.CardRef{MerchantID: x.a.MerchantID, CardID: x.a.CardID}
-	}
-	got, err := s.cfg.Cards.Agreements(ctx, refs, "worker:charges", "bank charge")
-	if err != nil {
-		return err
-	}
-	for i, x := range list {
-		ca, ok := got[refs[i]]
-		switch {
-		case !ok:
-			x.err = fmt.Errorf("card %s: %w", x.a.CardID, ErrNotFound)
-		case ca.Err != nil:
-			x.err = ca.Err
-		default:
-			x.agreement = ca.Agreement
-			if ca.Card.Status != binding.CardActive {
-				x.r, x.source = bankadapters.ChargeResult{OrderNo: x.a.OrderNo, Status: bankadapters.ChargeFailed,
-					Outcome: bankadapters.OutcomeHardDecline, Reason: "card_" + ca.Card.Status}, "local"
-			}
-		}
-	}
-	return nil
 }
 
 // settleAll applies the answers of a job's attempts in one transaction;
@@ -336,39 +101,6 @@ func (s *Service) settleTx(ctx context.Context, list []*sending) error {
 // settle applies one answer to an attempt (settleAll).
 func (s *Service) settle(ctx context.Context, a attemptRow, r bankadapters.ChargeResult, source string) error {
 	return s.settleAll(ctx, []*sending{{a: a, r: r, source: source}})
-}
-
-// processingAttempts reads the attempts of orderNos that are still
-// processing. It filters on status here, not in SQL: a cached generic plan
-// would take the partial index of all open attempts for that, and read
-// each of them (thousands in a month-end run) to find a job's 20.
-func processingAttempts(ctx context.Context, q querier, orderNos []string) ([]attemptRow, error) {
-	rows, err := q.Query(ctx, attemptSelect+` WHERE a.order_no = ANY($1)`, orderNos)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []attemptRow
-	for rows.Next() {
-		a, err := scanAttempt(rows)
-		if err != nil {
-			return nil, err
-		}
-		if a.Status == AttemptProcessing {
-			out = append(out, a)
-		}
-	}
-	return out, rows.Err()
-}
-
-// bankCharge sends the attempt's debit under its order number. The bank's
-// limits are its adapter's (bankadapters.WithLimit): a call that queued
-// past ctx's end returns an error matching bankadapters.ErrNotSent.
-func (s *Service) bankCharge(ctx context.Context, bank bankadapters.Bank, a attemptRow, agreement string) (bankadapters.ChargeResult, error) {
-	return bank.Charge(ctx, bankadapters.ChargeRequest{
-		OrderNo: a.OrderNo, AgreementNo: agreement, Amount: a.Amount, Currency: "CNY",
-		Description: a.Description, NotifyURL: s.cfg.NotifyURL(a.BankCode),
-	})
 }
 
 // query asks the bank about an unknown attempt.
@@ -709,14 +441,6 @@ func attemptStatus(r bankadapters.ChargeResult) AttemptStatus {
 	default:
 		panic(fmt.Sprintf("mandate: bank charge status %q", r.Status))
 	}
-}
-
-// nullPtr is nil for "", for a text[] element that is NULL.
-func nullPtr(v string) *string {
-	if v == "" {
-		return nil
-	}
-	return &v
 }
 
 func errString(err error) string {
