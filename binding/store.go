@@ -411,3 +411,42 @@ func queueSetCardStatus(batch *pgx.Batch, merchantID, id string, status CardStat
 	batch.Queue(`UPDATE cards SET status = $3, updated_at = $4, claimed_by = NULL, claim_until = NULL
 		WHERE merchant_id = $1 AND id = $2`, merchantID, id, status, at)
 }
+
+// cardNumberLock is the advisory lock key of a card number: its prefix,
+// then the number's fingerprint in hex (CardsForCharging). The prefix is
+// the one charge claims have always taken, so that claims of every
+// version exclude one another.
+const cardNumberLock = `hashtextextended('mandate.claim.pan:' || encode(fp, 'hex'), 0)`
+
+// chargingCards takes, for tx, an advisory lock per card number of cardIDs
+// (its fingerprint), in fingerprint order, and then reads each card's
+// bank, a key shared by the cards of one number within the answer, and
+// the ids of every card row with its number: two statements, one round
+// trip. A card that does not exist is absent.
+func chargingCards(ctx context.Context, tx pgx.Tx, cardIDs []string) (out map[string]ChargingCard, err error) {
+	var batch pgx.Batch
+	batch.Queue(`SELECT pg_advisory_xact_lock(`+cardNumberLock+`)
+		FROM (SELECT DISTINCT pan_fp FROM cards WHERE id = ANY($1)) AS f(fp) ORDER BY fp`, cardIDs)
+	batch.Queue(`SELECT k.id, k.bank_code, dense_rank() OVER (ORDER BY k.pan_fp), array_agg(sib.id ORDER BY sib.id)
+		FROM cards k JOIN cards sib ON sib.pan_fp = k.pan_fp
+		WHERE k.id = ANY($1) GROUP BY k.id, k.bank_code, k.pan_fp`, cardIDs)
+	br := tx.SendBatch(ctx, &batch)
+	defer func() { err = errors.Join(err, br.Close()) }()
+	if _, err := br.Exec(); err != nil {
+		return nil, err
+	}
+	rows, err := br.Query()
+	if err != nil {
+		return nil, err
+	}
+	out = make(map[string]ChargingCard, len(cardIDs))
+	var id string
+	var c ChargingCard
+	if _, err := pgx.ForEachRow(rows, []any{&id, &c.BankCode, &c.Number, &c.SameNumber}, func() error {
+		out[id] = c
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	return out, nil
+}

@@ -125,24 +125,15 @@ func (s *Service) materialize(ctx context.Context, asOf time.Time) (periods, ski
 // next attempt time.
 func (s *Service) planNew(ctx context.Context, tx pgx.Tx, ins *chargeRows, asOf time.Time) (sendPlan, error) {
 	var list []dueCharge
-	var cardIDs []string
 	row := map[string]int{}
 	for i, id := range ins.id {
 		if ins.notice[i] == nil && !ins.next[i].After(asOf) {
 			list = append(list, dueCharge{id: id, merchantID: ins.merchant[i], cardID: ins.card[i], amount: ins.amount[i]})
-			cardIDs = append(cardIDs, ins.card[i])
 			row[id] = i
 		}
 	}
 	if len(list) == 0 {
 		return sendPlan{}, nil
-	}
-	bankOf, err := cardBanks(ctx, tx, cardIDs)
-	if err != nil {
-		return sendPlan{}, err
-	}
-	for i := range list {
-		list[i].bankCode = bankOf[list[i].cardID]
 	}
 	// Planned before the insert, which may skip a charge whose period has
 	// one already (ON CONFLICT): such a charge's planned attempt is dropped

@@ -92,20 +92,8 @@ func newOrderNo() string { return "QP" + strings.ToUpper(strings.TrimPrefix(ids.
 // (counting attempts still open) is put off to the next bank day.
 func (s *Service) claim(ctx context.Context, asOf time.Time) (claimed, deferred int, err error) {
 	err = db.InTx(ctx, s.pool, func(tx pgx.Tx) error {
-		rows, err := tx.Query(ctx, `SELECT c.id, c.merchant_id, c.card_id, c.amount, c.attempts_count, k.bank_code
-			FROM charges c JOIN cards k ON k.id = c.card_id
-			WHERE c.status IN ('scheduled', 'retry_scheduled') AND c.next_attempt_at <= $1
-			  AND (c.notice_at IS NULL OR c.notice_sent_at IS NOT NULL)
-			ORDER BY c.next_attempt_at LIMIT $2 FOR UPDATE OF c SKIP LOCKED`, asOf, s.cfg.ClaimBatch)
+		list, err := lockDueCharges(ctx, tx, asOf, s.cfg.ClaimBatch)
 		if err != nil {
-			return err
-		}
-		var list []dueCharge
-		var d dueCharge
-		if _, err := pgx.ForEachRow(rows, []any{&d.id, &d.merchantID, &d.cardID, &d.amount, &d.attempts, &d.bankCode}, func() error {
-			list = append(list, d)
-			return nil
-		}); err != nil {
 			return err
 		}
 		claimed, deferred, err = s.send(ctx, tx, list)
@@ -116,9 +104,9 @@ func (s *Service) claim(ctx context.Context, asOf time.Time) (claimed, deferred 
 
 // dueCharge is a charge whose time has come, locked by the caller.
 type dueCharge struct {
-	id, merchantID, cardID, bankCode string
-	amount                           int64
-	attempts                         int
+	id, merchantID, cardID string
+	amount                 int64
+	attempts               int
 }
 
 // send makes the due charges processing, each with a new attempt (its
@@ -182,50 +170,48 @@ func (s *Service) plan(ctx context.Context, tx pgx.Tx, list []dueCharge) (sendPl
 	day := bankDay(now)
 	// The bank counts failures per card, not per binding of it: a card
 	// unbound and bound again (a new card row), or bound by another
-	// merchant, is one card. Card rows are grouped by their number's
-	// fingerprint.
-	type use struct{ failed, open int }
-	cards := map[string]*use{} // by card row
+	// merchant, is one card. Card rows are grouped by their number.
 	ids := map[string]bool{}
 	for _, d := range list {
 		ids[d.cardID] = true
 	}
 	// Runs that claim concurrently take other charges (SKIP LOCKED), maybe
-	// of the same cards: each card's count is read and raised under a lock
-	// of its own, taken in fingerprint order, so no two runs share a card's
-	// allowance. (Advisory, not the card row: unbinding locks the card row
-	// and then the charges, which this transaction holds.)
-	cardIDs := slices.Sorted(maps.Keys(ids))
-	if err := lockCardNumbers(ctx, tx, cardIDs); err != nil {
-		return sendPlan{}, err
-	}
-	used, err := cardDayUse(ctx, tx, cardIDs, day)
+	// of the same cards: each number's count is read and raised under a
+	// lock of its own (CardsForCharging), so no two runs share a card's
+	// allowance.
+	got, err := s.cfg.Cards.CardsForCharging(ctx, tx, slices.Sorted(maps.Keys(ids)))
 	if err != nil {
 		return sendPlan{}, err
 	}
-	byFP := map[string]*use{}
-	var cardID string
-	var fp []byte
-	var failed, open int
-	if _, err := pgx.ForEachRow(used, []any{&cardID, &fp, &failed, &open}, func() error {
-		u := byFP[string(fp)]
-		if u == nil {
-			u = &use{failed, open}
-			byFP[string(fp)] = u
+	rowSet := map[string]bool{}
+	for id := range ids {
+		c, ok := got[id]
+		if !ok {
+			return sendPlan{}, fmt.Errorf("plan: card %s not found", id)
 		}
-		cards[cardID] = u
-		return nil
-	}); err != nil {
+		for _, r := range c.SameNumber {
+			rowSet[r] = true
+		}
+	}
+	used, err := cardDayUse(ctx, tx, slices.Sorted(maps.Keys(rowSet)), day)
+	if err != nil {
 		return sendPlan{}, err
 	}
+	byNumber := map[int]*cardUse{}
 	for id := range ids {
-		if cards[id] == nil {
-			return sendPlan{}, fmt.Errorf("plan: card %s not found", id)
+		c := got[id]
+		if byNumber[c.Number] == nil {
+			u := &cardUse{}
+			for _, r := range c.SameNumber {
+				u.failed, u.open = u.failed+used[r].failed, u.open+used[r].open
+			}
+			byNumber[c.Number] = u
 		}
 	}
 	p := sendPlan{nextDay: nextBankDay(now), day: day, now: now}
 	for _, d := range list {
-		u := cards[d.cardID]
+		card := got[d.cardID]
+		u := byNumber[card.Number]
 		switch {
 		case u.failed >= CardFailuresPerDay:
 			p.deferIDs = append(p.deferIDs, d.id)
@@ -235,7 +221,7 @@ func (s *Service) plan(ctx context.Context, tx pgx.Tx, list []dueCharge) (sendPl
 		}
 		u.open++
 		p.sends = append(p.sends, plannedAttempt{orderNo: newOrderNo(), merchantID: d.merchantID, chargeID: d.id,
-			cardID: d.cardID, bankCode: d.bankCode, amount: d.amount, seq: d.attempts + 1})
+			cardID: d.cardID, bankCode: card.BankCode, amount: d.amount, seq: d.attempts + 1})
 	}
 	return p, nil
 }

@@ -33,6 +33,11 @@ type Cards interface {
 	// Revoke marks a card whose agreement ended at the bank; its mandates
 	// are cancelled in the same transaction (CardEnded).
 	Revoke(ctx context.Context, merchantID, cardID, reason string) (binding.Card, error)
+	// CardsForCharging returns each card's bank and the card rows of its
+	// number, by card id, in the claiming transaction tx, after locking
+	// each card number for tx: the per-card failure cap is read and
+	// raised under that lock. One round trip.
+	CardsForCharging(ctx context.Context, tx pgx.Tx, cardIDs []string) (map[string]binding.ChargingCard, error)
 }
 
 // Hasher makes keyed hashes in the HSM (the vault's fingerprints).

@@ -82,3 +82,30 @@ func processingAttempts(ctx context.Context, q querier, orderNos []string) ([]at
 	}
 	return out, rows.Err()
 }
+
+// cardUse is what a card row's attempts hold of the banks' per-card cap:
+// failed attempts on one bank day, and attempts still open (which may yet
+// fail).
+type cardUse struct{ failed, open int }
+
+// cardDayUse returns, for each card row of cardIDs that has any, its
+// failed attempts on bank day day and its open attempts. By card (its
+// index), not by the partial index of all open attempts: hence NOT IN for
+// the open ones.
+func cardDayUse(ctx context.Context, q querier, cardIDs []string, day time.Time) (map[string]cardUse, error) {
+	rows, err := q.Query(ctx, `SELECT card_id,
+		count(*) FILTER (WHERE status = 'failed'),
+		count(*) FILTER (WHERE status NOT IN ('succeeded', 'failed', 'amount_mismatch'))
+		FROM charge_attempts
+		WHERE card_id = ANY($1)
+		  AND ((bank_day = $2 AND status = 'failed') OR status NOT IN ('succeeded', 'failed', 'amount_mismatch'))
+		GROUP BY card_id`, cardIDs, day)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]cardUse{}
+	var id string
+	var u cardUse
+	_, err = pgx.ForEachRow(rows, []any{&id, &u.failed, &u.open}, func() error { out[id] = u; return nil })
+	return out, err
+}

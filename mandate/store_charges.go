@@ -198,3 +198,24 @@ func releaseNotices(ctx context.Context, q querier, chargeIDs []string) error {
 		chargeIDs)
 	return err
 }
+
+// lockDueCharges locks up to limit charges due at asOf (scheduled or
+// waiting for a retry, their notice sent if they give one), skipping those
+// another run holds, oldest due first.
+func lockDueCharges(ctx context.Context, tx pgx.Tx, asOf time.Time, limit int) ([]dueCharge, error) {
+	rows, err := tx.Query(ctx, `SELECT c.id, c.merchant_id, c.card_id, c.amount, c.attempts_count
+		FROM charges c
+		WHERE c.status IN ('scheduled', 'retry_scheduled') AND c.next_attempt_at <= $1
+		  AND (c.notice_at IS NULL OR c.notice_sent_at IS NOT NULL)
+		ORDER BY c.next_attempt_at LIMIT $2 FOR UPDATE SKIP LOCKED`, asOf, limit)
+	if err != nil {
+		return nil, err
+	}
+	var list []dueCharge
+	var d dueCharge
+	_, err = pgx.ForEachRow(rows, []any{&d.id, &d.merchantID, &d.cardID, &d.amount, &d.attempts}, func() error {
+		list = append(list, d)
+		return nil
+	})
+	return list, err
+}
