@@ -194,15 +194,7 @@ func (s *Service) Cancel(ctx context.Context, merchantID, id string) (Mandate, e
 // CancelForCard cancels, in the card's transaction, every mandate on a card
 // that was unbound or revoked (status is the card's new status).
 func (s *Service) CancelForCard(ctx context.Context, tx pgx.Tx, merchantID, cardID, status string) error {
-	rows, err := tx.Query(ctx, `SELECT `+mandateCols+` FROM mandates WHERE merchant_id = $1 AND card_id = $2
-		AND (status IN ('pending_confirmation', 'active', 'paused') OR (status = 'completed' AND EXISTS (
-			SELECT 1 FROM charges c WHERE c.merchant_id = mandates.merchant_id AND c.mandate_id = mandates.id
-			AND c.status IN ('scheduled', 'retry_scheduled'))))
-		ORDER BY id FOR UPDATE`, merchantID, cardID)
-	if err != nil {
-		return err
-	}
-	ms, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (mandateRow, error) { return scanMandate(r) })
+	ms, err := lockCardMandates(ctx, tx, merchantID, cardID)
 	if err != nil {
 		return err
 	}

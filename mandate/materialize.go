@@ -23,13 +23,7 @@ func (s *Service) materialize(ctx context.Context, asOf time.Time) (periods, ski
 	err = db.InTx(ctx, s.pool, func(tx pgx.Tx) error {
 		// Candidates: a day's slack covers every zone; the exact check is below.
 		horizon := bankDay(asOf).AddDate(0, 0, 1)
-		rows, err := tx.Query(ctx, `SELECT `+mandateCols+` FROM mandates
-			WHERE status = 'active' AND next_charge_date - CASE WHEN amount_type = 'fixed' THEN notice_days ELSE 0 END <= $1
-			ORDER BY next_charge_date LIMIT $2 FOR UPDATE SKIP LOCKED`, horizon, s.cfg.ClaimBatch)
-		if err != nil {
-			return err
-		}
-		ms, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (mandateRow, error) { return scanMandate(r) })
+		ms, err := lockDueMandates(ctx, tx, horizon, s.cfg.ClaimBatch)
 		if err != nil {
 			return err
 		}
@@ -53,9 +47,8 @@ func (s *Service) materialize(ctx context.Context, asOf time.Time) (periods, ski
 				ins.add(c, m.CardID, noticeAt)
 				m.ChargesCount++
 			case AmountVariable:
-				var exists bool
-				if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM charges WHERE mandate_id = $1 AND period = $2)`,
-					m.ID, p.Key).Scan(&exists); err != nil {
+				exists, err := periodHasCharge(ctx, tx, m.ID, p.Key)
+				if err != nil {
 					return err
 				}
 				if exists {
@@ -232,9 +225,8 @@ func postedWithinMax(ctx context.Context, q querier, m mandateRow, p Period) err
 	if m.Schedule.MaxCharges == 0 {
 		return nil
 	}
-	var ahead int
-	if err := q.QueryRow(ctx, `SELECT count(*) FROM charges WHERE mandate_id = $1 AND charge_date >= $2
-		AND period <> $3 AND status <> 'failed'`, m.ID, m.NextChargeDate, p.Key).Scan(&ahead); err != nil {
+	ahead, err := chargesAhead(ctx, q, m.ID, m.NextChargeDate, p.Key)
+	if err != nil {
 		return err
 	}
 	if left := m.Schedule.MaxCharges - m.ChargesCount; ahead >= left {

@@ -2,7 +2,6 @@ package mandate
 
 import (
 	"context"
-	"errors"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
@@ -54,12 +53,11 @@ func (s *Service) holdMismatched(ctx context.Context, tx pgx.Tx, list []*sending
 		if !x.r.FinishedAt.IsZero() {
 			day = bankDay(x.r.FinishedAt)
 		}
-		var chargeID string
-		err := tx.QueryRow(ctx, `UPDATE charge_attempts SET status = 'amount_mismatch', bank_amount = $2,
-				bank_result = $3, bank_txn_no = $4, finished_at = $5, bank_day = $6
-			WHERE order_no = $1 AND status NOT IN ('succeeded', 'failed', 'amount_mismatch') RETURNING charge_id`,
-			x.a.OrderNo, x.r.Amount, nullString(x.r.Code), nullString(x.r.BankTxnNo), now, day).Scan(&chargeID)
-		if errors.Is(err, pgx.ErrNoRows) {
+		chargeID, ok, err := holdAttempt(ctx, tx, x.a.OrderNo, x.r.Amount, x.r.Code, x.r.BankTxnNo, now, day)
+		if err != nil {
+			return err
+		}
+		if !ok {
 			cur, err := getAttempt(ctx, tx, x.a.MerchantID, x.a.OrderNo, false)
 			if err != nil {
 				return err
@@ -70,12 +68,7 @@ func (s *Service) holdMismatched(ctx context.Context, tx pgx.Tx, list []*sending
 			}
 			continue
 		}
-		if err != nil {
-			return err
-		}
-		if _, err := tx.Exec(ctx, `UPDATE charges SET status = 'held', failure_code = $2, bank_reference = $3,
-			next_attempt_at = NULL, updated_at = $4 WHERE id = $1`,
-			chargeID, MismatchAmount, nullString(x.r.BankTxnNo), now); err != nil {
+		if err := holdCharge(ctx, tx, chargeID, x.r.BankTxnNo, now); err != nil {
 			return err
 		}
 		if err := s.auditTx(ctx, tx, x.a.MerchantID, "charge.amount_mismatch", chargeID, "held", map[string]any{

@@ -74,26 +74,8 @@ func (s *Service) Reconcile(ctx context.Context, bankCode string, date time.Time
 
 	// Our attempts at this bank that the statement may name: made that day
 	// or the day before (settled late), and every attempt still unknown.
-	rows, err := s.pool.Query(ctx, `SELECT order_no, merchant_id, amount, status, bank_day, queries, created_at FROM charge_attempts
-		WHERE bank_code = $1 AND ((bank_day BETWEEN $2 AND $3) OR status IN ('unknown', 'processing'))`,
-		bankCode, date.AddDate(0, 0, -reconcileLookbackDays), date)
+	known, err := statementAttempts(ctx, s.pool, bankCode, date.AddDate(0, 0, -reconcileLookbackDays), date)
 	if err != nil {
-		return rec, err
-	}
-	type ours struct {
-		merchantID   string
-		status       AttemptStatus
-		amount       int64
-		day, claimed time.Time
-		queries      int
-	}
-	known := map[string]ours{}
-	var no string
-	var o ours
-	if _, err := pgx.ForEachRow(rows, []any{&no, &o.merchantID, &o.amount, &o.status, &o.day, &o.queries, &o.claimed}, func() error {
-		known[no] = o
-		return nil
-	}); err != nil {
 		return rec, err
 	}
 	// An unknown attempt claimed before chainEnd has outlived any query
@@ -109,9 +91,9 @@ func (s *Service) Reconcile(ctx context.Context, bankCode string, date time.Time
 		o, ok := known[e.OrderNo]
 		if !ok {
 			// Maybe an older attempt of ours, settled long after.
-			err := s.pool.QueryRow(ctx, `SELECT merchant_id, amount, status, bank_day FROM charge_attempts
-				WHERE bank_code = $1 AND order_no = $2`, bankCode, e.OrderNo).Scan(&o.merchantID, &o.amount, &o.status, &o.day)
-			if errors.Is(err, pgx.ErrNoRows) {
+			var err error
+			o, err = statementAttempt(ctx, s.pool, bankCode, e.OrderNo)
+			if errors.Is(err, ErrNotFound) {
 				rec.Mismatches = append(rec.Mismatches, Mismatch{Kind: MismatchUnknownDebit, OrderNo: e.OrderNo, BankAmount: e.Amount})
 				continue
 			} else if err != nil {
@@ -212,12 +194,7 @@ func (s *Service) settleAbsent(ctx context.Context, bank bankadapters.Bank, merc
 // re-sends, and a re-send whose job ended without settling it (cancelled
 // while the bank had not answered) may not have reached the bank's books yet.
 func (s *Service) queryLive(ctx context.Context, orderNo string) (bool, error) {
-	var live bool
-	err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM river_job WHERE kind = $1
-		AND args @> jsonb_build_object('order_no', $2::text) AND (state NOT IN ('completed', 'cancelled', 'discarded')
-			OR (attempted_at IS NOT NULL AND finalized_at > $3)))`,
-		QueryArgs{}.Kind(), orderNo, s.now().Add(-orphanAge)).Scan(&live)
-	return live, err
+	return queryJobLive(ctx, s.pool, orderNo, s.now().Add(-orphanAge))
 }
 
 // adoptOrphans makes the bank's attempts still processing, claimed over an
@@ -232,45 +209,20 @@ func (s *Service) adoptOrphans(ctx context.Context, bankCode string) error {
 		// Only attempts claimed a while ago: a month-end run keeps many
 		// processing for minutes, each with its live job. The job is found
 		// through River's index on args.
-		rows, err := tx.Query(ctx, `UPDATE charge_attempts a SET status = 'unknown', queries = greatest(queries, $2)
-			WHERE bank_code = $1 AND status = 'processing' AND created_at < $4 AND NOT EXISTS (SELECT 1 FROM river_job j
-				WHERE j.args @> jsonb_build_object('order_nos', jsonb_build_array(a.order_no))
-				AND j.kind = $3 AND j.state NOT IN ('completed', 'cancelled', 'discarded'))
-			RETURNING order_no, charge_id`, bankCode, len(s.cfg.QueryBackoff), ChargeArgs{}.Kind(), s.now().Add(-orphanAge))
-		if err != nil {
+		orphans, err := adoptOrphanAttempts(ctx, tx, bankCode, len(s.cfg.QueryBackoff), s.now().Add(-orphanAge))
+		if err != nil || len(orphans) == 0 {
 			return err
 		}
-		var orderNo, chargeID string
-		var charges []string
-		if _, err := pgx.ForEachRow(rows, []any{&orderNo, &chargeID}, func() error {
+		charges := make([]string, len(orphans))
+		for i, o := range orphans {
 			s.log.Warn("charge attempt left processing by an ended job; settling it by statement and query",
-				"order_no", orderNo, "bank", bankCode)
-			charges = append(charges, chargeID)
-			return nil
-		}); err != nil || len(charges) == 0 {
-			return err
+				"order_no", o.orderNo, "bank", bankCode)
+			charges[i] = o.chargeID
 		}
-		_, err = tx.Exec(ctx, `UPDATE charges SET status = 'unknown', updated_at = $2 WHERE id = ANY($1) AND status = 'processing'`,
-			charges, s.now())
-		return err
+		return markChargesUnknown(ctx, tx, charges, s.now())
 	})
 }
 
 func (s *Service) recordRun(ctx context.Context, rec *Reconciliation) error {
-	return db.InTx(ctx, s.pool, func(tx pgx.Tx) error {
-		if err := tx.QueryRow(ctx, `INSERT INTO reconciliation_runs (bank_code, bank_day, entries, matched, settled, mismatches)
-			VALUES ($1, $2, $3, $4, $5, $6) RETURNING id`, rec.BankCode, rec.Date, rec.Entries, rec.Matched, rec.Settled,
-			len(rec.Mismatches)).Scan(&rec.RunID); err != nil {
-			return err
-		}
-		for _, m := range rec.Mismatches {
-			if _, err := tx.Exec(ctx, `INSERT INTO reconciliation_mismatches (run_id, kind, bank_code, bank_day, order_no,
-				merchant_id, bank_amount, our_amount) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
-				rec.RunID, m.Kind, rec.BankCode, rec.Date, m.OrderNo, nullString(m.MerchantID), nullInt(m.BankAmount),
-				nullInt(m.OurAmount)); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
+	return db.InTx(ctx, s.pool, func(tx pgx.Tx) error { return insertReconciliation(ctx, tx, rec) })
 }

@@ -120,8 +120,7 @@ func (s *Service) send(ctx context.Context, tx pgx.Tx, list []dueCharge) (claime
 	}
 	now := s.now()
 	if len(p.deferIDs) > 0 {
-		if _, err := tx.Exec(ctx, `UPDATE charges SET next_attempt_at = $2, updated_at = $3 WHERE id = ANY($1)`,
-			p.deferIDs, p.nextDay, now); err != nil {
+		if err := deferCharges(ctx, tx, p.deferIDs, p.nextDay, now); err != nil {
 			return 0, 0, err
 		}
 	}
@@ -130,8 +129,7 @@ func (s *Service) send(ctx context.Context, tx pgx.Tx, list []dueCharge) (claime
 		for i, a := range p.sends {
 			ids[i] = a.chargeID
 		}
-		if _, err := tx.Exec(ctx, `UPDATE charges SET status = 'processing', attempts_count = attempts_count + 1,
-			next_attempt_at = NULL, updated_at = $2 WHERE id = ANY($1)`, ids, now); err != nil {
+		if err := markChargesProcessing(ctx, tx, ids, now); err != nil {
 			return 0, 0, err
 		}
 	}
@@ -230,16 +228,15 @@ func (s *Service) plan(ctx context.Context, tx pgx.Tx, list []dueCharge) (sendPl
 // all), and their River jobs: one per batch of attempts to one bank
 // (Config.JobBatch). It returns how many it wrote.
 func (s *Service) writeSends(ctx context.Context, tx pgx.Tx, p sendPlan, keep map[string]bool) (int, error) {
-	var rows [][]any
+	var list []plannedAttempt
 	byBank := map[string][]string{}
 	for _, a := range p.sends {
 		if keep == nil || keep[a.chargeID] {
-			rows = append(rows, []any{a.orderNo, a.merchantID, a.chargeID, a.cardID, a.seq, a.bankCode, a.amount,
-				AttemptProcessing, p.day, p.now})
+			list = append(list, a)
 			byBank[a.bankCode] = append(byBank[a.bankCode], a.orderNo)
 		}
 	}
-	if len(rows) == 0 {
+	if len(list) == 0 {
 		return 0, nil
 	}
 	var jobs []river.InsertManyParams
@@ -249,24 +246,19 @@ func (s *Service) writeSends(ctx context.Context, tx pgx.Tx, p sendPlan, keep ma
 				InsertOpts: &river.InsertOpts{Queue: s.cfg.Queue}})
 		}
 	}
-	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"charge_attempts"}, []string{"order_no", "merchant_id",
-		"charge_id", "card_id", "seq", "bank_code", "amount", "status", "bank_day", "created_at"},
-		pgx.CopyFromRows(rows)); err != nil {
+	if err := insertAttempts(ctx, tx, list, p.day, p.now); err != nil {
 		return 0, err
 	}
 	if _, err := s.cfg.Jobs.InsertManyFastTx(ctx, tx, jobs); err != nil {
 		return 0, err
 	}
-	return len(rows), nil
+	return len(list), nil
 }
 
 // Pending counts charges claimed but not yet answered (processing), and
 // those whose outcome is unknown.
 func (s *Service) Pending(ctx context.Context) (processing, unknown int, err error) {
-	err = s.pool.QueryRow(ctx, `SELECT count(*) FILTER (WHERE status = 'processing'),
-		count(*) FILTER (WHERE status = 'unknown') FROM charges WHERE status IN ('processing', 'unknown')`).
-		Scan(&processing, &unknown)
-	return processing, unknown, err
+	return countOpenCharges(ctx, s.pool)
 }
 
 // sending is one attempt of a charge job on its way to the bank.

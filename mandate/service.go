@@ -210,8 +210,7 @@ type Payees interface {
 type merchantNames struct{ pool *pgxpool.Pool }
 
 func (p merchantNames) PayeeName(ctx context.Context, merchantID string) (string, error) {
-	var name string
-	err := p.pool.QueryRow(ctx, `SELECT name FROM merchants WHERE id = $1`, merchantID).Scan(&name)
+	name, err := merchantName(ctx, p.pool, merchantID)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return "", fmt.Errorf("payee %s: no such merchant", merchantID)
 	}

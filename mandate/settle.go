@@ -155,12 +155,11 @@ func (s *Service) settleQuery(ctx context.Context, a attemptRow, r bankadapters.
 		// again after committing, or a second chain) schedules nothing:
 		// one chain per attempt, and queries says how many were asked, which
 		// reconciliation relies on (Reconcile).
-		tag, err := tx.Exec(ctx, `UPDATE charge_attempts SET queries = queries + 1 WHERE order_no = $1 AND queries = $2`,
-			a.OrderNo, try)
+		counted, err := countQuery(ctx, tx, a.OrderNo, try)
 		if err != nil {
 			return err
 		}
-		if tag.RowsAffected() == 0 {
+		if !counted {
 			s.log.Info("query of a try already counted; its chain goes on elsewhere", "order_no", a.OrderNo, "try", try)
 			return nil
 		}
@@ -200,8 +199,7 @@ func (s *Service) revokeIfGone(ctx context.Context, a attemptRow, r bankadapters
 // about an order: idempotent, and in any order relative to queries.
 // Errors: ErrNotFound for an order quickpay did not send.
 func (s *Service) ApplyResult(ctx context.Context, bankCode string, r bankadapters.ChargeResult) error {
-	a, err := scanAttempt(s.pool.QueryRow(ctx, attemptSelect+` WHERE a.order_no = $1 AND a.bank_code = $2`,
-		r.OrderNo, bankCode))
+	a, err := getBankAttempt(ctx, s.pool, bankCode, r.OrderNo)
 	if err != nil {
 		return err // ErrNotFound for an order quickpay did not send
 	}
@@ -235,10 +233,10 @@ func (s *Service) apply(ctx context.Context, tx pgx.Tx, a attemptRow, r bankadap
 		if cur.Status == AttemptUnknown {
 			return true, false, nil
 		}
-		if _, err := tx.Exec(ctx, `UPDATE charge_attempts SET status = 'unknown' WHERE order_no = $1`, a.OrderNo); err != nil {
+		if err := markAttemptUnknown(ctx, tx, a.OrderNo); err != nil {
 			return false, false, err
 		}
-		_, err := tx.Exec(ctx, `UPDATE charges SET status = 'unknown', updated_at = $2 WHERE id = $1`, a.ChargeID, now)
+		err := markChargeUnknown(ctx, tx, a.ChargeID, now)
 		if err == nil {
 			s.log.Info("charge outcome unknown; settling by query", "order_no", a.OrderNo, "bank", a.BankCode,
 				"source", source, "cause", errString(r.Cause))
@@ -247,9 +245,7 @@ func (s *Service) apply(ctx context.Context, tx pgx.Tx, a attemptRow, r bankadap
 	}
 	// A failure counts on the bank day it happened (the card's daily cap),
 	// which may be later than the day the attempt was claimed.
-	if _, err := tx.Exec(ctx, `UPDATE charge_attempts SET status = $2, failure_code = $3, bank_result = $4,
-		bank_txn_no = $5, finished_at = $6, bank_day = $7 WHERE order_no = $1`,
-		a.OrderNo, status, nullString(r.Reason), nullString(r.Code), nullString(r.BankTxnNo), now, bankDay(now)); err != nil {
+	if err := finishAttempt(ctx, tx, a.OrderNo, status, r.Reason, r.Code, r.BankTxnNo, now, bankDay(now)); err != nil {
 		return false, false, err
 	}
 	c, m, err := chargeAndMandate(ctx, tx, a.MerchantID, a.ChargeID)
@@ -260,7 +256,7 @@ func (s *Service) apply(ctx context.Context, tx pgx.Tx, a attemptRow, r bankadap
 	var event string
 	switch {
 	case r.Outcome == bankadapters.OutcomeRetryableDecline && (m.Status == StatusActive || m.Status == StatusCompleted):
-		days, err := s.retryDays(ctx, tx, a.MerchantID)
+		days, err := merchantRetryDays(ctx, tx, a.MerchantID)
 		if err != nil {
 			return false, false, err
 		}
@@ -287,10 +283,7 @@ func (s *Service) apply(ctx context.Context, tx pgx.Tx, a attemptRow, r bankadap
 	default:
 		c.Status, c.FailureCode, event = ChargeFailed, r.Reason, "charge.failed"
 	}
-	if _, err := tx.Exec(ctx, `UPDATE charges SET status = $2, failure_code = $3, bank_reference = $4,
-		next_attempt_at = $5, retries = $6, updated_at = $7 WHERE id = $1`,
-		c.ID, c.Status, nullString(c.FailureCode), nullString(c.BankReference), nullDate(c.NextAttemptAt), c.Retries,
-		now); err != nil {
+	if err := updateChargeOutcome(ctx, tx, c, now); err != nil {
 		return false, false, err
 	}
 	if err := s.emit(ctx, tx, a.MerchantID, event, chargeEvent(c)); err != nil {
@@ -309,12 +302,9 @@ func (s *Service) apply(ctx context.Context, tx pgx.Tx, a attemptRow, r bankadap
 
 // applySucceeded writes successes to their attempts and charges, and
 // emits their charge.succeeded events, in a fixed number of statements
-// however many there are: the common case of a month-end run. The
-// statement takes the attempts' locks and then the charges' (the order
-// getAttempt takes them in). The open test is written as NOT IN so that
-// the planner looks orders up by key, never by scanning the partial index
-// of all open attempts (which a month-end run fills). An attempt settled
-// already (a callback or query won the race) keeps its outcome.
+// however many there are (succeedAttempts): the common case of a
+// month-end run. An attempt settled already (a callback or query won the
+// race) keeps its outcome.
 //
 // A debit counts on the bank day the bank made it (its statement's day),
 // which may be later than the day the attempt was claimed: a query that
@@ -349,31 +339,15 @@ func (s *Service) applySucceeded(ctx context.Context, tx pgx.Tx, list []*sending
 		}
 		byCharge[x.a.ChargeID] = x
 	}
-	rows, err := tx.Query(ctx, `WITH att AS (
-			UPDATE charge_attempts a SET status = 'succeeded', bank_result = u.code, bank_txn_no = u.txn, finished_at = $4,
-				bank_day = u.day
-			FROM unnest($1::text[], $2::text[], $3::text[], $5::date[]) AS u(order_no, code, txn, day)
-			WHERE a.order_no = u.order_no AND a.status NOT IN ('succeeded', 'failed', 'amount_mismatch')
-			RETURNING a.charge_id, u.txn)
-		UPDATE charges SET status = 'succeeded', bank_reference = att.txn, failure_code = NULL,
-			next_attempt_at = NULL, updated_at = $4
-		FROM att WHERE id = att.charge_id RETURNING `+chargeCols, orders, codes, txns, now, days)
+	succeeded, err := succeedAttempts(ctx, tx, orders, codes, txns, days, now)
 	if err != nil {
 		return err
 	}
 	var events []webhooks.Pending
 	settled := make(map[string]bool, len(list))
-	for rows.Next() {
-		c, err := scanCharge(rows)
-		if err != nil {
-			rows.Close()
-			return err
-		}
+	for _, c := range succeeded {
 		settled[c.ID] = true
 		events = append(events, webhooks.Pending{MerchantID: c.MerchantID, Type: "charge.succeeded", Data: chargeEvent(c)})
-	}
-	if err := rows.Err(); err != nil {
-		return err
 	}
 	for id, x := range byCharge {
 		if settled[id] {
@@ -406,21 +380,8 @@ func (s *Service) suspend(ctx context.Context, tx pgx.Tx, m mandateRow, reason s
 	return s.record(ctx, tx, m, "mandate.suspend", "mandate.paused", now)
 }
 
-func (s *Service) retryDays(ctx context.Context, q querier, merchantID string) ([]int, error) {
-	var days []int32
-	if err := q.QueryRow(ctx, `SELECT retry_days FROM merchants WHERE id = $1`, merchantID).Scan(&days); err != nil {
-		return nil, err
-	}
-	out := make([]int, len(days))
-	for i, d := range days {
-		out[i] = int(d)
-	}
-	return out, nil
-}
-
 func chargeAndMandate(ctx context.Context, tx pgx.Tx, merchantID, chargeID string) (Charge, mandateRow, error) {
-	c, err := scanCharge(tx.QueryRow(ctx, `SELECT `+chargeCols+` FROM charges WHERE merchant_id = $1 AND id = $2`,
-		merchantID, chargeID))
+	c, err := getChargeRow(ctx, tx, merchantID, chargeID)
 	if err != nil {
 		return c, mandateRow{}, err
 	}

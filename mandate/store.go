@@ -150,3 +150,52 @@ func nullPtr(v string) *string {
 	}
 	return &v
 }
+
+// lockCardMandates locks and returns a card's mandates that can still
+// charge: pending, active or paused, or completed with a charge not yet
+// sent to the bank.
+func lockCardMandates(ctx context.Context, tx pgx.Tx, merchantID, cardID string) ([]mandateRow, error) {
+	rows, err := tx.Query(ctx, `SELECT `+mandateCols+` FROM mandates WHERE merchant_id = $1 AND card_id = $2
+		AND (status IN ('pending_confirmation', 'active', 'paused') OR (status = 'completed' AND EXISTS (
+			SELECT 1 FROM charges c WHERE c.merchant_id = mandates.merchant_id AND c.mandate_id = mandates.id
+			AND c.status IN ('scheduled', 'retry_scheduled'))))
+		ORDER BY id FOR UPDATE`, merchantID, cardID)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (mandateRow, error) { return scanMandate(r) })
+}
+
+// lockDueMandates locks up to limit active mandates, other than those
+// another run holds, whose next period (or, for a fixed amount, its
+// notice) falls on or before horizon, earliest first.
+func lockDueMandates(ctx context.Context, tx pgx.Tx, horizon time.Time, limit int) ([]mandateRow, error) {
+	rows, err := tx.Query(ctx, `SELECT `+mandateCols+` FROM mandates
+			WHERE status = 'active' AND next_charge_date - CASE WHEN amount_type = 'fixed' THEN notice_days ELSE 0 END <= $1
+			ORDER BY next_charge_date LIMIT $2 FOR UPDATE SKIP LOCKED`, horizon, limit)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (mandateRow, error) { return scanMandate(r) })
+}
+
+// merchantName is the merchant's display name.
+func merchantName(ctx context.Context, q querier, merchantID string) (string, error) {
+	var name string
+	err := q.QueryRow(ctx, `SELECT name FROM merchants WHERE id = $1`, merchantID).Scan(&name)
+	return name, err
+}
+
+// merchantRetryDays are the days after a charge date on which the
+// merchant's declined charges are tried again.
+func merchantRetryDays(ctx context.Context, q querier, merchantID string) ([]int, error) {
+	var days []int32
+	if err := q.QueryRow(ctx, `SELECT retry_days FROM merchants WHERE id = $1`, merchantID).Scan(&days); err != nil {
+		return nil, err
+	}
+	out := make([]int, len(days))
+	for i, d := range days {
+		out[i] = int(d)
+	}
+	return out, nil
+}

@@ -109,3 +109,87 @@ func cardDayUse(ctx context.Context, q querier, cardIDs []string, day time.Time)
 	_, err = pgx.ForEachRow(rows, []any{&id, &u.failed, &u.open}, func() error { out[id] = u; return nil })
 	return out, err
 }
+
+// getBankAttempt returns the attempt of a bank's order number.
+func getBankAttempt(ctx context.Context, q querier, bankCode, orderNo string) (attemptRow, error) {
+	return scanAttempt(q.QueryRow(ctx, attemptSelect+` WHERE a.order_no = $1 AND a.bank_code = $2`, orderNo, bankCode))
+}
+
+// countQuery counts query try of an attempt: false if it was counted
+// already.
+func countQuery(ctx context.Context, q querier, orderNo string, try int) (bool, error) {
+	tag, err := q.Exec(ctx, `UPDATE charge_attempts SET queries = queries + 1 WHERE order_no = $1 AND queries = $2`,
+		orderNo, try)
+	return tag.RowsAffected() == 1, err
+}
+
+// markAttemptUnknown makes an attempt's outcome unknown.
+func markAttemptUnknown(ctx context.Context, q querier, orderNo string) error {
+	_, err := q.Exec(ctx, `UPDATE charge_attempts SET status = 'unknown' WHERE order_no = $1`, orderNo)
+	return err
+}
+
+// finishAttempt writes an attempt's final status from the bank's answer
+// (its reason, result code and transaction number), counted on bank day
+// day.
+func finishAttempt(ctx context.Context, q querier, orderNo string, status AttemptStatus, reason, code, txnNo string,
+	now, day time.Time) error {
+	_, err := q.Exec(ctx, `UPDATE charge_attempts SET status = $2, failure_code = $3, bank_result = $4,
+		bank_txn_no = $5, finished_at = $6, bank_day = $7 WHERE order_no = $1`,
+		orderNo, status, nullString(reason), nullString(code), nullString(txnNo), now, day)
+	return err
+}
+
+// insertAttempts writes planned attempts, processing, made on bank day
+// day at now, with one COPY.
+func insertAttempts(ctx context.Context, tx pgx.Tx, list []plannedAttempt, day, now time.Time) error {
+	rows := make([][]any, len(list))
+	for i, a := range list {
+		rows[i] = []any{a.orderNo, a.merchantID, a.chargeID, a.cardID, a.seq, a.bankCode, a.amount,
+			AttemptProcessing, day, now}
+	}
+	_, err := tx.CopyFrom(ctx, pgx.Identifier{"charge_attempts"}, []string{"order_no", "merchant_id",
+		"charge_id", "card_id", "seq", "bank_code", "amount", "status", "bank_day", "created_at"},
+		pgx.CopyFromRows(rows))
+	return err
+}
+
+// succeedAttempts writes successes to the open attempts of orders (with
+// the bank's result code, transaction number and bank day of each) and to
+// their charges, in one statement, and returns the charges it made
+// succeeded. It takes the attempts' locks and then the charges' (the order
+// getAttempt takes them in). The open test is written as NOT IN so that
+// the planner looks orders up by key, never by scanning the partial index
+// of all open attempts (which a month-end run fills). An attempt settled
+// already is left as it is, and its charge is not returned.
+func succeedAttempts(ctx context.Context, tx pgx.Tx, orders []string, codes, txns []*string, days []time.Time,
+	now time.Time) ([]Charge, error) {
+	rows, err := tx.Query(ctx, `WITH att AS (
+			UPDATE charge_attempts a SET status = 'succeeded', bank_result = u.code, bank_txn_no = u.txn, finished_at = $4,
+				bank_day = u.day
+			FROM unnest($1::text[], $2::text[], $3::text[], $5::date[]) AS u(order_no, code, txn, day)
+			WHERE a.order_no = u.order_no AND a.status NOT IN ('succeeded', 'failed', 'amount_mismatch')
+			RETURNING a.charge_id, u.txn)
+		UPDATE charges SET status = 'succeeded', bank_reference = att.txn, failure_code = NULL,
+			next_attempt_at = NULL, updated_at = $4
+		FROM att WHERE id = att.charge_id RETURNING `+chargeCols, orders, codes, txns, now, days)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (Charge, error) { return scanCharge(r) })
+}
+
+// holdAttempt makes an open attempt amount_mismatch, keeping the bank's
+// amount, result code and transaction number, and returns its charge;
+// false if the attempt was settled already.
+func holdAttempt(ctx context.Context, tx pgx.Tx, orderNo string, bankAmount int64, code, txnNo string,
+	now, day time.Time) (chargeID string, ok bool, err error) {
+	err = tx.QueryRow(ctx, `UPDATE charge_attempts SET status = 'amount_mismatch', bank_amount = $2,
+				bank_result = $3, bank_txn_no = $4, finished_at = $5, bank_day = $6
+			WHERE order_no = $1 AND status NOT IN ('succeeded', 'failed', 'amount_mismatch') RETURNING charge_id`,
+		orderNo, bankAmount, nullString(code), nullString(txnNo), now, day).Scan(&chargeID)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", false, nil
+	}
+	return chargeID, err == nil, err
+}

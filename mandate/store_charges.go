@@ -86,8 +86,7 @@ func scanCharge(row pgx.Row) (Charge, error) {
 }
 
 func getCharge(ctx context.Context, q querier, merchantID, id string) (Charge, error) {
-	c, err := scanCharge(q.QueryRow(ctx, `SELECT `+chargeCols+` FROM charges WHERE merchant_id = $1 AND id = $2`,
-		merchantID, id))
+	c, err := getChargeRow(ctx, q, merchantID, id)
 	if err != nil {
 		return c, err
 	}
@@ -218,4 +217,82 @@ func lockDueCharges(ctx context.Context, tx pgx.Tx, asOf time.Time, limit int) (
 		return nil
 	})
 	return list, err
+}
+
+// periodHasCharge reports whether a mandate's period has a charge.
+func periodHasCharge(ctx context.Context, q querier, mandateID, period string) (bool, error) {
+	var exists bool
+	err := q.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM charges WHERE mandate_id = $1 AND period = $2)`,
+		mandateID, period).Scan(&exists)
+	return exists, err
+}
+
+// chargesAhead counts a mandate's charges not failed dated from on, other
+// than period's.
+func chargesAhead(ctx context.Context, q querier, mandateID string, from time.Time, period string) (int, error) {
+	var ahead int
+	err := q.QueryRow(ctx, `SELECT count(*) FROM charges WHERE mandate_id = $1 AND charge_date >= $2
+		AND period <> $3 AND status <> 'failed'`, mandateID, from, period).Scan(&ahead)
+	return ahead, err
+}
+
+// deferCharges puts charges off until next.
+func deferCharges(ctx context.Context, q querier, chargeIDs []string, next, now time.Time) error {
+	_, err := q.Exec(ctx, `UPDATE charges SET next_attempt_at = $2, updated_at = $3 WHERE id = ANY($1)`,
+		chargeIDs, next, now)
+	return err
+}
+
+// markChargesProcessing makes charges processing with one more attempt.
+func markChargesProcessing(ctx context.Context, q querier, chargeIDs []string, now time.Time) error {
+	_, err := q.Exec(ctx, `UPDATE charges SET status = 'processing', attempts_count = attempts_count + 1,
+			next_attempt_at = NULL, updated_at = $2 WHERE id = ANY($1)`, chargeIDs, now)
+	return err
+}
+
+// countOpenCharges counts the charges processing and those unknown.
+func countOpenCharges(ctx context.Context, q querier) (processing, unknown int, err error) {
+	err = q.QueryRow(ctx, `SELECT count(*) FILTER (WHERE status = 'processing'),
+		count(*) FILTER (WHERE status = 'unknown') FROM charges WHERE status IN ('processing', 'unknown')`).
+		Scan(&processing, &unknown)
+	return processing, unknown, err
+}
+
+// getChargeRow returns a charge without its attempts.
+func getChargeRow(ctx context.Context, q querier, merchantID, id string) (Charge, error) {
+	return scanCharge(q.QueryRow(ctx, `SELECT `+chargeCols+` FROM charges WHERE merchant_id = $1 AND id = $2`,
+		merchantID, id))
+}
+
+// markChargeUnknown makes a charge's outcome unknown.
+func markChargeUnknown(ctx context.Context, q querier, chargeID string, now time.Time) error {
+	_, err := q.Exec(ctx, `UPDATE charges SET status = 'unknown', updated_at = $2 WHERE id = $1`, chargeID, now)
+	return err
+}
+
+// markChargesUnknown makes the charges of chargeIDs still processing
+// unknown.
+func markChargesUnknown(ctx context.Context, q querier, chargeIDs []string, now time.Time) error {
+	_, err := q.Exec(ctx, `UPDATE charges SET status = 'unknown', updated_at = $2 WHERE id = ANY($1) AND status = 'processing'`,
+		chargeIDs, now)
+	return err
+}
+
+// updateChargeOutcome writes a declined charge's new state: failed, or
+// waiting for a retry.
+func updateChargeOutcome(ctx context.Context, q querier, c Charge, now time.Time) error {
+	_, err := q.Exec(ctx, `UPDATE charges SET status = $2, failure_code = $3, bank_reference = $4,
+		next_attempt_at = $5, retries = $6, updated_at = $7 WHERE id = $1`,
+		c.ID, c.Status, nullString(c.FailureCode), nullString(c.BankReference), nullDate(c.NextAttemptAt), c.Retries,
+		now)
+	return err
+}
+
+// holdCharge holds a charge whose bank answered success for another
+// amount (mismatch.go).
+func holdCharge(ctx context.Context, q querier, chargeID, bankTxnNo string, now time.Time) error {
+	_, err := q.Exec(ctx, `UPDATE charges SET status = 'held', failure_code = $2, bank_reference = $3,
+			next_attempt_at = NULL, updated_at = $4 WHERE id = $1`,
+		chargeID, MismatchAmount, nullString(bankTxnNo), now)
+	return err
 }
