@@ -106,7 +106,8 @@ type Mandate struct {
 	// StatusReason says why a mandate is paused, cancelled, expired or
 	// completed: "merchant", "card_unbound", "card_revoked" (the bank
 	// answered agreement_invalid or card_closed), "card_frozen",
-	// "order_conflict", "consent_expired", "otp_attempts_exceeded",
+	// "order_conflict", "consent_expired", "consent_not_sent" (the
+	// carrier refused the consent text), "otp_attempts_exceeded",
 	// "end_date", "max_charges".
 	StatusReason string
 	// NextPeriod and NextChargeDate are the next period to charge; empty
