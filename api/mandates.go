@@ -191,22 +191,22 @@ type attemptJSON struct {
 }
 
 type chargeJSON struct {
-	ID            string        `json:"id"`
-	MandateID     string        `json:"mandate_id"`
-	Period        string        `json:"period"`
-	ChargeDate    string        `json:"charge_date"`
-	Amount        int64         `json:"amount"`
-	Currency      string        `json:"currency"`
-	Description   string        `json:"description"`
-	Status        string        `json:"status"`
-	Attempts      []attemptJSON `json:"attempts"`
-	NextAttemptAt *time.Time    `json:"next_attempt_at"`
-	NoticeSentAt  *time.Time    `json:"notice_sent_at"`
-	Retries       int           `json:"retries"`
-	FailureCode   *string       `json:"failure_code"`
-	BankReference *string       `json:"bank_reference"`
-	CreatedAt     time.Time     `json:"created_at"`
-	UpdatedAt     time.Time     `json:"updated_at"`
+	ID            string               `json:"id"`
+	MandateID     string               `json:"mandate_id"`
+	Period        string               `json:"period"`
+	ChargeDate    string               `json:"charge_date"`
+	Amount        int64                `json:"amount"`
+	Currency      string               `json:"currency"`
+	Description   string               `json:"description"`
+	Status        mandate.ChargeStatus `json:"status"`
+	Attempts      []attemptJSON        `json:"attempts"`
+	NextAttemptAt *time.Time           `json:"next_attempt_at"`
+	NoticeSentAt  *time.Time           `json:"notice_sent_at"`
+	Retries       int                  `json:"retries"`
+	FailureCode   *string              `json:"failure_code"`
+	BankReference *string              `json:"bank_reference"`
+	CreatedAt     time.Time            `json:"created_at"`
+	UpdatedAt     time.Time            `json:"updated_at"`
 }
 
 func chargeOut(c mandate.Charge) chargeJSON {

@@ -201,22 +201,22 @@ type attemptAnswer struct {
 }
 
 type chargeAnswer struct {
-	ID            string          `json:"id"`
-	MandateID     string          `json:"mandate_id"`
-	Period        string          `json:"period"`
-	ChargeDate    string          `json:"charge_date"`
-	Amount        int64           `json:"amount"`
-	Currency      string          `json:"currency"`
-	Description   string          `json:"description"`
-	Status        string          `json:"status"`
-	Attempts      []attemptAnswer `json:"attempts"`
-	NextAttemptAt *time.Time      `json:"next_attempt_at"`
-	NoticeSentAt  *time.Time      `json:"notice_sent_at"`
-	Retries       int             `json:"retries"`
-	FailureCode   *string         `json:"failure_code"`
-	BankReference *string         `json:"bank_reference"`
-	CreatedAt     time.Time       `json:"created_at"`
-	UpdatedAt     time.Time       `json:"updated_at"`
+	ID            string               `json:"id"`
+	MandateID     string               `json:"mandate_id"`
+	Period        string               `json:"period"`
+	ChargeDate    string               `json:"charge_date"`
+	Amount        int64                `json:"amount"`
+	Currency      string               `json:"currency"`
+	Description   string               `json:"description"`
+	Status        mandate.ChargeStatus `json:"status"`
+	Attempts      []attemptAnswer      `json:"attempts"`
+	NextAttemptAt *time.Time           `json:"next_attempt_at"`
+	NoticeSentAt  *time.Time           `json:"notice_sent_at"`
+	Retries       int                  `json:"retries"`
+	FailureCode   *string              `json:"failure_code"`
+	BankReference *string              `json:"bank_reference"`
+	CreatedAt     time.Time            `json:"created_at"`
+	UpdatedAt     time.Time            `json:"updated_at"`
 }
 
 // sameJSON reports whether a and b render the same JSON.
@@ -1224,7 +1224,7 @@ func (e *mandateEnv) testCallbacks(t *testing.T) {
 			t.Errorf("attempt = %+v, want CMB %s succeeded for 4321", at, job.Args.OrderNos[0])
 		}
 		ev := eventFor(t, m, "charge.succeeded", ch.ID)
-		if ev.Data.Status != mandate.ChargeSucceeded {
+		if ev.Data.Status != string(mandate.ChargeSucceeded) {
 			t.Errorf("charge.succeeded data = %+v", ev.Data)
 		}
 		ledger, err := srv.SimCtl.Ledger(ctx, card.Number)

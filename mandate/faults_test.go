@@ -23,12 +23,13 @@ const msgUnknown = "charge outcome unknown; settling by query"
 func TestChargeFaults(t *testing.T) {
 	w := newWorld(t)
 	type want struct {
-		charge, failure string
-		debits          int
-		unknownFirst    bool                  // the first answer left the outcome unknown
-		mandate         mandate.MandateStatus // "" : active
-		reason          string
-		card            string // "" : active
+		charge       mandate.ChargeStatus
+		failure      string
+		debits       int
+		unknownFirst bool                  // the first answer left the outcome unknown
+		mandate      mandate.MandateStatus // "" : active
+		reason       string
+		card         string // "" : active
 	}
 	hard := func(code string, unknownFirst bool) want {
 		return want{charge: mandate.ChargeFailed, failure: code, unknownFirst: unknownFirst,
@@ -159,7 +160,7 @@ func TestChargeFaults(t *testing.T) {
 				t.Errorf("card = %s, want %s", s, wantCard)
 			}
 			evs := chargeEvents(w.events(t, w.merchant), ch.ID)
-			wantEvent := map[string]string{mandate.ChargeSucceeded: "charge.succeeded", mandate.ChargeFailed: "charge.failed",
+			wantEvent := map[mandate.ChargeStatus]string{mandate.ChargeSucceeded: "charge.succeeded", mandate.ChargeFailed: "charge.failed",
 				mandate.ChargeRetryScheduled: "charge.retry_scheduled"}[tc.want.charge]
 			if len(evs) != 1 || evs[0].Type != wantEvent {
 				t.Errorf("charge events = %v, want [%s]", types(evs), wantEvent)

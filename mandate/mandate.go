@@ -34,20 +34,25 @@ const (
 	AmountVariable AmountType = "variable"
 )
 
-// Charge states: scheduled → processing → succeeded | failed; processing →
-// unknown → (query) → succeeded | failed; failed (retryable) →
-// retry_scheduled → processing. Beyond DESIGN.md: processing | unknown →
-// held, when the bank reports success for another amount than the one
-// sent (its attempt is amount_mismatch): nothing is booked, retried or
-// refunded until operators resolve it (docs/decisions.md).
+// ChargeStatus is a charge's state: scheduled → processing → succeeded |
+// failed; processing → unknown → (query) → succeeded | failed; failed
+// (retryable) → retry_scheduled → processing. Beyond DESIGN.md:
+// processing | unknown → held, when the bank reports success for another
+// amount than the one sent (its attempt is amount_mismatch): nothing is
+// booked, retried or refunded until operators resolve it
+// (docs/decisions.md). The set is closed: the charges table's CHECK
+// mirrors it (migration 015).
+type ChargeStatus string
+
+// Charge states.
 const (
-	ChargeScheduled      = "scheduled"
-	ChargeProcessing     = "processing"
-	ChargeSucceeded      = "succeeded"
-	ChargeFailed         = "failed"
-	ChargeUnknown        = "unknown"
-	ChargeRetryScheduled = "retry_scheduled"
-	ChargeHeld           = "held"
+	ChargeScheduled      ChargeStatus = "scheduled"
+	ChargeProcessing     ChargeStatus = "processing"
+	ChargeSucceeded      ChargeStatus = "succeeded"
+	ChargeFailed         ChargeStatus = "failed"
+	ChargeUnknown        ChargeStatus = "unknown"
+	ChargeRetryScheduled ChargeStatus = "retry_scheduled"
+	ChargeHeld           ChargeStatus = "held"
 )
 
 // AttemptStatus is a bank attempt's state, mirrored by the
@@ -139,7 +144,7 @@ type Charge struct {
 	Amount      int64
 	Currency    string
 	Description string
-	Status      string
+	Status      ChargeStatus
 	// NextAttemptAt is when the charge will next be tried (scheduled,
 	// retry_scheduled); zero otherwise.
 	NextAttemptAt time.Time
@@ -203,16 +208,16 @@ type MandateEvent struct {
 // ChargeEvent is the data of a charge.* event: the charge as the API
 // shows it, without its attempts (api/openapi.yaml, Event.data).
 type ChargeEvent struct {
-	ChargeID      string  `json:"charge_id"`
-	MandateID     string  `json:"mandate_id"`
-	Period        string  `json:"period"`
-	ChargeDate    string  `json:"charge_date"` // YYYY-MM-DD
-	Amount        int64   `json:"amount"`
-	Currency      string  `json:"currency"`
-	Status        string  `json:"status"`
-	FailureCode   *string `json:"failure_code"`
-	NextAttemptAt *string `json:"next_attempt_at"` // RFC 3339
-	BankReference *string `json:"bank_reference"`
+	ChargeID      string       `json:"charge_id"`
+	MandateID     string       `json:"mandate_id"`
+	Period        string       `json:"period"`
+	ChargeDate    string       `json:"charge_date"` // YYYY-MM-DD
+	Amount        int64        `json:"amount"`
+	Currency      string       `json:"currency"`
+	Status        ChargeStatus `json:"status"`
+	FailureCode   *string      `json:"failure_code"`
+	NextAttemptAt *string      `json:"next_attempt_at"` // RFC 3339
+	BankReference *string      `json:"bank_reference"`
 }
 
 func mandateEvent(m Mandate) MandateEvent {

@@ -137,7 +137,7 @@ func (s *Service) planNew(ctx context.Context, tx pgx.Tx, ins *chargeRows, asOf 
 	}
 	for _, a := range p.sends {
 		i := row[a.chargeID]
-		ins.status[i], ins.attempts[i], ins.next[i] = ChargeProcessing, 1, time.Time{}
+		ins.status[i], ins.attempts[i], ins.next[i] = string(ChargeProcessing), 1, time.Time{}
 	}
 	for _, id := range p.deferIDs {
 		ins.next[row[id]] = p.nextDay

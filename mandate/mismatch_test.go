@@ -47,7 +47,7 @@ func TestBankSuccessForAnotherAmountIsHeld(t *testing.T) {
 			w.waitFor(t, 20*time.Second, func() bool {
 				ch = w.oneCharge(t, m)
 				return ch.Status != mandate.ChargeProcessing && ch.Status != mandate.ChargeUnknown
-			}, func() string { return "charge still " + ch.Status })
+			}, func() string { return "charge still " + string(ch.Status) })
 
 			if ch.Status != mandate.ChargeHeld || ch.FailureCode != mandate.MismatchAmount ||
 				len(ch.Attempts) != 1 || ch.Attempts[0].Status != mandate.AttemptAmountMismatch || ch.Attempts[0].Amount != 1_000 {

@@ -25,7 +25,7 @@ func (r *chargeRows) add(c Charge, cardID string, noticeAt time.Time) {
 	r.card, r.period, r.currency = append(r.card, cardID), append(r.period, c.Period), append(r.currency, c.Currency)
 	r.description, r.date, r.amount = append(r.description, c.Description), append(r.date, c.ChargeDate), append(r.amount, c.Amount)
 	r.next = append(r.next, c.NextAttemptAt)
-	r.status, r.attempts = append(r.status, ChargeScheduled), append(r.attempts, 0)
+	r.status, r.attempts = append(r.status, string(ChargeScheduled)), append(r.attempts, 0)
 	var n *time.Time
 	if !noticeAt.IsZero() {
 		n = &noticeAt

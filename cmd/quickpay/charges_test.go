@@ -182,7 +182,7 @@ func TestCrashRecoverySettlesByQuery(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = first.Wait()
-	var status string
+	var status mandate.ChargeStatus
 	if err := w.Pool.QueryRow(ctx, `SELECT status FROM charges WHERE merchant_id = $1`, w.merchant).Scan(&status); err != nil {
 		t.Fatal(err)
 	}
