@@ -85,14 +85,14 @@ type otpJSON struct {
 }
 
 type bindingJSON struct {
-	ID          string       `json:"id"`
-	Status      string       `json:"status"`
-	MemberID    *string      `json:"member_id"`
-	CardID      *string      `json:"card_id"`
-	Card        cardInfoJSON `json:"card"`
-	OTP         *otpJSON     `json:"otp"`
-	FailureCode *string      `json:"failure_code"`
-	CreatedAt   time.Time    `json:"created_at"`
+	ID          string         `json:"id"`
+	Status      binding.Status `json:"status"`
+	MemberID    *string        `json:"member_id"`
+	CardID      *string        `json:"card_id"`
+	Card        cardInfoJSON   `json:"card"`
+	OTP         *otpJSON       `json:"otp"`
+	FailureCode *string        `json:"failure_code"`
+	CreatedAt   time.Time      `json:"created_at"`
 }
 
 func opt(s string) *string {
@@ -104,7 +104,7 @@ func opt(s string) *string {
 
 func bindingOut(b binding.Binding) bindingJSON {
 	out := bindingJSON{
-		ID: b.ID, Status: string(b.Status), MemberID: opt(b.MemberID), CardID: opt(b.CardID), FailureCode: opt(b.FailureCode),
+		ID: b.ID, Status: b.Status, MemberID: opt(b.MemberID), CardID: opt(b.CardID), FailureCode: opt(b.FailureCode),
 		Card: cardInfoJSON{BankCode: b.Card.BankCode, BankName: b.Card.BankName, CardType: b.Card.CardType,
 			MaskedPAN: b.Card.MaskedPAN, Last4: b.Card.Last4},
 		CreatedAt: b.CreatedAt.UTC(),
@@ -116,9 +116,9 @@ func bindingOut(b binding.Binding) bindingJSON {
 }
 
 type cardJSON struct {
-	ID       string `json:"id"`
-	MemberID string `json:"member_id"`
-	Status   string `json:"status"`
+	ID       string             `json:"id"`
+	MemberID string             `json:"member_id"`
+	Status   binding.CardStatus `json:"status"`
 	cardInfoJSON
 	CreatedAt time.Time `json:"created_at"`
 }

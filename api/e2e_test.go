@@ -249,11 +249,11 @@ type e2eCardInfo struct {
 }
 
 type e2eBinding struct {
-	ID       string      `json:"id"`
-	Status   string      `json:"status"`
-	MemberID *string     `json:"member_id"`
-	CardID   *string     `json:"card_id"`
-	Card     e2eCardInfo `json:"card"`
+	ID       string         `json:"id"`
+	Status   binding.Status `json:"status"`
+	MemberID *string        `json:"member_id"`
+	CardID   *string        `json:"card_id"`
+	Card     e2eCardInfo    `json:"card"`
 	OTP      *struct {
 		ExpiresAt    time.Time `json:"expires_at"`
 		AttemptsLeft int       `json:"attempts_left"`
@@ -264,9 +264,9 @@ type e2eBinding struct {
 }
 
 type e2eCard struct {
-	ID       string `json:"id"`
-	MemberID string `json:"member_id"`
-	Status   string `json:"status"`
+	ID       string             `json:"id"`
+	MemberID string             `json:"member_id"`
+	Status   binding.CardStatus `json:"status"`
 	e2eCardInfo
 	CreatedAt time.Time `json:"created_at"`
 }
@@ -783,7 +783,7 @@ func (e *e2e) testOTP(t *testing.T) {
 				var data map[string]any
 				if ev.Type == webhooks.EventBindingFailed && json.Unmarshal(ev.Data, &data) == nil && data["binding_id"] == b.ID {
 					failed++
-					if data["failure_code"] != "otp_attempts_exceeded" || data["status"] != binding.StatusFailed {
+					if data["failure_code"] != "otp_attempts_exceeded" || data["status"] != string(binding.StatusFailed) {
 						t.Errorf("binding.failed data = %v", data)
 					}
 				}
@@ -1329,7 +1329,7 @@ func (e *e2e) testWebhooks(t *testing.T) {
 	wantSigned(t, d, secret)
 	ev, data := decodeEvent(t, d.body)
 	if !ids.Valid("evt", ev.ID) || data["binding_id"] != bound.ID || data["card_id"] != *bound.CardID ||
-		data["member_id"] != mem.ID || data["status"] != binding.StatusBound {
+		data["member_id"] != mem.ID || data["status"] != string(binding.StatusBound) {
 		t.Errorf("binding.bound = %s %v, want binding %s card %s", ev.ID, data, bound.ID, *bound.CardID)
 	}
 	var feed struct {
@@ -1367,7 +1367,7 @@ func (e *e2e) testWebhooks(t *testing.T) {
 			t.Errorf("attempt %d delivered %s, want the same event %s", i+1, ev.ID, unbound.ID)
 		}
 	}
-	if udata["card_id"] != *bound.CardID || udata["status"] != binding.CardUnbound {
+	if udata["card_id"] != *bound.CardID || udata["status"] != string(binding.CardUnbound) {
 		t.Errorf("card.unbound data = %v", udata)
 	}
 	if n := len(first.of(webhooks.EventCardUnbound)); n != 0 {

@@ -27,14 +27,12 @@ const (
 // set the bindings.status CHECK holds.
 type Status string
 
-// Binding states. The constants are untyped so that code holding a status
-// as a plain string (a decoded JSON answer) compares with them as it is;
-// Binding.Status is a Status, and Status.Check refuses any other value.
+// Binding states.
 const (
-	StatusOTPSent = "otp_sent"
-	StatusBound   = "bound"
-	StatusFailed  = "failed"
-	StatusExpired = "expired"
+	StatusOTPSent Status = "otp_sent"
+	StatusBound   Status = "bound"
+	StatusFailed  Status = "failed"
+	StatusExpired Status = "expired"
 )
 
 // Check returns an error for a value outside the set.
@@ -51,11 +49,11 @@ func (s Status) Check() error {
 // cards.status CHECK holds.
 type CardStatus string
 
-// Card states; untyped for the reason the binding states are.
+// Card states.
 const (
-	CardActive  = "active"
-	CardUnbound = "unbound"
-	CardRevoked = "revoked"
+	CardActive  CardStatus = "active"
+	CardUnbound CardStatus = "unbound"
+	CardRevoked CardStatus = "revoked"
 )
 
 // Check returns an error for a value outside the set.
@@ -117,9 +115,7 @@ type Card struct {
 	ID         string
 	MerchantID string
 	MemberID   string
-	// Status is a CardStatus's value. It stays a string until mandate
-	// stops using it as one (mandate/worker.go builds "card_"+Status).
-	Status string
+	Status     CardStatus
 	CardInfo
 	CreatedAt time.Time
 }

@@ -224,7 +224,7 @@ func (s *Service) Unbind(ctx context.Context, merchantID, id string) (Card, erro
 			return nil
 		}
 		u.endCard(cur.Card, CardUnbound)
-		out.Status = string(CardUnbound)
+		out.Status = CardUnbound
 		u.audit(merchantID, "card.unbind", cur.ID, audit.OutcomeOK, details)
 		u.emit(cardEvent(out, webhooks.EventCardUnbound))
 		return nil
@@ -272,7 +272,7 @@ func (s *Service) Revoke(ctx context.Context, merchantID, id, reason string) (Ca
 			return nil
 		}
 		u.endCard(c.Card, CardRevoked)
-		out.Status = string(CardRevoked)
+		out.Status = CardRevoked
 		u.audit(merchantID, "card.revoke", c.ID, audit.OutcomeOK, map[string]any{"reason": reason})
 		return nil
 	})

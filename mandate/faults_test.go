@@ -29,7 +29,7 @@ func TestChargeFaults(t *testing.T) {
 		unknownFirst bool                  // the first answer left the outcome unknown
 		mandate      mandate.MandateStatus // "" : active
 		reason       string
-		card         string // "" : active
+		card         binding.CardStatus // "" : active
 	}
 	hard := func(code string, unknownFirst bool) want {
 		return want{charge: mandate.ChargeFailed, failure: code, unknownFirst: unknownFirst,

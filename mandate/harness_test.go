@@ -621,7 +621,7 @@ func (w *world) getMandate(t *testing.T, m mandate.Mandate) mandate.Mandate {
 	return got
 }
 
-func (w *world) cardStatus(t *testing.T, c card) string {
+func (w *world) cardStatus(t *testing.T, c card) binding.CardStatus {
 	t.Helper()
 	got, err := w.bindings.GetCard(context.Background(), c.Merchant, c.ID)
 	if err != nil {

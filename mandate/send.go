@@ -428,7 +428,7 @@ func (s *Service) agreements(ctx context.Context, list []*sending) error {
 			x.agreement = ca.Agreement
 			if ca.Card.Status != binding.CardActive {
 				x.r, x.source = bankadapters.ChargeResult{OrderNo: x.a.OrderNo, Status: bankadapters.ChargeFailed,
-					Outcome: bankadapters.OutcomeHardDecline, Reason: "card_" + ca.Card.Status}, "local"
+					Outcome: bankadapters.OutcomeHardDecline, Reason: "card_" + string(ca.Card.Status)}, "local"
 			}
 		}
 	}
