@@ -11,8 +11,11 @@
 // agreement number; the card is created, its agreement stored encrypted,
 // and the member created if the binding was implicit. resend.go asks the
 // bank for a fresh code; cards.go unbinds, revokes and reads cards;
-// members.go registers explicit members. CVV2 and expiry go to the bank
-// and are never stored.
+// members.go registers explicit members; charging.go answers what the
+// charge workers need of cards (each card's bank and the rows sharing its
+// number), under a lock of the number taken in the caller's transaction, so
+// that mandate never reads this package's tables. CVV2 and expiry go to the
+// bank and are never stored.
 //
 // # No bank call inside a transaction
 //
