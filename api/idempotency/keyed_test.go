@@ -157,7 +157,7 @@ func TestMigrationErasesUnkeyedDigests(t *testing.T) {
 	ctx := context.Background()
 	h := newHarness(t, idempotency.Config{}, created)
 	m := h.newMerchant(t)
-	sql, err := os.ReadFile("../db/migrations/012_idempotency_keyed_fingerprints.sql")
+	sql, err := os.ReadFile("../../internal/db/migrations/012_idempotency_keyed_fingerprints.sql")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,7 +11,7 @@ import (
 // TestComposeFileParses stands in for `docker compose config`, since no
 // Docker engine runs here: the file must parse and wire the four services.
 func TestComposeFileParses(t *testing.T) {
-	b, err := os.ReadFile(filepath.Join("..", "..", "docker-compose.yml"))
+	b, err := os.ReadFile(filepath.Join("..", "..", "..", "docker-compose.yml"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -36,7 +36,7 @@ func TestComposeFileParses(t *testing.T) {
 			t.Errorf("service %s has neither image nor build", name)
 		}
 		if df, ok := s.Build["dockerfile"].(string); ok {
-			if _, err := os.Stat(filepath.Join("..", "..", df)); err != nil {
+			if _, err := os.Stat(filepath.Join("..", "..", "..", df)); err != nil {
 				t.Errorf("service %s: dockerfile %s: %v", name, df, err)
 			}
 		}

@@ -361,11 +361,17 @@ func TestBindSessionsAndOTP(t *testing.T) {
 				c.want(c.call("bind_resend", fields{BindRef: ap.BindRef}), "success")
 				c.want(c.call("bind_confirm", fields{BindRef: ap.BindRef, OTP: otherCode(e.latestCode(a.Phone))}), "otp_locked")
 			})
-			run("confirmed session is finished", func(t *testing.T, e *env, c *bankClient, a sim.Account) {
+			run("confirmed session answers only a repeat of its confirm", func(t *testing.T, e *env, c *bankClient, a sim.Account) {
 				ap := c.bindApply(a)
 				code := e.latestCode(a.Phone)
-				c.want(c.call("bind_confirm", fields{BindRef: ap.BindRef, OTP: code}), "success")
-				c.want(c.call("bind_confirm", fields{BindRef: ap.BindRef, OTP: code}), "bind_session_unknown")
+				first := c.call("bind_confirm", fields{BindRef: ap.BindRef, OTP: code})
+				c.want(first, "success")
+				again := c.call("bind_confirm", fields{BindRef: ap.BindRef, OTP: code})
+				c.want(again, "success")
+				if again.AgreementNo != first.AgreementNo {
+					t.Errorf("the repeat answered agreement %s, the first %s", again.AgreementNo, first.AgreementNo)
+				}
+				c.want(c.call("bind_confirm", fields{BindRef: ap.BindRef, OTP: otherCode(code)}), "bind_session_unknown")
 				c.want(c.call("bind_resend", fields{BindRef: ap.BindRef}), "bind_session_unknown")
 			})
 			run("unknown bind_ref", func(t *testing.T, e *env, c *bankClient, a sim.Account) {
