@@ -2,6 +2,7 @@ package binding
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/quickpay/quickpay/bankadapters"
@@ -61,16 +62,20 @@ func (s *Service) StartBinding(ctx context.Context, merchantID string, in BindIn
 	if !ok {
 		return Binding{}, ErrCardUnsupported
 	}
-	if route.CardType == bankadapters.Credit {
+	switch route.CardType {
+	case bankadapters.Credit:
 		switch {
 		case !ValidExpiry(in.Expiry.Reveal(), now):
 			return Binding{}, &FieldError{Field: "expiry", Message: "credit cards need expiry as MMYY, not in the past"}
 		case !ValidCVV2(in.CVV2.Reveal()):
 			return Binding{}, &FieldError{Field: "cvv2", Message: "credit cards need a 3-digit cvv2"}
 		}
-	} else if !in.Expiry.IsZero() || !in.CVV2.IsZero() {
-		// Debit cards take neither; drop them rather than send them.
+	case bankadapters.Debit:
+		// Debit cards take neither expiry nor CVV2: drop them rather than
+		// send them.
 		in.Expiry, in.CVV2 = sensitive.Expiry{}, sensitive.CVV2{}
+	default:
+		return Binding{}, fmt.Errorf("binding: card type %q of BIN route not handled", route.CardType)
 	}
 
 	// The member, if it exists already, and the card, if it is active
@@ -142,7 +147,14 @@ func (s *Service) StartBinding(ctx context.Context, merchantID string, in BindIn
 			s.settleApply(ctx, now, keys, false, true, true)
 		case bankadapters.OutcomeHardDecline, bankadapters.OutcomeRetryableDecline:
 			s.settleApply(ctx, now, keys, false, true, false)
-		case bankadapters.OutcomeUnavailable, bankadapters.OutcomeProcessing, bankadapters.OutcomeOTPWrong,
+		case bankadapters.OutcomeUnavailable:
+			if errors.Is(err, bankadapters.ErrNotSent) {
+				// The bank never saw it: no apply, no text.
+				s.settleApply(ctx, now, keys, false, true, true)
+			}
+			// Else not the card's doing, and a text may have gone out:
+			// the take stands as counted.
+		case bankadapters.OutcomeProcessing, bankadapters.OutcomeOTPWrong,
 			bankadapters.OutcomeOTPExpired, bankadapters.OutcomeOTPAttemptsExceeded, bankadapters.OutcomeSuccess:
 			// Not the card's doing: the take stands as counted.
 		default:

@@ -185,15 +185,17 @@ func (s *Service) Unbind(ctx context.Context, merchantID, id string) (Card, erro
 		}
 	}
 
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), confirmTimeout)
-	defer cancel()
+	callCtx, cancelCall := context.WithTimeout(context.WithoutCancel(ctx), s.callTimeout)
 	berr := fmt.Errorf("no channel to bank %s", c.BankCode)
 	if bank, ok := s.banks.Bank(c.BankCode); ok {
-		berr = bank.Unbind(ctx, string(agreement))
+		berr = bank.Unbind(callCtx, string(agreement))
 	}
+	cancelCall()
 	if s.crashed("unbind") {
 		return Card{}, errCrashed // the crash window: see above
 	}
+	ctx, cancel := afterCall(ctx)
+	defer cancel()
 
 	var out Card
 	err := s.inTx(ctx, func(u *unit) error {

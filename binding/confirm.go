@@ -12,17 +12,29 @@ import (
 	"github.com/quickpay/quickpay/internal/sensitive"
 )
 
-// confirmTimeout bounds a confirm once it has its claim, which its caller
-// cannot cancel: the bank's call (its adapter has its own, shorter,
-// timeout; a call queued at the bank's gate waits at most this long) and
-// the writes.
-const confirmTimeout = 45 * time.Second
+// callTimeout bounds the bank's part of a call its caller cannot cancel
+// (a claimed confirm or unbind, a reserved resend): the wait for a slot at
+// the bank's gate and the call (its adapter has its own, shorter, timeout).
+const callTimeout = 30 * time.Second
+
+// applyTimeout bounds writing the bank's answer. It runs on a context of
+// its own, so a call that used all of callTimeout (queued at the gate, then
+// bankadapters.ErrNotSent) still writes its answer and releases its claim.
+const applyTimeout = 15 * time.Second
 
 // claimTTL is how long a claim holds. A call that holds one has ended by
-// then (confirmTimeout bounds it), so a claim past its claim_until belongs
-// to a call that died between the bank's answer and its second
-// transaction, and the next call takes it over.
-const claimTTL = confirmTimeout + 15*time.Second
+// then (callTimeout and applyTimeout bound it, with 15 s to spare for the
+// claim's own statement and clock differences between instances), so a
+// claim past its claim_until belongs to a call that died between the
+// bank's answer and its second transaction, and the next call takes it
+// over.
+const claimTTL = callTimeout + applyTimeout + 15*time.Second
+
+// afterCall returns the context that writes a call's answer: bounded by
+// applyTimeout, whatever the caller or the call's own deadline did.
+func afterCall(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), applyTimeout)
+}
 
 // Confirm checks the user's code. On success the card is created (and,
 // for an implicit binding, the member), binding.bound is emitted, and the
@@ -68,16 +80,18 @@ func (s *Service) Confirm(ctx context.Context, merchantID, id string, otp sensit
 	}
 	token, lapsed := b.ClaimedBy, b.lapsedClaim
 
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), confirmTimeout)
-	defer cancel()
+	callCtx, cancelCall := context.WithTimeout(context.WithoutCancel(ctx), s.callTimeout)
 	bank, ok := s.banks.Bank(b.Card.BankCode)
 	agreementNo, berr := "", error(fmt.Errorf("%w: no channel to bank %s", ErrBankUnavailable, b.Card.BankCode))
 	if ok {
-		agreementNo, berr = bank.BindConfirm(ctx, b.BankBindRef, otp)
+		agreementNo, berr = bank.BindConfirm(callCtx, b.BankBindRef, otp)
 	}
+	cancelCall()
 	if s.crashed("confirm") {
 		return Binding{}, errCrashed // the crash window: see above
 	}
+	ctx, cancel := afterCall(ctx)
+	defer cancel()
 
 	var out Binding
 	err = s.inTx(ctx, func(u *unit) error {
@@ -469,7 +483,7 @@ func (u *unit) refuseAfterBank(b bindingRow, agreementNo string, why error) (Bin
 // trail (bind.bound absent, no bind.release) and its bank reference name
 // it for operators, as does a release the bank refuses.
 func (s *Service) releaseAgreement(ctx context.Context, r refusedAgreement) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), confirmTimeout)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), callTimeout+applyTimeout)
 	defer cancel()
 	b := r.b
 	outcome, details := audit.OutcomeOK, map[string]any{"reason": failureCode(r.why)}

@@ -668,3 +668,73 @@ func TestConfirmCrashWindow(t *testing.T) {
 		}
 	})
 }
+
+// gatedBanks puts one bank behind a bankadapters.WithLimit gate, shared
+// by every service built on it.
+type gatedBanks struct {
+	binding.Banks
+	code string
+	bank bankadapters.Bank
+}
+
+func (g gatedBanks) Bank(code string) (bankadapters.Bank, bool) {
+	if code == g.code {
+		return g.bank, true
+	}
+	return g.Banks.Bank(code)
+}
+
+// TestConfirmQueuedPastItsTimeIsNotSent: a confirm that waits at its
+// bank's gate past its time (bankadapters.ErrNotSent: the bank never saw
+// it) answers bank_unavailable, writes its answer on a context of its own
+// and releases its claim at once, so the user's next try confirms without
+// waiting for the claim to lapse.
+func TestConfirmQueuedPastItsTimeIsNotSent(t *testing.T) {
+	ctx := context.Background()
+	w := newWorld(t)
+	icbc, _ := w.Banks.Bank("ICBC")
+	banks := gatedBanks{Banks: w.Banks, code: "ICBC", bank: bankadapters.WithLimit(icbc, bankadapters.Limit{Concurrent: 1})}
+	patient, err := binding.New(binding.Config{Pool: w.Pool, Vault: w.Vault, Banks: banks, Clock: w.clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hasty, err := binding.New(binding.Config{Pool: w.Pool, Vault: w.Vault, Banks: banks, Clock: w.clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	binding.SetCallTimeout(hasty, 300*time.Millisecond)
+	first, _, holding := w.startImplicit(t, "ICBC", "gate-first")
+	second, _, queued := w.startImplicit(t, "ICBC", "gate-second")
+	firstCode, secondCode := w.code(t, first.Phone), w.code(t, second.Phone)
+
+	// The bank holds the first confirm, in the gate's only slot, until the
+	// adapter gives up.
+	if err := w.SimCtl.AddFault(ctx, conformance.Fault{BankCode: "ICBC", Operation: "bind_confirm",
+		Mode: conformance.FaultTimeout, Count: 1}); err != nil {
+		t.Fatal(err)
+	}
+	held := make(chan error, 1)
+	go func() {
+		_, err := patient.Confirm(ctx, w.merchant, holding.ID, firstCode)
+		held <- err
+	}()
+	waitArmed(t, w, 0)
+
+	if _, err := hasty.Confirm(ctx, w.merchant, queued.ID, secondCode); !errors.Is(err, binding.ErrBankUnavailable) {
+		t.Fatalf("a confirm queued at the gate past its time: %v; want bank unavailable", err)
+	}
+	var claimed bool
+	if err := w.Pool.QueryRow(ctx, `SELECT claimed_by IS NOT NULL FROM bindings WHERE id = $1`, queued.ID).Scan(&claimed); err != nil || claimed {
+		t.Fatalf("the queued confirm's claim is held (%v): want it released", err)
+	}
+	if state, err := w.SimCtl.Account(ctx, second.CardNumber); err != nil || liveAgreements(state.Agreements) != 0 {
+		t.Fatalf("the bank holds %d agreements for the queued card (%v), want 0: it never saw the call", liveAgreements(state.Agreements), err)
+	}
+	if err := <-held; !errors.Is(err, binding.ErrBankUnavailable) {
+		t.Fatalf("the held confirm: %v; want bank unavailable once the adapter gave up", err)
+	}
+	got, err := w.svc.Confirm(ctx, w.merchant, queued.ID, secondCode)
+	if err != nil || got.Status != binding.StatusBound {
+		t.Fatalf("the user's next try: %+v, %v; want bound at once", got, err)
+	}
+}

@@ -20,12 +20,13 @@
 // # No bank call inside a transaction
 //
 // Confirm, Resend and Unbind never wait on a bank while holding a
-// connection or a row lock. Each claims its row first (claimed_by, a token
-// of the call, and claim_until, when the claim lapses) and commits; then
-// calls the bank; then applies the answer in a second transaction, which
-// checks the call still holds the claim and releases it. Another confirm or
-// an unbind of a claimed row waits for the claim (polling, bounded); a
-// resend sends nothing while a confirm holds it. The window between the
+// connection or a row lock. Confirm and Unbind claim their row first
+// (claimed_by, a token of the call, and claim_until, when the claim lapses)
+// and commit; then call the bank; then apply the answer in a second
+// transaction, which checks the call still holds the claim and releases
+// it. Another confirm or an unbind of a claimed row waits for the claim
+// (polling, bounded). Resend reserves its send in one transaction and takes
+// no claim; it sends nothing while a confirm holds one. The window between the
 // bank's answer and the second transaction is named in confirm.go and
 // cards.go, with what settles a crash there. How many calls wait on one
 // bank is bankadapters.WithLimit's business, not this package's.

@@ -137,9 +137,10 @@ func (s *Service) takeApply(ctx context.Context, now time.Time, k applyKeys) err
 
 // settleApply adjusts the counts taken at `at` by the bank's refusal:
 // a mismatch is counted, a text not sent is given back, and so is an apply
-// answered "already bound". Failures are logged: the apply has been
-// answered, and a count missed errs on the caller's side once.
-func (s *Service) settleApply(ctx context.Context, at time.Time, k applyKeys, mismatch, noSMS, alreadyBound bool) {
+// that does not count (answered "already bound", or never sent: its call
+// queued at the bank's gate past its time). Failures are logged: the apply
+// has been answered, and a count missed errs on the caller's side once.
+func (s *Service) settleApply(ctx context.Context, at time.Time, k applyKeys, mismatch, noSMS, uncounted bool) {
 	if s.limiter == nil {
 		return
 	}
@@ -152,7 +153,7 @@ func (s *Service) settleApply(ctx context.Context, at time.Time, k applyKeys, mi
 	if noSMS {
 		errs = append(errs, s.limiter.Release(ctx, at, KindSMSPhone, k.phone))
 	}
-	if alreadyBound {
+	if uncounted {
 		errs = append(errs, s.limiter.Release(ctx, at, KindApplyCard, k.card))
 	}
 	if err := errors.Join(errs...); err != nil {

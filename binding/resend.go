@@ -84,12 +84,14 @@ func (s *Service) Resend(ctx context.Context, merchantID, id string) (Binding, e
 		return Binding{}, err
 	}
 	bank, _ := s.banks.Bank(b.Card.BankCode)
-	berr := bank.BindResend(ctx, b.BankBindRef)
+	callCtx, cancelCall := context.WithTimeout(ctx, s.callTimeout)
+	berr := bank.BindResend(callCtx, b.BankBindRef)
+	cancelCall()
 	if s.crashed("resend") {
 		return Binding{}, errCrashed
 	}
 	// The answer is written whatever the caller does now, bounded.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), confirmTimeout)
+	ctx, cancel := afterCall(ctx)
 	defer cancel()
 	var out Binding
 	err = s.inTx(ctx, func(u *unit) error {

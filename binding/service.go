@@ -80,6 +80,8 @@ type Service struct {
 	// after a bank call whose answer must be applied; true makes the call
 	// stop there, as a process that died would, leaving its claim.
 	crashWindow func(op string) bool
+	// callTimeout bounds a call at the bank (callTimeout; a test shortens it).
+	callTimeout time.Duration
 }
 
 // now is the clock at Postgres' precision, so answers show the times later
@@ -112,7 +114,7 @@ func New(cfg Config) (*Service, error) {
 		return nil, err
 	}
 	return &Service{pool: cfg.Pool, vault: cfg.Vault, banks: cfg.Banks, emit: cfg.Emit, ended: cfg.CardEnded,
-		clock: cfg.Clock, log: cfg.Logger, limiter: cfg.Limiter, limits: cfg.Limits}, nil
+		clock: cfg.Clock, log: cfg.Logger, limiter: cfg.Limiter, limits: cfg.Limits, callTimeout: callTimeout}, nil
 }
 
 // errCrashed is what a call stopped at its crash window returns (tests).
