@@ -2,6 +2,7 @@ package mandate
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -130,8 +131,11 @@ func (s *Service) Pause(ctx context.Context, merchantID, id string) (Mandate, er
 		case StatusActive:
 			m.Status, m.StatusReason = StatusPaused, "merchant"
 			return "mandate.paused", nil
+		case StatusPendingConfirmation, StatusCancelled, StatusExpired, StatusCompleted:
+			return "", ErrInvalidState
+		default:
+			return "", fmt.Errorf("pause: mandate status %q not handled", m.Status)
 		}
-		return "", ErrInvalidState
 	})
 }
 
@@ -156,8 +160,11 @@ func (s *Service) Resume(ctx context.Context, merchantID, id string) (Mandate, e
 				return "mandate.completed", nil
 			}
 			return "mandate.resumed", nil
+		case StatusPendingConfirmation, StatusCancelled, StatusExpired, StatusCompleted:
+			return "", ErrInvalidState
+		default:
+			return "", fmt.Errorf("resume: mandate status %q not handled", m.Status)
 		}
-		return "", ErrInvalidState
 	})
 }
 
@@ -186,8 +193,11 @@ func (s *Service) Cancel(ctx context.Context, merchantID, id string) (Mandate, e
 		case StatusActive, StatusPaused, StatusPendingConfirmation:
 			m.Status, m.StatusReason, m.OTPHash, m.NextPeriod, m.NextChargeDate = StatusCancelled, "merchant", nil, "", time.Time{}
 			return "mandate.cancelled", nil
+		case StatusExpired:
+			return "", ErrInvalidState
+		default:
+			return "", fmt.Errorf("cancel: mandate status %q not handled", m.Status)
 		}
-		return "", ErrInvalidState
 	})
 }
 

@@ -41,9 +41,11 @@ type notice struct {
 
 // sendNotices texts the member and emits charge.pre_debit_notice for one
 // batch of charges whose notice is due, other than those in skip (not
-// nil). It returns how many went out and the charges whose notice the
-// carrier refused: those are tried again on the next run; their charges
-// wait.
+// nil). It returns how many went out and the charges whose notice did not
+// (the carrier refused it, or it failed and is logged): those are tried
+// again on a later run, and their charges wait. One notice's failure does
+// not stop the others, nor the run's claim of due charges. Errors: the
+// claim's, or the context's.
 func (s *Service) sendNotices(ctx context.Context, asOf time.Time, skip []string) (int, []string, error) {
 	now := s.now()
 	list, err := claimNotices(ctx, s.pool, asOf, now, now.Add(noticeLease), skip, noticeBatch)
@@ -53,26 +55,41 @@ func (s *Service) sendNotices(ctx context.Context, asOf time.Time, skip []string
 	sent := 0
 	var refused []string
 	for i, n := range list {
-		ok, err := s.sendNotice(ctx, n)
-		if err != nil {
-			// The notices not reached yet go back for the next run.
+		if ctx.Err() != nil {
+			// The run was stopped: the notices not reached go back.
 			rest := make([]string, 0, len(list)-i)
 			for _, r := range list[i:] {
 				rest = append(rest, r.ID)
 			}
-			return sent, refused, joinRelease(err, s.releaseNotices(ctx, rest))
+			return sent, refused, joinRelease(ctx.Err(), s.releaseNotices(ctx, rest))
 		}
-		if !ok {
+		texted, err := s.sendNotice(ctx, n)
+		switch {
+		case err == nil && texted:
+			sent++
+		case err == nil:
+			refused = append(refused, n.ID) // the carrier refused it: released
+		case texted:
+			// Texted and not recorded: it keeps its lease, so it is texted
+			// again only once the lease passes (as after a crash); its
+			// charge waits. The rest of the batch goes on.
+			s.log.Error("pre-debit notice texted but not recorded; texted again once its claim runs out",
+				"charge", n.ID, "err", err)
 			refused = append(refused, n.ID)
-			continue
+		default:
+			s.log.Error("pre-debit notice not sent; the next run tries again", "charge", n.ID, "err", err)
+			refused = append(refused, n.ID)
+			if rerr := s.releaseNotices(ctx, []string{n.ID}); rerr != nil {
+				s.log.Error("pre-debit notice not released; it waits for its claim to run out", "charge", n.ID, "err", rerr)
+			}
 		}
-		sent++
 	}
 	return sent, refused, nil
 }
 
-// sendNotice texts one claimed notice and records it. false: the carrier
-// refused it, and it is released for the next run.
+// sendNotice texts one claimed notice and records it. It reports whether
+// the text went out; not texted and no error: the carrier refused it, and
+// it is released for the next run.
 func (s *Service) sendNotice(ctx context.Context, n notice) (bool, error) {
 	card, phone, err := s.cfg.Cards.CardPhone(ctx, s.pool, n.MerchantID, n.cardID, sensitive.Access{
 		MerchantID: n.MerchantID, Actor: "worker:charges", Subject: n.cardID, Reason: "pre-debit notice"})

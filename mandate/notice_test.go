@@ -132,3 +132,69 @@ func TestNoticeCrashAfterTextResendsOnlyThatNotice(t *testing.T) {
 		}
 	})
 }
+
+// TestNoticeNotRecordedKeepsItsClaim: a notice texted whose record fails
+// (here Postgres refuses the write, by a trigger) keeps its claim: the
+// run goes on with the batch's other notices and ends without error, no
+// run texts that notice again while the claim holds, and once it has run
+// out the notice is texted again and recorded.
+func TestNoticeNotRecordedKeepsItsClaim(t *testing.T) {
+	ctx := context.Background()
+	w := newWorld(t)
+	var cards []card
+	var ms []mandate.Mandate
+	for i := range 3 {
+		c := w.bindCard(t, "ICBC", 1_000_000)
+		in := w.monthly(w.today().Day()+2, int64(3_000+i))
+		in.NoticeDays, in.Description = 2, "燃气费"
+		cards, ms = append(cards, c), append(ms, w.mandate(t, c, in))
+	}
+	noticesTo := func(t *testing.T, c card) int {
+		t.Helper()
+		texts, err := w.SimCtl.SMS(ctx, c.Phone)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, tx := range texts {
+			if strings.Contains(tx.Text, "扣款提醒") {
+				n++
+			}
+		}
+		return n
+	}
+	if _, err := w.Pool.Exec(ctx, `
+CREATE FUNCTION refuse_notice_record() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN RAISE EXCEPTION 'notice record refused by the test'; END $$;
+CREATE TRIGGER refuse_notice_record BEFORE UPDATE OF notice_sent_at ON charges FOR EACH ROW
+WHEN (NEW.mandate_id = '`+ms[0].ID+`' AND NEW.notice_sent_at IS NOT NULL)
+EXECUTE FUNCTION refuse_notice_record()`); err != nil {
+		t.Fatal(err)
+	}
+	st, err := w.svc.RunDue(ctx, w.clock.Now())
+	if err != nil || st.Notices != 2 {
+		t.Fatalf("run with one notice's record refused = %+v, %v; want the other 2 notices and no error", st, err)
+	}
+	for i, c := range cards {
+		if n := noticesTo(t, c); n != 1 {
+			t.Errorf("card %d got %d notices, want 1", i, n)
+		}
+	}
+	if ch := w.oneCharge(t, ms[0]); !ch.NoticeSentAt.IsZero() {
+		t.Fatal("the refused record was written")
+	}
+	w.setNow(w.clock.Now().Add(mandate.NoticeLease - time.Minute))
+	if st := w.runDue(t); st.Notices != 0 || noticesTo(t, cards[0]) != 1 {
+		t.Fatalf("run within the claim = %+v, card 0 got %d notices; want no notice", st, noticesTo(t, cards[0]))
+	}
+	if _, err := w.Pool.Exec(ctx, `DROP TRIGGER refuse_notice_record ON charges`); err != nil {
+		t.Fatal(err)
+	}
+	w.setNow(w.clock.Now().Add(2 * time.Minute))
+	if st := w.runDue(t); st.Notices != 1 || noticesTo(t, cards[0]) != 2 {
+		t.Fatalf("run after the claim = %+v, card 0 got %d notices; want it texted again", st, noticesTo(t, cards[0]))
+	}
+	if ch := w.oneCharge(t, ms[0]); ch.NoticeSentAt.IsZero() {
+		t.Error("the notice texted again is not recorded")
+	}
+}
