@@ -189,7 +189,9 @@ type CallOptions struct {
 // Errors: *Error with its Outcome for refusals and transport failures.
 // Charge never returns an error for an answer it could not get: it returns
 // a ChargeResult with Status ChargeUnknown, and the caller settles it with
-// Query on the same order number — never a new one.
+// Query on the same order number — never a new one. An error from Charge
+// means the debit was not sent: a request the adapter refused to build, or
+// a call that never left quickpay (ErrNotSent, from WithLimit's gate).
 type Bank interface {
 	// Code is the bank code: "ICBC".
 	Code() string

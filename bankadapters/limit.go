@@ -50,7 +50,11 @@ func ParseLimits(s string) (map[string]Limit, error) {
 		if !ok || !ok2 || code == "" || err1 != nil || err2 != nil || !(r >= 0) || math.IsInf(r, 0) || n < 0 {
 			return nil, fmt.Errorf("QUICKPAY_BANK_LIMITS %q: want CODE=RPS:CONCURRENT, e.g. ICBC=200:32", item)
 		}
-		out[strings.ToUpper(code)] = Limit{PerSecond: r, Concurrent: n}
+		code = strings.ToUpper(code)
+		if _, twice := out[code]; twice {
+			return nil, fmt.Errorf("QUICKPAY_BANK_LIMITS names %s twice", code)
+		}
+		out[code] = Limit{PerSecond: r, Concurrent: n}
 	}
 	return out, nil
 }
@@ -109,6 +113,11 @@ type gate struct {
 
 // enter waits for a slot, then for the rate; release frees the slot.
 func (g *gate) enter(ctx context.Context, code, op string) (release func(), err error) {
+	if err := ctx.Err(); err != nil {
+		// Ended already: not sent, even where a slot is free (select
+		// would pick either case).
+		return nil, notSent(code, op, err)
+	}
 	release = func() {}
 	if g.slots != nil {
 		select {

@@ -23,7 +23,7 @@ func TestParseLimits(t *testing.T) {
 		t.Fatalf("limits = %+v, want %+v", got, want)
 	}
 	for _, bad := range []string{"ICBC", "ICBC=200", "ICBC=x:1", "ICBC=1:y", "=1:1", "ICBC=-1:1", "ICBC=1:-1",
-		"ICBC=NaN:1", "ICBC=Inf:1"} {
+		"ICBC=NaN:1", "ICBC=Inf:1", "ICBC=1:1,icbc=2:2"} {
 		if _, err := bankadapters.ParseLimits(bad); err == nil || !strings.Contains(err.Error(), "QUICKPAY_BANK_LIMITS") {
 			t.Errorf("%q: %v, want an error naming QUICKPAY_BANK_LIMITS", bad, err)
 		}
