@@ -173,6 +173,10 @@ func mandateOut(m mandate.Mandate) mandateJSON {
 		out.Amount = optInt64(m.Amount)
 	case mandate.AmountVariable:
 		out.MaxAmount = optInt64(m.MaxAmount)
+	default:
+		// The mandates table's CHECK holds the set: a third type here
+		// is a change half made.
+		panic(fmt.Sprintf("api: mandate amount type %q not handled", m.AmountType))
 	}
 	if m.Status == mandate.StatusPendingConfirmation {
 		out.OTP = &otpJSON{ExpiresAt: m.OTPExpiresAt.UTC(), AttemptsLeft: m.AttemptsLeft(), ResendAfter: m.ResendAfter().UTC()}
