@@ -241,9 +241,19 @@ func queueUpdateBinding(batch *pgx.Batch, b bindingRow, bankFailure string, now 
 // not such a binding. A claim past its claim_until is taken over; lapsed
 // reports one was (read from the statement's snapshot: an audit detail,
 // not a guard).
+//
+// The claim commits without waiting for its WAL flush (synchronous_commit
+// off for this statement's transaction only): other instances see it at
+// once, and only a crash of Postgres itself can lose it. A lost claim
+// leaves the binding claimable while its call is at the bank: the next
+// confirm asks the bank again and a repeat with the same code is answered
+// with the same agreement, while the first call's answer finds it holds no
+// claim and writes nothing. Waiting for the flush cost a confirm a tenth
+// of its latency (docs/benchmarks.md).
 func claimBinding(ctx context.Context, q querier, merchantID, id, token string, until, now time.Time) (b bindingRow, ok, lapsed bool, err error) {
 	b, err = scanBindingWith(q.QueryRow(ctx, `UPDATE bindings SET claimed_by = $3, claim_until = $4
-		FROM (SELECT claimed_by IS NOT NULL AS lapsed FROM bindings WHERE merchant_id = $1 AND id = $2) AS prev
+		FROM (SELECT claimed_by IS NOT NULL AS lapsed, set_config('synchronous_commit', 'off', true)
+		      FROM bindings WHERE merchant_id = $1 AND id = $2) AS prev
 		WHERE merchant_id = $1 AND id = $2 AND status = 'otp_sent' AND otp_expires_at >= $5
 		  AND (claim_until IS NULL OR claim_until <= $5)
 		RETURNING `+bindingCols+`, prev.lapsed`, merchantID, id, token, until, now), &lapsed)
