@@ -185,12 +185,9 @@ func (s *Service) Unbind(ctx context.Context, merchantID, id string) (Card, erro
 		}
 	}
 
-	callCtx, cancelCall := context.WithTimeout(context.WithoutCancel(ctx), s.callTimeout)
-	berr := fmt.Errorf("no channel to bank %s", c.BankCode)
-	if bank, ok := s.banks.Bank(c.BankCode); ok {
-		berr = bank.Unbind(callCtx, string(agreement))
-	}
-	cancelCall()
+	berr := s.callBank(ctx, c.BankCode, func(ctx context.Context, bank bankadapters.Bank) error {
+		return bank.Unbind(ctx, string(agreement))
+	})
 	if s.crashed("unbind") {
 		return Card{}, errCrashed // the crash window: see above
 	}

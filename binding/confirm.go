@@ -30,6 +30,19 @@ const applyTimeout = 15 * time.Second
 // over.
 const claimTTL = callTimeout + applyTimeout + 15*time.Second
 
+// callBank makes a claimed call at bank code: fn runs under callTimeout,
+// whatever the caller does now (once the bank has answered, its answer
+// must be written). A bank with no channel here is ErrBankUnavailable.
+func (s *Service) callBank(ctx context.Context, code string, fn func(context.Context, bankadapters.Bank) error) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.callTimeout)
+	defer cancel()
+	bank, ok := s.banks.Bank(code)
+	if !ok {
+		return fmt.Errorf("%w: no channel to bank %s", ErrBankUnavailable, code)
+	}
+	return fn(ctx, bank)
+}
+
 // afterCall returns the context that writes a call's answer: bounded by
 // applyTimeout, whatever the caller or the call's own deadline did.
 func afterCall(ctx context.Context) (context.Context, context.CancelFunc) {
@@ -80,13 +93,11 @@ func (s *Service) Confirm(ctx context.Context, merchantID, id string, otp sensit
 	}
 	token, lapsed := b.ClaimedBy, b.lapsedClaim
 
-	callCtx, cancelCall := context.WithTimeout(context.WithoutCancel(ctx), s.callTimeout)
-	bank, ok := s.banks.Bank(b.Card.BankCode)
-	agreementNo, berr := "", error(fmt.Errorf("%w: no channel to bank %s", ErrBankUnavailable, b.Card.BankCode))
-	if ok {
-		agreementNo, berr = bank.BindConfirm(callCtx, b.BankBindRef, otp)
-	}
-	cancelCall()
+	var agreementNo string
+	berr := s.callBank(ctx, b.Card.BankCode, func(ctx context.Context, bank bankadapters.Bank) (err error) {
+		agreementNo, err = bank.BindConfirm(ctx, b.BankBindRef, otp)
+		return err
+	})
 	if s.crashed("confirm") {
 		return Binding{}, errCrashed // the crash window: see above
 	}

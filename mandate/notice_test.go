@@ -48,20 +48,7 @@ func TestNoticeCrashAfterTextResendsOnlyThatNotice(t *testing.T) {
 		in.NoticeDays, in.Description = 2, "水费"
 		cards, ms = append(cards, c), append(ms, w.mandate(t, c, in))
 	}
-	notices := func(t *testing.T, c card) int {
-		t.Helper()
-		texts, err := w.SimCtl.SMS(ctx, c.Phone)
-		if err != nil {
-			t.Fatal(err)
-		}
-		n := 0
-		for _, tx := range texts {
-			if strings.Contains(tx.Text, "扣款提醒") {
-				n++
-			}
-		}
-		return n
-	}
+	notices := func(t *testing.T, c card) int { t.Helper(); return preDebitTexts(t, w, c) }
 	total := func(t *testing.T) (n int, crashed int) {
 		t.Helper()
 		crashed = -1
@@ -149,20 +136,7 @@ func TestNoticeNotRecordedKeepsItsClaim(t *testing.T) {
 		in.NoticeDays, in.Description = 2, "燃气费"
 		cards, ms = append(cards, c), append(ms, w.mandate(t, c, in))
 	}
-	noticesTo := func(t *testing.T, c card) int {
-		t.Helper()
-		texts, err := w.SimCtl.SMS(ctx, c.Phone)
-		if err != nil {
-			t.Fatal(err)
-		}
-		n := 0
-		for _, tx := range texts {
-			if strings.Contains(tx.Text, "扣款提醒") {
-				n++
-			}
-		}
-		return n
-	}
+	noticesTo := func(t *testing.T, c card) int { t.Helper(); return preDebitTexts(t, w, c) }
 	if _, err := w.Pool.Exec(ctx, `
 CREATE FUNCTION refuse_notice_record() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN RAISE EXCEPTION 'notice record refused by the test'; END $$;
@@ -197,4 +171,20 @@ EXECUTE FUNCTION refuse_notice_record()`); err != nil {
 	if ch := w.oneCharge(t, ms[0]); ch.NoticeSentAt.IsZero() {
 		t.Error("the notice texted again is not recorded")
 	}
+}
+
+// preDebitTexts counts the pre-debit notices c's phone received.
+func preDebitTexts(t *testing.T, w *world, c card) int {
+	t.Helper()
+	texts, err := w.SimCtl.SMS(context.Background(), c.Phone)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, tx := range texts {
+		if strings.Contains(tx.Text, "扣款提醒") {
+			n++
+		}
+	}
+	return n
 }
