@@ -21,6 +21,7 @@ func TestComposeFileParses(t *testing.T) {
 			Build     map[string]any `yaml:"build"`
 			DependsOn map[string]any `yaml:"depends_on"`
 			Env       map[string]any `yaml:"environment"`
+			Ports     []string       `yaml:"ports"`
 		} `yaml:"services"`
 	}
 	if err := yaml.Unmarshal(b, &f); err != nil {
@@ -47,9 +48,20 @@ func TestComposeFileParses(t *testing.T) {
 			t.Errorf("quickpay does not depend on %s", dep)
 		}
 	}
-	for _, v := range []string{"QUICKPAY_DATABASE_URL", "VAULT_ADDR", "VAULT_TOKEN", "SOFTHSM2_CONF", "QUICKPAY_BANKSIM_URL"} {
+	for _, v := range []string{"QUICKPAY_DATABASE_URL", "VAULT_ADDR", "VAULT_TOKEN", "SOFTHSM2_CONF", "QUICKPAY_BANKSIM_URL",
+		"QUICKPAY_METRICS_LISTEN"} {
 		if _, ok := q.Env[v]; !ok {
 			t.Errorf("quickpay lacks %s", v)
+		}
+	}
+	// The API and /metrics are published on the host's loopback only.
+	for _, want := range []string{"127.0.0.1:8080:8080", "127.0.0.1:8082:8082"} {
+		found := false
+		for _, p := range q.Ports {
+			found = found || p == want
+		}
+		if !found {
+			t.Errorf("quickpay does not publish %s (ports %v)", want, q.Ports)
 		}
 	}
 }
