@@ -17,7 +17,8 @@ import (
 // WebhookService is what the Webhooks area needs; *webhooks.Service is one.
 type WebhookService interface {
 	SetEndpoint(ctx context.Context, merchantID, url string, events []string) (webhooks.Endpoint, error)
-	ListEventsWithPrefixes(ctx context.Context, merchantID string, prefixes []string, after string, limit int) ([]webhooks.Event, bool, error)
+	ListFeed(ctx context.Context, merchantID string, f webhooks.Feed) ([]webhooks.Event, bool, error)
+	GetEvent(ctx context.Context, merchantID, id string, visible []string) (webhooks.Event, error)
 }
 
 // MerchantRecords gives a merchant's record (its scopes); *merchants.Store
@@ -33,14 +34,18 @@ var (
 
 // Webhooks is the area of the merchant's webhook endpoint and event feed:
 //
-//	PUT /v1/webhook_endpoint {url, events?} → 200 {url, events, secret}
-//	GET /v1/events?after=evt_…&limit=N    → 200 {data: [{id, type, created_at, data}], has_more}
+//	PUT /v1/webhook_endpoint {url, events?}          → 200 {url, events, secret}
+//	GET /v1/events?after=evt_…&type=T&type=U&limit=N → 200 {data: [{id, type, created_at, data}], has_more}
+//	GET /v1/events/{id}                              → 200 {id, type, created_at, data}
 //
 // Scopes (DESIGN.md "Abuse limits"): the endpoint receives every event of
 // the merchant, so setting it needs a token holding every scope the
 // merchant holds (a token narrowed to bind must not redirect charge.*
-// events); the feed shows a token only the events of its scopes (see
-// EventScope).
+// events); the feed and GET /v1/events/{id} show a token only the events
+// of its scopes (see EventScope): another scope's event is 404 not_found by
+// id, and a type= of another scope adds nothing to the feed, as for an
+// event of another merchant. A type= that is no event type at all is 422
+// validation_failed naming type.
 type Webhooks struct {
 	Service WebhookService
 	// Merchants gives the scopes the merchant holds, all of which setting
@@ -63,6 +68,7 @@ func (w Webhooks) Routes(v1 *echo.Group) {
 	}
 	v1.PUT("/webhook_endpoint", w.setEndpoint)
 	v1.GET("/events", w.listEvents)
+	v1.GET("/events/:id", w.getEvent)
 }
 
 // Errors implements Area.
@@ -94,16 +100,15 @@ func EventScope(eventType string) (string, error) {
 	return s, nil
 }
 
-// feedPrefixes returns, sorted, the event type prefixes a token holding
-// scopes sees.
-func feedPrefixes(scopes []string) []string {
-	out := []string{} // no scope: no events (never nil, which could read as "all")
-	for prefix, s := range eventScopes {
-		if slices.Contains(scopes, s) {
-			out = append(out, prefix)
+// visibleTypes returns the event types a token holding scopes sees, in
+// webhooks.EventTypes order.
+func visibleTypes(scopes []string) []string {
+	out := []string{} // no scope: no events (never nil)
+	for _, t := range webhooks.EventTypes() {
+		if s, err := EventScope(t); err == nil && slices.Contains(scopes, s) {
+			out = append(out, t)
 		}
 	}
-	slices.Sort(out)
 	return out
 }
 
@@ -160,10 +165,20 @@ func (w Webhooks) listEvents(c echo.Context) error {
 		}
 		limit = n
 	}
-	evs, more, err := w.Service.ListEventsWithPrefixes(c.Request().Context(), MerchantID(c),
-		feedPrefixes(tokenScopes(c)), c.QueryParam("after"), limit)
+	evs, more, err := w.Service.ListFeed(c.Request().Context(), MerchantID(c), webhooks.Feed{
+		Visible: visibleTypes(tokenScopes(c)), Types: c.QueryParams()["type"],
+		After: c.QueryParam("after"), Limit: limit,
+	})
 	if err != nil {
 		return err
 	}
 	return c.JSON(http.StatusOK, eventList{Data: evs, HasMore: more})
+}
+
+func (w Webhooks) getEvent(c echo.Context) error {
+	ev, err := w.Service.GetEvent(c.Request().Context(), MerchantID(c), c.Param("id"), visibleTypes(tokenScopes(c)))
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, ev)
 }

@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"net/http/httptest"
@@ -352,8 +353,6 @@ func TestEventScopeClosedSet(t *testing.T) {
 func TestEventsFeedScopes(t *testing.T) {
 	t.Parallel()
 	s := newWHServer(t)
-	ctx := context.Background()
-	pool := testenv.Pool(t)
 	m, full := s.whMerchant(t)
 	bind := s.withScopes(t, m, merchants.ScopeBind)
 	withhold := s.withScopes(t, m, merchants.ScopeWithhold)
@@ -362,18 +361,7 @@ func TestEventsFeedScopes(t *testing.T) {
 	// b1, 5 charge events, b2, m1, 5 charge events, b3: a page of 2 read
 	// after the fact would hold b1 and a charge event, or be empty.
 	var all []webhooks.Event
-	emit := func(typ string, n int) {
-		t.Helper()
-		for range n {
-			if err := db.InTx(ctx, pool, func(tx pgx.Tx) error {
-				ev, err := s.hooks.Emit(ctx, tx, m, typ, map[string]int{"n": len(all)})
-				all = append(all, ev)
-				return err
-			}); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
+	emit := func(typ string, n int) { t.Helper(); s.emit(t, m, typ, n, &all) }
 	emit(webhooks.EventBindingBound, 1)
 	emit(webhooks.EventChargeSucceeded, 5)
 	emit(webhooks.EventCardUnbound, 1)
@@ -390,69 +378,23 @@ func TestEventsFeedScopes(t *testing.T) {
 		}
 		return out
 	}
-	type page struct {
-		Data []struct {
-			ID   string `json:"id"`
-			Type string `json:"type"`
-		} `json:"data"`
-		HasMore bool `json:"has_more"`
-	}
-	get := func(c *apitest.Client, query string) (ids []string, more bool) {
-		t.Helper()
-		res := c.Get(t, "/v1/events?"+query)
-		var p page
-		if !res.WantStatus(t, http.StatusOK) || !res.Decode(t, &p) {
-			t.FailNow()
-		}
-		for _, it := range p.Data {
-			ids = append(ids, it.ID)
-		}
-		return ids, p.HasMore
-	}
-	// walk pages through the feed with limit, checking every page is full
-	// but the last.
-	walk := func(c *apitest.Client, limit int) []string {
-		t.Helper()
-		var seen []string
-		after := ""
-		for range 20 {
-			q := url.Values{"limit": {strconv.Itoa(limit)}}
-			if after != "" {
-				q.Set("after", after)
-			}
-			ids, more := get(c, q.Encode())
-			seen = append(seen, ids...)
-			if more && len(ids) != limit {
-				t.Errorf("a page of %d with has_more holds %d events: %v", limit, len(ids), ids)
-			}
-			if !more {
-				return seen
-			}
-			if len(ids) == 0 {
-				t.Fatal("an empty page with has_more")
-			}
-			after = ids[len(ids)-1]
-		}
-		t.Fatal("the feed did not end")
-		return nil
-	}
 	bindIDs, withholdIDs := of(merchants.ScopeBind), of(merchants.ScopeWithhold)
 
 	t.Run("a bind token pages through bind events only, in full pages", func(t *testing.T) {
-		ids, more := get(bind, "limit=2")
+		ids, more := feedPage(t, bind, "limit=2")
 		if !slices.Equal(ids, bindIDs[:2]) || !more {
 			t.Errorf("first page = %v more=%v, want %v and more", ids, more, bindIDs[:2])
 		}
-		ids, more = get(bind, "limit=2&after="+bindIDs[1])
+		ids, more = feedPage(t, bind, "limit=2&after="+bindIDs[1])
 		if !slices.Equal(ids, bindIDs[2:]) || more {
 			t.Errorf("second page = %v more=%v, want %v and no more", ids, more, bindIDs[2:])
 		}
-		if got := walk(bind, 1); !slices.Equal(got, bindIDs) {
+		if got := walkFeed(t, bind, nil, 1); !slices.Equal(got, bindIDs) {
 			t.Errorf("walked %v, want %v", got, bindIDs)
 		}
 	})
 	t.Run("a withhold token sees mandate and charge events only", func(t *testing.T) {
-		if got := walk(withhold, 4); !slices.Equal(got, withholdIDs) {
+		if got := walkFeed(t, withhold, nil, 4); !slices.Equal(got, withholdIDs) {
 			t.Errorf("walked %v, want %v", got, withholdIDs)
 		}
 	})
@@ -461,12 +403,12 @@ func TestEventsFeedScopes(t *testing.T) {
 		for _, ev := range all {
 			want = append(want, ev.ID)
 		}
-		if got := walk(full, 3); !slices.Equal(got, want) {
+		if got := walkFeed(t, full, nil, 3); !slices.Equal(got, want) {
 			t.Errorf("walked %v, want all %v", got, want)
 		}
 	})
 	t.Run("a token without scopes sees none", func(t *testing.T) {
-		if ids, more := get(none, ""); len(ids) != 0 || more {
+		if ids, more := feedPage(t, none, ""); len(ids) != 0 || more {
 			t.Errorf("events = %v more=%v, want none", ids, more)
 		}
 	})
@@ -474,4 +416,234 @@ func TestEventsFeedScopes(t *testing.T) {
 		bind.Get(t, "/v1/events?after="+withholdIDs[0]).WantError(t, http.StatusNotFound, "not_found")
 		withhold.Get(t, "/v1/events?after="+bindIDs[0]).WantError(t, http.StatusNotFound, "not_found")
 	})
+}
+
+// feedPage GETs /v1/events?query with c and returns the page's event ids
+// and has_more; any answer but 200 ends the test.
+func feedPage(t *testing.T, c *apitest.Client, query string) (ids []string, more bool) {
+	t.Helper()
+	res := c.Get(t, "/v1/events?"+query)
+	var p struct {
+		Data []struct {
+			ID   string `json:"id"`
+			Type string `json:"type"`
+		} `json:"data"`
+		HasMore bool `json:"has_more"`
+	}
+	if !res.WantStatus(t, http.StatusOK) || !res.Decode(t, &p) {
+		t.FailNow()
+	}
+	for _, it := range p.Data {
+		ids = append(ids, it.ID)
+	}
+	return ids, p.HasMore
+}
+
+// walkFeed pages through the feed of query with limit, checking every page
+// is full but the last, and returns the ids seen.
+func walkFeed(t *testing.T, c *apitest.Client, query url.Values, limit int) []string {
+	t.Helper()
+	var seen []string
+	after := ""
+	for range 20 {
+		q := url.Values{"limit": {strconv.Itoa(limit)}}
+		for k, v := range query {
+			q[k] = v
+		}
+		if after != "" {
+			q.Set("after", after)
+		}
+		ids, more := feedPage(t, c, q.Encode())
+		seen = append(seen, ids...)
+		if more && len(ids) != limit {
+			t.Errorf("a page of %d with has_more holds %d events: %v", limit, len(ids), ids)
+		}
+		if !more {
+			return seen
+		}
+		if len(ids) == 0 {
+			t.Fatal("an empty page with has_more")
+		}
+		after = ids[len(ids)-1]
+	}
+	t.Fatal("the feed did not end")
+	return nil
+}
+
+// emit emits n events of typ for merchant m, each in a transaction of its
+// own, appending them to all; each event's data is {"n": its index in all}.
+func (s *whServer) emit(t *testing.T, m, typ string, n int, all *[]webhooks.Event) {
+	t.Helper()
+	ctx := context.Background()
+	for range n {
+		if err := db.InTx(ctx, testenv.Pool(t), func(tx pgx.Tx) error {
+			ev, err := s.hooks.Emit(ctx, tx, m, typ, map[string]int{"n": len(*all)})
+			*all = append(*all, ev)
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestEventsFeedTypes: GET /v1/events?type= narrows the feed to one or more
+// types, within the token's scopes, in full pages that after= pages on; a
+// type of another scope shows nothing, as the feed hides that scope's
+// events; a type that is no event type is 422 validation_failed naming type.
+func TestEventsFeedTypes(t *testing.T) {
+	t.Parallel()
+	s := newWHServer(t)
+	m, full := s.whMerchant(t)
+	other, otherFull := s.whMerchant(t)
+	bind := s.withScopes(t, m, merchants.ScopeBind)
+	withhold := s.withScopes(t, m, merchants.ScopeWithhold)
+
+	var all, others []webhooks.Event
+	for _, e := range []struct {
+		typ string
+		n   int
+	}{
+		{webhooks.EventBindingBound, 2}, {webhooks.EventChargeSucceeded, 3}, {webhooks.EventCardUnbound, 1},
+		{webhooks.EventChargeFailed, 2}, {webhooks.EventBindingBound, 1}, {webhooks.EventChargeSucceeded, 2},
+	} {
+		s.emit(t, m, e.typ, e.n, &all)
+		s.emit(t, other, e.typ, 1, &others)
+	}
+	of := func(evs []webhooks.Event, types ...string) []string {
+		var out []string
+		for _, ev := range evs {
+			if slices.Contains(types, ev.Type) {
+				out = append(out, ev.ID)
+			}
+		}
+		return out
+	}
+	typeQuery := func(types ...string) url.Values { return url.Values{"type": types} }
+
+	for _, tc := range []struct {
+		name  string
+		c     *apitest.Client
+		types []string
+		limit int
+		want  []string
+	}{
+		{"one type", full, []string{webhooks.EventChargeSucceeded}, 2, of(all, webhooks.EventChargeSucceeded)},
+		{"two types", full, []string{webhooks.EventBindingBound, webhooks.EventChargeFailed}, 2,
+			of(all, webhooks.EventBindingBound, webhooks.EventChargeFailed)},
+		{"a type of the token's scope", bind, []string{webhooks.EventBindingBound}, 1, of(all, webhooks.EventBindingBound)},
+		{"a type of another scope shows nothing", bind, []string{webhooks.EventChargeSucceeded}, 2, nil},
+		{"of two types, the one the token sees", withhold,
+			[]string{webhooks.EventBindingBound, webhooks.EventChargeFailed}, 1, of(all, webhooks.EventChargeFailed)},
+		{"a type the merchant has none of", full, []string{webhooks.EventMandatePaused}, 2, nil},
+		{"another merchant sees its own", otherFull, []string{webhooks.EventChargeSucceeded}, 1,
+			of(others, webhooks.EventChargeSucceeded)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := walkFeed(t, tc.c, typeQuery(tc.types...), tc.limit); !slices.Equal(got, tc.want) {
+				t.Errorf("walked %v, want %v", got, tc.want)
+			}
+		})
+	}
+
+	t.Run("after any event the token sees, of any type", func(t *testing.T) {
+		after := of(all, webhooks.EventCardUnbound)[0]
+		q := typeQuery(webhooks.EventChargeSucceeded)
+		q.Set("after", after)
+		ids, more := feedPage(t, full, q.Encode())
+		if want := of(all, webhooks.EventChargeSucceeded)[3:]; !slices.Equal(ids, want) || more {
+			t.Errorf("after %s: %v more=%v, want %v and no more", after, ids, more, want)
+		}
+	})
+	t.Run("after an event of another scope is not found, whatever the type", func(t *testing.T) {
+		q := typeQuery(webhooks.EventBindingBound)
+		q.Set("after", of(all, webhooks.EventChargeSucceeded)[0])
+		bind.Get(t, "/v1/events?"+q.Encode()).WantError(t, http.StatusNotFound, "not_found")
+		q.Set("after", of(others, webhooks.EventBindingBound)[0])
+		full.Get(t, "/v1/events?"+q.Encode()).WantError(t, http.StatusNotFound, "not_found")
+	})
+	t.Run("a type that is no event type is refused", func(t *testing.T) {
+		for _, types := range [][]string{{"charge.refunded"}, {""}, {webhooks.EventChargeSucceeded, "payout.sent"}} {
+			res := full.Get(t, "/v1/events?"+typeQuery(types...).Encode())
+			if res.WantError(t, http.StatusUnprocessableEntity, "validation_failed") && res.APIError().Field != "type" {
+				t.Errorf("type=%q: field %q, want type", types, res.APIError().Field)
+			}
+		}
+		// A token's scopes do not change the answer for a type that is no event type.
+		bind.Get(t, "/v1/events?type=charge.refunded").WantError(t, http.StatusUnprocessableEntity, "validation_failed")
+	})
+}
+
+// TestGetEventAPI: GET /v1/events/{id} answers the merchant's event as the
+// feed shows it; another merchant's, an unknown id and an event of a scope
+// the token lacks are all 404 not_found.
+func TestGetEventAPI(t *testing.T) {
+	t.Parallel()
+	s := newWHServer(t)
+	m, full := s.whMerchant(t)
+	other, _ := s.whMerchant(t)
+	bind := s.withScopes(t, m, merchants.ScopeBind)
+	withhold := s.withScopes(t, m, merchants.ScopeWithhold)
+	none := s.withScopes(t, m)
+	var all, others []webhooks.Event
+	s.emit(t, m, webhooks.EventBindingBound, 1, &all)
+	s.emit(t, m, webhooks.EventChargeSucceeded, 1, &all)
+	s.emit(t, other, webhooks.EventBindingBound, 1, &others)
+	bound, charged := all[0], all[1]
+
+	type event struct {
+		ID        string         `json:"id"`
+		Type      string         `json:"type"`
+		CreatedAt time.Time      `json:"created_at"`
+		Data      map[string]int `json:"data"`
+	}
+	for _, tc := range []struct {
+		name string
+		c    *apitest.Client
+		ev   webhooks.Event
+		n    int
+	}{
+		{"a token with both scopes, a bind event", full, bound, 0},
+		{"a token with both scopes, a withhold event", full, charged, 1},
+		{"a bind token, a bind event", bind, bound, 0},
+		{"a withhold token, a withhold event", withhold, charged, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			res := tc.c.Get(t, "/v1/events/"+tc.ev.ID)
+			var got event
+			if !res.WantStatus(t, http.StatusOK) || !res.Decode(t, &got) {
+				return
+			}
+			if got.ID != tc.ev.ID || got.Type != tc.ev.Type || !got.CreatedAt.Equal(tc.ev.CreatedAt) ||
+				len(got.Data) != 1 || got.Data["n"] != tc.n {
+				t.Errorf("event = %+v, want %s %s at %s with data n=%d", got, tc.ev.ID, tc.ev.Type, tc.ev.CreatedAt, tc.n)
+			}
+		})
+	}
+	t.Run("the feed and the event answer the same JSON", func(t *testing.T) {
+		one := full.Get(t, "/v1/events/"+charged.ID)
+		page := full.Get(t, "/v1/events?type="+webhooks.EventChargeSucceeded)
+		var p struct {
+			Data []json.RawMessage `json:"data"`
+		}
+		if one.WantStatus(t, http.StatusOK) && page.WantStatus(t, http.StatusOK) && page.Decode(t, &p) &&
+			(len(p.Data) != 1 || string(p.Data[0]) != strings.TrimSpace(string(one.Body))) {
+			t.Errorf("feed item %s, event %s: want the same", p.Data, one.Body)
+		}
+	})
+	for _, tc := range []struct {
+		name string
+		c    *apitest.Client
+		id   string
+	}{
+		{"another merchant's event", full, others[0].ID},
+		{"an unknown event", full, "evt_aaaaaaaaaaaaaaaaaaaaaaaa"},
+		{"not an event id", full, "chg_aaaaaaaaaaaaaaaaaaaaaaaa"},
+		{"a withhold event to a bind token", bind, charged.ID},
+		{"a bind event to a withhold token", withhold, bound.ID},
+		{"an event to a token without scopes", none, bound.ID},
+	} {
+		t.Run(tc.name+" is not found", func(t *testing.T) {
+			tc.c.Get(t, "/v1/events/"+tc.id).WantError(t, http.StatusNotFound, "not_found")
+		})
+	}
 }

@@ -12,12 +12,15 @@
 // MaxDeliverBatch of its events (a month-end run emits 100,000
 // charge.succeeded events; one job each would be most of its writes).
 //
-// Merchants can read their events oldest first with ListEvents (GET
-// /v1/events?after=evt_…). Events are ordered by a sequence, and a reader
-// never skips an event whose transaction was still open when it read: Emit
-// holds a shared per-merchant advisory lock until its transaction ends, and
-// ListEvents takes that lock exclusively around its read, so every event it
-// does not see is numbered after every event it does.
+// Merchants read their events oldest first with ListFeed (GET
+// /v1/events?after=evt_…&type=…), narrowed in the query to the types the
+// reader may see and asked for, and one by one with GetEvent (GET
+// /v1/events/{id}); ListEvents reads every event (feed.go). Events are
+// ordered by a sequence, and a reader never skips an event whose
+// transaction was still open when it read: Emit holds a shared
+// per-merchant advisory lock until its transaction ends, and a feed read
+// takes that lock exclusively around its read, so every event it does not
+// see is numbered after every event it does.
 //
 // # Delivery
 //
@@ -110,7 +113,8 @@ func ValidEventType(t string) bool { return slices.Contains(EventTypes(), t) }
 
 // Errors.
 var (
-	// ErrNotFound: no such event for this merchant (ListEvents' after).
+	// ErrNotFound: no such event for this merchant, or none the reader may
+	// see (GetEvent's id, a feed's after).
 	ErrNotFound = errors.New("webhooks: not found")
 	// ErrInvalid: a *FieldError about SetEndpoint's input.
 	ErrInvalid = errs.ErrInvalid
@@ -408,31 +412,8 @@ func normalizeEvents(events []string) ([]string, error) {
 	return slices.Compact(out), nil
 }
 
-// Limits of ListEvents.
+// Limits of a feed page (ListFeed, ListEvents).
 const (
 	DefaultListLimit = 100
 	MaxListLimit     = 500
 )
-
-// ListEvents returns merchantID's events oldest first, after the event
-// named by after ("" for the first), at most limit of them (≤ 0: 100;
-// capped at 500), and whether more follow.
-//
-// Errors: ErrNotFound when after is not one of this merchant's events.
-func (s *Service) ListEvents(ctx context.Context, merchantID, after string, limit int) ([]Event, bool, error) {
-	if limit <= 0 {
-		limit = DefaultListLimit
-	}
-	limit = min(limit, MaxListLimit)
-	if after != "" && !ids.Valid("evt", after) {
-		return nil, false, fmt.Errorf("list events after %q: %w", after, ErrNotFound)
-	}
-	evs, err := listEvents(ctx, s.cfg.Pool, merchantID, after, limit+1)
-	if err != nil {
-		return nil, false, fmt.Errorf("list events: %w", err)
-	}
-	if len(evs) > limit {
-		return evs[:limit], true, nil
-	}
-	return evs, false, nil
-}

@@ -1049,17 +1049,7 @@ func TestListEventsLimits(t *testing.T) {
 	e := newEnv(t, false, nil)
 	ctx := context.Background()
 	m := newMerchant(t, e.pool)
-	err := db.InTx(ctx, e.pool, func(tx pgx.Tx) error {
-		for i := range webhooks.MaxListLimit + 1 {
-			if _, err := e.svc.Emit(ctx, tx, m, webhooks.EventChargeSucceeded, map[string]int{"i": i}); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	emitMany(t, e, m, webhooks.EventChargeSucceeded, webhooks.MaxListLimit+1)
 	for limit, want := range map[int]int{0: webhooks.DefaultListLimit, 10_000: webhooks.MaxListLimit, 7: 7} {
 		evs, more, err := e.svc.ListEvents(ctx, m, "", limit)
 		if err != nil || len(evs) != want || !more {
