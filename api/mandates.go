@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -60,7 +61,8 @@ func (a *Mandates) Routes(v1 *echo.Group) {
 	v1.POST("/mandates/:id/resume", a.transition(a.Service.Resume), scope)
 	v1.POST("/mandates/:id/cancel", a.transition(a.Service.Cancel), scope)
 	v1.POST("/mandates/:id/charges", a.postCharge, scope)
-	v1.GET("/mandates/:id/charges", a.listCharges, scope)
+	v1.GET("/mandates/:id/charges", a.listMandateCharges, scope)
+	v1.GET("/charges", a.listCharges, scope)
 	v1.GET("/charges/:id", a.getCharge, scope)
 }
 
@@ -228,7 +230,51 @@ func chargeOut(c mandate.Charge) chargeJSON {
 	return out
 }
 
+// listJSON is a page of a resource list (DESIGN.md "Lists").
+type listJSON[J any] struct {
+	Data    []J  `json:"data"`
+	HasMore bool `json:"has_more"`
+}
+
+func listOut[T, J any](rows []T, more bool, out func(T) J) listJSON[J] {
+	l := listJSON[J]{Data: make([]J, 0, len(rows)), HasMore: more}
+	for _, r := range rows {
+		l.Data = append(l.Data, out(r))
+	}
+	return l
+}
+
 // Requests.
+
+// listPage reads a resource list's limit and starting_after; the domain
+// checks the limit's range and the cursor.
+func listPage(c echo.Context) (mandate.Page, error) {
+	p := mandate.Page{StartingAfter: c.QueryParam("starting_after")}
+	if s := c.QueryParam("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil {
+			return p, Validation(http.StatusUnprocessableEntity, "limit", "must be an integer from 1 to "+strconv.Itoa(mandate.MaxListLimit))
+		}
+		if n == 0 {
+			n = -1 // 0 is out of range, not the default
+		}
+		p.Limit = n
+	}
+	return p, nil
+}
+
+// queryTime reads an optional RFC 3339 time from the query.
+func queryTime(c echo.Context, name string) (time.Time, error) {
+	s := c.QueryParam(name)
+	if s == "" {
+		return time.Time{}, nil
+	}
+	t, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		return time.Time{}, Validation(http.StatusUnprocessableEntity, name, "must be an RFC 3339 time")
+	}
+	return t, nil
+}
 
 type scheduleRequest struct {
 	Interval   string `json:"interval"`
@@ -304,24 +350,18 @@ func (a *Mandates) get(c echo.Context) error {
 	return c.JSON(http.StatusOK, mandateOut(m))
 }
 
-type mandateList struct {
-	Data []mandateJSON `json:"data"`
-}
-
 func (a *Mandates) list(c echo.Context) error {
-	cardID, memberID := c.QueryParam("card_id"), c.QueryParam("member_id")
-	if (cardID == "") == (memberID == "") {
-		return Validation(http.StatusBadRequest, "card_id", "give card_id or member_id (one of them)")
-	}
-	ms, err := a.Service.List(c.Request().Context(), MerchantID(c), cardID, memberID)
+	p, err := listPage(c)
 	if err != nil {
 		return err
 	}
-	out := mandateList{Data: make([]mandateJSON, 0, len(ms))}
-	for _, m := range ms {
-		out.Data = append(out.Data, mandateOut(m))
+	ms, more, err := a.Service.List(c.Request().Context(), MerchantID(c), mandate.MandateFilter{
+		Status: mandate.MandateStatus(c.QueryParam("status")), CardID: c.QueryParam("card_id"),
+		MemberID: c.QueryParam("member_id")}, p)
+	if err != nil {
+		return err
 	}
-	return c.JSON(http.StatusOK, out)
+	return c.JSON(http.StatusOK, listOut(ms, more, mandateOut))
 }
 
 func (a *Mandates) confirm(c echo.Context) error {
@@ -382,24 +422,40 @@ func (a *Mandates) postCharge(c echo.Context) error {
 	return c.JSON(http.StatusCreated, chargeOut(ch))
 }
 
-type chargeList struct {
-	Data []chargeJSON `json:"data"`
-}
-
-func (a *Mandates) listCharges(c echo.Context) error {
+func (a *Mandates) listMandateCharges(c echo.Context) error {
 	id, err := pathID(c, "mdt")
 	if err != nil {
 		return err
 	}
-	cs, err := a.Service.ListCharges(c.Request().Context(), MerchantID(c), id)
+	p, err := listPage(c)
 	if err != nil {
 		return err
 	}
-	out := chargeList{Data: make([]chargeJSON, 0, len(cs))}
-	for _, ch := range cs {
-		out.Data = append(out.Data, chargeOut(ch))
+	cs, more, err := a.Service.MandateCharges(c.Request().Context(), MerchantID(c), id, p)
+	if err != nil {
+		return err
 	}
-	return c.JSON(http.StatusOK, out)
+	return c.JSON(http.StatusOK, listOut(cs, more, chargeOut))
+}
+
+func (a *Mandates) listCharges(c echo.Context) error {
+	p, err := listPage(c)
+	if err != nil {
+		return err
+	}
+	f := mandate.ChargeFilter{Status: mandate.ChargeStatus(c.QueryParam("status")), MandateID: c.QueryParam("mandate_id"),
+		MemberID: c.QueryParam("member_id"), CardID: c.QueryParam("card_id")}
+	if f.CreatedGTE, err = queryTime(c, "created_gte"); err != nil {
+		return err
+	}
+	if f.CreatedLT, err = queryTime(c, "created_lt"); err != nil {
+		return err
+	}
+	cs, more, err := a.Service.Charges(c.Request().Context(), MerchantID(c), f, p)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, listOut(cs, more, chargeOut))
 }
 
 func (a *Mandates) getCharge(c echo.Context) error {

@@ -51,6 +51,7 @@ func TestMandates(t *testing.T) {
 	t.Run("variable mandate charges", e.testVariableCharges)
 	t.Run("pause, resume, cancel and invalid_state", e.testTransitions)
 	t.Run("lists by card and by member", e.testLists)
+	t.Run("charge lists: filters, pages, has_more", e.testChargeLists)
 	t.Run("another merchant sees nothing", e.testTenants)
 	t.Run("a token without withhold gets 403", e.testScope)
 	t.Run("one Idempotency-Key makes one mandate and one SMS", e.testIdempotency)
@@ -721,9 +722,15 @@ func (e *mandateEnv) testVariableCharges(t *testing.T) {
 		t.Errorf("GET charge = %+v, want %+v", got, ch)
 	}
 	var list struct{ Data []chargeAnswer }
+	// Newest first: both were created at the fixed clock's time, so the
+	// greater id first.
+	newest, older := ch, march
+	if march.ID > ch.ID {
+		newest, older = march, ch
+	}
 	if res := m.c.Get(t, charges); res.WantStatus(t, http.StatusOK) && res.Decode(t, &list) &&
-		(len(list.Data) != 2 || !sameJSON(t, list.Data[0], ch) || !sameJSON(t, list.Data[1], march)) {
-		t.Errorf("charges = %+v, want February's then March's", list.Data)
+		(len(list.Data) != 2 || !sameJSON(t, list.Data[0], newest) || !sameJSON(t, list.Data[1], older)) {
+		t.Errorf("charges = %+v, want %s then %s", list.Data, newest.ID, older.ID)
 	}
 	m.c.Get(t, "/v1/charges/chg_aaaaaaaaaaaaaaaaaaaaaaaa").WantError(t, http.StatusNotFound, "not_found")
 	m.c.Get(t, "/v1/charges/"+md.ID).WantError(t, http.StatusNotFound, "not_found")
@@ -828,7 +835,7 @@ func (e *mandateEnv) testTransitions(t *testing.T) {
 
 func (e *mandateEnv) testLists(t *testing.T) {
 	t.Parallel()
-	// Lists are oldest first: the clock moves between the creates.
+	// Lists are newest first: the clock moves between the creates.
 	srv, clk := e.clocked(t)
 	m := tenantOf(t, srv, "bind", "withhold")
 	var mem struct{ ID string }
@@ -863,17 +870,45 @@ func (e *mandateEnv) testLists(t *testing.T) {
 		query string
 		want  []string
 	}{
-		{"card_id=" + one.ID, []string{a.ID, c.ID}},
+		{"card_id=" + one.ID, []string{c.ID, a.ID}},
 		{"card_id=" + two.ID, []string{b.ID}},
-		{"member_id=" + mem.ID, []string{a.ID, b.ID, c.ID}},
+		{"member_id=" + mem.ID, []string{c.ID, b.ID, a.ID}},
 		{"member_id=mem_aaaaaaaaaaaaaaaaaaaaaaaa", []string{}},
+		// No filter: every mandate of the merchant; filters combine.
+		{"", []string{c.ID, b.ID, a.ID}},
+		{"card_id=" + one.ID + "&member_id=" + mem.ID, []string{c.ID, a.ID}},
+		{"card_id=" + two.ID + "&member_id=mem_aaaaaaaaaaaaaaaaaaaaaaaa", []string{}},
+		{"status=pending_confirmation", []string{c.ID, b.ID, a.ID}},
+		{"status=active", []string{}},
+		{"limit=2", []string{c.ID, b.ID}},
+		{"limit=2&starting_after=" + b.ID, []string{a.ID}},
+		{"member_id=" + mem.ID + "&starting_after=" + c.ID, []string{b.ID, a.ID}},
 	} {
 		if got := list(t, m.c, tc.query); !slices.Equal(got, tc.want) {
 			t.Errorf("GET /v1/mandates?%s = %v, want %v", tc.query, got, tc.want)
 		}
 	}
-	wantError(t, m.c.Get(t, "/v1/mandates"), http.StatusBadRequest, "validation_failed", "card_id")
-	wantError(t, m.c.Get(t, "/v1/mandates?card_id="+one.ID+"&member_id="+mem.ID), http.StatusBadRequest, "validation_failed", "card_id")
+	t.Run("a pending mandate whose code ran out lists as expired", func(t *testing.T) {
+		clk.Advance(mandate.OTPValidity + time.Second)
+		if got := list(t, m.c, "status=expired"); !slices.Equal(got, []string{c.ID, b.ID, a.ID}) {
+			t.Errorf("expired mandates = %v, want all three", got)
+		}
+		if got := list(t, m.c, "status=pending_confirmation"); len(got) != 0 {
+			t.Errorf("pending mandates = %v, want none", got)
+		}
+	})
+	for _, tc := range []struct{ query, field string }{
+		{"card_id=" + mem.ID, "card_id"},
+		{"member_id=nope", "member_id"},
+		{"status=bogus", "status"},
+		{"limit=0", "limit"},
+		{"limit=101", "limit"},
+		{"limit=two", "limit"},
+	} {
+		wantError(t, m.c.Get(t, "/v1/mandates?"+tc.query), http.StatusUnprocessableEntity, "validation_failed", tc.field)
+	}
+	m.c.Get(t, "/v1/mandates?starting_after=mdt_aaaaaaaaaaaaaaaaaaaaaaaa").WantError(t, http.StatusNotFound, "not_found")
+	m.c.Get(t, "/v1/mandates?starting_after="+one.ID).WantError(t, http.StatusNotFound, "not_found")
 
 	other := tenantOf(t, srv, "bind", "withhold")
 	if got := list(t, other.c, "card_id="+one.ID); len(got) != 0 {
@@ -882,6 +917,10 @@ func (e *mandateEnv) testLists(t *testing.T) {
 	if got := list(t, other.c, "member_id="+mem.ID); len(got) != 0 {
 		t.Errorf("another merchant lists %v of the member, want nothing", got)
 	}
+	if got := list(t, other.c, ""); len(got) != 0 {
+		t.Errorf("another merchant lists %v, want nothing", got)
+	}
+	other.c.Get(t, "/v1/mandates?starting_after="+b.ID).WantError(t, http.StatusNotFound, "not_found")
 }
 
 func (e *mandateEnv) testTenants(t *testing.T) {

@@ -32,7 +32,7 @@ func TestConsentTextAfterTheMandate(t *testing.T) {
 			}()
 			_, _ = w.svc.Create(ctx, c.Merchant, in)
 		}()
-		ms, err := w.svc.List(ctx, c.Merchant, c.ID, "")
+		ms, _, err := w.svc.List(ctx, c.Merchant, mandate.MandateFilter{CardID: c.ID}, mandate.Page{})
 		if err != nil || len(ms) != 1 || ms[0].Status != mandate.StatusPendingConfirmation || ms[0].OTPSends != 1 {
 			t.Fatalf("mandates after the crash = %+v, %v; want one pending, one send", ms, err)
 		}
@@ -52,7 +52,7 @@ func TestConsentTextAfterTheMandate(t *testing.T) {
 		if !errors.Is(err, mandate.ErrSMSUnavailable) {
 			t.Fatalf("create with the text refused: %v, want ErrSMSUnavailable", err)
 		}
-		ms, err := w.svc.List(ctx, c.Merchant, c.ID, "")
+		ms, _, err := w.svc.List(ctx, c.Merchant, mandate.MandateFilter{CardID: c.ID}, mandate.Page{})
 		if err != nil || len(ms) != 1 || ms[0].Status != mandate.StatusExpired || ms[0].StatusReason != "consent_not_sent" {
 			t.Fatalf("mandates = %+v, %v; want one expired (consent_not_sent)", ms, err)
 		}

@@ -9,7 +9,8 @@
 // # Where each story lives
 //
 //   - consent.go: Create, Confirm and Resend, and the consent code and text.
-//   - lifecycle.go: Pause, Resume, Cancel, CancelForCard, completion; Get, List.
+//   - lifecycle.go: Pause, Resume, Cancel, CancelForCard, completion; Get.
+//   - list.go: the mandate and charge lists, newest first, a page at a time.
 //   - materialize.go: periods that fell due become charges; PostCharge.
 //   - send.go: RunDue; due charges are claimed and sent to their bank.
 //   - settle.go: bank answers applied (the charge answer, callbacks, queries),

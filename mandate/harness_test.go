@@ -2,6 +2,7 @@ package mandate_test
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -593,12 +594,25 @@ func (w *world) waitFor(t *testing.T, timeout time.Duration, cond func() bool, w
 
 // --- looking ---
 
+// charges returns all of m's charges (every page), by charge date.
 func (w *world) charges(t *testing.T, m mandate.Mandate) []mandate.Charge {
 	t.Helper()
-	cs, err := w.svc.ListCharges(context.Background(), m.MerchantID, m.ID)
-	if err != nil {
-		t.Fatal(err)
+	var cs []mandate.Charge
+	for p := (mandate.Page{Limit: mandate.MaxListLimit}); ; {
+		page, more, err := w.svc.MandateCharges(context.Background(), m.MerchantID, m.ID, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cs = append(cs, page...)
+		if !more {
+			break
+		}
+		p.StartingAfter = page[len(page)-1].ID
 	}
+	// The tests read a mandate's charges by date.
+	slices.SortFunc(cs, func(a, b mandate.Charge) int {
+		return cmp.Or(a.ChargeDate.Compare(b.ChargeDate), strings.Compare(a.ID, b.ID))
+	})
 	return cs
 }
 

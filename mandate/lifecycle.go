@@ -46,19 +46,6 @@ func (s *Service) view(m Mandate) Mandate {
 	return m
 }
 
-// List returns the merchant's mandates on a card or of a member (one of
-// them is required), oldest first. Errors: *FieldError.
-func (s *Service) List(ctx context.Context, merchantID, cardID, memberID string) ([]Mandate, error) {
-	if (cardID == "") == (memberID == "") {
-		return nil, &FieldError{Field: "card_id", Message: "give card_id or member_id"}
-	}
-	ms, err := listMandates(ctx, s.pool, merchantID, cardID, memberID)
-	for i := range ms {
-		ms[i] = s.view(ms[i])
-	}
-	return ms, err
-}
-
 // transition changes a mandate's status in a transaction: fn checks and
 // edits it; the change is audited and its event emitted.
 func (s *Service) transition(ctx context.Context, merchantID, id, action string,

@@ -258,11 +258,3 @@ func (s *Service) GetCharge(ctx context.Context, merchantID, id string) (Charge,
 	}
 	return getCharge(ctx, s.pool, merchantID, id)
 }
-
-// ListCharges returns a mandate's charges by date. Errors: ErrNotFound.
-func (s *Service) ListCharges(ctx context.Context, merchantID, mandateID string) ([]Charge, error) {
-	if _, err := s.Get(ctx, merchantID, mandateID); err != nil {
-		return nil, err
-	}
-	return listCharges(ctx, s.pool, merchantID, mandateID)
-}

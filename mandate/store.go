@@ -81,21 +81,6 @@ func getMandate(ctx context.Context, q querier, merchantID, id string, forUpdate
 	return scanMandate(q.QueryRow(ctx, sql, merchantID, id))
 }
 
-// listMandates returns the merchant's mandates on a card or of a member,
-// oldest first.
-func listMandates(ctx context.Context, q querier, merchantID, cardID, memberID string) ([]Mandate, error) {
-	rows, err := q.Query(ctx, `SELECT `+mandateCols+` FROM mandates WHERE merchant_id = $1
-		AND ($2 = '' OR card_id = $2) AND ($3 = '' OR member_id = $3) ORDER BY created_at, id LIMIT 1000`,
-		merchantID, cardID, memberID)
-	if err != nil {
-		return nil, err
-	}
-	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (Mandate, error) {
-		m, err := scanMandate(r)
-		return m.Mandate, err
-	})
-}
-
 func nullDate(t time.Time) any {
 	if t.IsZero() {
 		return nil

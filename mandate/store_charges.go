@@ -95,27 +95,6 @@ func getCharge(ctx context.Context, q querier, merchantID, id string) (Charge, e
 	return c, err
 }
 
-func listCharges(ctx context.Context, q querier, merchantID, mandateID string) ([]Charge, error) {
-	rows, err := q.Query(ctx, `SELECT `+chargeCols+` FROM charges WHERE merchant_id = $1 AND mandate_id = $2
-		ORDER BY charge_date, id LIMIT 1000`, merchantID, mandateID)
-	if err != nil {
-		return nil, err
-	}
-	cs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Charge, error) { return scanCharge(r) })
-	if err != nil || len(cs) == 0 {
-		return cs, err
-	}
-	idList := make([]string, len(cs))
-	for i, c := range cs {
-		idList[i] = c.ID
-	}
-	as, err := listAttempts(ctx, q, merchantID, idList)
-	for i := range cs {
-		cs[i].Attempts = as[cs[i].ID]
-	}
-	return cs, err
-}
-
 // insertCharge adds a charge; errPeriodTaken if its period has one.
 func insertCharge(ctx context.Context, q querier, c Charge, cardID string, noticeAt time.Time) error {
 	tag, err := q.Exec(ctx, `INSERT INTO charges (id, merchant_id, mandate_id, card_id, period, charge_date, amount,
