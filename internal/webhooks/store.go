@@ -98,23 +98,9 @@ func listFeed(ctx context.Context, pool *pgxpool.Pool, merchantID string, f feed
 		var rows pgx.Rows
 		var err error
 		if walk {
-			rows, err = tx.Query(ctx, `
-				SELECT id, merchant_id, type, created_at, data FROM events
-				 WHERE merchant_id = $1 AND seq > $2 AND ($4 OR type = ANY ($5::text[]))
-				 ORDER BY seq LIMIT $3`,
-				merchantID, afterSeq, limit, f.all, f.shown)
+			rows, err = tx.Query(ctx, feedWalkSQL, merchantID, afterSeq, limit, f.all, f.shown)
 		} else {
-			rows, err = tx.Query(ctx, `
-				SELECT id, merchant_id, type, created_at, data FROM events
-				 WHERE merchant_id = $1 AND seq IN (
-				       SELECT p.seq FROM unnest($4::text[]) AS t(type)
-				        CROSS JOIN LATERAL (
-				              SELECT e.seq FROM events e
-				               WHERE e.merchant_id = $1 AND e.type = t.type AND e.seq > $2
-				               ORDER BY e.seq LIMIT $3) AS p
-				        ORDER BY p.seq LIMIT $3)
-				 ORDER BY seq`,
-				merchantID, afterSeq, limit, f.shown)
+			rows, err = tx.Query(ctx, feedTypedSQL, merchantID, afterSeq, limit, f.shown)
 		}
 		if err != nil {
 			return err
@@ -127,6 +113,27 @@ func listFeed(ctx context.Context, pool *pgxpool.Pool, merchantID string, f feed
 	}
 	return evs, err
 }
+
+// feedWalkSQL reads a page of the merchant's ($1) events after seq $2, at
+// most $3, of every type ($4) or of the types $5, along (merchant_id, seq).
+const feedWalkSQL = `
+	SELECT id, merchant_id, type, created_at, data FROM events
+	 WHERE merchant_id = $1 AND seq > $2 AND ($4 OR type = ANY ($5::text[]))
+	 ORDER BY seq LIMIT $3`
+
+// feedTypedSQL reads a page of the merchant's ($1) events after seq $2, at
+// most $3, of the types $4: the first $3 of each type along
+// (merchant_id, type, seq), then the first $3 of those.
+const feedTypedSQL = `
+	SELECT id, merchant_id, type, created_at, data FROM events
+	 WHERE merchant_id = $1 AND seq IN (
+	       SELECT p.seq FROM unnest($4::text[]) AS t(type)
+	        CROSS JOIN LATERAL (
+	              SELECT e.seq FROM events e
+	               WHERE e.merchant_id = $1 AND e.type = t.type AND e.seq > $2
+	               ORDER BY e.seq LIMIT $3) AS p
+	        ORDER BY p.seq LIMIT $3)
+	 ORDER BY seq`
 
 // getEvent reads merchantID's event id if its type is one of visible.
 func getEvent(ctx context.Context, pool *pgxpool.Pool, merchantID, id string, visible []string) (Event, error) {
