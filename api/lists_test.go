@@ -58,13 +58,7 @@ func (e *mandateEnv) testChargeLists(t *testing.T) {
 	t.Parallel()
 	srv, clk := e.clocked(t)
 	m := tenantOf(t, srv, "bind", "withhold")
-	var mem struct{ ID string }
-	if res := m.c.Post(t, "/v1/members", map[string]string{"external_id": "user-" + randomHex(t, 6)}); !res.WantStatus(t, http.StatusCreated) ||
-		!res.Decode(t, &mem) {
-		t.FailNow()
-	}
-	one := e.bindCard(t, srv, m, "ICBC", "member_id", mem.ID)
-	two := e.bindAccount(t, srv, m, e.sameHolder(t, srv, "CCB", one), "member_id", mem.ID)
+	mem, one, two := e.memberWithTwoCards(t, srv, m)
 	v1 := createMandate(t, m, variableMandate(one.ID))
 	confirmMandate(t, srv, m, v1.ID, one.Phone)
 	v2 := createMandate(t, m, variableMandate(two.ID))

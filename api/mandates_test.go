@@ -833,19 +833,25 @@ func (e *mandateEnv) testTransitions(t *testing.T) {
 	})
 }
 
+// memberWithTwoCards creates a member of m and binds it an ICBC card and a
+// CCB card (the same holder, or the identity check refuses the second).
+func (e *mandateEnv) memberWithTwoCards(t *testing.T, srv *testServer, m tenant) (mem struct{ ID string }, one, two boundCard) {
+	t.Helper()
+	if res := m.c.Post(t, "/v1/members", map[string]string{"external_id": "user-" + randomHex(t, 6)}); !res.WantStatus(t, http.StatusCreated) ||
+		!res.Decode(t, &mem) {
+		t.FailNow()
+	}
+	one = e.bindCard(t, srv, m, "ICBC", "member_id", mem.ID)
+	two = e.bindAccount(t, srv, m, e.sameHolder(t, srv, "CCB", one), "member_id", mem.ID)
+	return mem, one, two
+}
+
 func (e *mandateEnv) testLists(t *testing.T) {
 	t.Parallel()
 	// Lists are newest first: the clock moves between the creates.
 	srv, clk := e.clocked(t)
 	m := tenantOf(t, srv, "bind", "withhold")
-	var mem struct{ ID string }
-	if res := m.c.Post(t, "/v1/members", map[string]string{"external_id": "user-" + randomHex(t, 6)}); !res.WantStatus(t, http.StatusCreated) ||
-		!res.Decode(t, &mem) {
-		t.FailNow()
-	}
-	one := e.bindCard(t, srv, m, "ICBC", "member_id", mem.ID)
-	// The member's second card: the same holder, or the identity check refuses it.
-	two := e.bindAccount(t, srv, m, e.sameHolder(t, srv, "CCB", one), "member_id", mem.ID)
+	mem, one, two := e.memberWithTwoCards(t, srv, m)
 	a := createMandate(t, m, fixedMandate(one.ID))
 	clk.Advance(time.Second)
 	b := createMandate(t, m, variableMandate(two.ID))

@@ -117,13 +117,7 @@ func page[T any](rows []T, limit int) ([]T, bool) {
 // Errors: *FieldError (limit, status, mandate_id, member_id, card_id);
 // ErrNotFound when p.StartingAfter is not one of the merchant's charges.
 func (s *Service) Charges(ctx context.Context, merchantID string, f ChargeFilter, p Page) ([]Charge, bool, error) {
-	if err := p.check(); err != nil {
-		return nil, false, err
-	}
-	if err := f.check(); err != nil {
-		return nil, false, err
-	}
-	after, err := s.cursor(ctx, merchantID, "chg", p.StartingAfter)
+	after, err := s.start(ctx, merchantID, "chg", &p, f)
 	if err != nil {
 		return nil, false, err
 	}
@@ -153,13 +147,7 @@ func (s *Service) MandateCharges(ctx context.Context, merchantID, mandateID stri
 // Errors: *FieldError (limit, status, card_id, member_id); ErrNotFound
 // when p.StartingAfter is not one of the merchant's mandates.
 func (s *Service) List(ctx context.Context, merchantID string, f MandateFilter, p Page) ([]Mandate, bool, error) {
-	if err := p.check(); err != nil {
-		return nil, false, err
-	}
-	if err := f.check(); err != nil {
-		return nil, false, err
-	}
-	after, err := s.cursor(ctx, merchantID, "mdt", p.StartingAfter)
+	after, err := s.start(ctx, merchantID, "mdt", &p, f)
 	if err != nil {
 		return nil, false, err
 	}
@@ -172,6 +160,18 @@ func (s *Service) List(ctx context.Context, merchantID string, f MandateFilter, 
 	}
 	ms, more := page(ms, p.Limit)
 	return ms, more, nil
+}
+
+// start checks a list's page and filter and returns the position of the
+// row the page starts after.
+func (s *Service) start(ctx context.Context, merchantID, prefix string, p *Page, f interface{ check() error }) (cursor, error) {
+	if err := p.check(); err != nil {
+		return cursor{}, err
+	}
+	if err := f.check(); err != nil {
+		return cursor{}, err
+	}
+	return s.cursor(ctx, merchantID, prefix, p.StartingAfter)
 }
 
 // cursor is the position of the row a page starts after: a charge
