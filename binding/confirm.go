@@ -57,7 +57,7 @@ func afterCall(ctx context.Context) (context.Context, context.CancelFunc) {
 //
 //  1. Claim: one statement claims the binding (claimBinding). A binding
 //     another confirm holds is waited for, polling with a bounded wait
-//     (waitClaim): two confirms of one binding make one bank confirm, and
+//     (claimWait): two confirms of one binding make one bank confirm, and
 //     the second returns the binding the first bound. A resend sends
 //     nothing while the claim is held (resend.go).
 //  2. Call the bank, under a context the caller cannot cancel: once the
