@@ -15,16 +15,7 @@ func TestRepeatBinds(t *testing.T) {
 	ctx := context.Background()
 	w := newWorld(t)
 	a := w.account(t, "CCB", "debit")
-	m, err := w.svc.CreateMember(ctx, w.merchant, binding.MemberInput{ExternalID: "rep-1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	in := input(a)
-	in.MemberID = m.ID
-	b, err := w.svc.StartBinding(ctx, w.merchant, in)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, in, b := w.startExplicit(t, a, binding.MemberInput{ExternalID: "rep-1"})
 	bound, err := w.svc.Confirm(ctx, w.merchant, b.ID, w.code(t, a.Phone))
 	if err != nil {
 		t.Fatal(err)

@@ -102,16 +102,7 @@ func TestConfirmOutlivesItsCaller(t *testing.T) {
 	ctx := context.Background()
 	w := newWorld(t)
 	a := w.account(t, "ICBC", "debit")
-	m, err := w.svc.CreateMember(ctx, w.merchant, binding.MemberInput{ExternalID: "hangs-up"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	in := input(a)
-	in.MemberID = m.ID
-	b, err := w.svc.StartBinding(ctx, w.merchant, in)
-	if err != nil {
-		t.Fatal(err)
-	}
+	m, _, b := w.startExplicit(t, a, binding.MemberInput{ExternalID: "hangs-up"})
 	code := w.code(t, a.Phone)
 	hold := w.hold(t, "members", m.ID)
 	callerCtx, hangUp := context.WithCancel(ctx)

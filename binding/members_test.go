@@ -140,16 +140,7 @@ func TestPartlyDeclaredIdentityIsCompletedByTheBank(t *testing.T) {
 	ctx := context.Background()
 	w := newWorld(t)
 	a := w.account(t, "ICBC", "debit")
-	m, err := w.svc.CreateMember(ctx, w.merchant, binding.MemberInput{ExternalID: "named-only", Name: a.HolderName})
-	if err != nil {
-		t.Fatal(err)
-	}
-	in := input(a)
-	in.MemberID = m.ID
-	b, err := w.svc.StartBinding(ctx, w.merchant, in)
-	if err != nil {
-		t.Fatal(err)
-	}
+	m, _, b := w.startExplicit(t, a, binding.MemberInput{ExternalID: "named-only", Name: a.HolderName})
 	if _, err := w.svc.Confirm(ctx, w.merchant, b.ID, w.code(t, a.Phone)); err != nil {
 		t.Fatal(err)
 	}

@@ -100,6 +100,24 @@ func (w *world) startImplicit(t *testing.T, bank, externalID string) (conformanc
 	return a, in, b
 }
 
+// startExplicit creates the merchant's member mi and starts binding a's
+// card to it.
+func (w *world) startExplicit(t *testing.T, a conformance.Account, mi binding.MemberInput) (binding.Member, binding.BindInput, binding.Binding) {
+	t.Helper()
+	ctx := context.Background()
+	m, err := w.svc.CreateMember(ctx, w.merchant, mi)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := input(a)
+	in.MemberID = m.ID
+	b, err := w.svc.StartBinding(ctx, w.merchant, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m, in, b
+}
+
 // code returns the newest SMS code the phone received.
 func (w *world) code(t *testing.T, phone string) sensitive.OTP {
 	t.Helper()
