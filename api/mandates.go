@@ -490,12 +490,15 @@ func (a *Mandates) callback(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	r, err := parser.ParseCallback(c.Request().Header, body)
+	n, err := parser.ParseCallback(c.Request().Header, body)
 	if err != nil {
 		// The access log records why; the parse errors name no values.
 		return fmt.Errorf("%w: %s: %v", ErrInvalidCallback, code, err)
 	}
-	if err := a.Service.ApplyResult(c.Request().Context(), code, r); err != nil {
+	if n.Kind != bankadapters.NoticeCharge {
+		return fmt.Errorf("%w: %s: notice of kind %q", ErrInvalidCallback, code, n.Kind)
+	}
+	if err := a.Service.ApplyResult(c.Request().Context(), code, n.Charge); err != nil {
 		if errors.Is(err, mandate.ErrNotFound) {
 			return fmt.Errorf("%w: %s order: %v", ErrNotFound, code, err)
 		}

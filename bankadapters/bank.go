@@ -159,13 +159,60 @@ type ChargeResult struct {
 	Cause error
 }
 
-// StatementEntry is one successful debit in a bank's daily statement.
+// RefundRequest returns money from an earlier debit (OrderNo) to its card.
+// RefundNo is the idempotency key at the bank: persist it before calling.
+type RefundRequest struct {
+	RefundNo  string
+	OrderNo   string // the debit refunded
+	Amount    int64  // fen; at most the debit's amount less its earlier refunds
+	Currency  string
+	NotifyURL string // where an async bank posts the result
+}
+
+// RefundResult is a refund's or a refund query's answer. Status and Outcome
+// read as a charge's: succeeded, failed (Outcome hard decline, Reason says
+// why), processing, or unknown (no usable answer: settle by QueryRefund on
+// the same refund number, never by a second refund).
+type RefundResult struct {
+	RefundNo   string
+	OrderNo    string // the debit refunded, where the answer names it
+	Status     ChargeStatus
+	Outcome    Outcome
+	Code       string // the bank's code for the refund
+	Reason     string // for a failed refund: a Reason constant ("declined" if its code has none)
+	Amount     int64
+	BankTxnNo  string
+	FinishedAt time.Time
+	Cause      error // why the status is unknown; nil otherwise
+}
+
+// EntryType says which way a statement entry moved money.
+type EntryType string
+
+// Statement entry types.
+const (
+	EntryDebit  EntryType = "debit"
+	EntryRefund EntryType = "refund"
+)
+
+// StatementEntry is one successful movement in a bank's daily statement: a
+// debit (OrderNo its order number) or a refund (OrderNo its refund number,
+// RefundOf the debit's order number).
 type StatementEntry struct {
+	Type        EntryType
 	OrderNo     string
+	RefundOf    string // refunds: the debit refunded
 	AgreementNo string
 	Amount      int64
 	BankTxnNo   string
 	FinishedAt  time.Time
+}
+
+// Statement is a bank's statement of one day. Final is true once the bank's
+// day has closed: until then entries may still be added.
+type Statement struct {
+	Entries []StatementEntry
+	Final   bool
 }
 
 // CallOptions are the transport settings every adapter's Config embeds.
@@ -212,15 +259,43 @@ type Bank interface {
 	Query(ctx context.Context, orderNo string) (ChargeResult, error)
 	// Unbind terminates an agreement; unbinding a terminated one succeeds.
 	Unbind(ctx context.Context, agreementNo string) error
+	// Refund credits the card from an earlier debit. As with Charge, an
+	// answer it could not get is a RefundResult with Status ChargeUnknown,
+	// never an error; an error means the refund was not sent.
+	Refund(ctx context.Context, req RefundRequest) (RefundResult, error)
+	// QueryRefund returns the state of a refund; ErrOrderNotFound if the
+	// bank never received it.
+	QueryRefund(ctx context.Context, refundNo string) (RefundResult, error)
 }
 
 // Statementer is a bank that serves daily statements (reconciliation).
 type Statementer interface {
-	Statement(ctx context.Context, date time.Time) ([]StatementEntry, error)
+	Statement(ctx context.Context, date time.Time) (Statement, error)
 }
 
-// CallbackParser is a bank that posts charge results asynchronously. It
-// verifies the callback's signature: a bad one is an error, never a result.
+// NoticeKind is what a bank's own POST to quickpay says.
+type NoticeKind string
+
+// Notice kinds.
+const (
+	NoticeCharge              NoticeKind = "charge"               // an async debit settled
+	NoticeRefund              NoticeKind = "refund"               // an async refund settled
+	NoticeAgreementTerminated NoticeKind = "agreement_terminated" // the cardholder ended an agreement at the bank
+)
+
+// Notice is a bank's callback, verified: one of its fields is set, as Kind
+// says.
+type Notice struct {
+	Kind        NoticeKind
+	Charge      ChargeResult // NoticeCharge
+	Refund      RefundResult // NoticeRefund
+	AgreementNo string       // NoticeAgreementTerminated
+	At          time.Time    // NoticeAgreementTerminated: when the bank ended it
+}
+
+// CallbackParser is a bank that posts results and notices on its own. It
+// verifies the callback's signature and its timestamp window: a bad one is
+// an error, never a notice.
 type CallbackParser interface {
-	ParseCallback(header map[string][]string, body []byte) (ChargeResult, error)
+	ParseCallback(header map[string][]string, body []byte) (Notice, error)
 }

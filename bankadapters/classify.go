@@ -25,6 +25,11 @@ const (
 	ReasonCardClosed        = "card_closed"        // hard: the card is gone
 	ReasonOrderConflict     = "order_conflict"     // hard: the order number was used with other terms
 	ReasonElementsMismatch  = "elements_mismatch"  // hard: the card's elements no longer match the bank's
+
+	// A refund's refusals (all hard: the same refund will not pass later).
+	ReasonRefundExceeds       = "refund_exceeds"        // more than the debit less its refunds
+	ReasonOrderNotRefundable  = "order_not_refundable"  // no succeeded debit of that order number
+	ReasonRefundWindowExpired = "refund_window_expired" // the debit is more than 180 days old
 )
 
 // ValidateCharge refuses a charge that must not reach a bank.

@@ -60,7 +60,7 @@ func ParseLimits(s string) (map[string]Limit, error) {
 }
 
 // WithLimit returns bank behind l: every call to the bank (bind apply,
-// resend and confirm, charge, query, unbind, statement) first waits for a
+// resend and confirm, charge, query, refund, unbind, statement) first waits for a
 // concurrency slot and then for the rate, as long as its context allows;
 // one that cannot wait returns an *Error wrapping ErrNotSent. A callback is
 // parsed without waiting: it is the bank calling. The result implements
@@ -191,6 +191,24 @@ func (b *limited) Query(ctx context.Context, orderNo string) (ChargeResult, erro
 	return b.Bank.Query(ctx, orderNo)
 }
 
+func (b *limited) Refund(ctx context.Context, req RefundRequest) (RefundResult, error) {
+	release, err := b.gate.enter(ctx, b.Code(), "refund")
+	if err != nil {
+		return RefundResult{}, err
+	}
+	defer release()
+	return b.Bank.Refund(ctx, req)
+}
+
+func (b *limited) QueryRefund(ctx context.Context, refundNo string) (RefundResult, error) {
+	release, err := b.gate.enter(ctx, b.Code(), "query")
+	if err != nil {
+		return RefundResult{}, err
+	}
+	defer release()
+	return b.Bank.QueryRefund(ctx, refundNo)
+}
+
 func (b *limited) Unbind(ctx context.Context, agreementNo string) error {
 	release, err := b.gate.enter(ctx, b.Code(), "unbind")
 	if err != nil {
@@ -207,10 +225,10 @@ type limitedStatements struct {
 	code string
 }
 
-func (s limitedStatements) Statement(ctx context.Context, date time.Time) ([]StatementEntry, error) {
+func (s limitedStatements) Statement(ctx context.Context, date time.Time) (Statement, error) {
 	release, err := s.gate.enter(ctx, s.code, "statement")
 	if err != nil {
-		return nil, err
+		return Statement{}, err
 	}
 	defer release()
 	return s.st.Statement(ctx, date)

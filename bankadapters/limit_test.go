@@ -71,6 +71,14 @@ func (b *heldBank) Query(context.Context, string) (bankadapters.ChargeResult, er
 	return bankadapters.ChargeResult{}, nil
 }
 func (b *heldBank) Unbind(context.Context, string) error { b.hold(); return nil }
+func (b *heldBank) Refund(context.Context, bankadapters.RefundRequest) (bankadapters.RefundResult, error) {
+	b.hold()
+	return bankadapters.RefundResult{}, nil
+}
+func (b *heldBank) QueryRefund(context.Context, string) (bankadapters.RefundResult, error) {
+	b.hold()
+	return bankadapters.RefundResult{}, nil
+}
 
 // statementBank adds the optional capability.
 type statementBank struct{ *heldBank }

@@ -342,12 +342,12 @@ func (w *world) serveCallback(rw http.ResponseWriter, r *http.Request) {
 		http.Error(rw, "unreadable", http.StatusBadRequest)
 		return
 	}
-	res, err := parser.ParseCallback(r.Header, body)
-	if err != nil {
+	n, err := parser.ParseCallback(r.Header, body)
+	if err != nil || n.Kind != bankadapters.NoticeCharge {
 		http.Error(rw, "signature", http.StatusUnauthorized)
 		return
 	}
-	if err := w.svc.ApplyResult(r.Context(), code, res); err != nil {
+	if err := w.svc.ApplyResult(r.Context(), code, n.Charge); err != nil {
 		http.Error(rw, "not applied", http.StatusInternalServerError)
 		return
 	}

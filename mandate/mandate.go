@@ -152,9 +152,11 @@ type Charge struct {
 	Retries       int
 	FailureCode   string
 	BankReference string
-	Attempts      []Attempt
-	CreatedAt     time.Time
-	UpdatedAt     time.Time
+	// AmountRefunded is the fen of the charge's succeeded refunds.
+	AmountRefunded int64
+	Attempts       []Attempt
+	CreatedAt      time.Time
+	UpdatedAt      time.Time
 }
 
 // Attempt is one bank debit of a charge, under its own order number.

@@ -63,7 +63,8 @@ func (s *Service) Reconcile(ctx context.Context, bankCode string, date time.Time
 	if !ok {
 		return rec, fmt.Errorf("reconcile: bank %s serves no statements", bankCode)
 	}
-	entries, err := st.Statement(ctx, date)
+	stmt, err := st.Statement(ctx, date)
+	entries := stmt.Entries
 	if err != nil {
 		return rec, fmt.Errorf("reconcile: statement of %s for %s: %w", bankCode, date.Format(time.DateOnly), err)
 	}

@@ -205,7 +205,8 @@ func (s *suite) testStatement(t *testing.T) {
 	// it holds every debit of that day the ledger held before it was
 	// asked, and none the ledger did not hold after.
 	before := s.dayLedger(t, day)
-	entries, err := st.Statement(t.Context(), time.Date(day.Year(), day.Month(), day.Day(), 0, 0, 0, 0, shanghai))
+	stmt, err := st.Statement(t.Context(), time.Date(day.Year(), day.Month(), day.Day(), 0, 0, 0, 0, shanghai))
+	entries := stmt.Entries
 	if err != nil {
 		t.Fatalf("statement: %v", err)
 	}
@@ -252,7 +253,7 @@ func (s *suite) testStatement(t *testing.T) {
 	if err != nil {
 		t.Fatalf("statement of the day before: %v", err)
 	}
-	for _, e := range other {
+	for _, e := range other.Entries {
 		if _, ok := want[e.OrderNo]; ok {
 			t.Errorf("the day before's statement lists order %s", e.OrderNo)
 		}
@@ -272,16 +273,16 @@ func (s *suite) testCallbackTampered(t *testing.T) {
 	}
 	parser := b.(bankadapters.CallbackParser)
 	// The genuine one parses again (the check can pass)…
-	if r, err := parser.ParseCallback(cb.header, cb.body); err != nil || r.Status != bankadapters.ChargeSucceeded {
-		t.Fatalf("genuine callback: %s, %v", r.Status, err)
+	if n, err := parser.ParseCallback(cb.header, cb.body); err != nil || n.Charge.Status != bankadapters.ChargeSucceeded {
+		t.Fatalf("genuine callback: %s, %v", n.Charge.Status, err)
 	}
 	// …an altered body does not…
 	forged, changed := s.h.Dialect.SetField(cb.body, "amount", "70000", true)
 	if !changed {
 		t.Fatal("could not alter the callback")
 	}
-	if r, err := parser.ParseCallback(cb.header, forged); err == nil {
-		t.Errorf("altered callback accepted: %s %d fen", r.Status, r.Amount)
+	if n, err := parser.ParseCallback(cb.header, forged); err == nil {
+		t.Errorf("altered callback accepted: %s %d fen", n.Charge.Status, n.Charge.Amount)
 	}
 	// …nor a failure turned into a success…
 	forged, _ = s.h.Dialect.SetField(cb.body, "status", "FAILED", false)

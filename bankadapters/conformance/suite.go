@@ -667,8 +667,9 @@ func (c *callbacks) serve(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "unreadable", http.StatusBadRequest)
 		return
 	}
-	res, err := c.parser.ParseCallback(r.Header, body)
-	if err != nil {
+	n, err := c.parser.ParseCallback(r.Header, body)
+	res := n.Charge
+	if err != nil || n.Kind != bankadapters.NoticeCharge {
 		c.refused.Add(1)
 		http.Error(w, "refused", http.StatusBadRequest)
 		return

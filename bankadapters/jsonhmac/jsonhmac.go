@@ -203,18 +203,18 @@ func (c *codec) Entries(raw string) ([]bankadapters.StatementEntry, error) {
 // ParseCallback implements bankadapters.CallbackParser: it verifies the
 // bank's signature over CALLBACK\n{timestamp}\n{nonce}\n{body} and returns
 // the settled result. A callback that does not verify is an error.
-func (b *Bank) ParseCallback(header map[string][]string, body []byte) (bankadapters.ChargeResult, error) {
+func (b *Bank) ParseCallback(header map[string][]string, body []byte) (bankadapters.Notice, error) {
 	h := http.Header(header)
 	if h.Get("X-Merchant-No") != b.codec.merchantNo {
-		return bankadapters.ChargeResult{}, errors.New("callback for another merchant number")
+		return bankadapters.Notice{}, errors.New("callback for another merchant number")
 	}
 	want := b.codec.mac([]byte("CALLBACK\n"+h.Get("X-Timestamp")+"\n"+h.Get("X-Nonce")+"\n"), body)
 	if sig := h.Get("X-Signature"); sig == "" || !hmac.Equal([]byte(sig), []byte(want)) {
-		return bankadapters.ChargeResult{}, errors.New("callback signature does not verify")
+		return bankadapters.Notice{}, errors.New("callback signature does not verify")
 	}
 	ans, err := flatten(body)
 	if err != nil || ans["order_no"] == "" {
-		return bankadapters.ChargeResult{}, errors.New("callback body is not a charge result")
+		return bankadapters.Notice{}, errors.New("callback body is not a charge result")
 	}
-	return b.Result(ans["order_no"], 0, ans["result_code"], ans), nil
+	return bankadapters.Notice{Kind: bankadapters.NoticeCharge, Charge: b.Result(ans["order_no"], 0, ans["result_code"], ans)}, nil
 }

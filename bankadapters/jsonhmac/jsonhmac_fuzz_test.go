@@ -126,8 +126,8 @@ func FuzzJSONHMACCallback(f *testing.F) {
 			t.Fatalf("accepted a callback for merchant number %q", merchantNo)
 		}
 		ans, _ := flatten(body)
-		if res.OrderNo == "" || res.OrderNo != ans["order_no"] {
-			t.Fatalf("result names order %q, body %q", res.OrderNo, ans["order_no"])
+		if res.Charge.OrderNo == "" || res.Charge.OrderNo != ans["order_no"] {
+			t.Fatalf("result names order %q, body %q", res.Charge.OrderNo, ans["order_no"])
 		}
 		h.Set("X-Nonce", nonce+"x")
 		if _, err := b.ParseCallback(h, body); err == nil {

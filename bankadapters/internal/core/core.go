@@ -177,18 +177,28 @@ func (a *Adapter) Unbind(ctx context.Context, agreementNo string) error {
 	return nil
 }
 
+// Refund implements bankadapters.Bank. TODO(refunds): the wire operation.
+func (a *Adapter) Refund(ctx context.Context, req bankadapters.RefundRequest) (bankadapters.RefundResult, error) {
+	return bankadapters.RefundResult{}, errors.New("refund: not implemented")
+}
+
+// QueryRefund implements bankadapters.Bank. TODO(refunds): the wire operation.
+func (a *Adapter) QueryRefund(ctx context.Context, refundNo string) (bankadapters.RefundResult, error) {
+	return bankadapters.RefundResult{}, errors.New("query refund: not implemented")
+}
+
 // Statement implements bankadapters.Statementer.
-func (a *Adapter) Statement(ctx context.Context, date time.Time) ([]bankadapters.StatementEntry, error) {
+func (a *Adapter) Statement(ctx context.Context, date time.Time) (bankadapters.Statement, error) {
 	ans, err := a.call(ctx, "statement", true, map[string]string{"date": date.Format(time.DateOnly)})
 	if err != nil {
-		return nil, err
+		return bankadapters.Statement{}, err
 	}
 	if ans["code"] != a.Success {
-		return nil, a.refusal("statement", ans)
+		return bankadapters.Statement{}, a.refusal("statement", ans)
 	}
 	entries, err := a.Codec.Entries(ans["entries"])
 	if err != nil {
-		return nil, a.unavailable("statement", err)
+		return bankadapters.Statement{}, a.unavailable("statement", err)
 	}
-	return entries, nil
+	return bankadapters.Statement{Entries: entries, Final: ans["final"] == "true"}, nil
 }
