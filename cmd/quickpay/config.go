@@ -286,6 +286,8 @@ type deps struct {
 	mandates *mandate.Service
 	chargeW  *mandate.ChargeWorker
 	queryW   *mandate.QueryWorker
+	refundW  *mandate.RefundWorker
+	settleW  *mandate.SettlementWorker
 }
 
 // close releases everything; calling it again does nothing.
@@ -372,7 +374,13 @@ func (c *config) open(ctx context.Context, log *slog.Logger, workers bool) (*dep
 		d.chargeW, d.queryW = &mandate.ChargeWorker{}, &mandate.QueryWorker{}
 		river.AddWorker(rc.Workers, d.chargeW)
 		river.AddWorker(rc.Workers, d.queryW)
+		d.refundW, d.settleW = &mandate.RefundWorker{}, &mandate.SettlementWorker{}
+		river.AddWorker(rc.Workers, d.refundW)
+		river.AddWorker(rc.Workers, d.settleW)
 		rc.PeriodicJobs = []*river.PeriodicJob{idempotency.PeriodicCleanup(), limits.PeriodicCleanup()}
+		if p := mandate.PeriodicSettlement(); p != nil {
+			rc.PeriodicJobs = append(rc.PeriodicJobs, p)
+		}
 		rc.Queues = map[string]river.QueueConfig{
 			river.QueueDefault: {MaxWorkers: 10},
 			webhooks.Queue:     {MaxWorkers: 10},

@@ -83,6 +83,7 @@ func (c *config) openDomain(ctx context.Context, d *deps, log *slog.Logger) erro
 	}
 	if d.chargeW != nil {
 		d.chargeW.Service, d.queryW.Service = mandates, mandates
+		d.refundW.Service, d.settleW.Service = mandates, mandates
 	}
 	d.banks, d.bindings, d.mandates = banks, bindings, mandates
 	return nil
