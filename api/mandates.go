@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -16,9 +17,10 @@ import (
 )
 
 // Mandates is the withholding area (scope "withhold"): mandates, their
-// consent codes and charges under /v1, and the banks' asynchronous charge
-// results at POST /callbacks/banks/{code}, which is public (the bank's
-// signature authenticates it) and outside idempotency (banks resend).
+// consent codes, charges and refunds (refunds.go) under /v1, and the
+// banks' asynchronous charge results at POST /callbacks/banks/{code}, which
+// is public (the bank's signature authenticates it) and outside idempotency
+// (banks resend).
 type Mandates struct {
 	Service *mandate.Service
 	// Banks finds the adapter that verifies a bank's callbacks.
@@ -62,6 +64,7 @@ func (a *Mandates) Routes(v1 *echo.Group) {
 	v1.GET("/mandates/:id/charges", a.listMandateCharges, scope)
 	v1.GET("/charges", a.listCharges, scope)
 	v1.GET("/charges/:id", a.getCharge, scope)
+	a.refundRoutes(v1, scope)
 }
 
 // PublicRoutes implements PublicRouter: the bank callback route.
@@ -72,9 +75,9 @@ func (a *Mandates) PublicRoutes(e *echo.Echo) {
 // ErrInvalidCallback answers a bank callback that does not verify or parse.
 var ErrInvalidCallback = NewError(http.StatusBadRequest, "invalid_callback", "the callback does not verify")
 
-// Errors implements Area: the mandate rows of the error table.
+// Errors implements Area: the mandate and refund rows of the error table.
 func (a *Mandates) Errors() map[error]*Error {
-	return map[error]*Error{
+	rows := map[error]*Error{
 		mandate.ErrNotFound:            ErrNotFound,
 		mandate.ErrInvalid:             NewError(http.StatusUnprocessableEntity, "validation_failed", "a field is invalid"),
 		mandate.ErrCardNotActive:       NewError(http.StatusConflict, "card_not_active", "the card is not active"),
@@ -89,6 +92,8 @@ func (a *Mandates) Errors() map[error]*Error {
 		mandate.ErrPeriodCharged:       NewError(http.StatusConflict, "period_already_charged", "the period already has a charge"),
 		mandate.ErrSMSUnavailable:      NewError(http.StatusServiceUnavailable, "sms_unavailable", "the code could not be sent; try again"),
 	}
+	maps.Copy(rows, refundErrors())
+	return rows
 }
 
 // Answers.
@@ -209,8 +214,10 @@ type chargeJSON struct {
 	Retries       int                  `json:"retries"`
 	FailureCode   *string              `json:"failure_code"`
 	BankReference *string              `json:"bank_reference"`
-	CreatedAt     time.Time            `json:"created_at"`
-	UpdatedAt     time.Time            `json:"updated_at"`
+	// AmountRefunded is the fen of the charge's succeeded refunds.
+	AmountRefunded int64     `json:"amount_refunded"`
+	CreatedAt      time.Time `json:"created_at"`
+	UpdatedAt      time.Time `json:"updated_at"`
 }
 
 func chargeOut(c mandate.Charge) chargeJSON {
@@ -219,7 +226,8 @@ func chargeOut(c mandate.Charge) chargeJSON {
 		Amount: c.Amount, Currency: c.Currency, Description: c.Description, Status: c.Status,
 		Attempts: make([]attemptJSON, 0, len(c.Attempts)), NextAttemptAt: optTime(c.NextAttemptAt),
 		NoticeSentAt: optTime(c.NoticeSentAt), Retries: c.Retries, FailureCode: opt(c.FailureCode),
-		BankReference: opt(c.BankReference), CreatedAt: c.CreatedAt.UTC(), UpdatedAt: c.UpdatedAt.UTC(),
+		BankReference: opt(c.BankReference), AmountRefunded: c.AmountRefunded,
+		CreatedAt: c.CreatedAt.UTC(), UpdatedAt: c.UpdatedAt.UTC(),
 	}
 	for _, a := range c.Attempts {
 		out.Attempts = append(out.Attempts, attemptJSON{OrderNo: a.OrderNo, BankCode: a.BankCode, Amount: a.Amount,
