@@ -47,12 +47,15 @@ type agreement struct {
 	live       bool
 }
 
-// ledgerEntry is a debit the bank made.
+// ledgerEntry is money the bank moved: a debit, or a refund (OrderNo its
+// refund number, RefundOf the debit's order number).
 type ledgerEntry struct {
+	Type        string    `json:"type"`
 	BankCode    string    `json:"bank_code"`
 	CardNumber  string    `json:"card_number"`
 	MerchantNo  string    `json:"merchant_no"`
 	OrderNo     string    `json:"order_no"`
+	RefundOf    string    `json:"refund_of,omitempty"`
 	AgreementNo string    `json:"agreement_no"`
 	Amount      int64     `json:"amount"`
 	BankTxnNo   string    `json:"bank_txn_no"`
@@ -260,7 +263,7 @@ func (s *Sim) serveBank(w http.ResponseWriter, r *http.Request) {
 		res = declined(op, &req, f.reason)
 	case FaultProcessing:
 		res = s.perform(b, m, op, &req, true)
-	case FaultAmount:
+	case FaultAmount: // charge only (AddFault)
 		wrong := f.Amount
 		if wrong == 0 {
 			wrong = req.Amount + 1
@@ -329,6 +332,16 @@ func declined(op operation, req *request, r reason) *result {
 		default: // every other reason is a refusal
 			res.status = chargeFailed
 		}
+	case opRefund:
+		res.refundNo, res.orderNo, res.amount = req.RefundNo, req.OrderNo, req.Amount
+		switch r {
+		case rSuccess:
+			res.status = chargeSuccess
+		case rProcessing:
+			res.status = chargeProcessing
+		default: // every other reason is a refusal
+			res.status = chargeFailed
+		}
 	case opQuery:
 		res.orderNo = req.OrderNo
 	case opBindApply, opBindResend, opBindConfirm, opUnbind, opStatement:
@@ -355,6 +368,8 @@ func (s *Sim) perform(b *bank, m *merchant, op operation, req *request, forceAsy
 		return s.unbind(b, m, req)
 	case opStatement:
 		return s.statement(b, m, req)
+	case opRefund:
+		return s.refund(b, m, req, forceAsync)
 	default:
 		panic("banksim: perform has no operation " + op.String())
 	}
@@ -382,6 +397,8 @@ func (s *Sim) logRequest(b *bank, op operation, m *merchant, req *request, statu
 		attrs = append(attrs, slog.String("card", maskPAN(req.CardNo)), slog.String("request_no", req.RequestNo))
 	case opCharge, opQuery:
 		attrs = append(attrs, slog.String("order_no", req.OrderNo))
+	case opRefund:
+		attrs = append(attrs, slog.String("refund_no", req.RefundNo), slog.String("order_no", req.OrderNo))
 	case opBindResend, opBindConfirm, opUnbind, opStatement:
 		// Their references say nothing an operator needs here.
 	default:
@@ -600,7 +617,9 @@ func (s *Sim) unbind(b *bank, m *merchant, req *request) *result {
 	return &result{}
 }
 
-// statement lists merchant m's successful debits at bank b on a date.
+// statement lists the money merchant m moved at bank b on a date: debits
+// and refunds that succeeded. It is final once the bank's clock has passed
+// the end of that day.
 func (s *Sim) statement(b *bank, m *merchant, req *request) *result {
 	day, err := time.ParseInLocation(time.DateOnly, req.Date, shanghai)
 	if err != nil {
@@ -610,10 +629,11 @@ func (s *Sim) statement(b *bank, m *merchant, req *request) *result {
 	entries := s.ledger(func(e *ledgerEntry) bool {
 		return e.BankCode == b.code && e.MerchantNo == m.no && e.At.In(shanghai).Format(time.DateOnly) == date
 	})
-	return &result{entries: entries, hasEntries: true}
+	final := !s.Now().Before(day.AddDate(0, 0, 1))
+	return &result{statement: true, entries: entries, final: final}
 }
 
-// ledger returns the debits keep selects, oldest first.
+// ledger returns the entries keep selects, oldest first.
 func (s *Sim) ledger(keep func(*ledgerEntry) bool) []ledgerEntry {
 	s.accountsMu.RLock()
 	cards := make([]*account, 0, len(s.accounts))

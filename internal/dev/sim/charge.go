@@ -3,7 +3,6 @@ package sim
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"hash/maphash"
 	"io"
@@ -14,25 +13,57 @@ import (
 	"time"
 )
 
-// order is a charge order. The fields set at creation never change; mu
-// guards the outcome. Its creator holds mu until the first answer is known,
-// so a concurrent repeat waits for it.
+// order is a charge order or a refund: one namespace of numbers per bank
+// and merchant number holds both. The fields set at creation never change;
+// mu guards the outcome. Its creator holds mu until the first answer is
+// known, so a concurrent repeat waits for it.
 type order struct {
 	mu          sync.Mutex
+	kind        orderKind
 	bank        *bank
 	merchantNo  string
-	no          string
-	agreementNo string
+	no          string // the order number, or a refund's refund number
+	agreementNo string // debits
 	amount      int64
 	// wrongAmount, when set (an "amount" fault), is what the bank debits
 	// and names instead of amount.
 	wrongAmount int64
 	notifyURL   string
 	bankTxnNo   string
+	// refundOf is a refund's order_no as sent; debit is that order when it
+	// is a debit of this merchant.
+	refundOf string
+	debit    *order
 
 	status   chargeStatus
 	outcome  reason
 	finished time.Time
+	// refunded (debits) is the fen of its refunds that succeeded or are
+	// processing toward success.
+	refunded int64
+	// decided (refunds, while PROCESSING) is the outcome it settles to.
+	decided reason
+}
+
+// orderKind says which way an order moves money.
+type orderKind uint8
+
+const (
+	kindDebit orderKind = iota
+	kindRefund
+)
+
+// String is the kind as statements, queries, callbacks and the ledger
+// name it.
+func (k orderKind) String() string {
+	switch k {
+	case kindDebit:
+		return "debit"
+	case kindRefund:
+		return "refund"
+	default:
+		panic(fmt.Sprintf("banksim: order kind %d", k))
+	}
 }
 
 type orderKey struct{ bank, merchant, no string }
@@ -111,11 +142,11 @@ func (s *Sim) chargeWith(b *bank, m *merchant, req *request, forceAsync bool, wr
 	}
 	fresh.mu.Lock()
 	if o := s.orders.create(orderKey{b.code, m.no, req.OrderNo}, fresh); o != nil {
-		o.mu.Lock()
-		defer o.mu.Unlock()
-		if o.agreementNo != req.AgreementNo || o.amount != req.Amount {
+		if o.kind != kindDebit || o.agreementNo != req.AgreementNo || o.amount != req.Amount {
 			return &result{reason: rOrderConflict, orderNo: req.OrderNo}
 		}
+		o.mu.Lock()
+		defer o.mu.Unlock()
 		return o.chargeResult()
 	}
 	o := fresh
@@ -200,7 +231,7 @@ func (s *Sim) debit(o *order, now time.Time) reason {
 	c.a.Balance -= o.booked()
 	c.debited += o.booked()
 	c.ledger = append(c.ledger, ledgerEntry{
-		BankCode: o.bank.code, CardNumber: c.a.CardNumber, MerchantNo: o.merchantNo, OrderNo: o.no,
+		Type: kindDebit.String(), BankCode: o.bank.code, CardNumber: c.a.CardNumber, MerchantNo: o.merchantNo, OrderNo: o.no,
 		AgreementNo: o.agreementNo, Amount: o.booked(), BankTxnNo: o.bankTxnNo, At: now.In(shanghai),
 		seq: s.seq.Add(1),
 	})
@@ -219,32 +250,84 @@ func (s *Sim) settleLater(o *order) {
 	}
 	o.mu.Lock()
 	s.settle(o)
-	cb := callback{
-		OrderNo: o.no, Status: o.status, ResultCode: o.outcome.code(o.bank.dialect), Amount: o.booked(),
-		BankTxnNo: o.bankTxnNo, FinishedAt: bankTime(o.finished),
-	}
+	n := o.resultNotice()
 	outcome := o.outcome
 	o.mu.Unlock()
 	s.log.Debug("charge settled", "bank", o.bank.code, "order_no", o.no, "result", outcome.String())
 	if o.notifyURL != "" {
-		s.deliver(o.bank, o.merchantNo, o.notifyURL, cb)
+		s.deliver(o.bank, o.merchantNo, o.notifyURL, n)
 	}
 }
 
-// callback is the body of an async result notice.
-type callback struct {
-	OrderNo    string       `json:"order_no"`
-	Status     chargeStatus `json:"status"`
-	ResultCode string       `json:"result_code"`
-	Amount     int64        `json:"amount"`
-	BankTxnNo  string       `json:"bank_txn_no"`
-	FinishedAt string       `json:"finished_at"`
+// resultNotice is the callback announcing o's outcome; o.mu held.
+func (o *order) resultNotice() notice {
+	n := notice{kind: o.kind.String(), ref: o.no}
+	n.add("type", o.kind.String(), false)
+	n.add("order_no", o.no, false)
+	if o.kind == kindRefund {
+		n.add("refund_of", o.refundOf, false)
+	}
+	n.add("status", string(o.status), false)
+	n.add("result_code", o.outcome.code(o.bank.dialect), false)
+	n.add("amount", strconv.FormatInt(o.booked(), 10), true)
+	n.add("bank_txn_no", o.bankTxnNo, false)
+	n.add("finished_at", bankTime(o.finished), false)
+	return n
 }
 
-// deliver posts cb to url until a 2xx answer, retrying up to 5 times with
-// doubling backoff.
-func (s *Sim) deliver(b *bank, merchantNo, target string, cb callback) {
+// notice is the body of a bank's own POST to the platform: an async
+// result or an agreement's termination. Its fields keep their order.
+type notice struct {
+	kind   string // for logs: debit, refund, agreement_terminated
+	ref    string // for logs: the order or refund number, if any
+	fields []noticeField
+}
+
+type noticeField struct {
+	k, v string
+	num  bool // a JSON number
+}
+
+func (n *notice) add(k, v string, num bool) { n.fields = append(n.fields, noticeField{k, v, num}) }
+
+// json is n as a JSON object.
+func (n notice) json() []byte {
+	buf := []byte{'{'}
+	for i, f := range n.fields {
+		if i > 0 {
+			buf = append(buf, ',')
+		}
+		buf = appendJSONString(buf, f.k)
+		buf = append(buf, ':')
+		if f.num {
+			buf = append(buf, f.v...)
+		} else {
+			buf = appendJSONString(buf, f.v)
+		}
+	}
+	return append(buf, '}')
+}
+
+// form is n's fields as form values.
+func (n notice) form() url.Values {
+	v := make(url.Values, len(n.fields)+5)
+	for _, f := range n.fields {
+		v.Set(f.k, f.v)
+	}
+	return v
+}
+
+// deliver posts n to target until a 2xx answer, retrying up to 5 times
+// with doubling backoff.
+func (s *Sim) deliver(b *bank, merchantNo, target string, n notice) {
 	wait := s.cfg.CallbackBackoff
+	attrs := func(more ...any) []any {
+		a := []any{"bank", b.code, "notice", n.kind}
+		if n.ref != "" {
+			a = append(a, "ref", n.ref)
+		}
+		return append(a, more...)
+	}
 	for attempt := 1; attempt <= callbackAttempts; attempt++ {
 		if attempt > 1 {
 			t := time.NewTimer(wait)
@@ -256,15 +339,14 @@ func (s *Sim) deliver(b *bank, merchantNo, target string, cb callback) {
 			}
 			wait *= 2
 		}
-		status, err := s.postCallback(b, merchantNo, target, cb)
+		status, err := s.postCallback(b, merchantNo, target, n)
 		if err == nil && status/100 == 2 {
-			s.log.Debug("callback delivered", "bank", b.code, "order_no", cb.OrderNo, "attempt", attempt)
+			s.log.Debug("callback delivered", attrs("attempt", attempt)...)
 			return
 		}
-		s.log.Info("callback attempt failed", "bank", b.code, "order_no", cb.OrderNo, "attempt", attempt,
-			"status", status, "err", errString(err))
+		s.log.Info("callback attempt failed", attrs("attempt", attempt, "status", status, "err", errString(err))...)
 	}
-	s.log.Warn("callback abandoned", "bank", b.code, "order_no", cb.OrderNo, "attempts", callbackAttempts)
+	s.log.Warn("callback abandoned", attrs("attempts", callbackAttempts)...)
 }
 
 func errString(err error) string {
@@ -274,8 +356,8 @@ func errString(err error) string {
 	return err.Error()
 }
 
-// postCallback makes one signed callback attempt in b's dialect.
-func (s *Sim) postCallback(b *bank, merchantNo, target string, cb callback) (int, error) {
+// postCallback makes one signed attempt to post n in b's dialect.
+func (s *Sim) postCallback(b *bank, merchantNo, target string, n notice) (int, error) {
 	var (
 		body  []byte
 		ctype string
@@ -285,20 +367,19 @@ func (s *Sim) postCallback(b *bank, merchantNo, target string, cb callback) (int
 	nonce := newNonce()
 	switch b.dialect {
 	case DialectFormRSA:
-		v := url.Values{
-			"order_no": {cb.OrderNo}, "status": {string(cb.Status)}, "result_code": {cb.ResultCode},
-			"amount": {strconv.FormatInt(cb.Amount, 10)}, "bank_txn_no": {cb.BankTxnNo},
-			"finished_at": {cb.FinishedAt}, "merchant_no": {merchantNo},
-			"timestamp": {ts}, "nonce": {nonce}, "sign_type": {"RSA2"},
-		}
-		v["sign"] = []string{b.sign(canonical(v))}
+		v := n.form()
+		v.Set("merchant_no", merchantNo)
+		v.Set("timestamp", ts)
+		v.Set("nonce", nonce)
+		v.Set("sign_type", "RSA2")
+		v.Set("sign", b.sign(canonical(v)))
 		body, ctype = []byte(v.Encode()), "application/x-www-form-urlencoded"
 	case DialectJSONHMAC:
 		m := s.merchant(b, merchantNo)
 		if m == nil {
 			return 0, errMerchantGone
 		}
-		body, _ = json.Marshal(cb)
+		body = n.json()
 		ctype = "application/json"
 		hdr.Set("X-Merchant-No", merchantNo)
 		hdr.Set("X-Timestamp", ts)
@@ -341,8 +422,12 @@ func (s *Sim) query(b *bank, m *merchant, req *request) *result {
 	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	return &result{
-		orderNo: o.no, status: o.status, outcome: o.outcome, hasOutcome: true, amount: o.booked(),
+	res := &result{
+		orderNo: o.no, typ: o.kind.String(), status: o.status, outcome: o.outcome, hasOutcome: true, amount: o.booked(),
 		bankTxnNo: o.bankTxnNo, finishedAt: bankTime(o.finished),
 	}
+	if o.kind == kindRefund {
+		res.refundOf = o.refundOf
+	}
+	return res
 }

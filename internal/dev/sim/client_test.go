@@ -70,31 +70,34 @@ func publicPEM(t testing.TB, k *rsa.PublicKey) string {
 // codes is the result-code table of docs/banksim.md: reason → json-hmac
 // code, form-rsa code.
 var codes = map[string][2]string{
-	"success":              {"0000", "SUCCESS"},
-	"processing":           {"0001", "PROCESSING"},
-	"sign_invalid":         {"1001", "E_SIGN"},
-	"bad_request":          {"1002", "E_PARAM"},
-	"merchant_unknown":     {"1003", "E_MERCHANT"},
-	"name_mismatch":        {"2001", "E_NAME"},
-	"id_mismatch":          {"2002", "E_IDNO"},
-	"phone_mismatch":       {"2003", "E_MOBILE"},
-	"card_not_found":       {"2004", "E_CARD"},
-	"card_auth_mismatch":   {"2005", "E_CARD_AUTH"},
-	"already_bound":        {"2006", "E_BOUND"},
-	"card_frozen":          {"2007", "E_FROZEN"},
-	"card_closed":          {"2008", "E_CLOSED"},
-	"otp_incorrect":        {"3001", "E_SMS_CODE"},
-	"otp_expired":          {"3002", "E_SMS_EXPIRED"},
-	"otp_locked":           {"3003", "E_SMS_LOCKED"},
-	"bind_session_unknown": {"3004", "E_BIND_SESSION"},
-	"insufficient_funds":   {"4001", "E_BALANCE"},
-	"single_limit":         {"4002", "E_SINGLE_LIMIT"},
-	"daily_limit":          {"4003", "E_DAY_LIMIT"},
-	"agreement_invalid":    {"4004", "E_PROTOCOL"},
-	"try_tomorrow":         {"4005", "E_RETRY_TOMORROW"},
-	"order_not_found":      {"4006", "E_ORDER_NOT_FOUND"},
-	"order_conflict":       {"4007", "E_ORDER_CONFLICT"},
-	"system_error":         {"9999", "E_SYSTEM"},
+	"success":               {"0000", "SUCCESS"},
+	"processing":            {"0001", "PROCESSING"},
+	"sign_invalid":          {"1001", "E_SIGN"},
+	"bad_request":           {"1002", "E_PARAM"},
+	"merchant_unknown":      {"1003", "E_MERCHANT"},
+	"name_mismatch":         {"2001", "E_NAME"},
+	"id_mismatch":           {"2002", "E_IDNO"},
+	"phone_mismatch":        {"2003", "E_MOBILE"},
+	"card_not_found":        {"2004", "E_CARD"},
+	"card_auth_mismatch":    {"2005", "E_CARD_AUTH"},
+	"already_bound":         {"2006", "E_BOUND"},
+	"card_frozen":           {"2007", "E_FROZEN"},
+	"card_closed":           {"2008", "E_CLOSED"},
+	"otp_incorrect":         {"3001", "E_SMS_CODE"},
+	"otp_expired":           {"3002", "E_SMS_EXPIRED"},
+	"otp_locked":            {"3003", "E_SMS_LOCKED"},
+	"bind_session_unknown":  {"3004", "E_BIND_SESSION"},
+	"insufficient_funds":    {"4001", "E_BALANCE"},
+	"single_limit":          {"4002", "E_SINGLE_LIMIT"},
+	"daily_limit":           {"4003", "E_DAY_LIMIT"},
+	"agreement_invalid":     {"4004", "E_PROTOCOL"},
+	"try_tomorrow":          {"4005", "E_RETRY_TOMORROW"},
+	"order_not_found":       {"4006", "E_ORDER_NOT_FOUND"},
+	"order_conflict":        {"4007", "E_ORDER_CONFLICT"},
+	"order_not_refundable":  {"4008", "E_REFUND_ORDER"},
+	"refund_window_expired": {"4009", "E_REFUND_EXPIRED"},
+	"refund_exceeds":        {"4010", "E_REFUND_AMOUNT"},
+	"system_error":          {"9999", "E_SYSTEM"},
 }
 
 // env is one Sim served over loopback HTTP, with a client per bank.
@@ -309,10 +312,12 @@ func (e *env) texts(phone string) []textMessage {
 }
 
 type ledgerEntry struct {
+	Type        string    `json:"type"`
 	BankCode    string    `json:"bank_code"`
 	CardNumber  string    `json:"card_number"`
 	MerchantNo  string    `json:"merchant_no"`
 	OrderNo     string    `json:"order_no"`
+	RefundOf    string    `json:"refund_of"`
 	AgreementNo string    `json:"agreement_no"`
 	Amount      int64     `json:"amount"`
 	BankTxnNo   string    `json:"bank_txn_no"`
@@ -382,6 +387,7 @@ type fields struct {
 	BindRef     string `json:"bind_ref,omitempty"`
 	OTP         string `json:"otp,omitempty"`
 	OrderNo     string `json:"order_no,omitempty"`
+	RefundNo    string `json:"refund_no,omitempty"`
 	AgreementNo string `json:"agreement_no,omitempty"`
 	Amount      int64  `json:"amount,omitempty"`
 	Currency    string `json:"currency,omitempty"`
@@ -408,6 +414,7 @@ func (f fields) form() url.Values {
 	add("bind_ref", f.BindRef)
 	add("otp", f.OTP)
 	add("order_no", f.OrderNo)
+	add("refund_no", f.RefundNo)
 	add("agreement_no", f.AgreementNo)
 	if f.Amount != 0 {
 		v.Set("amount", strconv.FormatInt(f.Amount, 10))
@@ -427,21 +434,33 @@ type answer struct {
 	Message     string
 	BindRef     string
 	AgreementNo string
+	Type        string
+	RefundNo    string
 	OrderNo     string
+	RefundOf    string
 	Status      string
 	ResultCode  string
 	Amount      int64
 	BankTxnNo   string
 	FinishedAt  string
 	Entries     []statementEntry
+	Final       *bool // statements
 	Raw         string
 }
 
+// statementEntry is one statement entry as either dialect gives it.
 type statementEntry struct {
-	OrderNo, AgreementNo string
-	Amount               int64
-	BankTxnNo            string
-	FinishedAt           string
+	Type              string
+	OrderNo, RefundOf string
+	AgreementNo       string
+	Amount            int64
+	BankTxnNo         string
+	FinishedAt        string
+}
+
+// debitEntry is the statement entry of a debit.
+func debitEntry(order, agreement string, amount int64, txn, finished string) statementEntry {
+	return statementEntry{Type: "debit", OrderNo: order, AgreementNo: agreement, Amount: amount, BankTxnNo: txn, FinishedAt: finished}
 }
 
 // wire is a signed request ready to send; tests may tamper with it.
@@ -548,6 +567,15 @@ func (c *bankClient) decode(status int, hdr http.Header, raw []byte) answer {
 		}
 		a.Code, a.Message = v.Get("ret_code"), v.Get("ret_msg")
 		a.BindRef, a.AgreementNo, a.OrderNo = v.Get("bind_ref"), v.Get("agreement_no"), v.Get("order_no")
+		a.Type, a.RefundNo, a.RefundOf = v.Get("type"), v.Get("refund_no"), v.Get("refund_of")
+		switch f := v.Get("final"); f {
+		case "true", "false":
+			final := f == "true"
+			a.Final = &final
+		case "":
+		default:
+			t.Fatalf("final %q: want true or false", f)
+		}
 		a.Status, a.ResultCode, a.BankTxnNo, a.FinishedAt = v.Get("status"), v.Get("result_code"), v.Get("bank_txn_no"), v.Get("finished_at")
 		if s := v.Get("amount"); s != "" {
 			n, err := strconv.ParseInt(s, 10, 64)
@@ -559,14 +587,15 @@ func (c *bankClient) decode(status int, hdr http.Header, raw []byte) answer {
 		if s := v.Get("entries"); s != "" {
 			for _, line := range strings.Split(s, "\n") {
 				p := strings.Split(line, "|")
-				if len(p) != 5 {
-					t.Fatalf("statement line %q: want 5 fields", line)
+				if len(p) != 7 {
+					t.Fatalf("statement line %q: want 7 fields", line)
 				}
 				n, err := strconv.ParseInt(p[2], 10, 64)
 				if err != nil {
 					t.Fatalf("statement line %q: amount", line)
 				}
-				a.Entries = append(a.Entries, statementEntry{p[0], p[1], n, p[3], p[4]})
+				a.Entries = append(a.Entries, statementEntry{Type: p[5], OrderNo: p[0], RefundOf: p[6], AgreementNo: p[1],
+					Amount: n, BankTxnNo: p[3], FinishedAt: p[4]})
 			}
 		}
 		return a
@@ -587,14 +616,20 @@ func (c *bankClient) decode(status int, hdr http.Header, raw []byte) answer {
 		Message     string `json:"message"`
 		BindRef     string `json:"bind_ref"`
 		AgreementNo string `json:"agreement_no"`
+		Type        string `json:"type"`
+		RefundNo    string `json:"refund_no"`
 		OrderNo     string `json:"order_no"`
+		RefundOf    string `json:"refund_of"`
 		Status      string `json:"status"`
 		ResultCode  string `json:"result_code"`
 		Amount      int64  `json:"amount"`
 		BankTxnNo   string `json:"bank_txn_no"`
 		FinishedAt  string `json:"finished_at"`
+		Final       *bool  `json:"final"`
 		Entries     []struct {
+			Type        string `json:"type"`
 			OrderNo     string `json:"order_no"`
+			RefundOf    string `json:"refund_of"`
 			AgreementNo string `json:"agreement_no"`
 			Amount      int64  `json:"amount"`
 			Status      string `json:"status"`
@@ -608,11 +643,13 @@ func (c *bankClient) decode(status int, hdr http.Header, raw []byte) answer {
 	a.Code, a.Message, a.BindRef, a.AgreementNo = js.Code, js.Message, js.BindRef, js.AgreementNo
 	a.OrderNo, a.Status, a.ResultCode, a.Amount = js.OrderNo, js.Status, js.ResultCode, js.Amount
 	a.BankTxnNo, a.FinishedAt = js.BankTxnNo, js.FinishedAt
+	a.Type, a.RefundNo, a.RefundOf, a.Final = js.Type, js.RefundNo, js.RefundOf, js.Final
 	for _, en := range js.Entries {
 		if en.Status != "SUCCESS" {
 			t.Errorf("statement entry status %q", en.Status)
 		}
-		a.Entries = append(a.Entries, statementEntry{en.OrderNo, en.AgreementNo, en.Amount, en.BankTxnNo, en.FinishedAt})
+		a.Entries = append(a.Entries, statementEntry{Type: en.Type, OrderNo: en.OrderNo, RefundOf: en.RefundOf,
+			AgreementNo: en.AgreementNo, Amount: en.Amount, BankTxnNo: en.BankTxnNo, FinishedAt: en.FinishedAt})
 	}
 	return a
 }
@@ -666,6 +703,13 @@ func (c *bankClient) bind(a sim.Account) string {
 func (c *bankClient) charge(order, agreement string, amount int64) answer {
 	c.e.t.Helper()
 	return c.call("charge", fields{OrderNo: order, AgreementNo: agreement, Amount: amount, Currency: "CNY", Description: "test"})
+}
+
+// refund sends a refund of amount from order (with notify_url at async
+// banks, where it is required).
+func (c *bankClient) refund(refundNo, order string, amount int64, notify string) answer {
+	c.e.t.Helper()
+	return c.call("refund", fields{RefundNo: refundNo, OrderNo: order, Amount: amount, Currency: "CNY", NotifyURL: notify})
 }
 
 func (c *bankClient) query(order string) answer {

@@ -55,10 +55,10 @@ type faultSet struct {
 
 // AddFault arms a fault and returns it with its ID. Code names the decline
 // (a reason name such as "insufficient_funds" or the bank's own code);
-// "processing" applies to charge only; Count 0 lasts until ClearFaults
+// "processing" applies to charge and refund only, "amount" to charge only; Count 0 lasts until ClearFaults
 // (POST /sim/faults turns an absent count into 1). It fails for an unknown
-// bank, operation or mode, a decline without a known code, "processing" on
-// another operation, or a negative Count.
+// bank, operation or mode, a decline without a known code, "processing" or
+// "amount" on another operation, or a negative Count.
 func (s *Sim) AddFault(f Fault) (Fault, error) {
 	b := s.banks[f.BankCode]
 	if b == nil {
@@ -66,14 +66,14 @@ func (s *Sim) AddFault(f Fault) (Fault, error) {
 	}
 	op, ok := parseOp(f.Operation)
 	if !ok {
-		return Fault{}, errors.New("operation: want one of bind_apply, bind_resend, bind_confirm, charge, query, unbind, statement")
+		return Fault{}, errors.New("operation: want one of bind_apply, bind_resend, bind_confirm, charge, query, unbind, statement, refund")
 	}
 	f.op = op
 	switch f.Mode {
 	case FaultTimeout, FaultError, FaultDropResponse:
 	case FaultProcessing:
-		if op != opCharge {
-			return Fault{}, errors.New("mode processing: charge only")
+		if op != opCharge && op != opRefund {
+			return Fault{}, errors.New("mode processing: charge and refund only")
 		}
 	case FaultAmount:
 		if op != opCharge {

@@ -69,6 +69,7 @@ const (
 	DefaultDailyLimit  int64 = 20_000_000 // fen
 
 	otpValidity       = 5 * time.Minute
+	refundWindow      = 180 * 24 * time.Hour
 	otpMaxWrong       = 5
 	maxFailedPerDay   = 3
 	timestampSkew     = 300 // seconds
@@ -208,37 +209,43 @@ const (
 	rTryTomorrow
 	rOrderNotFound
 	rOrderConflict
+	rOrderNotRefundable
+	rRefundWindowExpired
+	rRefundExceeds
 	rSystemError
 	numReasons
 )
 
 // reasons is the result-code table of docs/banksim.md.
 var reasons = [numReasons]struct{ name, json, form, msg string }{
-	rSuccess:            {"success", "0000", "SUCCESS", "success"},
-	rProcessing:         {"processing", "0001", "PROCESSING", "accepted, result pending"},
-	rSignInvalid:        {"sign_invalid", "1001", "E_SIGN", "signature invalid"},
-	rBadRequest:         {"bad_request", "1002", "E_PARAM", "malformed request"},
-	rMerchantUnknown:    {"merchant_unknown", "1003", "E_MERCHANT", "unknown merchant"},
-	rNameMismatch:       {"name_mismatch", "2001", "E_NAME", "holder name mismatch"},
-	rIDMismatch:         {"id_mismatch", "2002", "E_IDNO", "ID number mismatch"},
-	rPhoneMismatch:      {"phone_mismatch", "2003", "E_MOBILE", "phone mismatch"},
-	rCardNotFound:       {"card_not_found", "2004", "E_CARD", "no such card"},
-	rCardAuthMismatch:   {"card_auth_mismatch", "2005", "E_CARD_AUTH", "expiry or CVV2 mismatch"},
-	rAlreadyBound:       {"already_bound", "2006", "E_BOUND", "card already bound for this merchant"},
-	rCardFrozen:         {"card_frozen", "2007", "E_FROZEN", "card frozen"},
-	rCardClosed:         {"card_closed", "2008", "E_CLOSED", "card closed"},
-	rOTPIncorrect:       {"otp_incorrect", "3001", "E_SMS_CODE", "verification code incorrect"},
-	rOTPExpired:         {"otp_expired", "3002", "E_SMS_EXPIRED", "verification code expired"},
-	rOTPLocked:          {"otp_locked", "3003", "E_SMS_LOCKED", "too many wrong verification codes"},
-	rBindSessionUnknown: {"bind_session_unknown", "3004", "E_BIND_SESSION", "bind session unknown or finished"},
-	rInsufficientFunds:  {"insufficient_funds", "4001", "E_BALANCE", "insufficient funds"},
-	rSingleLimit:        {"single_limit", "4002", "E_SINGLE_LIMIT", "over single-debit limit"},
-	rDailyLimit:         {"daily_limit", "4003", "E_DAY_LIMIT", "over daily limit"},
-	rAgreementInvalid:   {"agreement_invalid", "4004", "E_PROTOCOL", "agreement unknown or terminated"},
-	rTryTomorrow:        {"try_tomorrow", "4005", "E_RETRY_TOMORROW", "too many failed debits today, try tomorrow"},
-	rOrderNotFound:      {"order_not_found", "4006", "E_ORDER_NOT_FOUND", "order unknown"},
-	rOrderConflict:      {"order_conflict", "4007", "E_ORDER_CONFLICT", "order number reused with other terms"},
-	rSystemError:        {"system_error", "9999", "E_SYSTEM", "system error"},
+	rSuccess:             {"success", "0000", "SUCCESS", "success"},
+	rProcessing:          {"processing", "0001", "PROCESSING", "accepted, result pending"},
+	rSignInvalid:         {"sign_invalid", "1001", "E_SIGN", "signature invalid"},
+	rBadRequest:          {"bad_request", "1002", "E_PARAM", "malformed request"},
+	rMerchantUnknown:     {"merchant_unknown", "1003", "E_MERCHANT", "unknown merchant"},
+	rNameMismatch:        {"name_mismatch", "2001", "E_NAME", "holder name mismatch"},
+	rIDMismatch:          {"id_mismatch", "2002", "E_IDNO", "ID number mismatch"},
+	rPhoneMismatch:       {"phone_mismatch", "2003", "E_MOBILE", "phone mismatch"},
+	rCardNotFound:        {"card_not_found", "2004", "E_CARD", "no such card"},
+	rCardAuthMismatch:    {"card_auth_mismatch", "2005", "E_CARD_AUTH", "expiry or CVV2 mismatch"},
+	rAlreadyBound:        {"already_bound", "2006", "E_BOUND", "card already bound for this merchant"},
+	rCardFrozen:          {"card_frozen", "2007", "E_FROZEN", "card frozen"},
+	rCardClosed:          {"card_closed", "2008", "E_CLOSED", "card closed"},
+	rOTPIncorrect:        {"otp_incorrect", "3001", "E_SMS_CODE", "verification code incorrect"},
+	rOTPExpired:          {"otp_expired", "3002", "E_SMS_EXPIRED", "verification code expired"},
+	rOTPLocked:           {"otp_locked", "3003", "E_SMS_LOCKED", "too many wrong verification codes"},
+	rBindSessionUnknown:  {"bind_session_unknown", "3004", "E_BIND_SESSION", "bind session unknown or finished"},
+	rInsufficientFunds:   {"insufficient_funds", "4001", "E_BALANCE", "insufficient funds"},
+	rSingleLimit:         {"single_limit", "4002", "E_SINGLE_LIMIT", "over single-debit limit"},
+	rDailyLimit:          {"daily_limit", "4003", "E_DAY_LIMIT", "over daily limit"},
+	rAgreementInvalid:    {"agreement_invalid", "4004", "E_PROTOCOL", "agreement unknown or terminated"},
+	rTryTomorrow:         {"try_tomorrow", "4005", "E_RETRY_TOMORROW", "too many failed debits today, try tomorrow"},
+	rOrderNotFound:       {"order_not_found", "4006", "E_ORDER_NOT_FOUND", "order unknown"},
+	rOrderConflict:       {"order_conflict", "4007", "E_ORDER_CONFLICT", "order number reused with other terms"},
+	rOrderNotRefundable:  {"order_not_refundable", "4008", "E_REFUND_ORDER", "order unknown or not a successful debit"},
+	rRefundWindowExpired: {"refund_window_expired", "4009", "E_REFUND_EXPIRED", "debit older than 180 days"},
+	rRefundExceeds:       {"refund_exceeds", "4010", "E_REFUND_AMOUNT", "refund exceeds what is left of the debit"},
+	rSystemError:         {"system_error", "9999", "E_SYSTEM", "system error"},
 }
 
 func (r reason) String() string { return reasons[r].name }
@@ -276,10 +283,11 @@ const (
 	opQuery
 	opUnbind
 	opStatement
+	opRefund
 	numOps
 )
 
-var opNames = [numOps]string{"bind_apply", "bind_resend", "bind_confirm", "charge", "query", "unbind", "statement"}
+var opNames = [numOps]string{"bind_apply", "bind_resend", "bind_confirm", "charge", "query", "unbind", "statement", "refund"}
 
 func (o operation) String() string { return opNames[o] }
 

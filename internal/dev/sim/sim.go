@@ -8,10 +8,11 @@
 //
 // Everything lives in memory. There is no global lock held across work: each
 // card account has its own mutex (balance, limits, agreements, the day's
-// counters, its ledger), each charge order its own, and the maps that index
-// accounts, agreements, bind sessions, orders (sharded) and nonces (sharded)
-// are held only to look up or insert. Lock order, where two are held:
-// accounts map → card; bind session → card → agreements map; order → card.
+// counters, its ledger), each order (a charge or a refund) its own, and the
+// maps that index accounts, agreements, bind sessions, orders (sharded) and
+// nonces (sharded) are held only to look up or insert. Lock order, where two
+// are held: accounts map → card; bind session → card → agreements map;
+// refund → its debit; order → card.
 //
 // # Time
 //

@@ -161,7 +161,7 @@ func TestBindChargeQueryStatementUnbind(t *testing.T) {
 				q := c.query(order)
 				c.want(q, "success")
 				if q.Status != "SUCCESS" || q.ResultCode != c.codeOf("success") || q.Amount != 1234 ||
-					q.BankTxnNo != ch.BankTxnNo || q.OrderNo != order {
+					q.BankTxnNo != ch.BankTxnNo || q.OrderNo != order || q.Type != "debit" || q.RefundOf != "" {
 					t.Fatalf("query %+v", q)
 				}
 				if at, err := time.Parse(time.RFC3339, q.FinishedAt); err != nil || !at.Equal(base) {
@@ -171,14 +171,14 @@ func TestBindChargeQueryStatementUnbind(t *testing.T) {
 					t.Errorf("balance %d debited %d after charge", v.Balance, v.DebitedToday)
 				}
 				l := e.ledger(acct.CardNumber)
-				if len(l) != 1 || l[0].OrderNo != order || l[0].Amount != 1234 || l[0].AgreementNo != agr ||
+				if len(l) != 1 || l[0].Type != "debit" || l[0].RefundOf != "" || l[0].OrderNo != order || l[0].Amount != 1234 || l[0].AgreementNo != agr ||
 					l[0].BankTxnNo != ch.BankTxnNo || l[0].BankCode != code || l[0].CardNumber != acct.CardNumber {
 					t.Fatalf("ledger %+v", l)
 				}
 
 				st := c.call("statement", fields{Date: "2025-03-10"})
 				c.want(st, "success")
-				if len(st.Entries) != 1 || st.Entries[0] != (statementEntry{order, agr, 1234, ch.BankTxnNo, q.FinishedAt}) {
+				if len(st.Entries) != 1 || st.Entries[0] != debitEntry(order, agr, 1234, ch.BankTxnNo, q.FinishedAt) {
 					t.Fatalf("statement %+v", st.Entries)
 				}
 				st = c.call("statement", fields{Date: "2025-03-09"})

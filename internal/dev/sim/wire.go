@@ -36,6 +36,7 @@ type request struct {
 	BindRef     string `json:"bind_ref"`
 	OTP         string `json:"otp"`
 	OrderNo     string `json:"order_no"`
+	RefundNo    string `json:"refund_no"`
 	AgreementNo string `json:"agreement_no"`
 	Amount      int64  `json:"amount"`
 	Currency    string `json:"currency"`
@@ -72,6 +73,8 @@ func (r *request) fillForm(v url.Values) error {
 			r.OTP = val
 		case "order_no":
 			r.OrderNo = val
+		case "refund_no":
+			r.RefundNo = val
 		case "agreement_no":
 			r.AgreementNo = val
 		case "amount":
@@ -100,15 +103,21 @@ type result struct {
 	msg         string // overrides the reason's message
 	bindRef     string
 	agreementNo string
+	typ         string // query: debit or refund
+	refundNo    string
 	orderNo     string
+	refundOf    string // query of a refund: its debit
 	status      chargeStatus
 	outcome     reason // query: the order's result_code
 	hasOutcome  bool
 	amount      int64
 	bankTxnNo   string
 	finishedAt  string
-	entries     []ledgerEntry
-	hasEntries  bool
+	// statement answers: entries (possibly none) and whether the day has
+	// closed.
+	statement bool
+	entries   []ledgerEntry
+	final     bool
 }
 
 func fail(r reason, msg string) *result { return &result{reason: r, msg: msg} }
@@ -302,7 +311,10 @@ func (res *result) fields(d Dialect, visit func(k, v string, num bool)) {
 	}
 	str("bind_ref", res.bindRef)
 	str("agreement_no", res.agreementNo)
+	str("type", res.typ)
+	str("refund_no", res.refundNo)
 	str("order_no", res.orderNo)
+	str("refund_of", res.refundOf)
 	str("status", string(res.status))
 	if res.hasOutcome {
 		visit("result_code", res.outcome.code(d), false)
@@ -331,9 +343,11 @@ func jsonAnswerBody(res *result) []byte {
 			buf = appendJSONString(buf, v)
 		}
 	})
-	if res.hasEntries {
+	if res.statement {
 		type jsonEntry struct {
+			Type        string       `json:"type"`
 			OrderNo     string       `json:"order_no"`
+			RefundOf    string       `json:"refund_of,omitempty"`
 			AgreementNo string       `json:"agreement_no"`
 			Amount      int64        `json:"amount"`
 			Status      chargeStatus `json:"status"`
@@ -342,11 +356,12 @@ func jsonAnswerBody(res *result) []byte {
 		}
 		es := make([]jsonEntry, len(res.entries))
 		for i, e := range res.entries {
-			es[i] = jsonEntry{e.OrderNo, e.AgreementNo, e.Amount, chargeSuccess, e.BankTxnNo, bankTime(e.At)}
+			es[i] = jsonEntry{e.Type, e.OrderNo, e.RefundOf, e.AgreementNo, e.Amount, chargeSuccess, e.BankTxnNo, bankTime(e.At)}
 		}
 		js, _ := json.Marshal(es)
 		buf = append(buf, `,"entries":`...)
 		buf = append(buf, js...)
+		buf = strconv.AppendBool(append(buf, `,"final":`...), res.final)
 	}
 	return append(buf, '}')
 }
@@ -380,13 +395,17 @@ func (s *Sim) formAnswer(b *bank, res *result) string {
 		"sign_type": {"RSA2"},
 	}
 	res.fields(DialectFormRSA, func(k, val string, _ bool) { v[k] = []string{val} })
-	if res.hasEntries && len(res.entries) > 0 {
+	if res.statement {
+		v["final"] = []string{strconv.FormatBool(res.final)}
+	}
+	if len(res.entries) > 0 {
 		var sb strings.Builder
 		for i, e := range res.entries {
 			if i > 0 {
 				sb.WriteByte('\n')
 			}
-			fmt.Fprintf(&sb, "%s|%s|%d|%s|%s", e.OrderNo, e.AgreementNo, e.Amount, e.BankTxnNo, bankTime(e.At))
+			fmt.Fprintf(&sb, "%s|%s|%d|%s|%s|%s|%s", e.OrderNo, e.AgreementNo, e.Amount, e.BankTxnNo, bankTime(e.At),
+				e.Type, e.RefundOf)
 		}
 		v["entries"] = []string{sb.String()}
 	}

@@ -63,7 +63,9 @@ func (r *receiver) next(t *testing.T) delivery {
 }
 
 type callback struct {
+	Type       string `json:"type"`
 	OrderNo    string `json:"order_no"`
+	RefundOf   string `json:"refund_of"`
 	Status     string `json:"status"`
 	ResultCode string `json:"result_code"`
 	Amount     int64  `json:"amount"`
@@ -88,8 +90,9 @@ func (c *bankClient) verifyCallback(t *testing.T, d delivery) callback {
 			t.Errorf("callback merchant_no %q", v.Get("merchant_no"))
 		}
 		amt, _ := strconv.ParseInt(v.Get("amount"), 10, 64)
-		return callback{v.Get("order_no"), v.Get("status"), v.Get("result_code"), amt, v.Get("bank_txn_no"),
-			v.Get("finished_at"), v.Get("nonce")}
+		return callback{Type: v.Get("type"), OrderNo: v.Get("order_no"), RefundOf: v.Get("refund_of"), Status: v.Get("status"),
+			ResultCode: v.Get("result_code"), Amount: amt, BankTxnNo: v.Get("bank_txn_no"), FinishedAt: v.Get("finished_at"),
+			nonce: v.Get("nonce")}
 	}
 	h := d.header
 	want := hmacHex(c.secret, "CALLBACK\n"+h.Get("X-Timestamp")+"\n"+h.Get("X-Nonce")+"\n"+string(d.body))
@@ -143,7 +146,7 @@ func TestAsyncChargesSettleAndCallBack(t *testing.T) {
 			}
 		}
 		cb := c.verifyCallback(t, rcv.next(t))
-		if cb.OrderNo != order || cb.Status != "SUCCESS" || cb.ResultCode != "0000" || cb.Amount != 2500 ||
+		if cb.Type != "debit" || cb.RefundOf != "" || cb.OrderNo != order || cb.Status != "SUCCESS" || cb.ResultCode != "0000" || cb.Amount != 2500 ||
 			cb.BankTxnNo != ch.BankTxnNo || cb.FinishedAt == "" {
 			t.Fatalf("callback %+v", cb)
 		}
@@ -358,7 +361,7 @@ func TestFaults(t *testing.T) {
 					t.Errorf("status %s", r.Status)
 				}
 				cb := f.c.verifyCallback(t, rcv.next(t))
-				if cb.Status != "SUCCESS" || cb.ResultCode != f.c.codeOf("success") || cb.BankTxnNo != r.BankTxnNo {
+				if cb.Type != "debit" || cb.Status != "SUCCESS" || cb.ResultCode != f.c.codeOf("success") || cb.BankTxnNo != r.BankTxnNo {
 					t.Errorf("callback %+v", cb)
 				}
 				if q := f.c.query(order); q.Status != "SUCCESS" {
@@ -467,7 +470,9 @@ func TestFaults(t *testing.T) {
 		e := newEnv(t)
 		for _, f := range []string{
 			`{"bank_code":"BOC","operation":"charge","mode":"error"}`,
-			`{"bank_code":"ICBC","operation":"refund","mode":"error"}`,
+			`{"bank_code":"ICBC","operation":"capture","mode":"error"}`,
+			`{"bank_code":"ICBC","operation":"refund","mode":"amount"}`,
+			`{"bank_code":"ICBC","operation":"statement","mode":"processing"}`,
 			`{"bank_code":"ICBC","operation":"charge","mode":"explode"}`,
 			`{"bank_code":"ICBC","operation":"query","mode":"processing"}`,
 			`{"bank_code":"ICBC","operation":"charge","mode":"decline"}`,
@@ -618,7 +623,7 @@ func TestRequestAuthentication(t *testing.T) {
 	t.Run("unknown bank or operation", func(t *testing.T) {
 		t.Parallel()
 		e := newEnv(t)
-		for _, p := range []string{"/banks/BOC/charge", "/banks/ICBC/refund"} {
+		for _, p := range []string{"/banks/BOC/charge", "/banks/ICBC/capture"} {
 			if st, _ := e.try("POST", p, `{}`); st != http.StatusNotFound {
 				t.Errorf("%s: %d", p, st)
 			}
