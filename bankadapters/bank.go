@@ -170,9 +170,11 @@ type RefundRequest struct {
 }
 
 // RefundResult is a refund's or a refund query's answer. Status and Outcome
-// read as a charge's: succeeded, failed (Outcome hard decline, Reason says
-// why), processing, or unknown (no usable answer: settle by QueryRefund on
-// the same refund number, never by a second refund).
+// read as a charge's: succeeded, failed (Outcome the decline's class — a
+// refund's own refusals are hard declines — and Reason says why),
+// processing, or unknown (no usable answer, or one that names another
+// refund: settle by QueryRefund on the same refund number, never by a
+// second refund).
 type RefundResult struct {
 	RefundNo   string
 	OrderNo    string // the debit refunded, where the answer names it

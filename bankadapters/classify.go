@@ -86,3 +86,49 @@ func Classify(r ChargeResult, table map[string]CodeClass, code, status string) C
 	}
 	return r
 }
+
+// ValidateRefund refuses a refund that must not reach a bank.
+func ValidateRefund(req RefundRequest) error {
+	switch {
+	case !validNumber(req.RefundNo):
+		return errors.New("refund: refund number must be 1–64 printable ASCII characters without spaces")
+	case !validNumber(req.OrderNo):
+		return errors.New("refund: order number must be 1–64 printable ASCII characters without spaces")
+	case req.Amount <= 0:
+		return errors.New("refund: amount must be positive fen")
+	case req.Currency != "CNY":
+		return fmt.Errorf("refund: currency %q not supported", req.Currency)
+	}
+	return nil
+}
+
+// validNumber is a bank order or refund number: 1–64 printable ASCII
+// characters, no spaces (docs/banksim.md).
+func validNumber(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] <= ' ' || s[i] > '~' {
+			return false
+		}
+	}
+	return true
+}
+
+// UnknownRefund is a refund whose answer never arrived or could not be
+// trusted: the bank may have credited the card. Settle it with QueryRefund
+// on the same refund number, never with a second refund.
+func UnknownRefund(req RefundRequest, cause error) RefundResult {
+	return RefundResult{RefundNo: req.RefundNo, OrderNo: req.OrderNo, Amount: req.Amount, Status: ChargeUnknown,
+		Outcome: OutcomeProcessing, Cause: cause}
+}
+
+// ClassifyRefund is Classify for a refund: the same table, the same
+// reading of code and status word, and the same rule that what it cannot
+// read with certainty is unknown, never success.
+func ClassifyRefund(r RefundResult, table map[string]CodeClass, code, status string) RefundResult {
+	c := Classify(ChargeResult{}, table, code, status)
+	r.Status, r.Outcome, r.Code, r.Reason, r.Cause = c.Status, c.Outcome, c.Code, c.Reason, c.Cause
+	return r
+}

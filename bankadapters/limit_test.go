@@ -2,6 +2,10 @@ package bankadapters_test
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"strings"
 	"sync/atomic"
@@ -9,6 +13,8 @@ import (
 	"time"
 
 	"github.com/quickpay/quickpay/bankadapters"
+	"github.com/quickpay/quickpay/bankadapters/formrsa"
+	"github.com/quickpay/quickpay/bankadapters/jsonhmac"
 	"github.com/quickpay/quickpay/internal/sensitive"
 )
 
@@ -83,8 +89,25 @@ func (b *heldBank) QueryRefund(context.Context, string) (bankadapters.RefundResu
 // statementBank adds the optional capability.
 type statementBank struct{ *heldBank }
 
-func (statementBank) Statement(context.Context, time.Time) ([]bankadapters.StatementEntry, error) {
-	return nil, nil
+func (statementBank) Statement(context.Context, time.Time) (bankadapters.Statement, error) {
+	return bankadapters.Statement{}, nil
+}
+
+// callbackBank and fullBank add the other capability and both.
+type callbackBank struct{ *heldBank }
+
+func (callbackBank) ParseCallback(map[string][]string, []byte) (bankadapters.Notice, error) {
+	return bankadapters.Notice{}, nil
+}
+
+type fullBank struct{ *heldBank }
+
+func (fullBank) Statement(context.Context, time.Time) (bankadapters.Statement, error) {
+	return bankadapters.Statement{}, nil
+}
+
+func (fullBank) ParseCallback(map[string][]string, []byte) (bankadapters.Notice, error) {
+	return bankadapters.Notice{}, nil
 }
 
 func TestWithLimitBoundsConcurrentCalls(t *testing.T) {
@@ -123,19 +146,65 @@ func TestWithLimitBoundsConcurrentCalls(t *testing.T) {
 func TestWithLimitKeepsCapabilities(t *testing.T) {
 	t.Parallel()
 	lim := bankadapters.Limit{PerSecond: 1000, Concurrent: 1}
-	plain := bankadapters.WithLimit(&heldBank{}, lim)
-	if _, ok := plain.(bankadapters.Statementer); ok {
-		t.Error("a bank without statements gained Statementer")
-	}
-	withSt := bankadapters.WithLimit(statementBank{&heldBank{}}, lim)
-	if _, ok := withSt.(bankadapters.Statementer); !ok {
-		t.Error("a bank with statements lost Statementer")
-	}
-	if _, ok := withSt.(bankadapters.CallbackParser); ok {
-		t.Error("a bank without callbacks gained CallbackParser")
+	for _, c := range []struct {
+		name            string
+		bank            bankadapters.Bank
+		statements, cbs bool
+	}{
+		{"plain", &heldBank{}, false, false},
+		{"statements", statementBank{&heldBank{}}, true, false},
+		{"callbacks", callbackBank{&heldBank{}}, false, true},
+		{"both", fullBank{&heldBank{}}, true, true},
+		{"json-hmac adapter", jsonHMACBank(t), true, true},
+		{"form-rsa adapter", formRSABank(t), true, true},
+	} {
+		got := bankadapters.WithLimit(c.bank, lim)
+		if _, ok := got.(bankadapters.Statementer); ok != c.statements {
+			t.Errorf("%s: Statementer %v, want %v", c.name, ok, c.statements)
+		}
+		if _, ok := got.(bankadapters.CallbackParser); ok != c.cbs {
+			t.Errorf("%s: CallbackParser %v, want %v", c.name, ok, c.cbs)
+		}
+		if got == c.bank {
+			t.Errorf("%s: a limit returned the bank unwrapped", c.name)
+		}
 	}
 	raw := &heldBank{}
 	if got := bankadapters.WithLimit(raw, bankadapters.Limit{}); got != bankadapters.Bank(raw) {
 		t.Error("no limit should return the bank itself")
 	}
+}
+
+func jsonHMACBank(t *testing.T) bankadapters.Bank {
+	t.Helper()
+	b, err := jsonhmac.New(jsonhmac.Config{Code: "ICBC", BaseURL: "http://127.0.0.1:1", MerchantNo: "m", Secret: []byte("s")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// unusedSigner stands in for the HSM: the test makes no call.
+type unusedSigner struct{}
+
+func (unusedSigner) SignSHA256(context.Context, []byte) ([]byte, error) {
+	return nil, errors.New("unusedSigner signs nothing")
+}
+
+func formRSABank(t *testing.T) bankadapters.Bank {
+	t.Helper()
+	k, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalPKIXPublicKey(&k.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := formrsa.New(formrsa.Config{Code: "CCB", BaseURL: "http://127.0.0.1:1", MerchantNo: "m", Signer: unusedSigner{},
+		BankPublicKeyPEM: string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

@@ -47,11 +47,13 @@ type Config struct {
 // Bank is a form-rsa bank.
 type Bank struct {
 	*core.Adapter
+	codec *codec
 }
 
 var (
-	_ bankadapters.Bank        = (*Bank)(nil)
-	_ bankadapters.Statementer = (*Bank)(nil)
+	_ bankadapters.Bank           = (*Bank)(nil)
+	_ bankadapters.Statementer    = (*Bank)(nil)
+	_ bankadapters.CallbackParser = (*Bank)(nil)
 )
 
 // Codes maps the dialect's ret_code values to outcome classes.
@@ -79,6 +81,9 @@ var Codes = map[string]bankadapters.CodeClass{
 	"E_PROTOCOL":       {Outcome: bankadapters.OutcomeHardDecline, Reason: bankadapters.ReasonAgreementInvalid},
 	"E_RETRY_TOMORROW": {Outcome: bankadapters.OutcomeRetryableDecline, Reason: bankadapters.ReasonTryTomorrow},
 	"E_ORDER_CONFLICT": {Outcome: bankadapters.OutcomeHardDecline, Reason: bankadapters.ReasonOrderConflict},
+	"E_REFUND_ORDER":   {Outcome: bankadapters.OutcomeHardDecline, Reason: bankadapters.ReasonOrderNotRefundable},
+	"E_REFUND_EXPIRED": {Outcome: bankadapters.OutcomeHardDecline, Reason: bankadapters.ReasonRefundWindowExpired},
+	"E_REFUND_AMOUNT":  {Outcome: bankadapters.OutcomeHardDecline, Reason: bankadapters.ReasonRefundExceeds},
 	"E_SYSTEM":         {Outcome: bankadapters.OutcomeUnavailable},
 }
 
@@ -95,7 +100,7 @@ func New(cfg Config) (*Bank, error) {
 		cfg.Now = time.Now
 	}
 	c := &codec{merchantNo: cfg.MerchantNo, signer: cfg.Signer, bankKey: pub, now: cfg.Now}
-	return &Bank{Adapter: &core.Adapter{
+	return &Bank{codec: c, Adapter: &core.Adapter{
 		Code: cfg.Code, BaseURL: cfg.BaseURL, Codec: c, Codes: Codes, Success: "SUCCESS", OrderNotFound: "E_ORDER_NOT_FOUND",
 		Caller: wire.NewCaller(cfg.Code, cfg.HTTPClient, cfg.Timeout, cfg.Retries, cfg.Logger),
 	}}, nil
@@ -176,23 +181,40 @@ func (c *codec) Decode(resp *wire.Response) (map[string]string, error) {
 	if err != nil {
 		return nil, errors.New("answer is not form-encoded")
 	}
-	sig, err := base64.StdEncoding.DecodeString(v.Get("sign"))
-	if err != nil || len(sig) == 0 {
-		return nil, errors.New("answer is not signed")
+	if err := c.verify(v); err != nil {
+		return nil, err
 	}
-	digest := sha256.Sum256([]byte(canonical(v)))
-	if err := rsa.VerifyPKCS1v15(c.bankKey, crypto.SHA256, digest[:], sig); err != nil {
-		return nil, errors.New("answer signature does not verify")
-	}
-	out := make(map[string]string, len(v))
-	for k := range v {
-		out[k] = v.Get(k)
-	}
+	out := fields(v)
 	out["code"], out["message"] = v.Get("ret_code"), v.Get("ret_msg")
 	return out, nil
 }
 
-// Entries reads lines of order_no|agreement_no|amount|bank_txn_no|finished_at.
+// verify checks the bank's signature over the canonical string of v.
+func (c *codec) verify(v url.Values) error {
+	sig, err := base64.StdEncoding.DecodeString(v.Get("sign"))
+	if err != nil || len(sig) == 0 {
+		return errors.New("answer is not signed")
+	}
+	digest := sha256.Sum256([]byte(canonical(v)))
+	if err := rsa.VerifyPKCS1v15(c.bankKey, crypto.SHA256, digest[:], sig); err != nil {
+		return errors.New("answer signature does not verify")
+	}
+	return nil
+}
+
+// fields is each field's first value.
+func fields(v url.Values) map[string]string {
+	out := make(map[string]string, len(v)+2)
+	for k := range v {
+		out[k] = v.Get(k)
+	}
+	return out
+}
+
+// Entries reads lines of order_no|agreement_no|amount|bank_txn_no|finished_at,
+// each a debit, or of those and |type|refund_of, type debit (or empty) or
+// refund. A refund's order_no is its refund number and refund_of the debit
+// it refunds. A line of another shape or type fails the statement.
 func (c *codec) Entries(raw string) ([]bankadapters.StatementEntry, error) {
 	var out []bankadapters.StatementEntry
 	for line := range strings.SplitSeq(strings.TrimSpace(raw), "\n") {
@@ -200,15 +222,67 @@ func (c *codec) Entries(raw string) ([]bankadapters.StatementEntry, error) {
 			continue
 		}
 		f := strings.Split(line, "|")
-		if len(f) != 5 {
-			return nil, errors.New("statement line does not have 5 fields")
+		if len(f) != 5 && len(f) != 7 {
+			return nil, errEntryFields
 		}
 		amount, err := strconv.ParseInt(f[2], 10, 64)
 		if err != nil {
-			return nil, errors.New("statement amount is not an integer")
+			return nil, errEntryAmount
 		}
-		t, _ := time.Parse(time.RFC3339, f[4])
-		out = append(out, bankadapters.StatementEntry{OrderNo: f[0], AgreementNo: f[1], Amount: amount, BankTxnNo: f[3], FinishedAt: t})
+		e := bankadapters.StatementEntry{Type: bankadapters.EntryDebit, OrderNo: f[0], AgreementNo: f[1], Amount: amount, BankTxnNo: f[3]}
+		e.FinishedAt, _ = time.Parse(time.RFC3339, f[4])
+		if len(f) == 7 {
+			switch f[5] {
+			case "", "debit":
+				if f[6] != "" {
+					return nil, errEntryDebitRefundOf
+				}
+			case "refund":
+				if f[6] == "" {
+					return nil, errEntryRefundOf
+				}
+				e.Type, e.RefundOf = bankadapters.EntryRefund, f[6]
+			default:
+				return nil, errEntryType
+			}
+		}
+		out = append(out, e)
 	}
 	return out, nil
 }
+
+// Entries' refusals: fixed, as a statement line holds agreement numbers.
+var (
+	errEntryFields        = errors.New("statement line does not have 5 or 7 fields")
+	errEntryAmount        = errors.New("statement amount is not an integer")
+	errEntryType          = errors.New("statement line's type is neither debit nor refund")
+	errEntryRefundOf      = errors.New("statement line of a refund names no refunded order")
+	errEntryDebitRefundOf = errors.New("statement line of a debit names a refunded order")
+)
+
+// ParseCallback implements bankadapters.CallbackParser. A callback is a
+// form like an answer: it checks merchant_no, verifies the bank's signature
+// over the canonical string, refuses a timestamp more than 300 s from the
+// adapter's clock (CallOptions.Now), and reads the form as the notice its
+// type says (a debit's result, a refund's, an agreement the cardholder
+// ended). Anything else is an error with a fixed message. The header is
+// not read: everything signed is in the form.
+func (b *Bank) ParseCallback(_ map[string][]string, body []byte) (bankadapters.Notice, error) {
+	v, err := url.ParseQuery(string(body))
+	if err != nil {
+		return bankadapters.Notice{}, errCallbackNotForm
+	}
+	if v.Get("merchant_no") != b.codec.merchantNo {
+		return bankadapters.Notice{}, core.ErrCallbackMerchant
+	}
+	if err := b.codec.verify(v); err != nil {
+		return bankadapters.Notice{}, core.ErrCallbackSignature
+	}
+	if err := core.Fresh(v.Get("timestamp"), b.codec.now()); err != nil {
+		return bankadapters.Notice{}, err
+	}
+	return b.Notice(fields(v))
+}
+
+// errCallbackNotForm: a callback body that is not form-encoded.
+var errCallbackNotForm = errors.New("callback body is not form-encoded")

@@ -69,6 +69,9 @@ var Codes = map[string]bankadapters.CodeClass{
 	"4004": {Outcome: bankadapters.OutcomeHardDecline, Reason: bankadapters.ReasonAgreementInvalid},
 	"4005": {Outcome: bankadapters.OutcomeRetryableDecline, Reason: bankadapters.ReasonTryTomorrow},
 	"4007": {Outcome: bankadapters.OutcomeHardDecline, Reason: bankadapters.ReasonOrderConflict},
+	"4008": {Outcome: bankadapters.OutcomeHardDecline, Reason: bankadapters.ReasonOrderNotRefundable},
+	"4009": {Outcome: bankadapters.OutcomeHardDecline, Reason: bankadapters.ReasonRefundWindowExpired},
+	"4010": {Outcome: bankadapters.OutcomeHardDecline, Reason: bankadapters.ReasonRefundExceeds},
 	"9999": {Outcome: bankadapters.OutcomeUnavailable},
 }
 
@@ -166,15 +169,18 @@ func flatten(body []byte) (map[string]string, error) {
 	return out, nil
 }
 
-// Entries reads a JSON array of debits, keeping the successful ones. An
-// entry of a status it does not know fails the statement: reconciliation
-// must not guess whether it was a debit.
+// Entries reads a JSON array of debits and refunds, keeping the successful
+// ones. An entry without a type is a debit. An entry of a status or type it
+// does not know fails the statement: reconciliation must not guess whether
+// or which way money moved.
 func (c *codec) Entries(raw string) ([]bankadapters.StatementEntry, error) {
 	if raw == "" || raw == "null" {
 		return nil, nil
 	}
 	var rows []struct {
+		Type        string `json:"type"`
 		OrderNo     string `json:"order_no"`
+		RefundOf    string `json:"refund_of"`
 		AgreementNo string `json:"agreement_no"`
 		Amount      int64  `json:"amount"`
 		Status      string `json:"status"`
@@ -186,35 +192,59 @@ func (c *codec) Entries(raw string) ([]bankadapters.StatementEntry, error) {
 	}
 	out := make([]bankadapters.StatementEntry, 0, len(rows))
 	for _, e := range rows {
+		var typ bankadapters.EntryType
+		switch e.Type {
+		case "", "debit":
+			typ = bankadapters.EntryDebit
+			if e.RefundOf != "" {
+				return nil, fmt.Errorf("statement entry of order %q: a debit that names a refunded order", e.OrderNo)
+			}
+		case "refund":
+			typ = bankadapters.EntryRefund
+			if e.RefundOf == "" {
+				return nil, fmt.Errorf("statement entry of refund %q: no refunded order", e.OrderNo)
+			}
+		default:
+			return nil, fmt.Errorf("statement entry of order %q: type %q is neither debit nor refund", e.OrderNo, e.Type)
+		}
 		switch e.Status {
 		case "", "SUCCESS":
 		case "FAILED":
-			continue // not a debit
+			continue // no money moved
 		default:
 			return nil, fmt.Errorf("statement entry of order %q: status %q is neither SUCCESS nor FAILED", e.OrderNo, e.Status)
 		}
 		t, _ := time.Parse(time.RFC3339, e.FinishedAt)
-		out = append(out, bankadapters.StatementEntry{OrderNo: e.OrderNo, AgreementNo: e.AgreementNo,
-			Amount: e.Amount, BankTxnNo: e.BankTxnNo, FinishedAt: t})
+		out = append(out, bankadapters.StatementEntry{Type: typ, OrderNo: e.OrderNo, RefundOf: e.RefundOf,
+			AgreementNo: e.AgreementNo, Amount: e.Amount, BankTxnNo: e.BankTxnNo, FinishedAt: t})
 	}
 	return out, nil
 }
 
-// ParseCallback implements bankadapters.CallbackParser: it verifies the
-// bank's signature over CALLBACK\n{timestamp}\n{nonce}\n{body} and returns
-// the settled result. A callback that does not verify is an error.
+// ParseCallback implements bankadapters.CallbackParser: it checks the
+// merchant number, verifies the bank's signature over
+// CALLBACK\n{timestamp}\n{nonce}\n{body}, refuses a timestamp more than
+// 300 s from the adapter's clock (CallOptions.Now), and reads the body as
+// the notice its type says (a debit's result, a refund's, an agreement the
+// cardholder ended). Anything else is an error with a fixed message.
 func (b *Bank) ParseCallback(header map[string][]string, body []byte) (bankadapters.Notice, error) {
 	h := http.Header(header)
 	if h.Get("X-Merchant-No") != b.codec.merchantNo {
-		return bankadapters.Notice{}, errors.New("callback for another merchant number")
+		return bankadapters.Notice{}, core.ErrCallbackMerchant
 	}
 	want := b.codec.mac([]byte("CALLBACK\n"+h.Get("X-Timestamp")+"\n"+h.Get("X-Nonce")+"\n"), body)
 	if sig := h.Get("X-Signature"); sig == "" || !hmac.Equal([]byte(sig), []byte(want)) {
-		return bankadapters.Notice{}, errors.New("callback signature does not verify")
+		return bankadapters.Notice{}, core.ErrCallbackSignature
 	}
-	ans, err := flatten(body)
-	if err != nil || ans["order_no"] == "" {
-		return bankadapters.Notice{}, errors.New("callback body is not a charge result")
+	if err := core.Fresh(h.Get("X-Timestamp"), b.codec.now()); err != nil {
+		return bankadapters.Notice{}, err
 	}
-	return bankadapters.Notice{Kind: bankadapters.NoticeCharge, Charge: b.Result(ans["order_no"], 0, ans["result_code"], ans)}, nil
+	f, err := flatten(body)
+	if err != nil {
+		return bankadapters.Notice{}, errCallbackNotJSON
+	}
+	return b.Notice(f)
 }
+
+// errCallbackNotJSON: a signed callback body that is not a JSON object.
+var errCallbackNotJSON = errors.New("callback body is not a JSON object")

@@ -162,6 +162,13 @@ func (a *Adapter) Query(ctx context.Context, orderNo string) (bankadapters.Charg
 	case ans["order_no"] != orderNo:
 		return bankadapters.ChargeResult{}, a.unavailable("query", errors.New("answer names another order"))
 	}
+	switch ans["type"] {
+	case "", typeDebit: // a bank that does not say the type answers of debits
+	case typeRefund:
+		return bankadapters.ChargeResult{}, a.unavailable("query", errors.New("the order number is a refund's, not a debit's"))
+	default:
+		return bankadapters.ChargeResult{}, a.unavailable("query", errors.New("answer is of an unknown type"))
+	}
 	return a.Result(orderNo, 0, ans["result_code"], ans), nil
 }
 
@@ -177,14 +184,64 @@ func (a *Adapter) Unbind(ctx context.Context, agreementNo string) error {
 	return nil
 }
 
-// Refund implements bankadapters.Bank. TODO(refunds): the wire operation.
+// Refund implements bankadapters.Bank. It is sent once: a lost answer, or
+// one that names another refund, is an unknown result for the caller to
+// settle by QueryRefund on the same refund number.
 func (a *Adapter) Refund(ctx context.Context, req bankadapters.RefundRequest) (bankadapters.RefundResult, error) {
-	return bankadapters.RefundResult{}, errors.New("refund: not implemented")
+	if err := bankadapters.ValidateRefund(req); err != nil {
+		return bankadapters.RefundResult{}, err
+	}
+	ans, err := a.call(ctx, "refund", false, map[string]string{
+		"refund_no": req.RefundNo, "order_no": req.OrderNo, "amount": strconv.FormatInt(req.Amount, 10),
+		"currency": req.Currency, "notify_url": req.NotifyURL,
+	})
+	if err != nil {
+		return bankadapters.UnknownRefund(req, err), nil
+	}
+	// A signed answer of another refund (or of another operation, which
+	// names none) says nothing about this one. A refusal for other terms
+	// (order_conflict) names only the refund number.
+	if ans["refund_no"] != req.RefundNo || (ans["order_no"] != "" && ans["order_no"] != req.OrderNo) {
+		return bankadapters.UnknownRefund(req, errors.New("answer does not name this refund")), nil
+	}
+	r := a.RefundResult(req.RefundNo, req.Amount, ans["code"], ans)
+	r.OrderNo = req.OrderNo
+	return r, nil
 }
 
-// QueryRefund implements bankadapters.Bank. TODO(refunds): the wire operation.
+// RefundResult reads a refund's outcome from its code and the answer's
+// fields; a refund number's query answer and a refund callback name the
+// debit under refund_of.
+func (a *Adapter) RefundResult(refundNo string, amount int64, code string, ans map[string]string) bankadapters.RefundResult {
+	r := bankadapters.RefundResult{RefundNo: refundNo, OrderNo: ans["refund_of"], Amount: amount, BankTxnNo: ans["bank_txn_no"]}
+	if n, err := strconv.ParseInt(ans["amount"], 10, 64); err == nil && n > 0 {
+		r.Amount = n
+	}
+	if t, err := time.Parse(time.RFC3339, ans["finished_at"]); err == nil {
+		r.FinishedAt = t
+	}
+	return bankadapters.ClassifyRefund(r, a.Codes, code, ans["status"])
+}
+
+// QueryRefund implements bankadapters.Bank: the bank's query, asked of a
+// refund number. An answer that is not a refund's or names another number
+// is bank_unavailable.
 func (a *Adapter) QueryRefund(ctx context.Context, refundNo string) (bankadapters.RefundResult, error) {
-	return bankadapters.RefundResult{}, errors.New("query refund: not implemented")
+	ans, err := a.call(ctx, "query", true, map[string]string{"order_no": refundNo})
+	if err != nil {
+		return bankadapters.RefundResult{}, err
+	}
+	switch {
+	case ans["code"] == a.OrderNotFound:
+		return bankadapters.RefundResult{}, fmt.Errorf("%s query refund: %w", a.Code, bankadapters.ErrOrderNotFound)
+	case ans["code"] != a.Success:
+		return bankadapters.RefundResult{}, a.refusal("query", ans)
+	case ans["order_no"] != refundNo:
+		return bankadapters.RefundResult{}, a.unavailable("query", errors.New("answer names another refund"))
+	case ans["type"] != typeRefund:
+		return bankadapters.RefundResult{}, a.unavailable("query", errors.New("answer is not a refund's"))
+	}
+	return a.RefundResult(refundNo, 0, ans["result_code"], ans), nil
 }
 
 // Statement implements bankadapters.Statementer.
@@ -200,5 +257,13 @@ func (a *Adapter) Statement(ctx context.Context, date time.Time) (bankadapters.S
 	if err != nil {
 		return bankadapters.Statement{}, a.unavailable("statement", err)
 	}
-	return bankadapters.Statement{Entries: entries, Final: ans["final"] == "true"}, nil
+	var final bool
+	switch ans["final"] {
+	case "true":
+		final = true
+	case "false", "": // a bank that does not say is not final
+	default:
+		return bankadapters.Statement{}, a.unavailable("statement", errors.New("final is neither true nor false"))
+	}
+	return bankadapters.Statement{Entries: entries, Final: final}, nil
 }
