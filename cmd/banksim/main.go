@@ -14,14 +14,15 @@
 //
 // The config file seeds the banks:
 //
-//	{"merchants": [{"bank_code": "ICBC", "merchant_no": "…", "hmac_secret": "…"},
+//	{"merchants": [{"bank_code": "ICBC", "merchant_no": "…", "hmac_secret": "…", "notify_url": "…"},
 //	               {"bank_code": "CCB", "merchant_no": "…", "public_key_pem": "…"}],
 //	 "accounts":  [{…same fields as POST /sim/accounts…}],
 //	 "async_delay": "200ms"}
 //
-// The /sim/* test-control endpoints answer loopback clients only, unless
-// --remote-control is given (e.g. banksim in a container driven by tests
-// on the host).
+// A merchant's optional notify_url is where its bank posts
+// agreement_terminated notices. The /sim/* test-control endpoints answer
+// loopback clients only, unless --remote-control is given (e.g. banksim in
+// a container driven by tests on the host).
 package main
 
 import (

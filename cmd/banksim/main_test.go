@@ -20,7 +20,8 @@ func writeConfig(t *testing.T, body string) string {
 func TestLoadConfig(t *testing.T) {
 	t.Parallel()
 	cfg, err := loadConfig(writeConfig(t, `{
-		"merchants": [{"bank_code": "ICBC", "merchant_no": "QPICBC0001", "hmac_secret": "0123456789abcdef0123"}],
+		"merchants": [{"bank_code": "ICBC", "merchant_no": "QPICBC0001", "hmac_secret": "0123456789abcdef0123",
+			"notify_url": "http://127.0.0.1:8080/callbacks/banks/ICBC"}],
 		"accounts": [{"bank_code": "ICBC", "card_number": "6222029015443424642", "card_type": "debit",
 			"holder_name": "张三", "id_number": "110105199003070017", "phone": "13800138001", "balance": 500}],
 		"async_delay": "50ms"}`))
@@ -28,6 +29,7 @@ func TestLoadConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	if cfg.AsyncDelay != 50*time.Millisecond || len(cfg.Merchants) != 1 || cfg.Merchants[0].MerchantNo != "QPICBC0001" ||
+		cfg.Merchants[0].NotifyURL != "http://127.0.0.1:8080/callbacks/banks/ICBC" ||
 		len(cfg.Accounts) != 1 || cfg.Accounts[0].Balance != 500 {
 		t.Fatalf("config %+v", cfg)
 	}

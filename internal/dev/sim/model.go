@@ -125,12 +125,15 @@ func (b *bank) binOf(card string) (bin, bool) {
 
 // Merchant is the platform's registration at one bank: its merchant number
 // and credentials. HMACSecret is for json-hmac banks, PublicKeyPEM (PKIX,
-// RSA-2048 or larger) for form-rsa banks.
+// RSA-2048 or larger) for form-rsa banks. NotifyURL, optional (absolute
+// http or https), is where the bank posts notices that answer no request
+// of the platform's: agreements the cardholder ended.
 type Merchant struct {
 	BankCode     string `json:"bank_code"`
 	MerchantNo   string `json:"merchant_no"`
 	HMACSecret   string `json:"hmac_secret,omitempty"`
 	PublicKeyPEM string `json:"public_key_pem,omitempty"`
+	NotifyURL    string `json:"notify_url,omitempty"`
 }
 
 // LogValue keeps the secret out of logs.

@@ -129,10 +129,11 @@ type Sim struct {
 type merchantKey struct{ bank, no string }
 
 type merchant struct {
-	bank   *bank
-	no     string
-	secret []byte         // json-hmac
-	pub    *rsa.PublicKey // form-rsa
+	bank      *bank
+	no        string
+	secret    []byte         // json-hmac
+	pub       *rsa.PublicKey // form-rsa
+	notifyURL string         // "" when the platform gave none
 }
 
 // New returns a Sim with cfg's merchants and accounts. It fails if one of
@@ -288,8 +289,9 @@ func (s *Sim) BankPublicKey(code string) (*rsa.PublicKey, error) {
 }
 
 // RegisterMerchant registers the platform at a bank, replacing earlier
-// credentials for the same merchant number. A json-hmac bank needs
-// HMACSecret, a form-rsa bank PublicKeyPEM.
+// credentials and notify URL for the same merchant number. A json-hmac bank
+// needs HMACSecret, a form-rsa bank PublicKeyPEM; NotifyURL, when given,
+// must be an absolute http(s) URL.
 func (s *Sim) RegisterMerchant(m Merchant) error {
 	b := s.banks[m.BankCode]
 	if b == nil {
@@ -298,7 +300,10 @@ func (s *Sim) RegisterMerchant(m Merchant) error {
 	if !validIdentifier(m.MerchantNo) {
 		return errors.New("merchant_no: want 1-64 printable ASCII characters without spaces")
 	}
-	reg := &merchant{bank: b, no: m.MerchantNo}
+	if m.NotifyURL != "" && !validNotifyURL(m.NotifyURL) {
+		return errors.New("notify_url: want an absolute http(s) URL")
+	}
+	reg := &merchant{bank: b, no: m.MerchantNo, notifyURL: m.NotifyURL}
 	switch b.dialect {
 	case DialectJSONHMAC:
 		if len(m.HMACSecret) < 16 {
@@ -368,6 +373,7 @@ func (s *Sim) Handler() http.Handler {
 	ctl("GET /sim/faults", s.serveGetFaults)
 	ctl("DELETE /sim/faults", s.serveDeleteFaults)
 	ctl("GET /sim/ledger", s.serveLedger)
+	ctl("POST /sim/agreements/terminate", s.servePostTerminate)
 	ctl("GET /sim/clock", s.serveGetClock)
 	ctl("POST /sim/clock", s.servePostClock)
 	return mux

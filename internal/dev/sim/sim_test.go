@@ -839,6 +839,7 @@ func TestTestControlIsLoopbackOnly(t *testing.T) {
 			{"GET", "/sim/accounts/6222020000000000001", ""}, {"GET", "/sim/sms?phone=1", ""},
 			{"POST", "/sim/faults", `{}`}, {"GET", "/sim/faults", ""}, {"DELETE", "/sim/faults", ""},
 			{"GET", "/sim/ledger", ""}, {"GET", "/sim/clock", ""}, {"POST", "/sim/clock", `{}`},
+			{"POST", "/sim/agreements/terminate", `{}`},
 		}
 		for _, from := range []string{"192.0.2.7:4000", "[2001:db8::1]:4000", "10.0.0.1:80"} {
 			for _, c := range control {

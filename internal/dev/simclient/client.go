@@ -1,6 +1,6 @@
 // Package simclient speaks banksim's test-control API (docs/banksim.md,
-// "Test control"): accounts, SMS inbox, faults, ledger, merchants, banks and
-// the clock. Tests and `quickpay dev` use it; banksim serves these routes to
+// "Test control"): accounts, SMS inbox, faults, ledger, merchants, banks,
+// agreements a cardholder ends, and the clock. Tests and `quickpay dev` use it; banksim serves these routes to
 // loopback clients only (unless started with --remote-control).
 package simclient
 
@@ -103,12 +103,22 @@ type Fault struct {
 	Amount int64
 }
 
-// LedgerEntry is a debit the bank actually made.
+// Ledger entry types.
+const (
+	EntryDebit  = "debit"
+	EntryRefund = "refund"
+)
+
+// LedgerEntry is money the bank actually moved: a debit, or a refund
+// (OrderNo its refund number, RefundOf the debit's order number). Amount is
+// positive either way.
 type LedgerEntry struct {
+	Type        string    `json:"type"` // EntryDebit or EntryRefund
 	BankCode    string    `json:"bank_code"`
 	CardNumber  string    `json:"card_number"`
 	MerchantNo  string    `json:"merchant_no"`
 	OrderNo     string    `json:"order_no"`
+	RefundOf    string    `json:"refund_of,omitempty"`
 	AgreementNo string    `json:"agreement_no"`
 	Amount      int64     `json:"amount"`
 	BankTxnNo   string    `json:"bank_txn_no"`
@@ -118,17 +128,30 @@ type LedgerEntry struct {
 // String shows the entry without its card or agreement number (the card
 // masked), so that a test's failure message holds neither.
 func (e LedgerEntry) String() string {
-	return fmt.Sprintf("{%s card %s order %s %d fen txn %s at %s}", e.BankCode, sensitive.NewPAN(e.CardNumber).Masked(),
-		e.OrderNo, e.Amount, e.BankTxnNo, e.At.Format(time.RFC3339))
+	of := ""
+	if e.RefundOf != "" {
+		of = " of " + e.RefundOf
+	}
+	return fmt.Sprintf("{%s %s card %s order %s%s %d fen txn %s at %s}", e.Type, e.BankCode, sensitive.NewPAN(e.CardNumber).Masked(),
+		e.OrderNo, of, e.Amount, e.BankTxnNo, e.At.Format(time.RFC3339))
 }
 
 // Merchant registers the platform at a bank: an HMAC secret for json-hmac
-// banks, the platform's RSA public key (PKIX PEM) for form-rsa banks.
+// banks, the platform's RSA public key (PKIX PEM) for form-rsa banks, and
+// optionally the URL the bank posts agreement_terminated notices to.
 type Merchant struct {
 	BankCode     string `json:"bank_code"`
 	MerchantNo   string `json:"merchant_no"`
 	HMACSecret   string `json:"hmac_secret,omitempty"`
 	PublicKeyPEM string `json:"public_key_pem,omitempty"`
+	NotifyURL    string `json:"notify_url,omitempty"`
+}
+
+// Terminated is an agreement a cardholder ended at the bank.
+type Terminated struct {
+	BankCode    string `json:"bank_code"`
+	MerchantNo  string `json:"merchant_no"`
+	AgreementNo string `json:"agreement_no"`
 }
 
 // BankInfo is one bank of GET /sim/banks.
@@ -284,6 +307,25 @@ func (c *Client) Ledger(ctx context.Context, card string) ([]LedgerEntry, error)
 	return out, err
 }
 
+// TerminateAgreement ends card's live agreements as its holder would at the
+// bank: only merchantNo's when it is not empty, every one otherwise. The
+// bank then posts a signed agreement_terminated notice to each merchant
+// registered with a notify URL. It returns the agreements ended (none when
+// none was live); an unknown card is an error.
+func (c *Client) TerminateAgreement(ctx context.Context, cardNumber, merchantNo string) ([]Terminated, error) {
+	in := struct {
+		CardNumber string `json:"card_number"`
+		MerchantNo string `json:"merchant_no,omitempty"`
+	}{cardNumber, merchantNo}
+	var out struct {
+		Terminated []Terminated `json:"terminated"`
+	}
+	if err := c.do(ctx, http.MethodPost, "/sim/agreements/terminate", in, http.StatusOK, &out); err != nil {
+		return nil, err
+	}
+	return out.Terminated, nil
+}
+
 // RegisterMerchant registers (or re-registers) the platform at a bank.
 func (c *Client) RegisterMerchant(ctx context.Context, m Merchant) error {
 	return c.do(ctx, http.MethodPost, "/sim/merchants", m, http.StatusCreated, nil)
@@ -343,13 +385,32 @@ func (c *Client) AdvanceClock(ctx context.Context, d time.Duration) (time.Time, 
 	return st.Now, err
 }
 
+// ConnectOption adjusts ConnectPlatform.
+type ConnectOption func(*connectOptions)
+
+type connectOptions struct {
+	notifyURL func(code string) string
+}
+
+// WithNotifyURL registers notifyURL(code) as each bank's notify_url, where
+// the bank posts agreement_terminated notices (e.g. quickpay's
+// /callbacks/banks/{code}); "" leaves a bank without one.
+func WithNotifyURL(notifyURL func(code string) string) ConnectOption {
+	return func(o *connectOptions) { o.notifyURL = notifyURL }
+}
+
 // ConnectPlatform registers the platform at every bank banksim simulates:
 // merchant number merchantNo(code), a fresh random HMAC secret for json-hmac
-// banks, and for form-rsa banks the public key publicKeyPEM(code) (the HSM
-// key qp-bank-<code>). It returns each bank's channel settings in the shape
-// bankadapters/channels reads from Vault.
+// banks, for form-rsa banks the public key publicKeyPEM(code) (the HSM key
+// qp-bank-<code>), and a notify URL when WithNotifyURL gives one. It
+// returns each bank's channel settings in the shape bankadapters/channels
+// reads from Vault.
 func (c *Client) ConnectPlatform(ctx context.Context, merchantNo func(code string) string,
-	publicKeyPEM func(ctx context.Context, code string) (string, error)) (map[string]map[string]any, error) {
+	publicKeyPEM func(ctx context.Context, code string) (string, error), opts ...ConnectOption) (map[string]map[string]any, error) {
+	var o connectOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
 	banks, err := c.Banks(ctx)
 	if err != nil {
 		return nil, err
@@ -357,6 +418,9 @@ func (c *Client) ConnectPlatform(ctx context.Context, merchantNo func(code strin
 	out := make(map[string]map[string]any, len(banks))
 	for _, b := range banks {
 		m := Merchant{BankCode: b.Code, MerchantNo: merchantNo(b.Code)}
+		if o.notifyURL != nil {
+			m.NotifyURL = o.notifyURL(b.Code)
+		}
 		channel := map[string]any{"dialect": string(b.Dialect), "merchant_no": m.MerchantNo}
 		switch b.Dialect {
 		case bankadapters.DialectJSONHMAC:
