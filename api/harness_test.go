@@ -61,9 +61,13 @@ type serverOptions struct {
 	// Jobs enqueues webhook deliveries. Defaults to an insert-only River
 	// client: deliveries are enqueued, never worked.
 	Jobs webhooks.JobInserter
-	// MandateJobs enqueues the mandate service's charge and query jobs.
-	// Defaults to an insert-only River client of its own.
+	// MandateJobs enqueues the mandate service's charge, query and refund
+	// jobs. Defaults to an insert-only River client of its own.
 	MandateJobs mandate.Jobs
+	// MandateQueue is the River queue of those jobs (mandate.Config.Queue),
+	// for a test whose River client works them: its own queue keeps it off
+	// other tests' jobs in the package's database. Defaults to mandate.Queue.
+	MandateQueue string
 	// SMSURL is the carrier the mandate service texts consent codes
 	// through. Defaults to Stack's banksim carrier.
 	SMSURL string
@@ -139,7 +143,7 @@ func newTestServer(t *testing.T, o serverOptions) *testServer {
 		phoneLimit = svc
 	}
 	mandates, err = mandate.New(mandate.Config{Pool: st.Pool, Cards: svc, Hasher: st.Vault, Banks: o.Banks, PhoneLimit: phoneLimit,
-		SMS: carrier, Jobs: o.MandateJobs, Emit: hooks.EmitAll, Clock: o.Clock, Logger: o.Logger,
+		SMS: carrier, Jobs: o.MandateJobs, Queue: o.MandateQueue, Emit: hooks.EmitAll, Clock: o.Clock, Logger: o.Logger,
 		NotifyURL: func(code string) string { return api.CallbackURL(baseURL, code) }})
 	if err != nil {
 		t.Fatal(err)
