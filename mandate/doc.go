@@ -3,8 +3,9 @@
 // code that quickpay sends itself. It owns the mandates' schedules, their
 // charges (one per mandate and period, a database constraint), the bank
 // attempts of each charge, retries, pre-debit notices, reconciliation
-// against the banks' daily statements, and the River workers that send
-// due charges and ask banks about unknown ones.
+// against the banks' daily statements, refunds of succeeded charges, and
+// the River workers that send due charges and refunds and ask banks about
+// unknown ones.
 //
 // # Where each story lives
 //
@@ -15,8 +16,11 @@
 //   - send.go: RunDue; due charges are claimed and sent to their bank.
 //   - settle.go: bank answers applied (the charge answer, callbacks, queries),
 //     and a card revoked when its agreement is gone.
-//   - notice.go: pre-debit notices; reconcile.go: daily statements;
-//     mismatch.go: successes for another amount, held for operators.
+//   - notice.go: pre-debit notices; reconcile.go: daily statements (debits
+//     and refunds); mismatch.go: successes for another amount, held for
+//     operators.
+//   - refund.go: refunds created, read, listed, and settled by a bank's
+//     callback; refund_workers.go: refunds claimed, sent and settled.
 //   - workers.go: the River workers and their job args.
 //   - schedule.go, text.go: dates and periods; text that reaches a phone.
 //   - store*.go: every SQL statement of the package.
@@ -52,6 +56,14 @@
 // or by the daily statement, and never by a second debit. A job that runs
 // again after a crash queries before it charges. At most one attempt per
 // charge is open at a time (a partial unique index).
+//
+// Refunds follow the same rules under their own refund numbers: a refund
+// is written (its number persisted) with its job, claimed for the bank in
+// a committed transaction, sent, and settled in a second one; an answer
+// it cannot trust leaves it pending, settled by querying the same number,
+// by callback or by statement, never by a second refund. A charge's
+// refunds never exceed it: each raises the charge's held refund sum in the
+// transaction that writes it, under a CHECK (migration 024).
 //
 // # Time
 //

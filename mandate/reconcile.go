@@ -14,9 +14,17 @@ import (
 
 // Mismatch kinds.
 const (
-	MismatchUnknownDebit  = "unknown_debit"   // the bank debited an order quickpay does not know
-	MismatchMissingDebit  = "missing_debit"   // quickpay marked an attempt succeeded the bank never made
-	MismatchAmount        = "amount_mismatch" // both know the debit, with different amounts
+	MismatchUnknownDebit = "unknown_debit"   // the bank debited an order quickpay does not know
+	MismatchMissingDebit = "missing_debit"   // quickpay marked an attempt succeeded the bank never made
+	MismatchAmount       = "amount_mismatch" // both know the debit, with different amounts
+	// MismatchUnknownRefund: the bank made a refund quickpay does not know,
+	// or holds as failed.
+	MismatchUnknownRefund = "unknown_refund"
+	// MismatchMissingRefund: quickpay holds a refund succeeded on a day
+	// whose statement lacks it.
+	MismatchMissingRefund = "missing_refund"
+	// MismatchRefundAmount: both know the refund, with different amounts.
+	MismatchRefundAmount  = "refund_amount_mismatch"
 	reconcileSource       = "statement"
 	reasonNotInStatement  = "not_in_statement"
 	reconcileLookbackDays = 1 // attempts made the day before may settle on the statement's day
@@ -29,30 +37,39 @@ const (
 // Mismatch is one difference between a bank's statement and quickpay.
 type Mismatch struct {
 	Kind       string
-	OrderNo    string
-	MerchantID string // empty for an unknown debit
+	OrderNo    string // a debit's order number, or a refund's refund number
+	MerchantID string // empty for an unknown debit or refund
 	BankAmount int64
 	OurAmount  int64
 }
 
 // Reconciliation is what one run found.
 type Reconciliation struct {
-	RunID      int64
-	BankCode   string
-	Date       time.Time
-	Entries    int // debits on the statement
-	Matched    int // statement debits quickpay had as succeeded, same amount
-	Settled    int // attempts left unknown that the statement settled
-	Mismatches []Mismatch
+	RunID    int64
+	BankCode string
+	Date     time.Time
+	// Final: the bank's statement was final (its day had closed): it will
+	// list nothing more.
+	Final          bool
+	Entries        int // debits on the statement
+	Matched        int // statement debits quickpay had as succeeded, same amount
+	Settled        int // attempts left unknown that the statement settled
+	Refunds        int // refunds on the statement
+	RefundsMatched int // statement refunds quickpay had as succeeded, same amount
+	RefundsSettled int // pending refunds the statement (or, absent from a final one, a query) settled
+	Mismatches     []Mismatch
 }
 
 // Reconcile compares a bank's daily statement (date is a bank day,
-// Asia/Shanghai) with quickpay's attempts at that bank, and records the
-// run and its mismatches. Open attempts on the statement are settled as
-// succeeded; attempts still unknown that the day's statement lacks are
-// failed if the bank's query does not know them either. Attempts still
-// processing (their job has not had the bank's answer) are left to the
-// job, unless the job has ended without settling them (adoptOrphans).
+// Asia/Shanghai) with quickpay's attempts and refunds at that bank, and
+// records the run and its mismatches. Open attempts on the statement are
+// settled as succeeded; attempts still unknown that the day's statement
+// lacks are failed if the bank's query does not know them either.
+// Attempts still processing (their job has not had the bank's answer) are
+// left to the job, unless the job has ended without settling them
+// (adoptOrphans). Refunds likewise (reconcileRefunds): pending ones on the
+// statement succeed; pending ones a final statement lacks are settled by
+// a query, failed if the bank never got them.
 func (s *Service) Reconcile(ctx context.Context, bankCode string, date time.Time) (Reconciliation, error) {
 	rec := Reconciliation{BankCode: bankCode, Date: date}
 	bank, ok := s.cfg.Banks.Bank(bankCode)
@@ -64,9 +81,21 @@ func (s *Service) Reconcile(ctx context.Context, bankCode string, date time.Time
 		return rec, fmt.Errorf("reconcile: bank %s serves no statements", bankCode)
 	}
 	stmt, err := st.Statement(ctx, date)
-	entries := stmt.Entries
 	if err != nil {
 		return rec, fmt.Errorf("reconcile: statement of %s for %s: %w", bankCode, date.Format(time.DateOnly), err)
+	}
+	rec.Final = stmt.Final
+	var entries, refunds []bankadapters.StatementEntry
+	for _, e := range stmt.Entries {
+		switch e.Type {
+		case bankadapters.EntryDebit, "": // an entry without a type is a debit (docs/banksim.md)
+			entries = append(entries, e)
+		case bankadapters.EntryRefund:
+			refunds = append(refunds, e)
+		default:
+			return rec, fmt.Errorf("reconcile: statement of %s for %s: entry %s of type %q",
+				bankCode, date.Format(time.DateOnly), e.OrderNo, e.Type)
+		}
 	}
 	rec.Entries = len(entries)
 	if err := s.adoptOrphans(ctx, bankCode); err != nil {
@@ -158,7 +187,126 @@ func (s *Service) Reconcile(ctx context.Context, bankCode string, date time.Time
 			rec.Settled++
 		}
 	}
+	if err := s.reconcileRefunds(ctx, bank, date, stmt.Final, refunds, &rec); err != nil {
+		return rec, err
+	}
 	return rec, s.recordRun(ctx, &rec)
+}
+
+// reconcileRefunds compares the statement's refunds with quickpay's
+// refunds at the bank: those finished on the statement's day or the day
+// before (settled late), and every one still pending. A pending refund on
+// the statement succeeds (for the statement's amount only if it is the
+// refund's: another is held, as a callback's would be). A pending refund
+// a final statement lacks, claimed for the bank long enough ago that no
+// job is left on it, is settled by one last query, and failed if the bank
+// never got it; a refund not yet claimed is its job's.
+func (s *Service) reconcileRefunds(ctx context.Context, bank bankadapters.Bank, date time.Time, final bool,
+	entries []bankadapters.StatementEntry, rec *Reconciliation) error {
+	bankCode := rec.BankCode
+	rec.Refunds = len(entries)
+	from := dayStart(date.AddDate(0, 0, -reconcileLookbackDays))
+	known, err := statementRefunds(ctx, s.pool, bankCode, from, dayStart(date.AddDate(0, 0, 1)))
+	if err != nil {
+		return err
+	}
+	onStatement := map[string]bool{}
+	for _, e := range entries {
+		onStatement[e.OrderNo] = true
+		rf, ok := known[e.OrderNo]
+		if !ok {
+			// Maybe an older refund of ours, settled long after.
+			var err error
+			rf, err = getBankRefund(ctx, s.pool, bankCode, e.OrderNo)
+			if errors.Is(err, ErrNotFound) {
+				rec.Mismatches = append(rec.Mismatches, Mismatch{Kind: MismatchUnknownRefund, OrderNo: e.OrderNo,
+					BankAmount: e.Amount})
+				continue
+			} else if err != nil {
+				return err
+			}
+		}
+		if rf.Status == RefundPending && rf.Amount == e.Amount {
+			if err := s.settleRefunds(ctx, []*refunding{{row: rf, source: reconcileSource, r: bankadapters.RefundResult{
+				RefundNo: e.OrderNo, OrderNo: e.RefundOf, Status: bankadapters.ChargeSucceeded,
+				Outcome: bankadapters.OutcomeSuccess, Amount: e.Amount, BankTxnNo: e.BankTxnNo,
+				FinishedAt: e.FinishedAt}}}); err != nil {
+				return err
+			}
+			rec.RefundsSettled++
+			rf.Status = RefundSucceeded
+		}
+		switch {
+		case rf.Amount != e.Amount:
+			rec.Mismatches = append(rec.Mismatches, Mismatch{Kind: MismatchRefundAmount, OrderNo: e.OrderNo,
+				MerchantID: rf.MerchantID, BankAmount: e.Amount, OurAmount: rf.Amount})
+		case rf.Status != RefundSucceeded:
+			// The bank refunded what we hold as failed: money returned
+			// that the charge's sums do not count.
+			rec.Mismatches = append(rec.Mismatches, Mismatch{Kind: MismatchUnknownRefund, OrderNo: e.OrderNo,
+				MerchantID: rf.MerchantID, BankAmount: e.Amount, OurAmount: rf.Amount})
+		default:
+			rec.RefundsMatched++
+		}
+	}
+	// A refund claimed before chainEnd has outlived its job and any query
+	// chain of its own.
+	chainEnd := s.now().Add(-orphanAge)
+	for _, d := range s.cfg.QueryBackoff {
+		chainEnd = chainEnd.Add(-d)
+	}
+	for no, rf := range known {
+		if onStatement[no] {
+			continue
+		}
+		switch {
+		case rf.Status == RefundSucceeded && bankDay(rf.FinishedAt).Equal(date):
+			rec.Mismatches = append(rec.Mismatches, Mismatch{Kind: MismatchMissingRefund, OrderNo: no,
+				MerchantID: rf.MerchantID, OurAmount: rf.Amount})
+		case rf.Status == RefundPending && final && !rf.SentAt.IsZero() && !bankDay(rf.SentAt).After(date) &&
+			(rf.Queries >= len(s.cfg.QueryBackoff) || rf.SentAt.Before(chainEnd)):
+			// A job still on it (its sender run again, a query) may find
+			// nothing and send it under its number: failing it now would
+			// race that refund.
+			live, err := refundJobLive(ctx, s.pool, rf.ID, rf.SentJob, s.now().Add(-orphanAge))
+			if err != nil {
+				return err
+			}
+			if live {
+				continue
+			}
+			settled, err := s.settleAbsentRefund(ctx, bank, rf)
+			if err != nil {
+				return err
+			}
+			if settled {
+				rec.RefundsSettled++
+			}
+		}
+	}
+	return nil
+}
+
+// settleAbsentRefund settles a pending refund missing from a final
+// statement: by the bank's answer to a query, or failed if the bank never
+// got it. False if the bank is still settling it.
+func (s *Service) settleAbsentRefund(ctx context.Context, bank bankadapters.Bank, rf refundRow) (bool, error) {
+	r, err := bank.QueryRefund(ctx, rf.RefundNo)
+	switch {
+	case errors.Is(err, bankadapters.ErrOrderNotFound):
+		r = bankadapters.RefundResult{RefundNo: rf.RefundNo, Status: bankadapters.ChargeFailed,
+			Outcome: bankadapters.OutcomeHardDecline, Reason: reasonNotInStatement}
+	case err != nil:
+		return false, fmt.Errorf("reconcile: query refund %s: %w", rf.RefundNo, err)
+	case r.Status != bankadapters.ChargeSucceeded && r.Status != bankadapters.ChargeFailed:
+		return false, nil // still settling at the bank: a later run settles it
+	}
+	return true, s.settleRefunds(ctx, []*refunding{{row: rf, r: r, source: reconcileSource}})
+}
+
+// dayStart is the instant bank day date (a mandate date) begins.
+func dayStart(date time.Time) time.Time {
+	return time.Date(date.Year(), date.Month(), date.Day(), 0, 0, 0, 0, bankZone).UTC()
 }
 
 // settleFromStatement applies a statement's debit to an open attempt.

@@ -3,9 +3,18 @@ package mandate
 import (
 	"context"
 	"errors"
+	"fmt"
+	"slices"
+	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/riverqueue/river"
+
 	"github.com/quickpay/quickpay/bankadapters"
+	"github.com/quickpay/quickpay/internal/audit"
+	"github.com/quickpay/quickpay/internal/db"
+	"github.com/quickpay/quickpay/internal/ids"
 )
 
 // Refunds (DESIGN.md "Refunds") return money from a succeeded charge to
@@ -14,6 +23,9 @@ import (
 // refund number, written before the bank is called; an answer lost or
 // still processing leaves the refund pending, settled by querying that
 // number, never by a second refund; the bank's statement settles the rest.
+//
+// This file creates, reads and lists refunds and takes a bank's callback;
+// refund_workers.go sends them and settles the answers.
 
 // RefundStatus is a refund's state: pending → succeeded | failed.
 type RefundStatus string
@@ -25,9 +37,15 @@ const (
 	RefundFailed    RefundStatus = "failed"
 )
 
+// refundStatuses is the closed set of RefundStatus.
+var refundStatuses = []RefundStatus{RefundPending, RefundSucceeded, RefundFailed}
+
 // RefundWindow is how old a charge can be and still be refunded: the
 // banks' 180 days.
 const RefundWindow = 180 * 24 * time.Hour
+
+// MaxRefundReasonLength is the most characters a refund's reason has.
+const MaxRefundReasonLength = 200
 
 // Refund errors.
 var (
@@ -52,13 +70,24 @@ type Refund struct {
 	FailureCode   string // a bankadapters Reason, for a failed refund
 	BankReference string // the bank's transaction number
 	CreatedAt     time.Time
-	FinishedAt    time.Time // zero while pending
+	FinishedAt    time.Time // zero while pending; the bank's finish time when it gave one
+	// BankCode and RefundNo name the refund at its bank (operators,
+	// settlement files).
+	BankCode string
+	RefundNo string
 }
 
 // RefundInput is what a merchant asks to refund.
 type RefundInput struct {
 	Amount int64  // fen, > 0
 	Reason string // optional, at most 200 characters
+}
+
+func (in RefundInput) check() error {
+	if in.Amount <= 0 {
+		return &FieldError{Field: "amount", Message: "must be positive fen"}
+	}
+	return checkText("reason", in.Reason, 0, MaxRefundReasonLength)
 }
 
 // RefundFilter narrows the refund list; a zero field does not narrow.
@@ -69,34 +98,155 @@ type RefundFilter struct {
 	CreatedGTE, CreatedLT time.Time
 }
 
+func (f RefundFilter) check() error {
+	if f.Status != "" && !slices.Contains(refundStatuses, f.Status) {
+		return &FieldError{Field: "status", Message: "must be a refund status"}
+	}
+	return checkID("charge_id", "chg", f.ChargeID)
+}
+
+// newRefundNo is a bank refund number: "QR" and 24 base32 characters,
+// never equal to an order number ("QP…"), with which it shares the bank's
+// namespace.
+func newRefundNo() string { return "QR" + strings.ToUpper(strings.TrimPrefix(ids.New("o"), "o_")) }
+
 // CreateRefund refunds part or all of a succeeded charge of the merchant.
 // The refund is pending when it returns; a worker sends it to the bank.
+// In one transaction it raises the charge's held refund sum (the
+// database refuses a sum above the charge's amount, however many refunds
+// race), writes the refund with its new refund number, enqueues its job
+// and audits it.
+//
 // Errors: ErrNotFound, *FieldError, ErrChargeNotRefundable,
 // ErrRefundExceedsCharge.
 func (s *Service) CreateRefund(ctx context.Context, merchantID, chargeID string, in RefundInput) (Refund, error) {
-	return Refund{}, errors.New("create refund: not implemented")
+	if err := in.check(); err != nil {
+		return Refund{}, err
+	}
+	if !ids.Valid("chg", chargeID) {
+		return Refund{}, ErrNotFound
+	}
+	now := s.now()
+	var r refundRow
+	err := db.InTx(ctx, s.pool, func(tx pgx.Tx) error {
+		src, err := refundableCharge(ctx, tx, merchantID, chargeID)
+		if err != nil {
+			return err
+		}
+		if src.status != ChargeSucceeded || src.orderNo == "" || now.Sub(src.debitedAt) > RefundWindow {
+			return ErrChargeNotRefundable
+		}
+		if err := holdRefundAmount(ctx, tx, chargeID, in.Amount); err != nil {
+			return err
+		}
+		r = refundRow{Refund: Refund{ID: ids.New("rfd"), MerchantID: merchantID, ChargeID: chargeID,
+			MandateID: src.mandateID, Amount: in.Amount, Currency: src.currency, Reason: in.Reason,
+			Status: RefundPending, CreatedAt: now, BankCode: src.bankCode, RefundNo: newRefundNo()},
+			CardID: src.cardID, OrderNo: src.orderNo}
+		if err := insertRefund(ctx, tx, r); err != nil {
+			return err
+		}
+		if _, err := s.cfg.Jobs.InsertTx(ctx, tx, RefundArgs{IDs: []string{r.ID}},
+			&river.InsertOpts{Queue: s.cfg.Queue}); err != nil {
+			return err
+		}
+		return s.auditTx(ctx, tx, merchantID, "refund.create", r.ID, audit.OutcomeOK, map[string]any{
+			"charge": chargeID, "amount": in.Amount, "refund_no": r.RefundNo, "bank": r.BankCode})
+	})
+	if err != nil {
+		return Refund{}, fmt.Errorf("refund charge %s: %w", chargeID, err)
+	}
+	return r.Refund, nil
 }
 
 // GetRefund returns one refund of the merchant. Errors: ErrNotFound.
 func (s *Service) GetRefund(ctx context.Context, merchantID, id string) (Refund, error) {
-	return Refund{}, errors.New("get refund: not implemented")
+	if !ids.Valid("rfd", id) {
+		return Refund{}, ErrNotFound
+	}
+	r, err := getRefund(ctx, s.pool, merchantID, id)
+	if err != nil {
+		return Refund{}, fmt.Errorf("get refund %s: %w", id, err)
+	}
+	return r.Refund, nil
 }
 
-// Refunds lists the merchant's refunds, newest first. Errors: *FieldError,
-// ErrNotFound (a cursor that names no refund of the merchant).
+// Refunds lists the merchant's refunds, newest first. Errors: *FieldError
+// (limit, status, charge_id), ErrNotFound (a cursor that names no refund
+// of the merchant).
 func (s *Service) Refunds(ctx context.Context, merchantID string, f RefundFilter, p Page) ([]Refund, bool, error) {
-	return nil, false, errors.New("refunds: not implemented")
+	if err := p.check(); err != nil {
+		return nil, false, err
+	}
+	if err := f.check(); err != nil {
+		return nil, false, err
+	}
+	var after cursor
+	if p.StartingAfter != "" {
+		if !ids.Valid("rfd", p.StartingAfter) {
+			return nil, false, fmt.Errorf("list after %q: %w", p.StartingAfter, ErrNotFound)
+		}
+		var err error
+		if after, err = refundCursor(ctx, s.pool, merchantID, p.StartingAfter); err != nil {
+			return nil, false, fmt.Errorf("list after %q: %w", p.StartingAfter, err)
+		}
+	}
+	rs, err := listRefundPage(ctx, s.pool, merchantID, f, after, p.Limit+1)
+	if err != nil {
+		return nil, false, fmt.Errorf("list refunds: %w", err)
+	}
+	rs, more := page(rs, p.Limit)
+	return rs, more, nil
 }
 
 // ChargeRefunds lists one charge's refunds, newest first. Errors:
-// ErrNotFound (the charge is not the merchant's), *FieldError.
+// ErrNotFound (the charge is not the merchant's, or a cursor that names
+// no refund of the merchant), *FieldError (limit).
 func (s *Service) ChargeRefunds(ctx context.Context, merchantID, chargeID string, p Page) ([]Refund, bool, error) {
-	return nil, false, errors.New("charge refunds: not implemented")
+	if !ids.Valid("chg", chargeID) {
+		return nil, false, ErrNotFound
+	}
+	if _, err := getChargeRow(ctx, s.pool, merchantID, chargeID); err != nil {
+		return nil, false, fmt.Errorf("refunds of charge %s: %w", chargeID, err)
+	}
+	return s.Refunds(ctx, merchantID, RefundFilter{ChargeID: chargeID}, p)
 }
 
 // ApplyRefundResult settles a pending refund from a bank's answer that
-// arrived on its own (an async bank's callback). Idempotent. Errors:
-// ErrNotFound (no refund of that number at that bank).
+// arrived on its own (an async bank's callback): idempotent, and in any
+// order relative to queries and the statement. Errors: ErrNotFound (no
+// refund of that number at that bank).
 func (s *Service) ApplyRefundResult(ctx context.Context, bankCode string, r bankadapters.RefundResult) error {
-	return errors.New("apply refund result: not implemented")
+	rf, err := getBankRefund(ctx, s.pool, bankCode, r.RefundNo)
+	if err != nil {
+		return fmt.Errorf("refund %s at %s: %w", r.RefundNo, bankCode, err)
+	}
+	return s.settleRefunds(ctx, []*refunding{{row: rf, r: r, source: "callback"}})
+}
+
+// RefundEvent is the data of a refund.* event: the refund as the API
+// shows it (api/openapi.yaml, Event.data).
+type RefundEvent struct {
+	ID            string       `json:"id"`
+	ChargeID      string       `json:"charge_id"`
+	MandateID     string       `json:"mandate_id"`
+	Amount        int64        `json:"amount"`
+	Currency      string       `json:"currency"`
+	Reason        *string      `json:"reason"`
+	Status        RefundStatus `json:"status"`
+	FailureCode   *string      `json:"failure_code"`
+	BankReference *string      `json:"bank_reference"`
+	CreatedAt     time.Time    `json:"created_at"`
+	FinishedAt    *time.Time   `json:"finished_at"`
+}
+
+func refundEvent(r Refund) RefundEvent {
+	e := RefundEvent{ID: r.ID, ChargeID: r.ChargeID, MandateID: r.MandateID, Amount: r.Amount, Currency: r.Currency,
+		Reason: nullable(r.Reason), Status: r.Status, FailureCode: nullable(r.FailureCode),
+		BankReference: nullable(r.BankReference), CreatedAt: r.CreatedAt.UTC()}
+	if !r.FinishedAt.IsZero() {
+		f := r.FinishedAt.UTC()
+		e.FinishedAt = &f
+	}
+	return e
 }

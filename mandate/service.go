@@ -119,6 +119,11 @@ type Config struct {
 	// within the bank's limits) and settles in one transaction. Defaults
 	// to 20.
 	JobBatch int
+	// RefundBatch is the most refunds one refund job sends (concurrently,
+	// within the bank's limits) and settles in one transaction: its own
+	// and the oldest others not yet sent at the same bank. Defaults to
+	// JobBatch.
+	RefundBatch int
 }
 
 // Queue is the default River queue of the charge workers.
@@ -169,6 +174,9 @@ func New(cfg Config) (*Service, error) {
 	}
 	if cfg.JobBatch <= 0 {
 		cfg.JobBatch = 20
+	}
+	if cfg.RefundBatch <= 0 {
+		cfg.RefundBatch = cfg.JobBatch
 	}
 	return &Service{cfg: cfg, pool: cfg.Pool, log: cfg.Logger, metrics: newMismatchMetrics()}, nil
 }

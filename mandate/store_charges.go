@@ -64,15 +64,15 @@ func (r *chargeRows) insert(ctx context.Context, tx pgx.Tx, now time.Time) (map[
 }
 
 const chargeCols = `id, merchant_id, mandate_id, period, charge_date, amount, currency, description, status,
-	next_attempt_at, notice_sent_at, retries, coalesce(failure_code, ''), coalesce(bank_reference, ''), created_at,
-	updated_at`
+	next_attempt_at, notice_sent_at, retries, coalesce(failure_code, ''), coalesce(bank_reference, ''),
+	amount_refunded, created_at, updated_at`
 
 func scanCharge(row pgx.Row) (Charge, error) {
 	var c Charge
 	var next, notice *time.Time
 	err := row.Scan(&c.ID, &c.MerchantID, &c.MandateID, &c.Period, &c.ChargeDate, &c.Amount, &c.Currency,
-		&c.Description, &c.Status, &next, &notice, &c.Retries, &c.FailureCode, &c.BankReference, &c.CreatedAt,
-		&c.UpdatedAt)
+		&c.Description, &c.Status, &next, &notice, &c.Retries, &c.FailureCode, &c.BankReference, &c.AmountRefunded,
+		&c.CreatedAt, &c.UpdatedAt)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return c, ErrNotFound
 	}

@@ -8,8 +8,9 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// The reconciliation store: the attempts a statement is checked against,
-// the River jobs still working on an attempt, and the record of each run.
+// The reconciliation store: the attempts and refunds a statement is
+// checked against, the River jobs still working on one, and the record of
+// each run.
 
 // statementRow is one of our attempts at a bank, as reconciliation reads
 // it.
@@ -64,6 +65,34 @@ func queryJobLive(ctx context.Context, q querier, orderNo string, since time.Tim
 	return live, err
 }
 
+// statementRefunds returns, by refund number, the bank's refunds that its
+// statement for a day may name: finished in [from, to), and every refund
+// still pending.
+func statementRefunds(ctx context.Context, q querier, bankCode string, from, to time.Time) (map[string]refundRow, error) {
+	list, err := collectRefunds(q.Query(ctx, `SELECT `+refundCols+` FROM refunds
+		WHERE bank_code = $1 AND ((finished_at >= $2 AND finished_at < $3) OR status = 'pending')`, bankCode, from, to))
+	if err != nil {
+		return nil, err
+	}
+	known := make(map[string]refundRow, len(list))
+	for _, r := range list {
+		known[r.RefundNo] = r
+	}
+	return known, nil
+}
+
+// refundJobLive reports whether a refund job that may act on the refund
+// (the one that claimed it, or one whose args name it: its own, a query)
+// is waiting or running, or ran and was finalized after since.
+func refundJobLive(ctx context.Context, q querier, refundID string, sentJob int64, since time.Time) (bool, error) {
+	var live bool
+	err := q.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM river_job WHERE kind = $1
+		AND (id = $2 OR args @> jsonb_build_object('ids', jsonb_build_array($3::text)))
+		AND (state NOT IN ('completed', 'cancelled', 'discarded') OR (attempted_at IS NOT NULL AND finalized_at > $4)))`,
+		RefundArgs{}.Kind(), sentJob, refundID, since).Scan(&live)
+	return live, err
+}
+
 // orphan is an attempt adopted from a charge job that ended.
 type orphan struct{ orderNo, chargeID string }
 
@@ -88,9 +117,10 @@ func adoptOrphanAttempts(ctx context.Context, tx pgx.Tx, bankCode string, querie
 
 // insertReconciliation records a run and its mismatches, and sets its id.
 func insertReconciliation(ctx context.Context, tx pgx.Tx, rec *Reconciliation) error {
-	if err := tx.QueryRow(ctx, `INSERT INTO reconciliation_runs (bank_code, bank_day, entries, matched, settled, mismatches)
-			VALUES ($1, $2, $3, $4, $5, $6) RETURNING id`, rec.BankCode, rec.Date, rec.Entries, rec.Matched, rec.Settled,
-		len(rec.Mismatches)).Scan(&rec.RunID); err != nil {
+	if err := tx.QueryRow(ctx, `INSERT INTO reconciliation_runs (bank_code, bank_day, entries, matched, settled, mismatches,
+			final, refunds, refunds_matched, refunds_settled)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id`, rec.BankCode, rec.Date, rec.Entries, rec.Matched,
+		rec.Settled, len(rec.Mismatches), rec.Final, rec.Refunds, rec.RefundsMatched, rec.RefundsSettled).Scan(&rec.RunID); err != nil {
 		return err
 	}
 	for _, m := range rec.Mismatches {

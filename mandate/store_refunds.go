@@ -1,0 +1,286 @@
+package mandate
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// The refund store: refunds, the refund sums of their charges (migration
+// 024), and the lists of refunds.
+
+// refundRow is a refund with what sending and settling it needs.
+type refundRow struct {
+	Refund
+	CardID  string
+	OrderNo string // the debit refunded
+	// SentJob is the River job that claimed the refund for the bank (0:
+	// not sent yet).
+	SentJob int64
+	// SentAt is when the refund was claimed for the bank (zero: not yet).
+	SentAt time.Time
+	// Unknown: an answer left the outcome open; queries settle it.
+	Unknown bool
+	Queries int
+}
+
+const refundCols = `id, merchant_id, charge_id, mandate_id, card_id, bank_code, order_no, refund_no, amount, currency,
+	reason, status, coalesce(failure_code, ''), coalesce(bank_reference, ''), coalesce(sent_job, 0), sent_at,
+	unknown_since IS NOT NULL, queries, created_at, finished_at`
+
+func scanRefund(row pgx.Row) (refundRow, error) {
+	var r refundRow
+	var sent, finished *time.Time
+	err := row.Scan(&r.ID, &r.MerchantID, &r.ChargeID, &r.MandateID, &r.CardID, &r.BankCode, &r.OrderNo, &r.RefundNo,
+		&r.Amount, &r.Currency, &r.Reason, &r.Status, &r.FailureCode, &r.BankReference, &r.SentJob, &sent, &r.Unknown,
+		&r.Queries, &r.CreatedAt, &finished)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return r, ErrNotFound
+	}
+	if sent != nil {
+		r.SentAt = *sent
+	}
+	if finished != nil {
+		r.FinishedAt = *finished
+	}
+	return r, err
+}
+
+func collectRefunds(rows pgx.Rows, err error) ([]refundRow, error) {
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (refundRow, error) { return scanRefund(r) })
+}
+
+// refundSource is a charge as a refund of it needs it: its state and the
+// debit that succeeded (none for a charge not succeeded).
+type refundSource struct {
+	status                    ChargeStatus
+	mandateID, currency       string
+	orderNo, bankCode, cardID string
+	debitedAt                 time.Time
+}
+
+// refundableCharge reads the merchant's charge and its succeeded attempt.
+// Errors: ErrNotFound.
+func refundableCharge(ctx context.Context, q querier, merchantID, chargeID string) (refundSource, error) {
+	var s refundSource
+	var orderNo, bankCode, cardID *string
+	var debited *time.Time
+	err := q.QueryRow(ctx, `SELECT c.status, c.mandate_id, c.currency, a.order_no, a.bank_code, a.card_id, a.finished_at
+		FROM charges c LEFT JOIN charge_attempts a ON a.charge_id = c.id AND a.status = 'succeeded'
+		WHERE c.merchant_id = $1 AND c.id = $2`, merchantID, chargeID).
+		Scan(&s.status, &s.mandateID, &s.currency, &orderNo, &bankCode, &cardID, &debited)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return s, ErrNotFound
+	}
+	if orderNo != nil {
+		s.orderNo, s.bankCode, s.cardID = *orderNo, *bankCode, *cardID
+	}
+	if debited != nil {
+		s.debitedAt = *debited
+	}
+	return s, err
+}
+
+// holdRefundAmount raises the charge's held refund sum by amount; the
+// charges_refunds_within_amount CHECK refuses a sum above the charge's
+// amount (ErrRefundExceedsCharge). The update locks the charge row until
+// the caller's transaction ends.
+func holdRefundAmount(ctx context.Context, tx pgx.Tx, chargeID string, amount int64) error {
+	_, err := tx.Exec(ctx, `UPDATE charges SET amount_refund_held = amount_refund_held + $2 WHERE id = $1`,
+		chargeID, amount)
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "23514" && pgErr.ConstraintName == "charges_refunds_within_amount" {
+		return ErrRefundExceedsCharge
+	}
+	return err
+}
+
+func insertRefund(ctx context.Context, tx pgx.Tx, r refundRow) error {
+	_, err := tx.Exec(ctx, `INSERT INTO refunds (id, merchant_id, charge_id, mandate_id, card_id, bank_code, order_no,
+		refund_no, amount, currency, reason, status, created_at, updated_at)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13)`,
+		r.ID, r.MerchantID, r.ChargeID, r.MandateID, r.CardID, r.BankCode, r.OrderNo, r.RefundNo, r.Amount, r.Currency,
+		r.Reason, r.Status, r.CreatedAt)
+	return err
+}
+
+// getRefund returns the merchant's refund. Errors: ErrNotFound.
+func getRefund(ctx context.Context, q querier, merchantID, id string) (refundRow, error) {
+	return scanRefund(q.QueryRow(ctx, `SELECT `+refundCols+` FROM refunds WHERE merchant_id = $1 AND id = $2`,
+		merchantID, id))
+}
+
+// getBankRefund returns the refund of a bank's refund number. Errors:
+// ErrNotFound.
+func getBankRefund(ctx context.Context, q querier, bankCode, refundNo string) (refundRow, error) {
+	return scanRefund(q.QueryRow(ctx, `SELECT `+refundCols+` FROM refunds WHERE refund_no = $1 AND bank_code = $2`,
+		refundNo, bankCode))
+}
+
+// refundsByID reads refunds by id.
+func refundsByID(ctx context.Context, q querier, ids []string) ([]refundRow, error) {
+	rows, err := q.Query(ctx, `SELECT `+refundCols+` FROM refunds WHERE id = ANY($1) ORDER BY id`, ids)
+	return collectRefunds(rows, err)
+}
+
+// claimRefunds claims, for job, the refunds of ids not sent yet (waiting
+// for another claimer's transaction to end), and at most batch in all:
+// the rest are the oldest unsent refunds at the bank of the first of
+// them that no other transaction holds. It marks them sent by job at now
+// and returns them, all to one bank.
+func claimRefunds(ctx context.Context, tx pgx.Tx, ids []string, job int64, batch int, now time.Time) ([]refundRow, error) {
+	own, err := collectRefunds(tx.Query(ctx, `SELECT `+refundCols+` FROM refunds
+		WHERE id = ANY($1) AND status = 'pending' AND sent_at IS NULL ORDER BY id FOR UPDATE`, ids))
+	if err != nil || len(own) == 0 {
+		return nil, err
+	}
+	bank := own[0].BankCode
+	var list []refundRow
+	taken := make([]string, 0, batch)
+	for _, r := range own {
+		if r.BankCode == bank && len(list) < batch {
+			list = append(list, r)
+			taken = append(taken, r.ID)
+		}
+	}
+	if more := batch - len(list); more > 0 {
+		others, err := collectRefunds(tx.Query(ctx, `SELECT `+refundCols+` FROM refunds
+			WHERE bank_code = $1 AND status = 'pending' AND sent_at IS NULL AND id <> ALL($2)
+			ORDER BY created_at LIMIT $3 FOR UPDATE SKIP LOCKED`, bank, taken, more))
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range others {
+			list = append(list, r)
+			taken = append(taken, r.ID)
+		}
+	}
+	if _, err := tx.Exec(ctx, `UPDATE refunds SET sent_at = $2, sent_job = $3, updated_at = $2 WHERE id = ANY($1)`,
+		taken, now, job); err != nil {
+		return nil, err
+	}
+	for i := range list {
+		list[i].SentJob, list[i].SentAt = job, now
+	}
+	return list, nil
+}
+
+// jobRefunds returns the refunds job claimed that are still pending with
+// no answer yet (none has made them unknown).
+func jobRefunds(ctx context.Context, q querier, job int64) ([]refundRow, error) {
+	rows, err := q.Query(ctx, `SELECT `+refundCols+` FROM refunds
+		WHERE sent_job = $1 AND status = 'pending' AND unknown_since IS NULL ORDER BY id`, job)
+	return collectRefunds(rows, err)
+}
+
+// lockRefunds locks refunds by id, in id order, and returns them.
+func lockRefunds(ctx context.Context, tx pgx.Tx, ids []string) ([]refundRow, error) {
+	rows, err := tx.Query(ctx, `SELECT `+refundCols+` FROM refunds WHERE id = ANY($1) ORDER BY id FOR UPDATE`, ids)
+	return collectRefunds(rows, err)
+}
+
+// lockCharges locks charges by id, in id order: every transaction that
+// changes a charge's refund sums after locking refunds takes the charges
+// in this order, so two cannot wait for each other.
+func lockCharges(ctx context.Context, tx pgx.Tx, ids []string) error {
+	_, err := tx.Exec(ctx, `SELECT 1 FROM charges WHERE id = ANY($1) ORDER BY id FOR UPDATE`, ids)
+	return err
+}
+
+// refundOutcomes are final answers to write to refunds, one statement.
+type refundOutcomes struct {
+	id, charge         []string
+	code, txn, failure []*string
+	finished           []time.Time
+	amount             []int64
+}
+
+func (o *refundOutcomes) add(r refundRow, code, txn, failure string, finished time.Time) {
+	o.id = append(o.id, r.ID)
+	o.code, o.txn, o.failure = append(o.code, nullPtr(code)), append(o.txn, nullPtr(txn)), append(o.failure, nullPtr(failure))
+	o.finished, o.charge, o.amount = append(o.finished, finished), append(o.charge, r.ChargeID), append(o.amount, r.Amount)
+}
+
+// write makes the refunds of o status (succeeded or failed) and moves
+// their charges' sums: a success adds to amount_refunded, a failure gives
+// its amount back to what may yet be refunded.
+func (o *refundOutcomes) write(ctx context.Context, tx pgx.Tx, status RefundStatus, now time.Time) error {
+	if len(o.id) == 0 {
+		return nil
+	}
+	if _, err := tx.Exec(ctx, `UPDATE refunds r SET status = $1, bank_result = u.code, bank_reference = u.txn,
+			failure_code = u.failure, finished_at = u.finished, next_query_at = NULL, updated_at = $2
+		FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[]) AS u(id, code, txn, failure, finished)
+		WHERE r.id = u.id`, status, now, o.id, o.code, o.txn, o.failure, o.finished); err != nil {
+		return err
+	}
+	sums := `amount_refunded = c.amount_refunded + s.amount`
+	if status == RefundFailed {
+		sums = `amount_refund_held = c.amount_refund_held - s.amount`
+	}
+	_, err := tx.Exec(ctx, `UPDATE charges c SET `+sums+`
+		FROM (SELECT id, sum(amount) AS amount FROM unnest($1::text[], $2::bigint[]) AS u(id, amount) GROUP BY id) s
+		WHERE c.id = s.id`, o.charge, o.amount)
+	return err
+}
+
+// markRefundsUnknown makes refunds' outcomes open, their first query due
+// at next.
+func markRefundsUnknown(ctx context.Context, tx pgx.Tx, ids []string, now, next time.Time) error {
+	_, err := tx.Exec(ctx, `UPDATE refunds SET unknown_since = $2, next_query_at = $3, updated_at = $2
+		WHERE id = ANY($1) AND unknown_since IS NULL`, ids, now, next)
+	return err
+}
+
+// countRefundQuery counts query try of a refund and dates the next one
+// (NULL: none follows); false if try was counted already.
+func countRefundQuery(ctx context.Context, tx pgx.Tx, id string, try int, next *time.Time) (bool, error) {
+	tag, err := tx.Exec(ctx, `UPDATE refunds SET queries = queries + 1, next_query_at = $3 WHERE id = $1 AND queries = $2`,
+		id, try, next)
+	return tag.RowsAffected() == 1, err
+}
+
+// refundCursor returns the position of the merchant's refund id;
+// ErrNotFound if it has none such.
+func refundCursor(ctx context.Context, q querier, merchantID, id string) (cursor, error) {
+	c := cursor{id: id}
+	err := q.QueryRow(ctx, `SELECT created_at FROM refunds WHERE merchant_id = $1 AND id = $2`, merchantID, id).
+		Scan(&c.at)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return c, ErrNotFound
+	}
+	return c, err
+}
+
+// listRefundPage reads up to limit of the merchant's refunds that f shows,
+// before after, newest first (keyset, as listChargePage).
+func listRefundPage(ctx context.Context, q querier, merchantID string, f RefundFilter, after cursor, limit int) ([]Refund, error) {
+	k := newKeyset(merchantID)
+	if f.Status != "" {
+		k.where("status = " + k.arg(string(f.Status)))
+	}
+	if f.ChargeID != "" {
+		k.where("charge_id = " + k.arg(f.ChargeID))
+	}
+	if !f.CreatedGTE.IsZero() {
+		k.where("created_at >= " + k.arg(f.CreatedGTE))
+	}
+	if !f.CreatedLT.IsZero() {
+		k.where("created_at < " + k.arg(f.CreatedLT))
+	}
+	rows, err := collectRefunds(q.Query(ctx, k.sql(refundCols, "refunds", after, limit), k.args...))
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Refund, len(rows))
+	for i, r := range rows {
+		out[i] = r.Refund
+	}
+	return out, nil
+}
