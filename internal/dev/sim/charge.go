@@ -363,7 +363,7 @@ func (s *Sim) postCallback(b *bank, merchantNo, target string, n notice) (int, e
 		ctype string
 		hdr   = http.Header{}
 	)
-	ts := strconv.FormatInt(s.Now().Unix(), 10)
+	ts := strconv.FormatInt(s.realNow().Unix(), 10)
 	nonce := newNonce()
 	switch b.dialect {
 	case DialectFormRSA:

@@ -34,8 +34,9 @@ import (
 	"github.com/quickpay/quickpay/internal/dev/sim"
 )
 
-// base is the banks' clock in most tests: frozen, moved only by
-// /sim/clock.
+// base is where real time (sim.Config.Now) stands in most tests: frozen,
+// moved only by env.advanceReal. The banks' clock starts there and /sim/clock
+// moves it.
 var base = time.Date(2025, 3, 10, 10, 0, 0, 0, time.FixedZone("CST", 8*3600))
 
 var (
@@ -109,20 +110,24 @@ type env struct {
 	banks map[string]*bankClient // ICBC, CCB, CMB as merchant "M-<code>"
 	logs  *syncBuffer
 	seq   atomic.Int64
+	// realNow is the Sim's real time, which requests are signed with;
+	// realOffset moves it from base (unless an option gave another clock).
+	realNow    func() time.Time
+	realOffset atomic.Int64
 }
 
 type envOption func(*sim.Config)
 
 func withConfig(f func(*sim.Config)) envOption { return envOption(f) }
 
-// newEnv starts a Sim (clock frozen at base unless an option changes it)
-// and registers one merchant per bank over HTTP.
+// newEnv starts a Sim (real time frozen at base unless an option changes
+// it) and registers one merchant per bank over HTTP.
 func newEnv(t testing.TB, opts ...envOption) *env {
 	t.Helper()
 	bk, pk := testKeys(t)
 	e := &env{t: t, banks: map[string]*bankClient{}, logs: &syncBuffer{}}
 	cfg := sim.Config{
-		Now:             func() time.Time { return base },
+		Now:             func() time.Time { return base.Add(time.Duration(e.realOffset.Load())) },
 		AsyncDelay:      20 * time.Millisecond,
 		CallbackBackoff: 10 * time.Millisecond,
 		BankKeys:        map[string]*rsa.PrivateKey{"CCB": bk},
@@ -130,6 +135,10 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 	}
 	for _, o := range opts {
 		o(&cfg)
+	}
+	e.realNow = cfg.Now
+	if e.realNow == nil {
+		e.realNow = time.Now
 	}
 	s, err := sim.New(cfg)
 	if err != nil {
@@ -336,10 +345,15 @@ func (e *env) fault(f map[string]any) {
 	e.do("POST", "/sim/faults", f, http.StatusCreated, nil)
 }
 
+// advance moves the banks' clock.
 func (e *env) advance(d time.Duration) {
 	e.t.Helper()
 	e.do("POST", "/sim/clock", map[string]string{"advance": d.String()}, http.StatusOK, nil)
 }
+
+// advanceReal moves real time (and with it the banks' clock, which is real
+// time plus an offset).
+func (e *env) advanceReal(d time.Duration) { e.realOffset.Add(int64(d)) }
 
 func (e *env) orderNo() string { return fmt.Sprintf("ORD-%d", e.seq.Add(1)) }
 
@@ -445,6 +459,7 @@ type answer struct {
 	FinishedAt  string
 	Entries     []statementEntry
 	Final       *bool // statements
+	Timestamp   int64 // the signature's (unix seconds)
 	Raw         string
 }
 
@@ -478,11 +493,11 @@ type signing struct {
 	merchantNo string
 }
 
-// build signs a request for op with the bank's clock and a fresh nonce,
-// unless tweak changes them.
+// build signs a request for op with real time and a fresh nonce, unless
+// tweak changes them.
 func (c *bankClient) build(op string, f fields, tweak ...func(*signing)) wire {
 	c.e.t.Helper()
-	sg := signing{ts: c.e.sim.Now().Unix(), nonce: randomNonce(), merchantNo: c.merchantNo}
+	sg := signing{ts: c.e.realNow().Unix(), nonce: randomNonce(), merchantNo: c.merchantNo}
 	for _, tw := range tweak {
 		tw(&sg)
 	}
@@ -568,6 +583,7 @@ func (c *bankClient) decode(status int, hdr http.Header, raw []byte) answer {
 		a.Code, a.Message = v.Get("ret_code"), v.Get("ret_msg")
 		a.BindRef, a.AgreementNo, a.OrderNo = v.Get("bind_ref"), v.Get("agreement_no"), v.Get("order_no")
 		a.Type, a.RefundNo, a.RefundOf = v.Get("type"), v.Get("refund_no"), v.Get("refund_of")
+		a.Timestamp, _ = strconv.ParseInt(v.Get("timestamp"), 10, 64)
 		switch f := v.Get("final"); f {
 		case "true", "false":
 			final := f == "true"
@@ -610,6 +626,7 @@ func (c *bankClient) decode(status int, hdr http.Header, raw []byte) answer {
 		if n := hdr.Get("X-Nonce"); len(n) < 16 {
 			t.Errorf("answer nonce %q too short", n)
 		}
+		a.Timestamp, _ = strconv.ParseInt(hdr.Get("X-Timestamp"), 10, 64)
 	}
 	var js struct {
 		Code        string `json:"code"`

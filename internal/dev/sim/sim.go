@@ -16,10 +16,15 @@
 //
 // # Time
 //
-// The banks' clock is Config.Now plus an offset that POST /sim/clock moves.
-// It decides request timestamp windows, OTP expiry, days (Asia/Shanghai) for
-// limits, failure caps and statements. AsyncDelay, callback backoff and
-// fault holds are real durations.
+// Real time is Config.Now. The banks' clock is real time plus an offset that
+// POST /sim/clock moves. The banks' clock decides business days (Asia/
+// Shanghai) for limits, failure caps and statements, OTP expiry, the refund
+// window, statements' finality and every time the banks name (finished_at,
+// a termination's at, SMS sent_at). Signature timestamps are on real time,
+// wherever the banks' clock is: the ±300 s window of requests, the nonce
+// memory, and the timestamps banksim signs its answers, callbacks and
+// notices with. AsyncDelay, callback backoff and fault holds are real
+// durations.
 //
 // # Logging
 //
@@ -50,8 +55,10 @@ type Config struct {
 	// settles. Defaults to 200ms.
 	AsyncDelay time.Duration
 
-	// Now is the base of the banks' clock; POST /sim/clock sets or advances
-	// an offset added to it. Defaults to time.Now.
+	// Now is real time: request timestamps and nonces are checked against
+	// it, and answers, callbacks and notices are stamped with it. The banks'
+	// clock is Now plus an offset that POST /sim/clock sets or advances.
+	// Defaults to time.Now.
 	Now func() time.Time
 
 	// Merchants are registered at New, as by POST /sim/merchants.
@@ -260,7 +267,11 @@ func (s *Sim) Now() time.Time {
 	return s.cfg.Now().Add(time.Duration(s.offset.Load()))
 }
 
-// SetNow moves the banks' clock to t.
+// realNow is real time (Config.Now), which signature timestamps are on.
+func (s *Sim) realNow() time.Time { return s.cfg.Now() }
+
+// SetNow moves the banks' clock to t. Signature timestamps stay on real
+// time (Config.Now).
 func (s *Sim) SetNow(t time.Time) {
 	s.offset.Store(int64(t.Sub(s.cfg.Now())))
 	s.log.Info("clock set", "now", s.Now().In(shanghai).Format(time.RFC3339))

@@ -217,12 +217,13 @@ func checkEnvelope(ts, nonce string) (int64, *rejection) {
 	return tsv, nil
 }
 
-// checkFresh refuses a stale timestamp or a replayed nonce. It runs after
-// the signature checks out, so a forger cannot burn a nonce.
+// checkFresh refuses a stale timestamp or a replayed nonce, both on real
+// time (the bank's moved clock does not move them). It runs after the
+// signature checks out, so a forger cannot burn a nonce.
 func (s *Sim) checkFresh(b *bank, m *merchant, ts int64, nonce string) *rejection {
-	now := s.Now()
+	now := s.realNow()
 	if d := now.Unix() - ts; d > timestampSkew || d < -timestampSkew {
-		return reject(http.StatusUnauthorized, rSignInvalid, "timestamp more than 300 s from the bank's clock")
+		return reject(http.StatusUnauthorized, rSignInvalid, "timestamp more than 300 s from real time")
 	}
 	if !s.nonces.add(b.code, m.no, nonce, now) {
 		return reject(http.StatusUnauthorized, rSignInvalid, "nonce already used")
@@ -285,7 +286,7 @@ func (s *Sim) jsonAnswer(w http.ResponseWriter, m *merchant, status int, res *re
 	h.Set("Content-Type", "application/json")
 	h.Set("Content-Length", strconv.Itoa(len(body)))
 	if m != nil {
-		ts, nonce := strconv.FormatInt(s.Now().Unix(), 10), newNonce()
+		ts, nonce := strconv.FormatInt(s.realNow().Unix(), 10), newNonce()
 		h.Set("X-Timestamp", ts)
 		h.Set("X-Nonce", nonce)
 		h.Set("X-Signature", hmacHex(m.secret, strconv.Itoa(status)+"\n"+ts+"\n"+nonce+"\n", body))
@@ -390,7 +391,7 @@ func (s *Sim) formAnswer(b *bank, res *result) string {
 	v := url.Values{
 		"ret_code":  {res.reason.code(DialectFormRSA)},
 		"ret_msg":   {res.message()},
-		"timestamp": {strconv.FormatInt(s.Now().Unix(), 10)},
+		"timestamp": {strconv.FormatInt(s.realNow().Unix(), 10)},
 		"nonce":     {newNonce()},
 		"sign_type": {"RSA2"},
 	}

@@ -72,6 +72,7 @@ type callback struct {
 	BankTxnNo  string `json:"bank_txn_no"`
 	FinishedAt string `json:"finished_at"`
 	nonce      string
+	ts         string // the signature's timestamp
 }
 
 // verifyCallback checks the delivery's signature in c's dialect and
@@ -92,7 +93,7 @@ func (c *bankClient) verifyCallback(t *testing.T, d delivery) callback {
 		amt, _ := strconv.ParseInt(v.Get("amount"), 10, 64)
 		return callback{Type: v.Get("type"), OrderNo: v.Get("order_no"), RefundOf: v.Get("refund_of"), Status: v.Get("status"),
 			ResultCode: v.Get("result_code"), Amount: amt, BankTxnNo: v.Get("bank_txn_no"), FinishedAt: v.Get("finished_at"),
-			nonce: v.Get("nonce")}
+			nonce: v.Get("nonce"), ts: v.Get("timestamp")}
 	}
 	h := d.header
 	want := hmacHex(c.secret, "CALLBACK\n"+h.Get("X-Timestamp")+"\n"+h.Get("X-Nonce")+"\n"+string(d.body))
@@ -106,7 +107,7 @@ func (c *bankClient) verifyCallback(t *testing.T, d delivery) callback {
 	if err := json.Unmarshal(d.body, &cb); err != nil {
 		t.Fatalf("callback body %q: %v", d.body, err)
 	}
-	cb.nonce = h.Get("X-Nonce")
+	cb.nonce, cb.ts = h.Get("X-Nonce"), h.Get("X-Timestamp")
 	return cb
 }
 
@@ -368,6 +369,19 @@ func TestFaults(t *testing.T) {
 					t.Errorf("query %+v", q)
 				}
 			})
+			t.Run("callbacks are stamped with real time, finished_at with the banks' clock", func(t *testing.T) {
+				t.Parallel()
+				f := setup(t, code)
+				rcv := newReceiver(t, 0)
+				f.e.advance(48 * time.Hour)
+				f.e.fault(map[string]any{"bank_code": code, "operation": "charge", "mode": "processing"})
+				f.c.want(f.c.chargeAsync(f.e.orderNo(), f.agr, 100, rcv.url), "processing")
+				cb := f.c.verifyCallback(t, rcv.next(t))
+				if cb.ts != strconv.FormatInt(base.Unix(), 10) || cb.FinishedAt != base.Add(48*time.Hour).Format(time.RFC3339) {
+					t.Errorf("callback stamped %s, finished_at %s; want real time %d and the banks' %s", cb.ts, cb.FinishedAt,
+						base.Unix(), base.Add(48*time.Hour).Format(time.RFC3339))
+				}
+			})
 			t.Run("processing without notify_url settles silently", func(t *testing.T) {
 				t.Parallel()
 				f := setup(t, code)
@@ -545,22 +559,39 @@ func TestRequestAuthentication(t *testing.T) {
 					t.Errorf("%d debits", n)
 				}
 			})
-			t.Run("nonce reused within 10 minutes, then after 20", func(t *testing.T) {
+			t.Run("nonce reused within 10 minutes of real time, then after 20", func(t *testing.T) {
 				nonce := randomNonce()
 				reuse := func(s *signing) { s.nonce = nonce }
 				c.want(c.exchange(c.build("query", query, reuse)), "order_not_found")
-				e.advance(9*time.Minute + 59*time.Second)
+				e.advanceReal(9*time.Minute + 59*time.Second)
 				refused(t, c.exchange(c.build("query", query, reuse)), 401, "sign_invalid", true)
-				e.advance(11 * time.Minute)
+				e.advance(24 * time.Hour) // the banks' clock does not make it forget
+				refused(t, c.exchange(c.build("query", query, reuse)), 401, "sign_invalid", true)
+				e.advance(-24 * time.Hour)
+				e.advanceReal(11 * time.Minute)
 				c.want(c.exchange(c.build("query", query, reuse)), "order_not_found")
 			})
-			t.Run("timestamps within 300 s of the bank's clock", func(t *testing.T) {
+			t.Run("timestamps within 300 s of real time", func(t *testing.T) {
 				for _, d := range []int64{-300, 300, 0} {
 					c.want(c.exchange(c.build("query", query, func(s *signing) { s.ts += d })), "order_not_found")
 				}
 				for _, d := range []int64{-301, 301, -86400} {
 					refused(t, c.exchange(c.build("query", query, func(s *signing) { s.ts += d })), 401, "sign_invalid", true)
 				}
+			})
+			t.Run("timestamps stay on real time when the banks' clock moves", func(t *testing.T) {
+				e := newEnv(t)
+				c := e.banks[code]
+				e.advance(24 * time.Hour)
+				a := c.exchange(c.build("query", query))
+				c.want(a, "order_not_found")
+				if ts := a.Timestamp; ts != base.Unix() {
+					t.Errorf("answer stamped %d, want real time %d", ts, base.Unix())
+				}
+				bankNow := e.sim.Now().Unix()
+				refused(t, c.exchange(c.build("query", query, func(s *signing) { s.ts = bankNow })), 401, "sign_invalid", true)
+				e.advance(-48 * time.Hour)
+				c.want(c.exchange(c.build("query", query)), "order_not_found")
 			})
 			t.Run("unknown merchant", func(t *testing.T) {
 				// json-hmac cannot sign for an unknown merchant; form-rsa signs with the bank key.
