@@ -297,7 +297,18 @@ type Notice struct {
 
 // CallbackParser is a bank that posts results and notices on its own. It
 // verifies the callback's signature and its timestamp window: a bad one is
-// an error, never a notice.
+// an error, never a notice. Errors name no value of the callback.
 type CallbackParser interface {
 	ParseCallback(header map[string][]string, body []byte) (Notice, error)
 }
+
+// CallbackWindow is how far a callback's timestamp may be from the
+// adapter's clock (CallOptions.Now), either way. A notice recorded and
+// posted again later is refused; within the window a repeat is harmless,
+// as every notice is applied idempotently.
+const CallbackWindow = 300 * time.Second
+
+// ErrStaleCallback is ParseCallback's refusal of a callback whose
+// timestamp is missing or outside CallbackWindow. A bank retries a refused
+// callback with a fresh timestamp.
+var ErrStaleCallback = errors.New("callback timestamp is missing or more than 300 s from our clock")

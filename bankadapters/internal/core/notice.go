@@ -16,16 +16,12 @@ const (
 	typeAgreementTerminated = "agreement_terminated"
 )
 
-// CallbackWindow is how far a callback's timestamp may be from the
-// adapter's clock, either way (ErrCallbackStale's message says it).
-const CallbackWindow = 300 * time.Second
-
 // The refusals of a callback. They are fixed: a callback is the outside
 // world's text, and none of it goes into an error or a log.
 var (
 	ErrCallbackMerchant  = errors.New("callback for another merchant number")
 	ErrCallbackSignature = errors.New("callback signature does not verify")
-	ErrCallbackStale     = errors.New("callback timestamp is missing or more than 300 s from our clock")
+	ErrCallbackStale     = bankadapters.ErrStaleCallback
 	ErrCallbackType      = errors.New("callback of an unknown type")
 	ErrCallbackCharge    = errors.New("callback body is not a charge result")
 	ErrCallbackRefund    = errors.New("callback body is not a refund result")
@@ -38,16 +34,15 @@ var CallbackErrors = []error{ErrCallbackMerchant, ErrCallbackSignature, ErrCallb
 	ErrCallbackCharge, ErrCallbackRefund, ErrCallbackAgreement}
 
 // Fresh refuses a callback whose timestamp (Unix seconds) is more than
-// 300 s from now, either way: a notice recorded and posted again later is
-// refused. Within the window a repeat is harmless, as every notice is
-// applied idempotently (a settled order settles the same way again, a
-// revoked card stays revoked).
+// bankadapters.CallbackWindow from now, either way. Within the window a
+// repeat is harmless, as every notice is applied idempotently (a settled
+// order settles the same way again, a revoked card stays revoked).
 func Fresh(timestamp string, now time.Time) error {
 	ts, err := strconv.ParseInt(timestamp, 10, 64)
 	if err != nil {
 		return ErrCallbackStale
 	}
-	if d := now.Sub(time.Unix(ts, 0)); d > CallbackWindow || d < -CallbackWindow {
+	if d := now.Sub(time.Unix(ts, 0)); d > bankadapters.CallbackWindow || d < -bankadapters.CallbackWindow {
 		return ErrCallbackStale
 	}
 	return nil
