@@ -34,14 +34,14 @@ func (s *suite) testChargeSuccess(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		wantSucceeded(t, cb.result, amount)
-		if cb.result.FinishedAt.IsZero() {
+		wantSucceeded(t, cb.notice.Charge, amount)
+		if cb.notice.Charge.FinishedAt.IsZero() {
 			t.Error("callback without a finish time")
 		}
-		if txn != "" && cb.result.BankTxnNo != txn {
-			t.Errorf("callback bank txn %q, charge answered %q", cb.result.BankTxnNo, txn)
+		if txn != "" && cb.notice.Charge.BankTxnNo != txn {
+			t.Errorf("callback bank txn %q, charge answered %q", cb.notice.Charge.BankTxnNo, txn)
 		}
-		txn = cb.result.BankTxnNo
+		txn = cb.notice.Charge.BankTxnNo
 	} else {
 		wantSucceeded(t, r, amount)
 	}
@@ -217,13 +217,14 @@ func (s *suite) testStatement(t *testing.T) {
 			t.Errorf("statement lists order %s twice", e.OrderNo)
 		}
 		listed[e.OrderNo] = true
-		if l, ok := after[e.OrderNo]; !ok || l.Amount != e.Amount || l.AgreementNo != e.AgreementNo || l.BankTxnNo != e.BankTxnNo {
-			t.Errorf("statement entry %s (%d fen, txn %q) is not a debit of the bank's ledger that day", e.OrderNo, e.Amount, e.BankTxnNo)
+		if l, ok := after[e.OrderNo]; !ok || l.Amount != e.Amount || l.AgreementNo != e.AgreementNo || l.BankTxnNo != e.BankTxnNo ||
+			l.Type != string(e.Type) || l.RefundOf != e.RefundOf {
+			t.Errorf("statement entry %s %s (%d fen, txn %q) is not one of the bank's ledger that day", e.Type, e.OrderNo, e.Amount, e.BankTxnNo)
 		}
 	}
 	for _, o := range sortedKeys(before) {
 		if !listed[o] {
-			t.Errorf("statement leaves out order %s, a debit of that day", o)
+			t.Errorf("statement leaves out %s %s of that day", before[o].Type, o)
 		}
 	}
 	want := map[string]bankadapters.ChargeResult{ok1.OrderNo: r1, ok2.OrderNo: r2}
@@ -238,7 +239,7 @@ func (s *suite) testStatement(t *testing.T) {
 			t.Errorf("statement lists order %s, which did not succeed", e.OrderNo)
 			continue
 		}
-		if e.Amount != r.Amount || e.BankTxnNo != r.BankTxnNo || e.FinishedAt.IsZero() {
+		if e.Type != bankadapters.EntryDebit || e.Amount != r.Amount || e.BankTxnNo != r.BankTxnNo || e.FinishedAt.IsZero() {
 			t.Errorf("statement entry %s: %d fen txn %q at %v; want %d fen txn %q and a time",
 				e.OrderNo, e.Amount, e.BankTxnNo, e.FinishedAt, r.Amount, r.BankTxnNo)
 		}
@@ -299,8 +300,8 @@ func (s *suite) testCallbackTampered(t *testing.T) {
 	}
 }
 
-// dayLedger is the bank's debits for the platform on day (Asia/Shanghai),
-// by order number.
+// dayLedger is the bank's debits and refunds for the platform on day
+// (Asia/Shanghai), by order or refund number.
 func (s *suite) dayLedger(t *testing.T, day time.Time) map[string]LedgerEntry {
 	t.Helper()
 	l, err := s.sim.Ledger(t.Context(), "")

@@ -127,7 +127,7 @@ func (s *suite) testConcurrentCharges(t *testing.T) {
 		}
 	}
 
-	if s.cb == nil {
+	if !s.h.Async { // a sync bank calls back only under a processing fault
 		return
 	}
 	// Every settled charge also got its callback, telling the same.
@@ -140,9 +140,118 @@ func (s *suite) testConcurrentCharges(t *testing.T) {
 			t.Error(err)
 			continue
 		}
-		if cb.result.Status != o.result.Status || cb.result.BankTxnNo != o.result.BankTxnNo {
+		if cb.notice.Charge.Status != o.result.Status || cb.notice.Charge.BankTxnNo != o.result.BankTxnNo {
 			t.Errorf("order %s: callback says %s txn %q, query %s txn %q", o.req.OrderNo,
-				cb.result.Status, cb.result.BankTxnNo, o.result.Status, o.result.BankTxnNo)
+				cb.notice.Charge.Status, cb.notice.Charge.BankTxnNo, o.result.Status, o.result.BankTxnNo)
 		}
 	}
+}
+
+const (
+	concurrentRefunds = 200
+	refundedDebit     = 100_000 // fen; less than the ~200 000 the refunds add up to
+)
+
+// concurrentRefundAmount is the i-th refund's amount: 500–1 499 fen.
+func concurrentRefundAmount(i int) int64 { return 500 + int64(i*379%1_000) }
+
+type refundOutcome struct {
+	req    bankadapters.RefundRequest
+	result bankadapters.RefundResult
+	err    error
+}
+
+// testConcurrentRefunds sends 200 refunds of one debit at once, together
+// worth about twice the debit: what succeeds never adds up to more than
+// the debit, the rest is refund_exceeds, and the ledger and the balance
+// agree with the results.
+func (s *suite) testConcurrentRefunds(t *testing.T) {
+	b := s.adapter(t, nil)
+	a, _, orderNo := s.paidAccount(t, b, refundedDebit)
+	out := make([]refundOutcome, concurrentRefunds)
+	for i := range out {
+		out[i].req = s.refundReq(orderNo, concurrentRefundAmount(i))
+	}
+	ctx := t.Context()
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range out {
+		wg.Go(func() {
+			<-start
+			o := &out[i]
+			r, err := b.Refund(ctx, o.req)
+			if err != nil {
+				o.err = err
+				return
+			}
+			if !final(r.Status) {
+				if r, err = settleRefund(ctx, b, o.req.RefundNo); err != nil {
+					o.err = err
+					return
+				}
+			}
+			o.result = r
+		})
+	}
+	close(start)
+	wg.Wait()
+
+	succeeded := map[string]int64{}
+	var sum int64
+	var nExceeds int
+	for _, o := range out {
+		switch {
+		case o.err != nil:
+			t.Errorf("refund %s: %v", o.req.RefundNo, o.err)
+		case o.result.Status == bankadapters.ChargeSucceeded:
+			if o.result.Amount != o.req.Amount {
+				t.Errorf("refund %s succeeded for %d fen, asked %d", o.req.RefundNo, o.result.Amount, o.req.Amount)
+			}
+			succeeded[o.req.RefundNo] = o.result.Amount
+			sum += o.result.Amount
+		case o.result.Status == bankadapters.ChargeFailed && o.result.Reason == bankadapters.ReasonRefundExceeds:
+			nExceeds++
+		default:
+			t.Errorf("refund %s: %s/%s reason %q code %q, want succeeded or refund_exceeds", o.req.RefundNo,
+				o.result.Status, o.result.Outcome, o.result.Reason, o.result.Code)
+		}
+	}
+	t.Logf("%d refunds of a %d fen debit: %d succeeded for %d fen, %d exceeded", len(out), refundedDebit, len(succeeded), sum, nExceeds)
+	if sum > refundedDebit {
+		t.Errorf("refunds of %d fen succeeded on a debit of %d", sum, refundedDebit)
+	}
+	if len(succeeded) == 0 || nExceeds == 0 {
+		t.Errorf("want both successes and refund_exceeds (the debit runs out), got %d and %d", len(succeeded), nExceeds)
+	}
+	// The smallest refund no longer fits: the bank refused only past the
+	// debit's end, not before.
+	if left := refundedDebit - sum; left >= 1_500 {
+		t.Errorf("%d fen of the debit left unrefunded while refunds of at most 1 499 were refused", left)
+	}
+
+	ledger, err := s.sim.Ledger(ctx, a.CardNumber)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var credited int64
+	inLedger := map[string]int{}
+	for _, e := range ledger {
+		if e.Type != EntryRefund {
+			continue
+		}
+		credited += e.Amount
+		inLedger[e.OrderNo]++
+		if amt, ok := succeeded[e.OrderNo]; !ok || amt != e.Amount || e.RefundOf != orderNo {
+			t.Errorf("ledger refund %s of %d fen (of %q) is not a succeeded refund of that amount", e.OrderNo, e.Amount, e.RefundOf)
+		}
+	}
+	for no := range succeeded {
+		if inLedger[no] != 1 {
+			t.Errorf("succeeded refund %s is in the ledger %d times", no, inLedger[no])
+		}
+	}
+	if credited != sum {
+		t.Errorf("ledger credits %d fen, succeeded refunds sum %d", credited, sum)
+	}
+	s.wantBalance(t, a.CardNumber, defaultBalance-refundedDebit+sum)
 }

@@ -43,7 +43,12 @@ type Dialect struct {
 var Reasons = []string{
 	"success", "processing", "sign_invalid", "id_mismatch", "card_frozen", "insufficient_funds",
 	"single_limit", "daily_limit", "agreement_invalid", "try_tomorrow", "order_conflict",
+	"order_not_refundable", "refund_window_expired", "refund_exceeds",
 }
+
+// refundReasons are a refund's own refusals, each a hard decline whose
+// bankadapters Reason is its name.
+var refundReasons = []string{"order_not_refundable", "refund_window_expired", "refund_exceeds"}
 
 // check reports what d lacks.
 func (d Dialect) check() error {
@@ -80,7 +85,8 @@ func (d Dialect) code(reason string) string {
 	return d.Codes[reason]
 }
 
-// forgeCharge rewrites a charge answer to claim status with reason's code.
+// forgeCharge rewrites a charge or refund answer to claim status with
+// reason's code.
 func (d Dialect) forgeCharge(status, reason string) func([]byte) ([]byte, bool) {
 	return func(body []byte) ([]byte, bool) {
 		b1, c1 := d.SetField(body, "status", status, false)

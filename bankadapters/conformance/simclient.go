@@ -14,6 +14,13 @@ type (
 	Merchant     = simclient.Merchant
 	BankInfo     = simclient.BankInfo
 	BIN          = simclient.BIN
+	Terminated   = simclient.Terminated
+)
+
+// Ledger entry types.
+const (
+	EntryDebit  = simclient.EntryDebit
+	EntryRefund = simclient.EntryRefund
 )
 
 // NewClient returns a control client for the banksim at baseURL.

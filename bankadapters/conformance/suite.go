@@ -1,14 +1,17 @@
 // Package conformance is the test suite every bank adapter passes against
 // banksim (docs/banksim.md): binding with its element checks and OTP rules,
-// charges and their declines, idempotent order numbers, every fault mode
-// banksim can inject, tampering in transit both ways, and concurrent
-// charges that must reconcile to the bank's ledger.
+// charges and their declines, idempotent order and refund numbers, refunds
+// and their rules, statements with their final flag, every fault mode
+// banksim can inject on charges and refunds, tampering in transit both ways
+// (callbacks and notices too), concurrent charges and refunds that must
+// reconcile to the bank's ledger, and agreements the cardholder ends at the
+// bank.
 //
 // An adapter's tests call Run with a Harness that builds the adapter
 // against a given base URL and describes its wire dialect:
 //
 //	conformance.Run(t, conformance.Harness{
-//		BankCode: "ICBC", MerchantNo: mno, BaseURL: simURL, Dialect: jsonHMAC,
+//		BankCode: "ICBC", MerchantNo: mno, Merchant: reg, BaseURL: simURL, Dialect: jsonHMAC,
 //		New: func(t *testing.T, baseURL string, opts bankadapters.CallOptions) bankadapters.Bank { … },
 //	})
 //
@@ -43,22 +46,32 @@ type Harness struct {
 	// MerchantNo is the platform's merchant number that New's adapters use,
 	// already registered at banksim.
 	MerchantNo string
+	// Merchant is that registration as the harness posted it (credentials
+	// and all). Run posts it again with its notice receiver as NotifyURL,
+	// where banksim sends agreement_terminated notices.
+	Merchant Merchant
 	// BaseURL is banksim's base URL. Run arms faults at BankCode and moves
 	// banksim's clock (which all its banks share): nothing else may use this
 	// banksim while Run runs.
 	BaseURL string
 	// New builds the adapter against baseURL — banksim's, or a tampering
 	// proxy in front of it — with opts. It must honour opts: Timeout and
-	// Retries (fault tests), and Now (Run keeps request timestamps on
-	// banksim's clock when it moves it).
+	// Retries (fault tests), and Now (the notice tests put the adapter's
+	// clock past the callback window). Signature timestamps are on real
+	// time wherever a test moves the bank's clock (docs/banksim.md,
+	// "Clocks"), so Now is real time otherwise.
 	New func(t *testing.T, baseURL string, opts bankadapters.CallOptions) bankadapters.Bank
 	// Dialect describes the adapter's wire dialect: its codes, and how to
 	// alter its messages in transit.
 	Dialect Dialect
-	// Async is true for a bank that answers every charge PROCESSING and
-	// posts the result to the charge's NotifyURL. Run then serves a
-	// callback receiver, sends its URL with every charge, and checks each
-	// callback with the adapter's bankadapters.CallbackParser.
+	// Async is true for a bank that answers every charge and refund
+	// PROCESSING and posts the result to its NotifyURL. Its adapter must be
+	// a bankadapters.CallbackParser.
+	//
+	// Whenever the adapter is a CallbackParser, Run serves a notice
+	// receiver, sends its URL with every charge and refund (a sync bank
+	// uses it under a processing fault) and registers it as the merchant's
+	// notify URL, and checks each callback with the adapter's parser.
 	Async bool
 }
 
@@ -77,7 +90,7 @@ type suite struct {
 	sim    *Client
 	gen    *Gen
 	info   BankInfo
-	offset atomic.Int64 // banksim's clock minus ours, nanoseconds
+	offset atomic.Int64 // the bank's clock minus real time, nanoseconds
 	cb     *callbacks   // async banks
 }
 
@@ -99,6 +112,9 @@ func Run(t *testing.T, h Harness) {
 	if h.BankCode == "" || h.BaseURL == "" || h.New == nil || h.MerchantNo == "" {
 		t.Fatal("conformance: Harness needs BankCode, MerchantNo, BaseURL and New")
 	}
+	if h.Merchant.MerchantNo != h.MerchantNo || h.Merchant.BankCode != h.BankCode {
+		t.Fatal("conformance: Harness.Merchant must be the registration of MerchantNo at BankCode")
+	}
 	if err := h.Dialect.check(); err != nil {
 		t.Fatal(err)
 	}
@@ -119,12 +135,17 @@ func Run(t *testing.T, h Harness) {
 	if err := s.sim.ClearFaults(ctx, h.BankCode); err != nil {
 		t.Fatal(err)
 	}
-	if h.Async {
-		parser, ok := s.adapter(t, nil).(bankadapters.CallbackParser)
-		if !ok {
-			t.Fatalf("%s is async but its adapter is no bankadapters.CallbackParser", h.BankCode)
-		}
+	parser, ok := s.adapter(t, nil).(bankadapters.CallbackParser)
+	if !ok && h.Async {
+		t.Fatalf("%s is async but its adapter is no bankadapters.CallbackParser", h.BankCode)
+	}
+	if ok {
 		s.cb = newCallbacks(t, parser)
+		m := h.Merchant
+		m.NotifyURL = s.cb.url
+		if err := s.sim.RegisterMerchant(ctx, m); err != nil {
+			t.Fatal(err)
+		}
 	}
 
 	cases := s.cases()
@@ -190,6 +211,18 @@ func (s *suite) cases() []testCase {
 		cs = append(cs, testCase{name: "callback altered in transit is refused", run: s.testCallbackTampered})
 	}
 	cs = append(cs,
+		testCase{name: "refunds: partial ones add up to the full debit, the next is refund_exceeds, and query agrees", run: s.testRefundPartials},
+		testCase{name: "refund of a whole debit in one go credits the card", run: s.testRefundFull},
+		testCase{name: "repeated refund number returns the original result and credits once", run: s.testRefundRepeat},
+		testCase{name: "refund over the debit is refund_exceeds, recorded and queryable, no credit", run: s.testRefundExceeds},
+		testCase{name: "refund of an unknown order is order_not_refundable", run: s.testRefundNotRefundable(false)},
+		testCase{name: "refund of a declined debit is order_not_refundable", run: s.testRefundNotRefundable(true)},
+		testCase{name: "refund past 180 days is refund_window_expired; a younger debit of the card still refunds", alone: true, run: s.testRefundWindowExpired},
+		testCase{name: "refund number reused with other terms, or a debit's order number, is order_conflict", run: s.testRefundConflict},
+		testCase{name: "query of refund numbers: unknown is not found, and refund and debit numbers do not pass for each other", run: s.testQueryRefundKinds},
+		testCase{name: "statement lists the day's refunds with their type and is final only for a closed day", run: s.testStatementRefunds},
+	)
+	cs = append(cs,
 		testCase{name: "fault error on charge: unknown, query not found, no debit", alone: true, run: s.testFaultChargeError},
 		testCase{name: "fault timeout before the debit: unknown, not found, same order retried debits once", alone: true, run: s.testFaultTimeout(false)},
 		testCase{name: "fault timeout after the debit: unknown, query succeeded, one debit", alone: true, run: s.testFaultTimeout(true)},
@@ -213,15 +246,41 @@ func (s *suite) cases() []testCase {
 
 		testCase{name: "200 concurrent charges on 10 cards settle and reconcile to the ledger", run: s.testConcurrentCharges},
 	)
+	cs = append(cs,
+		testCase{name: "fault error on refund: unknown, not found, the same refund number then credits once", alone: true, run: s.testFaultRefundError},
+		testCase{name: "fault timeout on refund before the credit: unknown, not found, the same refund number credits once", alone: true, run: s.testFaultRefundTimeout(false)},
+		testCase{name: "fault timeout on refund after the credit: unknown, query succeeded, one credit", alone: true, run: s.testFaultRefundTimeout(true)},
+		testCase{name: "fault processing on refund: processing, query and the callback settle it", alone: true, run: s.testFaultRefundProcessing},
+	)
+	for _, r := range refundReasons {
+		cs = append(cs, testCase{name: "fault decline " + r + " on refund: failed hard decline, not recorded, no credit", alone: true, run: s.testFaultRefundDecline(r)})
+	}
+	cs = append(cs,
+		testCase{name: "fault drop_response on refund: unknown, query succeeded, exactly one credit", alone: true, run: s.testFaultRefundDropResponse},
+
+		testCase{name: "refund request altered in transit is refused, no credit", run: s.testTamperRefundRequest},
+		testCase{name: "refund answer forged to success is unknown, never success", run: s.testTamperRefundAnswer(false)},
+		testCase{name: "refund answer forged to a decline for a made refund is unknown, and query tells the truth", run: s.testTamperRefundAnswer(true)},
+		testCase{name: "signed answer of another refund replayed to a refund is unknown", run: s.testReplayedRefundAnswer},
+		testCase{name: "200 concurrent refunds of one debit never refund more than the debit", run: s.testConcurrentRefunds},
+	)
+	if s.cb != nil {
+		cs = append(cs,
+			testCase{name: "refund callback altered in transit is refused", alone: !s.h.Async, run: s.testRefundCallbackTampered},
+			testCase{name: "agreement ended by the cardholder: a verified notice, and charges on it are agreement_invalid", run: s.testAgreementTerminated},
+			testCase{name: "agreement notice forged, unsigned or stale is refused", run: s.testAgreementNoticeTampered},
+		)
+	}
 	return cs
 }
 
 // --- clock -----------------------------------------------------------------
 
-// now is banksim's clock as the adapters read it (CallOptions.Now).
-func (s *suite) now() time.Time { return time.Now().Add(time.Duration(s.offset.Load())) }
+// bankNow is the bank's clock, which moves business days, limits and
+// statements (never signature timestamps).
+func (s *suite) bankNow() time.Time { return time.Now().Add(time.Duration(s.offset.Load())) }
 
-// syncClock reads banksim's clock and keeps the adapters' on it.
+// syncClock reads the bank's clock.
 func (s *suite) syncClock(t *testing.T) {
 	t.Helper()
 	bankNow, err := s.sim.Clock(t.Context())
@@ -231,15 +290,15 @@ func (s *suite) syncClock(t *testing.T) {
 	s.offset.Store(int64(time.Until(bankNow)))
 }
 
-// advance moves banksim's clock by d; the adapters' follows.
+// advance moves the bank's clock by d.
 func (s *suite) advance(t *testing.T, d time.Duration) {
 	t.Helper()
-	before := s.now()
+	before := s.bankNow()
 	if _, err := s.sim.AdvanceClock(t.Context(), d); err != nil {
 		t.Fatal(err)
 	}
 	s.syncClock(t)
-	if moved := s.now().Sub(before); moved < d || moved > d+time.Minute {
+	if moved := s.bankNow().Sub(before); moved < d || moved > d+time.Minute {
 		t.Fatalf("banksim's clock moved %v, want %v", moved, d)
 	}
 }
@@ -257,7 +316,7 @@ func (s *suite) adapterAt(t *testing.T, baseURL string, edit func(*bankadapters.
 	t.Helper()
 	opts := bankadapters.CallOptions{
 		Timeout: callTimeout,
-		Now:     s.now,
+		Now:     time.Now,
 		Logger:  slog.New(slog.NewTextHandler(io.Discard, nil)),
 	}
 	if edit != nil {
@@ -361,7 +420,7 @@ func (s *suite) debits(t *testing.T, card, orderNo string) []LedgerEntry {
 	}
 	var out []LedgerEntry
 	for _, e := range l {
-		if e.OrderNo == orderNo {
+		if e.OrderNo == orderNo && e.Type != EntryRefund {
 			out = append(out, e)
 		}
 	}
@@ -633,28 +692,35 @@ func poll(ctx context.Context, timeout, interval time.Duration, check func() (bo
 	}
 }
 
-// callbacks receives an async bank's result notices and checks each with
-// the adapter's parser. It answers 200 to a verified one and 400 to one
-// that fails, so the bank retries.
+// callbacks receives a bank's callbacks — results of charges and refunds,
+// agreements ended — and checks each with the adapter's parser. It answers
+// 200 to a verified one and 400 to one that fails, so the bank retries.
 type callbacks struct {
 	url     string
 	parser  bankadapters.CallbackParser
 	refused atomic.Int32
 
 	mu      sync.Mutex
-	got     map[string][]receivedCallback // by order number
-	arrived chan struct{}                 // closed and replaced on each arrival
+	got     map[noticeKey][]receivedCallback
+	arrived chan struct{} // closed and replaced on each arrival
+}
+
+// noticeKey names what a notice is about: the order number of a charge's,
+// the refund number of a refund's, the agreement number of an agreement's.
+type noticeKey struct {
+	kind bankadapters.NoticeKind
+	no   string
 }
 
 type receivedCallback struct {
-	result bankadapters.ChargeResult
+	notice bankadapters.Notice
 	header http.Header
 	body   []byte
 }
 
 func newCallbacks(t *testing.T, parser bankadapters.CallbackParser) *callbacks {
 	t.Helper()
-	c := &callbacks{parser: parser, got: map[string][]receivedCallback{}, arrived: make(chan struct{})}
+	c := &callbacks{parser: parser, got: map[noticeKey][]receivedCallback{}, arrived: make(chan struct{})}
 	srv := httptest.NewServer(http.HandlerFunc(c.serve))
 	t.Cleanup(srv.Close)
 	c.url = srv.URL + "/notify"
@@ -668,27 +734,45 @@ func (c *callbacks) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	n, err := c.parser.ParseCallback(r.Header, body)
-	res := n.Charge
-	if err != nil || n.Kind != bankadapters.NoticeCharge {
+	var key noticeKey
+	if err == nil {
+		key.kind = n.Kind
+		switch n.Kind {
+		case bankadapters.NoticeCharge:
+			key.no = n.Charge.OrderNo
+		case bankadapters.NoticeRefund:
+			key.no = n.Refund.RefundNo
+		case bankadapters.NoticeAgreementTerminated:
+			key.no = n.AgreementNo
+		default:
+			err = fmt.Errorf("notice of kind %q", n.Kind)
+		}
+	}
+	if err != nil {
 		c.refused.Add(1)
 		http.Error(w, "refused", http.StatusBadRequest)
 		return
 	}
 	c.mu.Lock()
-	c.got[res.OrderNo] = append(c.got[res.OrderNo], receivedCallback{res, r.Header.Clone(), body})
+	c.got[key] = append(c.got[key], receivedCallback{n, r.Header.Clone(), body})
 	close(c.arrived)
 	c.arrived = make(chan struct{})
 	c.mu.Unlock()
 	w.WriteHeader(http.StatusOK)
 }
 
-// wait returns the first verified callback for orderNo.
+// wait returns the first verified callback for orderNo's charge.
 func (c *callbacks) wait(ctx context.Context, orderNo string) (receivedCallback, error) {
+	return c.waitFor(ctx, noticeKey{bankadapters.NoticeCharge, orderNo})
+}
+
+// waitFor returns the first verified notice about key.
+func (c *callbacks) waitFor(ctx context.Context, key noticeKey) (receivedCallback, error) {
 	timer := time.NewTimer(settleTimeout)
 	defer timer.Stop()
 	for {
 		c.mu.Lock()
-		l, ch := c.got[orderNo], c.arrived
+		l, ch := c.got[key], c.arrived
 		c.mu.Unlock()
 		if len(l) > 0 {
 			return l[0], nil
@@ -696,7 +780,7 @@ func (c *callbacks) wait(ctx context.Context, orderNo string) (receivedCallback,
 		select {
 		case <-ch:
 		case <-timer.C:
-			return receivedCallback{}, fmt.Errorf("no callback for order %s within %v", orderNo, settleTimeout)
+			return receivedCallback{}, fmt.Errorf("no %s notice for %s within %v", key.kind, key.no, settleTimeout)
 		case <-ctx.Done():
 			return receivedCallback{}, ctx.Err()
 		}

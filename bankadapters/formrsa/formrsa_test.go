@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"testing"
+	"time"
 
 	"github.com/quickpay/quickpay/bankadapters"
 	"github.com/quickpay/quickpay/bankadapters/conformance"
@@ -25,9 +26,9 @@ func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
 const bank = "CCB"
 
 // setup serves a fresh banksim on loopback, registers a merchant number
-// whose public key is the HSM's qp-bank-CCB, and returns banksim's URL and
-// a constructor for adapters that sign in the HSM.
-func setup(tb testing.TB) (string, string, func(baseURL string, opts bankadapters.CallOptions) (*formrsa.Bank, error)) {
+// whose public key is the HSM's qp-bank-CCB, and returns banksim's URL, the
+// registration and a constructor for adapters that sign in the HSM.
+func setup(tb testing.TB) (string, conformance.Merchant, func(baseURL string, opts bankadapters.CallOptions) (*formrsa.Bank, error)) {
 	tb.Helper()
 	ctx := context.Background()
 	hsm := testenv.HSM(tb, 8)
@@ -40,7 +41,7 @@ func setup(tb testing.TB) (string, string, func(baseURL string, opts bankadapter
 		tb.Fatal(err)
 	}
 
-	s, err := sim.New(sim.Config{})
+	s, err := sim.New(sim.Config{CallbackBackoff: 100 * time.Millisecond})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -51,8 +52,8 @@ func setup(tb testing.TB) (string, string, func(baseURL string, opts bankadapter
 	c := conformance.NewClient(srv.URL)
 	b := make([]byte, 4)
 	_, _ = rand.Read(b)
-	mno := "QPCCB" + hex.EncodeToString(b)
-	if err := c.RegisterMerchant(ctx, conformance.Merchant{BankCode: bank, MerchantNo: mno, PublicKeyPEM: pub}); err != nil {
+	m := conformance.Merchant{BankCode: bank, MerchantNo: "QPCCB" + hex.EncodeToString(b), PublicKeyPEM: pub}
+	if err := c.RegisterMerchant(ctx, m); err != nil {
 		tb.Fatal(err)
 	}
 	info, err := c.Bank(ctx, bank)
@@ -62,9 +63,9 @@ func setup(tb testing.TB) (string, string, func(baseURL string, opts bankadapter
 	if info.Dialect != bankadapters.DialectFormRSA || info.PublicKeyPEM == "" {
 		tb.Fatalf("banksim's %s: dialect %q, public key %d bytes; want form-rsa with a key", bank, info.Dialect, len(info.PublicKeyPEM))
 	}
-	return srv.URL, mno, func(baseURL string, opts bankadapters.CallOptions) (*formrsa.Bank, error) {
+	return srv.URL, m, func(baseURL string, opts bankadapters.CallOptions) (*formrsa.Bank, error) {
 		return formrsa.New(formrsa.Config{
-			Code: bank, BaseURL: baseURL, MerchantNo: mno, Signer: signer,
+			Code: bank, BaseURL: baseURL, MerchantNo: m.MerchantNo, Signer: signer,
 			BankPublicKeyPEM: info.PublicKeyPEM, CallOptions: opts,
 		})
 	}
@@ -80,7 +81,8 @@ var formRSA = conformance.Dialect{
 		"success": "SUCCESS", "processing": "PROCESSING", "sign_invalid": "E_SIGN", "id_mismatch": "E_IDNO",
 		"card_frozen": "E_FROZEN", "insufficient_funds": "E_BALANCE", "single_limit": "E_SINGLE_LIMIT",
 		"daily_limit": "E_DAY_LIMIT", "agreement_invalid": "E_PROTOCOL", "try_tomorrow": "E_RETRY_TOMORROW",
-		"order_conflict": "E_ORDER_CONFLICT",
+		"order_conflict": "E_ORDER_CONFLICT", "order_not_refundable": "E_REFUND_ORDER",
+		"refund_window_expired": "E_REFUND_EXPIRED", "refund_exceeds": "E_REFUND_AMOUNT",
 	},
 	SetField: conformance.SetFormField,
 	Unsign: func(h http.Header, body []byte) (http.Header, []byte) {
@@ -90,9 +92,9 @@ var formRSA = conformance.Dialect{
 }
 
 func TestCCBConformance(t *testing.T) {
-	base, mno, newBank := setup(t)
+	base, m, newBank := setup(t)
 	conformance.Run(t, conformance.Harness{
-		BankCode: bank, MerchantNo: mno, BaseURL: base, Dialect: formRSA,
+		BankCode: bank, MerchantNo: m.MerchantNo, Merchant: m, BaseURL: base, Dialect: formRSA,
 		New: func(t *testing.T, baseURL string, opts bankadapters.CallOptions) bankadapters.Bank {
 			t.Helper()
 			b, err := newBank(baseURL, opts)

@@ -37,18 +37,15 @@ func randomHex(n int) string {
 }
 
 // register makes a merchant number with a random secret at code and
-// returns a constructor for adapters that use it.
-func register(tb testing.TB, baseURL, code string) (string, func(baseURL string, opts bankadapters.CallOptions) (*jsonhmac.Bank, error)) {
+// returns its registration and a constructor for adapters that use it.
+func register(tb testing.TB, baseURL, code string) (conformance.Merchant, func(baseURL string, opts bankadapters.CallOptions) (*jsonhmac.Bank, error)) {
 	tb.Helper()
-	mno, secret := "QP"+code+randomHex(4), randomHex(32)
-	err := conformance.NewClient(baseURL).RegisterMerchant(context.Background(), conformance.Merchant{
-		BankCode: code, MerchantNo: mno, HMACSecret: secret,
-	})
-	if err != nil {
+	m := conformance.Merchant{BankCode: code, MerchantNo: "QP" + code + randomHex(4), HMACSecret: randomHex(32)}
+	if err := conformance.NewClient(baseURL).RegisterMerchant(context.Background(), m); err != nil {
 		tb.Fatal(err)
 	}
-	return mno, func(url string, opts bankadapters.CallOptions) (*jsonhmac.Bank, error) {
-		return jsonhmac.New(jsonhmac.Config{Code: code, BaseURL: url, MerchantNo: mno, Secret: []byte(secret), CallOptions: opts})
+	return m, func(url string, opts bankadapters.CallOptions) (*jsonhmac.Bank, error) {
+		return jsonhmac.New(jsonhmac.Config{Code: code, BaseURL: url, MerchantNo: m.MerchantNo, Secret: []byte(m.HMACSecret), CallOptions: opts})
 	}
 }
 
@@ -62,6 +59,7 @@ var jsonHMAC = conformance.Dialect{
 		"success": "0000", "processing": "0001", "sign_invalid": "1001", "id_mismatch": "2002",
 		"card_frozen": "2007", "insufficient_funds": "4001", "single_limit": "4002", "daily_limit": "4003",
 		"agreement_invalid": "4004", "try_tomorrow": "4005", "order_conflict": "4007",
+		"order_not_refundable": "4008", "refund_window_expired": "4009", "refund_exceeds": "4010",
 	},
 	SetField: conformance.SetJSONField,
 	Unsign: func(h http.Header, body []byte) (http.Header, []byte) {
@@ -74,9 +72,9 @@ var jsonHMAC = conformance.Dialect{
 func harness(t *testing.T, code string, async bool) conformance.Harness {
 	t.Helper()
 	base := startSim(t)
-	mno, newBank := register(t, base, code)
+	m, newBank := register(t, base, code)
 	return conformance.Harness{
-		BankCode: code, MerchantNo: mno, BaseURL: base, Async: async, Dialect: jsonHMAC,
+		BankCode: code, MerchantNo: m.MerchantNo, Merchant: m, BaseURL: base, Async: async, Dialect: jsonHMAC,
 		New: func(t *testing.T, baseURL string, opts bankadapters.CallOptions) bankadapters.Bank {
 			t.Helper()
 			b, err := newBank(baseURL, opts)
