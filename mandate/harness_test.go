@@ -90,6 +90,8 @@ type world struct {
 	// makes it refuse texts to one number.
 	carrierDown atomic.Bool
 	refusePhone string
+	// refundCallbacks counts refund callbacks applied.
+	refundCallbacks atomic.Int64
 
 	mu        sync.Mutex
 	merchants []string
@@ -111,9 +113,9 @@ func newWorld(t *testing.T, tweaks ...func(*mandate.Config)) *world {
 	logger := slog.New(slog.NewJSONHandler(w.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	w.merchant = w.newMerchant(t)
 
-	// The stack's own adapters stamp requests with the real clock; these
-	// are the same channels (own merchant numbers, settings in Vault)
-	// stamped with the fake one, which banksim's clock follows.
+	// The same channels as the stack's (own merchant numbers, settings in
+	// Vault); requests are stamped with the real clock, as banksim checks
+	// signature timestamps against real time whatever its moved clock says.
 	prefix := "secret/quickpay/mandate-banks-" + randHex(4)
 	suffix := randHex(3)
 	chans, err := w.SimCtl.ConnectPlatform(ctx, func(code string) string { return "QPM" + code + suffix }, w.HSM.BankPublicKeyPEM)
@@ -128,7 +130,7 @@ func newWorld(t *testing.T, tweaks ...func(*mandate.Config)) *world {
 	w.banks, err = channels.Open(ctx, channels.Config{
 		Secrets: w.Secrets, Prefix: prefix, BaseURL: w.SimURL,
 		Signer:  func(code string) formrsa.Signer { return w.HSM.BankSigner(code) },
-		Options: bankadapters.CallOptions{Timeout: 2 * time.Second, Now: w.clock.Now, Logger: logger},
+		Options: bankadapters.CallOptions{Timeout: 2 * time.Second, Logger: logger},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -150,10 +152,11 @@ func newWorld(t *testing.T, tweaks ...func(*mandate.Config)) *world {
 	cbServer := httptest.NewServer(callbacks)
 	t.Cleanup(cbServer.Close)
 
-	chargeW, queryW := &mandate.ChargeWorker{}, &mandate.QueryWorker{}
+	chargeW, queryW, refundW := &mandate.ChargeWorker{}, &mandate.QueryWorker{}, &mandate.RefundWorker{}
 	workers := river.NewWorkers()
 	river.AddWorker(workers, chargeW)
 	river.AddWorker(workers, queryW)
+	river.AddWorker(workers, refundW)
 	// A queue of the world's own: jobs a finished world left behind are
 	// never worked by the next world's services.
 	w.queue = "charges_" + randHex(4)
@@ -191,7 +194,7 @@ func newWorld(t *testing.T, tweaks ...func(*mandate.Config)) *world {
 	if err != nil {
 		t.Fatal(err)
 	}
-	chargeW.Service, queryW.Service = w.svc, w.svc
+	chargeW.Service, queryW.Service, refundW.Service = w.svc, w.svc, w.svc
 
 	// Cleanups run last first: River stops, then the world's rows go,
 	// then the logs are checked.
@@ -343,18 +346,30 @@ func (w *world) serveCallback(rw http.ResponseWriter, r *http.Request) {
 		return
 	}
 	n, err := parser.ParseCallback(r.Header, body)
-	if err != nil || n.Kind != bankadapters.NoticeCharge {
+	if err != nil {
 		http.Error(rw, "signature", http.StatusUnauthorized)
 		return
 	}
-	if err := w.svc.ApplyResult(r.Context(), code, n.Charge); err != nil {
+	switch n.Kind {
+	case bankadapters.NoticeCharge:
+		err = w.svc.ApplyResult(r.Context(), code, n.Charge)
+	case bankadapters.NoticeRefund:
+		err = w.svc.ApplyRefundResult(r.Context(), code, n.Refund)
+		if err == nil {
+			w.refundCallbacks.Add(1)
+		}
+	default:
+		http.Error(rw, "notice kind", http.StatusBadRequest)
+		return
+	}
+	if err != nil {
 		http.Error(rw, "not applied", http.StatusInternalServerError)
 		return
 	}
 	rw.WriteHeader(http.StatusNoContent)
 }
 
-// deleteRows removes the world's mandates, charges and attempts, and its
+// deleteRows removes the world's mandates, charges, attempts and refunds, and its
 // queue's jobs, so that the next world's RunDue and Reconcile see none.
 func (w *world) deleteRows(t *testing.T) {
 	ctx := context.Background()
@@ -362,6 +377,7 @@ func (w *world) deleteRows(t *testing.T) {
 	ms := slices.Clone(w.merchants)
 	w.mu.Unlock()
 	for _, sql := range []string{
+		`DELETE FROM refunds WHERE merchant_id = ANY($1)`,
 		`DELETE FROM charge_attempts WHERE merchant_id = ANY($1)`,
 		`DELETE FROM charges WHERE merchant_id = ANY($1)`,
 		`DELETE FROM mandates WHERE merchant_id = ANY($1)`,
@@ -699,6 +715,9 @@ func (w *world) checkBooks(t *testing.T, c card) {
 	ledger := w.ledger(t, c)
 	debits := map[string]int64{}
 	for _, e := range ledger {
+		if e.Type != simclient.EntryDebit {
+			continue // refunds: checkRefundBooks
+		}
 		if _, dup := debits[e.OrderNo]; dup {
 			t.Errorf("order %s debited twice", e.OrderNo)
 		}
@@ -731,6 +750,8 @@ type event struct {
 	Seq  int
 	Type string
 	Data struct {
+		ID           string  `json:"id"` // refund events
+		Amount       int64   `json:"amount"`
 		ChargeID     string  `json:"charge_id"`
 		MandateID    string  `json:"mandate_id"`
 		Status       string  `json:"status"`
@@ -764,11 +785,11 @@ func (w *world) events(t *testing.T, merchantID string) []event {
 	}
 }
 
-// chargeEvents are the events about one charge, oldest first.
+// chargeEvents are the charge.* events about one charge, oldest first.
 func chargeEvents(evs []event, chargeID string) []event {
 	var out []event
 	for _, e := range evs {
-		if e.Data.ChargeID == chargeID {
+		if e.Data.ChargeID == chargeID && strings.HasPrefix(e.Type, "charge.") {
 			out = append(out, e)
 		}
 	}
