@@ -254,4 +254,23 @@ func (s *suite) testConcurrentRefunds(t *testing.T) {
 		t.Errorf("ledger credits %d fen, succeeded refunds sum %d", credited, sum)
 	}
 	s.wantBalance(t, a.CardNumber, defaultBalance-refundedDebit+sum)
+
+	if !s.h.Async {
+		return
+	}
+	// Every refund also got its callback, telling what the query told.
+	for _, o := range out {
+		if o.err != nil {
+			continue
+		}
+		cb, err := s.cb.waitFor(ctx, noticeKey{bankadapters.NoticeRefund, o.req.RefundNo})
+		if err != nil {
+			t.Error(err)
+			continue
+		}
+		if n := cb.notice.Refund; n.Status != o.result.Status || n.Reason != o.result.Reason || n.BankTxnNo != o.result.BankTxnNo || n.OrderNo != orderNo {
+			t.Errorf("refund %s: callback says %s (%q) txn %q of %q, query %s (%q) txn %q", o.req.RefundNo,
+				n.Status, n.Reason, n.BankTxnNo, n.OrderNo, o.result.Status, o.result.Reason, o.result.BankTxnNo)
+		}
+	}
 }
