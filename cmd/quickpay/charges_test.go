@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -307,5 +308,140 @@ func TestRunDueAheadOfTime(t *testing.T) {
 	}
 	if ledger, err := w.SimCtl.Ledger(ctx, w.card.CardNumber); err != nil || len(ledger) != 0 {
 		t.Fatalf("ledger = %+v, %v; want no debit", ledger, err)
+	}
+}
+
+// serve starts `quickpay serve` on loopback ports of its own (its River
+// workers work the charges queue, refunds included), its output in out.
+func (w *chargeWorld) serve(t *testing.T, out *bytes.Buffer) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(w.bin, "quickpay"), "serve")
+	cmd.Env = append(slices.Clone(w.env), "QUICKPAY_LISTEN=127.0.0.1:0", "QUICKPAY_METRICS_LISTEN=127.0.0.1:0")
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+		}
+	})
+	return cmd
+}
+
+// TestRefundCrashRecoverySettlesByQuery kills the worker process after a
+// refund is claimed (its refund number committed as sent) and the bank has
+// credited the card, before the answer comes back: the crash window
+// between the claim and the answer. A new process runs the job again,
+// which asks the bank about the refund number before sending anything,
+// settles the refund from the answer, and the card is credited exactly
+// once.
+//
+// Not parallel, as TestRunDueAheadOfTime: serve works every job of the
+// package's database.
+func TestRefundCrashRecoverySettlesByQuery(t *testing.T) {
+	ctx := context.Background()
+	w := newChargeWorld(t)
+	if out, err := w.runDue(t, time.Now()).CombinedOutput(); err != nil {
+		t.Fatalf("run-due: %v\n%s", err, out)
+	}
+	var chargeID string
+	var status mandate.ChargeStatus
+	if err := w.Pool.QueryRow(ctx, `SELECT id, status FROM charges WHERE merchant_id = $1`, w.merchant).
+		Scan(&chargeID, &status); err != nil || status != mandate.ChargeSucceeded {
+		t.Fatalf("charge %s is %s (%v), want succeeded", chargeID, status, err)
+	}
+	r, err := w.mandates.CreateRefund(ctx, w.merchant, chargeID, mandate.RefundInput{Amount: 1234, Reason: "crash test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The bank credits, then holds its answer until the caller gives up.
+	if err := w.SimCtl.AddFault(ctx, simclient.Fault{BankCode: "ICBC", Operation: "refund", Mode: "timeout", Apply: true}); err != nil {
+		t.Fatal(err)
+	}
+	refundsOf := func() []simclient.LedgerEntry {
+		ledger, err := w.SimCtl.Ledger(ctx, w.card.CardNumber)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []simclient.LedgerEntry
+		for _, e := range ledger {
+			if e.Type == simclient.EntryRefund {
+				out = append(out, e)
+			}
+		}
+		return out
+	}
+
+	var out1 bytes.Buffer
+	first := w.serve(t, &out1)
+	pollHint = func(*testing.T) string { return "\nfirst process's output:\n" + out1.String() }
+	poll(t, 60*time.Second, "the refund to be claimed and the bank to credit", func() bool {
+		var sent bool
+		if err := w.Pool.QueryRow(ctx, `SELECT sent_at IS NOT NULL FROM refunds WHERE id = $1`, r.ID).Scan(&sent); err != nil {
+			t.Fatal(err)
+		}
+		return sent && len(refundsOf()) == 1
+	})
+	if err := first.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = first.Wait()
+	got, err := w.mandates.GetRefund(ctx, w.merchant, r.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Status != mandate.RefundPending {
+		t.Fatalf("after the kill the refund is %s, want pending (the answer never came back)", got.Status)
+	}
+	if err := w.SimCtl.ClearFaults(ctx, "ICBC"); err != nil {
+		t.Fatal(err)
+	}
+
+	var out2 bytes.Buffer
+	second := w.serve(t, &out2)
+	pollHint = func(*testing.T) string { return "\nsecond process's output:\n" + out2.String() }
+	// River runs the crashed job again once it counts as stuck
+	// (QUICKPAY_RESCUE_STUCK_AFTER) and its rescuer next looks.
+	poll(t, 2*time.Minute, "the refund to be settled", func() bool {
+		got, err = w.mandates.GetRefund(ctx, w.merchant, r.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got.Status != mandate.RefundPending
+	})
+	if err := second.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	_ = second.Wait()
+	pollHint = func(*testing.T) string { return "" }
+
+	credits := refundsOf()
+	if got.Status != mandate.RefundSucceeded || len(credits) != 1 || credits[0].OrderNo != got.RefundNo ||
+		credits[0].Amount != 1234 || got.BankReference != credits[0].BankTxnNo {
+		t.Fatalf("refund %+v; bank refunds %v; want one credit of 1234 under the refund's number\n%s", got, credits, out2.String())
+	}
+	var refunded, held int64
+	if err := w.Pool.QueryRow(ctx, `SELECT amount_refunded, amount_refund_held FROM charges WHERE id = $1`, chargeID).
+		Scan(&refunded, &held); err != nil {
+		t.Fatal(err)
+	}
+	if refunded != 1234 || held != 1234 {
+		t.Errorf("charge refunded %d, held %d; want 1234 both", refunded, held)
+	}
+	var rerun bool
+	if err := w.Pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM river_job WHERE kind = 'mandate_refund'
+		AND args->'ids' @> jsonb_build_array($1::text) AND NOT (args ? 'query') AND attempt >= 2 AND state = 'completed')`,
+		r.ID).Scan(&rerun); err != nil {
+		t.Fatal(err)
+	}
+	if !rerun {
+		t.Error("the refund job did not run a second time (the query-first path)")
+	}
+	var settledBy string
+	if err := w.Pool.QueryRow(ctx, `SELECT details->>'source' FROM audit_log WHERE subject = $1 AND action = 'refund.settle'`,
+		r.ID).Scan(&settledBy); err != nil || settledBy != "query" {
+		t.Errorf("settled by %q (%v), want the job's query", settledBy, err)
 	}
 }
