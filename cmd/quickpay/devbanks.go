@@ -9,6 +9,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/quickpay/quickpay/api"
 	"github.com/quickpay/quickpay/internal/dev/simclient"
 	"github.com/quickpay/quickpay/internal/merchants"
 	"github.com/quickpay/quickpay/mandate"
@@ -30,12 +31,16 @@ var demoCardholders = []simclient.Account{
 }
 
 // setupBanks gives every simulated bank the platform's credentials (an HMAC
-// secret, or the public half of the HSM key qp-bank-<code>), stores the
-// channel settings where serve reads them (Vault, secret/quickpay/banks/<code>,
-// see bankadapters/channels), and opens the demo cardholders' accounts.
-func setupBanks(ctx context.Context, banksimURL string, secrets *vaultkeys.Secrets, hsm *vaultkeys.HSM, demo bool) error {
+// secret, or the public half of the HSM key qp-bank-<code>) and, given
+// notifyTo's option, the URL the bank posts its notices to (an agreement
+// the cardholder ended there); stores the channel settings where serve
+// reads them (Vault, secret/quickpay/banks/<code>, see
+// bankadapters/channels); and opens the demo cardholders' accounts.
+func setupBanks(ctx context.Context, banksimURL string, secrets *vaultkeys.Secrets, hsm *vaultkeys.HSM, demo bool,
+	opts ...simclient.ConnectOption) error {
 	sim := simclient.NewClient(banksimURL)
-	channels, err := sim.ConnectPlatform(ctx, func(code string) string { return "QP" + code + "0001" }, hsm.BankPublicKeyPEM)
+	channels, err := sim.ConnectPlatform(ctx, func(code string) string { return "QP" + code + "0001" }, hsm.BankPublicKeyPEM,
+		opts...)
 	if err != nil {
 		return fmt.Errorf("banksim: %w", err)
 	}
@@ -53,6 +58,14 @@ func setupBanks(ctx context.Context, banksimURL string, secrets *vaultkeys.Secre
 		}
 	}
 	return nil
+}
+
+// notifyTo registers, at every simulated bank, the callback route of the
+// quickpay served at publicURL (QUICKPAY_PUBLIC_URL, http://<listen> by
+// default) as the platform's notify_url: the bank posts its notices there,
+// as it posts async results to the URL each charge names.
+func notifyTo(publicURL string) simclient.ConnectOption {
+	return simclient.WithNotifyURL(func(code string) string { return api.CallbackURL(publicURL, code) })
 }
 
 // printDemoCardholders shows the four elements of the demo cards.
@@ -89,10 +102,15 @@ func cmdBanks(ctx context.Context, args []string) error {
 		return err
 	}
 	defer d.close()
-	if err := setupBanks(ctx, c.BanksimURL, d.secrets, d.hsm, *demo); err != nil {
+	publicURL := c.PublicURL
+	if publicURL == "" {
+		publicURL = "http://" + c.Listen
+	}
+	if err := setupBanks(ctx, c.BanksimURL, d.secrets, d.hsm, *demo, notifyTo(publicURL)); err != nil {
 		return err
 	}
-	fmt.Println("banks connected: channel settings in vault at secret/quickpay/banks/<code>")
+	fmt.Printf("banks connected: channel settings in vault at secret/quickpay/banks/<code>; bank notices go to %s\n",
+		publicURL)
 	return nil
 }
 

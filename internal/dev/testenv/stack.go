@@ -33,6 +33,9 @@ type Stack struct {
 	// BanksPrefix is the Vault KV path under which Banks' channel settings
 	// are, one secret per bank code.
 	BanksPrefix string
+	// channels are Banks' channel settings by bank code (merchant_no,
+	// dialect, hmac_secret…), to register the platform anew (SetNotifyURL).
+	channels map[string]map[string]any
 }
 
 // NewStack builds a Stack for t; everything stops when t ends.
@@ -87,6 +90,7 @@ func NewStackWith(t testing.TB, cfg StackConfig) *Stack {
 			t.Fatal(err)
 		}
 	}
+	st.channels = chans
 	st.Banks, err = channels.Open(ctx, channels.Config{
 		Secrets: st.Secrets, Prefix: prefix, BaseURL: srv.URL,
 		Signer:  func(code string) formrsa.Signer { return st.HSM.BankSigner(code) },
@@ -96,6 +100,35 @@ func NewStackWith(t testing.TB, cfg StackConfig) *Stack {
 		t.Fatal(err)
 	}
 	return st
+}
+
+// SetNotifyURL registers notifyURL(code) at banksim as the notify_url of
+// the platform's merchant number at each bank of Banks: where the bank
+// posts its agreement_terminated notices, quickpay's
+// /callbacks/banks/{code} (api.CallbackURL) once a test serves the API.
+// The channels keep their credentials; "" leaves a bank without one.
+func (st *Stack) SetNotifyURL(t testing.TB, notifyURL func(code string) string) {
+	t.Helper()
+	ctx := context.Background()
+	for code, ch := range st.channels {
+		m := simclient.Merchant{BankCode: code, NotifyURL: notifyURL(code)}
+		m.MerchantNo, _ = ch["merchant_no"].(string)
+		switch d, _ := ch["dialect"].(string); bankadapters.Dialect(d) {
+		case bankadapters.DialectJSONHMAC:
+			m.HMACSecret, _ = ch["hmac_secret"].(string)
+		case bankadapters.DialectFormRSA:
+			pem, err := st.Vault.BankPublicKeyPEM(ctx, code)
+			if err != nil {
+				t.Fatal(err)
+			}
+			m.PublicKeyPEM = pem
+		default:
+			t.Fatalf("testenv: bank %s has dialect %q", code, d)
+		}
+		if err := st.SimCtl.RegisterMerchant(ctx, m); err != nil {
+			t.Fatalf("testenv: notify_url at %s: %v", code, err)
+		}
+	}
 }
 
 // Merchant inserts a merchant row for tests that need a tenant but not its
