@@ -460,6 +460,8 @@ func (e *refundEnv) testRefundValidation(t *testing.T) {
 		{"negative amount", map[string]any{"amount": -100}, http.StatusUnprocessableEntity, "validation_failed", "amount"},
 		{"reason of 201 characters", map[string]any{"amount": 100, "reason": strings.Repeat("r", 201)},
 			http.StatusUnprocessableEntity, "validation_failed", "reason"},
+		{"reason with a line break", map[string]any{"amount": 100, "reason": "line\nbreak"},
+			http.StatusUnprocessableEntity, "validation_failed", "reason"},
 		{"reason with a NUL", map[string]any{"amount": 100, "reason": "a\x00b"}, http.StatusBadRequest, "validation_failed", "reason"},
 		{"amount as a string", map[string]any{"amount": "100"}, http.StatusBadRequest, "validation_failed", "amount"},
 		{"fractional amount", []byte(`{"amount": 1.5}`), http.StatusBadRequest, "validation_failed", "amount"},
