@@ -1199,8 +1199,9 @@ func (e *mandateEnv) testCallbacks(t *testing.T) {
 	t.Run("refusals", func(t *testing.T) {
 		body := result("QPNOSUCHORDER", "SUCCESS", "0000")
 		wantError(t, c.Post(t, "/callbacks/banks/NOPE", body, signed(body, merchantNo, secret)...), http.StatusNotFound, "not_found", "")
-		// CCB answers synchronously: it posts no callbacks.
-		wantError(t, c.Post(t, "/callbacks/banks/CCB", body, signed(body, merchantNo, secret)...), http.StatusNotFound, "not_found", "")
+		// CCB signs its callbacks with its RSA key (form-rsa): an HMAC-signed
+		// JSON body is no callback of CCB's.
+		wantError(t, c.Post(t, "/callbacks/banks/CCB", body, signed(body, merchantNo, secret)...), http.StatusBadRequest, "invalid_callback", "")
 		wantError(t, c.Post(t, "/callbacks/banks/CMB", body, signed(body, merchantNo, "not-the-secret")...),
 			http.StatusBadRequest, "invalid_callback", "")
 		wantError(t, c.Post(t, "/callbacks/banks/CMB", body), http.StatusBadRequest, "invalid_callback", "")

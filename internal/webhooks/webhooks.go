@@ -88,6 +88,7 @@ const (
 	EventBindingBound         = "binding.bound"
 	EventBindingFailed        = "binding.failed"
 	EventCardUnbound          = "card.unbound"
+	EventCardRevoked          = "card.revoked"
 	EventMandateActivated     = "mandate.activated"
 	EventMandateCancelled     = "mandate.cancelled"
 	EventMandatePaused        = "mandate.paused"    // beyond DESIGN.md: docs/decisions.md
@@ -97,14 +98,17 @@ const (
 	EventChargeSucceeded      = "charge.succeeded"
 	EventChargeFailed         = "charge.failed"
 	EventChargeRetryScheduled = "charge.retry_scheduled"
+	EventRefundSucceeded      = "refund.succeeded"
+	EventRefundFailed         = "refund.failed"
 )
 
 // EventTypes returns every event type, in documentation order.
 func EventTypes() []string {
 	return []string{
-		EventBindingBound, EventBindingFailed, EventCardUnbound,
+		EventBindingBound, EventBindingFailed, EventCardUnbound, EventCardRevoked,
 		EventMandateActivated, EventMandateCancelled, EventMandatePaused, EventMandateResumed, EventMandateCompleted,
 		EventChargePreDebitNotice, EventChargeSucceeded, EventChargeFailed, EventChargeRetryScheduled,
+		EventRefundSucceeded, EventRefundFailed,
 	}
 }
 
