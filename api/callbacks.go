@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -11,9 +12,10 @@ import (
 	"github.com/quickpay/quickpay/mandate"
 )
 
-// callback takes a bank's asynchronous charge result. The adapter verifies
-// the bank's signature; only then is the result applied (idempotently: a
-// bank resends until it gets a 2xx).
+// callback takes what a bank posts on its own: an asynchronous charge or
+// refund result. The adapter verifies the bank's signature and timestamp;
+// only then is the notice applied, idempotently (a bank resends until it
+// gets a 2xx). A forged or stale notice answers 400 and changes nothing.
 func (a *Mandates) callback(c echo.Context) error {
 	code := c.Param("code")
 	if a.Banks == nil {
@@ -36,16 +38,31 @@ func (a *Mandates) callback(c echo.Context) error {
 		// The access log records why; the parse errors name no values.
 		return fmt.Errorf("%w: %s: %v", ErrInvalidCallback, code, err)
 	}
-	if n.Kind != bankadapters.NoticeCharge {
-		return fmt.Errorf("%w: %s: notice of kind %q", ErrInvalidCallback, code, n.Kind)
-	}
-	if err := a.Service.ApplyResult(c.Request().Context(), code, n.Charge); err != nil {
-		if errors.Is(err, mandate.ErrNotFound) {
-			return fmt.Errorf("%w: %s order: %v", ErrNotFound, code, err)
-		}
-		return fmt.Errorf("apply %s callback: %w", code, err)
+	if err := a.applyNotice(c.Request().Context(), code, n); err != nil {
+		return err
 	}
 	return c.JSON(http.StatusOK, callbackAnswer{Received: true})
+}
+
+// applyNotice hands a verified notice to the domain call of its kind.
+func (a *Mandates) applyNotice(ctx context.Context, code string, n bankadapters.Notice) error {
+	var err error
+	switch n.Kind {
+	case bankadapters.NoticeCharge:
+		err = a.Service.ApplyResult(ctx, code, n.Charge)
+	case bankadapters.NoticeRefund:
+		err = a.Service.ApplyRefundResult(ctx, code, n.Refund)
+	default:
+		return fmt.Errorf("%w: %s: notice of kind %q", ErrInvalidCallback, code, n.Kind)
+	}
+	if errors.Is(err, mandate.ErrNotFound) {
+		// A result about an order or refund quickpay never sent there.
+		return fmt.Errorf("%w: %s %s notice: %v", ErrNotFound, code, n.Kind, err)
+	}
+	if err != nil {
+		return fmt.Errorf("apply %s %s notice: %w", code, n.Kind, err)
+	}
+	return nil
 }
 
 type callbackAnswer struct {
