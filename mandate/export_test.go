@@ -11,3 +11,9 @@ func (s *Service) Execute(ctx context.Context, orderNos []string, rerun bool) er
 
 // NoticeLease is how long a run holds the notices it claimed.
 const NoticeLease = noticeLease
+
+// SendRefunds does a refund job's work, as RefundWorker does: job is the
+// job's id, rerun that it ran before.
+func (s *Service) SendRefunds(ctx context.Context, job int64, rerun bool) error {
+	return s.sendRefunds(ctx, job, rerun)
+}

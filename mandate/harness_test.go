@@ -377,6 +377,9 @@ func (w *world) deleteRows(t *testing.T) {
 	ms := slices.Clone(w.merchants)
 	w.mu.Unlock()
 	for _, sql := range []string{
+		// An open batch of the world's would take the next world's
+		// refunds into a job no worker will run.
+		`DELETE FROM refund_jobs WHERE job_id IN (SELECT job_id FROM refunds WHERE merchant_id = ANY($1))`,
 		`DELETE FROM refunds WHERE merchant_id = ANY($1)`,
 		`DELETE FROM charge_attempts WHERE merchant_id = ANY($1)`,
 		`DELETE FROM charges WHERE merchant_id = ANY($1)`,

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/riverqueue/river"
 
 	"github.com/quickpay/quickpay/bankadapters"
 	"github.com/quickpay/quickpay/internal/db"
@@ -69,7 +70,8 @@ type Reconciliation struct {
 // left to the job, unless the job has ended without settling them
 // (adoptOrphans). Refunds likewise (reconcileRefunds): pending ones on the
 // statement succeed; pending ones a final statement lacks are settled by
-// a query, failed if the bank never got them.
+// a query, failed if the bank never got them; one never sent whose job
+// has ended gets a new job.
 func (s *Service) Reconcile(ctx context.Context, bankCode string, date time.Time) (Reconciliation, error) {
 	rec := Reconciliation{BankCode: bankCode, Date: date}
 	bank, ok := s.cfg.Banks.Bank(bankCode)
@@ -200,7 +202,8 @@ func (s *Service) Reconcile(ctx context.Context, bankCode string, date time.Time
 // refund's: another is held, as a callback's would be). A pending refund
 // a final statement lacks, claimed for the bank long enough ago that no
 // job is left on it, is settled by one last query, and failed if the bank
-// never got it; a refund not yet claimed is its job's.
+// never got it. A refund not yet claimed is its job's, or, once that job
+// has ended without claiming it, a new job's (adoptRefund).
 func (s *Service) reconcileRefunds(ctx context.Context, bank bankadapters.Bank, date time.Time, final bool,
 	entries []bankadapters.StatementEntry, rec *Reconciliation) error {
 	bankCode := rec.BankCode
@@ -268,7 +271,7 @@ func (s *Service) reconcileRefunds(ctx context.Context, bank bankadapters.Bank, 
 			// A job still on it (its sender run again, a query) may find
 			// nothing and send it under its number: failing it now would
 			// race that refund.
-			live, err := refundJobLive(ctx, s.pool, rf.ID, rf.SentJob, s.now().Add(-orphanAge))
+			live, err := refundJobLive(ctx, s.pool, rf.ID, rf.JobID, s.now().Add(-orphanAge))
 			if err != nil {
 				return err
 			}
@@ -282,9 +285,32 @@ func (s *Service) reconcileRefunds(ctx context.Context, bank bankadapters.Bank, 
 			if settled {
 				rec.RefundsSettled++
 			}
+		case rf.Status == RefundPending && rf.SentAt.IsZero() && rf.CreatedAt.Before(chainEnd):
+			// Never sent: its job ended without claiming it (River
+			// discarded or cancelled it). No bank has it; a new job sends
+			// it.
+			live, err := refundJobLive(ctx, s.pool, rf.ID, rf.JobID, s.now().Add(-orphanAge))
+			if err != nil || live {
+				return err
+			}
+			if err := s.adoptRefund(ctx, rf); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
+}
+
+// adoptRefund gives a refund never sent, whose job has ended, a new job.
+func (s *Service) adoptRefund(ctx context.Context, rf refundRow) error {
+	s.log.Warn("refund left unsent by an ended job; a new job sends it", "refund_no", rf.RefundNo, "bank", rf.BankCode)
+	return db.InTx(ctx, s.pool, func(tx pgx.Tx) error {
+		res, err := s.cfg.Jobs.InsertTx(ctx, tx, RefundArgs{IDs: []string{rf.ID}}, &river.InsertOpts{Queue: s.cfg.Queue})
+		if err != nil {
+			return err
+		}
+		return moveRefundJob(ctx, tx, rf.ID, rf.JobID, res.Job.ID)
+	})
 }
 
 // settleAbsentRefund settles a pending refund missing from a final

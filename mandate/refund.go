@@ -114,8 +114,8 @@ func newRefundNo() string { return "QR" + strings.ToUpper(strings.TrimPrefix(ids
 // The refund is pending when it returns; a worker sends it to the bank.
 // In one transaction it raises the charge's held refund sum (the
 // database refuses a sum above the charge's amount, however many refunds
-// race), writes the refund with its new refund number, enqueues its job
-// and audits it.
+// race), writes the refund with its new refund number and the River job
+// that will send it (refundJob), and audits it.
 //
 // Errors: ErrNotFound, *FieldError, ErrChargeNotRefundable,
 // ErrRefundExceedsCharge.
@@ -143,11 +143,10 @@ func (s *Service) CreateRefund(ctx context.Context, merchantID, chargeID string,
 			MandateID: src.mandateID, Amount: in.Amount, Currency: src.currency, Reason: in.Reason,
 			Status: RefundPending, CreatedAt: now, BankCode: src.bankCode, RefundNo: newRefundNo()},
 			CardID: src.cardID, OrderNo: src.orderNo}
-		if err := insertRefund(ctx, tx, r); err != nil {
+		if r.JobID, err = s.refundJob(ctx, tx, r, now); err != nil {
 			return err
 		}
-		if _, err := s.cfg.Jobs.InsertTx(ctx, tx, RefundArgs{IDs: []string{r.ID}},
-			&river.InsertOpts{Queue: s.cfg.Queue}); err != nil {
+		if err := insertRefund(ctx, tx, r); err != nil {
 			return err
 		}
 		return s.auditTx(ctx, tx, merchantID, "refund.create", r.ID, audit.OutcomeOK, map[string]any{
@@ -157,6 +156,21 @@ func (s *Service) CreateRefund(ctx context.Context, merchantID, chargeID string,
 		return Refund{}, fmt.Errorf("refund charge %s: %w", chargeID, err)
 	}
 	return r.Refund, nil
+}
+
+// refundJob returns the River job that will send r: the job of an open
+// batch at r's bank with room (Config.RefundBatch), or a new job, whose
+// batch r opens, enqueued in tx.
+func (s *Service) refundJob(ctx context.Context, tx pgx.Tx, r refundRow, now time.Time) (int64, error) {
+	job, ok, err := joinRefundJob(ctx, tx, r.BankCode, s.cfg.RefundBatch)
+	if err != nil || ok {
+		return job, err
+	}
+	res, err := s.cfg.Jobs.InsertTx(ctx, tx, RefundArgs{IDs: []string{r.ID}}, &river.InsertOpts{Queue: s.cfg.Queue})
+	if err != nil {
+		return 0, err
+	}
+	return res.Job.ID, openRefundJob(ctx, tx, res.Job.ID, r.BankCode, now)
 }
 
 // GetRefund returns one refund of the merchant. Errors: ErrNotFound.

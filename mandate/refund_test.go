@@ -572,3 +572,147 @@ func TestRefundFaults(t *testing.T) {
 		})
 	}
 }
+
+// TestRefundsSentInBatches creates refunds through a service whose jobs
+// wait in a queue no worker takes, and runs their jobs by hand: refunds
+// join the batch of a job not yet started, up to RefundBatch; a started
+// job's batch takes no more; and a job run again after a crash between
+// its claim and its answers asks the bank about each refund before it
+// sends it, so a refund the bank made is not made twice.
+func TestRefundsSentInBatches(t *testing.T) {
+	ctx := context.Background()
+	w := newWorld(t)
+	cfg := w.cfg
+	cfg.Queue, cfg.RefundBatch = "held_"+randHex(4), 3
+	held, err := mandate.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, ch := w.paidCharge(t, "ICBC", 10_000)
+	create := func() mandate.Refund {
+		t.Helper()
+		r, err := held.CreateRefund(ctx, w.merchant, ch.ID, mandate.RefundInput{Amount: 100})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	// jobs returns each job's refunds, by job id.
+	jobs := func() map[int64][]string {
+		t.Helper()
+		rows, err := w.Pool.Query(ctx, `SELECT job_id, refund_no FROM refunds WHERE charge_id = $1 ORDER BY created_at, id`, ch.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[int64][]string{}
+		var job int64
+		var no string
+		if _, err := pgx.ForEachRow(rows, []any{&job, &no}, func() error { out[job] = append(out[job], no); return nil }); err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	var created []mandate.Refund
+	for range 7 {
+		created = append(created, create())
+	}
+	batches := jobs()
+	var sizes []int
+	for _, b := range batches {
+		sizes = append(sizes, len(b))
+	}
+	slices.Sort(sizes)
+	if !slices.Equal(sizes, []int{1, 3, 3}) {
+		t.Fatalf("batches of %v, want [1 3 3]", sizes)
+	}
+	var full []int64
+	var open int64
+	for job, b := range batches {
+		if len(b) == 3 {
+			full = append(full, job)
+		} else {
+			open = job
+		}
+	}
+
+	t.Run("a job sends its batch", func(t *testing.T) {
+		if err := held.SendRefunds(ctx, full[0], false); err != nil {
+			t.Fatal(err)
+		}
+		for _, no := range batches[full[0]] {
+			var status mandate.RefundStatus
+			if err := w.Pool.QueryRow(ctx, `SELECT status FROM refunds WHERE refund_no = $1`, no).Scan(&status); err != nil || status != mandate.RefundSucceeded {
+				t.Errorf("refund %s = %s (%v)", no, status, err)
+			}
+		}
+	})
+	t.Run("a started job's batch takes no more", func(t *testing.T) {
+		// The open batch has room: the next refund joins it; then, with it
+		// started, the one after opens a new batch.
+		r := create()
+		if got := jobs(); len(got[open]) != 2 || !slices.Contains(got[open], r.RefundNo) {
+			t.Fatalf("the open batch = %v", got[open])
+		}
+		if err := held.SendRefunds(ctx, open, false); err != nil {
+			t.Fatal(err)
+		}
+		late := create()
+		if got := jobs(); len(got) != 4 || slices.Contains(got[open], late.RefundNo) {
+			t.Fatalf("batches after the job started: %v", got)
+		}
+		created = append(created, r, late)
+	})
+	t.Run("a job run again asks before it sends", func(t *testing.T) {
+		// The crash: the job claimed its batch (committed) and the bank
+		// made the first refund; the answers were lost with the process.
+		crashed := full[1]
+		if _, err := w.Pool.Exec(ctx, `UPDATE refunds SET sent_at = $2 WHERE job_id = $1`, crashed, w.clock.Now()); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.Pool.Exec(ctx, `DELETE FROM refund_jobs WHERE job_id = $1`, crashed); err != nil {
+			t.Fatal(err)
+		}
+		var made mandate.Refund
+		for _, r := range created {
+			if r.RefundNo == batches[crashed][0] {
+				made = r
+			}
+		}
+		bank, _ := w.banks.Bank("ICBC")
+		if r, err := bank.Refund(ctx, bankadapters.RefundRequest{RefundNo: made.RefundNo, OrderNo: ch.Attempts[0].OrderNo,
+			Amount: 100, Currency: "CNY"}); err != nil || r.Status != bankadapters.ChargeSucceeded {
+			t.Fatalf("the first run's refund = %+v, %v", r, err)
+		}
+		if err := held.SendRefunds(ctx, crashed, true); err != nil {
+			t.Fatal(err)
+		}
+		for _, no := range batches[crashed] {
+			want := "refund"
+			if no == made.RefundNo {
+				want = "query"
+			}
+			var id string
+			if err := w.Pool.QueryRow(ctx, `SELECT id FROM refunds WHERE refund_no = $1`, no).Scan(&id); err != nil {
+				t.Fatal(err)
+			}
+			if s := w.auditSources(t, id, "refund.settle"); !slices.Equal(s, []string{want}) {
+				t.Errorf("refund %s settled by %v, want [%s]", no, s, want)
+			}
+		}
+	})
+	t.Run("each refund credited once", func(t *testing.T) {
+		// The last refund's job waits in the held queue: send it too.
+		for job := range jobs() {
+			if err := held.SendRefunds(ctx, job, false); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if l := w.refundLedger(t, c); len(l) != 9 {
+			t.Errorf("%d bank refunds, want 9", len(l))
+		}
+		w.checkRefundBooks(t, c)
+		if got := w.getCharge(t, ch); got.AmountRefunded != 900 {
+			t.Errorf("charge refunded %d, want 900", got.AmountRefunded)
+		}
+	})
+}

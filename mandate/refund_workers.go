@@ -17,23 +17,26 @@ import (
 	"github.com/quickpay/quickpay/internal/webhooks"
 )
 
-// The refund worker path (STYLE.md "Flow"): a refund is claimed for the
-// bank (sent_at and the claiming job, committed), sent under its refund
-// number outside any transaction, and the answer applied in a second
-// transaction. A job sends its own refund and, with it, the oldest others
-// not yet sent at the same bank (Config.RefundBatch): refunds are created
-// one at a time, and are sent and settled in batches as charges are. The
-// crash window is between the claim's commit and the answer's: a job run
-// again asks the bank about every refund it claimed (QueryRefund, the
-// same number) and sends one only if the bank answers ErrOrderNotFound.
-// An answer that leaves the outcome open (processing, lost, a bank system
-// error) starts a chain of query jobs (Config.QueryBackoff); an async
-// bank's callback (ApplyRefundResult) and the statement (Reconcile)
-// settle it too, in any order.
+// The refund worker path (STYLE.md "Flow"): refunds are created one at a
+// time, each joining the batch of a River job of its bank that has not
+// started (CreateRefund, refundJob), and are sent and settled in batches
+// as charges are. The job claims its batch (sent_at, committed), sends
+// each refund under its refund number outside any transaction, and
+// applies the answers in a second transaction. The crash window is
+// between the claim's commit and the answers': a job run again asks the
+// bank about every refund it claimed (QueryRefund, the same number) and
+// sends one only if the bank answers ErrOrderNotFound. An answer that
+// leaves the outcome open (processing, lost, a bank system error) starts
+// a chain of query jobs (Config.QueryBackoff); an async bank's callback
+// (ApplyRefundResult) and the statement (Reconcile) settle it too, in any
+// order.
 
-// RefundArgs is a job that sends refunds to their bank and settles them,
+// RefundArgs is a job that sends a batch of refunds to their bank and
+// settles them (the refunds written with the job's id, refunds.job_id),
 // or, with Query, asks the bank about one whose outcome is open.
 type RefundArgs struct {
+	// IDs: the refund that opened the batch (the batch is the job's
+	// refunds); with Query, the refund asked about.
 	IDs []string `json:"ids"`
 	// Query: the job asks the bank about IDs' one refund, whose outcome
 	// is unknown, for the Try-th time (from 0), and asks again later
@@ -58,7 +61,7 @@ func (w *RefundWorker) Work(ctx context.Context, job *river.Job[RefundArgs]) err
 	if job.Args.Query {
 		return w.Service.queryRefund(ctx, job.Args.IDs, job.Args.Try)
 	}
-	return w.Service.sendRefunds(ctx, job.ID, job.Args.IDs, job.Attempt > 1)
+	return w.Service.sendRefunds(ctx, job.ID, job.Attempt > 1)
 }
 
 // Timeout implements river.Worker: it bounds a batch's bank calls, as
@@ -80,14 +83,10 @@ type refunding struct {
 	err error
 }
 
-// sendRefunds claims the job's refunds (and others not yet sent at their
-// bank), sends them concurrently, and settles the answers in one
-// transaction. rerun: the job ran before, so what it claimed then may be
-// at the bank: each is queried first.
-func (s *Service) sendRefunds(ctx context.Context, job int64, ids []string, rerun bool) error {
-	if len(ids) == 0 {
-		return errors.New("refund job: no refund ids in its args")
-	}
+// sendRefunds claims the job's batch, sends its refunds concurrently, and
+// settles the answers in one transaction. rerun: the job ran before, so
+// what it claimed then may be at the bank: each is queried first.
+func (s *Service) sendRefunds(ctx context.Context, job int64, rerun bool) error {
 	var list []*refunding
 	if rerun {
 		mine, err := jobRefunds(ctx, s.pool, job)
@@ -101,7 +100,7 @@ func (s *Service) sendRefunds(ctx context.Context, job int64, ids []string, reru
 	var claimed []refundRow
 	err := db.InTx(ctx, s.pool, func(tx pgx.Tx) error {
 		var err error
-		claimed, err = claimRefunds(ctx, tx, ids, job, s.cfg.RefundBatch, s.now())
+		claimed, err = claimRefunds(ctx, tx, job, s.now())
 		return err
 	})
 	if err != nil {
@@ -111,7 +110,7 @@ func (s *Service) sendRefunds(ctx context.Context, job int64, ids []string, reru
 		list = append(list, &refunding{row: r})
 	}
 	if len(list) == 0 {
-		return nil // sent by another job, or settled
+		return nil // settled already (a callback, the statement)
 	}
 	each(list, func(x *refunding) { s.callBank(ctx, x) })
 	var answered []*refunding

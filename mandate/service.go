@@ -120,9 +120,9 @@ type Config struct {
 	// to 20.
 	JobBatch int
 	// RefundBatch is the most refunds one refund job sends (concurrently,
-	// within the bank's limits) and settles in one transaction: its own
-	// and the oldest others not yet sent at the same bank. Defaults to
-	// JobBatch.
+	// within the bank's limits) and settles in one transaction: a refund
+	// joins a job of its bank that has not started while it has fewer.
+	// Defaults to JobBatch.
 	RefundBatch int
 }
 

@@ -82,14 +82,14 @@ func statementRefunds(ctx context.Context, q querier, bankCode string, from, to 
 }
 
 // refundJobLive reports whether a refund job that may act on the refund
-// (the one that claimed it, or one whose args name it: its own, a query)
-// is waiting or running, or ran and was finalized after since.
-func refundJobLive(ctx context.Context, q querier, refundID string, sentJob int64, since time.Time) (bool, error) {
+// (the one that sends it, or one whose args name it: a query) is waiting
+// or running, or ran and was finalized after since.
+func refundJobLive(ctx context.Context, q querier, refundID string, job int64, since time.Time) (bool, error) {
 	var live bool
 	err := q.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM river_job WHERE kind = $1
 		AND (id = $2 OR args @> jsonb_build_object('ids', jsonb_build_array($3::text)))
 		AND (state NOT IN ('completed', 'cancelled', 'discarded') OR (attempted_at IS NOT NULL AND finalized_at > $4)))`,
-		RefundArgs{}.Kind(), sentJob, refundID, since).Scan(&live)
+		RefundArgs{}.Kind(), job, refundID, since).Scan(&live)
 	return live, err
 }
 

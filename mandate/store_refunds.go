@@ -17,9 +17,9 @@ type refundRow struct {
 	Refund
 	CardID  string
 	OrderNo string // the debit refunded
-	// SentJob is the River job that claimed the refund for the bank (0:
-	// not sent yet).
-	SentJob int64
+	// JobID is the River job that sends the refund with the others of
+	// its batch.
+	JobID int64
 	// SentAt is when the refund was claimed for the bank (zero: not yet).
 	SentAt time.Time
 	// Unknown: an answer left the outcome open; queries settle it.
@@ -28,14 +28,14 @@ type refundRow struct {
 }
 
 const refundCols = `id, merchant_id, charge_id, mandate_id, card_id, bank_code, order_no, refund_no, amount, currency,
-	reason, status, coalesce(failure_code, ''), coalesce(bank_reference, ''), coalesce(sent_job, 0), sent_at,
+	reason, status, coalesce(failure_code, ''), coalesce(bank_reference, ''), job_id, sent_at,
 	unknown_since IS NOT NULL, queries, created_at, finished_at`
 
 func scanRefund(row pgx.Row) (refundRow, error) {
 	var r refundRow
 	var sent, finished *time.Time
 	err := row.Scan(&r.ID, &r.MerchantID, &r.ChargeID, &r.MandateID, &r.CardID, &r.BankCode, &r.OrderNo, &r.RefundNo,
-		&r.Amount, &r.Currency, &r.Reason, &r.Status, &r.FailureCode, &r.BankReference, &r.SentJob, &sent, &r.Unknown,
+		&r.Amount, &r.Currency, &r.Reason, &r.Status, &r.FailureCode, &r.BankReference, &r.JobID, &sent, &r.Unknown,
 		&r.Queries, &r.CreatedAt, &finished)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return r, ErrNotFound
@@ -103,10 +103,32 @@ func holdRefundAmount(ctx context.Context, tx pgx.Tx, chargeID string, amount in
 
 func insertRefund(ctx context.Context, tx pgx.Tx, r refundRow) error {
 	_, err := tx.Exec(ctx, `INSERT INTO refunds (id, merchant_id, charge_id, mandate_id, card_id, bank_code, order_no,
-		refund_no, amount, currency, reason, status, created_at, updated_at)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13)`,
+		refund_no, amount, currency, reason, status, job_id, created_at, updated_at)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14)`,
 		r.ID, r.MerchantID, r.ChargeID, r.MandateID, r.CardID, r.BankCode, r.OrderNo, r.RefundNo, r.Amount, r.Currency,
-		r.Reason, r.Status, r.CreatedAt)
+		r.Reason, r.Status, r.JobID, r.CreatedAt)
+	return err
+}
+
+// joinRefundJob adds a refund to an open batch of the bank's with fewer
+// than limit refunds, and returns its job; false if none is free (each is
+// full, or held by another transaction joining it, or by its job
+// starting).
+func joinRefundJob(ctx context.Context, tx pgx.Tx, bankCode string, limit int) (int64, bool, error) {
+	var job int64
+	err := tx.QueryRow(ctx, `UPDATE refund_jobs SET refunds = refunds + 1 WHERE job_id = (
+			SELECT job_id FROM refund_jobs WHERE bank_code = $1 AND refunds < $2 LIMIT 1 FOR UPDATE SKIP LOCKED)
+		RETURNING job_id`, bankCode, limit).Scan(&job)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, false, nil
+	}
+	return job, err == nil, err
+}
+
+// openRefundJob opens a batch of the bank's, sent by job, with one refund.
+func openRefundJob(ctx context.Context, tx pgx.Tx, job int64, bankCode string, now time.Time) error {
+	_, err := tx.Exec(ctx, `INSERT INTO refund_jobs (job_id, bank_code, refunds, created_at) VALUES ($1, $2, 1, $3)`,
+		job, bankCode, now)
 	return err
 }
 
@@ -129,53 +151,33 @@ func refundsByID(ctx context.Context, q querier, ids []string) ([]refundRow, err
 	return collectRefunds(rows, err)
 }
 
-// claimRefunds claims, for job, the refunds of ids not sent yet (waiting
-// for another claimer's transaction to end), and at most batch in all:
-// the rest are the oldest unsent refunds at the bank of the first of
-// them that no other transaction holds. It marks them sent by job at now
-// and returns them, all to one bank.
-func claimRefunds(ctx context.Context, tx pgx.Tx, ids []string, job int64, batch int, now time.Time) ([]refundRow, error) {
-	own, err := collectRefunds(tx.Query(ctx, `SELECT `+refundCols+` FROM refunds
-		WHERE id = ANY($1) AND status = 'pending' AND sent_at IS NULL ORDER BY id FOR UPDATE`, ids))
-	if err != nil || len(own) == 0 {
+// claimRefunds closes job's batch, waiting for any transaction joining
+// it, and claims the batch's refunds not sent yet: sent at now, in tx.
+func claimRefunds(ctx context.Context, tx pgx.Tx, job int64, now time.Time) ([]refundRow, error) {
+	if _, err := tx.Exec(ctx, `DELETE FROM refund_jobs WHERE job_id = $1`, job); err != nil {
 		return nil, err
 	}
-	bank := own[0].BankCode
-	var list []refundRow
-	taken := make([]string, 0, batch)
-	for _, r := range own {
-		if r.BankCode == bank && len(list) < batch {
-			list = append(list, r)
-			taken = append(taken, r.ID)
-		}
+	rows, err := tx.Query(ctx, `UPDATE refunds SET sent_at = $2, updated_at = $2
+		WHERE job_id = $1 AND status = 'pending' AND sent_at IS NULL RETURNING `+refundCols, job, now)
+	return collectRefunds(rows, err)
+}
+
+// moveRefundJob gives a refund not sent yet, still of job from (which
+// has ended: its batch, if still open, is closed), the job to.
+func moveRefundJob(ctx context.Context, tx pgx.Tx, refundID string, from, to int64) error {
+	if _, err := tx.Exec(ctx, `DELETE FROM refund_jobs WHERE job_id = $1`, from); err != nil {
+		return err
 	}
-	if more := batch - len(list); more > 0 {
-		others, err := collectRefunds(tx.Query(ctx, `SELECT `+refundCols+` FROM refunds
-			WHERE bank_code = $1 AND status = 'pending' AND sent_at IS NULL AND id <> ALL($2)
-			ORDER BY created_at LIMIT $3 FOR UPDATE SKIP LOCKED`, bank, taken, more))
-		if err != nil {
-			return nil, err
-		}
-		for _, r := range others {
-			list = append(list, r)
-			taken = append(taken, r.ID)
-		}
-	}
-	if _, err := tx.Exec(ctx, `UPDATE refunds SET sent_at = $2, sent_job = $3, updated_at = $2 WHERE id = ANY($1)`,
-		taken, now, job); err != nil {
-		return nil, err
-	}
-	for i := range list {
-		list[i].SentJob, list[i].SentAt = job, now
-	}
-	return list, nil
+	_, err := tx.Exec(ctx, `UPDATE refunds SET job_id = $3 WHERE id = $1 AND job_id = $2 AND sent_at IS NULL`,
+		refundID, from, to)
+	return err
 }
 
 // jobRefunds returns the refunds job claimed that are still pending with
 // no answer yet (none has made them unknown).
 func jobRefunds(ctx context.Context, q querier, job int64) ([]refundRow, error) {
 	rows, err := q.Query(ctx, `SELECT `+refundCols+` FROM refunds
-		WHERE sent_job = $1 AND status = 'pending' AND unknown_since IS NULL ORDER BY id`, job)
+		WHERE job_id = $1 AND status = 'pending' AND sent_at IS NOT NULL AND unknown_since IS NULL ORDER BY id`, job)
 	return collectRefunds(rows, err)
 }
 

@@ -35,11 +35,13 @@ CREATE TABLE IF NOT EXISTS refunds (
     failure_code    text,
     bank_result     text,     -- the bank's own code
     bank_reference  text,     -- the bank's transaction number
-    -- The worker's claim: set (with the River job that holds it) and
-    -- committed before the bank is called; from then on the refund may be
-    -- at the bank, and is queried before it is sent again.
+    -- The River job that sends the refund, with the others of its batch
+    -- (refund_jobs), written with the refund.
+    job_id          bigint NOT NULL,
+    -- The job's claim: committed before the bank is called; from then on
+    -- the refund may be at the bank, and is queried before it is sent
+    -- again.
     sent_at         timestamptz,
-    sent_job        bigint,
     -- Set when an answer left the outcome open (processing, lost, a bank
     -- system error): queries settle it, counted in queries, the next one
     -- due at next_query_at.
@@ -51,8 +53,7 @@ CREATE TABLE IF NOT EXISTS refunds (
     -- When the refund ended: the bank's finish time when it gives one.
     finished_at     timestamptz,
     CONSTRAINT refunds_failed_has_code CHECK ((status = 'failed') = (failure_code IS NOT NULL)),
-    CONSTRAINT refunds_finished CHECK ((status = 'pending') = (finished_at IS NULL)),
-    CONSTRAINT refunds_sent_by_job CHECK ((sent_at IS NULL) = (sent_job IS NULL))
+    CONSTRAINT refunds_finished CHECK ((status = 'pending') = (finished_at IS NULL))
 );
 
 -- The lists (GET /v1/refunds, a charge's refunds) page by keyset on
@@ -60,10 +61,23 @@ CREATE TABLE IF NOT EXISTS refunds (
 CREATE INDEX IF NOT EXISTS refunds_merchant_created ON refunds (merchant_id, created_at, id);
 CREATE INDEX IF NOT EXISTS refunds_merchant_status_created ON refunds (merchant_id, status, created_at, id);
 CREATE INDEX IF NOT EXISTS refunds_merchant_charge_created ON refunds (merchant_id, charge_id, created_at, id);
--- The worker takes refunds not yet sent, oldest first, per bank; a job
--- run again finds the refunds it claimed.
-CREATE INDEX IF NOT EXISTS refunds_unsent ON refunds (bank_code, created_at) WHERE status = 'pending' AND sent_at IS NULL;
-CREATE INDEX IF NOT EXISTS refunds_sent_job ON refunds (sent_job) WHERE status = 'pending';
+-- A job finds its refunds (and, run again, those it claimed before).
+CREATE INDEX IF NOT EXISTS refunds_job ON refunds (job_id) WHERE status = 'pending';
+
+-- Refunds are created one at a time, and sent and settled in batches as
+-- charges are: a refund joins the open batch of a River job of its bank
+-- that has not started (and has room), or opens one with a new job, in
+-- the transaction that writes it. A row here is an open batch; the job
+-- deletes it when it starts (waiting for any transaction joining it), and
+-- then takes every refund of its job_id, so none is left behind. Only open
+-- batches are kept: a handful of rows.
+CREATE TABLE IF NOT EXISTS refund_jobs (
+    job_id      bigint PRIMARY KEY,
+    bank_code   text NOT NULL,
+    refunds     integer NOT NULL CHECK (refunds > 0),
+    created_at  timestamptz NOT NULL
+);
+CREATE INDEX IF NOT EXISTS refund_jobs_bank ON refund_jobs (bank_code);
 -- Reconciliation reads a bank's pending refunds and those finished on a
 -- day; the settlement files read the latter too.
 CREATE INDEX IF NOT EXISTS refunds_bank_pending ON refunds (bank_code) WHERE status = 'pending';
