@@ -715,4 +715,31 @@ func TestRefundsSentInBatches(t *testing.T) {
 			t.Errorf("charge refunded %d, want 900", got.AmountRefunded)
 		}
 	})
+	t.Run("a refund whose job ended unsent gets a new job", func(t *testing.T) {
+		orphan := create()
+		var job int64
+		if err := w.Pool.QueryRow(ctx, `SELECT job_id FROM refunds WHERE id = $1`, orphan.ID).Scan(&job); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.jobs.JobCancel(ctx, job); err != nil {
+			t.Fatal(err)
+		}
+		// Reconciliation a while later (its job's time is long past)
+		// gives it a job of the world's, whose workers send it.
+		w.setNow(w.clock.Now().Add(2 * time.Hour))
+		if _, err := w.svc.Reconcile(ctx, "ICBC", w.today()); err != nil {
+			t.Fatal(err)
+		}
+		if got := w.waitRefund(t, orphan); got.Status != mandate.RefundSucceeded {
+			t.Errorf("orphaned refund = %s", got.Status)
+		}
+		w.checkRefundBooks(t, c)
+		// The cancelled job's batch is closed: no refund joins it.
+		if got := jobs(); len(got[job]) != 0 {
+			t.Errorf("the cancelled job still has refunds %v", got[job])
+		}
+		if next := create(); slices.Contains(jobs()[job], next.RefundNo) {
+			t.Errorf("a new refund joined the cancelled job's batch")
+		}
+	})
 }

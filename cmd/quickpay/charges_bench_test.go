@@ -42,6 +42,9 @@ import (
 // process's peak RSS during the run (banksim included), no-op jobs/s and
 // the ratio charges/s ÷ no-op jobs/s.
 //
+// BenchmarkRefunds (refunds_bench_test.go) runs this month-end run and then
+// refunds each charge through the refund workers.
+//
 // Run with -benchtime 1x: the fixture (cards bound at banksim, rows in
 // Postgres) is made once and b.N is ignored. QUICKPAY_BENCH_FIXTURE_SQL,
 // if set, runs on the fixture before it is analyzed (schema experiments).
