@@ -152,7 +152,7 @@ func (s *Service) callBank(ctx context.Context, x *refunding) {
 			x.err = err
 			return
 		case err != nil:
-			x.r, x.source = unknownRefund(x.row, err), "query"
+			x.r, x.source = bankadapters.UnknownRefund(refundRequest(x.row, ""), err), "query"
 			return
 		default:
 			x.r, x.source = r, "query"
@@ -165,13 +165,6 @@ func (s *Service) callBank(ctx context.Context, x *refunding) {
 		return
 	}
 	x.r, x.source = r, "refund"
-}
-
-// unknownRefund is an answer that could not be had: the bank may have
-// credited the card. Settle it by QueryRefund on the same number.
-func unknownRefund(r refundRow, cause error) bankadapters.RefundResult {
-	return bankadapters.RefundResult{RefundNo: r.RefundNo, OrderNo: r.OrderNo, Amount: r.Amount,
-		Status: bankadapters.ChargeUnknown, Outcome: bankadapters.OutcomeProcessing, Cause: cause}
 }
 
 func refundRequest(r refundRow, notifyURL string) bankadapters.RefundRequest {
