@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -130,18 +132,33 @@ func waitSettled(ctx context.Context, svc *mandate.Service, claimed int, start t
 	}
 }
 
-// cmdReconcile compares a bank's daily statement with quickpay's attempts.
+// reconcileUsage is cmdReconcile's usage line.
+const reconcileUsage = "usage: quickpay reconcile --date YYYY-MM-DD [--bank CODE] [--json]"
+
+// cmdReconcile compares banks' statements of a bank day with quickpay's
+// books and writes the day's settlement files (DESIGN.md "Settlement
+// file").
+//
+// Without --bank, every bank that serves statements is reconciled (unless
+// it has a reconciliation of the day whose statement was final), and the
+// settlement files of every day not written yet through --date are
+// written, oldest first; a statement not final yet stops it with a
+// non-zero exit naming the banks. Run again, it writes nothing twice.
+//
+// With --bank, only that bank is reconciled, final or not (a day still
+// open can be compared as often as wanted); the day's files are written
+// if that completes the set of final reconciliations.
 func cmdReconcile(ctx context.Context, args []string) error {
 	var c config
 	fs := newFlags("reconcile", &c)
-	bank := fs.String("bank", "", "bank code, e.g. ICBC")
+	bank := fs.String("bank", "", "reconcile only this bank, e.g. ICBC (default: every bank, and write the settlement files)")
 	date := fs.String("date", "", "the bank day, YYYY-MM-DD (Asia/Shanghai)")
 	asJSON := fs.Bool("json", false, "print JSON")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if *bank == "" || *date == "" {
-		return errors.New("usage: quickpay reconcile --bank CODE --date YYYY-MM-DD [--json]")
+	if *date == "" || fs.NArg() > 0 {
+		return errors.New(reconcileUsage)
 	}
 	day, err := mandate.ParseDate(*date)
 	if err != nil {
@@ -156,24 +173,93 @@ func cmdReconcile(ctx context.Context, args []string) error {
 	if err := c.openDomain(ctx, d, log); err != nil {
 		return err
 	}
-	rec, err := d.mandates.Reconcile(ctx, *bank, day)
-	if err != nil {
+	out := reconcileOutput{Day: *date}
+	var runErr error
+	if *bank != "" {
+		rec, err := d.mandates.Reconcile(ctx, *bank, day)
+		if err != nil {
+			return err
+		}
+		out.Reconciliations = []mandate.Reconciliation{rec}
+		if out.Waiting, err = d.mandates.SettlementPending(ctx, day); err != nil {
+			return err
+		}
+		if len(out.Waiting) == 0 {
+			run, err := d.mandates.WriteSettlementFiles(ctx, day)
+			out.Written, runErr = run.Written, err
+		}
+	} else {
+		run, err := d.mandates.WriteSettlementFiles(ctx, day)
+		out.Reconciliations, out.Written, runErr = run.Reconciliations, run.Written, err
+	}
+	var notFinal *mandate.StatementNotFinalError
+	if errors.As(runErr, &notFinal) {
+		out.NotFinal = notFinal.Banks
+	}
+	if sd, err := d.mandates.SettlementDay(ctx, day); err == nil {
+		out.Settlement = &sd
+	} else if !errors.Is(err, mandate.ErrSettlementNotReady) {
 		return err
 	}
 	if *asJSON {
-		return json.NewEncoder(os.Stdout).Encode(rec)
+		if err := json.NewEncoder(os.Stdout).Encode(out); err != nil {
+			return err
+		}
+	} else if err := out.print(os.Stdout); err != nil {
+		return err
 	}
-	fmt.Printf("reconciliation %d of %s %s: %d statement debits, %d matched, %d unknown attempts settled, %d mismatches\n",
-		rec.RunID, rec.BankCode, *date, rec.Entries, rec.Matched, rec.Settled, len(rec.Mismatches))
-	if len(rec.Mismatches) == 0 {
-		return nil
+	return runErr
+}
+
+// reconcileOutput is what cmdReconcile prints.
+type reconcileOutput struct {
+	Day             string                   `json:"day"`
+	Reconciliations []mandate.Reconciliation `json:"reconciliations"`
+	// Written are the days whose settlement files this run wrote.
+	Written []mandate.SettlementDay `json:"written"`
+	// Settlement is the day's files, if written (by this run or before).
+	Settlement *mandate.SettlementDay `json:"settlement"`
+	// NotFinal are the banks whose statements stopped the run; Waiting,
+	// with --bank, those the day's files still wait for.
+	NotFinal []string `json:"not_final,omitempty"`
+	Waiting  []string `json:"waiting,omitempty"`
+}
+
+func (o reconcileOutput) print(w io.Writer) error {
+	for _, rec := range o.Reconciliations {
+		final := "final"
+		if !rec.Final {
+			final = "not final"
+		}
+		fmt.Fprintf(w, "reconciliation %d of %s %s: %d statement debits, %d matched, %d unknown attempts settled, %d mismatches (statement %s)\n",
+			rec.RunID, rec.BankCode, rec.Date.Format(time.DateOnly), rec.Entries, rec.Matched, rec.Settled, len(rec.Mismatches), final)
+		if len(rec.Mismatches) == 0 {
+			continue
+		}
+		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "KIND\tORDER\tMERCHANT\tBANK AMOUNT\tOUR AMOUNT")
+		for _, m := range rec.Mismatches {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\n", m.Kind, m.OrderNo, m.MerchantID, m.BankAmount, m.OurAmount)
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
 	}
-	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "KIND\tORDER\tMERCHANT\tBANK AMOUNT\tOUR AMOUNT")
-	for _, m := range rec.Mismatches {
-		fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%d\n", m.Kind, m.OrderNo, m.MerchantID, m.BankAmount, m.OurAmount)
+	for _, sd := range o.Written {
+		fmt.Fprintf(w, "settlement files of %s written: %d movements\n", sd.Day.Format(time.DateOnly), sd.Movements)
 	}
-	return w.Flush()
+	switch {
+	case len(o.NotFinal) > 0:
+		fmt.Fprintf(w, "settlement files of %s not written: the statement is not final yet at %s; run again later\n",
+			o.Day, strings.Join(o.NotFinal, ", "))
+	case o.Settlement != nil && len(o.Written) == 0:
+		fmt.Fprintf(w, "settlement files of %s: written at %s (%d movements)\n", o.Day,
+			o.Settlement.WrittenAt.Format(time.RFC3339), o.Settlement.Movements)
+	case len(o.Waiting) > 0:
+		fmt.Fprintf(w, "settlement files of %s not written: waiting for a final reconciliation at %s (or run without --bank)\n",
+			o.Day, strings.Join(o.Waiting, ", "))
+	}
+	return nil
 }
 
 // runScheduler runs what is due every interval until ctx ends (inside

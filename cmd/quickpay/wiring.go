@@ -116,6 +116,6 @@ func (c *config) apiConfig(ctx context.Context, d *deps, log *slog.Logger) (api.
 		Idempotency: d.idem.Middleware(api.MerchantID),
 		RateLimit:   rateLimit.Middleware(),
 		Areas: []api.Area{&api.Bindings{Service: bindings}, &api.Webhooks{Service: d.hooks, Merchants: store},
-			&api.Mandates{Service: d.mandates, Banks: d.banks}},
+			&api.Mandates{Service: d.mandates, Banks: d.banks}, &api.Settlement{Files: d.mandates, Logger: log}},
 	}, nil
 }
