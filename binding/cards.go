@@ -1,6 +1,7 @@
 package binding
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -222,6 +223,11 @@ func (s *Service) Unbind(ctx context.Context, merchantID, id string) (Card, erro
 			u.refuse(unbindError(berr))
 			return nil
 		}
+		if bytes.Equal(cur.AgreementCT, c.AgreementCT) {
+			u.fingerprintEnding(cur, agreement)
+		} else {
+			u.fingerprintEnding(cur, nil)
+		}
 		u.endCard(cur.Card, CardUnbound)
 		out.Status = CardUnbound
 		u.audit(merchantID, "card.unbind", cur.ID, audit.OutcomeOK, details)
@@ -257,8 +263,12 @@ func unbindError(err error) error {
 }
 
 // Revoke marks a card revoked when quickpay learns its agreement ended at
-// the bank (a charge answered "agreement invalid"), whatever call holds
-// it: an unbind in flight then finds it ended. Errors: ErrNotFound.
+// the bank (a charge answered "agreement invalid" or "card closed"; reason
+// says which), whatever call holds it: an unbind in flight then finds it
+// ended. The card's mandates are cancelled in the same transaction
+// (Config.CardEnded) and card.revoked is emitted, once: revoking a card
+// that is not active returns it and changes nothing (revoke.go). Errors:
+// ErrNotFound.
 func (s *Service) Revoke(ctx context.Context, merchantID, id, reason string) (Card, error) {
 	var out Card
 	err := s.inTx(ctx, func(u *unit) error {
@@ -270,9 +280,8 @@ func (s *Service) Revoke(ctx context.Context, merchantID, id, reason string) (Ca
 		if c.Status != CardActive {
 			return nil
 		}
-		u.endCard(c.Card, CardRevoked)
-		out.Status = CardRevoked
-		u.audit(merchantID, "card.revoke", c.ID, audit.OutcomeOK, map[string]any{"reason": reason})
+		u.fingerprintEnding(c, nil)
+		out = u.revoke(c.Card, actor(merchantID), reason)
 		return nil
 	})
 	return out, err

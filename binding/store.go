@@ -283,19 +283,21 @@ func scanCardWith(row pgx.Row, extra ...any) (Card, error) {
 	return c, err
 }
 
-// cardRow is a card with its sealed agreement number and its claim.
+// cardRow is a card with its sealed agreement number, the number's
+// fingerprint (nil until computed: revoke.go), and its claim.
 type cardRow struct {
 	Card
 	AgreementCT []byte
+	AgreementFP []byte
 	claim
 }
 
-const cardRowCols = cardCols + `, agreement_ct, coalesce(claimed_by, ''), claim_until`
+const cardRowCols = cardCols + `, agreement_ct, agreement_fp, coalesce(claimed_by, ''), claim_until`
 
 func scanCardRow(row pgx.Row) (cardRow, error) {
 	var c cardRow
 	var err error
-	c.Card, err = scanCardWith(row, &c.AgreementCT, &c.ClaimedBy, &c.ClaimUntil)
+	c.Card, err = scanCardWith(row, &c.AgreementCT, &c.AgreementFP, &c.ClaimedBy, &c.ClaimUntil)
 	return c, err
 }
 
@@ -408,10 +410,11 @@ func insertMemberWithCard(ctx context.Context, q querier, m Member, bindingID st
 	return memberWritten, cardWritten, nil
 }
 
-// setActiveCardAgreement gives an active card a new agreement; false if
-// the card is no longer active (ended while its row was waited for).
+// setActiveCardAgreement gives an active card a new agreement, whose
+// fingerprint it has yet to get; false if the card is no longer active
+// (ended while its row was waited for).
 func setActiveCardAgreement(ctx context.Context, tx pgx.Tx, merchantID, id string, agreementCT []byte, at time.Time) (bool, error) {
-	tag, err := tx.Exec(ctx, `UPDATE cards SET agreement_ct = $3, updated_at = $4
+	tag, err := tx.Exec(ctx, `UPDATE cards SET agreement_ct = $3, agreement_fp = NULL, updated_at = $4
 		WHERE merchant_id = $1 AND id = $2 AND status = 'active'`, merchantID, id, agreementCT, at)
 	return tag.RowsAffected() == 1, err
 }
@@ -459,4 +462,98 @@ func chargingCards(ctx context.Context, tx pgx.Tx, cardIDs []string) (out map[st
 		return nil, err
 	}
 	return out, nil
+}
+
+// Agreement fingerprints and bank notices (revoke.go, migration 026). A
+// bank's notice names an agreement of the platform's merchant number at
+// that bank, not a merchant: these lookups span merchants.
+
+// agreementHeld reports whether a card of bankCode, in any status, has an
+// agreement with one of the fingerprints fps.
+func agreementHeld(ctx context.Context, q querier, bankCode string, fps [][]byte) (bool, error) {
+	var held bool
+	err := q.QueryRow(ctx, `SELECT EXISTS (SELECT FROM cards WHERE bank_code = $1 AND agreement_fp = ANY($2))`,
+		bankCode, fps).Scan(&held)
+	return held, err
+}
+
+// lockCardsByAgreement locks, in id order, and returns bankCode's cards,
+// in any status, whose agreement has one of the fingerprints fps. NO KEY
+// UPDATE, as getCard.
+func lockCardsByAgreement(ctx context.Context, tx pgx.Tx, bankCode string, fps [][]byte) ([]cardRow, error) {
+	rows, err := tx.Query(ctx, `SELECT `+cardRowCols+` FROM cards WHERE bank_code = $1 AND agreement_fp = ANY($2)
+		ORDER BY id FOR NO KEY UPDATE`, bankCode, fps)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (cardRow, error) { return scanCardRow(r) })
+}
+
+// unfingerprintedAgreements returns up to limit of bankCode's active cards
+// whose agreement has no fingerprint, by id after afterID (their ids,
+// merchants and sealed agreements only).
+func unfingerprintedAgreements(ctx context.Context, q querier, bankCode, afterID string, limit int) ([]cardRow, error) {
+	rows, err := q.Query(ctx, `SELECT id, merchant_id, agreement_ct FROM cards
+		WHERE bank_code = $1 AND status = 'active' AND agreement_fp IS NULL AND id > $2 ORDER BY id LIMIT $3`,
+		bankCode, afterID, limit)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (cardRow, error) {
+		var c cardRow
+		err := r.Scan(&c.ID, &c.MerchantID, &c.AgreementCT)
+		return c, err
+	})
+}
+
+// queueFillAgreementFP sets the fingerprint of a card's agreement if the
+// card still has none and still holds the agreement sealed as agreementCT.
+func queueFillAgreementFP(batch *pgx.Batch, merchantID, id string, agreementCT, fp []byte) {
+	batch.Queue(`UPDATE cards SET agreement_fp = $4
+		WHERE merchant_id = $1 AND id = $2 AND agreement_fp IS NULL AND agreement_ct = $3`, merchantID, id, agreementCT, fp)
+}
+
+// queueSetAgreementFP sets the fingerprint of a card's agreement, in the
+// transaction that stores the agreement.
+func queueSetAgreementFP(batch *pgx.Batch, merchantID, id string, fp []byte) {
+	batch.Queue(`UPDATE cards SET agreement_fp = $3 WHERE merchant_id = $1 AND id = $2`, merchantID, id, fp)
+}
+
+// bankNoticeRow is a row of bank_notices.
+type bankNoticeRow struct {
+	ID, BankCode, Kind       string
+	AgreementCT, AgreementFP []byte
+	EndedAt, ReceivedAt      time.Time
+	Outcome                  NoticeOutcome
+	MerchantID               string // empty: none
+	CardIDs                  []string
+}
+
+// insertBankNotice records n unless the same notice (bank, kind, agreement
+// fingerprint, time) is recorded already, and sets *id to the id of the
+// row that records it (left as it is in the rare case that row committed
+// after this statement began).
+func insertBankNotice(ctx context.Context, q querier, n bankNoticeRow, id *string) error {
+	if n.CardIDs == nil {
+		n.CardIDs = []string{}
+	}
+	err := q.QueryRow(ctx, `WITH ins AS (
+			INSERT INTO bank_notices (id, bank_code, kind, agreement_ct, agreement_fp, ended_at, outcome, merchant_id,
+			                          card_ids, received_at)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, NULLIF($8, ''), $9, $10)
+			ON CONFLICT (bank_code, kind, agreement_fp, ended_at) DO NOTHING
+			RETURNING id)
+		SELECT id FROM ins
+		UNION ALL
+		SELECT id FROM bank_notices WHERE bank_code = $2 AND kind = $3 AND agreement_fp = $5 AND ended_at = $6
+		LIMIT 1`,
+		n.ID, n.BankCode, n.Kind, n.AgreementCT, n.AgreementFP, n.EndedAt, n.Outcome, n.MerchantID, n.CardIDs,
+		n.ReceivedAt).Scan(id)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("record bank notice: %w", err)
+	}
+	return nil
 }
