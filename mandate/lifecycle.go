@@ -2,11 +2,14 @@ package mandate
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/quickpay/quickpay/bankadapters"
+	"github.com/quickpay/quickpay/binding"
 	"github.com/quickpay/quickpay/internal/audit"
 	"github.com/quickpay/quickpay/internal/db"
 	"github.com/quickpay/quickpay/internal/ids"
@@ -186,6 +189,33 @@ func (s *Service) Cancel(ctx context.Context, merchantID, id string) (Mandate, e
 			return "", fmt.Errorf("cancel: mandate status %q not handled", m.Status)
 		}
 	})
+}
+
+// agreementEnder is what acts on a bank's notice that an agreement ended
+// (binding.Service.EndAgreement): Cards provide it.
+type agreementEnder interface {
+	EndAgreement(ctx context.Context, n binding.AgreementNotice) (binding.AgreementEnd, error)
+}
+
+// EndAgreement acts on a bank's verified notice (a NoticeAgreementTerminated)
+// that a cardholder ended an agreement at bankCode, as a charge answered
+// "agreement invalid" does (revokeIfGone): the card holding it is revoked
+// and, in the same transaction, its mandates cancelled with status_reason
+// card_revoked and their charges not yet sent to the bank failed
+// (CancelForCard); card.revoked, mandate.cancelled and charge.failed are
+// emitted. A charge already at the bank is settled by its answer (the bank
+// refuses a debit on an ended agreement). Idempotent; a notice for an
+// agreement no card holds is recorded and answered. Errors: those of
+// binding.Service.EndAgreement.
+func (s *Service) EndAgreement(ctx context.Context, bankCode string, n bankadapters.Notice) (binding.AgreementEnd, error) {
+	if n.Kind != bankadapters.NoticeAgreementTerminated {
+		return binding.AgreementEnd{}, fmt.Errorf("mandate: end agreement: a notice of kind %q", n.Kind)
+	}
+	ender, ok := s.cfg.Cards.(agreementEnder)
+	if !ok {
+		return binding.AgreementEnd{}, errors.New("mandate: end agreement: Cards do not end agreements")
+	}
+	return ender.EndAgreement(ctx, binding.AgreementNotice{BankCode: bankCode, AgreementNo: n.AgreementNo, EndedAt: n.At})
 }
 
 // CancelForCard cancels, in the card's transaction, every mandate on a card

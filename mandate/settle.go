@@ -181,9 +181,12 @@ func (s *Service) settleQuery(ctx context.Context, a attemptRow, r bankadapters.
 }
 
 // revokeIfGone acts on an answer that says the card's agreement is gone
-// (agreement invalid, card closed): the card is revoked and, with it, its
-// mandates cancelled. Called after the answer's transaction commits: the
-// revocation locks the mandates. Revoking a revoked card does nothing.
+// (agreement invalid, card closed), as a bank's notice that the agreement
+// ended does (EndAgreement): the card is revoked and, in that transaction,
+// its mandates cancelled with status_reason card_revoked and their charges
+// not yet sent failed (CancelForCard); card.revoked is emitted. Called
+// after the answer's transaction commits: the revocation locks the
+// mandates. Revoking a revoked card does nothing.
 func (s *Service) revokeIfGone(ctx context.Context, a attemptRow, r bankadapters.ChargeResult) error {
 	if r.Status != bankadapters.ChargeFailed ||
 		(r.Reason != bankadapters.ReasonAgreementInvalid && r.Reason != bankadapters.ReasonCardClosed) {
