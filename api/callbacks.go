@@ -13,9 +13,12 @@ import (
 )
 
 // callback takes what a bank posts on its own: an asynchronous charge or
-// refund result. The adapter verifies the bank's signature and timestamp;
-// only then is the notice applied, idempotently (a bank resends until it
-// gets a 2xx). A forged or stale notice answers 400 and changes nothing.
+// refund result, or a notice that a cardholder ended an agreement at the
+// bank. The adapter verifies the bank's signature and timestamp; only then
+// is the notice applied, idempotently (a bank resends until it gets a
+// 2xx). A forged or stale notice answers 400 and changes nothing; a notice
+// for an agreement no card holds is recorded and answered 200, so that the
+// bank stops sending it.
 func (a *Mandates) callback(c echo.Context) error {
 	code := c.Param("code")
 	if a.Banks == nil {
@@ -52,6 +55,8 @@ func (a *Mandates) applyNotice(ctx context.Context, code string, n bankadapters.
 		err = a.Service.ApplyResult(ctx, code, n.Charge)
 	case bankadapters.NoticeRefund:
 		err = a.Service.ApplyRefundResult(ctx, code, n.Refund)
+	case bankadapters.NoticeAgreementTerminated:
+		_, err = a.Service.EndAgreement(ctx, code, n)
 	default:
 		return fmt.Errorf("%w: %s: notice of kind %q", ErrInvalidCallback, code, n.Kind)
 	}
