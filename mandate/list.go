@@ -175,7 +175,8 @@ func (s *Service) start(ctx context.Context, merchantID, prefix string, p *Page,
 }
 
 // cursor is the position of the row a page starts after: a charge
-// (prefix "chg") or a mandate ("mdt") of the merchant; none for "".
+// (prefix "chg"), mandate ("mdt") or refund ("rfd") of the merchant; none
+// for "".
 func (s *Service) cursor(ctx context.Context, merchantID, prefix, id string) (cursor, error) {
 	if id == "" {
 		return cursor{}, nil

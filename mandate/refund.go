@@ -189,21 +189,9 @@ func (s *Service) GetRefund(ctx context.Context, merchantID, id string) (Refund,
 // (limit, status, charge_id), ErrNotFound (a cursor that names no refund
 // of the merchant).
 func (s *Service) Refunds(ctx context.Context, merchantID string, f RefundFilter, p Page) ([]Refund, bool, error) {
-	if err := p.check(); err != nil {
+	after, err := s.start(ctx, merchantID, "rfd", &p, f)
+	if err != nil {
 		return nil, false, err
-	}
-	if err := f.check(); err != nil {
-		return nil, false, err
-	}
-	var after cursor
-	if p.StartingAfter != "" {
-		if !ids.Valid("rfd", p.StartingAfter) {
-			return nil, false, fmt.Errorf("list after %q: %w", p.StartingAfter, ErrNotFound)
-		}
-		var err error
-		if after, err = refundCursor(ctx, s.pool, merchantID, p.StartingAfter); err != nil {
-			return nil, false, fmt.Errorf("list after %q: %w", p.StartingAfter, err)
-		}
 	}
 	rs, err := listRefundPage(ctx, s.pool, merchantID, f, after, p.Limit+1)
 	if err != nil {

@@ -450,9 +450,9 @@ func (u *refundAnswer) commit() error {
 	return nil
 }
 
-// each runs f on each of list at once and waits for all. A job's list is
-// bounded (Config.RefundBatch) and each bank call waits for the bank's
-// limits.
+// each runs f on each of list at once and waits for all: a job's bank
+// calls. A job's list is bounded (Config.JobBatch, Config.RefundBatch) and
+// each bank call waits for the bank's limits.
 func each[T any](list []T, f func(T)) {
 	if len(list) == 1 {
 		f(list[0])

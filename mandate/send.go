@@ -7,7 +7,6 @@ import (
 	"maps"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -307,7 +306,7 @@ func (s *Service) execute(ctx context.Context, orderNos []string, rerun bool) er
 		list[i] = &sending{a: a}
 	}
 	if rerun {
-		concurrently(list, func(x *sending) {
+		each(list, func(x *sending) {
 			r, err := bank.Query(ctx, x.a.OrderNo)
 			switch {
 			case errors.Is(err, bankadapters.ErrOrderNotFound):
@@ -349,7 +348,7 @@ func (s *Service) execute(ctx context.Context, orderNos []string, rerun bool) er
 			}
 		}
 	}
-	concurrently(toSend, func(x *sending) {
+	each(toSend, func(x *sending) {
 		if x.err != nil || (x.source == "local" && !rerun) {
 			return // nothing reaches the bank (settled above)
 		}
@@ -385,21 +384,6 @@ func (s *Service) execute(ctx context.Context, orderNos []string, rerun bool) er
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// concurrently runs f on each of list at once and waits for all. A job's
-// list is bounded (Config.JobBatch) and each bank call waits for the
-// bank's limits.
-func concurrently(list []*sending, f func(*sending)) {
-	if len(list) == 1 {
-		f(list[0])
-		return
-	}
-	var wg sync.WaitGroup
-	for _, x := range list {
-		wg.Go(func() { f(x) })
-	}
-	wg.Wait()
 }
 
 // agreements decrypts the cards' agreement numbers of list, in one batch

@@ -54,8 +54,8 @@ func (k *keyset) sql(cols, table string, after cursor, limit int) string {
 		` ORDER BY created_at DESC, id DESC LIMIT ` + k.arg(limit)
 }
 
-// rowCursor returns the position of the merchant's charge (prefix "chg")
-// or mandate ("mdt") id; ErrNotFound if it has none such.
+// rowCursor returns the position of the merchant's charge (prefix "chg"),
+// mandate ("mdt") or refund ("rfd") id; ErrNotFound if it has none such.
 func rowCursor(ctx context.Context, q querier, prefix, merchantID, id string) (cursor, error) {
 	var table string
 	switch prefix {
@@ -63,6 +63,8 @@ func rowCursor(ctx context.Context, q querier, prefix, merchantID, id string) (c
 		table = "charges"
 	case "mdt":
 		table = "mandates"
+	case "rfd":
+		table = "refunds"
 	default:
 		return cursor{}, fmt.Errorf("mandate: no list of %q rows", prefix)
 	}

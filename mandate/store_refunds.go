@@ -248,18 +248,6 @@ func countRefundQuery(ctx context.Context, tx pgx.Tx, id string, try int, next *
 	return tag.RowsAffected() == 1, err
 }
 
-// refundCursor returns the position of the merchant's refund id;
-// ErrNotFound if it has none such.
-func refundCursor(ctx context.Context, q querier, merchantID, id string) (cursor, error) {
-	c := cursor{id: id}
-	err := q.QueryRow(ctx, `SELECT created_at FROM refunds WHERE merchant_id = $1 AND id = $2`, merchantID, id).
-		Scan(&c.at)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return c, ErrNotFound
-	}
-	return c, err
-}
-
 // listRefundPage reads up to limit of the merchant's refunds that f shows,
 // before after, newest first (keyset, as listChargePage).
 func listRefundPage(ctx context.Context, q querier, merchantID string, f RefundFilter, after cursor, limit int) ([]Refund, error) {
