@@ -452,6 +452,11 @@ func (u *unit) confirmed(b bindingRow, agreementNo string) (Binding, error) {
 	if verified != nil {
 		verified()
 	}
+	// The bank's notice that the agreement ended names only its number: the
+	// card is found by its keyed fingerprint (revoke.go).
+	if err := u.fingerprintAgreement(b.MerchantID, card.ID, agreementNo); err != nil {
+		return Binding{}, err
+	}
 	var details map[string]any
 	if replaced {
 		details = map[string]any{"agreement_replaced": true}

@@ -11,7 +11,9 @@
 // agreement number; the card is created, its agreement stored encrypted,
 // and the member created if the binding was implicit. resend.go asks the
 // bank for a fresh code; cards.go unbinds, revokes and reads cards;
-// members.go registers explicit members; charging.go answers what the
+// revoke.go acts on a bank's notice that a cardholder ended an agreement
+// (the card found by its agreement's keyed fingerprint) and records every
+// such notice for operators; members.go registers explicit members; charging.go answers what the
 // charge workers need of cards (each card's bank and the rows sharing its
 // number), under a lock of the number taken in the caller's transaction, so
 // that mandate never reads this package's tables. CVV2 and expiry go to the

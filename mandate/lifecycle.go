@@ -2,7 +2,6 @@ package mandate
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -191,12 +190,6 @@ func (s *Service) Cancel(ctx context.Context, merchantID, id string) (Mandate, e
 	})
 }
 
-// agreementEnder is what acts on a bank's notice that an agreement ended
-// (binding.Service.EndAgreement): Cards provide it.
-type agreementEnder interface {
-	EndAgreement(ctx context.Context, n binding.AgreementNotice) (binding.AgreementEnd, error)
-}
-
 // EndAgreement acts on a bank's verified notice (a NoticeAgreementTerminated)
 // that a cardholder ended an agreement at bankCode, as a charge answered
 // "agreement invalid" does (revokeIfGone): the card holding it is revoked
@@ -211,11 +204,7 @@ func (s *Service) EndAgreement(ctx context.Context, bankCode string, n bankadapt
 	if n.Kind != bankadapters.NoticeAgreementTerminated {
 		return binding.AgreementEnd{}, fmt.Errorf("mandate: end agreement: a notice of kind %q", n.Kind)
 	}
-	ender, ok := s.cfg.Cards.(agreementEnder)
-	if !ok {
-		return binding.AgreementEnd{}, errors.New("mandate: end agreement: Cards do not end agreements")
-	}
-	return ender.EndAgreement(ctx, binding.AgreementNotice{BankCode: bankCode, AgreementNo: n.AgreementNo, EndedAt: n.At})
+	return s.cfg.Cards.EndAgreement(ctx, binding.AgreementNotice{BankCode: bankCode, AgreementNo: n.AgreementNo, EndedAt: n.At})
 }
 
 // CancelForCard cancels, in the card's transaction, every mandate on a card

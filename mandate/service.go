@@ -33,6 +33,9 @@ type Cards interface {
 	// Revoke marks a card whose agreement ended at the bank; its mandates
 	// are cancelled in the same transaction (CardEnded).
 	Revoke(ctx context.Context, merchantID, cardID, reason string) (binding.Card, error)
+	// EndAgreement acts on a bank's notice that an agreement ended: the
+	// card holding it is revoked as Revoke does; the notice is recorded.
+	EndAgreement(ctx context.Context, n binding.AgreementNotice) (binding.AgreementEnd, error)
 	// CardsForCharging returns each card's bank and the card rows of its
 	// number, by card id, in the claiming transaction tx, after locking
 	// each card number for tx: the per-card failure cap is read and

@@ -447,8 +447,13 @@ func encryptedColumns() []vaultkeys.Column {
 		// A card's number is its binding's ciphertext, bound to the binding id.
 		{Table: "cards", Key: "binding_id", Ciphertext: "pan_ct", Fingerprint: "pan_fp", FPDomain: binding.DomainPAN,
 			AAD: func(bindingID, m string) []byte { return binding.BindingAAD(m, bindingID, "pan") }},
-		{Table: "cards", Key: "id", Ciphertext: "agreement_ct",
+		{Table: "cards", Key: "id", Ciphertext: "agreement_ct", Fingerprint: "agreement_fp", FPDomain: binding.DomainAgreement,
 			AAD: func(id, m string) []byte { return binding.CardAgreementAAD(m, id) }},
+		// A bank's notice: keyed by its bank, not a merchant. Its
+		// agreement_fp is the notice's de-duplication key and stays as
+		// written.
+		{Table: "bank_notices", Key: "id", Merchant: "bank_code", Ciphertext: "agreement_ct",
+			AAD: func(id, bank string) []byte { return binding.BankNoticeAAD(bank, id) }},
 		webhooks.EncryptedColumn(),
 	}
 }

@@ -148,7 +148,13 @@ func cmdDev(ctx context.Context, args []string) error {
 	}
 	stops = append(stops, func() { step("stopping banksim"); _ = bs.Stop() })
 	banksimURL := strings.TrimSpace(line)
-	if err := setupBanks(ctx, banksimURL, secrets, d.hsm, true); err != nil {
+	// serve's address is chosen now: the banks post their notices to it.
+	addr, err := pickAddr(*listen)
+	if err != nil {
+		return err
+	}
+	baseURL := "http://" + addr
+	if err := setupBanks(ctx, banksimURL, secrets, d.hsm, true, notifyTo(baseURL)); err != nil {
 		return err
 	}
 	demo, err := ensureDemoMerchant(ctx, filepath.Join(state, "demo-merchant.json"), d.pool)
@@ -159,10 +165,6 @@ func cmdDev(ctx context.Context, args []string) error {
 	step("banksim: %s (bank credentials in vault at secret/quickpay/banks/<code>)", banksimURL)
 
 	// 6. quickpay serve.
-	addr, err := pickAddr(*listen)
-	if err != nil {
-		return err
-	}
 	metricsAddr, err := pickAddr(*metricsListen)
 	if err != nil {
 		return err
@@ -172,7 +174,6 @@ func cmdDev(ctx context.Context, args []string) error {
 			return err
 		}
 	}
-	baseURL := "http://" + addr
 	// Every address a process started from the env file needs: serve's
 	// own, and the one banks call back at (`charges run-due` tells async
 	// banks its public URL; without it, it would say http://127.0.0.1:8080).

@@ -186,13 +186,16 @@ func (s *Sim) agreement(no string) *agreement {
 }
 
 // newID returns a bank-style number: code, kind letter, the bank's date,
-// and a sequence number unique within the Sim.
+// the Sim's instance (random: a restarted banksim, or another, never
+// repeats an agreement number a platform still holds) and a sequence
+// number unique within the Sim.
 func (s *Sim) newID(b *bank, kind byte) string {
 	n := s.seq.Add(1)
 	buf := make([]byte, 0, 32)
 	buf = append(buf, b.code...)
 	buf = append(buf, kind)
 	buf = s.Now().In(shanghai).AppendFormat(buf, "20060102")
+	buf = append(buf, s.instance...)
 	d := strconv.AppendUint(nil, n, 10)
 	for i := len(d); i < 10; i++ {
 		buf = append(buf, '0')

@@ -34,6 +34,7 @@ package sim
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/pem"
@@ -105,6 +106,7 @@ type Sim struct {
 	offset   atomic.Int64 // clock offset, nanoseconds
 	seed     maphash.Seed
 	seq      atomic.Uint64 // ids: bind refs, agreements, transactions, texts
+	instance string        // random per Sim, in every id: another banksim never repeats one
 	cbClient *http.Client
 
 	merchantsMu sync.RWMutex
@@ -169,6 +171,7 @@ func New(cfg Config) (*Sim, error) {
 		log:        cfg.Logger,
 		banks:      map[string]*bank{},
 		seed:       maphash.MakeSeed(),
+		instance:   rand.Text()[:6],
 		cbClient:   &http.Client{Timeout: cfg.CallbackTimeout},
 		merchants:  map[merchantKey]*merchant{},
 		accounts:   map[string]*account{},
