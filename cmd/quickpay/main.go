@@ -9,8 +9,8 @@
 //	                                  its requests-per-second ceiling per serve instance (0: none)
 //	quickpay charges run-due [--as-of RFC3339]
 //	                                  charge what is due (then), and wait for the banks' answers
-//	quickpay reconcile --bank CODE --date YYYY-MM-DD
-//	                                  compare a bank's daily statement with quickpay's attempts
+//	quickpay reconcile --date YYYY-MM-DD [--bank CODE] [--json]
+//	                                  reconcile the banks' statements of a day, write its settlement files
 //	quickpay keys list                key versions and their states
 //	quickpay keys rotate data|fp|jwt  create version N+1 and re-encrypt in the background
 //	quickpay keys retire data|fp|jwt --min-version N
@@ -37,7 +37,7 @@ commands:
   dev       run the whole local stack (Postgres, SoftHSM2, Vault, banksim, serve)
   merchants manage merchants and their API client credentials
   charges   run-due: charge what is due (--as-of for another instant)
-  reconcile compare a bank's daily statement with quickpay's attempts
+  reconcile reconcile the banks' statements of a day and write its settlement files
   keys      list, rotate or retire HSM key versions
   banks     connect-sim: connect the platform to a banksim
 
