@@ -290,8 +290,11 @@ func (s *Service) reconcileRefunds(ctx context.Context, bank bankadapters.Bank, 
 			// discarded or cancelled it). No bank has it; a new job sends
 			// it.
 			live, err := refundJobLive(ctx, s.pool, rf.ID, rf.JobID, s.now().Add(-orphanAge))
-			if err != nil || live {
+			if err != nil {
 				return err
+			}
+			if live {
+				continue
 			}
 			if err := s.adoptRefund(ctx, rf); err != nil {
 				return err

@@ -129,6 +129,9 @@ func (s *Service) CreateRefund(ctx context.Context, merchantID, chargeID string,
 	now := s.now()
 	var r refundRow
 	err := db.InTx(ctx, s.pool, func(tx pgx.Tx) error {
+		if err := lockRefundedDebit(ctx, tx, chargeID); err != nil {
+			return err
+		}
 		src, err := refundableCharge(ctx, tx, merchantID, chargeID)
 		if err != nil {
 			return err

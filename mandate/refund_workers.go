@@ -364,6 +364,16 @@ func (u *refundAnswer) apply(list []*refunding) (map[string]bool, error) {
 				}
 				continue
 			}
+			if x.r.OrderNo != "" && x.r.OrderNo != rf.OrderNo {
+				// Our refund number, another debit: not the refund asked for.
+				open[rf.ID] = true
+				u.s.log.Error("bank reported a refund of another debit; the refund is held for operators",
+					"refund_no", rf.RefundNo, "bank", rf.BankCode, "ours", rf.OrderNo, "bank_order", x.r.OrderNo, "source", x.source)
+				if err := u.auditRefund(rf, "refund.order_mismatch", "held", x, map[string]any{"bank_order_no": x.r.OrderNo}); err != nil {
+					return nil, err
+				}
+				continue
+			}
 			rf.Status, rf.BankReference, rf.FinishedAt = RefundSucceeded, x.r.BankTxnNo, finished
 			succeeded.add(rf, x.r.Code, x.r.BankTxnNo, "", finished)
 			u.events = append(u.events, webhooks.Pending{MerchantID: rf.MerchantID, Type: "refund.succeeded", Data: refundEvent(rf.Refund)})

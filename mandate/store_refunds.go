@@ -3,6 +3,7 @@ package mandate
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -85,6 +86,15 @@ func refundableCharge(ctx context.Context, q querier, merchantID, chargeID strin
 		s.debitedAt = *debited
 	}
 	return s, err
+}
+
+// lockRefundedDebit takes the charge's succeeded attempt's key-share lock
+// before the charge's row is locked: the order a bank answer about the
+// attempt takes them in (the attempt, then its charge), so a refund's
+// creation and a late answer for its debit never wait on each other.
+func lockRefundedDebit(ctx context.Context, tx pgx.Tx, chargeID string) error {
+	_, err := tx.Exec(ctx, `SELECT 1 FROM charge_attempts WHERE charge_id = $1 AND status = 'succeeded' FOR KEY SHARE`, chargeID)
+	return err
 }
 
 // holdRefundAmount raises the charge's held refund sum by amount; the
@@ -191,7 +201,7 @@ func lockRefunds(ctx context.Context, tx pgx.Tx, ids []string) ([]refundRow, err
 // changes a charge's refund sums after locking refunds takes the charges
 // in this order, so two cannot wait for each other.
 func lockCharges(ctx context.Context, tx pgx.Tx, ids []string) error {
-	_, err := tx.Exec(ctx, `SELECT 1 FROM charges WHERE id = ANY($1) ORDER BY id FOR UPDATE`, ids)
+	_, err := tx.Exec(ctx, `SELECT 1 FROM charges WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE`, ids)
 	return err
 }
 
@@ -222,9 +232,14 @@ func (o *refundOutcomes) write(ctx context.Context, tx pgx.Tx, status RefundStat
 		WHERE r.id = u.id`, status, now, o.id, o.code, o.txn, o.failure, o.finished); err != nil {
 		return err
 	}
-	sums := `amount_refunded = c.amount_refunded + s.amount`
-	if status == RefundFailed {
+	var sums string
+	switch status {
+	case RefundSucceeded:
+		sums = `amount_refunded = c.amount_refunded + s.amount`
+	case RefundFailed:
 		sums = `amount_refund_held = c.amount_refund_held - s.amount`
+	default:
+		return fmt.Errorf("mandate: refund outcome %q is not final", status)
 	}
 	_, err := tx.Exec(ctx, `UPDATE charges c SET `+sums+`
 		FROM (SELECT id, sum(amount) AS amount FROM unnest($1::text[], $2::bigint[]) AS u(id, amount) GROUP BY id) s

@@ -62,9 +62,11 @@ func finalStatementBanks(ctx context.Context, q querier, banks []string, day tim
 
 // settlementWindow bounds the movements a day's write reads
 // (writeSettlementDay says why none is missed): those of the day itself
-// booked from dayFrom on, and those of earlier days booked from lateFrom
-// on. A movement's booking is when quickpay recorded it (a charge's
-// attempt's finished_at, a refund's updated_at).
+// (charges booked from dayFrom on, refunds by the bank's finish time
+// alone, so a bank clock ahead of quickpay's loses none), and those of
+// earlier days booked from lateFrom on. A movement's booking is when
+// quickpay recorded it (a charge's attempt's finished_at, a refund's
+// updated_at).
 type settlementWindow struct {
 	day, dayFrom, lateFrom time.Time
 }
@@ -104,8 +106,7 @@ func insertSettlementDay(ctx context.Context, tx pgx.Tx, w settlementWindow, now
 			SELECT 'refund', f.refund_no, $1, f.merchant_id, (f.finished_at AT TIME ZONE $5)::date, f.id, f.charge_id,
 				f.mandate_id, m.member_id, m.reference, f.bank_code, coalesce(f.bank_reference, ''), f.amount,
 				f.currency, f.finished_at
-			FROM (SELECT * FROM refunds WHERE status = 'succeeded' AND updated_at >= $2
-					AND finished_at >= $6 AND finished_at < $7
+			FROM (SELECT * FROM refunds WHERE status = 'succeeded' AND finished_at >= $6 AND finished_at < $7
 				UNION ALL
 				SELECT * FROM refunds f WHERE status = 'succeeded' AND updated_at >= $3 AND finished_at < $6
 					AND (SELECT true FROM settlement_rows r WHERE r.kind = 'refund' AND r.order_no = f.refund_no) IS NULL
