@@ -59,7 +59,16 @@ type postRefundRequest struct {
 	Reason string `json:"reason"`
 }
 
+// ErrIdempotencyKeyRequired answers a refund posted without an
+// Idempotency-Key: nothing else makes a retried refund request safe.
+var ErrIdempotencyKeyRequired = NewError(http.StatusBadRequest, "idempotency_key_required",
+	"a refund needs an Idempotency-Key header, reused on every retry of the same refund")
+
 func (a *Mandates) postRefund(c echo.Context) error {
+	// The idempotency middleware has checked a key that is present.
+	if c.Request().Header.Get("Idempotency-Key") == "" {
+		return ErrIdempotencyKeyRequired
+	}
 	id, err := pathID(c, "chg")
 	if err != nil {
 		return err

@@ -219,7 +219,7 @@ func getCharge(t *testing.T, m refundTenant, id string) refundedCharge {
 func (e *refundEnv) refund(t *testing.T, m refundTenant, chargeID string, body map[string]any, opts ...apitest.Option) refundAnswer {
 	t.Helper()
 	var r refundAnswer
-	if res := m.c.Post(t, "/v1/charges/"+chargeID+"/refunds", body, opts...); !res.WantStatus(t, http.StatusCreated) || !res.Decode(t, &r) {
+	if res := m.c.Post(t, "/v1/charges/"+chargeID+"/refunds", body, append([]apitest.Option{newKey(t)}, opts...)...); !res.WantStatus(t, http.StatusCreated) || !res.Decode(t, &r) {
 		t.FailNow()
 	}
 	if !ids.Valid("rfd", r.ID) || r.ChargeID != chargeID || r.Status != mandate.RefundPending || r.FinishedAt != nil ||
@@ -339,7 +339,7 @@ func (e *refundEnv) testPartialThenRest(t *testing.T) {
 		t.Errorf("balance after ¥30 refunded = %d, want %d", b, start-7000)
 	}
 
-	wantError(t, m.c.Post(t, "/v1/charges/"+ch.ID+"/refunds", map[string]any{"amount": 7001}),
+	wantError(t, m.c.Post(t, "/v1/charges/"+ch.ID+"/refunds", map[string]any{"amount": 7001}, newKey(t)),
 		http.StatusUnprocessableEntity, "refund_exceeds_charge", "")
 	e.clk.Advance(time.Second)
 	r2 := e.refund(t, m, ch.ID, map[string]any{"amount": 7000})
@@ -350,7 +350,7 @@ func (e *refundEnv) testPartialThenRest(t *testing.T) {
 	if *r2.BankReference == *r1.BankReference {
 		t.Errorf("both refunds carry bank reference %s", *r1.BankReference)
 	}
-	wantError(t, m.c.Post(t, "/v1/charges/"+ch.ID+"/refunds", map[string]any{"amount": 1}),
+	wantError(t, m.c.Post(t, "/v1/charges/"+ch.ID+"/refunds", map[string]any{"amount": 1}, newKey(t)),
 		http.StatusUnprocessableEntity, "refund_exceeds_charge", "")
 
 	got := getCharge(t, m, ch.ID)
@@ -386,7 +386,7 @@ func (e *refundEnv) testWholeCharge(t *testing.T) {
 	if b := e.balance(t, card); b != start {
 		t.Errorf("balance = %d, want %d back", b, start)
 	}
-	wantError(t, m.c.Post(t, "/v1/charges/"+ch.ID+"/refunds", map[string]any{"amount": 1}),
+	wantError(t, m.c.Post(t, "/v1/charges/"+ch.ID+"/refunds", map[string]any{"amount": 1}, newKey(t)),
 		http.StatusUnprocessableEntity, "refund_exceeds_charge", "")
 }
 
@@ -429,14 +429,14 @@ func (e *refundEnv) testNotRefundable(t *testing.T) {
 	m := e.tenant(t, "bind", "withhold")
 	card := e.bindCard(t, e.srv, m.tenant, "ICBC", "", "")
 	ch := e.scheduledCharge(t, m, card, 2000)
-	wantError(t, m.c.Post(t, "/v1/charges/"+ch.ID+"/refunds", map[string]any{"amount": 1000}),
+	wantError(t, m.c.Post(t, "/v1/charges/"+ch.ID+"/refunds", map[string]any{"amount": 1000}, newKey(t)),
 		http.StatusUnprocessableEntity, "charge_not_refundable", "")
 	// Pausing the mandate fails its charge (and leaves nothing scheduled).
 	m.c.Post(t, "/v1/mandates/"+ch.MandateID+"/pause", nil).WantStatus(t, http.StatusOK)
 	if got := getCharge(t, m, ch.ID); got.Status != mandate.ChargeFailed {
 		t.Fatalf("charge of a paused mandate = %s, want failed", got.Status)
 	}
-	wantError(t, m.c.Post(t, "/v1/charges/"+ch.ID+"/refunds", map[string]any{"amount": 1000}),
+	wantError(t, m.c.Post(t, "/v1/charges/"+ch.ID+"/refunds", map[string]any{"amount": 1000}, newKey(t)),
 		http.StatusUnprocessableEntity, "charge_not_refundable", "")
 	if ids, _ := refundIDs(t, m.c, "/v1/charges/"+ch.ID+"/refunds"); len(ids) != 0 {
 		t.Errorf("refunds of a charge never debited = %v, want none", ids)
@@ -471,11 +471,17 @@ func (e *refundEnv) testRefundValidation(t *testing.T) {
 		{"more than the charge", map[string]any{"amount": 3001}, http.StatusUnprocessableEntity, "refund_exceeds_charge", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			wantError(t, m.c.Post(t, path, tc.body), tc.status, tc.code, tc.field)
+			wantError(t, m.c.Post(t, path, tc.body, newKey(t)), tc.status, tc.code, tc.field)
 		})
 	}
+	// A refund moves money: without an Idempotency-Key a retried request
+	// would refund twice, so none is taken.
+	wantError(t, m.c.Post(t, path, map[string]any{"amount": 100}), http.StatusBadRequest, "idempotency_key_required", "")
+	if ids, _ := refundIDs(t, m.c, path); len(ids) != 0 {
+		t.Errorf("refunds made without an Idempotency-Key: %v", ids)
+	}
 	for _, id := range []string{"chg_aaaaaaaaaaaaaaaaaaaaaaaa", "nope", ch.MandateID} {
-		wantError(t, m.c.Post(t, "/v1/charges/"+id+"/refunds", map[string]any{"amount": 100}), http.StatusNotFound, "not_found", "")
+		wantError(t, m.c.Post(t, "/v1/charges/"+id+"/refunds", map[string]any{"amount": 100}, newKey(t)), http.StatusNotFound, "not_found", "")
 		wantError(t, m.c.Get(t, "/v1/charges/"+id+"/refunds"), http.StatusNotFound, "not_found", "")
 	}
 	for _, id := range []string{"rfd_aaaaaaaaaaaaaaaaaaaaaaaa", "nope", ch.ID} {
@@ -692,7 +698,7 @@ func (e *refundEnv) testRefundTenants(t *testing.T) {
 
 	b := e.tenant(t, "bind", "withhold")
 	for _, res := range []*apitest.Response{
-		b.c.Post(t, "/v1/charges/"+ch.ID+"/refunds", map[string]any{"amount": 1000}),
+		b.c.Post(t, "/v1/charges/"+ch.ID+"/refunds", map[string]any{"amount": 1000}, newKey(t)),
 		b.c.Post(t, "/v1/charges/"+ch.ID+"/refunds", map[string]any{"amount": 1000}, apitest.IdempotencyKey("tenant-"+randomHex(t, 4))),
 		b.c.Get(t, "/v1/charges/"+ch.ID+"/refunds"),
 		b.c.Get(t, "/v1/refunds/"+r.ID),
@@ -728,7 +734,7 @@ func (e *refundEnv) testRefundScope(t *testing.T) {
 		do   func(t *testing.T) *apitest.Response
 	}{
 		{"POST /v1/charges/{id}/refunds", func(t *testing.T) *apitest.Response {
-			return bind.Post(t, "/v1/charges/"+ch.ID+"/refunds", map[string]any{"amount": 1000})
+			return bind.Post(t, "/v1/charges/"+ch.ID+"/refunds", map[string]any{"amount": 1000}, newKey(t))
 		}},
 		{"GET /v1/charges/{id}/refunds", func(t *testing.T) *apitest.Response { return bind.Get(t, "/v1/charges/"+ch.ID+"/refunds") }},
 		{"GET /v1/refunds", func(t *testing.T) *apitest.Response { return bind.Get(t, "/v1/refunds") }},
@@ -852,9 +858,12 @@ func (e *refundEnv) testRefundWindow(t *testing.T) {
 	e.succeeded(t, m, e.refund(t, m, ch.ID, map[string]any{"amount": 1000}))
 	e.clk.Advance(48 * time.Hour)
 	retoken()
-	wantError(t, m.c.Post(t, "/v1/charges/"+ch.ID+"/refunds", map[string]any{"amount": 1000}),
+	wantError(t, m.c.Post(t, "/v1/charges/"+ch.ID+"/refunds", map[string]any{"amount": 1000}, newKey(t)),
 		http.StatusUnprocessableEntity, "charge_not_refundable", "")
 	if got := getCharge(t, m, ch.ID); got.AmountRefunded != 1000 {
 		t.Errorf("amount_refunded = %d, want 1000", got.AmountRefunded)
 	}
 }
+
+// newKey is a fresh Idempotency-Key: a refund needs one.
+func newKey(t *testing.T) apitest.Option { return apitest.IdempotencyKey("rk-" + randomHex(t, 8)) }
