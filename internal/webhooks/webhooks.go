@@ -100,6 +100,9 @@ const (
 	EventChargeRetryScheduled = "charge.retry_scheduled"
 	EventRefundSucceeded      = "refund.succeeded"
 	EventRefundFailed         = "refund.failed"
+	// EventBindingSessionCompleted: a hosted binding session completed
+	// (its data: the session as GET /v1/binding_sessions/{id} shows it).
+	EventBindingSessionCompleted = "binding_session.completed"
 )
 
 // EventTypes returns every event type, in documentation order.
@@ -108,7 +111,7 @@ func EventTypes() []string {
 		EventBindingBound, EventBindingFailed, EventCardUnbound, EventCardRevoked,
 		EventMandateActivated, EventMandateCancelled, EventMandatePaused, EventMandateResumed, EventMandateCompleted,
 		EventChargePreDebitNotice, EventChargeSucceeded, EventChargeFailed, EventChargeRetryScheduled,
-		EventRefundSucceeded, EventRefundFailed,
+		EventRefundSucceeded, EventRefundFailed, EventBindingSessionCompleted,
 	}
 }
 

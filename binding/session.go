@@ -1,0 +1,347 @@
+package binding
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/quickpay/quickpay/bankadapters"
+	"github.com/quickpay/quickpay/internal/audit"
+	"github.com/quickpay/quickpay/internal/ids"
+	"github.com/quickpay/quickpay/internal/sensitive"
+	"github.com/quickpay/quickpay/internal/webhooks"
+)
+
+// Binding sessions: a merchant hands its user to quickpay's hosted page
+// (api/hosted) with a link, and the page binds a card (and takes a
+// mandate's consent) through this service and mandate's, so that every
+// rule of the API holds there too. The link carries a token of
+// SessionTokenBytes random bytes that is stored only as its keyed
+// fingerprint (DomainSessionToken); it opens the session until the session
+// completes or fails, and never after SessionValidity.
+
+// SessionValidity is how long a session's link works.
+const SessionValidity = 30 * time.Minute
+
+// SessionTokenBytes is the size of a session token's random part (256 bits).
+const SessionTokenBytes = 32
+
+// DomainSessionToken is the fingerprint domain of session tokens.
+const DomainSessionToken = "binding_session_token"
+
+// MaxReturnURLLength bounds a session's return_url.
+const MaxReturnURLLength = 2048
+
+// SessionStatus is a session's state: open → completed | failed, stored
+// (the binding_sessions.status CHECK); expired is an open session read
+// past its expiry.
+type SessionStatus string
+
+// Session states.
+const (
+	SessionOpen      SessionStatus = "open"
+	SessionCompleted SessionStatus = "completed"
+	SessionFailed    SessionStatus = "failed"
+	SessionExpired   SessionStatus = "expired"
+)
+
+// Check returns an error for a value outside the set.
+func (s SessionStatus) Check() error {
+	switch s {
+	case SessionOpen, SessionCompleted, SessionFailed, SessionExpired:
+		return nil
+	default:
+		return fmt.Errorf("binding: unknown session status %q", string(s))
+	}
+}
+
+// Session errors.
+var (
+	// ErrSessionExpired: the session's link is past its expiry.
+	ErrSessionExpired = errors.New("binding session expired")
+	// ErrSessionClosed: the session completed or failed; its link is used.
+	ErrSessionClosed = errors.New("binding session closed")
+)
+
+// Session is one hosted binding.
+type Session struct {
+	ID             string
+	MerchantID     string
+	MemberID       string // the member's id once known (given, or bound)
+	ExternalUserID string // the implicit member's id, if given
+	ReturnURL      string
+	// Mandate is the mandate terms the merchant gave (the POST
+	// /v1/mandates body without card_id, as JSON), nil for none. binding
+	// keeps them and does not read them.
+	Mandate     []byte
+	Status      SessionStatus
+	BindingID   string
+	CardID      string
+	MandateID   string
+	FailureCode string
+	ExpiresAt   time.Time
+	CreatedAt   time.Time
+	UpdatedAt   time.Time
+}
+
+// SessionInput creates a session: MemberID or ExternalUserID, ReturnURL,
+// and optional mandate terms (validated by the caller).
+type SessionInput struct {
+	MemberID       string
+	ExternalUserID string
+	ReturnURL      string
+	Mandate        []byte
+}
+
+// ValidReturnURL reports whether u may be a session's return_url: an
+// absolute https URL, or http on a loopback host (dev), without
+// credentials or a fragment.
+func ValidReturnURL(u string) bool {
+	if u == "" || len(u) > MaxReturnURLLength {
+		return false
+	}
+	p, err := url.Parse(u)
+	if err != nil || p.User != nil || p.Fragment != "" || p.Host == "" || p.Opaque != "" {
+		return false
+	}
+	switch p.Scheme {
+	case "https":
+		return true
+	case "http":
+		return IsLoopbackHost(p.Hostname())
+	default:
+		return false
+	}
+}
+
+// IsLoopbackHost reports whether host (no port) is localhost or a loopback
+// address.
+func IsLoopbackHost(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// CreateSession validates in, creates an open session expiring after
+// SessionValidity, and returns it with its token, which is given once
+// and stored only as its fingerprint.
+//
+// Errors: *FieldError (member_id, external_user_id, return_url),
+// ErrNotFound (member).
+func (s *Service) CreateSession(ctx context.Context, merchantID string, in SessionInput) (Session, string, error) {
+	switch {
+	case (in.MemberID == "") == (in.ExternalUserID == ""):
+		return Session{}, "", &FieldError{Field: "member_id", Message: "give member_id or external_user_id, not both"}
+	case in.MemberID != "" && !ids.Valid("mem", in.MemberID):
+		return Session{}, "", ErrNotFound
+	case in.ExternalUserID != "" && !ValidExternalID(in.ExternalUserID):
+		return Session{}, "", &FieldError{Field: "external_user_id", Message: "must be 1–128 printable characters"}
+	case !ValidReturnURL(in.ReturnURL):
+		return Session{}, "", &FieldError{Field: "return_url", Message: "must be an https URL (http only on a loopback host) without credentials or fragment"}
+	}
+	if in.MemberID != "" {
+		if _, err := getMember(ctx, s.pool, merchantID, in.MemberID); err != nil {
+			return Session{}, "", err
+		}
+	}
+	raw := make([]byte, SessionTokenBytes)
+	if _, err := rand.Read(raw); err != nil {
+		return Session{}, "", fmt.Errorf("session token: %w", err)
+	}
+	token := base64.RawURLEncoding.EncodeToString(raw)
+	fp, err := s.vault.Fingerprint(ctx, DomainSessionToken, []byte(token))
+	if err != nil {
+		return Session{}, "", err
+	}
+	now := s.now()
+	ss := Session{ID: ids.New("bss"), MerchantID: merchantID, MemberID: in.MemberID, ExternalUserID: in.ExternalUserID,
+		ReturnURL: in.ReturnURL, Mandate: in.Mandate, Status: SessionOpen, ExpiresAt: now.Add(SessionValidity),
+		CreatedAt: now, UpdatedAt: now}
+	err = s.inBatch(ctx, func(u *unit) {
+		queueInsertSession(&u.batch, ss, fp)
+		u.audit(merchantID, "session.created", ss.ID, audit.OutcomeOK, map[string]any{"mandate": in.Mandate != nil})
+	})
+	if err != nil {
+		return Session{}, "", fmt.Errorf("create session: %w", err)
+	}
+	return ss, token, nil
+}
+
+// GetSession returns the merchant's session, expired if it is open past
+// its expiry.
+//
+// Errors: ErrNotFound.
+func (s *Service) GetSession(ctx context.Context, merchantID, id string) (Session, error) {
+	ss, err := getSession(ctx, s.pool, merchantID, id)
+	if err != nil {
+		return Session{}, err
+	}
+	return s.asRead(ss), nil
+}
+
+// OpenSession finds the session a link's token opens. An expired session
+// answers ErrSessionExpired and a completed or failed one ErrSessionClosed,
+// each with the session (for the page to name its merchant; never to
+// follow its return_url).
+//
+// Errors: ErrNotFound, ErrSessionExpired, ErrSessionClosed.
+func (s *Service) OpenSession(ctx context.Context, token string) (Session, error) {
+	if raw, err := base64.RawURLEncoding.DecodeString(token); err != nil || len(raw) != SessionTokenBytes {
+		return Session{}, ErrNotFound
+	}
+	fps, err := s.vault.Fingerprints(ctx, DomainSessionToken, []byte(token))
+	if err != nil {
+		return Session{}, err
+	}
+	ss, err := sessionByToken(ctx, s.pool, fps)
+	if err != nil {
+		return Session{}, err
+	}
+	ss = s.asRead(ss)
+	switch ss.Status {
+	case SessionOpen:
+		return ss, nil
+	case SessionExpired:
+		return ss, ErrSessionExpired
+	case SessionCompleted, SessionFailed:
+		return ss, ErrSessionClosed
+	default:
+		return Session{}, ss.Status.Check()
+	}
+}
+
+func (s *Service) asRead(ss Session) Session {
+	if ss.Status == SessionOpen && !s.now().Before(ss.ExpiresAt) {
+		ss.Status = SessionExpired
+	}
+	return ss
+}
+
+// SessionStep records the session's current binding or mandate attempt
+// (an empty id leaves that one as it is). It does nothing to a session
+// that is not open.
+//
+// Errors: ErrSessionClosed (not open or expired).
+func (s *Service) SessionStep(ctx context.Context, ss Session, bindingID, mandateID string) (Session, error) {
+	now := s.now()
+	if !now.Before(ss.ExpiresAt) {
+		return ss, ErrSessionExpired
+	}
+	ok, err := updateOpenSession(ctx, s.pool, ss.MerchantID, ss.ID, now,
+		"binding_id = COALESCE($4, binding_id), mandate_id = COALESCE($5, mandate_id)",
+		nullable(bindingID), nullable(mandateID))
+	if err != nil {
+		return ss, fmt.Errorf("session %s step: %w", ss.ID, err)
+	}
+	if !ok {
+		return ss, ErrSessionClosed
+	}
+	if bindingID != "" {
+		ss.BindingID = bindingID
+	}
+	if mandateID != "" {
+		ss.MandateID = mandateID
+	}
+	ss.UpdatedAt = now
+	return ss, nil
+}
+
+// CompleteSession ends an open session completed with its member, card
+// and (if it has terms) active mandate, and emits
+// binding_session.completed with the session as GET shows it.
+//
+// Errors: ErrSessionClosed (no longer open).
+func (s *Service) CompleteSession(ctx context.Context, ss Session, memberID, cardID, mandateID string) (Session, error) {
+	ss.MemberID, ss.CardID, ss.Status = memberID, cardID, SessionCompleted
+	if mandateID != "" {
+		ss.MandateID = mandateID
+	}
+	err := s.inTx(ctx, func(u *unit) error {
+		now := s.now()
+		ok, err := updateOpenSession(u.ctx, u.tx, ss.MerchantID, ss.ID, now,
+			"status = 'completed', member_id = $4, card_id = $5, mandate_id = COALESCE($6, mandate_id)",
+			memberID, cardID, nullable(mandateID))
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return ErrSessionClosed
+		}
+		ss.UpdatedAt = now
+		u.audit(ss.MerchantID, "session.completed", ss.ID, audit.OutcomeOK, map[string]any{"card": cardID, "member": memberID})
+		u.emit(webhooks.Pending{MerchantID: ss.MerchantID, Type: webhooks.EventBindingSessionCompleted, Data: SessionData(ss)})
+		return nil
+	})
+	if err != nil {
+		return Session{}, fmt.Errorf("complete session %s: %w", ss.ID, err)
+	}
+	return ss, nil
+}
+
+// FailSession ends an open session failed with code (the code of the
+// binding or mandate refusal that ended it).
+//
+// Errors: ErrSessionClosed (no longer open).
+func (s *Service) FailSession(ctx context.Context, ss Session, code string) (Session, error) {
+	if code == "" {
+		return ss, errors.New("binding: a failed session needs a failure code")
+	}
+	err := s.inTx(ctx, func(u *unit) error {
+		now := s.now()
+		ok, err := updateOpenSession(u.ctx, u.tx, ss.MerchantID, ss.ID, now, "status = 'failed', failure_code = $4", code)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return ErrSessionClosed
+		}
+		ss.Status, ss.FailureCode, ss.UpdatedAt = SessionFailed, code, now
+		u.audit(ss.MerchantID, "session.failed", ss.ID, audit.OutcomeFailed, map[string]any{"code": code})
+		return nil
+	})
+	if err != nil {
+		return Session{}, fmt.Errorf("fail session %s: %w", ss.ID, err)
+	}
+	return ss, nil
+}
+
+// SessionView is a session as GET /v1/binding_sessions/{id} shows it, and
+// the data of binding_session.completed.
+type SessionView struct {
+	ID          string        `json:"id"`
+	Status      SessionStatus `json:"status"`
+	BindingID   *string       `json:"binding_id"`
+	CardID      *string       `json:"card_id"`
+	MemberID    *string       `json:"member_id"`
+	MandateID   *string       `json:"mandate_id"`
+	FailureCode *string       `json:"failure_code"`
+	ExpiresAt   time.Time     `json:"expires_at"`
+}
+
+// SessionData is ss's view.
+func SessionData(ss Session) SessionView {
+	return SessionView{ID: ss.ID, Status: ss.Status, BindingID: nullable(ss.BindingID), CardID: nullable(ss.CardID),
+		MemberID: nullable(ss.MemberID), MandateID: nullable(ss.MandateID), FailureCode: nullable(ss.FailureCode),
+		ExpiresAt: ss.ExpiresAt.UTC()}
+}
+
+// CardRoute is where a card number routes by the BIN table (bank and card
+// type), for the hosted page's card-type hint; the binding itself routes
+// again.
+//
+// Errors: ErrCardUnsupported.
+func (s *Service) CardRoute(pan sensitive.PAN) (bankadapters.CardInfo, error) {
+	info, err := s.banks.Route(pan)
+	if err != nil {
+		return bankadapters.CardInfo{}, ErrCardUnsupported
+	}
+	return info, nil
+}
