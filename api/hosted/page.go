@@ -1,0 +1,531 @@
+package hosted
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"embed"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"html/template"
+	"io/fs"
+	"log/slog"
+	"mime"
+	"net"
+	"net/http"
+	"net/url"
+	"path"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/quickpay/quickpay/binding"
+	"github.com/quickpay/quickpay/internal/clock"
+	"github.com/quickpay/quickpay/internal/merchants"
+	"github.com/quickpay/quickpay/internal/sensitive"
+	"github.com/quickpay/quickpay/mandate"
+)
+
+// BasePath is where the page is served; a session's link is
+// BasePath/{token}.
+const BasePath = "/bind"
+
+// Path is the path of the page a session's token opens.
+func Path(token string) string { return BasePath + "/" + token }
+
+// CSP is the page's Content-Security-Policy. A 303 to the return_url is
+// not a form action, so form-action is 'self' alone.
+const CSP = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; " +
+	"form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+
+// csrfCookie holds the session's CSRF secret; csrfField echoes it.
+const (
+	csrfCookie = "qp_bind_csrf"
+	csrfField  = "csrf"
+)
+
+// maxForm bounds a form post's body.
+const maxForm = 16 << 10
+
+//go:embed templates/*.html
+var templateFS embed.FS
+
+//go:embed static
+var staticFS embed.FS
+
+var pageTemplate = template.Must(template.New("page.html").ParseFS(templateFS, "templates/*.html"))
+
+// Merchants names a session's merchant (*merchants.Store).
+type Merchants interface {
+	Get(ctx context.Context, id string) (merchants.Merchant, error)
+}
+
+// Config wires a Page.
+type Config struct {
+	Bindings  *binding.Service // Required.
+	Mandates  *mandate.Service // Required.
+	Merchants Merchants        // Required.
+	// Terms makes the mandate a session's terms (the POST /v1/mandates
+	// body without card_id, as stored) describe on cardID. Required.
+	Terms func(raw []byte, cardID string) (mandate.CreateInput, error)
+	// Clock times resend countdowns. Defaults to the system clock.
+	Clock clock.Clock
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+// Page serves the hosted binding page.
+type Page struct {
+	cfg Config
+	log *slog.Logger
+}
+
+// New returns the page.
+func New(cfg Config) (*Page, error) {
+	if cfg.Bindings == nil || cfg.Mandates == nil || cfg.Merchants == nil || cfg.Terms == nil {
+		return nil, errors.New("hosted: Config needs Bindings, Mandates, Merchants and Terms")
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = clock.System{}
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Page{cfg: cfg, log: cfg.Logger}, nil
+}
+
+// Routes mounts the page under BasePath.
+func (p *Page) Routes(e *echo.Echo) {
+	g := e.Group(BasePath, headers)
+	g.GET("/assets/:file", p.asset)
+	g.GET("/:token", p.show)
+	g.POST("/:token/card", p.form(p.card))
+	g.POST("/:token/card-type", p.form(p.cardType))
+	g.POST("/:token/resend", p.form(p.resend))
+	g.POST("/:token/otp", p.form(p.otp))
+	g.POST("/:token/consent", p.form(p.consentSend))
+	g.POST("/:token/consent/resend", p.form(p.consentResend))
+	g.POST("/:token/consent/confirm", p.form(p.consentConfirm))
+}
+
+// headers sets the page's security headers on every answer.
+func headers(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		h := c.Response().Header()
+		h.Set("Content-Security-Policy", CSP)
+		h.Set("Cache-Control", "no-store")
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("Referrer-Policy", "no-referrer")
+		h.Set("X-Frame-Options", "DENY")
+		return next(c)
+	}
+}
+
+func (p *Page) asset(c echo.Context) error {
+	name := path.Base(c.Param("file"))
+	b, err := fs.ReadFile(staticFS, "static/"+name)
+	if err != nil {
+		return c.NoContent(http.StatusNotFound)
+	}
+	return c.Blob(http.StatusOK, mime.TypeByExtension(path.Ext(name)), b)
+}
+
+// req is one request to the page: its session, language and CSRF secret.
+type req struct {
+	c     echo.Context
+	ctx   context.Context
+	lang  string
+	token string
+	csrf  string
+	ss    binding.Session
+	name  string // the merchant's
+}
+
+// open finds the request's session. A session that is not open answers
+// its status page here, and ok is false.
+func (p *Page) open(c echo.Context) (r *req, ok bool, err error) {
+	r = &req{c: c, ctx: c.Request().Context(), lang: pickLang(c.Request().Header.Get("Accept-Language")), token: c.Param("token")}
+	ss, err := p.cfg.Bindings.OpenSession(r.ctx, r.token)
+	r.ss = ss
+	switch {
+	case err == nil:
+	case errors.Is(err, binding.ErrNotFound):
+		return r, false, p.status(r, http.StatusNotFound, "notFound", false)
+	case errors.Is(err, binding.ErrSessionExpired):
+		return r, false, p.status(r, http.StatusGone, "expired", false)
+	case errors.Is(err, binding.ErrSessionClosed):
+		return r, false, p.status(r, http.StatusGone, "used", false)
+	default:
+		return r, false, p.fault(r, err)
+	}
+	m, err := p.cfg.Merchants.Get(r.ctx, ss.MerchantID)
+	if err != nil {
+		return r, false, p.fault(r, err)
+	}
+	r.name = m.Name
+	return r, true, nil
+}
+
+// show answers GET: the session's current step. A link opened for the
+// first time sets the CSRF cookie.
+func (p *Page) show(c echo.Context) error {
+	r, ok, err := p.open(c)
+	if !ok {
+		return err
+	}
+	if ck, err := c.Cookie(csrfCookie); err == nil && validSecret(ck.Value) {
+		r.csrf = ck.Value
+	} else {
+		b := make([]byte, 32)
+		if _, err := rand.Read(b); err != nil {
+			return p.fault(r, err)
+		}
+		r.csrf = base64.RawURLEncoding.EncodeToString(b)
+		c.SetCookie(&http.Cookie{Name: csrfCookie, Value: r.csrf, Path: Path(r.token), HttpOnly: true,
+			SameSite: http.SameSiteStrictMode, Secure: !loopback(c.Request().Host), MaxAge: int(binding.SessionValidity / time.Second)})
+	}
+	return p.step(r, view{})
+}
+
+func validSecret(s string) bool {
+	b, err := base64.RawURLEncoding.DecodeString(s)
+	return err == nil && len(b) == 32
+}
+
+func loopback(hostport string) bool {
+	host, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		host = hostport
+	}
+	return binding.IsLoopbackHost(host)
+}
+
+// form wraps a POST: the session open, the body bounded and parsed, and
+// the CSRF token matching the cookie's secret (else 403 and nothing done).
+func (p *Page) form(fn func(r *req) error) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		r, ok, err := p.open(c)
+		if !ok {
+			return err
+		}
+		c.Request().Body = http.MaxBytesReader(c.Response(), c.Request().Body, maxForm)
+		if err := c.Request().ParseForm(); err != nil {
+			return p.status(r, http.StatusBadRequest, "error", false)
+		}
+		ck, err := c.Cookie(csrfCookie)
+		sent := c.Request().PostForm.Get(csrfField)
+		if err != nil || !validSecret(ck.Value) || subtle.ConstantTimeCompare([]byte(ck.Value), []byte(sent)) != 1 {
+			return p.status(r, http.StatusForbidden, "csrf", false)
+		}
+		r.csrf = ck.Value
+		return fn(r)
+	}
+}
+
+func (r *req) value(name string) string { return r.c.Request().PostForm.Get(name) }
+
+// again answers a step that moved on: 303 to the session's page.
+func (p *Page) again(r *req) error {
+	return r.c.Redirect(http.StatusSeeOther, Path(r.token))
+}
+
+// card starts a binding with the four elements (expiry and CVV2 for a
+// credit card).
+func (p *Page) card(r *req) error {
+	ss := r.ss
+	in := binding.BindInput{MemberID: ss.MemberID, HolderName: r.value("holder_name"),
+		IDNumber: sensitive.NewIDNumber(r.value("id_number")), CardNumber: sensitive.NewPAN(r.value("card_number")),
+		Phone: r.value("phone"), Expiry: sensitive.NewExpiry(r.value("expiry")), CVV2: sensitive.NewCVV2(r.value("cvv2"))}
+	if ss.ExternalUserID != "" && ss.MemberID == "" {
+		in.ExternalUserID = ss.ExternalUserID
+	}
+	b, err := p.cfg.Bindings.StartBinding(r.ctx, ss.MerchantID, in)
+	if err != nil {
+		return p.refused(r, "card", err, view{Name: in.HolderName, Phone: in.Phone})
+	}
+	if _, err := p.cfg.Bindings.SessionStep(r.ctx, ss, b.ID, ""); err != nil {
+		return p.closed(r, err)
+	}
+	return p.again(r)
+}
+
+// cardTypeJSON is the card-type hint's answer.
+type cardTypeJSON struct {
+	Known    bool   `json:"known"`
+	BankName string `json:"bank_name,omitempty"`
+	CardType string `json:"card_type,omitempty"`
+	Label    string `json:"label,omitempty"`
+}
+
+// cardType answers the script's hint: where the card number routes.
+func (p *Page) cardType(r *req) error {
+	info, err := p.cfg.Bindings.CardRoute(sensitive.NewPAN(r.value("card_number")))
+	if err != nil {
+		return r.c.JSON(http.StatusOK, cardTypeJSON{})
+	}
+	return r.c.JSON(http.StatusOK, cardTypeJSON{Known: true, BankName: info.BankName, CardType: string(info.CardType),
+		Label: info.BankName + " " + texts[r.lang][string(info.CardType)]})
+}
+
+func (p *Page) resend(r *req) error {
+	if _, err := p.cfg.Bindings.Resend(r.ctx, r.ss.MerchantID, r.ss.BindingID); err != nil {
+		return p.refused(r, "", err, view{})
+	}
+	return p.again(r)
+}
+
+// otp confirms the binding with the bank's code; without mandate terms
+// that completes the session.
+func (p *Page) otp(r *req) error {
+	b, err := p.cfg.Bindings.Confirm(r.ctx, r.ss.MerchantID, r.ss.BindingID, sensitive.NewOTP(r.value("otp")))
+	switch {
+	case errors.Is(err, binding.ErrOTPAttemptsExceeded):
+		return p.fail(r, err)
+	case err != nil:
+		return p.refused(r, "", err, view{})
+	}
+	if r.ss.Mandate == nil {
+		return p.complete(r, b.MemberID, b.CardID, "")
+	}
+	return p.again(r)
+}
+
+// consentSend creates the mandate on the bound card, which texts the
+// consent code.
+func (p *Page) consentSend(r *req) error {
+	b, err := p.bound(r)
+	if err != nil {
+		return p.fault(r, err)
+	}
+	in, err := p.cfg.Terms(r.ss.Mandate, b.CardID)
+	if err != nil {
+		return p.fault(r, err)
+	}
+	m, err := p.cfg.Mandates.Create(r.ctx, r.ss.MerchantID, in)
+	switch {
+	case errors.Is(err, mandate.ErrInvalid), errors.Is(err, mandate.ErrCardNotActive):
+		// Terms the day made invalid, or a card ended meanwhile: the user
+		// cannot mend either.
+		return p.fail(r, err)
+	case err != nil:
+		return p.refused(r, "", err, view{})
+	}
+	if _, err := p.cfg.Bindings.SessionStep(r.ctx, r.ss, "", m.ID); err != nil {
+		return p.closed(r, err)
+	}
+	return p.again(r)
+}
+
+func (p *Page) consentResend(r *req) error {
+	if _, err := p.cfg.Mandates.Resend(r.ctx, r.ss.MerchantID, r.ss.MandateID); err != nil {
+		return p.refused(r, "", err, view{})
+	}
+	return p.again(r)
+}
+
+// consentConfirm confirms the mandate with the consent code, which
+// completes the session.
+func (p *Page) consentConfirm(r *req) error {
+	m, err := p.cfg.Mandates.Confirm(r.ctx, r.ss.MerchantID, r.ss.MandateID, sensitive.NewOTP(r.value("otp")))
+	switch {
+	case errors.Is(err, mandate.ErrOTPAttemptsExceeded):
+		return p.fail(r, err)
+	case err != nil:
+		return p.refused(r, "", err, view{})
+	}
+	return p.complete(r, m.MemberID, m.CardID, m.ID)
+}
+
+// bound is the session's bound binding.
+func (p *Page) bound(r *req) (binding.Binding, error) {
+	if r.ss.BindingID == "" {
+		return binding.Binding{}, errors.New("hosted: no binding in the session")
+	}
+	b, err := p.cfg.Bindings.GetBinding(r.ctx, r.ss.MerchantID, r.ss.BindingID)
+	if err != nil {
+		return b, err
+	}
+	if b.Status != binding.StatusBound {
+		return b, fmt.Errorf("hosted: session binding is %s, not bound", b.Status)
+	}
+	return b, nil
+}
+
+// complete ends the session completed and sends the user back to the
+// merchant's return_url.
+func (p *Page) complete(r *req, memberID, cardID, mandateID string) error {
+	ss, err := p.cfg.Bindings.CompleteSession(r.ctx, r.ss, memberID, cardID, mandateID)
+	if err != nil {
+		return p.closed(r, err)
+	}
+	return r.c.Redirect(http.StatusSeeOther, returnTo(ss))
+}
+
+// returnTo is the session's return_url with binding_session=its id.
+func returnTo(ss binding.Session) string {
+	u, err := url.Parse(ss.ReturnURL)
+	if err != nil {
+		// Checked by ValidReturnURL when the session was made.
+		panic(fmt.Sprintf("hosted: session %s return_url does not parse", ss.ID))
+	}
+	q := u.Query()
+	q.Set("binding_session", ss.ID)
+	u.RawQuery = q.Encode()
+	return u.String()
+}
+
+// fail ends the session failed by err and shows the failure.
+func (p *Page) fail(r *req, err error) error {
+	ss, ferr := p.cfg.Bindings.FailSession(r.ctx, r.ss, failureCode(err))
+	if ferr != nil {
+		return p.closed(r, ferr)
+	}
+	r.ss = ss
+	msg, _ := sentence(r.lang, err)
+	return p.render(r, http.StatusUnprocessableEntity, view{Step: "status", Status: "failed", Error: msg,
+		Back: returnTo(ss)})
+}
+
+// closed answers a session that stopped being open during the request.
+func (p *Page) closed(r *req, err error) error {
+	switch {
+	case errors.Is(err, binding.ErrSessionExpired):
+		return p.status(r, http.StatusGone, "expired", false)
+	case errors.Is(err, binding.ErrSessionClosed):
+		return p.status(r, http.StatusGone, "used", false)
+	default:
+		return p.fault(r, err)
+	}
+}
+
+// refused shows the current step again with err's sentence, keeping what
+// keep holds (the name and phone, never card data or codes).
+func (p *Page) refused(r *req, step string, err error, keep view) error {
+	msg, ok := sentence(r.lang, err)
+	if !ok {
+		return p.fault(r, err)
+	}
+	keep.Error = msg
+	return p.stepStatus(r, http.StatusUnprocessableEntity, step, keep)
+}
+
+// fault logs an unexpected error with the request id and shows the
+// generic error page.
+func (p *Page) fault(r *req, err error) error {
+	p.log.Error("hosted page", "err", err, "session", r.ss.ID,
+		"request_id", r.c.Response().Header().Get(echo.HeaderXRequestID))
+	return p.status(r, http.StatusInternalServerError, "error", false)
+}
+
+// status shows a page of title key k without a form.
+func (p *Page) status(r *req, code int, k string, back bool) error {
+	v := view{Step: "status", Status: k}
+	if back {
+		v.Back = returnTo(r.ss)
+	}
+	return p.render(r, code, v)
+}
+
+// step shows the session's current step (200).
+func (p *Page) step(r *req, v view) error { return p.stepStatus(r, http.StatusOK, "", v) }
+
+// stepStatus works out the session's step from its binding and mandate
+// and shows it with code; force names the step for a refusal of the card
+// form (which has no binding to show yet).
+func (p *Page) stepStatus(r *req, code int, force string, v view) error {
+	ss := r.ss
+	now := p.cfg.Clock.Now()
+	if force == "card" || ss.BindingID == "" {
+		v.Step = "card"
+		return p.render(r, code, v)
+	}
+	b, err := p.cfg.Bindings.GetBinding(r.ctx, ss.MerchantID, ss.BindingID)
+	if err != nil {
+		return p.fault(r, err)
+	}
+	switch b.Status {
+	case binding.StatusOTPSent:
+		v.Step, v.Card = "otp", b.Card
+		v.AttemptsLeft, v.ResendIn = b.AttemptsLeft(), max(0, int(b.ResendAfter().Sub(now).Round(time.Second)/time.Second))
+		return p.render(r, code, v)
+	case binding.StatusFailed, binding.StatusExpired:
+		v.Step = "card"
+		if v.Error == "" && b.Status == binding.StatusExpired {
+			v.Error, _ = sentence(r.lang, binding.ErrBindingExpired)
+		}
+		return p.render(r, code, v)
+	case binding.StatusBound:
+	default:
+		return p.fault(r, b.Status.Check())
+	}
+	if ss.Mandate == nil {
+		// Bound, not yet completed (a confirm that stopped between the
+		// two): complete now.
+		return p.complete(r, b.MemberID, b.CardID, "")
+	}
+	v.Card = b.Card
+	if ss.MandateID != "" {
+		m, err := p.cfg.Mandates.Get(r.ctx, ss.MerchantID, ss.MandateID)
+		if err != nil {
+			return p.fault(r, err)
+		}
+		switch m.Status {
+		case mandate.StatusPendingConfirmation:
+			v.Step, v.Terms = "consent", p.mandateTerms(r, m)
+			v.AttemptsLeft = m.AttemptsLeft()
+			v.ResendIn = max(0, int(m.ResendAfter().Sub(now).Round(time.Second)/time.Second))
+			return p.render(r, code, v)
+		case mandate.StatusActive:
+			return p.complete(r, m.MemberID, m.CardID, m.ID)
+		default:
+			// Expired (its code ran out): consent again with a new code.
+			if v.Error == "" && m.Status == mandate.StatusExpired {
+				v.Error, _ = sentence(r.lang, mandate.ErrConsentExpired)
+			}
+		}
+	}
+	in, err := p.cfg.Terms(ss.Mandate, b.CardID)
+	if err != nil {
+		return p.fault(r, err)
+	}
+	v.Step, v.Terms = "terms", p.inputTerms(r, in, now)
+	return p.render(r, code, v)
+}
+
+// view is what a template shows.
+type view struct {
+	Step   string // card, otp, terms, consent, status
+	Status string // status pages: notFound, expired, used, failed, csrf, error
+	Error  string
+	// Name and Phone are written back into the card form after a refusal.
+	Name, Phone  string
+	Card         binding.CardInfo
+	AttemptsLeft int
+	ResendIn     int
+	Terms        termsView
+	Back         string
+
+	// Set by render.
+	T        map[string]string
+	Lang     string
+	Merchant string
+	Action   string
+	CSRF     string
+	Title    string
+	Text     string
+}
+
+func (p *Page) render(r *req, code int, v view) error {
+	v.T, v.Lang, v.Merchant, v.Action, v.CSRF = texts[r.lang], texts[r.lang]["lang"], r.name, Path(r.token), r.csrf
+	if v.Step == "status" {
+		v.Title, v.Text = v.T[v.Status+"Title"], v.T[v.Status+"Text"]
+	}
+	var buf bytes.Buffer
+	if err := pageTemplate.ExecuteTemplate(&buf, "page.html", v); err != nil {
+		p.log.Error("hosted page template", "err", err, "step", v.Step)
+		return r.c.String(http.StatusInternalServerError, "internal error")
+	}
+	return r.c.HTMLBlob(code, buf.Bytes())
+}
