@@ -160,7 +160,8 @@ func newTestServer(t *testing.T, o serverOptions) *testServer {
 		Pool: st.Pool, HSM: st.HSM, Secrets: st.Secrets, Logger: o.Logger,
 		Auth: auth, Idempotency: idem.Middleware(api.MerchantID), RateLimit: rateLimit.Middleware(),
 		Areas: []api.Area{&api.Bindings{Service: svc}, &api.Mandates{Service: mandates, Banks: o.Banks},
-			api.Webhooks{Service: hooks, Merchants: store}, &api.Settlement{Files: mandates}},
+			api.Webhooks{Service: hooks, Merchants: store}, &api.Settlement{Files: mandates},
+			&api.Sessions{Bindings: svc, Mandates: mandates, Merchants: store, Clock: o.Clock, Logger: o.Logger}},
 	})
 	if err := api.RegisterOpenAPI(e); err != nil {
 		t.Fatal(err)
