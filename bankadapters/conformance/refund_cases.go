@@ -3,7 +3,6 @@ package conformance
 import (
 	"context"
 	"errors"
-	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -25,19 +24,8 @@ func (s *suite) refundReq(orderNo string, amount int64) bankadapters.RefundReque
 // settleRefund polls QueryRefund until refundNo is succeeded or failed.
 // Safe to call from any goroutine.
 func settleRefund(ctx context.Context, b bankadapters.Bank, refundNo string) (bankadapters.RefundResult, error) {
-	var last bankadapters.RefundResult
-	err := poll(ctx, settleTimeout, pollInterval, func() (bool, error) {
-		r, err := b.QueryRefund(ctx, refundNo)
-		if err != nil {
-			return false, err
-		}
-		last = r
-		return final(r.Status), nil
-	})
-	if err != nil {
-		return last, fmt.Errorf("settle refund %s (last status %q): %w", refundNo, last.Status, err)
-	}
-	return last, nil
+	return settleBy(ctx, "refund "+refundNo, func() (bankadapters.RefundResult, error) { return b.QueryRefund(ctx, refundNo) },
+		func(r bankadapters.RefundResult) bankadapters.ChargeStatus { return r.Status })
 }
 
 func (s *suite) settleRefund(t *testing.T, b bankadapters.Bank, refundNo string) bankadapters.RefundResult {

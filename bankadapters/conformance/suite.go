@@ -491,17 +491,24 @@ func final(st bankadapters.ChargeStatus) bool {
 // settle polls Query until orderNo is succeeded or failed. Safe to call
 // from any goroutine.
 func settle(ctx context.Context, b bankadapters.Bank, orderNo string) (bankadapters.ChargeResult, error) {
-	var last bankadapters.ChargeResult
+	return settleBy(ctx, "order "+orderNo, func() (bankadapters.ChargeResult, error) { return b.Query(ctx, orderNo) },
+		func(r bankadapters.ChargeResult) bankadapters.ChargeStatus { return r.Status })
+}
+
+// settleBy polls query until the status of its answer is final (succeeded
+// or failed): a debit's or a refund's.
+func settleBy[R any](ctx context.Context, what string, query func() (R, error), status func(R) bankadapters.ChargeStatus) (R, error) {
+	var last R
 	err := poll(ctx, settleTimeout, pollInterval, func() (bool, error) {
-		r, err := b.Query(ctx, orderNo)
+		r, err := query()
 		if err != nil {
 			return false, err
 		}
 		last = r
-		return final(r.Status), nil
+		return final(status(r)), nil
 	})
 	if err != nil {
-		return last, fmt.Errorf("settle order %s (last status %q): %w", orderNo, last.Status, err)
+		return last, fmt.Errorf("settle %s (last status %q): %w", what, status(last), err)
 	}
 	return last, nil
 }

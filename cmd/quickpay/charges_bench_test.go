@@ -49,18 +49,9 @@ import (
 // Postgres) is made once and b.N is ignored. QUICKPAY_BENCH_FIXTURE_SQL,
 // if set, runs on the fixture before it is analyzed (schema experiments).
 func BenchmarkMonthlyRun(b *testing.B) {
-	n := 100_000
-	if v, err := strconv.Atoi(os.Getenv("QUICKPAY_BENCH_CHARGES")); err == nil && v > 0 {
-		n = v
-	}
-	workers := defaultChargeWorkers
-	if v, err := strconv.Atoi(os.Getenv("QUICKPAY_CHARGE_WORKERS")); err == nil && v > 0 {
-		workers = v
-	}
-	batch := 0 // mandate.Config.JobBatch's default
-	if v, err := strconv.Atoi(os.Getenv("QUICKPAY_CHARGE_BATCH")); err == nil && v > 0 {
-		batch = v
-	}
+	n := envInt("QUICKPAY_BENCH_CHARGES", 100_000)
+	workers := envInt("QUICKPAY_CHARGE_WORKERS", defaultChargeWorkers)
+	batch := envInt("QUICKPAY_CHARGE_BATCH", 0) // 0: mandate.Config.JobBatch's default
 	ctx := context.Background()
 	st := testenv.NewStack(b)
 	quiet := slog.New(slog.NewJSONHandler(io.Discard, nil))
@@ -345,4 +336,12 @@ func peakRSS() int64 {
 		}
 	}
 	return 0
+}
+
+// envInt is the positive integer in the environment variable name, or def.
+func envInt(name string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
+		return v
+	}
+	return def
 }

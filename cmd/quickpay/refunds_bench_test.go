@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
-	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -40,21 +38,10 @@ import (
 // the charge jobs' batch, QUICKPAY_REFUND_BATCH the refund jobs' (0: the
 // default, Config.RefundBatch).
 func BenchmarkRefunds(b *testing.B) {
-	n := 20_000
-	if v, err := strconv.Atoi(os.Getenv("QUICKPAY_BENCH_REFUNDS")); err == nil && v > 0 {
-		n = v
-	}
-	workers := defaultChargeWorkers
-	if v, err := strconv.Atoi(os.Getenv("QUICKPAY_CHARGE_WORKERS")); err == nil && v > 0 {
-		workers = v
-	}
-	chargeBatch, refundBatch := 0, 0
-	if v, err := strconv.Atoi(os.Getenv("QUICKPAY_CHARGE_BATCH")); err == nil && v > 0 {
-		chargeBatch = v
-	}
-	if v, err := strconv.Atoi(os.Getenv("QUICKPAY_REFUND_BATCH")); err == nil && v > 0 {
-		refundBatch = v
-	}
+	n := envInt("QUICKPAY_BENCH_REFUNDS", 20_000)
+	workers := envInt("QUICKPAY_CHARGE_WORKERS", defaultChargeWorkers)
+	chargeBatch := envInt("QUICKPAY_CHARGE_BATCH", 0) // 0: the configs' defaults
+	refundBatch := envInt("QUICKPAY_REFUND_BATCH", 0)
 	ctx := context.Background()
 	st := testenv.NewStack(b)
 	quiet := slog.New(slog.NewJSONHandler(io.Discard, nil))
