@@ -116,6 +116,8 @@ func (c *config) apiConfig(ctx context.Context, d *deps, log *slog.Logger) (api.
 		Idempotency: d.idem.Middleware(api.MerchantID),
 		RateLimit:   rateLimit.Middleware(),
 		Areas: []api.Area{&api.Bindings{Service: bindings}, &api.Webhooks{Service: d.hooks, Merchants: store},
-			&api.Mandates{Service: d.mandates, Banks: d.banks}, &api.Settlement{Files: d.mandates, Logger: log}},
+			&api.Mandates{Service: d.mandates, Banks: d.banks}, &api.Settlement{Files: d.mandates, Logger: log},
+			&api.Sessions{Bindings: bindings, Mandates: d.mandates, Merchants: store, PublicURL: c.PublicURL,
+				Clock: c.Clock, Logger: log}},
 	}, nil
 }
