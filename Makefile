@@ -51,12 +51,16 @@ $(DEVVAULT): internal/dev/devvault/main.go internal/dev/devvault/go.mod internal
 	@echo "building devvault (a real Vault server core; the first build takes a few minutes)"
 	cd internal/dev/devvault && $(GO) build -o $(DEVVAULT) .
 
-# Installs what is missing: SoftHSM2 always; PostgreSQL only when no server
-# answers on 127.0.0.1:5432 and no initdb is installed (the stack and the
-# tests then run a private cluster with it).
+# Installs what is missing: SoftHSM2, Chromium and a Chinese font always (the
+# hosted page's browser tests drive /usr/bin/chromium headless, see
+# internal/dev/browser; without a CJK font its screenshots show boxes);
+# PostgreSQL only when no server answers on 127.0.0.1:5432 and no initdb is
+# installed (the stack and the tests then run a private cluster with it).
 deps:
 	@need=""; \
 	command -v softhsm2-util >/dev/null 2>&1 || need="$$need softhsm2"; \
+	[ -x /usr/bin/chromium ] || need="$$need chromium"; \
+	fc-list :lang=zh 2>/dev/null | grep -q . || need="$$need fonts-wqy-microhei"; \
 	if ! (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null && [ -z "$$QUICKPAY_DATABASE_URL" ] \
 	   && ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
 	  need="$$need postgresql"; \
