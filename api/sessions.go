@@ -1,7 +1,6 @@
 package api
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -15,7 +14,6 @@ import (
 	"github.com/quickpay/quickpay/api/hosted"
 	"github.com/quickpay/quickpay/binding"
 	"github.com/quickpay/quickpay/internal/clock"
-	"github.com/quickpay/quickpay/internal/ids"
 	"github.com/quickpay/quickpay/mandate"
 )
 
@@ -128,7 +126,7 @@ func (a *Sessions) create(c echo.Context) error {
 		if !hasScope(c, "withhold") {
 			return ErrForbiddenScope.With("required_scope", "withhold")
 		}
-		if err := a.checkTerms(ctx, MerchantID(c), *req.Mandate); err != nil {
+		if err := a.checkTerms(*req.Mandate); err != nil {
 			return err
 		}
 		raw, err := json.Marshal(req.Mandate)
@@ -149,13 +147,11 @@ func (a *Sessions) create(c echo.Context) error {
 		Status: ss.Status, ExpiresAt: ss.ExpiresAt.UTC()})
 }
 
-// checkTerms validates the terms as POST /v1/mandates does, through
-// mandate.Service.Create on a card id that exists nowhere: Create checks
-// its input before it reads anything, so valid terms answer ErrNotFound
-// (the card) and write nothing, and a refusal names the field under
+// checkTerms validates the terms as POST /v1/mandates does
+// (mandate.Service.CheckTerms); a refusal names the field under
 // "mandate.".
-func (a *Sessions) checkTerms(ctx context.Context, merchantID string, t mandateTerms) error {
-	in, err := t.input(ids.New("card"))
+func (a *Sessions) checkTerms(t mandateTerms) error {
+	in, err := t.input("")
 	if err != nil {
 		var e *Error
 		if errors.As(err, &e) {
@@ -163,19 +159,13 @@ func (a *Sessions) checkTerms(ctx context.Context, merchantID string, t mandateT
 		}
 		return err
 	}
-	_, err = a.Mandates.Create(ctx, merchantID, in)
 	var fe *mandate.FieldError
-	switch {
-	case errors.Is(err, mandate.ErrNotFound):
-		return nil
-	case errors.As(err, &fe):
+	if err := a.Mandates.CheckTerms(in); errors.As(err, &fe) {
 		return &mandate.FieldError{Field: "mandate." + fe.Field, Message: fe.Message}
-	case err == nil:
-		// The probe's card exists: ids collide once in 2^120.
-		return errors.New("api: a mandate was created on the probe card id")
-	default:
+	} else if err != nil {
 		return err
 	}
+	return nil
 }
 
 // fieldOf is the field a validation answer names.

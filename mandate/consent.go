@@ -93,6 +93,23 @@ func (in *CreateInput) validate() error {
 //
 // Errors: *FieldError, ErrNotFound (card), ErrCardNotActive, rate
 // limited (PhoneLimit), ErrSMSUnavailable.
+// CheckTerms checks terms as Create does, before there is a card: those a
+// binding session carries until its card is bound. in.CardID is not
+// checked. Errors: *FieldError.
+func (s *Service) CheckTerms(in CreateInput) error {
+	in.CardID = ids.New("card")
+	if err := in.validate(); err != nil {
+		return err
+	}
+	m := mandateRow{Mandate: Mandate{Schedule: in.Schedule}}
+	now := s.now()
+	s.setNext(&m, m.Schedule.DateAt(now))
+	if m.NextPeriod == "" {
+		return &FieldError{Field: "schedule.end_date", Message: "no charge date is left between today and end_date"}
+	}
+	return nil
+}
+
 func (s *Service) Create(ctx context.Context, merchantID string, in CreateInput) (Mandate, error) {
 	if err := in.validate(); err != nil {
 		return Mandate{}, err
