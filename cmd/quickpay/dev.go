@@ -225,6 +225,17 @@ In another terminal, use the CLI against this stack:
 Ctrl-C stops everything; the next `+"`make run`"+` reuses the data in %[3]s.
 `, baseURL, envPath, state, metricsAddr)
 	printDemoCardholders()
+	if link, err := demoSessionLink(ctx, baseURL, demo); err != nil {
+		fmt.Printf("\n(no hosted binding link: %v)\n", err)
+	} else {
+		fmt.Printf(`
+Bind a card as a cardholder would, in a browser on this machine (the hosted page; the link
+works once, for 30 minutes): type a demo cardholder's elements above, then the bank's code
+from banksim's inbox (curl -s '%[2]s/sim/sms?phone=<phone>'):
+
+  %[1]s
+`, link, banksimURL)
+	}
 	printWalkthrough(baseURL, banksimURL, demo)
 
 	select {

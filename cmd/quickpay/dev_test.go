@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -58,6 +59,15 @@ func TestDevStack(t *testing.T) {
 
 	first := startDev(t, bin, state)
 	env := first.env
+	// make run prints a link to the hosted page a person can open.
+	if resp, err := http.Get(first.hostedLink(t)); err != nil {
+		t.Fatal(err)
+	} else {
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") {
+			t.Errorf("hosted link: %d %s, want 200 text/html", resp.StatusCode, resp.Header.Get("Content-Type"))
+		}
+	}
 	for _, k := range []string{"QUICKPAY_URL", "QUICKPAY_DATABASE_URL", "QUICKPAY_BANKSIM_URL", "VAULT_ADDR",
 		"VAULT_TOKEN", "SOFTHSM2_CONF", "QUICKPAY_HSM_TOKEN_LABEL", "QUICKPAY_DEMO_CLIENT_ID", "QUICKPAY_DEMO_CLIENT_SECRET",
 		"QUICKPAY_LISTEN", "QUICKPAY_PUBLIC_URL", "QUICKPAY_METRICS_LISTEN"} {
@@ -172,17 +182,53 @@ type devRun struct {
 	env  map[string]string
 	pids []int
 	path string
+	out  lockedBuffer // what `quickpay dev` prints
+}
+
+// lockedBuffer is a bytes.Buffer a process writes while a test reads it.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// hostedLink waits for the hosted binding link `quickpay dev` prints.
+func (r *devRun) hostedLink(t *testing.T) string {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		for _, f := range strings.Fields(r.out.String()) {
+			if strings.HasPrefix(f, r.env["QUICKPAY_URL"]+"/bind/") {
+				return f
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no hosted binding link printed within a minute:\n%s", r.out.String())
+		}
+		time.Sleep(100 * time.Millisecond) // polling the process's output
+	}
 }
 
 func startDev(t *testing.T, bin, state string) *devRun {
 	t.Helper()
 	cmd := exec.Command(filepath.Join(bin, "quickpay"), "dev", "--dir", state, "--listen", "127.0.0.1:0")
 	cmd.Env = append(os.Environ(), "QUICKPAY_DATABASE_URL=") // the private cluster, as on a fresh machine
-	cmd.Stdout, cmd.Stderr = nil, nil
+	r := &devRun{cmd: cmd, done: make(chan error, 1), path: filepath.Join(state, "env")}
+	cmd.Stdout, cmd.Stderr = &r.out, nil
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	r := &devRun{cmd: cmd, done: make(chan error, 1), path: filepath.Join(state, "env")}
 	go func() { r.done <- cmd.Wait() }()
 	t.Cleanup(func() { _ = cmd.Process.Kill() })
 

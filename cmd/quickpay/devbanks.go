@@ -1,9 +1,11 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"time"
 
@@ -179,4 +181,51 @@ Then a monthly withholding mandate on the bound card, charged from today:
   curl -s %[1]s/v1/mandates/<mandate id>/charges -H "Authorization: Bearer $TOKEN"
 `, baseURL, banksimURL, dm.MerchantID, dm.ClientID, c.HolderName, dm.ClientSecret, c.IDNumber, c.CardNumber, c.Phone,
 		today.Day(), today.Format(time.DateOnly))
+}
+
+// demoSessionLink asks the running API for a binding session of the demo
+// merchant (its own token, then POST /v1/binding_sessions) and returns the
+// hosted page's link, which returns to serve's /readyz when done.
+func demoSessionLink(ctx context.Context, baseURL string, dm demoMerchant) (string, error) {
+	post := func(path, token, idemKey string, body, out any) error {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, baseURL+path, bytes.NewReader(b))
+		if err != nil {
+			return err
+		}
+		req.Header.Set("Content-Type", "application/json")
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		if idemKey != "" {
+			req.Header.Set("Idempotency-Key", idemKey)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode/100 != 2 {
+			return fmt.Errorf("POST %s: HTTP %d", path, resp.StatusCode)
+		}
+		return json.NewDecoder(resp.Body).Decode(out)
+	}
+	var tok struct {
+		AccessToken string `json:"access_token"`
+	}
+	if err := post("/v1/oauth/token", "", "", map[string]string{"grant_type": "client_credentials",
+		"client_id": dm.ClientID, "client_secret": dm.ClientSecret}, &tok); err != nil {
+		return "", err
+	}
+	var sess struct {
+		URL string `json:"url"`
+	}
+	if err := post("/v1/binding_sessions", tok.AccessToken, fmt.Sprintf("demo-session-%d", time.Now().UnixNano()),
+		map[string]string{"external_user_id": "demo-web-user", "return_url": baseURL + "/readyz"}, &sess); err != nil {
+		return "", err
+	}
+	return sess.URL, nil
 }
