@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"net/url"
 	"path"
+	"strings"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -35,8 +36,10 @@ const BasePath = "/bind"
 // Path is the path of the page a session's token opens.
 func Path(token string) string { return BasePath + "/" + token }
 
-// CSP is the page's Content-Security-Policy. A 303 to the return_url is
-// not a form action, so form-action is 'self' alone.
+// CSP is the page's Content-Security-Policy. A page of an open session
+// also names its return_url's origin in form-action (cspFor): its last
+// form's post answers 303 to the return_url, and browsers hold every
+// redirect of a form's navigation to form-action.
 const CSP = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; " +
 	"form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 
@@ -363,6 +366,17 @@ func (p *Page) complete(r *req, memberID, cardID, mandateID string) error {
 	return r.c.Redirect(http.StatusSeeOther, returnTo(ss))
 }
 
+// cspFor is CSP with form-action allowing returnURL's origin, or CSP
+// itself when returnURL names none a CSP source can ("" outside a session).
+func cspFor(returnURL string) string {
+	u, err := url.Parse(returnURL)
+	if returnURL == "" || err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" ||
+		strings.ContainsAny(u.Host, " ;,'\"") {
+		return CSP
+	}
+	return strings.Replace(CSP, "form-action 'self'", "form-action 'self' "+u.Scheme+"://"+u.Host, 1)
+}
+
 // returnTo is the session's return_url with binding_session=its id.
 func returnTo(ss binding.Session) string {
 	u, err := url.Parse(ss.ReturnURL)
@@ -518,6 +532,7 @@ type view struct {
 }
 
 func (p *Page) render(r *req, code int, v view) error {
+	r.c.Response().Header().Set("Content-Security-Policy", cspFor(r.ss.ReturnURL))
 	v.T, v.Lang, v.Merchant, v.Action, v.CSRF = texts[r.lang], texts[r.lang]["lang"], r.name, Path(r.token), r.csrf
 	if v.Step == "status" {
 		v.Title, v.Text = v.T[v.Status+"Title"], v.T[v.Status+"Text"]
