@@ -148,7 +148,7 @@ func newTestServer(t *testing.T, o serverOptions) *testServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	idem, err := idempotency.New(idempotency.Config{Pool: st.Pool, Hasher: st.Vault, Logger: o.Logger, InFlightWait: o.InFlightWait})
+	idem, err := idempotency.New(idempotency.Config{Pool: st.Pool, Hasher: st.Vault, Sealer: st.Vault, Logger: o.Logger, InFlightWait: o.InFlightWait})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -175,14 +175,27 @@ func withAuditRequestID(next echo.HandlerFunc) echo.HandlerFunc {
 }
 
 const (
-	ctxMerchant = "qp.merchant"
-	ctxScopes   = "qp.scopes"
+	ctxMerchant   = "qp.merchant"
+	ctxScopes     = "qp.scopes"
+	ctxSealAnswer = "qp.seal_answer"
 )
 
 // SetPrincipal records the authenticated merchant and its token's scopes.
 func SetPrincipal(c echo.Context, merchantID string, scopes []string) {
 	c.Set(ctxMerchant, merchantID)
 	c.Set(ctxScopes, scopes)
+}
+
+// SealAnswer marks the answer being written as holding a secret a GET
+// would not show (a binding session's link): the idempotency store saves
+// it only encrypted (DESIGN.md: a saved response holds nothing a GET would
+// not show in clear).
+func SealAnswer(c echo.Context) { c.Set(ctxSealAnswer, true) }
+
+// AnswerSealed reports whether the handler called SealAnswer.
+func AnswerSealed(c echo.Context) bool {
+	sealed, _ := c.Get(ctxSealAnswer).(bool)
+	return sealed
 }
 
 // MerchantID is the authenticated merchant, "" outside /v1.

@@ -143,6 +143,9 @@ func (a *Sessions) create(c echo.Context) error {
 	if base == "" {
 		base = c.Scheme() + "://" + c.Request().Host
 	}
+	// The link's token opens the page: the idempotency store keeps this
+	// answer only encrypted.
+	SealAnswer(c)
 	return c.JSON(http.StatusCreated, sessionCreatedJSON{ID: ss.ID, URL: strings.TrimRight(base, "/") + hosted.Path(token),
 		Status: ss.Status, ExpiresAt: ss.ExpiresAt.UTC()})
 }

@@ -1,6 +1,7 @@
 package api_test
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"net/http"
@@ -375,5 +376,35 @@ func TestHostedSessionExpires(t *testing.T) {
 	}
 	if p := b.get(t, e.url+"/bind/"+strings.Repeat("A", 43)); p.status != http.StatusNotFound {
 		t.Errorf("unknown token: %d", p.status)
+	}
+}
+
+// TestSessionLinkSavedSealed: the answer of POST /v1/binding_sessions holds
+// the link, whose token opens the page and which GET never shows. Its
+// Idempotency-Key keeps it only encrypted, and a replay answers the same
+// link.
+func TestSessionLinkSavedSealed(t *testing.T) {
+	e := newSessionEnv(t, nil)
+	keyText := "sealed-" + randomHex(t, 8)
+	key := apitest.IdempotencyKey(keyText)
+	body := map[string]any{"external_user_id": "sealed-" + randomHex(t, 4), "return_url": returnURL}
+	first := e.c.Post(t, "/v1/binding_sessions", body, key)
+	var s sessionCreated
+	if !first.WantStatus(t, http.StatusCreated) || !first.Decode(t, &s) {
+		t.FailNow()
+	}
+	token := s.URL[strings.LastIndex(s.URL, "/")+1:]
+	var saved []byte
+	var sealed bool
+	if err := e.Pool.QueryRow(context.Background(), `SELECT response_body, response_sealed FROM idempotency_keys
+		WHERE key = $1 AND response_status = 201`, keyText).Scan(&saved, &sealed); err != nil {
+		t.Fatal(err)
+	}
+	if !sealed || bytes.Contains(saved, []byte(token)) || bytes.Contains(saved, []byte(s.ID)) {
+		t.Errorf("the saved answer (sealed %v) holds the session's token or id in clear", sealed)
+	}
+	again := e.c.Post(t, "/v1/binding_sessions", body, key)
+	if again.WantStatus(t, http.StatusCreated) && (!bytes.Equal(again.Body, first.Body) || again.Header.Get("Idempotent-Replayed") != "true") {
+		t.Errorf("replay = %s (replayed %q), want the first answer", again.Body, again.Header.Get("Idempotent-Replayed"))
 	}
 }

@@ -52,3 +52,19 @@ func (v *Vault) RequestMACEqual(ctx context.Context, mac, msg []byte) (bool, err
 	}
 	return hmac.Equal(want, mac), nil
 }
+
+// SealAnswer encrypts a saved API answer that holds a secret a GET would
+// not show (a binding session's link), under the data key, bound to aad
+// (the idempotency key's merchant and key): the idempotency store keeps
+// nothing a database reader could use.
+func (v *Vault) SealAnswer(ctx context.Context, answer, aad []byte) ([]byte, error) {
+	return v.Encrypt(ctx, answer, aad)
+}
+
+// OpenAnswer decrypts an answer SealAnswer sealed, to replay it to the
+// merchant who owns it (audited as vault.detokenize, reason "replay
+// idempotent answer").
+func (v *Vault) OpenAnswer(ctx context.Context, merchantID string, sealed, aad []byte) ([]byte, error) {
+	return v.Decrypt(ctx, sealed, aad, Access{MerchantID: merchantID, Actor: "api:" + merchantID,
+		Reason: "replay idempotent answer"})
+}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"time"
 
@@ -70,6 +71,16 @@ func (s *Store) Middleware(merchantID func(echo.Context) string) echo.Middleware
 			if !claim.Owned {
 				if claim.Response == nil {
 					return errors.New("idempotency: done key without a saved answer")
+				}
+				if claim.Response.Sealed {
+					if s.cfg.Sealer == nil {
+						return errors.New("idempotency: a sealed answer and no Sealer to open it")
+					}
+					body, err := s.cfg.Sealer.OpenAnswer(req.Context(), r.MerchantID, claim.Response.Body, answerAAD(r))
+					if err != nil {
+						return fmt.Errorf("idempotency: open sealed answer: %w", err)
+					}
+					claim.Response.Body = body
 				}
 				return replay(c, claim.Response)
 			}
@@ -155,13 +166,29 @@ func (s *Store) run(c echo.Context, next echo.HandlerFunc, r Request, claim Clai
 
 	ctx, cancel := detached(c)
 	defer cancel()
-	if status >= 500 || status == http.StatusTooManyRequests {
+	keep := status < 500 && status != http.StatusTooManyRequests
+	save := ans // what is saved: ans, or ans sealed
+	if keep && api.AnswerSealed(c) {
+		// Saved only encrypted; without a sealer, not at all (a retry runs
+		// the handler again, as after a 5xx).
+		keep = false
+		if s.cfg.Sealer != nil {
+			body, serr := s.cfg.Sealer.SealAnswer(ctx, ans.Body, answerAAD(r))
+			if serr == nil {
+				save.Body, save.Sealed, keep = body, true, true
+			} else {
+				s.cfg.Logger.Error("seal idempotent answer", "err", serr,
+					"request_id", res.Header().Get(echo.HeaderXRequestID))
+			}
+		}
+	}
+	if !keep {
 		if rerr := s.Release(ctx, r, claim); rerr != nil {
 			s.cfg.Logger.Error("release idempotency key", "err", rerr,
 				"request_id", res.Header().Get(echo.HeaderXRequestID))
 		}
 	} else {
-		saved, serr := s.Save(ctx, r, claim, ans)
+		saved, serr := s.Save(ctx, r, claim, save)
 		switch {
 		case serr != nil:
 			// The handler's work is done and its answer goes out; the key

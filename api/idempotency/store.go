@@ -120,6 +120,17 @@ type Config struct {
 	InFlightWait time.Duration
 	// Logger reports answers that could not be saved. Defaults to slog.Default().
 	Logger *slog.Logger
+	// Sealer encrypts the answers handlers mark with SealAnswer (they hold a
+	// secret a GET would not show) before they are saved, and decrypts them
+	// to replay. Without one, such answers are not saved: a retry runs the
+	// handler again.
+	Sealer Sealer
+}
+
+// Sealer encrypts saved answers bound to aad (the vault's data key).
+type Sealer interface {
+	SealAnswer(ctx context.Context, answer, aad []byte) ([]byte, error)
+	OpenAnswer(ctx context.Context, merchantID string, sealed, aad []byte) ([]byte, error)
 }
 
 // Store keeps idempotency keys and their saved answers in Postgres (table
@@ -234,6 +245,13 @@ type Response struct {
 	Status      int
 	ContentType string
 	Body        []byte
+	// Sealed: Body is encrypted by Config.Sealer (answerAAD).
+	Sealed bool
+}
+
+// answerAAD binds a sealed answer to its merchant and key.
+func answerAAD(r Request) []byte {
+	return []byte("idempotency|" + r.MerchantID + "|" + r.Key)
 }
 
 // State is a key's state, mirrored by the CHECK on idempotency_keys.state.
@@ -290,13 +308,15 @@ func (s *Store) Claim(ctx context.Context, r Request) (Claim, error) {
 			status    *int32
 			body      []byte
 			ctype     *string
+			sealed    bool
 			createdAt time.Time
 			expiresAt time.Time
 		)
 		err = s.cfg.Pool.QueryRow(ctx, `
-			SELECT request_hash, state, response_status, response_body, response_type, created_at, expires_at
+			SELECT request_hash, state, response_status, response_body, response_type, response_sealed,
+			       created_at, expires_at
 			  FROM idempotency_keys WHERE merchant_id = $1 AND key = $2`,
-			r.MerchantID, r.Key).Scan(&hash, &state, &status, &body, &ctype, &createdAt, &expiresAt)
+			r.MerchantID, r.Key).Scan(&hash, &state, &status, &body, &ctype, &sealed, &createdAt, &expiresAt)
 		if errors.Is(err, pgx.ErrNoRows) || (err == nil && !expiresAt.After(s.now())) {
 			continue // released or expired meanwhile: try to claim again
 		}
@@ -321,7 +341,7 @@ func (s *Store) Claim(ctx context.Context, r Request) (Claim, error) {
 		}
 		c := Claim{State: state, Reused: !same}
 		if state == StateDone && status != nil && same {
-			c.Response = &Response{Status: int(*status), Body: body}
+			c.Response = &Response{Status: int(*status), Body: body, Sealed: sealed}
 			if ctype != nil {
 				c.Response.ContentType = *ctype
 			}
@@ -352,9 +372,10 @@ func (s *Store) takeOver(ctx context.Context, r Request, now time.Time, cond str
 func (s *Store) Save(ctx context.Context, r Request, c Claim, resp Response) (bool, error) {
 	tag, err := s.cfg.Pool.Exec(ctx, `
 		UPDATE idempotency_keys
-		   SET state = 'done', response_status = $4, response_body = $5, response_type = NULLIF($6, '')
+		   SET state = 'done', response_status = $4, response_body = $5, response_type = NULLIF($6, ''),
+		       response_sealed = $7
 		 WHERE merchant_id = $1 AND key = $2 AND state = 'in_flight' AND created_at = $3`,
-		r.MerchantID, r.Key, c.token, resp.Status, resp.Body, resp.ContentType)
+		r.MerchantID, r.Key, c.token, resp.Status, resp.Body, resp.ContentType, resp.Sealed)
 	if err != nil {
 		return false, fmt.Errorf("save idempotent answer: %w", err)
 	}

@@ -346,7 +346,7 @@ func (c *config) open(ctx context.Context, log *slog.Logger, workers bool) (*dep
 		d.close()
 		return nil, err
 	}
-	if d.idem, err = idempotency.New(idempotency.Config{Pool: d.pool, Hasher: d.vault, Logger: log}); err != nil {
+	if d.idem, err = idempotency.New(idempotency.Config{Pool: d.pool, Hasher: d.vault, Sealer: d.vault, Logger: log}); err != nil {
 		d.close()
 		return nil, err
 	}
