@@ -487,7 +487,7 @@ func TestOpenAPIRealServerConforms(t *testing.T) {
 		if res.WantStatus(t, http.StatusOK) && res.Decode(t, &page) && (len(page.Data) < 2 || page.HasMore) {
 			t.Errorf("second page = %+v, want the remaining events", page)
 		}
-		bc.Get(t, "/v1/events?limit=0").WantError(t, http.StatusBadRequest, "validation_failed")
+		bc.Get(t, "/v1/events?limit=0").WantError(t, http.StatusUnprocessableEntity, "validation_failed")
 		bc.Get(t, "/v1/events?after=evt_aaaaaaaaaaaaaaaaaaaaaaaa").WantError(t, http.StatusNotFound, "not_found")
 	})
 }

@@ -161,7 +161,7 @@ func (w Webhooks) listEvents(c echo.Context) error {
 	if s := c.QueryParam("limit"); s != "" {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 1 || n > webhooks.MaxListLimit {
-			return Validation(http.StatusBadRequest, "limit", "limit must be an integer from 1 to "+strconv.Itoa(webhooks.MaxListLimit))
+			return Validation(http.StatusUnprocessableEntity, "limit", "must be an integer from 1 to "+strconv.Itoa(webhooks.MaxListLimit))
 		}
 		limit = n
 	}

@@ -265,8 +265,8 @@ func TestEventsAPI(t *testing.T) {
 	ca.Get(t, "/v1/events?after=evt_nonsense").WantError(t, http.StatusNotFound, "not_found")
 	for _, limit := range []string{"0", "501", "ten"} {
 		res := ca.Get(t, "/v1/events?limit="+limit)
-		if e := res.APIError(); res.Status != http.StatusBadRequest || e.Code != "validation_failed" || e.Field != "limit" {
-			t.Errorf("limit=%s: %d %s field %q, want 400 validation_failed on limit", limit, res.Status, e.Code, e.Field)
+		if e := res.APIError(); res.Status != http.StatusUnprocessableEntity || e.Code != "validation_failed" || e.Field != "limit" {
+			t.Errorf("limit=%s: %d %s field %q, want 422 validation_failed on limit", limit, res.Status, e.Code, e.Field)
 		}
 	}
 }
