@@ -67,6 +67,10 @@ var (
 	ErrSessionExpired = errors.New("binding session expired")
 	// ErrSessionClosed: the session completed or failed; its link is used.
 	ErrSessionClosed = errors.New("binding session closed")
+	// ErrSessionMoved: the session's binding or mandate attempt is no
+	// longer the one the caller read (another request moved it on). Only
+	// the hosted page sees it; the API never does.
+	ErrSessionMoved = errors.New("binding session moved on")
 )
 
 // Session is one hosted binding.
@@ -101,13 +105,15 @@ type SessionInput struct {
 
 // ValidReturnURL reports whether u may be a session's return_url: an
 // absolute https URL, or http on a loopback host (dev), without
-// credentials or a fragment.
+// credentials or a fragment, whose host is an IP literal or a DNS name of
+// letters, digits and hyphens (ValidHostname): the hosted page names its
+// origin in a CSP, where "*" or "*.example" would be wildcards.
 func ValidReturnURL(u string) bool {
 	if u == "" || len(u) > MaxReturnURLLength {
 		return false
 	}
 	p, err := url.Parse(u)
-	if err != nil || p.User != nil || p.Fragment != "" || p.Host == "" || p.Opaque != "" {
+	if err != nil || p.User != nil || p.Fragment != "" || p.Host == "" || p.Opaque != "" || !ValidHostname(p.Hostname()) {
 		return false
 	}
 	switch p.Scheme {
@@ -118,6 +124,30 @@ func ValidReturnURL(u string) bool {
 	default:
 		return false
 	}
+}
+
+// ValidHostname reports whether host (no port, no brackets) is an IP
+// literal or a DNS name: dot-separated labels of 1–63 letters, digits and
+// hyphens, not starting or ending with a hyphen, 253 characters at most.
+func ValidHostname(host string) bool {
+	if net.ParseIP(host) != nil {
+		return true
+	}
+	if host == "" || len(host) > 253 {
+		return false
+	}
+	for _, label := range strings.Split(host, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for i := 0; i < len(label); i++ {
+			c := label[i]
+			if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-') {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // IsLoopbackHost reports whether host (no port) is localhost or a loopback
@@ -225,11 +255,14 @@ func (s *Service) asRead(ss Session) Session {
 	return ss
 }
 
-// SessionStep records the session's current binding or mandate attempt
-// (an empty id leaves that one as it is). It does nothing to a session
-// that is not open.
+// SessionStep records the session's next binding or mandate attempt (an
+// empty id leaves that one as it is), if the session still names the
+// attempts ss names (compare and set: of two requests that read the same
+// session, one records its attempt). Starting a step needs a session that
+// is open and not expired.
 //
-// Errors: ErrSessionClosed (not open or expired).
+// Errors: ErrSessionExpired, ErrSessionClosed (completed or failed),
+// ErrSessionMoved (another attempt was recorded since ss was read).
 func (s *Service) SessionStep(ctx context.Context, ss Session, bindingID, mandateID string) (Session, error) {
 	now := s.now()
 	if !now.Before(ss.ExpiresAt) {
@@ -237,12 +270,13 @@ func (s *Service) SessionStep(ctx context.Context, ss Session, bindingID, mandat
 	}
 	ok, err := updateOpenSession(ctx, s.pool, ss.MerchantID, ss.ID, now,
 		"binding_id = COALESCE($4, binding_id), mandate_id = COALESCE($5, mandate_id)",
-		nullable(bindingID), nullable(mandateID))
+		"expires_at > $3 AND binding_id IS NOT DISTINCT FROM $6 AND mandate_id IS NOT DISTINCT FROM $7",
+		nullable(bindingID), nullable(mandateID), nullable(ss.BindingID), nullable(ss.MandateID))
 	if err != nil {
 		return ss, fmt.Errorf("session %s step: %w", ss.ID, err)
 	}
 	if !ok {
-		return ss, ErrSessionClosed
+		return ss, s.notUpdated(ctx, s.pool, ss)
 	}
 	if bindingID != "" {
 		ss.BindingID = bindingID
@@ -254,26 +288,51 @@ func (s *Service) SessionStep(ctx context.Context, ss Session, bindingID, mandat
 	return ss, nil
 }
 
+// notUpdated is why an update of an open session ss changed no row: the
+// session as it is now is closed, expired, or names other attempts.
+func (s *Service) notUpdated(ctx context.Context, q querier, ss Session) error {
+	cur, err := getSession(ctx, q, ss.MerchantID, ss.ID)
+	if err != nil {
+		return err
+	}
+	switch cur = s.asRead(cur); cur.Status {
+	case SessionCompleted, SessionFailed:
+		return ErrSessionClosed
+	case SessionExpired:
+		return ErrSessionExpired
+	case SessionOpen:
+		return ErrSessionMoved
+	default:
+		return cur.Status.Check()
+	}
+}
+
 // CompleteSession ends an open session completed with its member, card
 // and (if it has terms) active mandate, and emits
-// binding_session.completed with the session as GET shows it.
+// binding_session.completed with the session as GET shows it. The session
+// must still name ss's binding and mandateID (none without terms): the
+// attempts were recorded before it expired, so it completes even past its
+// expiry (a code confirmed just before the end is not lost).
 //
-// Errors: ErrSessionClosed (no longer open).
+// Errors: ErrSessionClosed (completed or failed), ErrSessionMoved (it
+// names other attempts), ErrSessionExpired (expired, naming other
+// attempts).
 func (s *Service) CompleteSession(ctx context.Context, ss Session, memberID, cardID, mandateID string) (Session, error) {
-	ss.MemberID, ss.CardID, ss.Status = memberID, cardID, SessionCompleted
-	if mandateID != "" {
-		ss.MandateID = mandateID
+	if ss.BindingID == "" {
+		return Session{}, fmt.Errorf("complete session %s: no binding recorded", ss.ID)
 	}
+	ss.MemberID, ss.CardID, ss.Status, ss.MandateID = memberID, cardID, SessionCompleted, mandateID
 	err := s.inTx(ctx, func(u *unit) error {
 		now := s.now()
 		ok, err := updateOpenSession(u.ctx, u.tx, ss.MerchantID, ss.ID, now,
-			"status = 'completed', member_id = $4, card_id = $5, mandate_id = COALESCE($6, mandate_id)",
-			memberID, cardID, nullable(mandateID))
+			"status = 'completed', member_id = $4, card_id = $5",
+			"binding_id = $6 AND mandate_id IS NOT DISTINCT FROM $7",
+			memberID, cardID, ss.BindingID, nullable(mandateID))
 		if err != nil {
 			return err
 		}
 		if !ok {
-			return ErrSessionClosed
+			return s.notUpdated(u.ctx, u.tx, ss)
 		}
 		ss.UpdatedAt = now
 		u.audit(ss.MerchantID, "session.completed", ss.ID, audit.OutcomeOK, map[string]any{"card": cardID, "member": memberID})
@@ -287,7 +346,8 @@ func (s *Service) CompleteSession(ctx context.Context, ss Session, memberID, car
 }
 
 // FailSession ends an open session failed with code (the code of the
-// binding or mandate refusal that ended it).
+// refusal that ended it). Like completion it needs the session open, not
+// unexpired: the refusal came from a step started before the expiry.
 //
 // Errors: ErrSessionClosed (no longer open).
 func (s *Service) FailSession(ctx context.Context, ss Session, code string) (Session, error) {
@@ -296,7 +356,7 @@ func (s *Service) FailSession(ctx context.Context, ss Session, code string) (Ses
 	}
 	err := s.inTx(ctx, func(u *unit) error {
 		now := s.now()
-		ok, err := updateOpenSession(u.ctx, u.tx, ss.MerchantID, ss.ID, now, "status = 'failed', failure_code = $4", code)
+		ok, err := updateOpenSession(u.ctx, u.tx, ss.MerchantID, ss.ID, now, "status = 'failed', failure_code = $4", "", code)
 		if err != nil {
 			return err
 		}

@@ -49,11 +49,14 @@ func sessionByToken(ctx context.Context, q querier, fps [][]byte) (Session, erro
 }
 
 // updateOpenSession sets set (whose parameters are $4 on, args) on the
-// session if it is open and not past its expiry at now, and reports
-// whether it was.
-func updateOpenSession(ctx context.Context, q querier, merchantID, id string, now any, set string, args ...any) (bool, error) {
-	tag, err := q.Exec(ctx, `UPDATE binding_sessions SET `+set+`, updated_at = $3
-		WHERE merchant_id = $1 AND id = $2 AND status = 'open' AND expires_at > $3`,
+// session if it is open and cond holds ("" for none; $3 is now), and
+// reports whether it was.
+func updateOpenSession(ctx context.Context, q querier, merchantID, id string, now any, set, cond string, args ...any) (bool, error) {
+	where := "merchant_id = $1 AND id = $2 AND status = 'open'"
+	if cond != "" {
+		where += " AND " + cond
+	}
+	tag, err := q.Exec(ctx, `UPDATE binding_sessions SET `+set+`, updated_at = $3 WHERE `+where,
 		append([]any{merchantID, id, now}, args...)...)
 	if err != nil {
 		return false, err

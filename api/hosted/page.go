@@ -73,6 +73,10 @@ type Config struct {
 	// Terms makes the mandate a session's terms (the POST /v1/mandates
 	// body without card_id, as stored) describe on cardID. Required.
 	Terms func(raw []byte, cardID string) (mandate.CreateInput, error)
+	// PublicURL is the scheme and host (and path prefix) session links
+	// start with: an https one makes the CSRF cookie Secure. Empty takes
+	// the request's host: Secure unless it is loopback.
+	PublicURL string
 	// Clock times resend countdowns. Defaults to the system clock.
 	Clock clock.Clock
 	// Logger defaults to slog.Default().
@@ -83,6 +87,8 @@ type Config struct {
 type Page struct {
 	cfg Config
 	log *slog.Logger
+	// https: PublicURL's scheme is https (nil without a PublicURL).
+	https *bool
 }
 
 // New returns the page.
@@ -96,7 +102,16 @@ func New(cfg Config) (*Page, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Page{cfg: cfg, log: cfg.Logger}, nil
+	p := &Page{cfg: cfg, log: cfg.Logger}
+	if cfg.PublicURL != "" {
+		u, err := url.Parse(cfg.PublicURL)
+		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			return nil, errors.New("hosted: Config.PublicURL must be an absolute http or https URL")
+		}
+		https := u.Scheme == "https"
+		p.https = &https
+	}
+	return p, nil
 }
 
 // Routes mounts the page under BasePath.
@@ -104,13 +119,13 @@ func (p *Page) Routes(e *echo.Echo) {
 	g := e.Group(BasePath, headers)
 	g.GET("/assets/:file", p.asset)
 	g.GET("/:token", p.show)
-	g.POST("/:token/card", p.form(p.card))
-	g.POST("/:token/card-type", p.form(p.cardType))
-	g.POST("/:token/resend", p.form(p.resend))
-	g.POST("/:token/otp", p.form(p.otp))
-	g.POST("/:token/consent", p.form(p.consentSend))
-	g.POST("/:token/consent/resend", p.form(p.consentResend))
-	g.POST("/:token/consent/confirm", p.form(p.consentConfirm))
+	g.POST("/:token/card", p.form(stepCard, p.card))
+	g.POST("/:token/card-type", p.form("", p.cardType))
+	g.POST("/:token/resend", p.form(stepOTP, p.resend))
+	g.POST("/:token/otp", p.form(stepOTP, p.otp))
+	g.POST("/:token/consent", p.form(stepTerms, p.consentSend))
+	g.POST("/:token/consent/resend", p.form(stepConsent, p.consentResend))
+	g.POST("/:token/consent/confirm", p.form(stepConsent, p.consentConfirm))
 }
 
 // headers sets the page's security headers on every answer.
@@ -147,7 +162,9 @@ type req struct {
 }
 
 // open finds the request's session. A session that is not open answers
-// its status page here, and ok is false.
+// its status page here, and ok is false; but a post with the CSRF token
+// to a completed session (a repeated last submit whose twin completed it)
+// answers 303 to the return_url, as its twin did.
 func (p *Page) open(c echo.Context) (r *req, ok bool, err error) {
 	r = &req{c: c, ctx: c.Request().Context(), lang: pickLang(c.Request().Header.Get("Accept-Language")), token: c.Param("token")}
 	ss, err := p.cfg.Bindings.OpenSession(r.ctx, r.token)
@@ -159,6 +176,9 @@ func (p *Page) open(c echo.Context) (r *req, ok bool, err error) {
 	case errors.Is(err, binding.ErrSessionExpired):
 		return r, false, p.status(r, http.StatusGone, "expired", false)
 	case errors.Is(err, binding.ErrSessionClosed):
+		if ss.Status == binding.SessionCompleted && c.Request().Method == http.MethodPost && p.checkCSRF(r) == 0 {
+			return r, false, c.Redirect(http.StatusSeeOther, returnTo(ss))
+		}
 		return r, false, p.status(r, http.StatusGone, "used", false)
 	default:
 		return r, false, p.fault(r, err)
@@ -187,7 +207,7 @@ func (p *Page) show(c echo.Context) error {
 		}
 		r.csrf = base64.RawURLEncoding.EncodeToString(b)
 		c.SetCookie(&http.Cookie{Name: csrfCookie, Value: r.csrf, Path: Path(r.token), HttpOnly: true,
-			SameSite: http.SameSiteStrictMode, Secure: !loopback(c.Request().Host), MaxAge: int(binding.SessionValidity / time.Second)})
+			SameSite: http.SameSiteStrictMode, Secure: p.secureCookie(c), MaxAge: int(binding.SessionValidity / time.Second)})
 	}
 	return p.step(r, view{})
 }
@@ -195,6 +215,15 @@ func (p *Page) show(c echo.Context) error {
 func validSecret(s string) bool {
 	b, err := base64.RawURLEncoding.DecodeString(s)
 	return err == nil && len(b) == 32
+}
+
+// secureCookie is whether the CSRF cookie is Secure: the PublicURL is
+// https; without one, the request's host is not loopback.
+func (p *Page) secureCookie(c echo.Context) bool {
+	if p.https != nil {
+		return *p.https
+	}
+	return !loopback(c.Request().Host)
 }
 
 func loopback(hostport string) bool {
@@ -207,24 +236,55 @@ func loopback(hostport string) bool {
 
 // form wraps a POST: the session open, the body bounded and parsed, and
 // the CSRF token matching the cookie's secret (else 403 and nothing done).
-func (p *Page) form(fn func(r *req) error) echo.HandlerFunc {
+// A step's post is served only at that step: at another it answers 303
+// to the page, which shows the step the session is at (a repeated or
+// stale submit does nothing), and once the session's work is done it
+// completes the session. step "" serves at any step.
+func (p *Page) form(step string, fn func(r *req, st state) error) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		r, ok, err := p.open(c)
 		if !ok {
 			return err
 		}
-		c.Request().Body = http.MaxBytesReader(c.Response(), c.Request().Body, maxForm)
-		if err := c.Request().ParseForm(); err != nil {
+		switch p.checkCSRF(r) {
+		case 0:
+		case http.StatusBadRequest:
 			return p.status(r, http.StatusBadRequest, "error", false)
-		}
-		ck, err := c.Cookie(csrfCookie)
-		sent := c.Request().PostForm.Get(csrfField)
-		if err != nil || !validSecret(ck.Value) || subtle.ConstantTimeCompare([]byte(ck.Value), []byte(sent)) != 1 {
+		default:
 			return p.status(r, http.StatusForbidden, "csrf", false)
 		}
-		r.csrf = ck.Value
-		return fn(r)
+		if step == "" {
+			return fn(r, state{})
+		}
+		st, err := p.where(r)
+		switch {
+		case err != nil:
+			return p.fault(r, err)
+		case st.step == stepDone:
+			return p.finish(r, st)
+		case st.step != step:
+			return p.again(r)
+		}
+		return fn(r, st)
 	}
+}
+
+// checkCSRF bounds and parses the post's body and checks its CSRF token
+// against the cookie's secret (setting r.csrf): 0 when they match, 400
+// for a body that does not parse, 403 otherwise.
+func (p *Page) checkCSRF(r *req) int {
+	c := r.c
+	c.Request().Body = http.MaxBytesReader(c.Response(), c.Request().Body, maxForm)
+	if err := c.Request().ParseForm(); err != nil {
+		return http.StatusBadRequest
+	}
+	ck, err := c.Cookie(csrfCookie)
+	sent := c.Request().PostForm.Get(csrfField)
+	if err != nil || !validSecret(ck.Value) || subtle.ConstantTimeCompare([]byte(ck.Value), []byte(sent)) != 1 {
+		return http.StatusForbidden
+	}
+	r.csrf = ck.Value
+	return 0
 }
 
 func (r *req) value(name string) string { return r.c.Request().PostForm.Get(name) }
@@ -236,7 +296,7 @@ func (p *Page) again(r *req) error {
 
 // card starts a binding with the four elements (expiry and CVV2 for a
 // credit card).
-func (p *Page) card(r *req) error {
+func (p *Page) card(r *req, _ state) error {
 	ss := r.ss
 	in := binding.BindInput{MemberID: ss.MemberID, HolderName: r.value("holder_name"),
 		IDNumber: sensitive.NewIDNumber(r.value("id_number")), CardNumber: sensitive.NewPAN(r.value("card_number")),
@@ -263,7 +323,7 @@ type cardTypeJSON struct {
 }
 
 // cardType answers the script's hint: where the card number routes.
-func (p *Page) cardType(r *req) error {
+func (p *Page) cardType(r *req, _ state) error {
 	info, err := p.cfg.Bindings.CardRoute(sensitive.NewPAN(r.value("card_number")))
 	if err != nil {
 		return r.c.JSON(http.StatusOK, cardTypeJSON{})
@@ -272,8 +332,8 @@ func (p *Page) cardType(r *req) error {
 		Label: info.BankName + " " + texts[r.lang][string(info.CardType)]})
 }
 
-func (p *Page) resend(r *req) error {
-	if _, err := p.cfg.Bindings.Resend(r.ctx, r.ss.MerchantID, r.ss.BindingID); err != nil {
+func (p *Page) resend(r *req, st state) error {
+	if _, err := p.cfg.Bindings.Resend(r.ctx, r.ss.MerchantID, st.b.ID); err != nil {
 		return p.refused(r, "", err, view{})
 	}
 	return p.again(r)
@@ -281,8 +341,8 @@ func (p *Page) resend(r *req) error {
 
 // otp confirms the binding with the bank's code; without mandate terms
 // that completes the session.
-func (p *Page) otp(r *req) error {
-	b, err := p.cfg.Bindings.Confirm(r.ctx, r.ss.MerchantID, r.ss.BindingID, sensitive.NewOTP(r.value("otp")))
+func (p *Page) otp(r *req, st state) error {
+	b, err := p.cfg.Bindings.Confirm(r.ctx, r.ss.MerchantID, st.b.ID, sensitive.NewOTP(r.value("otp")))
 	switch {
 	case errors.Is(err, binding.ErrOTPAttemptsExceeded):
 		return p.fail(r, err)
@@ -297,12 +357,8 @@ func (p *Page) otp(r *req) error {
 
 // consentSend creates the mandate on the bound card, which texts the
 // consent code.
-func (p *Page) consentSend(r *req) error {
-	b, err := p.bound(r)
-	if err != nil {
-		return p.fault(r, err)
-	}
-	in, err := p.cfg.Terms(r.ss.Mandate, b.CardID)
+func (p *Page) consentSend(r *req, st state) error {
+	in, err := p.cfg.Terms(r.ss.Mandate, st.b.CardID)
 	if err != nil {
 		return p.fault(r, err)
 	}
@@ -321,8 +377,8 @@ func (p *Page) consentSend(r *req) error {
 	return p.again(r)
 }
 
-func (p *Page) consentResend(r *req) error {
-	if _, err := p.cfg.Mandates.Resend(r.ctx, r.ss.MerchantID, r.ss.MandateID); err != nil {
+func (p *Page) consentResend(r *req, st state) error {
+	if _, err := p.cfg.Mandates.Resend(r.ctx, r.ss.MerchantID, st.m.ID); err != nil {
 		return p.refused(r, "", err, view{})
 	}
 	return p.again(r)
@@ -330,8 +386,8 @@ func (p *Page) consentResend(r *req) error {
 
 // consentConfirm confirms the mandate with the consent code, which
 // completes the session.
-func (p *Page) consentConfirm(r *req) error {
-	m, err := p.cfg.Mandates.Confirm(r.ctx, r.ss.MerchantID, r.ss.MandateID, sensitive.NewOTP(r.value("otp")))
+func (p *Page) consentConfirm(r *req, st state) error {
+	m, err := p.cfg.Mandates.Confirm(r.ctx, r.ss.MerchantID, st.m.ID, sensitive.NewOTP(r.value("otp")))
 	switch {
 	case errors.Is(err, mandate.ErrOTPAttemptsExceeded):
 		return p.fail(r, err)
@@ -341,37 +397,47 @@ func (p *Page) consentConfirm(r *req) error {
 	return p.complete(r, m.MemberID, m.CardID, m.ID)
 }
 
-// bound is the session's bound binding.
-func (p *Page) bound(r *req) (binding.Binding, error) {
-	if r.ss.BindingID == "" {
-		return binding.Binding{}, errors.New("hosted: no binding in the session")
-	}
-	b, err := p.cfg.Bindings.GetBinding(r.ctx, r.ss.MerchantID, r.ss.BindingID)
-	if err != nil {
-		return b, err
-	}
-	if b.Status != binding.StatusBound {
-		return b, fmt.Errorf("hosted: session binding is %s, not bound", b.Status)
-	}
-	return b, nil
-}
-
 // complete ends the session completed and sends the user back to the
-// merchant's return_url.
+// merchant's return_url. A session its twin request completed meanwhile
+// (a repeated last submit) sends the user back too.
 func (p *Page) complete(r *req, memberID, cardID, mandateID string) error {
 	ss, err := p.cfg.Bindings.CompleteSession(r.ctx, r.ss, memberID, cardID, mandateID)
+	if errors.Is(err, binding.ErrSessionClosed) {
+		cur, gerr := p.cfg.Bindings.GetSession(r.ctx, r.ss.MerchantID, r.ss.ID)
+		if gerr != nil {
+			return p.fault(r, gerr)
+		}
+		if cur.Status == binding.SessionCompleted {
+			return r.c.Redirect(http.StatusSeeOther, returnTo(cur))
+		}
+	}
 	if err != nil {
 		return p.closed(r, err)
 	}
 	return r.c.Redirect(http.StatusSeeOther, returnTo(ss))
 }
 
-// cspFor is CSP with form-action allowing returnURL's origin, or CSP
-// itself when returnURL names none a CSP source can ("" outside a session).
-func cspFor(returnURL string) string {
-	u, err := url.Parse(returnURL)
-	if returnURL == "" || err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" ||
-		strings.ContainsAny(u.Host, " ;,'\"") {
+// finish completes a session whose step is done.
+func (p *Page) finish(r *req, st state) error {
+	mandateID := ""
+	if r.ss.Mandate != nil {
+		mandateID = st.m.ID
+	}
+	return p.complete(r, st.b.MemberID, st.b.CardID, mandateID)
+}
+
+// cspFor is the CSP of a page of ss: with form-action allowing its
+// return_url's origin while ss is open (its last form's 303 goes there),
+// else CSP itself (the zero session outside one, and the status pages of
+// closed or expired sessions, whose forms are gone). ValidReturnURL
+// admits only hosts a CSP source names literally, never a wildcard; an
+// IPv6 literal, which no CSP source can name, is left out.
+func cspFor(ss binding.Session) string {
+	if ss.Status != binding.SessionOpen || !binding.ValidReturnURL(ss.ReturnURL) {
+		return CSP
+	}
+	u, err := url.Parse(ss.ReturnURL)
+	if err != nil || strings.Contains(u.Hostname(), ":") {
 		return CSP
 	}
 	return strings.Replace(CSP, "form-action 'self'", "form-action 'self' "+u.Scheme+"://"+u.Host, 1)
@@ -402,9 +468,12 @@ func (p *Page) fail(r *req, err error) error {
 		Back: returnTo(ss)})
 }
 
-// closed answers a session that stopped being open during the request.
+// closed answers a session that stopped being open during the request,
+// or whose step another request moved on (303 to the page).
 func (p *Page) closed(r *req, err error) error {
 	switch {
+	case errors.Is(err, binding.ErrSessionMoved):
+		return p.again(r)
 	case errors.Is(err, binding.ErrSessionExpired):
 		return p.status(r, http.StatusGone, "expired", false)
 	case errors.Is(err, binding.ErrSessionClosed):
@@ -445,66 +514,114 @@ func (p *Page) status(r *req, code int, k string, back bool) error {
 // step shows the session's current step (200).
 func (p *Page) step(r *req, v view) error { return p.stepStatus(r, http.StatusOK, "", v) }
 
-// stepStatus works out the session's step from its binding and mandate
-// and shows it with code; force names the step for a refusal of the card
-// form (which has no binding to show yet).
-func (p *Page) stepStatus(r *req, code int, force string, v view) error {
+// The steps of a session's page, in order; done is a session whose work
+// is done, to complete.
+const (
+	stepCard    = "card"
+	stepOTP     = "otp"
+	stepTerms   = "terms"
+	stepConsent = "consent"
+	stepDone    = "done"
+)
+
+// state is where a session stands: its step, and the binding and mandate
+// the step stands on.
+type state struct {
+	step string
+	b    binding.Binding // the session's binding, if it names one
+	m    mandate.Mandate // the session's mandate, if it names one
+	// ended is the expiry of the binding's code (step card) or the
+	// mandate's (step terms), for the page to say.
+	ended error
+}
+
+// where works out the session's step from its binding and mandate.
+func (p *Page) where(r *req) (state, error) {
 	ss := r.ss
-	now := p.cfg.Clock.Now()
-	if force == "card" || ss.BindingID == "" {
-		v.Step = "card"
-		return p.render(r, code, v)
+	var st state
+	if ss.BindingID == "" {
+		st.step = stepCard
+		return st, nil
 	}
 	b, err := p.cfg.Bindings.GetBinding(r.ctx, ss.MerchantID, ss.BindingID)
 	if err != nil {
-		return p.fault(r, err)
+		return st, err
 	}
+	st.b = b
 	switch b.Status {
 	case binding.StatusOTPSent:
-		v.Step, v.Card = "otp", b.Card
-		v.AttemptsLeft, v.ResendIn = b.AttemptsLeft(), max(0, int(b.ResendAfter().Sub(now).Round(time.Second)/time.Second))
-		return p.render(r, code, v)
+		st.step = stepOTP
+		return st, nil
 	case binding.StatusFailed, binding.StatusExpired:
-		v.Step = "card"
-		if v.Error == "" && b.Status == binding.StatusExpired {
-			v.Error, _ = sentence(r.lang, binding.ErrBindingExpired)
+		st.step = stepCard
+		if b.Status == binding.StatusExpired {
+			st.ended = binding.ErrBindingExpired
 		}
-		return p.render(r, code, v)
+		return st, nil
 	case binding.StatusBound:
 	default:
-		return p.fault(r, b.Status.Check())
+		return st, b.Status.Check()
 	}
 	if ss.Mandate == nil {
-		// Bound, not yet completed (a confirm that stopped between the
-		// two): complete now.
-		return p.complete(r, b.MemberID, b.CardID, "")
+		st.step = stepDone
+		return st, nil
 	}
-	v.Card = b.Card
-	if ss.MandateID != "" {
-		m, err := p.cfg.Mandates.Get(r.ctx, ss.MerchantID, ss.MandateID)
-		if err != nil {
-			return p.fault(r, err)
-		}
-		switch m.Status {
-		case mandate.StatusPendingConfirmation:
-			v.Step, v.Terms = "consent", p.mandateTerms(r, m)
-			v.AttemptsLeft = m.AttemptsLeft()
-			v.ResendIn = max(0, int(m.ResendAfter().Sub(now).Round(time.Second)/time.Second))
-			return p.render(r, code, v)
-		case mandate.StatusActive:
-			return p.complete(r, m.MemberID, m.CardID, m.ID)
-		default:
-			// Expired (its code ran out): consent again with a new code.
-			if v.Error == "" && m.Status == mandate.StatusExpired {
-				v.Error, _ = sentence(r.lang, mandate.ErrConsentExpired)
-			}
-		}
+	st.step = stepTerms
+	if ss.MandateID == "" {
+		return st, nil
 	}
-	in, err := p.cfg.Terms(ss.Mandate, b.CardID)
+	if st.m, err = p.cfg.Mandates.Get(r.ctx, ss.MerchantID, ss.MandateID); err != nil {
+		return st, err
+	}
+	switch st.m.Status {
+	case mandate.StatusPendingConfirmation:
+		st.step = stepConsent
+	case mandate.StatusActive:
+		st.step = stepDone
+	case mandate.StatusExpired:
+		// Its code ran out: consent again with a new code.
+		st.ended = mandate.ErrConsentExpired
+	}
+	return st, nil
+}
+
+// stepStatus shows the session's step with code; force names the step
+// for a refusal of the card form (which has no binding to show yet). A
+// session whose work is done (bound, and with terms consented, but not
+// completed: a request that stopped between the two) completes here.
+func (p *Page) stepStatus(r *req, code int, force string, v view) error {
+	if force == stepCard {
+		v.Step = stepCard
+		return p.render(r, code, v)
+	}
+	st, err := p.where(r)
 	if err != nil {
 		return p.fault(r, err)
 	}
-	v.Step, v.Terms = "terms", p.inputTerms(r, in, now)
+	now := p.cfg.Clock.Now()
+	if v.Error == "" && st.ended != nil {
+		v.Error, _ = sentence(r.lang, st.ended)
+	}
+	v.Step = st.step
+	switch st.step {
+	case stepDone:
+		return p.finish(r, st)
+	case stepCard:
+	case stepOTP:
+		v.Card, v.AttemptsLeft = st.b.Card, st.b.AttemptsLeft()
+		v.ResendIn = max(0, int(st.b.ResendAfter().Sub(now).Round(time.Second)/time.Second))
+	case stepConsent:
+		v.Card, v.Terms, v.AttemptsLeft = st.b.Card, p.mandateTerms(r, st.m), st.m.AttemptsLeft()
+		v.ResendIn = max(0, int(st.m.ResendAfter().Sub(now).Round(time.Second)/time.Second))
+	case stepTerms:
+		in, err := p.cfg.Terms(r.ss.Mandate, st.b.CardID)
+		if err != nil {
+			return p.fault(r, err)
+		}
+		v.Card, v.Terms = st.b.Card, p.inputTerms(r, in, now)
+	default:
+		return p.fault(r, fmt.Errorf("hosted: unknown step %q", st.step))
+	}
 	return p.render(r, code, v)
 }
 
@@ -532,7 +649,7 @@ type view struct {
 }
 
 func (p *Page) render(r *req, code int, v view) error {
-	r.c.Response().Header().Set("Content-Security-Policy", cspFor(r.ss.ReturnURL))
+	r.c.Response().Header().Set("Content-Security-Policy", cspFor(r.ss))
 	v.T, v.Lang, v.Merchant, v.Action, v.CSRF = texts[r.lang], texts[r.lang]["lang"], r.name, Path(r.token), r.csrf
 	if v.Step == "status" {
 		v.Title, v.Text = v.T[v.Status+"Title"], v.T[v.Status+"Text"]

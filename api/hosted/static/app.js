@@ -11,6 +11,18 @@
     }
     tick();
   });
+  // A form submits once: its button is disabled on submit (the server
+  // refuses a repeat anyway), and enabled again when the page is shown
+  // from the back-forward cache.
+  document.querySelectorAll("form").forEach(function (f) {
+    f.addEventListener("submit", function () {
+      f.querySelectorAll("button[type=submit]").forEach(function (b) { b.disabled = true; });
+    });
+  });
+  window.addEventListener("pageshow", function (e) {
+    if (!e.persisted) { return; }
+    document.querySelectorAll("form:not(.resend) button[type=submit]").forEach(function (b) { b.disabled = false; });
+  });
   // Card-type hint: the BIN router answers (same origin, POST body).
   var form = document.getElementById("card-form");
   if (!form) { return; }
