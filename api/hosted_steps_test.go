@@ -205,3 +205,56 @@ func TestHostedCookieSecureFromPublicURL(t *testing.T) {
 		t.Error("a public URL without a scheme was taken")
 	}
 }
+
+// TestHostedTooManyRefusals: the card form's refused attempts are counted
+// per session, and the fifth fails it.
+func TestHostedTooManyRefusals(t *testing.T) {
+	t.Parallel()
+	e := newSessionEnv(t, nil)
+	a := e.account(t, e.gen, "ICBC", "debit")
+	// Fresh forms each post: post adds the browser's CSRF token to its form.
+	mismatch := func() url.Values { f := cardForm(a); f.Set("holder_name", "欧阳不符"); return f }
+	invalid := func() url.Values { f := cardForm(a); f.Set("id_number", "123"); return f }
+
+	t.Run("four refusals leave the session open for the right card", func(t *testing.T) {
+		s := e.create(t, map[string]any{"external_user_id": "u-" + randomHex(t, 4), "return_url": returnURL})
+		b := newBrowser(t, "")
+		b.get(t, s.URL)
+		for i := 0; i < binding.MaxSessionRefusals-1; i++ {
+			if p := b.post(t, s.URL, "/card", mismatch()); p.status != http.StatusUnprocessableEntity {
+				t.Fatalf("refusal %d: %d", i+1, p.status)
+			}
+		}
+		wantAgain(t, b.post(t, s.URL, "/card", cardForm(a)), s.URL, "the right card")
+		if got := e.session(t, s.ID); got.Status != "open" || got.BindingID == nil {
+			t.Errorf("session: %+v", got)
+		}
+	})
+
+	t.Run("the fifth refusal fails the session", func(t *testing.T) {
+		s := e.create(t, map[string]any{"external_user_id": "u-" + randomHex(t, 4), "return_url": returnURL})
+		b := newBrowser(t, "en")
+		b.get(t, s.URL)
+		for i := 0; i < binding.MaxSessionRefusals-1; i++ {
+			f := mismatch
+			if i%2 == 1 {
+				f = invalid
+			}
+			if p := b.post(t, s.URL, "/card", f()); p.status != http.StatusUnprocessableEntity || strings.Contains(p.body, "Too many attempts") {
+				t.Fatalf("refusal %d: %d", i+1, p.status)
+			}
+		}
+		p := b.post(t, s.URL, "/card", mismatch())
+		if p.status != http.StatusUnprocessableEntity {
+			t.Errorf("fifth refusal: %d", p.status)
+		}
+		wantIn(t, p, "Too many attempts")
+		got := e.session(t, s.ID)
+		if got.Status != "failed" || got.FailureCode == nil || *got.FailureCode != "too_many_attempts" {
+			t.Errorf("session: %+v", got)
+		}
+		if p := b.post(t, s.URL, "/card", cardForm(a)); p.status != http.StatusGone {
+			t.Errorf("the right card after: %d", p.status)
+		}
+	})
+}

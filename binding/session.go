@@ -35,6 +35,17 @@ const SessionTokenBytes = 32
 // DomainSessionToken is the fingerprint domain of session tokens.
 const DomainSessionToken = "binding_session_token"
 
+// MaxSessionRefusals is how many attempts of the card form the data may
+// have refused (elements or identity mismatch, card bound elsewhere or
+// declined or unsupported, invalid fields) before the session fails with
+// SessionTooManyAttempts: without it a link's holder could probe whose
+// card and identity match for as long as the link lives.
+const MaxSessionRefusals = 5
+
+// SessionTooManyAttempts is the failure_code of a session that ran out
+// of card attempts.
+const SessionTooManyAttempts = "too_many_attempts"
+
 // MaxReturnURLLength bounds a session's return_url.
 const MaxReturnURLLength = 2048
 
@@ -71,6 +82,9 @@ var (
 	// longer the one the caller read (another request moved it on). Only
 	// the hosted page sees it; the API never does.
 	ErrSessionMoved = errors.New("binding session moved on")
+	// ErrSessionAttempts: the session's card attempts are used up
+	// (MaxSessionRefusals refused or in flight).
+	ErrSessionAttempts = errors.New("binding session has too many refused card attempts")
 )
 
 // Session is one hosted binding.
@@ -286,6 +300,44 @@ func (s *Service) SessionStep(ctx context.Context, ss Session, bindingID, mandat
 	}
 	ss.UpdatedAt = now
 	return ss, nil
+}
+
+// TakeSessionAttempt counts one attempt of the card form against ss
+// before the binding starts, and returns how many the session has
+// counted with it. The caller gives it back (GiveBackSessionAttempt)
+// unless the data was refused, and fails the session when the count
+// reached MaxSessionRefusals. Counting before the bank is asked bounds
+// concurrent attempts too.
+//
+// Errors: ErrSessionAttempts (MaxSessionRefusals counted),
+// ErrSessionExpired, ErrSessionClosed.
+func (s *Service) TakeSessionAttempt(ctx context.Context, ss Session) (int, error) {
+	now := s.now()
+	if !now.Before(ss.ExpiresAt) {
+		return 0, ErrSessionExpired
+	}
+	n, ok, err := takeSessionAttempt(ctx, s.pool, ss.MerchantID, ss.ID, now, MaxSessionRefusals)
+	if err != nil {
+		return 0, fmt.Errorf("session %s attempt: %w", ss.ID, err)
+	}
+	if ok {
+		return n, nil
+	}
+	if err := s.notUpdated(ctx, s.pool, ss); !errors.Is(err, ErrSessionMoved) {
+		return 0, err
+	}
+	return 0, ErrSessionAttempts
+}
+
+// GiveBackSessionAttempt uncounts an attempt TakeSessionAttempt counted
+// that the data did not refuse (it started a binding, or the bank did
+// not answer). A session no longer open keeps its count.
+func (s *Service) GiveBackSessionAttempt(ctx context.Context, ss Session) error {
+	if _, err := updateOpenSession(ctx, s.pool, ss.MerchantID, ss.ID, s.now(), "card_refusals = card_refusals - 1",
+		"card_refusals > 0"); err != nil {
+		return fmt.Errorf("session %s attempt back: %w", ss.ID, err)
+	}
+	return nil
 }
 
 // notUpdated is why an update of an open session ss changed no row: the

@@ -7,7 +7,7 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// The binding_sessions table's SQL (migration 028).
+// The binding_sessions table's SQL (migrations 028 and 030).
 
 const sessionCols = `id, merchant_id, COALESCE(member_id, ''), COALESCE(external_user_id, ''), return_url, mandate,
 	status, COALESCE(binding_id, ''), COALESCE(card_id, ''), COALESCE(mandate_id, ''), COALESCE(failure_code, ''),
@@ -46,6 +46,20 @@ func getSession(ctx context.Context, q querier, merchantID, id string) (Session,
 
 func sessionByToken(ctx context.Context, q querier, fps [][]byte) (Session, error) {
 	return scanSession(q.QueryRow(ctx, `SELECT `+sessionCols+` FROM binding_sessions WHERE token_fp = ANY($1)`, fps))
+}
+
+// takeSessionAttempt counts one card attempt on the session if it is open,
+// not past its expiry at now, and has counted fewer than max, and returns
+// the count with it.
+func takeSessionAttempt(ctx context.Context, q querier, merchantID, id string, now any, max int) (int, bool, error) {
+	var n int
+	err := q.QueryRow(ctx, `UPDATE binding_sessions SET card_refusals = card_refusals + 1, updated_at = $3
+		WHERE merchant_id = $1 AND id = $2 AND status = 'open' AND expires_at > $3 AND card_refusals < $4
+		RETURNING card_refusals`, merchantID, id, now, max).Scan(&n)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, false, nil
+	}
+	return n, err == nil, err
 }
 
 // updateOpenSession sets set (whose parameters are $4 on, args) on the

@@ -170,6 +170,8 @@ func sentence(lang string, err error) (string, bool) {
 		return pick("银行拒绝了此卡，请换一张卡。", "The bank refused this card. Please use another card."), true
 	case errors.Is(err, binding.ErrBankUnavailable):
 		return pick("银行暂时无法响应，请稍后再试。", "The bank did not answer. Please try again."), true
+	case errors.Is(err, binding.ErrSessionAttempts):
+		return pick("尝试次数过多，请返回商户重新发起。", "Too many attempts. Go back to the merchant and start again."), true
 	case errors.Is(err, binding.ErrRateLimited):
 		return pick("操作过于频繁，请稍后再试。", "Too many attempts. Please try again later."), true
 	case errors.Is(err, mandate.ErrSMSUnavailable):
@@ -187,6 +189,8 @@ func failureCode(err error) string {
 	switch {
 	case errors.Is(err, binding.ErrOTPAttemptsExceeded):
 		return "otp_attempts_exceeded"
+	case errors.Is(err, binding.ErrSessionAttempts):
+		return binding.SessionTooManyAttempts
 	case errors.Is(err, mandate.ErrCardNotActive):
 		return "card_not_active"
 	case errors.Is(err, mandate.ErrInvalid):

@@ -295,7 +295,9 @@ func (p *Page) again(r *req) error {
 }
 
 // card starts a binding with the four elements (expiry and CVV2 for a
-// credit card).
+// credit card). Each attempt is counted against the session first and
+// given back unless the data was refused (refusedData); the refusal that
+// reaches binding.MaxSessionRefusals fails the session.
 func (p *Page) card(r *req, _ state) error {
 	ss := r.ss
 	in := binding.BindInput{MemberID: ss.MemberID, HolderName: r.value("holder_name"),
@@ -304,14 +306,43 @@ func (p *Page) card(r *req, _ state) error {
 	if ss.ExternalUserID != "" && ss.MemberID == "" {
 		in.ExternalUserID = ss.ExternalUserID
 	}
+	keep := view{Name: in.HolderName, Phone: in.Phone}
+	n, err := p.cfg.Bindings.TakeSessionAttempt(r.ctx, ss)
+	switch {
+	case errors.Is(err, binding.ErrSessionAttempts):
+		// Used up by attempts still in flight.
+		return p.refused(r, stepCard, err, keep)
+	case err != nil:
+		return p.closed(r, err)
+	}
 	b, err := p.cfg.Bindings.StartBinding(r.ctx, ss.MerchantID, in)
+	if err != nil && refusedData(err) {
+		if n >= binding.MaxSessionRefusals {
+			return p.fail(r, binding.ErrSessionAttempts)
+		}
+		return p.refused(r, stepCard, err, keep)
+	}
+	if gerr := p.cfg.Bindings.GiveBackSessionAttempt(r.ctx, ss); gerr != nil {
+		return p.fault(r, gerr)
+	}
 	if err != nil {
-		return p.refused(r, "card", err, view{Name: in.HolderName, Phone: in.Phone})
+		return p.refused(r, stepCard, err, keep)
 	}
 	if _, err := p.cfg.Bindings.SessionStep(r.ctx, ss, b.ID, ""); err != nil {
 		return p.closed(r, err)
 	}
 	return p.again(r)
+}
+
+// refusedData reports whether StartBinding's err refused the data given
+// (what a prober learns from), which counts against the session.
+func refusedData(err error) bool {
+	var fe *binding.FieldError
+	var mismatch *binding.ElementsMismatchError
+	var identity *binding.IdentityMismatchError
+	return errors.As(err, &fe) || errors.As(err, &mismatch) || errors.As(err, &identity) ||
+		errors.Is(err, binding.ErrCardBoundElsewhere) || errors.Is(err, binding.ErrCardDeclined) ||
+		errors.Is(err, binding.ErrCardUnsupported)
 }
 
 // cardTypeJSON is the card-type hint's answer.
