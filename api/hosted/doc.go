@@ -14,7 +14,9 @@
 // sentences in the user's language, never as JSON. A successful form post
 // answers 303 to the session's page (post, redirect, get), whose step
 // follows from the session's binding and mandate; the last one answers
-// 303 to the session's return_url.
+// 303 to the session's return_url. A post is served only at the step it
+// belongs to (else 303 to the page), and the card form's refused
+// attempts are counted per session (binding.MaxSessionRefusals).
 //
 // # Security
 //
@@ -22,8 +24,8 @@
 // another origin, no inline script or style, no framing), Cache-Control:
 // no-store, nosniff and no referrer. Every form carries a CSRF token that
 // must equal the per-session secret of the cookie set when the link is
-// first opened (HttpOnly, SameSite=Strict, Secure unless the host is
-// loopback, scoped to the session's path). Card data travels only in POST
+// first opened (HttpOnly, SameSite=Strict, Secure when Config.PublicURL
+// is https, scoped to the session's path). Card data travels only in POST
 // bodies; the page never writes a card number, ID number, expiry, CVV2 or
 // code back into its HTML (the name and phone are kept after an error).
 package hosted
