@@ -49,7 +49,7 @@ func (a *Sessions) Routes(v1 *echo.Group) {
 // PublicRoutes implements PublicRouter: the hosted page.
 func (a *Sessions) PublicRoutes(e *echo.Echo) {
 	page, err := hosted.New(hosted.Config{Bindings: a.Bindings, Mandates: a.Mandates, Merchants: a.Merchants,
-		Terms: termsInput, Clock: a.Clock, Logger: a.Logger})
+		Terms: termsInput, PublicURL: a.PublicURL, Clock: a.Clock, Logger: a.Logger})
 	if err != nil {
 		// Only a missing service: a wiring defect.
 		panic("api: hosted page: " + err.Error())
