@@ -40,6 +40,13 @@
 // queried before any new debit). A panicking handler releases its claim the
 // same way. Every other answer, 4xx included, is saved and replayed.
 //
+// # Sealed answers
+//
+// An answer a handler marks with api.SealAnswer holds a secret a GET would
+// not show (a binding session's link): it is saved encrypted by
+// Config.Sealer, bound to its merchant and key, and decrypted to replay.
+// Without a Sealer it is not saved, as a 5xx is not.
+//
 // # Stale claims
 //
 // A process that dies while a handler runs leaves an in_flight row with no
