@@ -1056,8 +1056,8 @@ type CreateRefundRequest struct {
 	Reason *string `json:"reason,omitempty"`
 }
 
-// Error defines model for Error.
-type Error struct {
+// ErrorBody defines model for Error.
+type ErrorBody struct {
 	Error struct {
 		// AttemptsLeft Wrong codes the binding or mandate still takes (`otp_incorrect`).
 		AttemptsLeft *int `json:"attempts_left,omitempty"`
@@ -1462,43 +1462,43 @@ type SessionToken = string
 type StartingAfter = string
 
 // BankUnavailable defines model for BankUnavailable.
-type BankUnavailable = Error
+type BankUnavailable = ErrorBody
 
 // BodyTooLarge defines model for BodyTooLarge.
-type BodyTooLarge = Error
+type BodyTooLarge = ErrorBody
 
 // Forbidden defines model for Forbidden.
-type Forbidden = Error
+type Forbidden = ErrorBody
 
 // IdempotencyKeyReused defines model for IdempotencyKeyReused.
-type IdempotencyKeyReused = Error
+type IdempotencyKeyReused = ErrorBody
 
 // Internal defines model for Internal.
-type Internal = Error
+type Internal = ErrorBody
 
 // InvalidState defines model for InvalidState.
-type InvalidState = Error
+type InvalidState = ErrorBody
 
 // ListValidation defines model for ListValidation.
-type ListValidation = Error
+type ListValidation = ErrorBody
 
 // MandateChanged defines model for MandateChanged.
 type MandateChanged = Mandate
 
 // NotFound defines model for NotFound.
-type NotFound = Error
+type NotFound = ErrorBody
 
 // RateLimited defines model for RateLimited.
-type RateLimited = Error
+type RateLimited = ErrorBody
 
 // SMSUnavailable defines model for SMSUnavailable.
-type SMSUnavailable = Error
+type SMSUnavailable = ErrorBody
 
 // StartingAfterNotFound defines model for StartingAfterNotFound.
-type StartingAfterNotFound = Error
+type StartingAfterNotFound = ErrorBody
 
 // Unauthorized defines model for Unauthorized.
-type Unauthorized = Error
+type Unauthorized = ErrorBody
 
 // GetOpenAPIDocument200JSONResponseBodyOpenapi defines parameters for GetOpenAPIDocument.
 type GetOpenAPIDocument200JSONResponseBodyOpenapi string
@@ -6297,19 +6297,19 @@ type CreateBindingSessionResponse struct {
 	// JSON201 the response for an HTTP 201 `application/json` response
 	JSON201 *BindingSessionCreated
 	// JSON400 the response for an HTTP 400 `application/json` response
-	JSON400 *Error
+	JSON400 *ErrorBody
 	// JSON401 the response for an HTTP 401 `application/json` response
 	JSON401 *Unauthorized
 	// JSON403 the response for an HTTP 403 `application/json` response
 	JSON403 *Forbidden
 	// JSON404 the response for an HTTP 404 `application/json` response
-	JSON404 *Error
+	JSON404 *ErrorBody
 	// JSON409 the response for an HTTP 409 `application/json` response
-	JSON409 *Error
+	JSON409 *ErrorBody
 	// JSON413 the response for an HTTP 413 `application/json` response
 	JSON413 *BodyTooLarge
 	// JSON422 the response for an HTTP 422 `application/json` response
-	JSON422 *Error
+	JSON422 *ErrorBody
 	// JSON429 the response for an HTTP 429 `application/json` response
 	JSON429 *RateLimited
 	// JSON500 the response for an HTTP 500 `application/json` response
@@ -6328,7 +6328,7 @@ func (r CreateBindingSessionResponse) GetJSON201() *BindingSessionCreated {
 }
 
 // GetJSON400 returns the response for an HTTP 400 `application/json` response
-func (r CreateBindingSessionResponse) GetJSON400() *Error {
+func (r CreateBindingSessionResponse) GetJSON400() *ErrorBody {
 	return r.JSON400
 }
 
@@ -6343,12 +6343,12 @@ func (r CreateBindingSessionResponse) GetJSON403() *Forbidden {
 }
 
 // GetJSON404 returns the response for an HTTP 404 `application/json` response
-func (r CreateBindingSessionResponse) GetJSON404() *Error {
+func (r CreateBindingSessionResponse) GetJSON404() *ErrorBody {
 	return r.JSON404
 }
 
 // GetJSON409 returns the response for an HTTP 409 `application/json` response
-func (r CreateBindingSessionResponse) GetJSON409() *Error {
+func (r CreateBindingSessionResponse) GetJSON409() *ErrorBody {
 	return r.JSON409
 }
 
@@ -6358,7 +6358,7 @@ func (r CreateBindingSessionResponse) GetJSON413() *BodyTooLarge {
 }
 
 // GetJSON422 returns the response for an HTTP 422 `application/json` response
-func (r CreateBindingSessionResponse) GetJSON422() *Error {
+func (r CreateBindingSessionResponse) GetJSON422() *ErrorBody {
 	return r.JSON422
 }
 
@@ -6519,19 +6519,19 @@ type CreateBindingResponse struct {
 	// JSON201 the response for an HTTP 201 `application/json` response
 	JSON201 *Binding
 	// JSON400 the response for an HTTP 400 `application/json` response
-	JSON400 *Error
+	JSON400 *ErrorBody
 	// JSON401 the response for an HTTP 401 `application/json` response
 	JSON401 *Unauthorized
 	// JSON403 the response for an HTTP 403 `application/json` response
 	JSON403 *Forbidden
 	// JSON404 the response for an HTTP 404 `application/json` response
-	JSON404 *Error
+	JSON404 *ErrorBody
 	// JSON409 the response for an HTTP 409 `application/json` response
-	JSON409 *Error
+	JSON409 *ErrorBody
 	// JSON413 the response for an HTTP 413 `application/json` response
 	JSON413 *BodyTooLarge
 	// JSON422 the response for an HTTP 422 `application/json` response
-	JSON422 *Error
+	JSON422 *ErrorBody
 	// JSON429 the response for an HTTP 429 `application/json` response
 	JSON429 *RateLimited
 	// JSON500 the response for an HTTP 500 `application/json` response
@@ -6559,7 +6559,7 @@ func (r CreateBindingResponse) GetJSON201() *Binding {
 }
 
 // GetJSON400 returns the response for an HTTP 400 `application/json` response
-func (r CreateBindingResponse) GetJSON400() *Error {
+func (r CreateBindingResponse) GetJSON400() *ErrorBody {
 	return r.JSON400
 }
 
@@ -6574,12 +6574,12 @@ func (r CreateBindingResponse) GetJSON403() *Forbidden {
 }
 
 // GetJSON404 returns the response for an HTTP 404 `application/json` response
-func (r CreateBindingResponse) GetJSON404() *Error {
+func (r CreateBindingResponse) GetJSON404() *ErrorBody {
 	return r.JSON404
 }
 
 // GetJSON409 returns the response for an HTTP 409 `application/json` response
-func (r CreateBindingResponse) GetJSON409() *Error {
+func (r CreateBindingResponse) GetJSON409() *ErrorBody {
 	return r.JSON409
 }
 
@@ -6589,7 +6589,7 @@ func (r CreateBindingResponse) GetJSON413() *BodyTooLarge {
 }
 
 // GetJSON422 returns the response for an HTTP 422 `application/json` response
-func (r CreateBindingResponse) GetJSON422() *Error {
+func (r CreateBindingResponse) GetJSON422() *ErrorBody {
 	return r.JSON422
 }
 
@@ -6748,7 +6748,7 @@ type ConfirmBindingResponse struct {
 	// JSON200 the response for an HTTP 200 `application/json` response
 	JSON200 *Binding
 	// JSON400 the response for an HTTP 400 `application/json` response
-	JSON400 *Error
+	JSON400 *ErrorBody
 	// JSON401 the response for an HTTP 401 `application/json` response
 	JSON401 *Unauthorized
 	// JSON403 the response for an HTTP 403 `application/json` response
@@ -6756,13 +6756,13 @@ type ConfirmBindingResponse struct {
 	// JSON404 the response for an HTTP 404 `application/json` response
 	JSON404 *NotFound
 	// JSON409 the response for an HTTP 409 `application/json` response
-	JSON409 *Error
+	JSON409 *ErrorBody
 	// JSON410 the response for an HTTP 410 `application/json` response
-	JSON410 *Error
+	JSON410 *ErrorBody
 	// JSON413 the response for an HTTP 413 `application/json` response
 	JSON413 *BodyTooLarge
 	// JSON422 the response for an HTTP 422 `application/json` response
-	JSON422 *Error
+	JSON422 *ErrorBody
 	// JSON429 the response for an HTTP 429 `application/json` response
 	JSON429 *RateLimited
 	// JSON500 the response for an HTTP 500 `application/json` response
@@ -6783,7 +6783,7 @@ func (r ConfirmBindingResponse) GetJSON200() *Binding {
 }
 
 // GetJSON400 returns the response for an HTTP 400 `application/json` response
-func (r ConfirmBindingResponse) GetJSON400() *Error {
+func (r ConfirmBindingResponse) GetJSON400() *ErrorBody {
 	return r.JSON400
 }
 
@@ -6803,12 +6803,12 @@ func (r ConfirmBindingResponse) GetJSON404() *NotFound {
 }
 
 // GetJSON409 returns the response for an HTTP 409 `application/json` response
-func (r ConfirmBindingResponse) GetJSON409() *Error {
+func (r ConfirmBindingResponse) GetJSON409() *ErrorBody {
 	return r.JSON409
 }
 
 // GetJSON410 returns the response for an HTTP 410 `application/json` response
-func (r ConfirmBindingResponse) GetJSON410() *Error {
+func (r ConfirmBindingResponse) GetJSON410() *ErrorBody {
 	return r.JSON410
 }
 
@@ -6818,7 +6818,7 @@ func (r ConfirmBindingResponse) GetJSON413() *BodyTooLarge {
 }
 
 // GetJSON422 returns the response for an HTTP 422 `application/json` response
-func (r ConfirmBindingResponse) GetJSON422() *Error {
+func (r ConfirmBindingResponse) GetJSON422() *ErrorBody {
 	return r.JSON422
 }
 
@@ -6887,7 +6887,7 @@ type ResendBindingCodeResponse struct {
 	// JSON200 the response for an HTTP 200 `application/json` response
 	JSON200 *Binding
 	// JSON400 the response for an HTTP 400 `application/json` response
-	JSON400 *Error
+	JSON400 *ErrorBody
 	// JSON401 the response for an HTTP 401 `application/json` response
 	JSON401 *Unauthorized
 	// JSON403 the response for an HTTP 403 `application/json` response
@@ -6895,15 +6895,15 @@ type ResendBindingCodeResponse struct {
 	// JSON404 the response for an HTTP 404 `application/json` response
 	JSON404 *NotFound
 	// JSON409 the response for an HTTP 409 `application/json` response
-	JSON409 *Error
+	JSON409 *ErrorBody
 	// JSON410 the response for an HTTP 410 `application/json` response
-	JSON410 *Error
+	JSON410 *ErrorBody
 	// JSON413 the response for an HTTP 413 `application/json` response
 	JSON413 *BodyTooLarge
 	// JSON422 the response for an HTTP 422 `application/json` response
-	JSON422 *Error
+	JSON422 *ErrorBody
 	// JSON429 the response for an HTTP 429 `application/json` response
-	JSON429 *Error
+	JSON429 *ErrorBody
 	// JSON500 the response for an HTTP 500 `application/json` response
 	JSON500 *Internal
 	// JSON503 the response for an HTTP 503 `application/json` response
@@ -6922,7 +6922,7 @@ func (r ResendBindingCodeResponse) GetJSON200() *Binding {
 }
 
 // GetJSON400 returns the response for an HTTP 400 `application/json` response
-func (r ResendBindingCodeResponse) GetJSON400() *Error {
+func (r ResendBindingCodeResponse) GetJSON400() *ErrorBody {
 	return r.JSON400
 }
 
@@ -6942,12 +6942,12 @@ func (r ResendBindingCodeResponse) GetJSON404() *NotFound {
 }
 
 // GetJSON409 returns the response for an HTTP 409 `application/json` response
-func (r ResendBindingCodeResponse) GetJSON409() *Error {
+func (r ResendBindingCodeResponse) GetJSON409() *ErrorBody {
 	return r.JSON409
 }
 
 // GetJSON410 returns the response for an HTTP 410 `application/json` response
-func (r ResendBindingCodeResponse) GetJSON410() *Error {
+func (r ResendBindingCodeResponse) GetJSON410() *ErrorBody {
 	return r.JSON410
 }
 
@@ -6957,12 +6957,12 @@ func (r ResendBindingCodeResponse) GetJSON413() *BodyTooLarge {
 }
 
 // GetJSON422 returns the response for an HTTP 422 `application/json` response
-func (r ResendBindingCodeResponse) GetJSON422() *Error {
+func (r ResendBindingCodeResponse) GetJSON422() *ErrorBody {
 	return r.JSON422
 }
 
 // GetJSON429 returns the response for an HTTP 429 `application/json` response
-func (r ResendBindingCodeResponse) GetJSON429() *Error {
+func (r ResendBindingCodeResponse) GetJSON429() *ErrorBody {
 	return r.JSON429
 }
 
@@ -7027,7 +7027,7 @@ type UnbindCardResponse struct {
 	// JSON404 the response for an HTTP 404 `application/json` response
 	JSON404 *NotFound
 	// JSON422 the response for an HTTP 422 `application/json` response
-	JSON422 *Error
+	JSON422 *ErrorBody
 	// JSON429 the response for an HTTP 429 `application/json` response
 	JSON429 *RateLimited
 	// JSON500 the response for an HTTP 500 `application/json` response
@@ -7061,7 +7061,7 @@ func (r UnbindCardResponse) GetJSON404() *NotFound {
 }
 
 // GetJSON422 returns the response for an HTTP 422 `application/json` response
-func (r UnbindCardResponse) GetJSON422() *Error {
+func (r UnbindCardResponse) GetJSON422() *ErrorBody {
 	return r.JSON422
 }
 
@@ -7406,7 +7406,7 @@ type ListChargeRefundsResponse struct {
 	// JSON403 the response for an HTTP 403 `application/json` response
 	JSON403 *Forbidden
 	// JSON404 the response for an HTTP 404 `application/json` response
-	JSON404 *Error
+	JSON404 *ErrorBody
 	// JSON422 the response for an HTTP 422 `application/json` response
 	JSON422 *ListValidation
 	// JSON429 the response for an HTTP 429 `application/json` response
@@ -7435,7 +7435,7 @@ func (r ListChargeRefundsResponse) GetJSON403() *Forbidden {
 }
 
 // GetJSON404 returns the response for an HTTP 404 `application/json` response
-func (r ListChargeRefundsResponse) GetJSON404() *Error {
+func (r ListChargeRefundsResponse) GetJSON404() *ErrorBody {
 	return r.JSON404
 }
 
@@ -7504,7 +7504,7 @@ type CreateRefundResponse struct {
 	// JSON201 the response for an HTTP 201 `application/json` response
 	JSON201 *Refund
 	// JSON400 the response for an HTTP 400 `application/json` response
-	JSON400 *Error
+	JSON400 *ErrorBody
 	// JSON401 the response for an HTTP 401 `application/json` response
 	JSON401 *Unauthorized
 	// JSON403 the response for an HTTP 403 `application/json` response
@@ -7512,11 +7512,11 @@ type CreateRefundResponse struct {
 	// JSON404 the response for an HTTP 404 `application/json` response
 	JSON404 *NotFound
 	// JSON409 the response for an HTTP 409 `application/json` response
-	JSON409 *Error
+	JSON409 *ErrorBody
 	// JSON413 the response for an HTTP 413 `application/json` response
 	JSON413 *BodyTooLarge
 	// JSON422 the response for an HTTP 422 `application/json` response
-	JSON422 *Error
+	JSON422 *ErrorBody
 	// JSON429 the response for an HTTP 429 `application/json` response
 	JSON429 *RateLimited
 	// JSON500 the response for an HTTP 500 `application/json` response
@@ -7535,7 +7535,7 @@ func (r CreateRefundResponse) GetJSON201() *Refund {
 }
 
 // GetJSON400 returns the response for an HTTP 400 `application/json` response
-func (r CreateRefundResponse) GetJSON400() *Error {
+func (r CreateRefundResponse) GetJSON400() *ErrorBody {
 	return r.JSON400
 }
 
@@ -7555,7 +7555,7 @@ func (r CreateRefundResponse) GetJSON404() *NotFound {
 }
 
 // GetJSON409 returns the response for an HTTP 409 `application/json` response
-func (r CreateRefundResponse) GetJSON409() *Error {
+func (r CreateRefundResponse) GetJSON409() *ErrorBody {
 	return r.JSON409
 }
 
@@ -7565,7 +7565,7 @@ func (r CreateRefundResponse) GetJSON413() *BodyTooLarge {
 }
 
 // GetJSON422 returns the response for an HTTP 422 `application/json` response
-func (r CreateRefundResponse) GetJSON422() *Error {
+func (r CreateRefundResponse) GetJSON422() *ErrorBody {
 	return r.JSON422
 }
 
@@ -7626,9 +7626,9 @@ type ListEventsResponse struct {
 	// JSON401 the response for an HTTP 401 `application/json` response
 	JSON401 *Unauthorized
 	// JSON404 the response for an HTTP 404 `application/json` response
-	JSON404 *Error
+	JSON404 *ErrorBody
 	// JSON422 the response for an HTTP 422 `application/json` response
-	JSON422 *Error
+	JSON422 *ErrorBody
 	// JSON429 the response for an HTTP 429 `application/json` response
 	JSON429 *RateLimited
 	// JSON500 the response for an HTTP 500 `application/json` response
@@ -7650,12 +7650,12 @@ func (r ListEventsResponse) GetJSON401() *Unauthorized {
 }
 
 // GetJSON404 returns the response for an HTTP 404 `application/json` response
-func (r ListEventsResponse) GetJSON404() *Error {
+func (r ListEventsResponse) GetJSON404() *ErrorBody {
 	return r.JSON404
 }
 
 // GetJSON422 returns the response for an HTTP 422 `application/json` response
-func (r ListEventsResponse) GetJSON422() *Error {
+func (r ListEventsResponse) GetJSON422() *ErrorBody {
 	return r.JSON422
 }
 
@@ -7899,19 +7899,19 @@ type CreateMandateResponse struct {
 	// JSON201 the response for an HTTP 201 `application/json` response
 	JSON201 *Mandate
 	// JSON400 the response for an HTTP 400 `application/json` response
-	JSON400 *Error
+	JSON400 *ErrorBody
 	// JSON401 the response for an HTTP 401 `application/json` response
 	JSON401 *Unauthorized
 	// JSON403 the response for an HTTP 403 `application/json` response
 	JSON403 *Forbidden
 	// JSON404 the response for an HTTP 404 `application/json` response
-	JSON404 *Error
+	JSON404 *ErrorBody
 	// JSON409 the response for an HTTP 409 `application/json` response
-	JSON409 *Error
+	JSON409 *ErrorBody
 	// JSON413 the response for an HTTP 413 `application/json` response
 	JSON413 *BodyTooLarge
 	// JSON422 the response for an HTTP 422 `application/json` response
-	JSON422 *Error
+	JSON422 *ErrorBody
 	// JSON429 the response for an HTTP 429 `application/json` response
 	JSON429 *RateLimited
 	// JSON500 the response for an HTTP 500 `application/json` response
@@ -7932,7 +7932,7 @@ func (r CreateMandateResponse) GetJSON201() *Mandate {
 }
 
 // GetJSON400 returns the response for an HTTP 400 `application/json` response
-func (r CreateMandateResponse) GetJSON400() *Error {
+func (r CreateMandateResponse) GetJSON400() *ErrorBody {
 	return r.JSON400
 }
 
@@ -7947,12 +7947,12 @@ func (r CreateMandateResponse) GetJSON403() *Forbidden {
 }
 
 // GetJSON404 returns the response for an HTTP 404 `application/json` response
-func (r CreateMandateResponse) GetJSON404() *Error {
+func (r CreateMandateResponse) GetJSON404() *ErrorBody {
 	return r.JSON404
 }
 
 // GetJSON409 returns the response for an HTTP 409 `application/json` response
-func (r CreateMandateResponse) GetJSON409() *Error {
+func (r CreateMandateResponse) GetJSON409() *ErrorBody {
 	return r.JSON409
 }
 
@@ -7962,7 +7962,7 @@ func (r CreateMandateResponse) GetJSON413() *BodyTooLarge {
 }
 
 // GetJSON422 returns the response for an HTTP 422 `application/json` response
-func (r CreateMandateResponse) GetJSON422() *Error {
+func (r CreateMandateResponse) GetJSON422() *ErrorBody {
 	return r.JSON422
 }
 
@@ -8121,7 +8121,7 @@ type CancelMandateResponse struct {
 	// JSON200 the response for an HTTP 200 `application/json` response
 	JSON200 *MandateChanged
 	// JSON400 the response for an HTTP 400 `application/json` response
-	JSON400 *Error
+	JSON400 *ErrorBody
 	// JSON401 the response for an HTTP 401 `application/json` response
 	JSON401 *Unauthorized
 	// JSON403 the response for an HTTP 403 `application/json` response
@@ -8152,7 +8152,7 @@ func (r CancelMandateResponse) GetJSON200() *MandateChanged {
 }
 
 // GetJSON400 returns the response for an HTTP 400 `application/json` response
-func (r CancelMandateResponse) GetJSON400() *Error {
+func (r CancelMandateResponse) GetJSON400() *ErrorBody {
 	return r.JSON400
 }
 
@@ -8245,7 +8245,7 @@ type ListMandateChargesResponse struct {
 	// JSON403 the response for an HTTP 403 `application/json` response
 	JSON403 *Forbidden
 	// JSON404 the response for an HTTP 404 `application/json` response
-	JSON404 *Error
+	JSON404 *ErrorBody
 	// JSON422 the response for an HTTP 422 `application/json` response
 	JSON422 *ListValidation
 	// JSON429 the response for an HTTP 429 `application/json` response
@@ -8274,7 +8274,7 @@ func (r ListMandateChargesResponse) GetJSON403() *Forbidden {
 }
 
 // GetJSON404 returns the response for an HTTP 404 `application/json` response
-func (r ListMandateChargesResponse) GetJSON404() *Error {
+func (r ListMandateChargesResponse) GetJSON404() *ErrorBody {
 	return r.JSON404
 }
 
@@ -8343,7 +8343,7 @@ type CreateChargeResponse struct {
 	// JSON201 the response for an HTTP 201 `application/json` response
 	JSON201 *Charge
 	// JSON400 the response for an HTTP 400 `application/json` response
-	JSON400 *Error
+	JSON400 *ErrorBody
 	// JSON401 the response for an HTTP 401 `application/json` response
 	JSON401 *Unauthorized
 	// JSON403 the response for an HTTP 403 `application/json` response
@@ -8351,11 +8351,11 @@ type CreateChargeResponse struct {
 	// JSON404 the response for an HTTP 404 `application/json` response
 	JSON404 *NotFound
 	// JSON409 the response for an HTTP 409 `application/json` response
-	JSON409 *Error
+	JSON409 *ErrorBody
 	// JSON413 the response for an HTTP 413 `application/json` response
 	JSON413 *BodyTooLarge
 	// JSON422 the response for an HTTP 422 `application/json` response
-	JSON422 *Error
+	JSON422 *ErrorBody
 	// JSON429 the response for an HTTP 429 `application/json` response
 	JSON429 *RateLimited
 	// JSON500 the response for an HTTP 500 `application/json` response
@@ -8374,7 +8374,7 @@ func (r CreateChargeResponse) GetJSON201() *Charge {
 }
 
 // GetJSON400 returns the response for an HTTP 400 `application/json` response
-func (r CreateChargeResponse) GetJSON400() *Error {
+func (r CreateChargeResponse) GetJSON400() *ErrorBody {
 	return r.JSON400
 }
 
@@ -8394,7 +8394,7 @@ func (r CreateChargeResponse) GetJSON404() *NotFound {
 }
 
 // GetJSON409 returns the response for an HTTP 409 `application/json` response
-func (r CreateChargeResponse) GetJSON409() *Error {
+func (r CreateChargeResponse) GetJSON409() *ErrorBody {
 	return r.JSON409
 }
 
@@ -8404,7 +8404,7 @@ func (r CreateChargeResponse) GetJSON413() *BodyTooLarge {
 }
 
 // GetJSON422 returns the response for an HTTP 422 `application/json` response
-func (r CreateChargeResponse) GetJSON422() *Error {
+func (r CreateChargeResponse) GetJSON422() *ErrorBody {
 	return r.JSON422
 }
 
@@ -8468,7 +8468,7 @@ type ConfirmMandateResponse struct {
 	// JSON200 the response for an HTTP 200 `application/json` response
 	JSON200 *Mandate
 	// JSON400 the response for an HTTP 400 `application/json` response
-	JSON400 *Error
+	JSON400 *ErrorBody
 	// JSON401 the response for an HTTP 401 `application/json` response
 	JSON401 *Unauthorized
 	// JSON403 the response for an HTTP 403 `application/json` response
@@ -8476,13 +8476,13 @@ type ConfirmMandateResponse struct {
 	// JSON404 the response for an HTTP 404 `application/json` response
 	JSON404 *NotFound
 	// JSON409 the response for an HTTP 409 `application/json` response
-	JSON409 *Error
+	JSON409 *ErrorBody
 	// JSON410 the response for an HTTP 410 `application/json` response
-	JSON410 *Error
+	JSON410 *ErrorBody
 	// JSON413 the response for an HTTP 413 `application/json` response
 	JSON413 *BodyTooLarge
 	// JSON422 the response for an HTTP 422 `application/json` response
-	JSON422 *Error
+	JSON422 *ErrorBody
 	// JSON429 the response for an HTTP 429 `application/json` response
 	JSON429 *RateLimited
 	// JSON500 the response for an HTTP 500 `application/json` response
@@ -8501,7 +8501,7 @@ func (r ConfirmMandateResponse) GetJSON200() *Mandate {
 }
 
 // GetJSON400 returns the response for an HTTP 400 `application/json` response
-func (r ConfirmMandateResponse) GetJSON400() *Error {
+func (r ConfirmMandateResponse) GetJSON400() *ErrorBody {
 	return r.JSON400
 }
 
@@ -8521,12 +8521,12 @@ func (r ConfirmMandateResponse) GetJSON404() *NotFound {
 }
 
 // GetJSON409 returns the response for an HTTP 409 `application/json` response
-func (r ConfirmMandateResponse) GetJSON409() *Error {
+func (r ConfirmMandateResponse) GetJSON409() *ErrorBody {
 	return r.JSON409
 }
 
 // GetJSON410 returns the response for an HTTP 410 `application/json` response
-func (r ConfirmMandateResponse) GetJSON410() *Error {
+func (r ConfirmMandateResponse) GetJSON410() *ErrorBody {
 	return r.JSON410
 }
 
@@ -8536,7 +8536,7 @@ func (r ConfirmMandateResponse) GetJSON413() *BodyTooLarge {
 }
 
 // GetJSON422 returns the response for an HTTP 422 `application/json` response
-func (r ConfirmMandateResponse) GetJSON422() *Error {
+func (r ConfirmMandateResponse) GetJSON422() *ErrorBody {
 	return r.JSON422
 }
 
@@ -8600,7 +8600,7 @@ type PauseMandateResponse struct {
 	// JSON200 the response for an HTTP 200 `application/json` response
 	JSON200 *MandateChanged
 	// JSON400 the response for an HTTP 400 `application/json` response
-	JSON400 *Error
+	JSON400 *ErrorBody
 	// JSON401 the response for an HTTP 401 `application/json` response
 	JSON401 *Unauthorized
 	// JSON403 the response for an HTTP 403 `application/json` response
@@ -8631,7 +8631,7 @@ func (r PauseMandateResponse) GetJSON200() *MandateChanged {
 }
 
 // GetJSON400 returns the response for an HTTP 400 `application/json` response
-func (r PauseMandateResponse) GetJSON400() *Error {
+func (r PauseMandateResponse) GetJSON400() *ErrorBody {
 	return r.JSON400
 }
 
@@ -8725,7 +8725,7 @@ type ResendMandateCodeResponse struct {
 	// JSON200 the response for an HTTP 200 `application/json` response
 	JSON200 *Mandate
 	// JSON400 the response for an HTTP 400 `application/json` response
-	JSON400 *Error
+	JSON400 *ErrorBody
 	// JSON401 the response for an HTTP 401 `application/json` response
 	JSON401 *Unauthorized
 	// JSON403 the response for an HTTP 403 `application/json` response
@@ -8733,15 +8733,15 @@ type ResendMandateCodeResponse struct {
 	// JSON404 the response for an HTTP 404 `application/json` response
 	JSON404 *NotFound
 	// JSON409 the response for an HTTP 409 `application/json` response
-	JSON409 *Error
+	JSON409 *ErrorBody
 	// JSON410 the response for an HTTP 410 `application/json` response
-	JSON410 *Error
+	JSON410 *ErrorBody
 	// JSON413 the response for an HTTP 413 `application/json` response
 	JSON413 *BodyTooLarge
 	// JSON422 the response for an HTTP 422 `application/json` response
-	JSON422 *Error
+	JSON422 *ErrorBody
 	// JSON429 the response for an HTTP 429 `application/json` response
-	JSON429 *Error
+	JSON429 *ErrorBody
 	// JSON500 the response for an HTTP 500 `application/json` response
 	JSON500 *Internal
 	// JSON503 the response for an HTTP 503 `application/json` response
@@ -8760,7 +8760,7 @@ func (r ResendMandateCodeResponse) GetJSON200() *Mandate {
 }
 
 // GetJSON400 returns the response for an HTTP 400 `application/json` response
-func (r ResendMandateCodeResponse) GetJSON400() *Error {
+func (r ResendMandateCodeResponse) GetJSON400() *ErrorBody {
 	return r.JSON400
 }
 
@@ -8780,12 +8780,12 @@ func (r ResendMandateCodeResponse) GetJSON404() *NotFound {
 }
 
 // GetJSON409 returns the response for an HTTP 409 `application/json` response
-func (r ResendMandateCodeResponse) GetJSON409() *Error {
+func (r ResendMandateCodeResponse) GetJSON409() *ErrorBody {
 	return r.JSON409
 }
 
 // GetJSON410 returns the response for an HTTP 410 `application/json` response
-func (r ResendMandateCodeResponse) GetJSON410() *Error {
+func (r ResendMandateCodeResponse) GetJSON410() *ErrorBody {
 	return r.JSON410
 }
 
@@ -8795,12 +8795,12 @@ func (r ResendMandateCodeResponse) GetJSON413() *BodyTooLarge {
 }
 
 // GetJSON422 returns the response for an HTTP 422 `application/json` response
-func (r ResendMandateCodeResponse) GetJSON422() *Error {
+func (r ResendMandateCodeResponse) GetJSON422() *ErrorBody {
 	return r.JSON422
 }
 
 // GetJSON429 returns the response for an HTTP 429 `application/json` response
-func (r ResendMandateCodeResponse) GetJSON429() *Error {
+func (r ResendMandateCodeResponse) GetJSON429() *ErrorBody {
 	return r.JSON429
 }
 
@@ -8864,7 +8864,7 @@ type ResumeMandateResponse struct {
 	// JSON200 the response for an HTTP 200 `application/json` response
 	JSON200 *MandateChanged
 	// JSON400 the response for an HTTP 400 `application/json` response
-	JSON400 *Error
+	JSON400 *ErrorBody
 	// JSON401 the response for an HTTP 401 `application/json` response
 	JSON401 *Unauthorized
 	// JSON403 the response for an HTTP 403 `application/json` response
@@ -8895,7 +8895,7 @@ func (r ResumeMandateResponse) GetJSON200() *MandateChanged {
 }
 
 // GetJSON400 returns the response for an HTTP 400 `application/json` response
-func (r ResumeMandateResponse) GetJSON400() *Error {
+func (r ResumeMandateResponse) GetJSON400() *ErrorBody {
 	return r.JSON400
 }
 
@@ -8984,7 +8984,7 @@ type FindMemberResponse struct {
 	// JSON200 the response for an HTTP 200 `application/json` response
 	JSON200 *Member
 	// JSON400 the response for an HTTP 400 `application/json` response
-	JSON400 *Error
+	JSON400 *ErrorBody
 	// JSON401 the response for an HTTP 401 `application/json` response
 	JSON401 *Unauthorized
 	// JSON403 the response for an HTTP 403 `application/json` response
@@ -9007,7 +9007,7 @@ func (r FindMemberResponse) GetJSON200() *Member {
 }
 
 // GetJSON400 returns the response for an HTTP 400 `application/json` response
-func (r FindMemberResponse) GetJSON400() *Error {
+func (r FindMemberResponse) GetJSON400() *ErrorBody {
 	return r.JSON400
 }
 
@@ -9086,17 +9086,17 @@ type CreateMemberResponse struct {
 	// JSON201 the response for an HTTP 201 `application/json` response
 	JSON201 *Member
 	// JSON400 the response for an HTTP 400 `application/json` response
-	JSON400 *Error
+	JSON400 *ErrorBody
 	// JSON401 the response for an HTTP 401 `application/json` response
 	JSON401 *Unauthorized
 	// JSON403 the response for an HTTP 403 `application/json` response
 	JSON403 *Forbidden
 	// JSON409 the response for an HTTP 409 `application/json` response
-	JSON409 *Error
+	JSON409 *ErrorBody
 	// JSON413 the response for an HTTP 413 `application/json` response
 	JSON413 *BodyTooLarge
 	// JSON422 the response for an HTTP 422 `application/json` response
-	JSON422 *Error
+	JSON422 *ErrorBody
 	// JSON429 the response for an HTTP 429 `application/json` response
 	JSON429 *RateLimited
 	// JSON500 the response for an HTTP 500 `application/json` response
@@ -9115,7 +9115,7 @@ func (r CreateMemberResponse) GetJSON201() *Member {
 }
 
 // GetJSON400 returns the response for an HTTP 400 `application/json` response
-func (r CreateMemberResponse) GetJSON400() *Error {
+func (r CreateMemberResponse) GetJSON400() *ErrorBody {
 	return r.JSON400
 }
 
@@ -9130,7 +9130,7 @@ func (r CreateMemberResponse) GetJSON403() *Forbidden {
 }
 
 // GetJSON409 returns the response for an HTTP 409 `application/json` response
-func (r CreateMemberResponse) GetJSON409() *Error {
+func (r CreateMemberResponse) GetJSON409() *ErrorBody {
 	return r.JSON409
 }
 
@@ -9140,7 +9140,7 @@ func (r CreateMemberResponse) GetJSON413() *BodyTooLarge {
 }
 
 // GetJSON422 returns the response for an HTTP 422 `application/json` response
-func (r CreateMemberResponse) GetJSON422() *Error {
+func (r CreateMemberResponse) GetJSON422() *ErrorBody {
 	return r.JSON422
 }
 
@@ -9384,13 +9384,13 @@ type CreateTokenResponse struct {
 	// JSON200 the response for an HTTP 200 `application/json` response
 	JSON200 *Token
 	// JSON400 the response for an HTTP 400 `application/json` response
-	JSON400 *Error
+	JSON400 *ErrorBody
 	// JSON401 the response for an HTTP 401 `application/json` response
-	JSON401 *Error
+	JSON401 *ErrorBody
 	// JSON413 the response for an HTTP 413 `application/json` response
 	JSON413 *BodyTooLarge
 	// JSON429 the response for an HTTP 429 `application/json` response
-	JSON429 *Error
+	JSON429 *ErrorBody
 	// JSON500 the response for an HTTP 500 `application/json` response
 	JSON500 *Internal
 	// Headers200 the parsed response headers for an HTTP 200 response
@@ -9407,12 +9407,12 @@ func (r CreateTokenResponse) GetJSON200() *Token {
 }
 
 // GetJSON400 returns the response for an HTTP 400 `application/json` response
-func (r CreateTokenResponse) GetJSON400() *Error {
+func (r CreateTokenResponse) GetJSON400() *ErrorBody {
 	return r.JSON400
 }
 
 // GetJSON401 returns the response for an HTTP 401 `application/json` response
-func (r CreateTokenResponse) GetJSON401() *Error {
+func (r CreateTokenResponse) GetJSON401() *ErrorBody {
 	return r.JSON401
 }
 
@@ -9422,7 +9422,7 @@ func (r CreateTokenResponse) GetJSON413() *BodyTooLarge {
 }
 
 // GetJSON429 returns the response for an HTTP 429 `application/json` response
-func (r CreateTokenResponse) GetJSON429() *Error {
+func (r CreateTokenResponse) GetJSON429() *ErrorBody {
 	return r.JSON429
 }
 
@@ -9670,9 +9670,9 @@ type GetSettlementFileResponse struct {
 	// JSON403 the response for an HTTP 403 `application/json` response
 	JSON403 *Forbidden
 	// JSON404 the response for an HTTP 404 `application/json` response
-	JSON404 *Error
+	JSON404 *ErrorBody
 	// JSON422 the response for an HTTP 422 `application/json` response
-	JSON422 *Error
+	JSON422 *ErrorBody
 	// JSON429 the response for an HTTP 429 `application/json` response
 	JSON429 *RateLimited
 	// JSON500 the response for an HTTP 500 `application/json` response
@@ -9696,12 +9696,12 @@ func (r GetSettlementFileResponse) GetJSON403() *Forbidden {
 }
 
 // GetJSON404 returns the response for an HTTP 404 `application/json` response
-func (r GetSettlementFileResponse) GetJSON404() *Error {
+func (r GetSettlementFileResponse) GetJSON404() *ErrorBody {
 	return r.JSON404
 }
 
 // GetJSON422 returns the response for an HTTP 422 `application/json` response
-func (r GetSettlementFileResponse) GetJSON422() *Error {
+func (r GetSettlementFileResponse) GetJSON422() *ErrorBody {
 	return r.JSON422
 }
 
@@ -9760,15 +9760,15 @@ type SetWebhookEndpointResponse struct {
 	// JSON200 the response for an HTTP 200 `application/json` response
 	JSON200 *WebhookEndpoint
 	// JSON400 the response for an HTTP 400 `application/json` response
-	JSON400 *Error
+	JSON400 *ErrorBody
 	// JSON401 the response for an HTTP 401 `application/json` response
 	JSON401 *Unauthorized
 	// JSON403 the response for an HTTP 403 `application/json` response
-	JSON403 *Error
+	JSON403 *ErrorBody
 	// JSON413 the response for an HTTP 413 `application/json` response
 	JSON413 *BodyTooLarge
 	// JSON422 the response for an HTTP 422 `application/json` response
-	JSON422 *Error
+	JSON422 *ErrorBody
 	// JSON429 the response for an HTTP 429 `application/json` response
 	JSON429 *RateLimited
 	// JSON500 the response for an HTTP 500 `application/json` response
@@ -9785,7 +9785,7 @@ func (r SetWebhookEndpointResponse) GetJSON200() *WebhookEndpoint {
 }
 
 // GetJSON400 returns the response for an HTTP 400 `application/json` response
-func (r SetWebhookEndpointResponse) GetJSON400() *Error {
+func (r SetWebhookEndpointResponse) GetJSON400() *ErrorBody {
 	return r.JSON400
 }
 
@@ -9795,7 +9795,7 @@ func (r SetWebhookEndpointResponse) GetJSON401() *Unauthorized {
 }
 
 // GetJSON403 returns the response for an HTTP 403 `application/json` response
-func (r SetWebhookEndpointResponse) GetJSON403() *Error {
+func (r SetWebhookEndpointResponse) GetJSON403() *ErrorBody {
 	return r.JSON403
 }
 
@@ -9805,7 +9805,7 @@ func (r SetWebhookEndpointResponse) GetJSON413() *BodyTooLarge {
 }
 
 // GetJSON422 returns the response for an HTTP 422 `application/json` response
-func (r SetWebhookEndpointResponse) GetJSON422() *Error {
+func (r SetWebhookEndpointResponse) GetJSON422() *ErrorBody {
 	return r.JSON422
 }
 
@@ -10906,7 +10906,7 @@ func ParseCreateBindingSessionResponse(rsp *http.Response) (*CreateBindingSessio
 		response.JSON201 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
-		var dest Error
+		var dest ErrorBody
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -10927,14 +10927,14 @@ func ParseCreateBindingSessionResponse(rsp *http.Response) (*CreateBindingSessio
 		response.JSON403 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
-		var dest Error
+		var dest ErrorBody
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
 		response.JSON404 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
-		var dest Error
+		var dest ErrorBody
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -10948,7 +10948,7 @@ func ParseCreateBindingSessionResponse(rsp *http.Response) (*CreateBindingSessio
 		response.JSON413 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 422:
-		var dest Error
+		var dest ErrorBody
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -11119,7 +11119,7 @@ func ParseCreateBindingResponse(rsp *http.Response) (*CreateBindingResponse, err
 		response.JSON201 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
-		var dest Error
+		var dest ErrorBody
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -11140,14 +11140,14 @@ func ParseCreateBindingResponse(rsp *http.Response) (*CreateBindingResponse, err
 		response.JSON403 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
-		var dest Error
+		var dest ErrorBody
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
 		response.JSON404 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
-		var dest Error
+		var dest ErrorBody
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -11161,7 +11161,7 @@ func ParseCreateBindingResponse(rsp *http.Response) (*CreateBindingResponse, err
 		response.JSON413 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 422:
-		var dest Error
+		var dest ErrorBody
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -11342,7 +11342,7 @@ func ParseConfirmBindingResponse(rsp *http.Response) (*ConfirmBindingResponse, e
 		response.JSON200 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
-		var dest Error
+		var dest ErrorBody
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -11370,14 +11370,14 @@ func ParseConfirmBindingResponse(rsp *http.Response) (*ConfirmBindingResponse, e
 		response.JSON404 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
-		var dest Error
+		var dest ErrorBody
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
 		response.JSON409 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 410:
-		var dest Error
+		var dest ErrorBody
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -11391,7 +11391,7 @@ func ParseConfirmBindingResponse(rsp *http.Response) (*ConfirmBindingResponse, e
 		response.JSON413 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 422:
-		var dest Error
+		var dest ErrorBody
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -11478,7 +11478,7 @@ func ParseResendBindingCodeResponse(rsp *http.Response) (*ResendBindingCodeRespo
 		response.JSON200 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
-		var dest Error
+		var dest ErrorBody
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -11506,14 +11506,14 @@ func ParseResendBindingCodeResponse(rsp *http.Response) (*ResendBindingCodeRespo
 		response.JSON404 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
-		var dest Error
+		var dest ErrorBody
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
 		response.JSON409 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 410:
-		var dest Error
+		var dest ErrorBody
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -11527,14 +11527,14 @@ func ParseResendBindingCodeResponse(rsp *http.Response) (*ResendBindingCodeRespo
 		response.JSON413 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 422:
-		var dest Error
+		var dest ErrorBody
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
 		response.JSON422 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
-		var dest Error
+		var dest ErrorBody
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -11635,7 +11635,7 @@ func ParseUnbindCardResponse(rsp *http.Response) (*UnbindCardResponse, error) {
 		response.JSON404 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 422:
-		var dest Error
+		var dest ErrorBody
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -11985,7 +11985,7 @@ func ParseListChargeRefundsResponse(rsp *http.Response) (*ListChargeRefundsRespo
 		response.JSON403 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
-		var dest Error
+		var dest ErrorBody
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -12062,7 +12062,7 @@ func ParseCreateRefundResponse(rsp *http.Response) (*CreateRefundResponse, error
 		response.JSON201 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
-		var dest Error
+		var dest ErrorBody
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -12090,7 +12090,7 @@ func ParseCreateRefundResponse(rsp *http.Response) (*CreateRefundResponse, error
 		response.JSON404 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
-		var dest Error
+		var dest ErrorBody
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -12104,7 +12104,7 @@ func ParseCreateRefundResponse(rsp *http.Response) (*CreateRefundResponse, error
 		response.JSON413 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 422:
-		var dest Error
+		var dest ErrorBody
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -12191,14 +12191,14 @@ func ParseListEventsResponse(rsp *http.Response) (*ListEventsResponse, error) {
 		response.JSON401 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
-		var dest Error
+		var dest ErrorBody
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
 		response.JSON404 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 422:
-		var dest Error
+		var dest ErrorBody
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -12436,7 +12436,7 @@ func ParseCreateMandateResponse(rsp *http.Response) (*CreateMandateResponse, err
 		response.JSON201 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
-		var dest Error
+		var dest ErrorBody
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -12457,14 +12457,14 @@ func ParseCreateMandateResponse(rsp *http.Response) (*CreateMandateResponse, err
 		response.JSON403 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
-		var dest Error
+		var dest ErrorBody
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
 		response.JSON404 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
-		var dest Error
+		var dest ErrorBody
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -12478,7 +12478,7 @@ func ParseCreateMandateResponse(rsp *http.Response) (*CreateMandateResponse, err
 		response.JSON413 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 422:
-		var dest Error
+		var dest ErrorBody
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -12649,7 +12649,7 @@ func ParseCancelMandateResponse(rsp *http.Response) (*CancelMandateResponse, err
 		response.JSON200 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
-		var dest Error
+		var dest ErrorBody
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -12785,7 +12785,7 @@ func ParseListMandateChargesResponse(rsp *http.Response) (*ListMandateChargesRes
 		response.JSON403 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
-		var dest Error
+		var dest ErrorBody
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -12862,7 +12862,7 @@ func ParseCreateChargeResponse(rsp *http.Response) (*CreateChargeResponse, error
 		response.JSON201 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
-		var dest Error
+		var dest ErrorBody
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -12890,7 +12890,7 @@ func ParseCreateChargeResponse(rsp *http.Response) (*CreateChargeResponse, error
 		response.JSON404 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
-		var dest Error
+		var dest ErrorBody
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -12904,7 +12904,7 @@ func ParseCreateChargeResponse(rsp *http.Response) (*CreateChargeResponse, error
 		response.JSON413 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 422:
-		var dest Error
+		var dest ErrorBody
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -12984,7 +12984,7 @@ func ParseConfirmMandateResponse(rsp *http.Response) (*ConfirmMandateResponse, e
 		response.JSON200 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
-		var dest Error
+		var dest ErrorBody
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -13012,14 +13012,14 @@ func ParseConfirmMandateResponse(rsp *http.Response) (*ConfirmMandateResponse, e
 		response.JSON404 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
-		var dest Error
+		var dest ErrorBody
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
 		response.JSON409 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 410:
-		var dest Error
+		var dest ErrorBody
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -13033,7 +13033,7 @@ func ParseConfirmMandateResponse(rsp *http.Response) (*ConfirmMandateResponse, e
 		response.JSON413 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 422:
-		var dest Error
+		var dest ErrorBody
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -13113,7 +13113,7 @@ func ParsePauseMandateResponse(rsp *http.Response) (*PauseMandateResponse, error
 		response.JSON200 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
-		var dest Error
+		var dest ErrorBody
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -13235,7 +13235,7 @@ func ParseResendMandateCodeResponse(rsp *http.Response) (*ResendMandateCodeRespo
 		response.JSON200 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
-		var dest Error
+		var dest ErrorBody
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -13263,14 +13263,14 @@ func ParseResendMandateCodeResponse(rsp *http.Response) (*ResendMandateCodeRespo
 		response.JSON404 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
-		var dest Error
+		var dest ErrorBody
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
 		response.JSON409 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 410:
-		var dest Error
+		var dest ErrorBody
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -13284,14 +13284,14 @@ func ParseResendMandateCodeResponse(rsp *http.Response) (*ResendMandateCodeRespo
 		response.JSON413 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 422:
-		var dest Error
+		var dest ErrorBody
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
 		response.JSON422 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
-		var dest Error
+		var dest ErrorBody
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -13371,7 +13371,7 @@ func ParseResumeMandateResponse(rsp *http.Response) (*ResumeMandateResponse, err
 		response.JSON200 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
-		var dest Error
+		var dest ErrorBody
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -13493,7 +13493,7 @@ func ParseFindMemberResponse(rsp *http.Response) (*FindMemberResponse, error) {
 		response.JSON200 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
-		var dest Error
+		var dest ErrorBody
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -13584,7 +13584,7 @@ func ParseCreateMemberResponse(rsp *http.Response) (*CreateMemberResponse, error
 		response.JSON201 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
-		var dest Error
+		var dest ErrorBody
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -13605,7 +13605,7 @@ func ParseCreateMemberResponse(rsp *http.Response) (*CreateMemberResponse, error
 		response.JSON403 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
-		var dest Error
+		var dest ErrorBody
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -13619,7 +13619,7 @@ func ParseCreateMemberResponse(rsp *http.Response) (*CreateMemberResponse, error
 		response.JSON413 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 422:
-		var dest Error
+		var dest ErrorBody
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -13867,14 +13867,14 @@ func ParseCreateTokenResponse(rsp *http.Response) (*CreateTokenResponse, error) 
 		response.JSON200 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
-		var dest Error
+		var dest ErrorBody
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
 		response.JSON400 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
-		var dest Error
+		var dest ErrorBody
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -13888,7 +13888,7 @@ func ParseCreateTokenResponse(rsp *http.Response) (*CreateTokenResponse, error) 
 		response.JSON413 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
-		var dest Error
+		var dest ErrorBody
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -14143,14 +14143,14 @@ func ParseGetSettlementFileResponse(rsp *http.Response) (*GetSettlementFileRespo
 		response.JSON403 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
-		var dest Error
+		var dest ErrorBody
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
 		response.JSON404 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 422:
-		var dest Error
+		var dest ErrorBody
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -14230,7 +14230,7 @@ func ParseSetWebhookEndpointResponse(rsp *http.Response) (*SetWebhookEndpointRes
 		response.JSON200 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
-		var dest Error
+		var dest ErrorBody
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -14244,7 +14244,7 @@ func ParseSetWebhookEndpointResponse(rsp *http.Response) (*SetWebhookEndpointRes
 		response.JSON401 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
-		var dest Error
+		var dest ErrorBody
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -14258,7 +14258,7 @@ func ParseSetWebhookEndpointResponse(rsp *http.Response) (*SetWebhookEndpointRes
 		response.JSON413 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 422:
-		var dest Error
+		var dest ErrorBody
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
