@@ -125,14 +125,18 @@ func TestRetries(t *testing.T) {
 			func(w http.ResponseWriter) { writeMember(w, 201) },
 		}, 2, "", []time.Duration{7 * time.Second}},
 		{"5xx until attempts run out", []func(http.ResponseWriter){
-			func(w http.ResponseWriter) { writeError(w, 503, `{"error":{"code":"bank_unavailable","message":"bank"},"request_id":"r3"}`) },
+			func(w http.ResponseWriter) {
+				writeError(w, 503, `{"error":{"code":"bank_unavailable","message":"bank"},"request_id":"r3"}`)
+			},
 		}, 4, "bank_unavailable", []time.Duration{time.Second, 2 * time.Second, 3 * time.Second}},
 		{"a proxy's 502 without quickpay's body", []func(http.ResponseWriter){
 			func(w http.ResponseWriter) { w.WriteHeader(502) },
 			func(w http.ResponseWriter) { writeMember(w, 201) },
 		}, 2, "", []time.Duration{time.Second}},
 		{"409 member_exists is not retried", []func(http.ResponseWriter){
-			func(w http.ResponseWriter) { writeError(w, 409, `{"error":{"code":"member_exists","message":"exists"},"request_id":"r4"}`) },
+			func(w http.ResponseWriter) {
+				writeError(w, 409, `{"error":{"code":"member_exists","message":"exists"},"request_id":"r4"}`)
+			},
 		}, 1, "member_exists", nil},
 		{"422 is not retried", []func(http.ResponseWriter){
 			func(w http.ResponseWriter) {
