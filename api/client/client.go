@@ -32,6 +32,10 @@ type Config struct {
 	// MaxAttempts bounds the tries of one call, the first included.
 	// Defaults to 4.
 	MaxAttempts int
+	// MaxRetryWait is the longest Retry-After the Client waits out itself;
+	// an answer asking for longer (an abuse limit's hour) is returned at
+	// once, its RetryAfter set. Defaults to 30 s.
+	MaxRetryWait time.Duration
 	// Backoff is the wait before try attempt+1 when the answer named none
 	// (no Retry-After). Defaults to 250 ms doubled per attempt up to 8 s,
 	// each wait drawn from its upper half.
@@ -50,8 +54,9 @@ type Config struct {
 //   - gives every POST an Idempotency-Key: the caller's (the Params'
 //     IdempotencyKey field), else a random one, the same on every try;
 //   - retries, up to Config.MaxAttempts, transport errors, 409
-//     idempotency_key_in_use, 429 (after Retry-After) and 5xx answers,
-//     and never another 4xx;
+//     idempotency_key_in_use, 429 (after Retry-After, up to
+//     Config.MaxRetryWait) and 5xx answers, and never another 4xx (nor
+//     429 otp_resend_limit, which no wait lifts);
 //   - turns every answer that is not 2xx into an [*Error]: a method's
 //     error is nil only when its answer succeeded.
 type Client struct {
@@ -69,6 +74,9 @@ func New(cfg Config) (*Client, error) {
 	}
 	if cfg.MaxAttempts <= 0 {
 		cfg.MaxAttempts = 4
+	}
+	if cfg.MaxRetryWait <= 0 {
+		cfg.MaxRetryWait = 30 * time.Second
 	}
 	if cfg.Backoff == nil {
 		cfg.Backoff = defaultBackoff
@@ -115,8 +123,12 @@ func (t *transport) Do(req *http.Request) (*http.Response, error) {
 	reauthed := false
 	for attempt := 1; ; attempt++ {
 		try := req.Clone(ctx)
-		try.Body = io.NopCloser(bytes.NewReader(body))
-		try.ContentLength = int64(len(body))
+		try.Body, try.GetBody, try.ContentLength = http.NoBody, nil, 0
+		if len(body) > 0 {
+			try.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
+			try.Body, _ = try.GetBody()
+			try.ContentLength = int64(len(body))
+		}
 		var token string
 		if t.tokens != nil {
 			tok, err := t.tokens.token(ctx)
@@ -145,7 +157,7 @@ func (t *transport) Do(req *http.Request) (*http.Response, error) {
 				attempt--
 				continue
 			}
-			if !retryable(apiErr) || attempt >= t.cfg.MaxAttempts {
+			if !retryable(apiErr) || attempt >= t.cfg.MaxAttempts || apiErr.RetryAfter > t.cfg.MaxRetryWait {
 				return nil, apiErr
 			}
 		}
@@ -170,7 +182,7 @@ func retryable(e *Error) bool {
 	case e.Status == http.StatusConflict:
 		return e.Code == "idempotency_key_in_use"
 	case e.Status == http.StatusTooManyRequests:
-		return true
+		return e.Code != "otp_resend_limit"
 	default:
 		return e.Status >= 500
 	}

@@ -133,6 +133,17 @@ func TestRetries(t *testing.T) {
 			func(w http.ResponseWriter) { w.WriteHeader(502) },
 			func(w http.ResponseWriter) { writeMember(w, 201) },
 		}, 2, "", []time.Duration{time.Second}},
+		{"429 asking for longer than MaxRetryWait is returned", []func(http.ResponseWriter){
+			func(w http.ResponseWriter) {
+				w.Header().Set("Retry-After", "3600")
+				writeError(w, 429, `{"error":{"code":"rate_limited","message":"card limit","retry_after":3600},"request_id":"r7"}`)
+			},
+		}, 1, "rate_limited", nil},
+		{"429 otp_resend_limit is not retried", []func(http.ResponseWriter){
+			func(w http.ResponseWriter) {
+				writeError(w, 429, `{"error":{"code":"otp_resend_limit","message":"no more codes"},"request_id":"r8"}`)
+			},
+		}, 1, "otp_resend_limit", nil},
 		{"409 member_exists is not retried", []func(http.ResponseWriter){
 			func(w http.ResponseWriter) {
 				writeError(w, 409, `{"error":{"code":"member_exists","message":"exists"},"request_id":"r4"}`)
@@ -228,6 +239,9 @@ func TestIdempotencyKeys(t *testing.T) {
 	}
 	if got := sent[1].Header.Get("Idempotency-Key"); got != "" {
 		t.Errorf("GET carried Idempotency-Key %q", got)
+	}
+	if te := sent[1].TransferEncoding; len(te) != 0 || sent[1].ContentLength != 0 {
+		t.Errorf("GET sent a body: Transfer-Encoding %v, Content-Length %d", te, sent[1].ContentLength)
 	}
 	a, b := sent[3].Header.Get("Idempotency-Key"), sent[4].Header.Get("Idempotency-Key")
 	if a == "" || a == b {
