@@ -79,7 +79,7 @@ type serverOptions struct {
 	Limits *binding.Limits
 }
 
-func newTestServer(t *testing.T, o serverOptions) *testServer {
+func newTestServer(t testing.TB, o serverOptions) *testServer {
 	t.Helper()
 	st := o.Stack
 	if st == nil {
@@ -176,7 +176,7 @@ func newTestServer(t *testing.T, o serverOptions) *testServer {
 }
 
 // insertOnlyRiver is a River client that enqueues jobs and never works them.
-func insertOnlyRiver(t *testing.T, st *testenv.Stack) *river.Client[pgx.Tx] {
+func insertOnlyRiver(t testing.TB, st *testenv.Stack) *river.Client[pgx.Tx] {
 	t.Helper()
 	jobs, err := river.NewClient(riverpgxv5.New(st.Pool), &river.Config{})
 	if err != nil {
@@ -186,7 +186,7 @@ func insertOnlyRiver(t *testing.T, st *testenv.Stack) *river.Client[pgx.Tx] {
 }
 
 // newConformanceServer is the plain real server over a stack of its own.
-func newConformanceServer(t *testing.T) *testServer {
+func newConformanceServer(t testing.TB) *testServer {
 	t.Helper()
 	return newTestServer(t, serverOptions{})
 }
@@ -195,7 +195,7 @@ func newConformanceServer(t *testing.T) *testServer {
 // merchant numbers of its own, and opens bank adapters that log to log.
 // (testenv.NewStack's adapters log to slog.Default() and it takes no
 // logger.)
-func loggedBanks(t *testing.T, st *testenv.Stack, log *slog.Logger) *channels.Registry {
+func loggedBanks(t testing.TB, st *testenv.Stack, log *slog.Logger) *channels.Registry {
 	t.Helper()
 	reg, _ := connectBanks(t, st, log)
 	return reg
@@ -205,7 +205,7 @@ func loggedBanks(t *testing.T, st *testenv.Stack, log *slog.Logger) *channels.Re
 // numbers of its own and opens bank adapters over those channels, logging
 // to log. It also returns the channel settings by bank code (merchant_no,
 // hmac_secret…), for tests that sign as a bank would.
-func connectBanks(t *testing.T, st *testenv.Stack, log *slog.Logger) (*channels.Registry, map[string]map[string]any) {
+func connectBanks(t testing.TB, st *testenv.Stack, log *slog.Logger) (*channels.Registry, map[string]map[string]any) {
 	t.Helper()
 	ctx := context.Background()
 	suffix := randomHex(t, 3)
@@ -239,7 +239,7 @@ func randomHex(t testing.TB, n int) string {
 	return hex.EncodeToString(b)
 }
 
-func (s *testServer) credentials(t *testing.T, scopes ...string) (clientID, secret string) {
+func (s *testServer) credentials(t testing.TB, scopes ...string) (clientID, secret string) {
 	t.Helper()
 	m, secret, err := s.merchants.Create(context.Background(), "openapi "+strings.Join(scopes, "+"), scopes)
 	if err != nil {
@@ -248,7 +248,7 @@ func (s *testServer) credentials(t *testing.T, scopes ...string) (clientID, secr
 	return m.ClientID, secret
 }
 
-func (s *testServer) account(t *testing.T, gen *conformance.Gen, bank, cardType string) conformance.Account {
+func (s *testServer) account(t testing.TB, gen *conformance.Gen, bank, cardType string) conformance.Account {
 	t.Helper()
 	info, err := s.SimCtl.Bank(context.Background(), bank)
 	if err != nil {
@@ -265,7 +265,7 @@ func (s *testServer) account(t *testing.T, gen *conformance.Gen, bank, cardType 
 }
 
 // code is the newest SMS code the phone received.
-func (s *testServer) code(t *testing.T, phone string) string {
+func (s *testServer) code(t testing.TB, phone string) string {
 	t.Helper()
 	texts, err := s.SimCtl.SMS(context.Background(), phone)
 	if err != nil || len(texts) == 0 {

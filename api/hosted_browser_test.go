@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -27,8 +26,8 @@ import (
 // on the merchant's return_url, none reporting a CSP violation.
 //
 // QUICKPAY_SCREENSHOTS=1 writes a PNG of each step to docs/screenshots
-// (tracked files: a plain run writes none). QUICKPAY_HOSTED_TIMING=N runs
-// TestHostedBrowserTiming's N scripted binds for docs/benchmarks.md.
+// (tracked files: a plain run writes none). BenchmarkHostedBind
+// times scripted binds for docs/hosted.md.
 
 // merchantSite is the merchant's return_url: a loopback server of its own
 // origin that records the session ids it is sent back with.
@@ -38,7 +37,7 @@ type merchantSite struct {
 	back []string // binding_session of each visit
 }
 
-func newMerchantSite(t *testing.T) *merchantSite {
+func newMerchantSite(t testing.TB) *merchantSite {
 	t.Helper()
 	m := &merchantSite{}
 	m.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -71,7 +70,7 @@ func shotsDir() string {
 
 // flow is one cardholder's visit in one tab.
 type flow struct {
-	t     *testing.T
+	t     testing.TB
 	e     *sessionEnv
 	tab   *chrome.Tab
 	js    bool
@@ -79,7 +78,7 @@ type flow struct {
 	n     int
 }
 
-func newFlow(t *testing.T, e *sessionEnv, br *chrome.Browser, js bool, lang, shot string) *flow {
+func newFlow(t testing.TB, e *sessionEnv, br *chrome.Browser, js bool, lang, shot string) *flow {
 	t.Helper()
 	f := &flow{t: t, e: e, js: js, tab: br.NewTab(t, chrome.TabConfig{NoScript: !js, Language: lang})}
 	if dir := shotsDir(); dir != "" && shot != "" {
@@ -259,7 +258,7 @@ func TestHostedBrowser(t *testing.T) {
 	e := newSessionEnv(t, nil)
 	site := newMerchantSite(t)
 	br := chrome.Start(t, chrome.Config{})
-	newSession := func(t *testing.T, terms map[string]any) sessionCreated {
+	newSession := func(t testing.TB, terms map[string]any) sessionCreated {
 		body := map[string]any{"external_user_id": "u-" + randomHex(t, 4), "return_url": site.returnURL()}
 		if terms != nil {
 			body["mandate"] = terms
@@ -442,33 +441,34 @@ func TestHostedBrowser(t *testing.T) {
 	})
 }
 
-// TestHostedBrowserTiming binds QUICKPAY_HOSTED_TIMING debit cards in
-// the browser, scripted, and reports the median and slowest time from
-// opening the link to landing on return_url (docs/benchmarks.md).
-func TestHostedBrowserTiming(t *testing.T) {
-	n, _ := strconv.Atoi(os.Getenv("QUICKPAY_HOSTED_TIMING"))
-	if n <= 0 {
-		t.Skip("set QUICKPAY_HOSTED_TIMING=20 to time 20 scripted binds")
-	}
-	e := newSessionEnv(t, nil)
-	site := newMerchantSite(t)
-	br := chrome.Start(t, chrome.Config{})
-	times := make([]time.Duration, 0, n)
-	for i := range n {
-		a := e.account(t, e.gen, "ICBC", "debit")
-		s := e.create(t, map[string]any{"external_user_id": "u-" + randomHex(t, 4), "return_url": site.returnURL()})
-		f := newFlow(t, e, br, true, "", "")
+// BenchmarkHostedBind binds b.N debit cards in the browser, scripted
+// (typing by key events, the code read from banksim's inbox), and reports
+// the median, fastest and slowest time from opening the link to landing on
+// return_url (docs/hosted.md). Run with -benchtime 20x.
+func BenchmarkHostedBind(b *testing.B) {
+	e := newSessionEnv(b, nil)
+	site := newMerchantSite(b)
+	br := chrome.Start(b, chrome.Config{})
+	times := make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	for range b.N {
+		b.StopTimer()
+		a := e.account(b, e.gen, "ICBC", "debit")
+		s := e.create(b, map[string]any{"external_user_id": "u-" + randomHex(b, 4), "return_url": site.returnURL()})
+		f := newFlow(b, e, br, true, "", "")
+		b.StartTimer()
 		start := time.Now()
 		f.open(s.URL)
 		f.fillCard(a)
 		f.submit("#card-form")
 		f.wait("#otp-form")
-		f.code("#otp-form", e.code(t, a.Phone))
+		f.code("#otp-form", e.code(b, a.Phone))
 		f.landed(site, s.ID)
 		times = append(times, time.Since(start))
-		t.Logf("bind %d: %v", i+1, times[i].Round(time.Millisecond))
 	}
 	slices.Sort(times)
-	t.Logf("link to bound, %d scripted binds: median %v, fastest %v, slowest %v", n,
-		times[n/2].Round(time.Millisecond), times[0].Round(time.Millisecond), times[n-1].Round(time.Millisecond))
+	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+	b.ReportMetric(ms(times[len(times)/2]), "median-ms")
+	b.ReportMetric(ms(times[0]), "fastest-ms")
+	b.ReportMetric(ms(times[len(times)-1]), "slowest-ms")
 }

@@ -31,7 +31,7 @@ type page struct {
 	header http.Header
 }
 
-func newBrowser(t *testing.T, lang string) *browser {
+func newBrowser(t testing.TB, lang string) *browser {
 	t.Helper()
 	jar, err := cookiejar.New(nil)
 	if err != nil {
@@ -43,7 +43,7 @@ func newBrowser(t *testing.T, lang string) *browser {
 
 var csrfInput = regexp.MustCompile(`name="csrf" value="([^"]+)"`)
 
-func (b *browser) do(t *testing.T, method, u string, form url.Values) page {
+func (b *browser) do(t testing.TB, method, u string, form url.Values) page {
 	t.Helper()
 	var body io.Reader
 	if form != nil {
@@ -75,10 +75,10 @@ func (b *browser) do(t *testing.T, method, u string, form url.Values) page {
 	return p
 }
 
-func (b *browser) get(t *testing.T, u string) page { return b.do(t, http.MethodGet, u, nil) }
+func (b *browser) get(t testing.TB, u string) page { return b.do(t, http.MethodGet, u, nil) }
 
 // post sends form to the page's step path with the page's CSRF token.
-func (b *browser) post(t *testing.T, link, step string, form url.Values) page {
+func (b *browser) post(t testing.TB, link, step string, form url.Values) page {
 	t.Helper()
 	if form == nil {
 		form = url.Values{}
@@ -122,7 +122,7 @@ type sessionEnv struct {
 	clientID, secret string
 }
 
-func newSessionEnv(t *testing.T, clk clock.Clock) *sessionEnv {
+func newSessionEnv(t testing.TB, clk clock.Clock) *sessionEnv {
 	t.Helper()
 	srv := newTestServer(t, serverOptions{Clock: clk})
 	id, secret := srv.credentials(t, "bind", "withhold")
@@ -130,7 +130,7 @@ func newSessionEnv(t *testing.T, clk clock.Clock) *sessionEnv {
 	return &sessionEnv{testServer: srv, c: c.WithToken(c.Token(t, id, secret)), gen: conformance.NewGen(), clientID: id, secret: secret}
 }
 
-func (e *sessionEnv) create(t *testing.T, body map[string]any) sessionCreated {
+func (e *sessionEnv) create(t testing.TB, body map[string]any) sessionCreated {
 	t.Helper()
 	var s sessionCreated
 	r := e.c.Post(t, "/v1/binding_sessions", body, apitest.IdempotencyKey(randomHex(t, 8)))
@@ -143,7 +143,7 @@ func (e *sessionEnv) create(t *testing.T, body map[string]any) sessionCreated {
 	return s
 }
 
-func (e *sessionEnv) session(t *testing.T, id string) sessionAnswer {
+func (e *sessionEnv) session(t testing.TB, id string) sessionAnswer {
 	t.Helper()
 	var s sessionAnswer
 	e.c.Get(t, "/v1/binding_sessions/"+id).Decode(t, &s)
@@ -152,7 +152,7 @@ func (e *sessionEnv) session(t *testing.T, id string) sessionAnswer {
 
 const returnURL = "https://merchant.example/cards/done?x=1"
 
-func wantIn(t *testing.T, p page, parts ...string) {
+func wantIn(t testing.TB, p page, parts ...string) {
 	t.Helper()
 	for _, s := range parts {
 		if !strings.Contains(p.body, s) {
@@ -161,7 +161,7 @@ func wantIn(t *testing.T, p page, parts ...string) {
 	}
 }
 
-func wantNotIn(t *testing.T, p page, what string, values ...string) {
+func wantNotIn(t testing.TB, p page, what string, values ...string) {
 	t.Helper()
 	for _, v := range values {
 		if v != "" && strings.Contains(p.body, v) {
