@@ -112,6 +112,22 @@ func (o *orderShards) create(k orderKey, fresh *order) (existing *order) {
 
 // charge debits by agreement. An order number is debited at most once; a
 // repeat with the same agreement and amount answers the original result.
+// moneyFieldsError checks the fields a charge and a refund share (amount,
+// currency, notify_url): what is wrong with them, "" if nothing.
+func moneyFieldsError(b *bank, req *request) string {
+	switch {
+	case req.Amount <= 0:
+		return "amount: want positive integer fen"
+	case req.Currency != "CNY":
+		return "currency: want CNY"
+	case b.async && req.NotifyURL == "":
+		return "notify_url: required at " + b.code
+	case req.NotifyURL != "" && !validNotifyURL(req.NotifyURL):
+		return "notify_url: want an absolute http(s) URL"
+	}
+	return ""
+}
+
 func (s *Sim) charge(b *bank, m *merchant, req *request, forceAsync bool) *result {
 	return s.chargeWith(b, m, req, forceAsync, 0)
 }
@@ -124,14 +140,9 @@ func (s *Sim) chargeWith(b *bank, m *merchant, req *request, forceAsync bool, wr
 		return fail(rBadRequest, "order_no: want 1-64 printable ASCII characters")
 	case !validIdentifier(req.AgreementNo):
 		return &result{reason: rBadRequest, msg: "agreement_no: want 1-64 printable ASCII characters", orderNo: req.OrderNo}
-	case req.Amount <= 0:
-		return &result{reason: rBadRequest, msg: "amount: want positive integer fen", orderNo: req.OrderNo}
-	case req.Currency != "CNY":
-		return &result{reason: rBadRequest, msg: "currency: want CNY", orderNo: req.OrderNo}
-	case b.async && req.NotifyURL == "":
-		return &result{reason: rBadRequest, msg: "notify_url: required at " + b.code, orderNo: req.OrderNo}
-	case req.NotifyURL != "" && !validNotifyURL(req.NotifyURL):
-		return &result{reason: rBadRequest, msg: "notify_url: want an absolute http(s) URL", orderNo: req.OrderNo}
+	}
+	if msg := moneyFieldsError(b, req); msg != "" {
+		return &result{reason: rBadRequest, msg: msg, orderNo: req.OrderNo}
 	}
 	fresh := &order{
 		bank: b, merchantNo: m.no, no: req.OrderNo, agreementNo: req.AgreementNo,

@@ -21,14 +21,9 @@ func (s *Sim) refund(b *bank, m *merchant, req *request, forceAsync bool) *resul
 		return fail(rBadRequest, "refund_no: want 1-64 printable ASCII characters")
 	case !validIdentifier(req.OrderNo):
 		return &result{reason: rBadRequest, msg: "order_no: want 1-64 printable ASCII characters", refundNo: req.RefundNo}
-	case req.Amount <= 0:
-		return &result{reason: rBadRequest, msg: "amount: want positive integer fen", refundNo: req.RefundNo}
-	case req.Currency != "CNY":
-		return &result{reason: rBadRequest, msg: "currency: want CNY", refundNo: req.RefundNo}
-	case b.async && req.NotifyURL == "":
-		return &result{reason: rBadRequest, msg: "notify_url: required at " + b.code, refundNo: req.RefundNo}
-	case req.NotifyURL != "" && !validNotifyURL(req.NotifyURL):
-		return &result{reason: rBadRequest, msg: "notify_url: want an absolute http(s) URL", refundNo: req.RefundNo}
+	}
+	if msg := moneyFieldsError(b, req); msg != "" {
+		return &result{reason: rBadRequest, msg: msg, refundNo: req.RefundNo}
 	}
 	fresh := &order{
 		kind: kindRefund, bank: b, merchantNo: m.no, no: req.RefundNo, amount: req.Amount,
