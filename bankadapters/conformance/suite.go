@@ -579,18 +579,26 @@ func wantFailed(t *testing.T, r bankadapters.ChargeResult, outcome bankadapters.
 // each of words.
 func wantUnknown(t *testing.T, r bankadapters.ChargeResult, words ...string) {
 	t.Helper()
-	if r.Status != bankadapters.ChargeUnknown {
-		t.Fatalf("order %s: %s/%s code %q, want unknown", r.OrderNo, r.Status, r.Outcome, r.Code)
+	wantUnknownAnswer(t, "order "+r.OrderNo, r.Status, r.Outcome, r.Code, r.Cause, words)
+}
+
+// wantUnknownAnswer is wantUnknown of a debit's or a refund's answer (what
+// names it).
+func wantUnknownAnswer(t *testing.T, what string, status bankadapters.ChargeStatus, outcome bankadapters.Outcome,
+	code string, cause error, words []string) {
+	t.Helper()
+	if status != bankadapters.ChargeUnknown {
+		t.Fatalf("%s: %s/%s code %q, want unknown", what, status, outcome, code)
 	}
-	if r.Outcome == bankadapters.OutcomeSuccess {
-		t.Errorf("order %s: unknown result with outcome success", r.OrderNo)
+	if outcome == bankadapters.OutcomeSuccess {
+		t.Errorf("%s: unknown result with outcome success", what)
 	}
-	if r.Cause == nil {
-		t.Fatalf("order %s: unknown result without a cause", r.OrderNo)
+	if cause == nil {
+		t.Fatalf("%s: unknown result without a cause", what)
 	}
 	for _, w := range words {
-		if !strings.Contains(strings.ToLower(r.Cause.Error()), w) {
-			t.Errorf("order %s: cause %q does not mention %q", r.OrderNo, r.Cause, w)
+		if !strings.Contains(strings.ToLower(cause.Error()), w) {
+			t.Errorf("%s: cause %q does not mention %q", what, cause, w)
 		}
 	}
 }
