@@ -63,6 +63,9 @@ type config struct {
 	// MetricsListen is serve's Prometheus listener, apart from the merchant
 	// API's.
 	MetricsListen string
+	// ConsoleListen is the operator console's listener (DESIGN.md
+	// "Operator console"), apart from the merchant API's.
+	ConsoleListen string
 
 	// Limits are the abuse limits (limits.go).
 	Limits limitsConfig
@@ -100,6 +103,8 @@ func (c *config) flags(fs *flag.FlagSet) {
 		"deliver webhooks to loopback and private addresses, for dev (QUICKPAY_WEBHOOKS_ALLOW_PRIVATE=true)")
 	fs.StringVar(&c.MetricsListen, "metrics-listen", env("QUICKPAY_METRICS_LISTEN", defaultMetricsListen),
 		"Prometheus /metrics listen address, apart from the API's (QUICKPAY_METRICS_LISTEN)")
+	fs.StringVar(&c.ConsoleListen, "console-listen", env("QUICKPAY_CONSOLE_LISTEN", defaultConsoleListen),
+		"operator console listen address, apart from the API's (QUICKPAY_CONSOLE_LISTEN)")
 	c.ChargeWorkers, c.RescueAfter, c.SchedulerInterval = defaultChargeWorkers, 5*time.Minute, 30*time.Second
 	c.envFlag(fs, urlFlag{&c.PublicURL}, "public-url", "QUICKPAY_PUBLIC_URL", "base URL banks reach quickpay at, for async results (QUICKPAY_PUBLIC_URL; default http://<listen>)")
 	c.envFlag(fs, urlFlag{&c.SMSURL}, "sms-url", "QUICKPAY_SMS_URL", "SMS carrier send URL (QUICKPAY_SMS_URL; default <banksim-url>/carrier/sms)")
@@ -116,6 +121,9 @@ func (c *config) flags(fs *flag.FlagSet) {
 // defaultMetricsListen keeps /metrics on loopback, off the merchant API's
 // listener; 8080 is the API's, 8081 the operator console's.
 const defaultMetricsListen = "127.0.0.1:8082"
+
+// defaultConsoleListen keeps the operator console on loopback by default.
+const defaultConsoleListen = "127.0.0.1:8081"
 
 // Configuration that fails to parse stops start-up with a message naming
 // the variable or flag; nothing silently becomes zero or a default. Typed

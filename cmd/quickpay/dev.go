@@ -40,6 +40,8 @@ func cmdDev(ctx context.Context, args []string) error {
 	listen := fs.String("listen", env("QUICKPAY_LISTEN", "127.0.0.1:8080"), "API listen address; a free port is used when it is taken (QUICKPAY_LISTEN)")
 	metricsListen := fs.String("metrics-listen", env("QUICKPAY_METRICS_LISTEN", defaultMetricsListen),
 		"serve's /metrics listen address; a free port is used when it is taken (QUICKPAY_METRICS_LISTEN)")
+	consoleListen := fs.String("console-listen", env("QUICKPAY_CONSOLE_LISTEN", defaultConsoleListen),
+		"the operator console's listen address; a free port is used when it is taken (QUICKPAY_CONSOLE_LISTEN)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -174,6 +176,15 @@ func cmdDev(ctx context.Context, args []string) error {
 			return err
 		}
 	}
+	consoleAddr, err := pickAddr(*consoleListen)
+	if err != nil {
+		return err
+	}
+	if consoleAddr == addr || consoleAddr == metricsAddr {
+		if consoleAddr, err = pickAddr("127.0.0.1:0"); err != nil {
+			return err
+		}
+	}
 	// Every address a process started from the env file needs: serve's
 	// own, and the one banks call back at (`charges run-due` tells async
 	// banks its public URL; without it, it would say http://127.0.0.1:8080).
@@ -182,6 +193,8 @@ func cmdDev(ctx context.Context, args []string) error {
 		"QUICKPAY_LISTEN":             addr,
 		"QUICKPAY_PUBLIC_URL":         baseURL,
 		"QUICKPAY_METRICS_LISTEN":     metricsAddr,
+		"QUICKPAY_CONSOLE_LISTEN":     consoleAddr,
+		"QUICKPAY_CONSOLE_URL":        "http://" + consoleAddr,
 		"QUICKPAY_DATABASE_URL":       dbURL,
 		"QUICKPAY_BANKSIM_URL":        banksimURL,
 		"VAULT_ADDR":                  vault.Addr,
@@ -194,7 +207,7 @@ func cmdDev(ctx context.Context, args []string) error {
 		// Local receivers are the point in dev.
 		"QUICKPAY_WEBHOOKS_ALLOW_PRIVATE": "true",
 	}
-	cmd := exec.Command(exe, "serve", "--listen", addr, "--metrics-listen", metricsAddr)
+	cmd := exec.Command(exe, "serve", "--listen", addr, "--metrics-listen", metricsAddr, "--console-listen", consoleAddr)
 	cmd.Env = os.Environ()
 	for k, v := range serveEnv {
 		cmd.Env = append(cmd.Env, k+"="+v)
@@ -217,13 +230,18 @@ quickpay is running at %[1]s
   curl %[1]s/readyz
   curl http://%[4]s/metrics     (metrics: their own loopback listener, not the API's)
 
+The operator console is at http://%[5]s; create an operator first (it prints the
+password and a TOTP URI for an authenticator app, once):
+
+  go run ./cmd/quickpay operators create --name admin --role admin
+
 In another terminal, use the CLI against this stack:
 
   set -a; . %[2]s; set +a
   go run ./cmd/quickpay keys list
 
 Ctrl-C stops everything; the next `+"`make run`"+` reuses the data in %[3]s.
-`, baseURL, envPath, state, metricsAddr)
+`, baseURL, envPath, state, metricsAddr, consoleAddr)
 	printDemoCardholders()
 	if link, err := demoSessionLink(ctx, baseURL, demo); err != nil {
 		fmt.Printf("\n(no hosted binding link: %v)\n", err)
@@ -323,7 +341,8 @@ func createDatabase(ctx context.Context, adminURL, name string) error {
 // first, in a stable order, then the rest sorted.
 func writeEnv(path string, vars map[string]string) error {
 	order := []string{"QUICKPAY_URL", "QUICKPAY_DATABASE_URL", "QUICKPAY_BANKSIM_URL", "VAULT_ADDR", "VAULT_TOKEN",
-		"SOFTHSM2_CONF", "QUICKPAY_HSM_MODULE", "QUICKPAY_HSM_TOKEN_LABEL", "QUICKPAY_DEMO_CLIENT_ID", "QUICKPAY_DEMO_CLIENT_SECRET"}
+		"SOFTHSM2_CONF", "QUICKPAY_HSM_MODULE", "QUICKPAY_HSM_TOKEN_LABEL", "QUICKPAY_DEMO_CLIENT_ID", "QUICKPAY_DEMO_CLIENT_SECRET",
+		"QUICKPAY_CONSOLE_URL"}
 	var rest []string
 	for k := range vars {
 		if !slices.Contains(order, k) {

@@ -39,6 +39,7 @@ commands:
   charges   run-due: charge what is due (--as-of for another instant)
   reconcile reconcile the banks' statements of a day and write its settlement files
   keys      list, rotate or retire HSM key versions
+  operators create, list, disable or reset the operator console's staff
   banks     connect-sim: connect the platform to a banksim
 
 Run 'quickpay <command> -h' for a command's flags.
@@ -81,6 +82,8 @@ func main() {
 		err = cmdCharges(ctx, args)
 	case "reconcile":
 		err = cmdReconcile(ctx, args)
+	case "operators":
+		err = cmdOperators(ctx, args)
 	case "-h", "--help", "help":
 		fmt.Print(usage)
 		return

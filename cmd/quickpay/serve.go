@@ -87,11 +87,25 @@ func cmdServe(ctx context.Context, args []string) error {
 		mln.Close()
 		return fmt.Errorf("listen on %s (--listen, QUICKPAY_LISTEN): %w", c.Listen, err)
 	}
-	srv, msrv := newHTTPServer(e), newHTTPServer(api.MetricsHandler(cfg.Metrics))
-	serveErr := make(chan error, 2)
+	console, err := c.consoleHandler(ctx, d, cfg, log)
+	if err != nil {
+		mln.Close()
+		ln.Close()
+		return err
+	}
+	cln, err := net.Listen("tcp", c.ConsoleListen)
+	if err != nil {
+		mln.Close()
+		ln.Close()
+		return fmt.Errorf("listen on %s (--console-listen, QUICKPAY_CONSOLE_LISTEN): %w", c.ConsoleListen, err)
+	}
+	srv, msrv, csrv := newHTTPServer(e), newHTTPServer(api.MetricsHandler(cfg.Metrics)), newHTTPServer(console)
+	serveErr := make(chan error, 3)
 	go func() { serveErr <- srv.Serve(ln) }()
 	go func() { serveErr <- msrv.Serve(mln) }()
-	log.Info("quickpay serving", "addr", "http://"+ln.Addr().String(), "metrics", "http://"+mln.Addr().String()+"/metrics")
+	go func() { serveErr <- csrv.Serve(cln) }()
+	log.Info("quickpay serving", "addr", "http://"+ln.Addr().String(), "metrics", "http://"+mln.Addr().String()+"/metrics",
+		"console", "http://"+cln.Addr().String())
 
 	select {
 	case <-ctx.Done():
@@ -99,6 +113,7 @@ func cmdServe(ctx context.Context, args []string) error {
 	case err := <-serveErr:
 		_ = srv.Close()
 		_ = msrv.Close()
+		_ = csrv.Close()
 		return err
 	}
 	shutdown, cancel := context.WithTimeout(context.WithoutCancel(ctx), 20*time.Second)
@@ -107,6 +122,7 @@ func cmdServe(ctx context.Context, args []string) error {
 		log.Error("http shutdown", "err", err)
 	}
 	_ = msrv.Shutdown(shutdown)
+	_ = csrv.Shutdown(shutdown)
 	if err := d.river.Stop(shutdown); err != nil && !errors.Is(err, context.Canceled) {
 		log.Error("workers shutdown", "err", err)
 	}
