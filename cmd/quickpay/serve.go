@@ -69,6 +69,7 @@ func cmdServe(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	startDevFaults(ctx, d.hsm, log)
 	if err := d.river.Start(ctx); err != nil {
 		return fmt.Errorf("start workers: %w", err)
 	}
