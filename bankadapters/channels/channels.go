@@ -45,6 +45,9 @@ type Config struct {
 	// Limits bound each bank's calls (bankadapters.WithLimit), by bank
 	// code. A bank without one is unlimited.
 	Limits map[string]bankadapters.Limit
+	// Observer records every bank's calls (metrics, spans), the wait at
+	// its limit included. Nil records nothing.
+	Observer *bankadapters.Observer
 }
 
 // Registry holds the adapters and the BIN router.
@@ -93,7 +96,7 @@ func Open(ctx context.Context, cfg Config) (*Registry, error) {
 		if err != nil {
 			return nil, err
 		}
-		r.banks[b.BankCode] = bankadapters.WithLimit(bank, cfg.Limits[b.BankCode])
+		r.banks[b.BankCode] = cfg.Observer.Observe(bankadapters.WithLimit(bank, cfg.Limits[b.BankCode]))
 	}
 	for code := range cfg.Limits {
 		if _, ok := r.banks[code]; !ok {
