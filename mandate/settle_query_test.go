@@ -1,0 +1,161 @@
+package mandate_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/quickpay/quickpay/internal/dev/simclient"
+	"github.com/quickpay/quickpay/mandate"
+)
+
+// TestSettleByQuery: an operator settles a charge whose attempt is
+// unknown by asking the bank now, as the query chain would later. The
+// chain waits an hour here, so only the operator's query can settle.
+func TestSettleByQuery(t *testing.T) {
+	w := newWorld(t, func(c *mandate.Config) { c.QueryBackoff = []time.Duration{time.Hour, time.Hour, time.Hour} })
+	ctx := context.Background()
+	const operator = "operator:op_settle"
+
+	// unknownCharge charges a new card of balance fen once, under the
+	// faults, and returns the charge, left unknown.
+	unknownCharge := func(t *testing.T, balance int64, faults ...simclient.Fault) (card, mandate.Charge) {
+		t.Helper()
+		c := w.bindCard(t, "ICBC", balance)
+		m := w.mandate(t, c, w.dueToday(10_000))
+		for _, f := range faults {
+			f.BankCode = "ICBC"
+			w.fault(t, f)
+		}
+		if st, err := w.svc.RunDue(ctx, w.clock.Now()); err != nil || st.Claimed != 1 {
+			t.Fatalf("run due: %+v, %v; want 1 claimed", st, err)
+		}
+		w.settle(t, false)
+		ch := w.oneCharge(t, m)
+		if ch.Status != mandate.ChargeUnknown || len(ch.Attempts) != 1 || ch.Attempts[0].Status != mandate.AttemptUnknown {
+			t.Fatalf("charge %s with attempts %+v, want unknown with one unknown attempt", ch.Status, ch.Attempts)
+		}
+		return c, ch
+	}
+	audited := func(t *testing.T, chargeID string) []string {
+		t.Helper()
+		rows, err := w.Pool.Query(ctx, `SELECT actor || ' ' || (details->>'outcome') || ' ' || (details->>'charge_status')
+			FROM audit_log WHERE action = 'charge.settle_by_query' AND subject = $1 ORDER BY id`, chargeID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for rows.Next() {
+			var s string
+			if err := rows.Scan(&s); err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, s)
+		}
+		if err := rows.Err(); err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+
+	t.Run("an attempt the bank debited settles succeeded with one debit", func(t *testing.T) {
+		c, ch := unknownCharge(t, 1_000_000, simclient.Fault{Operation: "charge", Mode: "timeout", Apply: true})
+		got, err := w.svc.SettleByQuery(ctx, w.merchant, ch.ID, operator)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Status != mandate.ChargeSucceeded || len(got.Attempts) != 1 || got.Attempts[0].Status != mandate.AttemptSucceeded {
+			t.Errorf("charge %s with attempts %+v, want succeeded with its one attempt", got.Status, got.Attempts)
+		}
+		if l := w.ledger(t, c); len(l) != 1 || l[0].OrderNo != ch.Attempts[0].OrderNo || l[0].Amount != 10_000 {
+			t.Errorf("ledger = %+v, want one debit of 10000 under %s", l, ch.Attempts[0].OrderNo)
+		}
+		if a := audited(t, ch.ID); len(a) != 1 || a[0] != operator+" ok succeeded" {
+			t.Errorf("audit = %q, want one row by the operator", a)
+		}
+		evs := chargeEvents(w.events(t, w.merchant), ch.ID)
+		if len(evs) != 1 || evs[0].Type != "charge.succeeded" {
+			t.Errorf("charge events = %v, want [charge.succeeded]", types(evs))
+		}
+
+		t.Run("again it has nothing unknown", func(t *testing.T) {
+			if _, err := w.svc.SettleByQuery(ctx, w.merchant, ch.ID, operator); !errors.Is(err, mandate.ErrNothingUnknown) {
+				t.Errorf("err = %v, want ErrNothingUnknown", err)
+			}
+			if l := w.ledger(t, c); len(l) != 1 {
+				t.Errorf("%d debits, want 1", len(l))
+			}
+		})
+	})
+
+	t.Run("an order the bank never received is sent again under its number and declined to a retry", func(t *testing.T) {
+		c, ch := unknownCharge(t, 100, simclient.Fault{Operation: "charge", Mode: "timeout"})
+		got, err := w.svc.SettleByQuery(ctx, w.merchant, ch.ID, operator)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Status != mandate.ChargeRetryScheduled || got.FailureCode != "insufficient_funds" || got.Retries != 1 {
+			t.Errorf("charge %s (%q, retries %d), want retry_scheduled (insufficient_funds, 1)", got.Status, got.FailureCode, got.Retries)
+		}
+		if len(got.Attempts) != 1 || got.Attempts[0].OrderNo != ch.Attempts[0].OrderNo || got.Attempts[0].Status != mandate.AttemptFailed {
+			t.Errorf("attempts = %+v, want the one order failed", got.Attempts)
+		}
+		if l := w.ledger(t, c); len(l) != 0 {
+			t.Errorf("ledger = %+v, want no debit", l)
+		}
+		if a := audited(t, ch.ID); len(a) != 1 || a[0] != operator+" ok retry_scheduled" {
+			t.Errorf("audit = %q, want one row by the operator", a)
+		}
+	})
+
+	t.Run("a bank that still cannot say leaves the charge unknown and the chain going on", func(t *testing.T) {
+		c, ch := unknownCharge(t, 1_000_000, simclient.Fault{Operation: "charge", Mode: "timeout"})
+		// Queries fail (the adapter retries one) until cleared.
+		w.fault(t, simclient.Fault{BankCode: "ICBC", Operation: "query", Mode: "error", Count: 50})
+		t.Cleanup(func() {
+			if err := w.SimCtl.ClearFaults(ctx, "ICBC"); err != nil {
+				t.Error(err)
+			}
+		})
+		got, err := w.svc.SettleByQuery(ctx, w.merchant, ch.ID, operator)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Status != mandate.ChargeUnknown || got.Attempts[0].Status != mandate.AttemptUnknown {
+			t.Errorf("charge %s, attempt %s; want both unknown", got.Status, got.Attempts[0].Status)
+		}
+		// The operator's query counted as the chain's first try: the
+		// chain's next query is try 1, and one query job per try waits.
+		var queries, try1 int
+		if err := w.Pool.QueryRow(ctx, `SELECT queries FROM charge_attempts WHERE order_no = $1`,
+			ch.Attempts[0].OrderNo).Scan(&queries); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Pool.QueryRow(ctx, `SELECT count(*) FROM river_job WHERE kind = 'mandate_query'
+			AND args->>'order_no' = $1 AND (args->>'try')::int = 1 AND state = 'scheduled'`,
+			ch.Attempts[0].OrderNo).Scan(&try1); err != nil {
+			t.Fatal(err)
+		}
+		if queries != 1 || try1 != 1 {
+			t.Errorf("queries = %d, scheduled try-1 jobs = %d; want 1 and 1", queries, try1)
+		}
+		if l := w.ledger(t, c); len(l) != 0 {
+			t.Errorf("ledger = %+v, want no debit yet", l)
+		}
+		if a := audited(t, ch.ID); len(a) != 1 || a[0] != operator+" ok unknown" {
+			t.Errorf("audit = %q, want one row by the operator", a)
+		}
+	})
+
+	t.Run("another merchant's charge is not found", func(t *testing.T) {
+		_, ch := unknownCharge(t, 1_000_000, simclient.Fault{Operation: "charge", Mode: "timeout"})
+		other := w.newMerchant(t)
+		if _, err := w.svc.SettleByQuery(ctx, other, ch.ID, operator); !errors.Is(err, mandate.ErrNotFound) {
+			t.Errorf("err = %v, want ErrNotFound", err)
+		}
+		if a := audited(t, ch.ID); len(a) != 0 {
+			t.Errorf("audit = %q, want none", a)
+		}
+	})
+}
