@@ -81,7 +81,10 @@ func (e *LimitedError) Seconds() int {
 }
 
 // Limiter meters in Postgres.
-type Limiter struct{ pool *pgxpool.Pool }
+type Limiter struct {
+	pool    *pgxpool.Pool
+	metrics *metrics // set by Observe; nil counts nothing
+}
 
 // Querier is what a take runs on: the pool, or a caller's transaction
 // (pgx.Tx). A caller that holds a transaction takes in it (TakeIn): a take
@@ -156,6 +159,7 @@ func (l *Limiter) TakeIn(ctx context.Context, q Querier, now time.Time, checks .
 			return fmt.Errorf("limits: give back a refused take: %w", err)
 		}
 	}
+	l.countRefusal(ctx, q, now, checks)
 	return &LimitedError{RetryAfter: *wait}
 }
 
