@@ -35,7 +35,10 @@
 //   - Login is per application, not per session, and is lost when the last
 //     session closes. A new session is checked and logged in if needed, with
 //     the PIN asked again from its PINSource (Vault); CKR_USER_NOT_LOGGED_IN
-//     also triggers a login.
+//     also triggers a login, and so do a stale object handle and a find
+//     that sees no key from a session not logged in: C_Logout leaves the
+//     sessions open, public, with the private objects' handles gone. The
+//     dev-only faults (devfaults.go, -tags devfaults) provoke both losses.
 //   - Object handles are found by label once and cached; the cache is
 //     dropped after every login and when a handle turns out stale.
 //   - Cryptography uses working copies of the token keys: session objects

@@ -253,13 +253,18 @@ const maxAttempts = 4
 // Do waits for a free session until ctx is done and then returns ctx.Err().
 func (h *HSM) Do(ctx context.Context, fn func(s pkcs11.SessionHandle) error) error {
 	var err error
-	relogin := false
+	// relogin: the token said the login is lost. checkLogin: a handle went
+	// stale, which a lost login also causes (C_Logout drops the private
+	// objects' handles while the sessions stay open), so the login is
+	// checked on the next session and made again if it is gone.
+	relogin, checkLogin := false, false
 	for attempt := 0; attempt < maxAttempts; attempt++ {
 		var s pkcs11.SessionHandle
 		s, err = h.acquire(ctx)
-		if err == nil && relogin {
-			relogin = false
-			if err = h.login(ctx, s, true); err != nil {
+		if err == nil && (relogin || checkLogin) {
+			force := relogin
+			relogin, checkLogin = false, false
+			if err = h.login(ctx, s, force); err != nil {
 				h.release(s, err)
 			}
 		}
@@ -281,6 +286,7 @@ func (h *HSM) Do(ctx context.Context, fn func(s pkcs11.SessionHandle) error) err
 			relogin = true
 		case isCode(err, pkcs11.CKR_OBJECT_HANDLE_INVALID), isCode(err, pkcs11.CKR_KEY_HANDLE_INVALID):
 			h.forgetHandles()
+			checkLogin = true
 		default:
 			return err
 		}
@@ -384,13 +390,20 @@ func (h *HSM) login(ctx context.Context, s pkcs11.SessionHandle, force bool) err
 }
 
 // forgetHandles drops the cached token-object handles, and the working
-// copies with their keeper session if that has gone (C_CloseAllSessions, a
-// lost login). While the keeper lives, its copies stay valid and are kept:
-// nothing in the process destroys one, and dropping them would only make
+// copies with their keeper session if that has gone (C_CloseAllSessions) or
+// its copies have (C_Logout destroys private session objects and leaves the
+// session open; the copies of private keys are private). While the keeper
+// and its copies live, they are kept: closing the keeper would pull keys
+// from under operations running on them, and dropping them would only make
 // new copies beside them.
 func (h *HSM) forgetHandles() {
 	h.mu.Lock()
 	clear(h.handles)
+	var copyOf pkcs11.ObjectHandle
+	for _, o := range h.working {
+		copyOf = o
+		break
+	}
 	h.mu.Unlock()
 	h.keeperMu.Lock()
 	defer h.keeperMu.Unlock()
@@ -399,6 +412,13 @@ func (h *HSM) forgetHandles() {
 	}
 	if _, err := h.p.GetSessionInfo(h.keeper); err != nil {
 		h.dropKeeper()
+		return
+	}
+	if copyOf != 0 {
+		_, err := h.p.GetAttributeValue(h.keeper, copyOf, []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_CLASS, nil)})
+		if isCode(err, pkcs11.CKR_OBJECT_HANDLE_INVALID) {
+			h.dropKeeper()
+		}
 	}
 }
 
@@ -424,6 +444,15 @@ func (h *HSM) object(s pkcs11.SessionHandle, label string, class uint) (pkcs11.O
 	if o, ok := h.cached(h.handles, k); ok {
 		return o, nil
 	}
+	// Private objects are hidden from a session that is not logged in:
+	// after a lost login (C_Logout) a key is there, unseen. The state is
+	// read before the find, since another goroutine may log in meanwhile;
+	// nothing logs the process out while this one holds a session.
+	info, err := h.p.GetSessionInfo(s)
+	if err != nil {
+		return 0, fmt.Errorf("hsm: session info: %w", err)
+	}
+	loggedIn := info.State == pkcs11.CKS_RW_USER_FUNCTIONS || info.State == pkcs11.CKS_RO_USER_FUNCTIONS
 	// Not while a working copy is made: SoftHSM2 builds a copy attribute by
 	// attribute, and a find in between sees it with the original's label
 	// and CKA_TOKEN, as a second key of that label.
@@ -439,6 +468,9 @@ func (h *HSM) object(s pkcs11.SessionHandle, label string, class uint) (pkcs11.O
 	}
 	switch len(objs) {
 	case 0:
+		if !loggedIn {
+			return 0, fmt.Errorf("hsm: find %s: %w", label, pkcs11.Error(pkcs11.CKR_USER_NOT_LOGGED_IN))
+		}
 		return 0, fmt.Errorf("%w: %s", ErrKeyNotFound, label)
 	case 1:
 	default:
