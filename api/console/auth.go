@@ -1,0 +1,237 @@
+package console
+
+import (
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/base64"
+	"errors"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/quickpay/quickpay/internal/operators"
+)
+
+// Cookies and form fields.
+const (
+	// sessionCookie holds the session's token (operators.Store.Login).
+	sessionCookie = "qp_console"
+	// loginCookie holds the login form's pre-session CSRF secret, which
+	// the form echoes: a page elsewhere cannot log the browser in as
+	// someone else (login CSRF).
+	loginCookie = "qp_console_login"
+	csrfField   = "csrf"
+)
+
+// maxForm bounds a form post's body.
+const maxForm = 16 << 10
+
+const ctxSession = "console.session"
+
+// sessionOf is the request's operator session, set by Console.session.
+func sessionOf(ec echo.Context) (operators.Session, bool) {
+	s, ok := ec.Get(ctxSession).(operators.Session)
+	return s, ok
+}
+
+// session requires a live operator session: without one a GET is sent to
+// the login page (and back afterwards), anything else too, with nothing
+// done. A POST must carry the session's CSRF token (else 403 and nothing
+// done).
+func (c *Console) session(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(ec echo.Context) error {
+		r := ec.Request()
+		ck, err := r.Cookie(sessionCookie)
+		if err != nil || ck.Value == "" {
+			return c.toLogin(ec, "")
+		}
+		s, err := c.cfg.Operators.Session(r.Context(), ck.Value)
+		switch {
+		case errors.Is(err, operators.ErrNoSession):
+			c.clearCookie(ec, sessionCookie, "/")
+			return c.toLogin(ec, "ended")
+		case err != nil:
+			return c.fault(ec, err)
+		}
+		ec.Set(ctxSession, s)
+		if r.Method == http.MethodPost {
+			if !c.parseForm(ec) {
+				return c.status(ec, http.StatusBadRequest, "Bad request", "The form could not be read.")
+			}
+			if !s.CheckCSRF(r.PostForm.Get(csrfField)) {
+				return c.status(ec, http.StatusForbidden, "Forbidden",
+					"The form's security token is missing or wrong. Nothing was done. Open the page again and retry.")
+			}
+		}
+		return next(ec)
+	}
+}
+
+// toLogin answers a request without a session: 303 to the login page,
+// which a GET of a console page comes back to after logging in.
+func (c *Console) toLogin(ec echo.Context, why string) error {
+	q := url.Values{}
+	r := ec.Request()
+	if r.Method == http.MethodGet && r.URL.Path != "/" {
+		q.Set("next", r.URL.RequestURI())
+	}
+	if why != "" {
+		q.Set("why", why)
+	}
+	to := "/login"
+	if len(q) > 0 {
+		to += "?" + q.Encode()
+	}
+	return ec.Redirect(http.StatusSeeOther, to)
+}
+
+// safeNext is where a login goes on to: a path of this console only.
+func safeNext(next string) string {
+	if next == "" || !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") || strings.HasPrefix(next, "/\\") ||
+		strings.ContainsAny(next, "\r\n") {
+		return "/"
+	}
+	return next
+}
+
+// parseForm bounds and parses a post's body.
+func (c *Console) parseForm(ec echo.Context) bool {
+	r := ec.Request()
+	r.Body = http.MaxBytesReader(ec.Response(), r.Body, maxForm)
+	return r.ParseForm() == nil
+}
+
+type loginView struct {
+	Next    string
+	Name    string
+	Error   string
+	Notice  string
+	LoginID string // the pre-session CSRF secret
+}
+
+// loginPage shows the login form and sets its pre-session CSRF cookie.
+func (c *Console) loginPage(ec echo.Context) error {
+	v := loginView{Next: safeNext(ec.QueryParam("next"))}
+	if ec.QueryParam("why") == "ended" {
+		v.Notice = "Your session ended. Log in again."
+	}
+	if ec.QueryParam("why") == "out" {
+		v.Notice = "You are logged out."
+	}
+	secret, err := c.loginSecret(ec)
+	if err != nil {
+		return c.fault(ec, err)
+	}
+	v.LoginID = secret
+	return c.render(ec, http.StatusOK, "login", "Log in", v)
+}
+
+// loginSecret returns the browser's login CSRF secret, setting a new one
+// when it has none.
+func (c *Console) loginSecret(ec echo.Context) (string, error) {
+	if ck, err := ec.Request().Cookie(loginCookie); err == nil && validSecret(ck.Value) {
+		return ck.Value, nil
+	}
+	s, err := newSecret()
+	if err != nil {
+		return "", err
+	}
+	ec.SetCookie(&http.Cookie{Name: loginCookie, Value: s, Path: "/login", HttpOnly: true,
+		SameSite: http.SameSiteStrictMode, Secure: c.cfg.Secure, MaxAge: 3600})
+	return s, nil
+}
+
+func newSecret() (string, error) {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	return base64.RawURLEncoding.EncodeToString(b), nil
+}
+
+func validSecret(s string) bool {
+	b, err := base64.RawURLEncoding.DecodeString(s)
+	return err == nil && len(b) == 32
+}
+
+// login checks the form's pre-session token, then the name, password and
+// TOTP code (operators.Store.Login, which locks and audits), and sets the
+// session cookie.
+func (c *Console) login(ec echo.Context) error {
+	r := ec.Request()
+	if !c.parseForm(ec) {
+		return c.status(ec, http.StatusBadRequest, "Bad request", "The form could not be read.")
+	}
+	ck, err := r.Cookie(loginCookie)
+	if err != nil || !validSecret(ck.Value) ||
+		subtle.ConstantTimeCompare([]byte(ck.Value), []byte(r.PostForm.Get(csrfField))) != 1 {
+		return c.status(ec, http.StatusForbidden, "Forbidden",
+			"The login form's security token is missing or wrong. Open the login page again.")
+	}
+	v := loginView{Next: safeNext(r.PostForm.Get("next")), Name: r.PostForm.Get("name"), LoginID: ck.Value}
+	s, token, err := c.cfg.Operators.Login(r.Context(), v.Name, r.PostForm.Get("password"), r.PostForm.Get("code"),
+		sourceIP(r))
+	switch {
+	case err == nil:
+	case errors.Is(err, operators.ErrLocked):
+		v.Error = "Too many failed logins: this operator is locked. Try again later."
+		if until := s.Operator.LockedUntil; !until.IsZero() {
+			v.Error = "Too many failed logins: this operator is locked. Try again after " +
+				until.In(c.cfg.Location).Format("15:04") + "."
+		}
+		return c.render(ec, http.StatusForbidden, "login", "Log in", v)
+	case errors.Is(err, operators.ErrBadLogin):
+		v.Error = "The name, password or code is wrong."
+		return c.render(ec, http.StatusUnauthorized, "login", "Log in", v)
+	default:
+		return c.fault(ec, err)
+	}
+	ec.SetCookie(&http.Cookie{Name: sessionCookie, Value: token, Path: "/", HttpOnly: true,
+		SameSite: http.SameSiteStrictMode, Secure: c.cfg.Secure})
+	c.clearCookie(ec, loginCookie, "/login")
+	ec.Set(ctxSession, s)
+	return ec.Redirect(http.StatusSeeOther, v.Next)
+}
+
+// sourceIP is the client's address: the console sits behind no proxy, so
+// no forwarded header is believed.
+func sourceIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// logout ends the session (the POST's CSRF token checked by session).
+func (c *Console) logout(ec echo.Context) error {
+	ck, err := ec.Request().Cookie(sessionCookie)
+	if err == nil {
+		if err := c.cfg.Operators.Logout(ec.Request().Context(), ck.Value); err != nil && !errors.Is(err, operators.ErrNoSession) {
+			return c.fault(ec, err)
+		}
+	}
+	c.clearCookie(ec, sessionCookie, "/")
+	return ec.Redirect(http.StatusSeeOther, "/login?why=out")
+}
+
+func (c *Console) clearCookie(ec echo.Context, name, path string) {
+	ec.SetCookie(&http.Cookie{Name: name, Value: "", Path: path, HttpOnly: true, SameSite: http.SameSiteStrictMode,
+		Secure: c.cfg.Secure, MaxAge: -1})
+}
+
+// require refuses an operator below role: 403 and nothing done, on the
+// confirmation page's GET as on its POST.
+func (c *Console) require(role operators.Role, next echo.HandlerFunc) echo.HandlerFunc {
+	return func(ec echo.Context) error {
+		s, ok := sessionOf(ec)
+		if !ok || !s.Operator.Role.AtLeast(role) {
+			return c.status(ec, http.StatusForbidden, "Forbidden",
+				"This needs the "+string(role)+" role; you are "+string(s.Operator.Role)+". Nothing was done.")
+		}
+		return next(ec)
+	}
+}
