@@ -38,7 +38,8 @@ type BindInput struct {
 // Errors: *FieldError, ErrNotFound (member), ErrCardUnsupported,
 // *IdentityMismatchError, ErrCardBoundElsewhere, *ElementsMismatchError,
 // ErrCardDeclined, ErrBankUnavailable.
-func (s *Service) StartBinding(ctx context.Context, merchantID string, in BindInput) (Binding, error) {
+func (s *Service) StartBinding(ctx context.Context, merchantID string, in BindInput) (out Binding, err error) {
+	defer func() { s.otp.sent(OTPKindBindApply, out, err) }()
 	now := s.now()
 	switch {
 	case (in.MemberID == "") == (in.ExternalUserID == ""):

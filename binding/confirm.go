@@ -83,7 +83,8 @@ func afterCall(ctx context.Context) (context.Context, context.CancelFunc) {
 // ErrCardBoundElsewhere, *IdentityMismatchError, ErrCardDeclined,
 // ErrBankUnavailable (the bank did not answer, a call was never sent, or
 // another confirm holds the binding past the caller's patience).
-func (s *Service) Confirm(ctx context.Context, merchantID, id string, otp sensitive.OTP) (Binding, error) {
+func (s *Service) Confirm(ctx context.Context, merchantID, id string, otp sensitive.OTP) (_ Binding, err error) {
+	defer func() { s.otp.Verify(OTPKindBind, VerifyOutcome(err)) }()
 	if !ValidOTP(otp.Reveal()) {
 		return Binding{}, &FieldError{Field: "otp", Message: "must be 6 digits"}
 	}

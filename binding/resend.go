@@ -34,7 +34,8 @@ import (
 // *ElementsMismatchError, ErrOTPAttemptsExceeded, ErrCardBoundElsewhere
 // (the bank refused: the binding has failed). A card bound to the same
 // member meanwhile returns the binding bound to it.
-func (s *Service) Resend(ctx context.Context, merchantID, id string) (Binding, error) {
+func (s *Service) Resend(ctx context.Context, merchantID, id string) (res Binding, rerr error) {
+	defer func() { s.otp.sent(OTPKindBindResend, res, rerr) }()
 	var b bindingRow
 	now := s.now()
 	err := s.inTx(ctx, func(u *unit) error {

@@ -63,6 +63,8 @@ type Config struct {
 	Limiter Limiter
 	// Limits are the limits' rules. Defaults to DefaultLimits().
 	Limits Limits
+	// OTPMetrics counts codes sent and checked. Optional.
+	OTPMetrics *OTPMetrics
 }
 
 // Service is the binding domain.
@@ -76,6 +78,7 @@ type Service struct {
 	log     *slog.Logger
 	limiter Limiter
 	limits  Limits
+	otp     *OTPMetrics
 	// crashWindow, set only by tests (export_test.go), is asked right
 	// after a bank call whose answer must be applied; true makes the call
 	// stop there, as a process that died would, leaving its claim.
@@ -114,7 +117,8 @@ func New(cfg Config) (*Service, error) {
 		return nil, err
 	}
 	return &Service{pool: cfg.Pool, vault: cfg.Vault, banks: cfg.Banks, emit: cfg.Emit, ended: cfg.CardEnded,
-		clock: cfg.Clock, log: cfg.Logger, limiter: cfg.Limiter, limits: cfg.Limits, callTimeout: callTimeout}, nil
+		clock: cfg.Clock, log: cfg.Logger, limiter: cfg.Limiter, limits: cfg.Limits, otp: cfg.OTPMetrics,
+		callTimeout: callTimeout}, nil
 }
 
 // errCrashed is what a call stopped at its crash window returns (tests).

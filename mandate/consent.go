@@ -110,7 +110,8 @@ func (s *Service) CheckTerms(in CreateInput) error {
 	return nil
 }
 
-func (s *Service) Create(ctx context.Context, merchantID string, in CreateInput) (Mandate, error) {
+func (s *Service) Create(ctx context.Context, merchantID string, in CreateInput) (_ Mandate, err error) {
+	defer func() { s.cfg.OTPMetrics.Send(binding.OTPKindConsent, consentSendOutcome(err)) }()
 	if err := in.validate(); err != nil {
 		return Mandate{}, err
 	}
@@ -218,7 +219,8 @@ func (s *Service) takeSMS(ctx context.Context, q binding.Querier, phone string) 
 //
 // Errors: ErrNotFound, *FieldError, *OTPIncorrectError,
 // ErrOTPAttemptsExceeded, ErrConsentExpired, ErrInvalidState.
-func (s *Service) Confirm(ctx context.Context, merchantID, id string, otp sensitive.OTP) (Mandate, error) {
+func (s *Service) Confirm(ctx context.Context, merchantID, id string, otp sensitive.OTP) (_ Mandate, rerr error) {
+	defer func() { s.cfg.OTPMetrics.Verify(binding.OTPKindConsent, consentVerifyOutcome(rerr)) }()
 	code := otp.Reveal()
 	if len(code) != 6 || strings.Trim(code, "0123456789") != "" {
 		return Mandate{}, &FieldError{Field: "otp", Message: "must be 6 digits"}
@@ -334,7 +336,8 @@ func (s *Service) pending(ctx context.Context, merchantID, id string, final *err
 // refused is used too (it may have gone out). Errors: ErrNotFound,
 // ErrConsentExpired, ErrInvalidState, *ResendTooSoonError,
 // ErrResendLimit, rate limited (PhoneLimit), ErrSMSUnavailable.
-func (s *Service) Resend(ctx context.Context, merchantID, id string) (Mandate, error) {
+func (s *Service) Resend(ctx context.Context, merchantID, id string) (_ Mandate, rerr error) {
+	defer func() { s.cfg.OTPMetrics.Send(binding.OTPKindConsentResend, consentSendOutcome(rerr)) }()
 	var out Mandate
 	var final error
 	var phone, text string
@@ -400,4 +403,32 @@ func (s *Service) Resend(ctx context.Context, merchantID, id string) (Mandate, e
 		return Mandate{}, fmt.Errorf("%w: %v", ErrSMSUnavailable, serr)
 	}
 	return out, nil
+}
+
+// consentSendOutcome classifies what a consent code's send returned
+// (binding.OTPMetrics); "" for a request refused before any send.
+func consentSendOutcome(err error) string {
+	switch {
+	case errors.Is(err, ErrSMSUnavailable):
+		return binding.OTPFailed
+	case errors.Is(err, ErrConsentExpired):
+		return binding.OTPRefused
+	case errors.Is(err, ErrNotFound), errors.Is(err, ErrCardNotActive), errors.Is(err, ErrInvalidState):
+		return ""
+	default:
+		return binding.SendOutcome(err)
+	}
+}
+
+// consentVerifyOutcome classifies what a consent code's check returned;
+// "" for a request refused before any check.
+func consentVerifyOutcome(err error) string {
+	switch {
+	case errors.Is(err, ErrConsentExpired):
+		return binding.OTPExpired
+	case errors.Is(err, ErrNotFound), errors.Is(err, ErrInvalidState):
+		return ""
+	default:
+		return binding.VerifyOutcome(err)
+	}
 }

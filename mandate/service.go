@@ -93,6 +93,8 @@ type Config struct {
 	// PhoneLimit meters consent codes per phone. Optional: without it
 	// texts are not limited.
 	PhoneLimit PhoneLimit
+	// OTPMetrics counts consent codes sent and checked. Optional.
+	OTPMetrics *binding.OTPMetrics
 
 	// Emit writes mandate and charge events. Optional.
 	Emit EmitFunc
