@@ -25,6 +25,9 @@ type Config struct {
 	MaxConns int32
 	// ConnectTimeout bounds the first ping. Defaults to 10s.
 	ConnectTimeout time.Duration
+	// Tracer traces every statement (telemetry: spans when tracing is
+	// on). Nil traces nothing.
+	Tracer pgx.QueryTracer
 }
 
 // randomPageCost is the planner's price of a random page read on quickpay's
@@ -55,6 +58,9 @@ func Open(ctx context.Context, cfg Config) (*pgxpool.Pool, error) {
 	params := pc.ConnConfig.RuntimeParams
 	if _, set := params["random_page_cost"]; !set && !strings.Contains(params["options"], "random_page_cost") {
 		params["random_page_cost"] = randomPageCost
+	}
+	if cfg.Tracer != nil {
+		pc.ConnConfig.Tracer = cfg.Tracer
 	}
 	timeout := cfg.ConnectTimeout
 	if timeout == 0 {

@@ -122,6 +122,10 @@ type WorkerConfig struct {
 	// AllowPrivateNetworks lets the default client reach loopback and
 	// private addresses: for dev stacks and tests, never production.
 	AllowPrivateNetworks bool
+	// WrapTransport, if set, wraps the default client's transport (its
+	// address and scheme checks stay underneath): tracing. Unused with
+	// Client.
+	WrapTransport func(http.RoundTripper) http.RoundTripper
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 }
@@ -157,6 +161,9 @@ func NewDeliverWorker(cfg WorkerConfig) (*DeliverWorker, error) {
 	}
 	if cfg.Client == nil {
 		cfg.Client = newClient(cfg.AllowPrivateNetworks)
+		if cfg.WrapTransport != nil {
+			cfg.Client.Transport = cfg.WrapTransport(cfg.Client.Transport)
+		}
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
