@@ -1,6 +1,8 @@
 // Package merchants holds the merchants that call the API and their client
 // credentials (table merchants): creation, client authentication with a
-// per-source lockout (PCI DSS 8.3.4's ten tries), and lookup.
+// per-source lockout (PCI DSS 8.3.4's ten tries), lookup, and what an
+// operator does to a merchant (admin.go: disable, enable, rotate the
+// secret).
 //
 // # Credentials
 //
@@ -146,7 +148,14 @@ type Merchant struct {
 	// RPSCeiling is the most API requests per second the merchant may make
 	// to one serve instance; 0 means no ceiling.
 	RPSCeiling int
+	// DisabledAt is when an operator disabled the merchant (Disable); zero
+	// while it is enabled. A disabled merchant gets no token and its live
+	// tokens are refused.
+	DisabledAt time.Time
 }
+
+// Disabled reports whether the merchant is disabled.
+func (m Merchant) Disabled() bool { return !m.DisabledAt.IsZero() }
 
 // HasScope reports whether m holds scope.
 func (m Merchant) HasScope(scope string) bool { return slices.Contains(m.Scopes, scope) }
@@ -332,16 +341,27 @@ func newSecret() (string, error) {
 	return base64.RawURLEncoding.EncodeToString(b), nil
 }
 
-const merchantColumns = `id, name, scopes, client_id, created_at, coalesce(rps_ceiling, 0)`
+const merchantColumns = `id, name, scopes, client_id, created_at, coalesce(rps_ceiling, 0), disabled_at`
+
+// scanMerchant scans merchantColumns and then extra.
+func scanMerchant(row pgx.Row, extra ...any) (Merchant, error) {
+	var (
+		m        Merchant
+		disabled *time.Time
+	)
+	err := row.Scan(append([]any{&m.ID, &m.Name, &m.Scopes, &m.ClientID, &m.CreatedAt, &m.RPSCeiling, &disabled}, extra...)...)
+	if disabled != nil {
+		m.DisabledAt = *disabled
+	}
+	return m, err
+}
 
 // Get returns the merchant with id. Error: ErrNotFound.
 func (s *Store) Get(ctx context.Context, id string) (Merchant, error) {
 	if !ids.Valid(IDPrefix, id) {
 		return Merchant{}, ErrNotFound
 	}
-	var m Merchant
-	err := s.pool.QueryRow(ctx, `SELECT `+merchantColumns+` FROM merchants WHERE id = $1`, id).
-		Scan(&m.ID, &m.Name, &m.Scopes, &m.ClientID, &m.CreatedAt, &m.RPSCeiling)
+	m, err := scanMerchant(s.pool.QueryRow(ctx, `SELECT `+merchantColumns+` FROM merchants WHERE id = $1`, id))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Merchant{}, ErrNotFound
 	}
@@ -411,17 +431,13 @@ func sourceKeys(clientID, source string) (pair, from []byte) {
 
 // check compares the secret and audits the attempt.
 func (s *Store) check(ctx context.Context, clientID, source, secret string) (Merchant, error) {
-	var (
-		m    Merchant
-		hash string
-	)
+	var hash string
 	from := map[string]any{}
 	if source != "" {
 		from["source"] = source
 	}
-	err := s.pool.QueryRow(ctx,
-		`SELECT `+merchantColumns+`, client_secret_hash FROM merchants WHERE client_id = $1`,
-		clientID).Scan(&m.ID, &m.Name, &m.Scopes, &m.ClientID, &m.CreatedAt, &m.RPSCeiling, &hash)
+	m, err := scanMerchant(s.pool.QueryRow(ctx,
+		`SELECT `+merchantColumns+`, client_secret_hash FROM merchants WHERE client_id = $1`, clientID), &hash)
 	if errors.Is(err, pgx.ErrNoRows) {
 		_ = bcrypt.CompareHashAndPassword(s.dummy, []byte(secret))
 		// The client id goes into the audit trail only if it looks like
@@ -445,6 +461,15 @@ func (s *Store) check(ctx context.Context, clientID, source, secret string) (Mer
 	// secrets are 43 bytes).
 	if bcrypt.CompareHashAndPassword([]byte(hash), []byte(secret)) != nil || len(secret) > maxSecretLen {
 		from["reason"] = "wrong_secret"
+		if err := s.auditLogin(ctx, s.pool, m.ID, m.ClientID, outcomeFailed, from); err != nil {
+			return Merchant{}, err
+		}
+		return Merchant{}, ErrInvalidClient
+	}
+	// A disabled merchant is answered as a wrong secret is, after the same
+	// comparison; only the audit row says why.
+	if m.Disabled() {
+		from["reason"] = "disabled"
 		if err := s.auditLogin(ctx, s.pool, m.ID, m.ClientID, outcomeFailed, from); err != nil {
 			return Merchant{}, err
 		}
