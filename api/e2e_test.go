@@ -30,6 +30,7 @@ import (
 
 	"github.com/quickpay/quickpay/api"
 	"github.com/quickpay/quickpay/api/apitest"
+	"github.com/quickpay/quickpay/api/client"
 	"github.com/quickpay/quickpay/api/idempotency"
 	"github.com/quickpay/quickpay/bankadapters/channels"
 	"github.com/quickpay/quickpay/bankadapters/conformance"
@@ -41,10 +42,13 @@ import (
 	"github.com/quickpay/quickpay/internal/webhooks"
 )
 
-// TestE2E drives the merchant API end to end over real HTTP: real
-// merchants and tokens, the real binding service over Postgres, SoftHSM2,
-// Vault and banksim, idempotency keys, and webhook deliveries worked by a
-// real River client. apitest checks every answer against api/openapi.yaml.
+// TestE2E drives the merchant API end to end over real HTTP through
+// api/client, the Go client merchants import (e2e_client_test.go), so a
+// client bug fails it: real merchants and tokens the client fetches, the
+// real binding service over Postgres, SoftHSM2, Vault and banksim,
+// idempotency keys, and webhook deliveries worked by a real River client.
+// Every answer is checked against api/openapi.yaml: the client's by its
+// transport, the few raw requests' (malformed bodies) by apitest.
 // Every card number, ID number, CVV2, expiry and code the test uses is
 // tracked; the last subtest scans a pg_dump of the package's database and
 // every log line quickpay wrote for them.
@@ -149,24 +153,6 @@ func (e *e2e) server(t *testing.T, clk clock.Clock) *testServer {
 		InFlightWait: inFlightWait})
 }
 
-// tenant is a merchant with a client holding its access token.
-type tenant struct {
-	id string
-	c  *apitest.Client
-}
-
-// merchant creates a merchant (merchants.Store.Create) and gets its access
-// token from srv's POST /v1/oauth/token.
-func (e *e2e) merchant(t *testing.T, srv *testServer) tenant {
-	t.Helper()
-	m, secret, err := srv.merchants.Create(context.Background(), "e2e merchant", []string{"bind"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := apitest.NewClient(t, srv.url)
-	return tenant{id: m.ID, c: c.WithToken(c.Token(t, m.ClientID, secret))}
-}
-
 // track registers a sensitive value for the leak scan.
 func (e *e2e) track(kind, value string) {
 	if value == "" {
@@ -233,44 +219,6 @@ func (e *e2e) wrongOTP(t *testing.T, right string) string {
 }
 
 // Answers as the document describes them.
-type e2eMember struct {
-	ID         string    `json:"id"`
-	ExternalID string    `json:"external_id"`
-	Kind       string    `json:"kind"`
-	CreatedAt  time.Time `json:"created_at"`
-}
-
-type e2eCardInfo struct {
-	BankCode  string `json:"bank_code"`
-	BankName  string `json:"bank_name"`
-	CardType  string `json:"card_type"`
-	MaskedPAN string `json:"masked_pan"`
-	Last4     string `json:"last4"`
-}
-
-type e2eBinding struct {
-	ID       string         `json:"id"`
-	Status   binding.Status `json:"status"`
-	MemberID *string        `json:"member_id"`
-	CardID   *string        `json:"card_id"`
-	Card     e2eCardInfo    `json:"card"`
-	OTP      *struct {
-		ExpiresAt    time.Time `json:"expires_at"`
-		AttemptsLeft int       `json:"attempts_left"`
-		ResendAfter  time.Time `json:"resend_after"`
-	} `json:"otp"`
-	FailureCode *string   `json:"failure_code"`
-	CreatedAt   time.Time `json:"created_at"`
-}
-
-type e2eCard struct {
-	ID       string             `json:"id"`
-	MemberID string             `json:"member_id"`
-	Status   binding.CardStatus `json:"status"`
-	e2eCardInfo
-	CreatedAt time.Time `json:"created_at"`
-}
-
 func str(p *string) string {
 	if p == nil {
 		return "<null>"
@@ -286,8 +234,9 @@ func maskedPAN(pan string) string {
 	return pan[:6] + strings.Repeat("*", len(pan)-10) + pan[len(pan)-4:]
 }
 
-// wantError fails unless res is an error answer with status, code and
-// field ("" for none), whose request_id is the answer's X-Request-Id.
+// wantError fails unless res (a raw request's answer) is an error answer
+// with status, code and field ("" for none), whose request_id is the
+// answer's X-Request-Id.
 func wantError(t *testing.T, res *apitest.Response, status int, code, field string) apitest.APIError {
 	t.Helper()
 	got := res.APIError()
@@ -302,66 +251,124 @@ func wantError(t *testing.T, res *apitest.Response, status int, code, field stri
 
 const echoRequestID = "X-Request-Id"
 
-// member creates an explicit member.
-func (e *e2e) member(t *testing.T, c *apitest.Client, body map[string]string) e2eMember {
+// is reports whether a binding or card status is want.
+func is[S ~string, W ~string](got S, want W) bool { return string(got) == string(want) }
+
+// member creates an explicit member (a random external id when req has none).
+func (e *e2e) member(t *testing.T, m tenant, req client.CreateMemberRequest) client.Member {
 	t.Helper()
-	if body["external_id"] == "" {
-		body["external_id"] = "user-" + randomHex(t, 6)
+	if req.ExternalId == "" {
+		req.ExternalId = "user-" + randomHex(t, 6)
 	}
-	res := c.Post(t, "/v1/members", body)
-	var m e2eMember
-	if !res.WantStatus(t, http.StatusCreated) || !res.Decode(t, &m) {
-		t.FailNow()
+	res, err := m.api.CreateMemberWithResponse(on(t), nil, req)
+	if err != nil || res.JSON201 == nil {
+		t.Fatalf("create member: %v", err)
 	}
-	if !ids.Valid("mem", m.ID) || m.Kind != "explicit" || m.ExternalID != body["external_id"] {
-		t.Fatalf("member = %+v, want an explicit mem_ for %s", m, body["external_id"])
+	mem := *res.JSON201
+	if !ids.Valid("mem", mem.Id) || mem.Kind != client.Explicit || mem.ExternalId != req.ExternalId {
+		t.Fatalf("member = %+v, want an explicit mem_ for %s", mem, req.ExternalId)
 	}
-	return m
+	return mem
 }
 
-// start posts a binding and wants 201 otp_sent.
-func (e *e2e) start(t *testing.T, c *apitest.Client, req map[string]string, opts ...apitest.Option) e2eBinding {
+// start creates a binding and wants 201 otp_sent.
+func (e *e2e) start(t *testing.T, m tenant, req client.CreateBindingRequest) client.Binding {
 	t.Helper()
-	res := c.Post(t, "/v1/bindings", req, opts...)
-	var b e2eBinding
-	if !res.WantStatus(t, http.StatusCreated) || !res.Decode(t, &b) {
-		t.FailNow()
+	res, err := m.api.CreateBindingWithResponse(on(t), nil, req)
+	if err != nil {
+		t.Fatalf("create binding: %v", err)
 	}
-	if b.Status != binding.StatusOTPSent || b.OTP == nil || b.CardID != nil {
+	if res.JSON201 == nil {
+		t.Fatalf("create binding answered %d, want 201", res.StatusCode())
+	}
+	b := *res.JSON201
+	if !is(b.Status, binding.StatusOTPSent) || b.Otp == nil || b.CardId != nil {
 		t.Fatalf("started binding = %+v, want otp_sent with otp and no card", b)
 	}
 	return b
 }
 
-// confirm confirms b with the newest code sent to phone and wants it bound.
-func (e *e2e) confirm(t *testing.T, c *apitest.Client, bindingID, phone string) e2eBinding {
+// confirm confirms the binding with the newest code sent to phone and
+// wants it bound.
+func (e *e2e) confirm(t *testing.T, m tenant, bindingID, phone string) client.Binding {
 	t.Helper()
-	res := c.Post(t, "/v1/bindings/"+bindingID+"/confirm", map[string]string{"otp": e.otp(t, phone)})
-	var b e2eBinding
-	if !res.WantStatus(t, http.StatusOK) || !res.Decode(t, &b) {
-		t.FailNow()
+	res, err := m.api.ConfirmBindingWithResponse(on(t), bindingID, nil, client.ConfirmBindingRequest{Otp: e.otp(t, phone)})
+	if err != nil || res.JSON200 == nil {
+		t.Fatalf("confirm binding: %v", err)
 	}
-	if b.ID != bindingID || b.Status != binding.StatusBound || b.CardID == nil || !ids.Valid("card", *b.CardID) ||
-		b.MemberID == nil || b.OTP != nil {
+	b := *res.JSON200
+	if b.Id != bindingID || !is(b.Status, binding.StatusBound) || b.CardId == nil || !ids.Valid("card", *b.CardId) ||
+		b.MemberId == nil || b.Otp != nil {
 		t.Fatalf("confirmed binding = %+v, want bound with card_id and member_id", b)
 	}
 	e.mu.Lock()
-	e.bindings = append(e.bindings, b.ID)
+	e.bindings = append(e.bindings, b.Id)
 	if e.requestID == "" {
-		e.requestID = res.Header.Get(echoRequestID)
+		e.requestID = res.HTTPResponse.Header.Get(echoRequestID)
 	}
 	e.mu.Unlock()
 	return b
 }
 
-// bindCard binds a's card for owner (member_id or external_user_id) and
-// returns the bound binding.
-func (e *e2e) bindCard(t *testing.T, c *apitest.Client, ownerKey, owner string, a conformance.Account) e2eBinding {
+// bindCard binds a's card with req's owner and returns the bound binding.
+func (e *e2e) bindCard(t *testing.T, m tenant, req client.CreateBindingRequest, a conformance.Account) client.Binding {
 	t.Helper()
-	req := bindRequest(a)
-	req[ownerKey] = owner
-	b := e.start(t, c, req)
-	return e.confirm(t, c, b.ID, a.Phone)
+	b := e.start(t, m, req)
+	return e.confirm(t, m, b.Id, a.Phone)
+}
+
+// getBinding, getCard and memberCards read through the client and fail t
+// on an error.
+func getBinding(t *testing.T, m tenant, id string) client.Binding {
+	t.Helper()
+	res, err := m.api.GetBindingWithResponse(on(t), id)
+	if err != nil || res.JSON200 == nil {
+		t.Fatalf("get binding: %v", err)
+	}
+	return *res.JSON200
+}
+
+func getCard(t *testing.T, m tenant, id string) client.Card {
+	t.Helper()
+	res, err := m.api.GetCardWithResponse(on(t), id)
+	if err != nil || res.JSON200 == nil {
+		t.Fatalf("get card: %v", err)
+	}
+	return *res.JSON200
+}
+
+func memberCards(t *testing.T, m tenant, memberID string) []client.Card {
+	t.Helper()
+	var out []client.Card
+	for c, err := range m.api.MemberCards(on(t), memberID) {
+		if err != nil {
+			t.Fatalf("member cards: %v", err)
+		}
+		out = append(out, c)
+	}
+	return out
+}
+
+func unbind(t *testing.T, m tenant, cardID string) client.Card {
+	t.Helper()
+	res, err := m.api.UnbindCardWithResponse(on(t), cardID)
+	if err != nil || res.JSON200 == nil {
+		t.Fatalf("unbind card: %v", err)
+	}
+	return *res.JSON200
+}
+
+// feed walks the merchant's whole event feed with the client's iterator.
+func feed(t *testing.T, m tenant, p client.ListEventsParams) []client.Event {
+	t.Helper()
+	var out []client.Event
+	for ev, err := range m.api.Events(on(t), p) {
+		if err != nil {
+			t.Fatalf("events: %v", err)
+		}
+		out = append(out, ev)
+	}
+	return out
 }
 
 // agreements are banksim's agreements of card.
@@ -384,135 +391,132 @@ func agreementStatuses(ags []simclient.Agreement) []string {
 
 func (e *e2e) testExplicitHappyPath(t *testing.T) {
 	t.Parallel()
+	ctx := on(t)
 	m := e.merchant(t, e.testServer)
 	a := e.account(t, "ICBC", "debit")
 
-	mem := e.member(t, m.c, map[string]string{})
-	var got e2eMember
+	mem := e.member(t, m, client.CreateMemberRequest{})
+	var got client.Member
 	// (To the microsecond: see the subtest below.)
-	if res := m.c.Get(t, "/v1/members/"+mem.ID); res.WantStatus(t, http.StatusOK) && res.Decode(t, &got) &&
-		(got.ID != mem.ID || got.ExternalID != mem.ExternalID || got.Kind != mem.Kind || !sameMicrosecond(got.CreatedAt, mem.CreatedAt)) {
+	if res, err := m.api.GetMemberWithResponse(ctx, mem.Id); err != nil || res.JSON200 == nil {
+		t.Errorf("GET member: %v", err)
+	} else if got = *res.JSON200; got.Id != mem.Id || got.ExternalId != mem.ExternalId || got.Kind != mem.Kind ||
+		!sameMicrosecond(got.CreatedAt, mem.CreatedAt) {
 		t.Errorf("GET member = %+v, want %+v", got, mem)
 	}
 
-	req := bindRequest(a)
-	req["member_id"] = mem.ID
-	b := e.start(t, m.c, req)
+	b := e.start(t, m, forMember(bindReq(a), mem.Id))
 	t.Run("create answers carry the times later reads show", func(t *testing.T) {
 		if got.CreatedAt != mem.CreatedAt {
 			t.Errorf("POST /v1/members created_at %s, GET %s", mem.CreatedAt.Format(time.RFC3339Nano), got.CreatedAt.Format(time.RFC3339Nano))
 		}
-		var read e2eBinding
-		if res := m.c.Get(t, "/v1/bindings/"+b.ID); res.WantStatus(t, http.StatusOK) && res.Decode(t, &read) &&
-			(read.CreatedAt != b.CreatedAt || read.OTP == nil || *read.OTP != *b.OTP) {
+		if read := getBinding(t, m, b.Id); read.CreatedAt != b.CreatedAt || read.Otp == nil || *read.Otp != *b.Otp {
 			t.Errorf("POST /v1/bindings answered created_at %s otp %+v; GET answers %s %+v",
-				b.CreatedAt.Format(time.RFC3339Nano), *b.OTP, read.CreatedAt.Format(time.RFC3339Nano), read.OTP)
+				b.CreatedAt.Format(time.RFC3339Nano), *b.Otp, read.CreatedAt.Format(time.RFC3339Nano), read.Otp)
 		}
 	})
-	wantCard := e2eCardInfo{BankCode: "ICBC", BankName: b.Card.BankName, CardType: "debit",
-		MaskedPAN: maskedPAN(a.CardNumber), Last4: a.CardNumber[len(a.CardNumber)-4:]}
-	if !ids.Valid("bnd", b.ID) || str(b.MemberID) != mem.ID || b.Card != wantCard || b.Card.BankName == "" {
-		t.Errorf("binding = %+v, want bnd_ of %s with card %+v", b, mem.ID, wantCard)
+	wantCard := client.CardInfo{BankCode: "ICBC", BankName: b.Card.BankName, CardType: client.CardInfoCardTypeDebit,
+		MaskedPan: maskedPAN(a.CardNumber), Last4: a.CardNumber[len(a.CardNumber)-4:]}
+	if !ids.Valid("bnd", b.Id) || str(b.MemberId) != mem.Id || b.Card != wantCard || b.Card.BankName == "" {
+		t.Errorf("binding = %+v, want bnd_ of %s with card %+v", b, mem.Id, wantCard)
 	}
-	if b.OTP.AttemptsLeft != binding.OTPMaxAttempts ||
-		!b.OTP.ExpiresAt.Equal(b.CreatedAt.Add(binding.OTPValidity)) ||
-		!b.OTP.ResendAfter.Equal(b.CreatedAt.Add(binding.OTPResendGap)) {
-		t.Errorf("otp = %+v for a binding created at %s", *b.OTP, b.CreatedAt)
+	if b.Otp.AttemptsLeft != binding.OTPMaxAttempts ||
+		!b.Otp.ExpiresAt.Equal(b.CreatedAt.Add(binding.OTPValidity)) ||
+		!b.Otp.ResendAfter.Equal(b.CreatedAt.Add(binding.OTPResendGap)) {
+		t.Errorf("otp = %+v for a binding created at %s", *b.Otp, b.CreatedAt)
 	}
 	e.wantTexts(t, a.Phone, 1)
 	if ags := e.agreements(t, a.CardNumber); len(ags) != 0 {
 		t.Errorf("agreements before the code = %v, want none", agreementStatuses(ags))
 	}
 
-	bound := e.confirm(t, m.c, b.ID, a.Phone)
-	if str(bound.MemberID) != mem.ID || bound.Card != wantCard {
-		t.Errorf("bound binding = %+v, want member %s and card %+v", bound, mem.ID, wantCard)
+	bound := e.confirm(t, m, b.Id, a.Phone)
+	if str(bound.MemberId) != mem.Id || bound.Card != wantCard {
+		t.Errorf("bound binding = %+v, want member %s and card %+v", bound, mem.Id, wantCard)
 	}
-	cardID := *bound.CardID
+	cardID := *bound.CardId
 
-	var again e2eBinding
-	if res := m.c.Get(t, "/v1/bindings/"+b.ID); res.WantStatus(t, http.StatusOK) && res.Decode(t, &again) &&
-		(again.Status != binding.StatusBound || str(again.CardID) != cardID || again.OTP != nil) {
+	if again := getBinding(t, m, b.Id); !is(again.Status, binding.StatusBound) || str(again.CardId) != cardID || again.Otp != nil {
 		t.Errorf("GET binding = %+v, want bound to %s", again, cardID)
 	}
-	wantActive := e2eCard{ID: cardID, MemberID: mem.ID, Status: binding.CardActive, e2eCardInfo: wantCard}
-	var card e2eCard
-	if res := m.c.Get(t, "/v1/cards/"+cardID); res.WantStatus(t, http.StatusOK) && res.Decode(t, &card) {
-		wantActive.CreatedAt = card.CreatedAt
-		if card != wantActive || card.CreatedAt.IsZero() {
-			t.Errorf("GET card = %+v, want %+v", card, wantActive)
-		}
+	card := getCard(t, m, cardID)
+	wantActive := client.Card{Id: cardID, MemberId: mem.Id, Status: client.CardStatusActive, BankCode: wantCard.BankCode,
+		BankName: wantCard.BankName, CardType: client.CardCardTypeDebit, MaskedPan: wantCard.MaskedPan, Last4: wantCard.Last4,
+		CreatedAt: card.CreatedAt}
+	if card != wantActive || card.CreatedAt.IsZero() {
+		t.Errorf("GET card = %+v, want %+v", card, wantActive)
 	}
-	var list struct{ Data []e2eCard }
-	if res := m.c.Get(t, "/v1/members/"+mem.ID+"/cards"); res.WantStatus(t, http.StatusOK) && res.Decode(t, &list) &&
-		(len(list.Data) != 1 || list.Data[0] != wantActive) {
-		t.Errorf("member cards = %+v, want only %+v", list.Data, wantActive)
+	if list := memberCards(t, m, mem.Id); len(list) != 1 || list[0] != wantActive {
+		t.Errorf("member cards = %+v, want only %+v", list, wantActive)
 	}
 	if ags := e.agreements(t, a.CardNumber); !slices.Equal(agreementStatuses(ags), []string{"active"}) {
 		t.Errorf("banksim agreements after confirm = %v, want one active", agreementStatuses(ags))
 	}
 
-	res := m.c.Delete(t, "/v1/cards/"+cardID)
 	wantUnbound := wantActive
-	wantUnbound.Status = binding.CardUnbound
-	if res.WantStatus(t, http.StatusOK) && res.Decode(t, &card) && card != wantUnbound {
+	wantUnbound.Status = client.CardStatusUnbound
+	if card := unbind(t, m, cardID); card != wantUnbound {
 		t.Errorf("DELETE card = %+v, want %+v", card, wantUnbound)
 	}
-	if res := m.c.Get(t, "/v1/cards/"+cardID); res.WantStatus(t, http.StatusOK) && res.Decode(t, &card) && card.Status != binding.CardUnbound {
+	if card := getCard(t, m, cardID); !is(card.Status, binding.CardUnbound) {
 		t.Errorf("GET card after DELETE: status %q, want unbound", card.Status)
 	}
-	if res := m.c.Get(t, "/v1/members/"+mem.ID+"/cards"); res.WantStatus(t, http.StatusOK) && res.Decode(t, &list) &&
-		(len(list.Data) != 1 || list.Data[0].Status != binding.CardUnbound) {
-		t.Errorf("member cards after DELETE = %+v, want the one card unbound", list.Data)
+	if list := memberCards(t, m, mem.Id); len(list) != 1 || !is(list[0].Status, binding.CardUnbound) {
+		t.Errorf("member cards after DELETE = %+v, want the one card unbound", list)
 	}
 	if ags := e.agreements(t, a.CardNumber); !slices.Equal(agreementStatuses(ags), []string{"terminated"}) {
 		t.Errorf("banksim agreements after DELETE = %v, want the one terminated", agreementStatuses(ags))
 	}
 }
 
+// findMember is GET /v1/members?external_id= through the client.
+func findMember(ctx context.Context, m tenant, ext string) (*client.Member, error) {
+	res, err := m.api.FindMemberWithResponse(ctx, &client.FindMemberParams{ExternalId: ext})
+	if err != nil {
+		return nil, err
+	}
+	return res.JSON200, nil
+}
+
 func (e *e2e) testImplicitHappyPath(t *testing.T) {
 	t.Parallel()
+	ctx := on(t)
 	m := e.merchant(t, e.testServer)
 	a := e.account(t, "CMB", "credit")
 	ext := "user-" + randomHex(t, 6)
-	find := "/v1/members?external_id=" + ext
 
-	wantError(t, m.c.Get(t, find), http.StatusNotFound, "not_found", "")
-	req := bindRequest(a)
-	req["external_user_id"] = ext
-	b := e.start(t, m.c, req)
-	if b.MemberID != nil || b.Card.BankCode != "CMB" || b.Card.CardType != "credit" || b.Card.MaskedPAN != maskedPAN(a.CardNumber) {
+	_, err := findMember(ctx, m, ext)
+	wantAPIError(t, ctx, err, http.StatusNotFound, "not_found", "")
+	b := e.start(t, m, forUser(bindReq(a), ext))
+	if b.MemberId != nil || b.Card.BankCode != "CMB" || b.Card.CardType != client.CardInfoCardTypeCredit || b.Card.MaskedPan != maskedPAN(a.CardNumber) {
 		t.Errorf("implicit binding = %+v, want no member yet and a CMB credit card", b)
 	}
 	// The member exists only once the card is bound.
-	wantError(t, m.c.Get(t, find), http.StatusNotFound, "not_found", "")
+	_, err = findMember(ctx, m, ext)
+	wantAPIError(t, ctx, err, http.StatusNotFound, "not_found", "")
 
-	bound := e.confirm(t, m.c, b.ID, a.Phone)
-	var mem e2eMember
-	if res := m.c.Get(t, find); !res.WantStatus(t, http.StatusOK) || !res.Decode(t, &mem) {
-		t.FailNow()
+	bound := e.confirm(t, m, b.Id, a.Phone)
+	mem, err := findMember(ctx, m, ext)
+	if err != nil || mem == nil {
+		t.Fatalf("find member: %v", err)
 	}
-	if mem.ID != *bound.MemberID || mem.Kind != "implicit" || mem.ExternalID != ext {
-		t.Errorf("found member = %+v, want implicit %s for %s", mem, *bound.MemberID, ext)
+	if mem.Id != *bound.MemberId || mem.Kind != client.Implicit || mem.ExternalId != ext {
+		t.Errorf("found member = %+v, want implicit %s for %s", mem, *bound.MemberId, ext)
 	}
-	var byID e2eMember
-	if res := m.c.Get(t, "/v1/members/"+mem.ID); res.WantStatus(t, http.StatusOK) && res.Decode(t, &byID) && byID != mem {
-		t.Errorf("GET member = %+v, want %+v", byID, mem)
+	if res, err := m.api.GetMemberWithResponse(ctx, mem.Id); err != nil || res.JSON200 == nil || *res.JSON200 != *mem {
+		t.Errorf("GET member = %v (%v), want %+v", res, err, *mem)
 	}
-	var card e2eCard
-	if res := m.c.Get(t, "/v1/cards/"+*bound.CardID); res.WantStatus(t, http.StatusOK) && res.Decode(t, &card) &&
-		(card.MemberID != mem.ID || card.Status != binding.CardActive || card.CardType != "credit") {
+	if card := getCard(t, m, *bound.CardId); card.MemberId != mem.Id || !is(card.Status, binding.CardActive) || card.CardType != client.CardCardTypeCredit {
 		t.Errorf("card = %+v, want the implicit member's active credit card", card)
 	}
-	var list struct{ Data []e2eCard }
-	if res := m.c.Get(t, "/v1/members/"+mem.ID+"/cards"); res.WantStatus(t, http.StatusOK) && res.Decode(t, &list) &&
-		(len(list.Data) != 1 || list.Data[0].ID != *bound.CardID) {
-		t.Errorf("member cards = %+v, want only %s", list.Data, *bound.CardID)
+	if list := memberCards(t, m, mem.Id); len(list) != 1 || list[0].Id != *bound.CardId {
+		t.Errorf("member cards = %+v, want only %s", list, *bound.CardId)
 	}
 	// The implicit member holds its external id like an explicit one.
-	wantError(t, m.c.Post(t, "/v1/members", map[string]string{"external_id": ext}), http.StatusConflict, "member_exists", "")
+	_, err = m.api.CreateMemberWithResponse(ctx, nil, client.CreateMemberRequest{ExternalId: ext})
+	wantAPIError(t, ctx, err, http.StatusConflict, "member_exists", "")
 
-	if res := m.c.Delete(t, "/v1/cards/"+*bound.CardID); res.WantStatus(t, http.StatusOK) && res.Decode(t, &card) && card.Status != binding.CardUnbound {
+	if card := unbind(t, m, *bound.CardId); !is(card.Status, binding.CardUnbound) {
 		t.Errorf("DELETE card: status %q, want unbound", card.Status)
 	}
 	if ags := e.agreements(t, a.CardNumber); !slices.Equal(agreementStatuses(ags), []string{"terminated"}) {
@@ -523,7 +527,7 @@ func (e *e2e) testImplicitHappyPath(t *testing.T) {
 func (e *e2e) testValidation(t *testing.T) {
 	t.Parallel()
 	m := e.merchant(t, e.testServer)
-	mem := e.member(t, m.c, map[string]string{})
+	mem := e.member(t, m, client.CreateMemberRequest{})
 	debit := e.account(t, "ICBC", "debit")
 	credit := e.account(t, "CMB", "credit")
 
@@ -537,8 +541,47 @@ func (e *e2e) testValidation(t *testing.T) {
 	e.track("ID number", badID)
 	e.track("PAN", numberPAN)
 
+	// Requests the typed client can send.
+	for _, tc := range []struct {
+		name   string
+		a      conformance.Account
+		change func(r *client.CreateBindingRequest)
+		field  string
+	}{
+		{"holder_name with digits", debit, func(r *client.CreateBindingRequest) { r.HolderName = "X1" }, "holder_name"},
+		{"holder_name empty", debit, func(r *client.CreateBindingRequest) { r.HolderName = "" }, "holder_name"},
+		{"id_number with a wrong check character", debit, func(r *client.CreateBindingRequest) { r.IdNumber = badID }, "id_number"},
+		{"card_number failing Luhn", debit, func(r *client.CreateBindingRequest) { r.CardNumber = badPAN }, "card_number"},
+		{"card_number too short", debit, func(r *client.CreateBindingRequest) { r.CardNumber = "1234" }, "card_number"},
+		{"phone not a mobile number", debit, func(r *client.CreateBindingRequest) { r.Phone = "12345678901" }, "phone"},
+		{"credit expiry month 13", credit, func(r *client.CreateBindingRequest) { r.Expiry = ptr("1399") }, "expiry"},
+		{"credit expiry missing", credit, func(r *client.CreateBindingRequest) { r.Expiry = nil }, "expiry"},
+		{"credit cvv2 of 2 digits", credit, func(r *client.CreateBindingRequest) { r.Cvv2 = ptr("12") }, "cvv2"},
+		{"credit cvv2 missing", credit, func(r *client.CreateBindingRequest) { r.Cvv2 = nil }, "cvv2"},
+		{"member_id and external_user_id", debit, func(r *client.CreateBindingRequest) { r.ExternalUserId = ptr("u-both") }, "member_id"},
+		{"neither member_id nor external_user_id", debit, func(r *client.CreateBindingRequest) { r.MemberId = nil }, "member_id"},
+		{"external_user_id too long", debit, func(r *client.CreateBindingRequest) {
+			r.MemberId, r.ExternalUserId = nil, ptr(strings.Repeat("u", 129))
+		}, "external_user_id"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := on(t)
+			req := forMember(bindReq(tc.a), mem.Id)
+			tc.change(&req)
+			_, err := m.api.CreateBindingWithResponse(ctx, nil, req)
+			wantAPIError(t, ctx, err, http.StatusUnprocessableEntity, "validation_failed", tc.field)
+			// A 422 is not retried: one request went out.
+			if n := len(callsOf(ctx)); n != 1 {
+				t.Errorf("the client sent %d requests for a 422, want 1", n)
+			}
+		})
+	}
+
+	// Requests a typed client cannot send (a member missing from the JSON,
+	// an unknown or mistyped member, malformed JSON, an oversized body) go
+	// raw, through apitest, which validates their answers the same way.
 	with := func(a conformance.Account, change map[string]any) map[string]any {
-		req := map[string]any{"member_id": mem.ID}
+		req := map[string]any{"member_id": mem.Id}
 		for k, v := range bindRequest(a) {
 			req[k] = v
 		}
@@ -557,19 +600,7 @@ func (e *e2e) testValidation(t *testing.T) {
 		status int
 		field  string
 	}{
-		{"holder_name with digits", with(debit, map[string]any{"holder_name": "X1"}), 422, "holder_name"},
 		{"holder_name missing", with(debit, map[string]any{"holder_name": nil}), 422, "holder_name"},
-		{"id_number with a wrong check character", with(debit, map[string]any{"id_number": badID}), 422, "id_number"},
-		{"card_number failing Luhn", with(debit, map[string]any{"card_number": badPAN}), 422, "card_number"},
-		{"card_number too short", with(debit, map[string]any{"card_number": "1234"}), 422, "card_number"},
-		{"phone not a mobile number", with(debit, map[string]any{"phone": "12345678901"}), 422, "phone"},
-		{"credit expiry month 13", with(credit, map[string]any{"expiry": "1399"}), 422, "expiry"},
-		{"credit expiry missing", with(credit, map[string]any{"expiry": nil}), 422, "expiry"},
-		{"credit cvv2 of 2 digits", with(credit, map[string]any{"cvv2": "12"}), 422, "cvv2"},
-		{"credit cvv2 missing", with(credit, map[string]any{"cvv2": nil}), 422, "cvv2"},
-		{"member_id and external_user_id", with(debit, map[string]any{"external_user_id": "u-both"}), 422, "member_id"},
-		{"neither member_id nor external_user_id", with(debit, map[string]any{"member_id": nil}), 422, "member_id"},
-		{"external_user_id too long", with(debit, map[string]any{"member_id": nil, "external_user_id": strings.Repeat("u", 129)}), 422, "external_user_id"},
 		{"unknown JSON field", with(debit, map[string]any{"pin": "123456"}), 400, "pin"},
 		{"holder_name of the wrong type", with(debit, map[string]any{"holder_name": 42}), 400, "holder_name"},
 		{"card_number of the wrong type", with(debit, map[string]any{"card_number": json.Number(numberPAN)}), 400, "card_number"},
@@ -618,19 +649,24 @@ func (e *e2e) testValidation(t *testing.T) {
 func (e *e2e) testRefusals(t *testing.T) {
 	t.Parallel()
 	m := e.merchant(t, e.testServer)
+	create := func(ctx context.Context, req client.CreateBindingRequest) error {
+		_, err := m.api.CreateBindingWithResponse(ctx, nil, req)
+		return err
+	}
 
 	t.Run("card_unsupported", func(t *testing.T) {
 		t.Parallel()
+		ctx := on(t)
 		a := e.account(t, "ICBC", "debit")
-		req := bindRequest(a)
-		req["external_user_id"] = "user-" + randomHex(t, 6)
-		req["card_number"] = e.gen.CardNumber("999999", 16)
-		e.track("PAN", req["card_number"])
-		wantError(t, m.c.Post(t, "/v1/bindings", req), http.StatusUnprocessableEntity, "card_unsupported", "")
+		req := forUser(bindReq(a), "user-"+randomHex(t, 6))
+		req.CardNumber = e.gen.CardNumber("999999", 16)
+		e.track("PAN", req.CardNumber)
+		wantAPIError(t, ctx, create(ctx, req), http.StatusUnprocessableEntity, "card_unsupported", "")
 	})
 
 	t.Run("elements_mismatch names the element the bank refused", func(t *testing.T) {
 		t.Parallel()
+		ctx := on(t)
 		debit := e.account(t, "ICBC", "debit")
 		credit := e.account(t, "CMB", "credit")
 		otherID, otherPAN := e.gen.ResidentID(), e.gen.CardNumber("622202", 19)
@@ -638,23 +674,25 @@ func (e *e2e) testRefusals(t *testing.T) {
 		e.track("PAN", otherPAN)
 		wrongCVV := fmt.Sprintf("%03d", (mustAtoi(t, credit.CVV2)+1)%1000)
 		e.track("CVV2", wrongCVV)
+		otherPhone := e.gen.Phone()
 		for _, tc := range []struct {
 			a      conformance.Account
-			change map[string]string
+			change func(r *client.CreateBindingRequest)
 			field  string
 		}{
-			{debit, map[string]string{"holder_name": "欧阳修"}, "holder_name"},
-			{debit, map[string]string{"id_number": otherID}, "id_number"},
-			{debit, map[string]string{"phone": e.gen.Phone()}, "phone"},
-			{debit, map[string]string{"card_number": otherPAN}, "card_number"}, // routable, unknown at the bank
-			{credit, map[string]string{"cvv2": wrongCVV}, "expiry"},            // banks do not say which
+			{debit, func(r *client.CreateBindingRequest) { r.HolderName = "欧阳修" }, "holder_name"},
+			{debit, func(r *client.CreateBindingRequest) { r.IdNumber = otherID }, "id_number"},
+			{debit, func(r *client.CreateBindingRequest) { r.Phone = otherPhone }, "phone"},
+			{debit, func(r *client.CreateBindingRequest) { r.CardNumber = otherPAN }, "card_number"}, // routable, unknown at the bank
+			{credit, func(r *client.CreateBindingRequest) { r.Cvv2 = ptr(wrongCVV) }, "expiry"},      // banks do not say which
 		} {
-			req := bindRequest(tc.a)
-			req["external_user_id"] = "user-" + randomHex(t, 6)
-			maps.Copy(req, tc.change)
-			wantError(t, m.c.Post(t, "/v1/bindings", req), http.StatusUnprocessableEntity, "elements_mismatch", tc.field)
+			ext := "user-" + randomHex(t, 6)
+			req := forUser(bindReq(tc.a), ext)
+			tc.change(&req)
+			wantAPIError(t, ctx, create(ctx, req), http.StatusUnprocessableEntity, "elements_mismatch", tc.field)
 			// No member was made for the refused binding.
-			wantError(t, m.c.Get(t, "/v1/members?external_id="+req["external_user_id"]), http.StatusNotFound, "not_found", "")
+			_, err := findMember(ctx, m, ext)
+			wantAPIError(t, ctx, err, http.StatusNotFound, "not_found", "")
 		}
 		e.wantTexts(t, debit.Phone, 0)
 		e.wantTexts(t, credit.Phone, 0)
@@ -662,59 +700,62 @@ func (e *e2e) testRefusals(t *testing.T) {
 
 	t.Run("card_declined for a card the bank has frozen or closed", func(t *testing.T) {
 		t.Parallel()
+		ctx := on(t)
 		for _, status := range []string{"frozen", "closed"} {
 			a := e.account(t, "ICBC", "debit")
 			a.Status = status
 			if err := e.SimCtl.PutAccount(context.Background(), a); err != nil {
 				t.Fatal(err)
 			}
-			req := bindRequest(a)
-			req["external_user_id"] = "user-" + randomHex(t, 6)
-			wantError(t, m.c.Post(t, "/v1/bindings", req), http.StatusUnprocessableEntity, "card_declined", "")
+			wantAPIError(t, ctx, create(ctx, forUser(bindReq(a), "user-"+randomHex(t, 6))), http.StatusUnprocessableEntity, "card_declined", "")
 			e.wantTexts(t, a.Phone, 0)
 		}
 	})
 
 	t.Run("identity_mismatch against the member's identity", func(t *testing.T) {
 		t.Parallel()
+		ctx := on(t)
 		a := e.account(t, "ICBC", "debit")
 		someoneElse := e.gen.ResidentID()
 		e.track("ID number", someoneElse)
-		byID := e.member(t, m.c, map[string]string{"name": a.HolderName, "id_number": someoneElse})
-		byName := e.member(t, m.c, map[string]string{"name": "欧阳修", "id_number": a.IDNumber})
-		for member, field := range map[string]string{byID.ID: "id_number", byName.ID: "holder_name"} {
-			req := bindRequest(a)
-			req["member_id"] = member
-			wantError(t, m.c.Post(t, "/v1/bindings", req), http.StatusUnprocessableEntity, "identity_mismatch", field)
+		byID := e.member(t, m, client.CreateMemberRequest{Name: ptr(a.HolderName), IdNumber: ptr(someoneElse)})
+		byName := e.member(t, m, client.CreateMemberRequest{Name: ptr("欧阳修"), IdNumber: ptr(a.IDNumber)})
+		for member, field := range map[string]string{byID.Id: "id_number", byName.Id: "holder_name"} {
+			wantAPIError(t, ctx, create(ctx, forMember(bindReq(a), member)), http.StatusUnprocessableEntity, "identity_mismatch", field)
 		}
 		e.wantTexts(t, a.Phone, 0)
 
 		// A member whose identity a bound card verified refuses another person's card.
-		verified := e.member(t, m.c, map[string]string{})
-		e.bindCard(t, m.c, "member_id", verified.ID, a)
+		verified := e.member(t, m, client.CreateMemberRequest{})
+		e.bindCard(t, m, forMember(bindReq(a), verified.Id), a)
 		other := e.account(t, "CCB", "debit")
-		req := bindRequest(other)
-		req["member_id"] = verified.ID
-		wantError(t, m.c.Post(t, "/v1/bindings", req), http.StatusUnprocessableEntity, "identity_mismatch", "id_number")
+		wantAPIError(t, ctx, create(ctx, forMember(bindReq(other), verified.Id)), http.StatusUnprocessableEntity, "identity_mismatch", "id_number")
 		e.wantTexts(t, other.Phone, 0)
 	})
 
 	t.Run("not_found", func(t *testing.T) {
 		t.Parallel()
+		ctx := on(t)
 		a := e.account(t, "ICBC", "debit")
-		req := bindRequest(a)
 		for _, member := range []string{ids.New("mem"), "mem_x", ids.New("card")} {
-			req["member_id"] = member
-			wantError(t, m.c.Post(t, "/v1/bindings", req), http.StatusNotFound, "not_found", "")
+			wantAPIError(t, ctx, create(ctx, forMember(bindReq(a), member)), http.StatusNotFound, "not_found", "")
 		}
-		for _, path := range []string{"/v1/members/" + ids.New("mem"), "/v1/members/" + ids.New("mem") + "/cards",
-			"/v1/bindings/" + ids.New("bnd"), "/v1/bindings/bnd_nonsense", "/v1/cards/" + ids.New("card"), "/v1/cards/" + ids.New("bnd")} {
-			wantError(t, m.c.Get(t, path), http.StatusNotFound, "not_found", "")
+		for name, get := range map[string]func() error{
+			"member":           func() error { _, err := m.api.GetMemberWithResponse(ctx, ids.New("mem")); return err },
+			"member cards":     func() error { _, err := m.api.ListMemberCardsWithResponse(ctx, ids.New("mem")); return err },
+			"binding":          func() error { _, err := m.api.GetBindingWithResponse(ctx, ids.New("bnd")); return err },
+			"binding nonsense": func() error { _, err := m.api.GetBindingWithResponse(ctx, "bnd_nonsense"); return err },
+			"card":             func() error { _, err := m.api.GetCardWithResponse(ctx, ids.New("card")); return err },
+			"card of a bnd id": func() error { _, err := m.api.GetCardWithResponse(ctx, ids.New("bnd")); return err },
+			"resend":           func() error { _, err := m.api.ResendBindingCodeWithResponse(ctx, ids.New("bnd"), nil); return err },
+			"confirm": func() error {
+				_, err := m.api.ConfirmBindingWithResponse(ctx, ids.New("bnd"), nil, client.ConfirmBindingRequest{Otp: "123456"})
+				return err
+			},
+			"unbind": func() error { _, err := m.api.UnbindCardWithResponse(ctx, ids.New("card")); return err },
+		} {
+			t.Run(name, func(t *testing.T) { wantAPIError(t, ctx, get(), http.StatusNotFound, "not_found", "") })
 		}
-		wantError(t, m.c.Post(t, "/v1/bindings/"+ids.New("bnd")+"/resend", nil), http.StatusNotFound, "not_found", "")
-		wantError(t, m.c.Post(t, "/v1/bindings/"+ids.New("bnd")+"/confirm", map[string]string{"otp": "123456"}),
-			http.StatusNotFound, "not_found", "")
-		wantError(t, m.c.Delete(t, "/v1/cards/"+ids.New("card")), http.StatusNotFound, "not_found", "")
 		e.wantTexts(t, a.Phone, 0)
 	})
 }
@@ -731,105 +772,115 @@ func mustAtoi(t *testing.T, s string) int {
 func (e *e2e) testOTP(t *testing.T) {
 	t.Parallel()
 	m := e.merchant(t, e.testServer)
-	get := func(t *testing.T, id string) e2eBinding {
-		t.Helper()
-		var b e2eBinding
-		if res := m.c.Get(t, "/v1/bindings/"+id); !res.WantStatus(t, http.StatusOK) || !res.Decode(t, &b) {
-			t.FailNow()
-		}
-		return b
+	confirm := func(ctx context.Context, id, code string) error {
+		_, err := m.api.ConfirmBindingWithResponse(ctx, id, nil, client.ConfirmBindingRequest{Otp: code})
+		return err
 	}
 
 	t.Run("five wrong codes end the binding", func(t *testing.T) {
 		t.Parallel()
+		ctx := on(t)
 		a := e.account(t, "ICBC", "debit")
-		req := bindRequest(a)
-		req["external_user_id"] = "user-" + randomHex(t, 6)
-		b := e.start(t, m.c, req)
+		ext := "user-" + randomHex(t, 6)
+		b := e.start(t, m, forUser(bindReq(a), ext))
 		right := e.otp(t, a.Phone)
-		confirm := "/v1/bindings/" + b.ID + "/confirm"
 
 		// A malformed code is not a try.
-		wantError(t, m.c.Post(t, confirm, map[string]string{"otp": "12345"}), http.StatusUnprocessableEntity, "validation_failed", "otp")
-		if got := get(t, b.ID); got.OTP == nil || got.OTP.AttemptsLeft != 5 {
-			t.Errorf("after a malformed code: %+v, want 5 attempts left", got.OTP)
+		wantAPIError(t, ctx, confirm(ctx, b.Id, "12345"), http.StatusUnprocessableEntity, "validation_failed", "otp")
+		if got := getBinding(t, m, b.Id); got.Otp == nil || got.Otp.AttemptsLeft != 5 {
+			t.Errorf("after a malformed code: %+v, want 5 attempts left", got.Otp)
 		}
 		for left := 4; left >= 1; left-- {
-			wrong := e.wrongOTP(t, right)
-			got := wantError(t, m.c.Post(t, confirm, map[string]string{"otp": wrong}), http.StatusUnprocessableEntity, "otp_incorrect", "")
+			got := wantAPIError(t, ctx, confirm(ctx, b.Id, e.wrongOTP(t, right)), http.StatusUnprocessableEntity, "otp_incorrect", "")
 			if got.AttemptsLeft == nil || *got.AttemptsLeft != left {
 				t.Errorf("attempts_left = %v, want %d", got.AttemptsLeft, left)
 			}
 		}
-		if got := get(t, b.ID); got.Status != binding.StatusOTPSent || got.OTP == nil || got.OTP.AttemptsLeft != 1 {
+		if got := getBinding(t, m, b.Id); !is(got.Status, binding.StatusOTPSent) || got.Otp == nil || got.Otp.AttemptsLeft != 1 {
 			t.Errorf("after 4 wrong codes: %+v, want otp_sent with 1 attempt left", got)
 		}
-		wantError(t, m.c.Post(t, confirm, map[string]string{"otp": e.wrongOTP(t, right)}), http.StatusUnprocessableEntity, "otp_attempts_exceeded", "")
+		wantAPIError(t, ctx, confirm(ctx, b.Id, e.wrongOTP(t, right)), http.StatusUnprocessableEntity, "otp_attempts_exceeded", "")
 		// The binding is over: the right code, and a resend, are refused.
-		wantError(t, m.c.Post(t, confirm, map[string]string{"otp": right}), http.StatusUnprocessableEntity, "otp_attempts_exceeded", "")
-		wantError(t, m.c.Post(t, "/v1/bindings/"+b.ID+"/resend", nil), http.StatusUnprocessableEntity, "otp_attempts_exceeded", "")
-		if got := get(t, b.ID); got.Status != binding.StatusFailed || str(got.FailureCode) != "otp_attempts_exceeded" || got.OTP != nil || got.CardID != nil {
+		wantAPIError(t, ctx, confirm(ctx, b.Id, right), http.StatusUnprocessableEntity, "otp_attempts_exceeded", "")
+		_, err := m.api.ResendBindingCodeWithResponse(ctx, b.Id, nil)
+		wantAPIError(t, ctx, err, http.StatusUnprocessableEntity, "otp_attempts_exceeded", "")
+		if got := getBinding(t, m, b.Id); !is(got.Status, binding.StatusFailed) || str(got.FailureCode) != "otp_attempts_exceeded" ||
+			got.Otp != nil || got.CardId != nil {
 			t.Errorf("failed binding = %+v, want failed otp_attempts_exceeded", got)
 		}
 		if ags := e.agreements(t, a.CardNumber); len(ags) != 0 {
 			t.Errorf("banksim agreements = %v, want none", agreementStatuses(ags))
 		}
-		wantError(t, m.c.Get(t, "/v1/members?external_id="+req["external_user_id"]), http.StatusNotFound, "not_found", "")
+		_, err = findMember(ctx, m, ext)
+		wantAPIError(t, ctx, err, http.StatusNotFound, "not_found", "")
 		// The merchant hears of the failure.
-		var feed struct{ Data []e2eEvent }
-		if res := m.c.Get(t, "/v1/events"); res.WantStatus(t, http.StatusOK) && res.Decode(t, &feed) {
-			failed := 0
-			for _, ev := range feed.Data {
-				var data map[string]any
-				if ev.Type == webhooks.EventBindingFailed && json.Unmarshal(ev.Data, &data) == nil && data["binding_id"] == b.ID {
-					failed++
-					if data["failure_code"] != "otp_attempts_exceeded" || data["status"] != string(binding.StatusFailed) {
-						t.Errorf("binding.failed data = %v", data)
-					}
+		failed := 0
+		for _, ev := range feed(t, m, client.ListEventsParams{}) {
+			if ev.Type == webhooks.EventBindingFailed && ev.Data["binding_id"] == b.Id {
+				failed++
+				if ev.Data["failure_code"] != "otp_attempts_exceeded" || ev.Data["status"] != string(binding.StatusFailed) {
+					t.Errorf("binding.failed data = %v", ev.Data)
 				}
 			}
-			if failed != 1 {
-				t.Errorf("%d binding.failed events for the binding, want 1", failed)
-			}
+		}
+		if failed != 1 {
+			t.Errorf("%d binding.failed events for the binding, want 1", failed)
 		}
 	})
 
 	t.Run("wrong code twice then right", func(t *testing.T) {
 		t.Parallel()
+		ctx := on(t)
 		a := e.account(t, "CCB", "debit")
-		mem := e.member(t, m.c, map[string]string{})
-		req := bindRequest(a)
-		req["member_id"] = mem.ID
-		b := e.start(t, m.c, req)
+		mem := e.member(t, m, client.CreateMemberRequest{})
+		b := e.start(t, m, forMember(bindReq(a), mem.Id))
 		right := e.otp(t, a.Phone)
 		for _, left := range []int{4, 3} {
-			res := m.c.Post(t, "/v1/bindings/"+b.ID+"/confirm", map[string]string{"otp": e.wrongOTP(t, right)})
-			if got := wantError(t, res, http.StatusUnprocessableEntity, "otp_incorrect", ""); got.AttemptsLeft == nil || *got.AttemptsLeft != left {
+			got := wantAPIError(t, ctx, confirm(ctx, b.Id, e.wrongOTP(t, right)), http.StatusUnprocessableEntity, "otp_incorrect", "")
+			if got.AttemptsLeft == nil || *got.AttemptsLeft != left {
 				t.Errorf("attempts_left = %v, want %d", got.AttemptsLeft, left)
 			}
 		}
-		bound := e.confirm(t, m.c, b.ID, a.Phone)
-		if str(bound.MemberID) != mem.ID {
-			t.Errorf("bound to member %s, want %s", str(bound.MemberID), mem.ID)
+		bound := e.confirm(t, m, b.Id, a.Phone)
+		if str(bound.MemberId) != mem.Id {
+			t.Errorf("bound to member %s, want %s", str(bound.MemberId), mem.Id)
 		}
 		// Confirming a bound binding again returns it.
-		var again e2eBinding
-		res := m.c.Post(t, "/v1/bindings/"+b.ID+"/confirm", map[string]string{"otp": right})
-		if res.WantStatus(t, http.StatusOK) && res.Decode(t, &again) && (again.Status != binding.StatusBound || str(again.CardID) != *bound.CardID) {
-			t.Errorf("confirm again = %+v, want the bound binding", again)
+		res, err := m.api.ConfirmBindingWithResponse(ctx, b.Id, nil, client.ConfirmBindingRequest{Otp: right})
+		if err != nil || res.JSON200 == nil || !is(res.JSON200.Status, binding.StatusBound) || str(res.JSON200.CardId) != *bound.CardId {
+			t.Errorf("confirm again = %v (%v), want the bound binding", res, err)
 		}
 	})
 }
 
 // clocked is a server of its own whose binding service and auth run on a
-// fake clock that only this test moves.
-func (e *e2e) clocked(t *testing.T) (tenant, *clock.Fake) {
+// fake clock that only this test moves, and a merchant's client whose
+// waits before a retry move that clock instead of sleeping (waited lists
+// them).
+func (e *e2e) clocked(t *testing.T) (m tenant, clk *clock.Fake, waited func() []time.Duration) {
 	t.Helper()
 	// Postgres keeps microseconds; so does this clock, so that exact
 	// boundaries are exact (see the skipped subtest on precision).
-	clk := clock.NewFake(time.Now().Truncate(time.Microsecond))
+	clk = clock.NewFake(time.Now().Truncate(time.Microsecond))
 	srv := e.server(t, clk)
-	return e.merchant(t, srv), clk
+	m = e.merchant(t, srv)
+	var mu sync.Mutex
+	var waits []time.Duration
+	m.api = m.client(t, func(c *client.Config) {
+		c.Now = clk.Now
+		c.Sleep = func(_ context.Context, d time.Duration) error {
+			mu.Lock()
+			waits = append(waits, d)
+			mu.Unlock()
+			clk.Advance(d)
+			return nil
+		}
+	})
+	return m, clk, func() []time.Duration {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(waits)
+	}
 }
 
 func (e *e2e) testClock(t *testing.T) {
@@ -837,150 +888,161 @@ func (e *e2e) testClock(t *testing.T) {
 
 	t.Run("binding_expired after 5 minutes", func(t *testing.T) {
 		t.Parallel()
-		m, clk := e.clocked(t)
+		ctx := on(t)
+		m, clk, _ := e.clocked(t)
 		a := e.account(t, "ICBC", "debit")
-		req := bindRequest(a)
-		req["external_user_id"] = "user-" + randomHex(t, 6)
-		b := e.start(t, m.c, req)
+		b := e.start(t, m, forUser(bindReq(a), "user-"+randomHex(t, 6)))
 		code := e.otp(t, a.Phone)
 
 		clk.Advance(binding.OTPValidity)
-		var got e2eBinding
-		if res := m.c.Get(t, "/v1/bindings/"+b.ID); res.WantStatus(t, http.StatusOK) && res.Decode(t, &got) && got.Status != binding.StatusOTPSent {
+		if got := getBinding(t, m, b.Id); !is(got.Status, binding.StatusOTPSent) {
 			t.Errorf("at exactly 5 minutes the binding is %s, want otp_sent", got.Status)
 		}
 		clk.Advance(time.Second)
-		if res := m.c.Get(t, "/v1/bindings/"+b.ID); res.WantStatus(t, http.StatusOK) && res.Decode(t, &got) &&
-			(got.Status != binding.StatusExpired || str(got.FailureCode) != "binding_expired" || got.OTP != nil) {
+		if got := getBinding(t, m, b.Id); !is(got.Status, binding.StatusExpired) || str(got.FailureCode) != "binding_expired" || got.Otp != nil {
 			t.Errorf("after 5 minutes: %+v, want expired", got)
 		}
 		// The bank would still take the code (its clock did not move): quickpay refuses it.
-		wantError(t, m.c.Post(t, "/v1/bindings/"+b.ID+"/confirm", map[string]string{"otp": code}), http.StatusGone, "binding_expired", "")
-		wantError(t, m.c.Post(t, "/v1/bindings/"+b.ID+"/resend", nil), http.StatusGone, "binding_expired", "")
+		_, err := m.api.ConfirmBindingWithResponse(ctx, b.Id, nil, client.ConfirmBindingRequest{Otp: code})
+		wantAPIError(t, ctx, err, http.StatusGone, "binding_expired", "")
+		_, err = m.api.ResendBindingCodeWithResponse(ctx, b.Id, nil)
+		wantAPIError(t, ctx, err, http.StatusGone, "binding_expired", "")
 		if ags := e.agreements(t, a.CardNumber); len(ags) != 0 {
 			t.Errorf("banksim agreements = %v, want none", agreementStatuses(ags))
 		}
 		e.wantTexts(t, a.Phone, 1)
 	})
 
-	t.Run("otp_resend_too_soon until 60 seconds passed", func(t *testing.T) {
+	t.Run("otp_resend_too_soon: a wait over the client's limit is returned, a short one waited out", func(t *testing.T) {
 		t.Parallel()
-		m, clk := e.clocked(t)
+		ctx := on(t)
+		m, clk, waited := e.clocked(t)
 		a := e.account(t, "CCB", "debit")
-		req := bindRequest(a)
-		req["external_user_id"] = "user-" + randomHex(t, 6)
-		b := e.start(t, m.c, req)
+		b := e.start(t, m, forUser(bindReq(a), "user-"+randomHex(t, 6)))
 		first := e.otp(t, a.Phone)
-		resend := "/v1/bindings/" + b.ID + "/resend"
 
-		for _, tc := range []struct {
-			advance time.Duration
-			wait    int
-		}{{0, 60}, {59 * time.Second, 1}} {
-			clk.Advance(tc.advance)
-			got := wantError(t, m.c.Post(t, resend, nil), http.StatusTooManyRequests, "otp_resend_too_soon", "")
-			if got.RetryAfter == nil || *got.RetryAfter != tc.wait {
-				t.Errorf("retry_after = %v, want %d", got.RetryAfter, tc.wait)
-			}
+		// 60 s is more than the client waits (MaxRetryWait, 30 s): the 429
+		// comes back at once, with its wait.
+		_, err := m.api.ResendBindingCodeWithResponse(ctx, b.Id, nil)
+		got := wantAPIError(t, ctx, err, http.StatusTooManyRequests, "otp_resend_too_soon", "")
+		if got.RetryAfter != binding.OTPResendGap || len(waited()) != 0 {
+			t.Errorf("retry after %s, waits %v; want %s and none", got.RetryAfter, waited(), binding.OTPResendGap)
 		}
 		e.wantTexts(t, a.Phone, 1)
-		clk.Advance(time.Second)
-		var again e2eBinding
-		res := m.c.Post(t, resend, nil)
-		if !res.WantStatus(t, http.StatusOK) || !res.Decode(t, &again) {
-			t.FailNow()
+
+		// 1 s is waited out (on the fake clock) and the same request sent again.
+		clk.Advance(binding.OTPResendGap - time.Second)
+		before := len(callsOf(ctx))
+		res, err := m.api.ResendBindingCodeWithResponse(ctx, b.Id, nil)
+		if err != nil || res.JSON200 == nil {
+			t.Fatalf("resend after a short wait: %v", err)
 		}
-		now := clk.Now()
-		if again.Status != binding.StatusOTPSent || again.OTP == nil || !again.OTP.ExpiresAt.Equal(now.Add(binding.OTPValidity)) ||
-			!again.OTP.ResendAfter.Equal(now.Add(binding.OTPResendGap)) {
-			t.Errorf("after resend: %+v, want the code's times restarted at %s", again.OTP, now)
+		tries := callsOf(ctx)[before:]
+		if len(tries) != 2 || tries[0].Status != http.StatusTooManyRequests || tries[1].Status != http.StatusOK ||
+			tries[0].Key == "" || tries[0].Key != tries[1].Key {
+			t.Errorf("the resend's tries = %+v, want 429 then 200 under one Idempotency-Key", tries)
+		}
+		if w := waited(); !slices.Equal(w, []time.Duration{time.Second}) {
+			t.Errorf("the client waited %v, want [1s] (Retry-After)", w)
+		}
+		again, now := *res.JSON200, clk.Now()
+		if !is(again.Status, binding.StatusOTPSent) || again.Otp == nil || !again.Otp.ExpiresAt.Equal(now.Add(binding.OTPValidity)) ||
+			!again.Otp.ResendAfter.Equal(now.Add(binding.OTPResendGap)) {
+			t.Errorf("after resend: %+v, want the code's times restarted at %s", again.Otp, now)
 		}
 		e.wantTexts(t, a.Phone, 2)
 		second := e.otp(t, a.Phone)
 		if second != first {
 			// The bank's old code died with the resend.
-			wantError(t, m.c.Post(t, "/v1/bindings/"+b.ID+"/confirm", map[string]string{"otp": first}),
-				http.StatusUnprocessableEntity, "otp_incorrect", "")
+			_, err := m.api.ConfirmBindingWithResponse(ctx, b.Id, nil, client.ConfirmBindingRequest{Otp: first})
+			wantAPIError(t, ctx, err, http.StatusUnprocessableEntity, "otp_incorrect", "")
 		}
-		e.confirm(t, m.c, b.ID, a.Phone)
+		e.confirm(t, m, b.Id, a.Phone)
 	})
 
-	t.Run("otp_resend_limit after 5 sends", func(t *testing.T) {
+	t.Run("otp_resend_limit after 5 sends, not retried", func(t *testing.T) {
 		t.Parallel()
-		m, clk := e.clocked(t)
+		ctx := on(t)
+		m, clk, waited := e.clocked(t)
 		a := e.account(t, "ICBC", "debit")
-		req := bindRequest(a)
-		req["external_user_id"] = "user-" + randomHex(t, 6)
-		b := e.start(t, m.c, req)
-		resend := "/v1/bindings/" + b.ID + "/resend"
+		b := e.start(t, m, forUser(bindReq(a), "user-"+randomHex(t, 6)))
 		for range binding.OTPMaxSends - 1 {
 			clk.Advance(binding.OTPResendGap + time.Second)
-			m.c.Post(t, resend, nil).WantStatus(t, http.StatusOK)
+			if _, err := m.api.ResendBindingCodeWithResponse(ctx, b.Id, nil); err != nil {
+				t.Fatalf("resend: %v", err)
+			}
 			e.otp(t, a.Phone)
 		}
 		e.wantTexts(t, a.Phone, binding.OTPMaxSends)
 		clk.Advance(binding.OTPResendGap + time.Second)
-		got := wantError(t, m.c.Post(t, resend, nil), http.StatusTooManyRequests, "otp_resend_limit", "")
-		if got.RetryAfter != nil {
-			t.Errorf("otp_resend_limit carries retry_after %d: no wait helps", *got.RetryAfter)
+		before := len(callsOf(ctx))
+		_, err := m.api.ResendBindingCodeWithResponse(ctx, b.Id, nil)
+		got := wantAPIError(t, ctx, err, http.StatusTooManyRequests, "otp_resend_limit", "")
+		if got.RetryAfter != 0 {
+			t.Errorf("otp_resend_limit carries retry_after %s: no wait helps", got.RetryAfter)
+		}
+		if n := len(callsOf(ctx)) - before; n != 1 || len(waited()) != 0 {
+			t.Errorf("otp_resend_limit: %d requests and waits %v, want 1 and none (no wait lifts it)", n, waited())
 		}
 		e.wantTexts(t, a.Phone, binding.OTPMaxSends)
 		// The last code still binds.
-		e.confirm(t, m.c, b.ID, a.Phone)
+		e.confirm(t, m, b.Id, a.Phone)
 	})
 }
 
 func (e *e2e) testMemberExists(t *testing.T) {
 	t.Parallel()
+	ctx := on(t)
 	m := e.merchant(t, e.testServer)
-	mem := e.member(t, m.c, map[string]string{})
-	wantError(t, m.c.Post(t, "/v1/members", map[string]string{"external_id": mem.ExternalID}), http.StatusConflict, "member_exists", "")
+	mem := e.member(t, m, client.CreateMemberRequest{})
+	_, err := m.api.CreateMemberWithResponse(ctx, nil, client.CreateMemberRequest{ExternalId: mem.ExternalId})
+	wantAPIError(t, ctx, err, http.StatusConflict, "member_exists", "")
 	// Another merchant may use the same external id.
 	other := e.merchant(t, e.testServer)
-	e.member(t, other.c, map[string]string{"external_id": mem.ExternalID})
+	e.member(t, other, client.CreateMemberRequest{ExternalId: mem.ExternalId})
 }
 
 func (e *e2e) testRepeatBinds(t *testing.T) {
 	t.Parallel()
 	m := e.merchant(t, e.testServer)
 	a := e.account(t, "ICBC", "debit")
-	first := e.member(t, m.c, map[string]string{})
-	bound := e.bindCard(t, m.c, "member_id", first.ID, a)
+	first := e.member(t, m, client.CreateMemberRequest{})
+	bound := e.bindCard(t, m, forMember(bindReq(a), first.Id), a)
 
 	t.Run("same card for the same member answers 200 with the same card", func(t *testing.T) {
-		req := bindRequest(a)
-		req["member_id"] = first.ID
-		res := m.c.Post(t, "/v1/bindings", req)
-		var b e2eBinding
-		if res.WantStatus(t, http.StatusOK) && res.Decode(t, &b) &&
-			(b.ID == bound.ID || b.Status != binding.StatusBound || str(b.CardID) != *bound.CardID || str(b.MemberID) != first.ID || b.OTP != nil) {
-			t.Errorf("repeat bind = %+v, want a new binding bound to %s", b, *bound.CardID)
+		res, err := m.api.CreateBindingWithResponse(on(t), nil, forMember(bindReq(a), first.Id))
+		if err != nil || res.JSON200 == nil {
+			t.Fatalf("repeat bind: %v (want 200)", err)
+		}
+		if b := *res.JSON200; b.Id == bound.Id || !is(b.Status, binding.StatusBound) || str(b.CardId) != *bound.CardId ||
+			str(b.MemberId) != first.Id || b.Otp != nil {
+			t.Errorf("repeat bind = %+v, want a new binding bound to %s", b, *bound.CardId)
 		}
 		e.wantTexts(t, a.Phone, 1) // no bank call
 	})
 
 	t.Run("same card for another member is card_bound_elsewhere", func(t *testing.T) {
-		second := e.member(t, m.c, map[string]string{})
-		req := bindRequest(a)
-		req["member_id"] = second.ID
-		wantError(t, m.c.Post(t, "/v1/bindings", req), http.StatusConflict, "card_bound_elsewhere", "")
-		req = bindRequest(a)
-		req["external_user_id"] = "user-" + randomHex(t, 6)
-		wantError(t, m.c.Post(t, "/v1/bindings", req), http.StatusConflict, "card_bound_elsewhere", "")
+		ctx := on(t)
+		second := e.member(t, m, client.CreateMemberRequest{})
+		_, err := m.api.CreateBindingWithResponse(ctx, nil, forMember(bindReq(a), second.Id))
+		wantAPIError(t, ctx, err, http.StatusConflict, "card_bound_elsewhere", "")
+		_, err = m.api.CreateBindingWithResponse(ctx, nil, forUser(bindReq(a), "user-"+randomHex(t, 6)))
+		wantAPIError(t, ctx, err, http.StatusConflict, "card_bound_elsewhere", "")
 		e.wantTexts(t, a.Phone, 1)
 	})
 
 	t.Run("same card at another merchant is card_bound_elsewhere until unbound", func(t *testing.T) {
+		ctx := on(t)
 		other := e.merchant(t, e.testServer)
-		req := bindRequest(a)
-		req["external_user_id"] = "user-" + randomHex(t, 6)
+		req := forUser(bindReq(a), "user-"+randomHex(t, 6))
 		// The platform's agreement for the card exists at the bank.
-		wantError(t, other.c.Post(t, "/v1/bindings", req), http.StatusConflict, "card_bound_elsewhere", "")
+		_, err := other.api.CreateBindingWithResponse(ctx, nil, req)
+		wantAPIError(t, ctx, err, http.StatusConflict, "card_bound_elsewhere", "")
 		e.wantTexts(t, a.Phone, 1)
 
-		m.c.Delete(t, "/v1/cards/"+*bound.CardID).WantStatus(t, http.StatusOK)
-		b := e.start(t, other.c, req)
-		e.confirm(t, other.c, b.ID, a.Phone)
+		unbind(t, m, *bound.CardId)
+		b := e.start(t, other, req)
+		e.confirm(t, other, b.Id, a.Phone)
 		if ags := e.agreements(t, a.CardNumber); !slices.Equal(agreementStatuses(ags), []string{"terminated", "active"}) {
 			t.Errorf("banksim agreements = %v, want the first terminated and the second active", agreementStatuses(ags))
 		}
@@ -991,95 +1053,104 @@ func (e *e2e) testTenants(t *testing.T) {
 	t.Parallel()
 	a, b := e.merchant(t, e.testServer), e.merchant(t, e.testServer)
 	card := e.account(t, "ICBC", "debit")
-	mem := e.member(t, a.c, map[string]string{})
-	bound := e.bindCard(t, a.c, "member_id", mem.ID, card)
+	mem := e.member(t, a, client.CreateMemberRequest{})
+	bound := e.bindCard(t, a, forMember(bindReq(card), mem.Id), card)
 	pendingCard := e.account(t, "CCB", "debit")
-	req := bindRequest(pendingCard)
-	req["external_user_id"] = "user-" + randomHex(t, 6)
-	pending := e.start(t, a.c, req)
+	pending := e.start(t, a, forUser(bindReq(pendingCard), "user-"+randomHex(t, 6)))
 	code := e.otp(t, pendingCard.Phone)
 
-	// Each probe of A's object, and of a random id of the same kind.
-	type probe func(t *testing.T, id string) *apitest.Response
+	// Each probe of A's object, and of a random id of the same kind, by B.
+	type probe func(ctx context.Context, id string) error
 	probes := []struct {
 		name string
 		do   probe
 		a, x string
 	}{
-		{"GET member", func(t *testing.T, id string) *apitest.Response { return b.c.Get(t, "/v1/members/"+id) }, mem.ID, ids.New("mem")},
-		{"GET member cards", func(t *testing.T, id string) *apitest.Response { return b.c.Get(t, "/v1/members/"+id+"/cards") }, mem.ID, ids.New("mem")},
-		{"find member", func(t *testing.T, id string) *apitest.Response { return b.c.Get(t, "/v1/members?external_id="+id) },
-			mem.ExternalID, "user-" + randomHex(t, 6)},
-		{"bind for member", func(t *testing.T, id string) *apitest.Response {
-			r := bindRequest(card)
-			r["member_id"] = id
-			return b.c.Post(t, "/v1/bindings", r)
-		}, mem.ID, ids.New("mem")},
-		{"GET binding", func(t *testing.T, id string) *apitest.Response { return b.c.Get(t, "/v1/bindings/"+id) }, bound.ID, ids.New("bnd")},
-		{"resend", func(t *testing.T, id string) *apitest.Response { return b.c.Post(t, "/v1/bindings/"+id+"/resend", nil) },
-			pending.ID, ids.New("bnd")},
+		{"GET member", func(ctx context.Context, id string) error { _, err := b.api.GetMemberWithResponse(ctx, id); return err },
+			mem.Id, ids.New("mem")},
+		{"GET member cards", func(ctx context.Context, id string) error {
+			_, err := b.api.ListMemberCardsWithResponse(ctx, id)
+			return err
+		}, mem.Id, ids.New("mem")},
+		{"find member", func(ctx context.Context, id string) error { _, err := findMember(ctx, b, id); return err },
+			mem.ExternalId, "user-" + randomHex(t, 6)},
+		{"bind for member", func(ctx context.Context, id string) error {
+			_, err := b.api.CreateBindingWithResponse(ctx, nil, forMember(bindReq(card), id))
+			return err
+		}, mem.Id, ids.New("mem")},
+		{"GET binding", func(ctx context.Context, id string) error {
+			_, err := b.api.GetBindingWithResponse(ctx, id)
+			return err
+		},
+			bound.Id, ids.New("bnd")},
+		{"resend", func(ctx context.Context, id string) error {
+			_, err := b.api.ResendBindingCodeWithResponse(ctx, id, nil)
+			return err
+		}, pending.Id, ids.New("bnd")},
 		// A's right code: were the binding reachable, this would bind it.
-		{"confirm", func(t *testing.T, id string) *apitest.Response {
-			return b.c.Post(t, "/v1/bindings/"+id+"/confirm", map[string]string{"otp": code})
-		}, pending.ID, ids.New("bnd")},
-		{"GET card", func(t *testing.T, id string) *apitest.Response { return b.c.Get(t, "/v1/cards/"+id) }, *bound.CardID, ids.New("card")},
-		{"DELETE card", func(t *testing.T, id string) *apitest.Response { return b.c.Delete(t, "/v1/cards/"+id) }, *bound.CardID, ids.New("card")},
+		{"confirm", func(ctx context.Context, id string) error {
+			_, err := b.api.ConfirmBindingWithResponse(ctx, id, nil, client.ConfirmBindingRequest{Otp: code})
+			return err
+		}, pending.Id, ids.New("bnd")},
+		{"GET card", func(ctx context.Context, id string) error { _, err := b.api.GetCardWithResponse(ctx, id); return err },
+			*bound.CardId, ids.New("card")},
+		{"DELETE card", func(ctx context.Context, id string) error {
+			_, err := b.api.UnbindCardWithResponse(ctx, id)
+			return err
+		},
+			*bound.CardId, ids.New("card")},
 	}
 	for _, p := range probes {
 		t.Run(p.name, func(t *testing.T) {
-			theirs, unknown := p.do(t, p.a), p.do(t, p.x)
-			got, want := theirs.APIError(), unknown.APIError()
+			ctx := on(t)
+			theirs := p.do(ctx, p.a)
+			got, want := fails(theirs), fails(p.do(ctx, p.x))
 			got.RequestID, want.RequestID = "", ""
-			if theirs.Status != unknown.Status || got != want {
-				t.Errorf("B on A's object → %d %+v; on an unknown id → %d %+v", theirs.Status, got, unknown.Status, want)
+			if got.Status != want.Status || got.Code != want.Code || got.Message != want.Message || got.Field != want.Field ||
+				(got.AttemptsLeft == nil) != (want.AttemptsLeft == nil) || got.RetryAfter != want.RetryAfter {
+				t.Errorf("B on A's object → %+v; on an unknown id → %+v", got, want)
 			}
-			wantError(t, theirs, http.StatusNotFound, "not_found", "")
+			wantAPIError(t, ctx, theirs, http.StatusNotFound, "not_found", "")
 		})
 	}
 
 	t.Run("A's objects are untouched", func(t *testing.T) {
-		var c e2eCard
-		if res := a.c.Get(t, "/v1/cards/"+*bound.CardID); res.WantStatus(t, http.StatusOK) && res.Decode(t, &c) && c.Status != binding.CardActive {
+		if c := getCard(t, a, *bound.CardId); !is(c.Status, binding.CardActive) {
 			t.Errorf("A's card is %s after B's DELETE, want active", c.Status)
 		}
 		if ags := e.agreements(t, card.CardNumber); !slices.Equal(agreementStatuses(ags), []string{"active"}) {
 			t.Errorf("banksim agreements = %v, want one active", agreementStatuses(ags))
 		}
-		var p e2eBinding
-		if res := a.c.Get(t, "/v1/bindings/"+pending.ID); res.WantStatus(t, http.StatusOK) && res.Decode(t, &p) &&
-			(p.Status != binding.StatusOTPSent || p.OTP == nil || p.OTP.AttemptsLeft != binding.OTPMaxAttempts) {
+		if p := getBinding(t, a, pending.Id); !is(p.Status, binding.StatusOTPSent) || p.Otp == nil || p.Otp.AttemptsLeft != binding.OTPMaxAttempts {
 			t.Errorf("A's pending binding = %+v, want otp_sent with every attempt left", p)
 		}
 		e.wantTexts(t, pendingCard.Phone, 1) // B's resend sent nothing
-		e.confirm(t, a.c, pending.ID, pendingCard.Phone)
-		var evs struct{ Data []json.RawMessage }
-		if res := b.c.Get(t, "/v1/events"); res.WantStatus(t, http.StatusOK) && res.Decode(t, &evs) && len(evs.Data) != 0 {
-			t.Errorf("B sees %d events, want none", len(evs.Data))
+		e.confirm(t, a, pending.Id, pendingCard.Phone)
+		if evs := feed(t, b, client.ListEventsParams{}); len(evs) != 0 {
+			t.Errorf("B sees %d events, want none", len(evs))
 		}
 	})
 }
 
 func (e *e2e) testIdempotency(t *testing.T) {
 	t.Parallel()
+	ctx := on(t)
 	m := e.merchant(t, e.testServer)
 	a := e.account(t, "ICBC", "debit")
-	mem := e.member(t, m.c, map[string]string{})
-	req := bindRequest(a)
-	req["member_id"] = mem.ID
-	body, err := json.Marshal(req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	mem := e.member(t, m, client.CreateMemberRequest{})
+	req := forMember(bindReq(a), mem.Id)
 	key := "bind-" + randomHex(t, 8)
+	params := &client.CreateBindingParams{IdempotencyKey: &key}
 
 	const n = 50
-	answers := make([]*apitest.Response, n)
+	answers := make([]*client.CreateBindingResponse, n)
+	errs := make([]error, n)
 	var wg sync.WaitGroup
 	start := make(chan struct{})
 	for i := range n {
 		wg.Go(func() {
 			<-start
-			answers[i] = m.c.Post(t, "/v1/bindings", body, apitest.IdempotencyKey(key))
+			answers[i], errs[i] = m.api.CreateBindingWithResponse(ctx, params, req)
 		})
 	}
 	close(start)
@@ -1087,19 +1158,24 @@ func (e *e2e) testIdempotency(t *testing.T) {
 
 	fresh := 0
 	for i, res := range answers {
-		if res.Status != http.StatusCreated {
-			t.Errorf("answer %d: %d %s, want 201", i, res.Status, res.APIError().Code)
+		if errs[i] != nil || res.StatusCode() != http.StatusCreated {
+			t.Errorf("answer %d: %v, want 201", i, errs[i])
 			continue
 		}
 		if !bytes.Equal(res.Body, answers[0].Body) {
 			t.Errorf("answer %d differs from answer 0", i)
 		}
-		if res.Header.Get(idempotency.HeaderReplayed) != "true" {
+		if res.HTTPResponse.Header.Get(idempotency.HeaderReplayed) != "true" {
 			fresh++
 		}
 	}
 	if fresh != 1 {
 		t.Errorf("%d answers were not replays, want exactly 1", fresh)
+	}
+	for _, ex := range callsOf(ctx) {
+		if ex.Path == "/v1/bindings" && ex.Key != key {
+			t.Errorf("a try went out with Idempotency-Key %q, want the caller's %q", ex.Key, key)
+		}
 	}
 	e.wantTexts(t, a.Phone, 1) // exactly one bind_apply
 	var rows int
@@ -1110,21 +1186,41 @@ func (e *e2e) testIdempotency(t *testing.T) {
 		t.Errorf("%d bindings stored, want 1", rows)
 	}
 
+	// The same JSON in other bytes is another request. The typed client
+	// always sends one encoding, so this one goes raw: the bytes the
+	// client sent, with a space added.
+	body, err := json.Marshal(req)
+	if err != nil {
+		t.Fatal(err)
+	}
 	other := bytes.Replace(body, []byte(`"member_id"`), []byte(` "member_id"`), 1)
+	if bytes.Equal(other, body) {
+		t.Fatal("the request has no member_id to respace")
+	}
 	wantError(t, m.c.Post(t, "/v1/bindings", other, apitest.IdempotencyKey(key)), http.StatusUnprocessableEntity, "idempotency_key_reused", "")
-	again := m.c.Post(t, "/v1/bindings", body, apitest.IdempotencyKey(key))
-	if again.WantStatus(t, http.StatusCreated) && (!bytes.Equal(again.Body, answers[0].Body) || again.Header.Get(idempotency.HeaderReplayed) != "true") {
-		t.Error("a later retry with the key is not the saved answer replayed")
+	// Another request under the key, through the client: refused, not retried.
+	changed := req
+	changed.Phone = e.gen.Phone()
+	before := len(callsOf(ctx))
+	_, err = m.api.CreateBindingWithResponse(ctx, params, changed)
+	wantAPIError(t, ctx, err, http.StatusUnprocessableEntity, "idempotency_key_reused", "")
+	if n := len(callsOf(ctx)) - before; n != 1 {
+		t.Errorf("idempotency_key_reused took %d requests, want 1", n)
+	}
+	again, err := m.api.CreateBindingWithResponse(ctx, params, req)
+	if err != nil || !bytes.Equal(again.Body, answers[0].Body) || again.HTTPResponse.Header.Get(idempotency.HeaderReplayed) != "true" {
+		t.Errorf("a later retry with the key is not the saved answer replayed (%v)", err)
 	}
 	e.wantTexts(t, a.Phone, 1)
 }
 
 // testKeyInUse: a request whose key another instance holds in flight
 // waits InFlightWait, then answers 409 idempotency_key_in_use (checked
-// against the OpenAPI document like every answer); once that instance lets
-// the key go, the request runs.
+// against the OpenAPI document like every answer). The client waits and
+// sends it again under the same key; by then that instance has let the key
+// go, and the request runs once.
 func (e *e2e) testKeyInUse(t *testing.T) {
-	ctx := context.Background()
+	ctx := on(t)
 	srv := newTestServer(t, serverOptions{Stack: e.stack, Banks: e.banks, Logger: e.logger, Jobs: e.jobs,
 		InFlightWait: 100 * time.Millisecond})
 	m := e.merchant(t, srv)
@@ -1132,28 +1228,59 @@ func (e *e2e) testKeyInUse(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	body := []byte(`{"external_id":"user-` + randomHex(t, 6) + `"}`)
-	req, err := elsewhere.NewRequest(ctx, m.id, "member-"+randomHex(t, 8), http.MethodPost, "/v1/members", body)
+	member := client.CreateMemberRequest{ExternalId: "user-" + randomHex(t, 6)}
+	body, err := json.Marshal(member) // the bytes the client sends
 	if err != nil {
 		t.Fatal(err)
 	}
-	claim, err := elsewhere.Claim(ctx, req)
+	key := "member-" + randomHex(t, 8)
+	req, err := elsewhere.NewRequest(context.Background(), m.id, key, http.MethodPost, "/v1/members", body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	claim, err := elsewhere.Claim(context.Background(), req)
 	if err != nil || !claim.Owned {
 		t.Fatalf("the other instance's claim = %+v, %v", claim, err)
 	}
-	key := apitest.IdempotencyKey(req.Key)
-	wantError(t, m.c.Post(t, "/v1/members", body, key), http.StatusConflict, "idempotency_key_in_use", "")
-	var members int
-	if err := e.Pool.QueryRow(ctx, `SELECT count(*) FROM members WHERE merchant_id = $1`, m.id).Scan(&members); err != nil || members != 0 {
-		t.Errorf("%d members (%v) after the 409, want none", members, err)
+	released := 0
+	c := m.client(t, func(c *client.Config) {
+		c.Sleep = func(context.Context, time.Duration) error {
+			// Between the 409 and the retry: nothing was made; the other
+			// instance lets the key go.
+			var members int
+			if err := e.Pool.QueryRow(context.Background(), `SELECT count(*) FROM members WHERE merchant_id = $1`, m.id).Scan(&members); err != nil || members != 0 {
+				t.Errorf("%d members (%v) after the 409, want none", members, err)
+			}
+			if released == 0 {
+				if err := elsewhere.Release(context.Background(), req, claim); err != nil {
+					return err
+				}
+			}
+			released++
+			return nil
+		}
+	})
+	res, err := c.CreateMemberWithResponse(ctx, &client.CreateMemberParams{IdempotencyKey: &key}, member)
+	if err != nil || res.JSON201 == nil {
+		t.Fatalf("create member: %v", err)
 	}
-
-	if err := elsewhere.Release(ctx, req, claim); err != nil {
-		t.Fatal(err)
-	}
-	res := m.c.Post(t, "/v1/members", body, key)
-	if res.WantStatus(t, http.StatusCreated) && res.Header.Get(idempotency.HeaderReplayed) != "" {
+	if res.HTTPResponse.Header.Get(idempotency.HeaderReplayed) != "" {
 		t.Error("the request after the key was let go was a replay")
+	}
+	var tries []exchange
+	for _, ex := range callsOf(ctx) {
+		if ex.Path == "/v1/members" {
+			tries = append(tries, ex)
+		}
+	}
+	first := 0
+	if len(tries) > 0 {
+		first = tries[0].Status
+	}
+	if len(tries) != 2 || tries[0].Status != http.StatusConflict || !bytes.Contains(tries[0].Body, []byte(`"idempotency_key_in_use"`)) ||
+		tries[1].Status != http.StatusCreated || tries[0].Key != key || tries[1].Key != key || released != 1 {
+		t.Errorf("tries = %d (first %d), waits %d; want 409 idempotency_key_in_use, one wait, then 201, both under the key",
+			len(tries), first, released)
 	}
 }
 
@@ -1252,21 +1379,29 @@ func hmacCheck(secret, header string, body []byte, now time.Time) error {
 
 // wantSigned fails unless d carries a valid signature of its body under
 // secret, by webhooks.Verify and by hmacCheck, and neither accepts it for
-// another body or secret.
+// wantSigned fails unless d carries a valid signature of its body under
+// secret, by webhooks.Verify, by the client's VerifyWebhook (what merchants
+// run) and by hmacCheck, and none accepts it for another body or secret.
 func wantSigned(t *testing.T, d delivery, secret string) {
 	t.Helper()
-	sig := d.header.Get(webhooks.SignatureHeader)
+	sig := d.header.Get(client.SignatureHeader)
 	now := time.Now()
 	if err := webhooks.Verify(secret, sig, d.body, now, 0); err != nil {
 		t.Errorf("webhooks.Verify: %v", err)
+	}
+	if err := client.VerifyWebhook(secret, sig, d.body, now, 0); err != nil {
+		t.Errorf("client.VerifyWebhook: %v", err)
 	}
 	if err := hmacCheck(secret, sig, d.body, now); err != nil {
 		t.Errorf("independent HMAC check: %v", err)
 	}
 	tampered := append(bytes.Clone(d.body), ' ')
 	if webhooks.Verify(secret, sig, tampered, now, 0) == nil || hmacCheck(secret, sig, tampered, now) == nil ||
-		hmacCheck(secret+"x", sig, d.body, now) == nil {
-		t.Error("the signature checks accept another body or secret")
+		hmacCheck(secret+"x", sig, d.body, now) == nil ||
+		!errors.Is(client.VerifyWebhook(secret, sig, tampered, now, 0), client.ErrSignatureMismatch) ||
+		!errors.Is(client.VerifyWebhook(secret+"x", sig, d.body, now, 0), client.ErrSignatureMismatch) ||
+		!errors.Is(client.VerifyWebhook(secret, sig, d.body, now.Add(client.DefaultTolerance+time.Minute), 0), client.ErrSignatureExpired) {
+		t.Error("the signature checks accept another body, secret or time")
 	}
 	if ct := d.header.Get("Content-Type"); ct != "application/json" {
 		t.Errorf("delivery Content-Type %q", ct)
@@ -1299,18 +1434,16 @@ func decodeEvent(t *testing.T, body []byte) (e2eEvent, map[string]any) {
 
 func (e *e2e) testWebhooks(t *testing.T) {
 	t.Parallel()
+	ctx := on(t)
 	m := e.merchant(t, e.testServer)
-	ctx := context.Background()
 	setEndpoint := func(r *receiver) string {
 		t.Helper()
-		var ep struct {
-			URL    string   `json:"url"`
-			Events []string `json:"events"`
-			Secret string   `json:"secret"`
+		res, err := m.api.SetWebhookEndpointWithResponse(ctx, nil, client.WebhookEndpointRequest{Url: r.srv.URL + "/quickpay"})
+		if err != nil || res.JSON200 == nil {
+			t.Fatalf("set the webhook endpoint: %v", err)
 		}
-		res := m.c.Put(t, "/v1/webhook_endpoint", map[string]any{"url": r.srv.URL + "/quickpay"})
-		if !res.WantStatus(t, http.StatusOK) || !res.Decode(t, &ep) || !strings.HasPrefix(ep.Secret, webhooks.SecretPrefix) ||
-			ep.URL != r.srv.URL+"/quickpay" || len(ep.Events) != len(webhooks.EventTypes()) {
+		ep := *res.JSON200
+		if !strings.HasPrefix(ep.Secret, webhooks.SecretPrefix) || ep.Url != r.srv.URL+"/quickpay" || len(ep.Events) != len(webhooks.EventTypes()) {
 			t.Fatalf("endpoint = %+v", ep)
 		}
 		return ep.Secret
@@ -1319,8 +1452,8 @@ func (e *e2e) testWebhooks(t *testing.T) {
 	first := newReceiver(t, 0)
 	secret := setEndpoint(first)
 	a := e.account(t, "ICBC", "debit")
-	mem := e.member(t, m.c, map[string]string{})
-	bound := e.bindCard(t, m.c, "member_id", mem.ID, a)
+	mem := e.member(t, m, client.CreateMemberRequest{})
+	bound := e.bindCard(t, m, forMember(bindReq(a), mem.Id), a)
 
 	if !eventually(t, 30*time.Second, "binding.bound at the receiver", func() bool { return len(first.of(webhooks.EventBindingBound)) > 0 }) {
 		t.FailNow()
@@ -1328,19 +1461,15 @@ func (e *e2e) testWebhooks(t *testing.T) {
 	d := first.of(webhooks.EventBindingBound)[0]
 	wantSigned(t, d, secret)
 	ev, data := decodeEvent(t, d.body)
-	if !ids.Valid("evt", ev.ID) || data["binding_id"] != bound.ID || data["card_id"] != *bound.CardID ||
-		data["member_id"] != mem.ID || data["status"] != string(binding.StatusBound) {
-		t.Errorf("binding.bound = %s %v, want binding %s card %s", ev.ID, data, bound.ID, *bound.CardID)
+	if !ids.Valid("evt", ev.ID) || data["binding_id"] != bound.Id || data["card_id"] != *bound.CardId ||
+		data["member_id"] != mem.Id || data["status"] != string(binding.StatusBound) {
+		t.Errorf("binding.bound = %s %v, want binding %s card %s", ev.ID, data, bound.Id, *bound.CardId)
 	}
-	var feed struct {
-		Data    []e2eEvent `json:"data"`
-		HasMore bool       `json:"has_more"`
-	}
-	if res := m.c.Get(t, "/v1/events"); res.WantStatus(t, http.StatusOK) && res.Decode(t, &feed) {
-		if len(feed.Data) != 1 || feed.Data[0].ID != ev.ID || feed.Data[0].Type != webhooks.EventBindingBound ||
-			!feed.Data[0].CreatedAt.Equal(ev.CreatedAt) || !jsonEqual(feed.Data[0].Data, ev.Data) || feed.HasMore {
-			t.Errorf("events = %+v, want only the delivered %s", feed.Data, ev.ID)
-		}
+	if feed, err := m.api.ListEventsWithResponse(ctx, &client.ListEventsParams{}); err != nil || feed.JSON200 == nil {
+		t.Errorf("events: %v", err)
+	} else if got := feed.JSON200; len(got.Data) != 1 || got.Data[0].Id != ev.ID || got.Data[0].Type != webhooks.EventBindingBound ||
+		!got.Data[0].CreatedAt.Equal(ev.CreatedAt) || !jsonEqual(mustJSON(t, got.Data[0].Data), ev.Data) || got.HasMore {
+		t.Errorf("events = %+v, want only the delivered %s", got.Data, ev.ID)
 	}
 
 	// The endpoint moves to a receiver that fails twice.
@@ -1349,7 +1478,7 @@ func (e *e2e) testWebhooks(t *testing.T) {
 	if secret2 == secret {
 		t.Error("setting the endpoint again kept the secret")
 	}
-	m.c.Delete(t, "/v1/cards/"+*bound.CardID).WantStatus(t, http.StatusOK)
+	unbind(t, m, *bound.CardId)
 	if !eventually(t, 30*time.Second, "card.unbound answered 200", func() bool {
 		got := flaky.of(webhooks.EventCardUnbound)
 		return len(got) > 0 && got[len(got)-1].status == http.StatusOK
@@ -1367,7 +1496,7 @@ func (e *e2e) testWebhooks(t *testing.T) {
 			t.Errorf("attempt %d delivered %s, want the same event %s", i+1, ev.ID, unbound.ID)
 		}
 	}
-	if udata["card_id"] != *bound.CardID || udata["status"] != string(binding.CardUnbound) {
+	if udata["card_id"] != *bound.CardId || udata["status"] != string(binding.CardUnbound) {
 		t.Errorf("card.unbound data = %v", udata)
 	}
 	if n := len(first.of(webhooks.EventCardUnbound)); n != 0 {
@@ -1381,7 +1510,7 @@ func (e *e2e) testWebhooks(t *testing.T) {
 	}
 	var attempts []attempt
 	eventually(t, 10*time.Second, "3 recorded attempts", func() bool {
-		rows, err := e.Pool.Query(ctx, `SELECT attempt, coalesce(status_code, 0), url FROM webhook_deliveries
+		rows, err := e.Pool.Query(context.Background(), `SELECT attempt, coalesce(status_code, 0), url FROM webhook_deliveries
 			WHERE merchant_id = $1 AND event_id = $2 ORDER BY attempt`, m.id, unbound.ID)
 		if err != nil {
 			t.Error(err)
@@ -1398,10 +1527,30 @@ func (e *e2e) testWebhooks(t *testing.T) {
 	if !slices.Equal(attempts, want) {
 		t.Errorf("webhook_deliveries = %+v, want %+v", attempts, want)
 	}
-	if res := m.c.Get(t, "/v1/events?after="+ev.ID); res.WantStatus(t, http.StatusOK) && res.Decode(t, &feed) &&
-		(len(feed.Data) != 1 || feed.Data[0].ID != unbound.ID || feed.Data[0].Type != webhooks.EventCardUnbound) {
-		t.Errorf("events after binding.bound = %+v, want only %s", feed.Data, unbound.ID)
+	if after := feed(t, m, client.ListEventsParams{After: &ev.ID}); len(after) != 1 || after[0].Id != unbound.ID ||
+		after[0].Type != webhooks.EventCardUnbound {
+		t.Errorf("events after binding.bound = %+v, want only %s", after, unbound.ID)
 	}
+	// A page of one walks the same feed (the iterator follows has_more).
+	var walked []string
+	for ev, err := range m.api.Events(ctx, client.ListEventsParams{Limit: ptr(1)}) {
+		if err != nil {
+			t.Fatalf("events by pages of 1: %v", err)
+		}
+		walked = append(walked, ev.Id)
+	}
+	if !slices.Equal(walked, []string{ev.ID, unbound.ID}) {
+		t.Errorf("events by pages of 1 = %v, want [%s %s]", walked, ev.ID, unbound.ID)
+	}
+}
+
+func mustJSON(t *testing.T, v any) []byte {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
 
 func jsonEqual(a, b []byte) bool {
@@ -1414,44 +1563,54 @@ func jsonEqual(a, b []byte) bool {
 	return bytes.Equal(ja, jb)
 }
 
+// testBankUnavailable: a 503 bank_unavailable is retried by the client
+// under the same Idempotency-Key, and the retry runs (a 503 is not saved);
+// a client that does not retry sees the 503, and the binding stays as it
+// was.
 func (e *e2e) testBankUnavailable(t *testing.T) {
-	ctx := context.Background()
+	ctx := on(t)
 	m := e.merchant(t, e.testServer)
 	a := e.account(t, "ICBC", "debit")
 	t.Cleanup(func() { _ = e.SimCtl.ClearFaults(context.Background(), "ICBC") })
 
-	req := bindRequest(a)
-	req["external_user_id"] = "user-" + randomHex(t, 6)
-	key := apitest.IdempotencyKey("bind-" + randomHex(t, 8))
-	if err := e.SimCtl.AddFault(ctx, simclient.Fault{BankCode: "ICBC", Operation: "bind_apply", Mode: simclient.FaultError, Count: 1}); err != nil {
+	waits := 0
+	retrying := m.client(t, func(c *client.Config) {
+		c.Sleep = func(context.Context, time.Duration) error {
+			e.wantTexts(t, a.Phone, 0) // between the tries: the bank sent nothing
+			waits++
+			return nil
+		}
+	})
+	if err := e.SimCtl.AddFault(context.Background(), simclient.Fault{BankCode: "ICBC", Operation: "bind_apply", Mode: simclient.FaultError, Count: 1}); err != nil {
 		t.Fatal(err)
 	}
-	wantError(t, m.c.Post(t, "/v1/bindings", req, key), http.StatusServiceUnavailable, "bank_unavailable", "")
-	e.wantTexts(t, a.Phone, 0)
-
-	// A 503 is not saved: the retry with the same key runs and succeeds.
-	res := m.c.Post(t, "/v1/bindings", req, key)
-	var b e2eBinding
-	if !res.WantStatus(t, http.StatusCreated) || !res.Decode(t, &b) {
-		t.FailNow()
+	res, err := retrying.CreateBindingWithResponse(ctx, nil, forUser(bindReq(a), "user-"+randomHex(t, 6)))
+	if err != nil || res.JSON201 == nil {
+		t.Fatalf("create binding through a 503: %v", err)
 	}
-	if res.Header.Get(idempotency.HeaderReplayed) != "" {
+	b := *res.JSON201
+	tries := callsOf(ctx)
+	if len(tries) != 2 || waits != 1 || tries[0].Status != http.StatusServiceUnavailable ||
+		!bytes.Contains(tries[0].Body, []byte(`"bank_unavailable"`)) || tries[1].Status != http.StatusCreated ||
+		tries[0].Key == "" || tries[0].Key != tries[1].Key {
+		t.Errorf("%d tries, %d waits; want 503 bank_unavailable, one wait, then 201, under one Idempotency-Key", len(tries), waits)
+	}
+	if res.HTTPResponse.Header.Get(idempotency.HeaderReplayed) != "" {
 		t.Error("the retry after a 503 was a replay")
 	}
 	e.wantTexts(t, a.Phone, 1)
 
 	// The bank failing the code's check leaves the binding as it was.
-	if err := e.SimCtl.AddFault(ctx, simclient.Fault{BankCode: "ICBC", Operation: "bind_confirm", Mode: simclient.FaultError, Count: 1}); err != nil {
+	once := m.client(t, func(c *client.Config) { c.MaxAttempts = 1 })
+	if err := e.SimCtl.AddFault(context.Background(), simclient.Fault{BankCode: "ICBC", Operation: "bind_confirm", Mode: simclient.FaultError, Count: 1}); err != nil {
 		t.Fatal(err)
 	}
-	wantError(t, m.c.Post(t, "/v1/bindings/"+b.ID+"/confirm", map[string]string{"otp": e.otp(t, a.Phone)}),
-		http.StatusServiceUnavailable, "bank_unavailable", "")
-	var got e2eBinding
-	if res := m.c.Get(t, "/v1/bindings/"+b.ID); res.WantStatus(t, http.StatusOK) && res.Decode(t, &got) &&
-		(got.Status != binding.StatusOTPSent || got.OTP == nil || got.OTP.AttemptsLeft != binding.OTPMaxAttempts) {
+	_, err = once.ConfirmBindingWithResponse(ctx, b.Id, nil, client.ConfirmBindingRequest{Otp: e.otp(t, a.Phone)})
+	wantAPIError(t, ctx, err, http.StatusServiceUnavailable, "bank_unavailable", "")
+	if got := getBinding(t, m, b.Id); !is(got.Status, binding.StatusOTPSent) || got.Otp == nil || got.Otp.AttemptsLeft != binding.OTPMaxAttempts {
 		t.Errorf("after the bank failed: %+v, want otp_sent with every attempt left", got)
 	}
-	e.confirm(t, m.c, b.ID, a.Phone)
+	e.confirm(t, m, b.Id, a.Phone)
 }
 
 // testNoLeaks scans a pg_dump of the package's database and every line
