@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"net/url"
 	"os"
 	"strconv"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 	"github.com/riverqueue/river/rivertype"
@@ -24,6 +26,7 @@ import (
 	"github.com/quickpay/quickpay/internal/clock"
 	"github.com/quickpay/quickpay/internal/db"
 	"github.com/quickpay/quickpay/internal/limits"
+	"github.com/quickpay/quickpay/internal/telemetry"
 	"github.com/quickpay/quickpay/internal/webhooks"
 	"github.com/quickpay/quickpay/mandate"
 	"github.com/quickpay/quickpay/softhsm"
@@ -70,6 +73,19 @@ type config struct {
 	// Limits are the abuse limits (limits.go).
 	Limits limitsConfig
 
+	// Tracing turns OpenTelemetry tracing on (QUICKPAY_TRACING=on): spans
+	// exported by OTLP over HTTP to OTEL_EXPORTER_OTLP_ENDPOINT or
+	// OTEL_EXPORTER_OTLP_TRACES_ENDPOINT. Off by default, at no cost.
+	Tracing bool
+	// TraceSample is the share of new traces kept (QUICKPAY_TRACE_SAMPLE,
+	// 0 to 1). Defaults to 1.
+	TraceSample float64
+	// tracing and metrics are serve's, set before open wires them in
+	// (serve.go); nil for the other commands, which neither trace nor
+	// export metrics.
+	tracing *telemetry.Tracing
+	metrics *prometheus.Registry
+
 	// envErrs are the environment variables that failed to parse (envFlag);
 	// checkEnv reports them before any command runs.
 	envErrs []error
@@ -113,6 +129,11 @@ func (c *config) flags(fs *flag.FlagSet) {
 	c.envFlag(fs, intFlag{&c.ChargeBatch, 0}, "charge-batch", "QUICKPAY_CHARGE_BATCH", "charges one job sends at once and settles together (QUICKPAY_CHARGE_BATCH; 0: 20)")
 	c.envFlag(fs, durationFlag{&c.RescueAfter}, "rescue-stuck-after", "QUICKPAY_RESCUE_STUCK_AFTER", "run a charge job again (querying first) after it has run this long, e.g. after a crash (QUICKPAY_RESCUE_STUCK_AFTER)")
 	c.envFlag(fs, durationFlag{&c.SchedulerInterval}, "scheduler-interval", "QUICKPAY_SCHEDULER_INTERVAL", "how often serve runs due charges (QUICKPAY_SCHEDULER_INTERVAL)")
+	c.TraceSample = 1
+	c.envFlag(fs, onOffFlag{&c.Tracing}, "tracing", "QUICKPAY_TRACING",
+		"on or off: OpenTelemetry traces by OTLP over HTTP to OTEL_EXPORTER_OTLP_ENDPOINT (QUICKPAY_TRACING)")
+	c.envFlag(fs, ratioFlag{&c.TraceSample}, "trace-sample", "QUICKPAY_TRACE_SAMPLE",
+		"share of new traces kept, 0 to 1; a sampled parent's spans are always kept (QUICKPAY_TRACE_SAMPLE)")
 	c.LogLevel = "info"
 	c.envFlag(fs, logLevelFlag{&c.LogLevel}, "log-level", "QUICKPAY_LOG_LEVEL", "debug, info, warn or error (QUICKPAY_LOG_LEVEL)")
 	c.limitFlags(fs)
@@ -247,6 +268,51 @@ func (f urlFlag) Set(s string) error {
 	return nil
 }
 
+// onOffFlag is "on" or "off". On needs an OTLP endpoint in the
+// environment: traces with nowhere to go are refused, not dropped.
+type onOffFlag struct{ p *bool }
+
+func (f onOffFlag) String() string {
+	if f.p == nil || !*f.p {
+		return "off"
+	}
+	return "on"
+}
+
+func (f onOffFlag) Set(s string) error {
+	switch strings.TrimSpace(s) {
+	case "on":
+		if os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT") == "" && os.Getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") == "" {
+			return errors.New("on needs OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+		}
+		*f.p = true
+	case "off":
+		*f.p = false
+	default:
+		return errors.New("not on or off")
+	}
+	return nil
+}
+
+// ratioFlag is a number from 0 to 1.
+type ratioFlag struct{ p *float64 }
+
+func (f ratioFlag) String() string {
+	if f.p == nil {
+		return ""
+	}
+	return strconv.FormatFloat(*f.p, 'g', -1, 64)
+}
+
+func (f ratioFlag) Set(s string) error {
+	r, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
+	if err != nil || !(r >= 0 && r <= 1) {
+		return errors.New("not a number from 0 to 1")
+	}
+	*f.p = r
+	return nil
+}
+
 // logLevelFlag is one of slog's level names.
 type logLevelFlag struct{ p *string }
 
@@ -319,7 +385,7 @@ func (d *deps) close() {
 func (c *config) open(ctx context.Context, log *slog.Logger, workers bool) (*deps, error) {
 	d := &deps{}
 	var err error
-	if d.pool, err = db.Open(ctx, db.Config{URL: c.DatabaseURL}); err != nil {
+	if d.pool, err = db.Open(ctx, db.Config{URL: c.DatabaseURL, Tracer: c.tracing.QueryTracer()}); err != nil {
 		return nil, err
 	}
 	if d.secrets, err = vaultkeys.NewSecrets(ctx, vaultkeys.SecretsConfig{
@@ -362,10 +428,30 @@ func (c *config) open(ctx context.Context, log *slog.Logger, workers bool) (*dep
 		d.close()
 		return nil, err
 	}
-	rc := &river.Config{Logger: log}
+	if c.metrics != nil {
+		if err := d.limiter.Observe(c.metrics); err != nil {
+			d.close()
+			return nil, err
+		}
+	}
+	// Tracing's middleware first: the job's parent is in its context
+	// before anything else runs.
+	rc := &river.Config{Logger: log, Middleware: c.tracing.RiverMiddleware()}
+	if c.metrics != nil && workers {
+		failures, err := telemetry.NewJobFailures(c.metrics)
+		if err != nil {
+			d.close()
+			return nil, err
+		}
+		rc.Middleware = append(rc.Middleware, failures)
+	}
+	var traceWebhooks func(http.RoundTripper) http.RoundTripper
+	if c.tracing.On() {
+		traceWebhooks = func(rt http.RoundTripper) http.RoundTripper { return c.tracing.Transport(rt, "webhook") }
+	}
 	if workers {
 		deliver, err := webhooks.NewDeliverWorker(webhooks.WorkerConfig{
-			Pool: d.pool, Vault: d.vault, Logger: log, AllowPrivateNetworks: c.WebhooksPrivate,
+			Pool: d.pool, Vault: d.vault, Logger: log, AllowPrivateNetworks: c.WebhooksPrivate, WrapTransport: traceWebhooks,
 			// A run of a delivery job ends before River would rescue it.
 			JobTimeout: min(4*time.Minute, c.RescueAfter/2),
 		})

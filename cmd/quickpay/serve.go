@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -16,6 +17,8 @@ import (
 
 	"github.com/quickpay/quickpay/api"
 	"github.com/quickpay/quickpay/internal/db"
+	"github.com/quickpay/quickpay/internal/opsview"
+	"github.com/quickpay/quickpay/internal/telemetry"
 	"github.com/quickpay/quickpay/softhsm"
 	"github.com/quickpay/quickpay/vaultkeys"
 )
@@ -57,18 +60,25 @@ func cmdServe(ctx context.Context, args []string) error {
 	}
 	pool.Close()
 
-	d, err := c.open(ctx, log, true)
+	tracing, err := telemetry.Start(ctx, telemetry.Config{Enabled: c.Tracing, SampleRatio: c.TraceSample})
 	if err != nil {
 		return err
 	}
+	defer func() {
+		// Last, after the workers: their spans are exported too.
+		flush, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		if err := tracing.Shutdown(flush); err != nil {
+			log.Error("tracing shutdown", "err", err)
+		}
+	}()
+	c.tracing, c.metrics = tracing, prometheus.NewRegistry()
+	s, err := c.newServer(ctx, log)
+	if err != nil {
+		return err
+	}
+	d, cfg := s.d, s.cfg
 	defer d.close()
-	if err := d.vault.Ensure(ctx); err != nil {
-		return err
-	}
-	cfg, err := c.apiConfig(ctx, d, log)
-	if err != nil {
-		return err
-	}
 	startDevFaults(ctx, d.hsm, log)
 	if err := d.river.Start(ctx); err != nil {
 		return fmt.Errorf("start workers: %w", err)
@@ -76,8 +86,6 @@ func cmdServe(ctx context.Context, args []string) error {
 	schedCtx, stopScheduler := context.WithCancel(ctx)
 	defer stopScheduler()
 	go runScheduler(schedCtx, d.mandates, c.SchedulerInterval, log)
-	cfg.Metrics = prometheus.NewRegistry()
-	e := api.New(cfg)
 	// Metrics first, so that once the API answers both are up.
 	mln, err := net.Listen("tcp", c.MetricsListen)
 	if err != nil {
@@ -100,13 +108,13 @@ func cmdServe(ctx context.Context, args []string) error {
 		ln.Close()
 		return fmt.Errorf("listen on %s (--console-listen, QUICKPAY_CONSOLE_LISTEN): %w", c.ConsoleListen, err)
 	}
-	srv, msrv, csrv := newHTTPServer(e), newHTTPServer(api.MetricsHandler(cfg.Metrics)), newHTTPServer(console)
+	srv, msrv, csrv := newHTTPServer(s.api), newHTTPServer(api.MetricsHandler(cfg.Metrics)), newHTTPServer(console)
 	serveErr := make(chan error, 3)
 	go func() { serveErr <- srv.Serve(ln) }()
 	go func() { serveErr <- msrv.Serve(mln) }()
 	go func() { serveErr <- csrv.Serve(cln) }()
 	log.Info("quickpay serving", "addr", "http://"+ln.Addr().String(), "metrics", "http://"+mln.Addr().String()+"/metrics",
-		"console", "http://"+cln.Addr().String())
+		"console", "http://"+cln.Addr().String(), "tracing", tracing.On())
 
 	select {
 	case <-ctx.Done():
@@ -128,6 +136,48 @@ func cmdServe(ctx context.Context, args []string) error {
 		log.Error("workers shutdown", "err", err)
 	}
 	return nil
+}
+
+// server is what serve runs: its connections and workers, the merchant
+// API's configuration and handler.
+type server struct {
+	d   *deps
+	cfg api.Config
+	// api is the merchant API: api.New's handler, inside a server span
+	// when tracing is on, and nothing else when it is off.
+	api http.Handler
+}
+
+// newServer opens serve's connections and composes the API over them,
+// with c.metrics (when set) receiving every collector and c.tracing (when
+// on) on the pool, River, the bank and webhook clients and the handler.
+// The River client is not started.
+func (c *config) newServer(ctx context.Context, log *slog.Logger) (*server, error) {
+	d, err := c.open(ctx, log, true)
+	if err != nil {
+		return nil, err
+	}
+	if err := d.vault.Ensure(ctx); err != nil {
+		d.close()
+		return nil, err
+	}
+	cfg, err := c.apiConfig(ctx, d, log)
+	if err != nil {
+		d.close()
+		return nil, err
+	}
+	cfg.Metrics = c.metrics
+	if c.metrics != nil {
+		views := opsview.New(d.pool)
+		if c.Clock != nil {
+			views = opsview.New(d.pool, opsview.WithClock(c.Clock))
+		}
+		if err := c.metrics.Register(opsview.NewCollector(views, opsview.CollectorConfig{})); err != nil {
+			d.close()
+			return nil, err
+		}
+	}
+	return &server{d: d, cfg: cfg, api: c.tracing.Handler(api.New(cfg), "api")}, nil
 }
 
 // HTTP server timeouts. A request's headers and body are small (bodies are

@@ -33,11 +33,23 @@ func (c *config) openBanks(ctx context.Context, d *deps, log *slog.Logger) (*cha
 	if err != nil {
 		return nil, err
 	}
+	opts := bankadapters.CallOptions{Timeout: 10 * time.Second, Logger: log}
+	if c.tracing.On() {
+		opts.HTTPClient = bankadapters.DefaultHTTPClient()
+		opts.HTTPClient.Transport = c.tracing.Transport(opts.HTTPClient.Transport, "bank")
+	}
+	var observer *bankadapters.Observer
+	if c.metrics != nil {
+		if observer, err = bankadapters.NewObserver(c.metrics, c.tracing.Provider()); err != nil {
+			return nil, err
+		}
+	}
 	reg, err := channels.Open(ctx, channels.Config{
 		Limits:  limits,
 		Secrets: d.secrets, BaseURL: c.BanksimURL,
-		Signer:  func(code string) formrsa.Signer { return d.hsm.BankSigner(code) },
-		Options: bankadapters.CallOptions{Timeout: 10 * time.Second, Logger: log},
+		Signer:   func(code string) formrsa.Signer { return d.hsm.BankSigner(code) },
+		Options:  opts,
+		Observer: observer,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("%w (with banksim: `quickpay banks connect-sim`; `make run` does it)", err)
@@ -64,9 +76,15 @@ func (c *config) openDomain(ctx context.Context, d *deps, log *slog.Logger) erro
 	if publicURL == "" {
 		publicURL = "http://" + c.Listen
 	}
+	var otp *binding.OTPMetrics
+	if c.metrics != nil {
+		if otp, err = binding.NewOTPMetrics(c.metrics); err != nil {
+			return err
+		}
+	}
 	var mandates *mandate.Service
 	bindings, err := binding.New(binding.Config{Pool: d.pool, Vault: d.vault, Banks: banks, Clock: c.Clock, Logger: log,
-		Emit: d.hooks.Queue, Limiter: d.limiter, Limits: c.Limits.Binding,
+		Emit: d.hooks.Queue, Limiter: d.limiter, Limits: c.Limits.Binding, OTPMetrics: otp,
 		CardEnded: func(ctx context.Context, tx pgx.Tx, merchantID, cardID, status string) error {
 			return mandates.CancelForCard(ctx, tx, merchantID, cardID, status)
 		}})
@@ -75,7 +93,7 @@ func (c *config) openDomain(ctx context.Context, d *deps, log *slog.Logger) erro
 	}
 	mandates, err = mandate.New(mandate.Config{
 		Pool: d.pool, Cards: bindings, Hasher: d.vault, Banks: banks, SMS: carrier, Jobs: d.river, Emit: d.hooks.EmitAll,
-		Logger: log, JobBatch: c.ChargeBatch, Clock: c.Clock, PhoneLimit: bindings,
+		Logger: log, JobBatch: c.ChargeBatch, Clock: c.Clock, PhoneLimit: bindings, OTPMetrics: otp,
 		NotifyURL: func(code string) string { return api.CallbackURL(publicURL, code) },
 	})
 	if err != nil {
