@@ -22,6 +22,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/labstack/echo/v4"
+	"golang.org/x/sync/singleflight"
 
 	"github.com/quickpay/quickpay/internal/audit"
 	"github.com/quickpay/quickpay/internal/clock"
@@ -59,8 +60,20 @@ type TokenKeys interface {
 	JWKs(ctx context.Context) ([]vaultkeys.JWK, error)
 }
 
+// MerchantStatus says whether a merchant is disabled; *merchants.Store is
+// one. Error: merchants.ErrNotFound.
+type MerchantStatus interface {
+	Disabled(ctx context.Context, merchantID string) (bool, error)
+}
+
+// DefaultStatusTTL is how long Auth trusts a merchant's status it read: a
+// merchant disabled by an operator has its live tokens refused by every
+// serve instance within this time.
+const DefaultStatusTTL = 5 * time.Second
+
 var (
 	_ ClientAuthenticator = (*merchants.Store)(nil)
+	_ MerchantStatus      = (*merchants.Store)(nil)
 	_ TokenKeys           = (*vaultkeys.Vault)(nil)
 	_ Authenticator       = (*Auth)(nil)
 )
@@ -69,6 +82,14 @@ var (
 type AuthConfig struct {
 	Merchants ClientAuthenticator // Required.
 	Vault     TokenKeys           // Required.
+	// Status says whether a token's merchant is disabled; a disabled
+	// merchant's tokens are refused on every /v1 call. Defaults to
+	// Merchants when it is a MerchantStatus (a *merchants.Store is);
+	// NewAuth fails when neither is one.
+	Status MerchantStatus
+	// StatusTTL is how long a merchant's status read is used before it is
+	// read again. Defaults to DefaultStatusTTL.
+	StatusTTL time.Duration
 	// Issuer is the tokens' iss. Defaults to "quickpay".
 	Issuer string
 	// Audience is the tokens' aud. Defaults to "quickpay-api".
@@ -102,6 +123,18 @@ type Auth struct {
 	// SHA-256 of the token, the claims, and when to check again.
 	mu       sync.Mutex
 	verified map[[32]byte]verifiedToken
+
+	// statuses caches each merchant's disabled flag for StatusTTL, so a
+	// busy merchant costs one indexed read every few seconds, not one a
+	// request; concurrent reads of one merchant share one query.
+	statusMu    sync.Mutex
+	statuses    map[string]merchantStatus
+	statusReads singleflight.Group
+}
+
+type merchantStatus struct {
+	disabled bool
+	read     time.Time
 }
 
 type verifiedToken struct {
@@ -122,6 +155,19 @@ const (
 func NewAuth(cfg AuthConfig) (*Auth, error) {
 	if cfg.Merchants == nil || cfg.Vault == nil {
 		return nil, errors.New("api: AuthConfig needs Merchants and Vault")
+	}
+	if cfg.Status == nil {
+		st, ok := cfg.Merchants.(MerchantStatus)
+		if !ok {
+			return nil, errors.New("api: AuthConfig needs Status (its Merchants says no merchant's status)")
+		}
+		cfg.Status = st
+	}
+	if cfg.StatusTTL == 0 {
+		cfg.StatusTTL = DefaultStatusTTL
+	}
+	if cfg.StatusTTL < 0 {
+		return nil, fmt.Errorf("api: negative merchant status TTL %s", cfg.StatusTTL)
 	}
 	if cfg.Issuer == "" {
 		cfg.Issuer = "quickpay"
@@ -435,6 +481,46 @@ type keyLookupError struct{ err error }
 func (e *keyLookupError) Error() string { return "look up token key: " + e.err.Error() }
 func (e *keyLookupError) Unwrap() error { return e.err }
 
+// statusLookupError is a failure to read the token's merchant's status
+// that is not the token's fault: it answers 500, not 401.
+type statusLookupError struct{ err error }
+
+func (e *statusLookupError) Error() string { return "read merchant status: " + e.err.Error() }
+func (e *statusLookupError) Unwrap() error { return e.err }
+
+var errMerchantDisabled = errors.New("the token's merchant is disabled")
+
+// checkStatus refuses a disabled (or unknown) merchant's token. A status
+// read within StatusTTL is used as read.
+func (a *Auth) checkStatus(ctx context.Context, merchantID string) error {
+	now := a.cfg.Clock.Now()
+	a.statusMu.Lock()
+	st, ok := a.statuses[merchantID]
+	a.statusMu.Unlock()
+	if !ok || now.Sub(st.read) >= a.cfg.StatusTTL || now.Before(st.read) {
+		v, err, _ := a.statusReads.Do(merchantID, func() (any, error) {
+			return a.cfg.Status.Disabled(context.WithoutCancel(ctx), merchantID)
+		})
+		switch {
+		case errors.Is(err, merchants.ErrNotFound):
+			v = true // a token naming no merchant is refused like a disabled one's
+		case err != nil:
+			return &statusLookupError{err}
+		}
+		st = merchantStatus{disabled: v.(bool), read: now}
+		a.statusMu.Lock()
+		if a.statuses == nil || len(a.statuses) >= verifyCacheMax {
+			a.statuses = make(map[string]merchantStatus)
+		}
+		a.statuses[merchantID] = st
+		a.statusMu.Unlock()
+	}
+	if st.disabled {
+		return errMerchantDisabled
+	}
+	return nil
+}
+
 var errBadKid = errors.New("token kid is missing or names no accepted key")
 
 // keyFunc resolves the token's kid to a verification key: only qp-jwt
@@ -459,10 +545,24 @@ func (a *Auth) keyFunc(ctx context.Context) jwt.Keyfunc {
 	}
 }
 
-// Verify checks an access token and returns its claims. Errors: one that
-// is a *keyLookupError when the key could not be looked up, any other means
-// the token is not valid.
+// Verify checks an access token and that its merchant is not disabled, and
+// returns its claims. Errors: a *keyLookupError when the key could not be
+// looked up, a *statusLookupError when the merchant's status could not be
+// read; any other means the token is not valid.
 func (a *Auth) Verify(ctx context.Context, token string) (*TokenClaims, error) {
+	claims, err := a.verifyCached(ctx, token)
+	if err != nil {
+		return nil, err
+	}
+	if err := a.checkStatus(ctx, claims.Subject); err != nil {
+		return nil, err
+	}
+	return claims, nil
+}
+
+// verifyCached checks an access token's signature and claims, skipping the
+// signature for a token verified within verifyCacheTTL.
+func (a *Auth) verifyCached(ctx context.Context, token string) (*TokenClaims, error) {
 	sum := sha256.Sum256([]byte(token))
 	now := a.cfg.Clock.Now()
 	a.mu.Lock()
@@ -524,9 +624,12 @@ func (a *Auth) Middleware() echo.MiddlewareFunc {
 				return errInvalidToken
 			}
 			claims, err := a.Verify(c.Request().Context(), tok)
-			var kerr *keyLookupError
-			if errors.As(err, &kerr) {
-				return kerr // 500, logged with the request id
+			var (
+				kerr *keyLookupError
+				serr *statusLookupError
+			)
+			if errors.As(err, &kerr) || errors.As(err, &serr) {
+				return err // 500, logged with the request id
 			}
 			if err != nil {
 				a.cfg.Logger.Info("access token refused", "request_id", h.Get(echo.HeaderXRequestID), "reason", err.Error())

@@ -784,3 +784,100 @@ func TestKeyRotation(t *testing.T) {
 		t.Fatalf("token under %s: status %d, want 200: %s", k3, r.status, r.body)
 	}
 }
+
+// TestDisabledMerchant: a disabled merchant gets no token (invalid_client,
+// as for a wrong secret) and its live tokens are refused with 401 once
+// the status its serve instance read is DefaultStatusTTL old; enabled
+// again, it is let in the same way.
+func TestDisabledMerchant(t *testing.T) {
+	t.Parallel()
+	e := newAuthEnv(t)
+	ctx := context.Background()
+	m, secret := e.merchant(t, "bind")
+	other, _ := e.merchant(t, "bind")
+	tok, otherTok := e.issue(t, m), e.issue(t, other)
+	grant := jsonBody(map[string]string{"grant_type": "client_credentials", "client_id": m.ClientID, "client_secret": secret})
+	if r := e.whoami(t, "Bearer "+tok); r.status != http.StatusOK {
+		t.Fatalf("before the disable: %d %s", r.status, r.body)
+	}
+	if err := e.store.Disable(ctx, m.ID, "operator:op_test"); err != nil {
+		t.Fatal(err)
+	}
+
+	steps := []struct {
+		name      string
+		advance   time.Duration
+		wantLive  int // status of the live token's call
+		wantToken int // status of a token request with the right secret
+	}{
+		{"status read a moment ago is still used", 0, http.StatusOK, http.StatusUnauthorized},
+		{"status older than the TTL is read again", api.DefaultStatusTTL, http.StatusUnauthorized, http.StatusUnauthorized},
+	}
+	for _, s := range steps {
+		t.Run(s.name, func(t *testing.T) {
+			e.clock.Advance(s.advance)
+			r := e.whoami(t, "Bearer "+tok)
+			if r.status != s.wantLive {
+				t.Fatalf("live token: %d, want %d: %s", r.status, s.wantLive, r.body)
+			}
+			if s.wantLive == http.StatusUnauthorized {
+				if b := errCode(t, r); b.Error.Code != "invalid_token" {
+					t.Errorf("code %q, want invalid_token", b.Error.Code)
+				}
+				if h := r.header.Get("WWW-Authenticate"); !strings.Contains(h, `error="invalid_token"`) {
+					t.Errorf("WWW-Authenticate %q", h)
+				}
+			}
+			r = e.do(t, http.MethodPost, "/v1/oauth/token", grant, "Content-Type", ctJSON)
+			if r.status != s.wantToken || errCode(t, r).Error.Code != "invalid_client" {
+				t.Fatalf("token request: %d %s, want %d invalid_client", r.status, r.body, s.wantToken)
+			}
+		})
+	}
+	if r := e.whoami(t, "Bearer "+otherTok); r.status != http.StatusOK {
+		t.Errorf("another merchant's token: %d, want 200", r.status)
+	}
+
+	if err := e.store.Enable(ctx, m.ID, "operator:op_test"); err != nil {
+		t.Fatal(err)
+	}
+	e.clock.Advance(api.DefaultStatusTTL)
+	if r := e.whoami(t, "Bearer "+tok); r.status != http.StatusOK {
+		t.Errorf("enabled again: live token %d, want 200: %s", r.status, r.body)
+	}
+	if r := e.do(t, http.MethodPost, "/v1/oauth/token", grant, "Content-Type", ctJSON); r.status != http.StatusOK {
+		t.Errorf("enabled again: token request %d, want 200: %s", r.status, r.body)
+	}
+}
+
+// TestRotatedSecret: after RotateSecret the old secret gets invalid_client
+// at once and the new one a token.
+func TestRotatedSecret(t *testing.T) {
+	t.Parallel()
+	e := newAuthEnv(t)
+	m, old := e.merchant(t, "bind")
+	fresh, err := e.store.RotateSecret(context.Background(), m.ID, "operator:op_test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name   string
+		secret string
+		want   int
+	}{
+		{"old secret refused", old, http.StatusUnauthorized},
+		{"new secret gets a token", fresh, http.StatusOK},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			r := e.do(t, http.MethodPost, "/v1/oauth/token",
+				jsonBody(map[string]string{"grant_type": "client_credentials", "client_id": m.ClientID, "client_secret": tt.secret}),
+				"Content-Type", ctJSON)
+			if r.status != tt.want {
+				t.Fatalf("%d, want %d: %s", r.status, tt.want, r.body)
+			}
+			if tt.want == http.StatusUnauthorized && errCode(t, r).Error.Code != "invalid_client" {
+				t.Errorf("code %s, want invalid_client", r.body)
+			}
+		})
+	}
+}
