@@ -1,6 +1,8 @@
 package main
 
 import (
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -149,5 +151,42 @@ func TestJudgeNamesNoCard(t *testing.T) {
 				t.Errorf("violation %s %s holds the card number", g.Kind, g.Ref)
 			}
 		}
+	}
+}
+
+// TestScanForSecrets: a file holding a bound card or ID number in clear is
+// a violation naming the file; masked numbers and other digits are not.
+func TestScanForSecrets(t *testing.T) {
+	dir := t.TempDir()
+	const pan, id = "6222021234567890128", "11010119900307123X"
+	files := map[string]string{
+		"logs/clean.log": `{"card":"622202*********0128","order":"QC123456789012345678"}`,
+		"logs/pan.log":   `{"card":"` + pan + `"}`,
+		"pg/base/16384":  "\x00\x01" + id + "\x00",
+		"bin/quickpay":   pan, // the binaries are not evidence
+		"figures.json":   `{"charges":1234567890123456}`,
+	}
+	for name, body := range files {
+		p := filepath.Join(dir, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := scanForSecrets(dir, map[string]bool{pan: true, id: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var refs []string
+	for _, v := range got {
+		if v.Kind != KindSecretInClear || strings.Contains(v.Detail, pan) || strings.Contains(v.Detail, id) {
+			t.Errorf("violation %+v", v)
+		}
+		refs = append(refs, v.Ref)
+	}
+	if want := []string{"logs/pan.log", "pg/base/16384"}; !slices.Equal(refs, want) {
+		t.Errorf("files with secrets = %v, want %v", refs, want)
 	}
 }
