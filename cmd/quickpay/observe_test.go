@@ -2,11 +2,16 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -266,3 +271,103 @@ func spanNames(spans tracetest.SpanStubs) string {
 }
 
 var _ sdktrace.SpanExporter = (*tracetest.InMemoryExporter)(nil)
+
+// registeredMetric finds a metric's name where code registers it:
+// CounterOpts/HistogramOpts Name, prometheus.NewDesc, or api's d helper.
+var registeredMetric = regexp.MustCompile(`(?:Name:\s*|NewDesc\(|\bd\()"(quickpay_[a-z0-9_]+)"`)
+
+// usedMetric is a quickpay metric named in a rule or a panel.
+var usedMetric = regexp.MustCompile(`quickpay_[a-z0-9_]+`)
+
+// TestAlertsAndDashboardNameRegisteredMetrics: every metric the alert
+// rules and the Grafana dashboard query is one the code registers, and
+// every metric the code registers has a panel.
+func TestAlertsAndDashboardNameRegisteredMetrics(t *testing.T) {
+	t.Parallel()
+	registered := map[string]bool{}
+	err := filepath.WalkDir("../..", func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && (d.Name() == ".quickpay" || d.Name() == ".git" || d.Name() == "node_modules") {
+			return filepath.SkipDir
+		}
+		if d.IsDir() || !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") {
+			return nil
+		}
+		src, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		for _, m := range registeredMetric.FindAllStringSubmatch(string(src), -1) {
+			registered[m[1]] = true
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(registered) < 30 || !registered["quickpay_bank_calls_total"] || !registered["quickpay_hsm_sessions_max"] {
+		t.Fatalf("found only %d registered metrics: %v", len(registered), registered)
+	}
+	known := func(name string) bool {
+		for _, suffix := range []string{"", "_bucket", "_sum", "_count"} {
+			if base, ok := strings.CutSuffix(name, suffix); ok && registered[base] {
+				return true
+			}
+		}
+		return false
+	}
+	dashboard, err := os.ReadFile("../../docs/observability/grafana/dashboards/quickpay.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dash struct {
+		Panels []struct {
+			Type, Title string
+			Targets     []struct{ Expr string }
+		}
+	}
+	if err := json.Unmarshal(dashboard, &dash); err != nil {
+		t.Fatalf("the dashboard is not JSON: %v", err)
+	}
+	queried := map[string]bool{}
+	for _, p := range dash.Panels {
+		if p.Type != "row" && len(p.Targets) == 0 {
+			t.Errorf("panel %q queries nothing", p.Title)
+		}
+		for _, q := range p.Targets {
+			for _, name := range usedMetric.FindAllString(q.Expr, -1) {
+				queried[name] = true
+				if !known(name) {
+					t.Errorf("panel %q queries %s, which no code registers", p.Title, name)
+				}
+			}
+		}
+	}
+	rules, err := os.ReadFile("../../docs/observability/alerts.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(rules), "\n") {
+		if strings.HasPrefix(strings.TrimSpace(line), "#") {
+			continue
+		}
+		for _, name := range usedMetric.FindAllString(line, -1) {
+			if !known(name) {
+				t.Errorf("alerts.yml names %s, which no code registers", name)
+			}
+		}
+	}
+	for name := range registered {
+		found := false
+		for q := range queried {
+			if q == name || strings.TrimSuffix(q, "_bucket") == name {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("%s is registered but no dashboard panel shows it", name)
+		}
+	}
+}
