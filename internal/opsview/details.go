@@ -174,10 +174,14 @@ func (r *Reader) Refund(ctx context.Context, id string) (Refund, error) {
 	return one(ctx, r, "refund", scanRefund, `SELECT `+refundCols+` FROM refunds WHERE id = $1`, id)
 }
 
+// delivered is true when a delivery of event e answered 2xx. It is a
+// scalar subquery, not EXISTS: the planner may run an EXISTS as one hash
+// of every delivery, a full read of the table for a page of 50 events.
+const delivered = `coalesce((SELECT true FROM webhook_deliveries d
+	WHERE d.event_id = e.id AND d.status_code BETWEEN 200 AND 299 LIMIT 1), false)`
+
 // eventCols reads events e, with whether a delivery answered 2xx.
-const eventCols = `e.id, e.seq, e.merchant_id, e.type, e.data,
-	EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = e.id AND d.status_code BETWEEN 200 AND 299),
-	e.created_at`
+const eventCols = `e.id, e.seq, e.merchant_id, e.type, e.data, ` + delivered + `, e.created_at`
 
 func scanEvent(row pgx.CollectableRow) (Event, error) {
 	var e Event

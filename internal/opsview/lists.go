@@ -350,8 +350,7 @@ const backlogFrom = `(SELECT DISTINCT ON (e.seq) e.id, e.seq, e.merchant_id, e.t
 	   JOIN events e ON e.id = x.event_id
 	  WHERE j.kind = 'webhook_deliver'
 	    AND j.state IN ('available', 'pending', 'scheduled', 'retryable', 'running', 'discarded', 'cancelled')
-	    AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d
-	                     WHERE d.event_id = e.id AND d.status_code BETWEEN 200 AND 299)
+	    AND NOT ` + delivered + `
 	  ORDER BY e.seq, j.id DESC) b`
 
 const backlogCols = `b.id, b.seq, b.merchant_id, b.type, b.created_at,

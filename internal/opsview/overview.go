@@ -133,14 +133,15 @@ func (r *Reader) gauges(ctx context.Context, now time.Time) (gauges, error) {
 	var g gauges
 	var oldestUnknown, oldestUndelivered *time.Time
 	err := r.pool.QueryRow(ctx, `
+		WITH b AS (SELECT * FROM `+backlogFrom+`)
 		SELECT (SELECT count(*) FROM charge_attempts WHERE status = 'unknown'),
 		       (SELECT min(created_at) FROM charge_attempts WHERE status = 'unknown'),
 		       (SELECT count(*) FROM reconciliation_mismatches),
 		       (SELECT count(*) FROM reconciliation_mismatches m
 		         WHERE NOT EXISTS (SELECT 1 FROM reconciliation_runs l
 		                            WHERE l.bank_code = m.bank_code AND l.bank_day = m.bank_day AND l.id > m.run_id)),
-		       (SELECT count(*) FROM `+backlogFrom+`),
-		       (SELECT min(b.created_at) FROM `+backlogFrom+`)`).
+		       (SELECT count(*) FROM b),
+		       (SELECT min(created_at) FROM b)`).
 		Scan(&g.unknown, &oldestUnknown, &g.mismatches, &g.openMismatches, &g.backlog, &oldestUndelivered)
 	if err != nil {
 		return gauges{}, err
