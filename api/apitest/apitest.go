@@ -264,6 +264,16 @@ func encodeBody(v any) (io.Reader, string, error) {
 	return bytes.NewReader(b), "application/json", nil
 }
 
+// Validate checks one answer (status, headers, body) against the
+// document's operation of method and path, as every answer of Do is: the
+// status documented for the operation, its Content-Type, headers and body
+// schema (closed objects), with the offending values kept out of the
+// messages. It serves tests whose requests do not go through Do (a typed
+// client's transport).
+func (c *Client) Validate(method, path string, status int, header http.Header, body []byte) error {
+	return c.validate(method, path, &Response{Status: status, Header: header, Body: body})
+}
+
 // validate checks one answer against the operation of method and path.
 func (c *Client) validate(method, path string, res *Response) error {
 	// The route is looked up on the path alone, so that a base URL's host
