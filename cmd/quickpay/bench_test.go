@@ -17,17 +17,24 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/rivertype"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 
 	"github.com/quickpay/quickpay/api"
 	"github.com/quickpay/quickpay/api/idempotency"
+	"github.com/quickpay/quickpay/bankadapters"
+	"github.com/quickpay/quickpay/bankadapters/channels"
 	"github.com/quickpay/quickpay/bankadapters/conformance"
+	"github.com/quickpay/quickpay/bankadapters/formrsa"
 	"github.com/quickpay/quickpay/binding"
+	"github.com/quickpay/quickpay/internal/db"
 	"github.com/quickpay/quickpay/internal/dev/sim"
 	"github.com/quickpay/quickpay/internal/dev/testenv"
 	"github.com/quickpay/quickpay/internal/limits"
 	"github.com/quickpay/quickpay/internal/merchants"
+	"github.com/quickpay/quickpay/internal/telemetry"
 	"github.com/quickpay/quickpay/internal/webhooks"
 )
 
@@ -57,6 +64,47 @@ func BenchmarkBindingsSlowBank(b *testing.B) {
 	b.Run("slow=CCB", func(b *testing.B) { bb.measure(b, 16, bb.slowBank("CCB", 48)) })
 }
 
+// BenchmarkBindingsTracing measures what tracing costs: complete
+// bindings/s at 16 clients with tracing off, then on (every span sampled,
+// exported by OTLP over HTTP to a local sink that reads and drops it),
+// each an API over the same stack, in one run. The ratio on / off is the
+// figure; off is what BenchmarkBindings measures.
+func BenchmarkBindingsTracing(b *testing.B) {
+	st := testenv.NewStackWith(b, testenv.StackConfig{})
+	var exported atomic.Int64
+	sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n, _ := io.Copy(io.Discard, r.Body)
+		exported.Add(n)
+		w.Header().Set("Content-Type", "application/x-protobuf")
+		w.WriteHeader(http.StatusOK)
+	}))
+	b.Cleanup(sink.Close)
+	ctx := context.Background()
+	exp, err := otlptracehttp.New(ctx, otlptracehttp.WithEndpointURL(sink.URL+"/v1/traces"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	tracing, err := telemetry.Start(ctx, telemetry.Config{Enabled: true, SampleRatio: 1, Exporter: exp})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = tracing.Shutdown(context.Background()) })
+	off, on := bindingBenchOn(b, st, nil), bindingBenchOn(b, st, tracing)
+	b.Run("tracing=off", func(b *testing.B) { off.measure(b, 16, nil) })
+	b.Run("tracing=on", func(b *testing.B) {
+		before := exported.Load()
+		on.measure(b, 16, nil)
+		if err := tracing.ForceFlush(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+		if exported.Load() == before {
+			b.Fatal("no span reached the OTLP sink")
+		}
+		// The warm-up's bindings are exported too.
+		b.ReportMetric(float64(exported.Load()-before)/float64(b.N+benchWarmup), "otlp-bytes/binding")
+	})
+}
+
 // bindingBench is the server and banks the binding benchmarks share.
 type bindingBench struct {
 	st               *testenv.Stack
@@ -66,12 +114,47 @@ type bindingBench struct {
 	gen              *conformance.Gen
 }
 
-// newBindingBench starts the whole API over st's banks.
+// newBindingBench starts the whole API over a new stack's banks.
 func newBindingBench(b *testing.B, cfg testenv.StackConfig) *bindingBench {
+	return bindingBenchOn(b, testenv.NewStackWith(b, cfg), nil)
+}
+
+// bindingBenchOn starts the whole API over st's banks with serve's
+// metrics (bank calls, codes, abuse limits, HTTP, HSM and pool) and, when
+// tracing is not nil, serve's tracing: a traced pool of its own, the bank
+// client, the handler.
+func bindingBenchOn(b *testing.B, st *testenv.Stack, tracing *telemetry.Tracing) *bindingBench {
 	ctx := context.Background()
-	st := testenv.NewStackWith(b, cfg)
 	quiet := slog.New(slog.NewJSONHandler(io.Discard, nil))
-	store, err := merchants.NewStore(merchants.Config{Pool: st.Pool})
+	reg := prometheus.NewRegistry()
+	pool := st.Pool
+	if tracing.On() {
+		var err error
+		if pool, err = db.Open(ctx, db.Config{URL: testenv.DatabaseURL(b), Tracer: tracing.QueryTracer()}); err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(pool.Close)
+	}
+	observer, err := bankadapters.NewObserver(reg, tracing.Provider())
+	if err != nil {
+		b.Fatal(err)
+	}
+	opts := bankadapters.CallOptions{Timeout: 5 * time.Second}
+	if tracing.On() {
+		opts.HTTPClient = bankadapters.DefaultHTTPClient()
+		opts.HTTPClient.Transport = tracing.Transport(opts.HTTPClient.Transport, "bank")
+	}
+	banks, err := channels.Open(ctx, channels.Config{Secrets: st.Secrets, Prefix: st.BanksPrefix, BaseURL: st.SimURL,
+		Signer:  func(code string) formrsa.Signer { return st.HSM.BankSigner(code) },
+		Options: opts, Observer: observer})
+	if err != nil {
+		b.Fatal(err)
+	}
+	otp, err := binding.NewOTPMetrics(reg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	store, err := merchants.NewStore(merchants.Config{Pool: pool})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -83,28 +166,31 @@ func newBindingBench(b *testing.B, cfg testenv.StackConfig) *bindingBench {
 	if err != nil {
 		b.Fatal(err)
 	}
-	idem, err := idempotency.New(idempotency.Config{Pool: st.Pool, Hasher: st.Vault, Logger: quiet})
+	idem, err := idempotency.New(idempotency.Config{Pool: pool, Hasher: st.Vault, Logger: quiet})
 	if err != nil {
 		b.Fatal(err)
 	}
-	hooks, err := webhooks.New(webhooks.Config{Pool: st.Pool, Vault: st.Vault, Jobs: noJobs{}})
+	hooks, err := webhooks.New(webhooks.Config{Pool: pool, Vault: st.Vault, Jobs: noJobs{}})
 	if err != nil {
 		b.Fatal(err)
 	}
-	limiter, err := limits.New(st.Pool)
+	limiter, err := limits.New(pool)
 	if err != nil {
+		b.Fatal(err)
+	}
+	if err := limiter.Observe(reg); err != nil {
 		b.Fatal(err)
 	}
 	// The abuse limits at their defaults, as serve runs them: every binding
 	// is a fresh card and phone, so none is refused, and each pays the checks.
-	svc, err := binding.New(binding.Config{Pool: st.Pool, Vault: st.Vault, Banks: st.Banks, Logger: quiet,
-		Emit: hooks.Queue, Limiter: limiter, Limits: binding.DefaultLimits()})
+	svc, err := binding.New(binding.Config{Pool: pool, Vault: st.Vault, Banks: banks, Logger: quiet,
+		Emit: hooks.Queue, Limiter: limiter, Limits: binding.DefaultLimits(), OTPMetrics: otp})
 	if err != nil {
 		b.Fatal(err)
 	}
-	srv := httptest.NewServer(api.New(api.Config{Pool: st.Pool, HSM: st.HSM, Secrets: st.Secrets, Logger: quiet,
-		Auth: auth, Idempotency: idem.Middleware(api.MerchantID),
-		Areas: []api.Area{&api.Bindings{Service: svc}, &api.Webhooks{Service: hooks, Merchants: store}}}))
+	srv := httptest.NewServer(tracing.Handler(api.New(api.Config{Pool: pool, HSM: st.HSM, Secrets: st.Secrets, Logger: quiet,
+		Auth: auth, Idempotency: idem.Middleware(api.MerchantID), Metrics: reg,
+		Areas: []api.Area{&api.Bindings{Service: svc}, &api.Webhooks{Service: hooks, Merchants: store}}}), "api"))
 	b.Cleanup(srv.Close)
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConnsPerHost = 256
