@@ -490,15 +490,19 @@ func (u *unit) memberIdentity(m memberRow, b bindingRow) (func(), error) {
 // not in this transaction.
 func (u *unit) refuseAfterBank(b bindingRow, agreementNo string, why error) (Binding, error) {
 	out := u.fail(b, StatusFailed, failureCode(why), "", why)
+	if err := u.keepAgreement(b, agreementNo); err != nil {
+		return Binding{}, err
+	}
 	u.release = &refusedAgreement{b: b, agreementNo: agreementNo, why: why}
 	return out, nil
 }
 
 // releaseAgreement ends at the bank an agreement made for a binding
-// quickpay refused, after the refusal committed, and audits it. A crash
-// before it leaves the agreement at the bank: the failed binding's audit
-// trail (bind.bound absent, no bind.release) and its bank reference name
-// it for operators, as does a release the bank refuses.
+// quickpay refused, after the refusal committed, and audits it. The
+// refusal kept the agreement, encrypted, on the binding (keepAgreement);
+// a release the bank accepts drops it. A crash before it, or a release
+// the bank refuses, leaves it kept and live at the bank, for an operator
+// to release (ReleaseAgreement); no job retries it.
 func (s *Service) releaseAgreement(ctx context.Context, r refusedAgreement) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), callTimeout+applyTimeout)
 	defer cancel()
@@ -510,10 +514,15 @@ func (s *Service) releaseAgreement(ctx context.Context, r refusedAgreement) {
 	}
 	if err != nil {
 		outcome, details["bank_code"] = audit.OutcomeFailed, bankCode(err)
-		s.log.Error("release of a refused binding's agreement failed; release it at the bank",
+		s.log.Error("release of a refused binding's agreement failed; it stays kept for an operator to release (ReleaseAgreement)",
 			"binding", b.ID, "bank", b.Card.BankCode, "err", err)
 	}
-	if err := s.inBatch(ctx, func(u *unit) { u.audit(b.MerchantID, "bind.release", b.ID, outcome, details) }); err != nil {
+	if err := s.inBatch(ctx, func(u *unit) {
+		if outcome == audit.OutcomeOK {
+			queueAgreementReleased(&u.batch, b.MerchantID, b.ID, s.now())
+		}
+		u.audit(b.MerchantID, "bind.release", b.ID, outcome, details)
+	}); err != nil {
 		s.log.Error("audit", "action", "bind.release", "subject", b.ID, "err", err)
 	}
 }

@@ -535,6 +535,8 @@ func encryptedColumns() []vaultkeys.Column {
 		bindingCol("holder_name_ct", "holder_name_fp", binding.DomainName, "holder_name"),
 		bindingCol("id_number_ct", "id_number_fp", binding.DomainIDNumber, "id_number"),
 		bindingCol("phone_ct", "", "", "phone"),
+		// A refused binding's agreement, kept until the bank releases it.
+		bindingCol("agreement_ct", "", "", "agreement"),
 		memberCol("name_ct", "name_fp", binding.DomainName, "name"),
 		memberCol("id_number_ct", "id_number_fp", binding.DomainIDNumber, "id_number"),
 		memberCol("phone_ct", "", "", "phone"),

@@ -78,6 +78,10 @@ type DeliverArgs struct {
 	// EventID is the one event of a job enqueued before jobs carried
 	// several; such jobs are still delivered.
 	EventID string `json:"event_id,omitempty"`
+	// AfterDelivery (Redeliver's jobs) is the id of the last
+	// webhook_deliveries row of the events when the job was enqueued: only
+	// a 2xx answer recorded after it counts as delivered.
+	AfterDelivery int64 `json:"after_delivery,omitempty"`
 }
 
 // eventIDs are the job's events.
@@ -192,7 +196,7 @@ func (w *DeliverWorker) Work(ctx context.Context, job *river.Job[DeliverArgs]) e
 	if ids := a.eventIDs(); len(ids) == 1 {
 		name = ids[0]
 	}
-	evs, found, err := undelivered(ctx, w.cfg.Pool, a.MerchantID, a.eventIDs())
+	evs, found, err := undelivered(ctx, w.cfg.Pool, a.MerchantID, a.eventIDs(), a.AfterDelivery)
 	if err != nil {
 		return fmt.Errorf("deliver %s: %w", name, err)
 	}

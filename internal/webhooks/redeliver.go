@@ -56,7 +56,7 @@ func (s *Service) Redeliver(ctx context.Context, merchantID, eventID, actor stri
 		if !ep.subscribes(eventType) {
 			return fmt.Errorf("%w: the endpoint does not take %s", ErrNoEndpoint, eventType)
 		}
-		args := redeliverArgs{DeliverArgs: DeliverArgs{MerchantID: merchantID, EventIDs: []string{eventID}}, AfterDelivery: last}
+		args := DeliverArgs{MerchantID: merchantID, EventIDs: []string{eventID}, AfterDelivery: last}
 		if _, err := s.cfg.Jobs.InsertTx(ctx, tx, args, &river.InsertOpts{Queue: s.cfg.Queue}); err != nil {
 			return fmt.Errorf("enqueue: %w", err)
 		}
@@ -67,13 +67,4 @@ func (s *Service) Redeliver(ctx context.Context, merchantID, eventID, actor stri
 		return fmt.Errorf("redeliver %s: %w", eventID, err)
 	}
 	return nil
-}
-
-// redeliverArgs is a DeliverArgs job (its kind and insert options) that
-// carries AfterDelivery: the id of the last webhook_deliveries row of its
-// event when it was enqueued. The delivery worker counts only a 2xx
-// answer recorded after it as the event delivered.
-type redeliverArgs struct {
-	DeliverArgs
-	AfterDelivery int64 `json:"after_delivery"`
 }

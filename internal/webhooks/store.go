@@ -157,14 +157,15 @@ func scanEvent(r pgx.CollectableRow) (Event, error) {
 }
 
 // undelivered returns the events of merchantID among ids that have no 2xx
-// answer recorded, in order, and how many of ids are events of merchantID.
-func undelivered(ctx context.Context, pool *pgxpool.Pool, merchantID string, ids []string) ([]Event, int, error) {
+// answer recorded in a webhook_deliveries row after the row after (0: in
+// any), in order, and how many of ids are events of merchantID.
+func undelivered(ctx context.Context, pool *pgxpool.Pool, merchantID string, ids []string, after int64) ([]Event, int, error) {
 	rows, err := pool.Query(ctx, `
 		SELECT e.id, e.merchant_id, e.type, e.created_at, e.data,
 		       EXISTS (SELECT 1 FROM webhook_deliveries d
-		                WHERE d.event_id = e.id AND d.status_code BETWEEN 200 AND 299) AS delivered
+		                WHERE d.event_id = e.id AND d.status_code BETWEEN 200 AND 299 AND d.id > $3) AS delivered
 		  FROM events e WHERE e.merchant_id = $1 AND e.id = ANY ($2) ORDER BY e.seq`,
-		merchantID, ids)
+		merchantID, ids, after)
 	if err != nil {
 		return nil, 0, err
 	}
