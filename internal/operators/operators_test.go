@@ -857,3 +857,43 @@ func TestQRCode(t *testing.T) {
 		t.Errorf("terminal code of %d lines of %d cells", len(lines), len([]rune(lines[0])))
 	}
 }
+
+// TestTOTPSecretsFollowDataKeyRotation: EncryptedColumn lets a data key
+// rotation re-encrypt the TOTP secrets, so that retiring the old version
+// (which checks only registered columns) locks no operator out. Not
+// parallel: it rotates the package database's data key, which the other
+// tests, paused at t.Parallel until it ends, then use at its new version.
+func TestTOTPSecretsFollowDataKeyRotation(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, operators.Config{})
+	e := f.create(t, operators.RoleViewer)
+	v, err := vaultkeys.New(vaultkeys.Config{Pool: f.pool, HSM: testenv.HSM(t, 2), Columns: []vaultkeys.Column{operators.EncryptedColumn()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pol, err := v.Rotate(ctx, vaultkeys.PurposeData, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.Reencrypt(ctx, vaultkeys.PurposeData); err != nil {
+		t.Fatal(err)
+	}
+	if err := v.SetMinDecryption(ctx, vaultkeys.PurposeData, pol.Current, "test"); err != nil {
+		t.Fatalf("retire the old data key: %v", err)
+	}
+	var version int
+	if err := f.pool.QueryRow(ctx, `SELECT qp_key_version(totp_secret_ct) FROM operators WHERE id = $1`, e.Operator.ID).
+		Scan(&version); err != nil {
+		t.Fatal(err)
+	}
+	if version != pol.Current {
+		t.Errorf("secret under version %d, want %d", version, pol.Current)
+	}
+	store, err := operators.NewStore(operators.Config{Pool: f.pool, Sealer: v, Clock: f.clock, BcryptCost: bcrypt.MinCost})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := store.Login(ctx, e.Operator.Name, e.Password, f.code(t, e, 0), ""); err != nil {
+		t.Errorf("login after the rotation: %v", err)
+	}
+}
