@@ -13,6 +13,15 @@
 //
 // and serves until SIGINT or SIGTERM.
 //
+// With -storage-dir DIR it is instead a Vault on file storage in DIR, as
+// `vault server` with a file backend is: uninitialized at its first start,
+// sealed at every start, and it initializes nothing (whoever starts it
+// initializes and unseals it over Vault's HTTP API). It prints
+// {"addr":"…"} only. This is the local stand-in for docker-compose.yml's
+// vault service, so that the compose stack's dev-only init and unseal step
+// (cmd/quickpay/docker/vaultunseal) runs twice against one storage, the
+// second time as after `down`/`up`.
+//
 // This lives in its own Go module because Vault's server packages need
 // dependency replacements that quickpay's main module must not carry.
 package main
@@ -38,6 +47,8 @@ import (
 	vaulthttp "github.com/hashicorp/vault/http"
 	"github.com/hashicorp/vault/internalshared/configutil"
 	"github.com/hashicorp/vault/sdk/logical"
+	"github.com/hashicorp/vault/sdk/physical"
+	"github.com/hashicorp/vault/sdk/physical/file"
 	"github.com/hashicorp/vault/sdk/physical/inmem"
 	"github.com/hashicorp/vault/vault"
 )
@@ -45,15 +56,16 @@ import (
 func main() {
 	listen := flag.String("listen", "127.0.0.1:0", "loopback address to serve on")
 	logLevel := flag.String("log-level", "error", "Vault log level (trace, debug, info, warn, error)")
+	dir := flag.String("storage-dir", "", "serve a Vault on file storage in this directory, uninitialized or sealed, as `vault server` does")
 	flag.Parse()
 
-	if err := run(*listen, *logLevel); err != nil {
+	if err := run(*listen, *dir, *logLevel); err != nil {
 		fmt.Fprintln(os.Stderr, "devvault:", err)
 		os.Exit(1)
 	}
 }
 
-func run(listen, logLevel string) error {
+func run(listen, dir, logLevel string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
@@ -63,9 +75,15 @@ func run(listen, logLevel string) error {
 		Output: os.Stderr,
 	})
 
-	storage, err := inmem.NewInmem(nil, logger)
+	var storage physical.Backend
+	var err error
+	if dir != "" {
+		storage, err = file.NewFileBackend(map[string]string{"path": dir}, logger)
+	} else {
+		storage, err = inmem.NewInmem(nil, logger)
+	}
 	if err != nil {
-		return fmt.Errorf("in-memory storage: %w", err)
+		return fmt.Errorf("storage: %w", err)
 	}
 	core, err := vault.NewCore(&vault.CoreConfig{
 		Physical:           storage,
@@ -79,6 +97,9 @@ func run(listen, logLevel string) error {
 	}
 	defer core.Shutdown()
 
+	if dir != "" {
+		return serve(ctx, core, listen, "")
+	}
 	init, err := core.Initialize(ctx, &vault.InitParams{
 		BarrierConfig:  &vault.SealConfig{SecretShares: 1, SecretThreshold: 1},
 		RecoveryConfig: nil,
@@ -90,6 +111,13 @@ func run(listen, logLevel string) error {
 		return fmt.Errorf("unseal: %w", err)
 	}
 
+	return serve(ctx, core, listen, init.RootToken)
+}
+
+// serve answers Vault's HTTP API for core on listen until ctx ends. Given
+// the root token of a core it initialized, it first mounts what
+// `vault server -dev` mounts and prints the token with the address.
+func serve(ctx context.Context, core *vault.Core, listen, rootToken string) error {
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
@@ -105,12 +133,15 @@ func run(listen, logLevel string) error {
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 
-	// Like `vault server -dev`: KV v2 at secret/ and AppRole enabled.
-	if err := setup(ctx, addr, init.RootToken); err != nil {
-		return err
+	announce := map[string]string{"addr": addr}
+	if rootToken != "" {
+		// Like `vault server -dev`: KV v2 at secret/ and AppRole enabled.
+		if err := setup(ctx, addr, rootToken); err != nil {
+			return err
+		}
+		announce["token"] = rootToken
 	}
-
-	line, _ := json.Marshal(map[string]string{"addr": addr, "token": init.RootToken})
+	line, _ := json.Marshal(announce)
 	fmt.Println(string(line))
 
 	select {

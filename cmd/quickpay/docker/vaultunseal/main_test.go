@@ -17,12 +17,12 @@ import (
 
 // TestKeptAcrossRestarts runs the compose stack's start-up step as
 // docker-compose.yml runs it, with local processes: a real Vault core on
-// file storage (filevault, the vault service's stand-in) is initialized by
+// file storage (devvault -storage-dir, the vault service's stand-in) is initialized by
 // the first run; a secret is written; Vault is stopped and started again on
 // the same storage, sealed, as after `docker compose down`/`up`; the second
 // run unseals it with the saved key and the secret reads back.
 func TestKeptAcrossRestarts(t *testing.T) {
-	bin := buildFileVault(t)
+	bin := fileVaultBinary(t)
 	storage, stateDir := t.TempDir(), t.TempDir()
 	ctx := context.Background()
 
@@ -91,16 +91,13 @@ func TestKeptAcrossRestarts(t *testing.T) {
 	})
 }
 
-// buildFileVault builds the nested module cmd/quickpay/docker/filevault (a
-// real Vault core; with devvault built, its packages come from the build
-// cache).
-func buildFileVault(t *testing.T) string {
+// fileVaultBinary returns the devvault binary (a real Vault core), which
+// with -storage-dir serves file storage as the compose stack's vault does.
+func fileVaultBinary(t *testing.T) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "filevault")
-	cmd := exec.Command("go", "build", "-o", bin, ".")
-	cmd.Dir = filepath.Join("..", "filevault")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build filevault: %v\n%s", err, out)
+	bin, err := devstack.DevVaultBinary(context.Background())
+	if err != nil {
+		t.Fatal(err)
 	}
 	return bin
 }
@@ -113,20 +110,20 @@ type fileVault struct {
 func (f fileVault) stop(t *testing.T) {
 	t.Helper()
 	if err := f.proc.Stop(); err != nil {
-		t.Logf("filevault stop: %v", err)
+		t.Logf("devvault stop: %v", err)
 	}
 }
 
 func startFileVault(t *testing.T, bin, storage string) fileVault {
 	t.Helper()
-	p, line, err := devstack.StartProc("filevault", exec.Command(bin, "-storage-dir", storage), 60*time.Second)
+	p, line, err := devstack.StartProc("devvault", exec.Command(bin, "-storage-dir", storage), 60*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = p.Stop() })
 	var hello struct{ Addr string }
 	if err := json.Unmarshal([]byte(line), &hello); err != nil || hello.Addr == "" {
-		t.Fatalf("filevault announced %q", line)
+		t.Fatalf("devvault announced %q", line)
 	}
 	return fileVault{url: hello.Addr, proc: p}
 }
