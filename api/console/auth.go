@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"path"
 	"strings"
 
 	"github.com/labstack/echo/v4"
@@ -229,8 +230,9 @@ func (c *Console) require(role operators.Role, next echo.HandlerFunc) echo.Handl
 	return func(ec echo.Context) error {
 		s, ok := sessionOf(ec)
 		if !ok || !s.Operator.Role.AtLeast(role) {
-			return c.status(ec, http.StatusForbidden, "Forbidden",
-				"This needs the "+string(role)+" role; you are "+string(s.Operator.Role)+". Nothing was done.")
+			return c.render(ec, http.StatusForbidden, "status", "Forbidden", statusView{Status: http.StatusForbidden,
+				Heading: "Forbidden", Text: "This needs the " + string(role) + " role; you are " + string(s.Operator.Role) +
+					". Nothing was done.", Back: path.Dir(ec.Request().URL.Path)})
 		}
 		return next(ec)
 	}

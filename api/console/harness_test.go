@@ -467,11 +467,3 @@ func (e *env) count(t testing.TB, sql string, args ...any) int {
 	}
 	return n
 }
-
-func must[T any](t testing.TB, v T, err error) T {
-	t.Helper()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return v
-}

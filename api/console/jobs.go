@@ -21,12 +21,15 @@ import (
 const JobsPath = "/jobs"
 
 // JobsCSP is River's UI's Content-Security-Policy: looser than the pages'
-// only as far as its bundled single-page app needs. Its scripts and
-// styles are files of the console's origin (script-src, style-src
-// 'self': no inline script, no eval), it reads its JSON API on the same
-// origin (connect-src 'self') and shows its own icons (img-src 'self'
-// data:). Nothing from another origin, never framed.
-const JobsCSP = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; " +
+// only as far as its bundled single-page app needs. Its scripts are files
+// of the console's origin (script-src 'self': no inline script and no
+// eval; the bundle's one Function("") is a feature probe of its schema
+// library, which falls back when refused). Its components set inline
+// styles, so style-src adds 'unsafe-inline' (styles only: no script runs
+// from them). It reads its JSON API on the same origin (connect-src
+// 'self') and shows its own icons (img-src 'self' data:). Nothing from
+// another origin, never framed.
+const JobsCSP = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; " +
 	"connect-src 'self'; font-src 'self'; manifest-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 
 // JobsChangeRole is the role that may change jobs and queues in River's
