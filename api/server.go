@@ -19,6 +19,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/quickpay/quickpay/internal/audit"
 	"github.com/quickpay/quickpay/vaultkeys"
@@ -269,6 +271,12 @@ func accessLog(log *slog.Logger, m *httpMetrics) echo.MiddlewareFunc {
 			}
 			status := c.Response().Status
 			elapsed := time.Since(start)
+			// Tracing (internal/telemetry): name serve's server span by the
+			// route template, never the raw path. Off, the span is a no-op.
+			if span := trace.SpanFromContext(c.Request().Context()); span.IsRecording() {
+				span.SetName("api " + c.Request().Method + " " + route)
+				span.SetAttributes(attribute.String("http.route", route))
+			}
 			m.requests.WithLabelValues(c.Request().Method, route, strconv.Itoa(status)).Inc()
 			m.latency.WithLabelValues(c.Request().Method, route).Observe(elapsed.Seconds())
 			level := slog.LevelInfo

@@ -7,6 +7,7 @@ import (
 	"github.com/quickpay/quickpay/bankadapters/conformance"
 	"github.com/quickpay/quickpay/binding"
 	"github.com/quickpay/quickpay/internal/dev/testenv"
+	"github.com/quickpay/quickpay/internal/operators"
 	"github.com/quickpay/quickpay/internal/sensitive"
 	"github.com/quickpay/quickpay/vaultkeys"
 )
@@ -53,6 +54,14 @@ func TestRotationReachesEveryColumn(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	ops, err := operators.NewStore(operators.Config{Pool: st.Pool, Sealer: v})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ops.Create(ctx, "rotation-op", operators.RoleViewer, "test"); err != nil {
+		t.Fatal(err)
+	}
+
 	for _, p := range []vaultkeys.Purpose{vaultkeys.PurposeData, vaultkeys.PurposeFP} {
 		pol, err := v.Rotate(ctx, p, "test")
 		if err != nil {
@@ -71,7 +80,8 @@ func TestRotationReachesEveryColumn(t *testing.T) {
 	if err := st.Pool.QueryRow(ctx, `SELECT
 		(SELECT count(*) FROM bindings WHERE qp_key_version(pan_ct) < 2 OR qp_key_version(id_number_fp) < 2)
 		+ (SELECT count(*) FROM members WHERE qp_key_version(name_ct) < 2 OR qp_key_version(name_fp) < 2)
-		+ (SELECT count(*) FROM cards WHERE qp_key_version(agreement_ct) < 2 OR qp_key_version(pan_fp) < 2)`).Scan(&behind); err != nil {
+		+ (SELECT count(*) FROM cards WHERE qp_key_version(agreement_ct) < 2 OR qp_key_version(pan_fp) < 2)
+		+ (SELECT count(*) FROM operators WHERE qp_key_version(totp_secret_ct) < 2)`).Scan(&behind); err != nil {
 		t.Fatal(err)
 	}
 	if behind != 0 {

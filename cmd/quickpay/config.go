@@ -26,6 +26,7 @@ import (
 	"github.com/quickpay/quickpay/internal/clock"
 	"github.com/quickpay/quickpay/internal/db"
 	"github.com/quickpay/quickpay/internal/limits"
+	"github.com/quickpay/quickpay/internal/operators"
 	"github.com/quickpay/quickpay/internal/telemetry"
 	"github.com/quickpay/quickpay/internal/webhooks"
 	"github.com/quickpay/quickpay/mandate"
@@ -551,5 +552,7 @@ func encryptedColumns() []vaultkeys.Column {
 		{Table: "bank_notices", Key: "id", Merchant: "bank_code", Ciphertext: "agreement_ct",
 			AAD: func(id, bank string) []byte { return binding.BankNoticeAAD(bank, id) }},
 		webhooks.EncryptedColumn(),
+		// An operator's TOTP secret, bound to its operator id (no merchant).
+		operators.EncryptedColumn(),
 	}
 }
