@@ -147,16 +147,21 @@ func runSoak(ctx context.Context, dir string, say func(string, ...any), cfg soak
 	s.perRound = cfg.bindings
 	pgRound := cfg.rounds / 2
 	for r := 0; r < cfg.rounds && time.Since(start) < cfg.duration; r++ {
-		if err := s.round(ctx, r, r == pgRound); err != nil {
+		// The last round's run is killed too, so that settling measures a
+		// crashed run's wait for River's rescue.
+		last := r == cfg.rounds-1 || time.Since(start) > cfg.duration*3/4
+		if err := s.round(ctx, r, r == pgRound, r%2 == 0 || last); err != nil {
 			return s.fig, nil, fmt.Errorf("round %d: %w", r, err)
 		}
 		s.fig.Rounds++
 	}
 
 	say("settling: faults off, run-due, queries, refunds, reconciliation")
+	settleStart := time.Now()
 	settledAt, settleErr := s.settle(ctx, bankDays(start), cfg.settleWithin)
 	if settleErr == nil {
-		s.fig.SettleSeconds = settledAt.Sub(s.lastCrash).Seconds()
+		s.fig.SettleSeconds = settledAt.Sub(settleStart).Seconds()
+		s.fig.SinceLastCrash = settledAt.Sub(s.lastCrash).Seconds()
 	}
 	v, err := s.collect(ctx)
 	if err != nil {
@@ -183,9 +188,9 @@ func runSoak(ctx context.Context, dir string, say func(string, ...any), cfg soak
 
 // round is one round: bindings and mandates (an HSM fault fired among
 // them), a month-end run under charge and query faults with a serve
-// instance killed (and the run itself every other round; Postgres
-// restarted in pgRestart's round), then refunds under refund faults.
-func (s *soak) round(ctx context.Context, r int, pgRestart bool) error {
+// instance killed (and the run itself when killRun; Postgres restarted
+// when pgRestart), then refunds under refund faults.
+func (s *soak) round(ctx context.Context, r int, pgRestart, killRun bool) error {
 	s.say("round %d", r)
 	if err := s.reviveExited(ctx); err != nil {
 		return err
@@ -243,7 +248,7 @@ func (s *soak) round(ctx context.Context, r int, pgRestart bool) error {
 			s.mu.Unlock()
 		}()
 	}
-	runErr := s.monthEnd(ctx, r, r%2 == 0)
+	runErr := s.monthEnd(ctx, r, killRun)
 	wg.Wait()
 	if runErr != nil {
 		return runErr

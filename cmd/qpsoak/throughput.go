@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
+	"regexp"
+	"strconv"
 	"time"
 
 	"github.com/quickpay/quickpay/api/client"
@@ -46,8 +48,12 @@ func runThroughput(ctx context.Context, dir string, say func(string, ...any), n 
 			made++
 		}
 		start := time.Now()
-		if _, err := s.st.quickpay(ctx, "charges", "run-due", "--no-wait"); err != nil {
+		out, err := s.st.quickpay(ctx, "charges", "run-due", "--no-wait")
+		if err != nil {
 			return "", err
+		}
+		if m := claimedRE.FindSubmatch(out); m == nil || string(m[1]) != strconv.Itoa(n) {
+			return "", fmt.Errorf("%d instance(s): run-due claimed other than the %d charges due: %s", instances, n, out)
 		}
 		for {
 			open, err := s.countCharges(ctx, client.ListChargesParamsStatusProcessing)
@@ -88,3 +94,6 @@ func (s *soak) countCharges(ctx context.Context, st client.ListChargesParamsStat
 	})
 	return n, err
 }
+
+// claimedRE reads the claimed count from run-due's line.
+var claimedRE = regexp.MustCompile(`(\d+) charges claimed`)
