@@ -34,7 +34,8 @@ const (
 	KindAmountDiffers = "amount_differs"
 	// Refunds of a charge above its amount, at the bank or in quickpay.
 	KindRefundOverCharge = "refund_over_charge"
-	// A charge processing or unknown, a refund pending.
+	// A charge or one of its attempts processing or unknown, a refund
+	// pending.
 	KindLeftOpen = "left_open"
 	// A settled charge or refund without its event in the feed.
 	KindEventMissing = "event_missing"
@@ -155,6 +156,11 @@ func Judge(ledger []simclient.LedgerEntry, v View) []Violation {
 			}
 		case client.ChargeStatusProcessing, client.ChargeStatusUnknown:
 			add(KindLeftOpen, c.Id, "charge is still %s", c.Status)
+		}
+		for _, a := range c.Attempts {
+			if a.Status == client.ChargeAttemptStatusProcessing || a.Status == client.ChargeAttemptStatusUnknown {
+				add(KindLeftOpen, a.OrderNo, "attempt of charge %s (%s) is still %s", c.Id, c.Status, a.Status)
+			}
 		}
 		if c.AmountRefunded > c.Amount {
 			add(KindRefundOverCharge, c.Id, "quickpay shows %d fen refunded of %d", c.AmountRefunded, c.Amount)

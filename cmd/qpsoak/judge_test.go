@@ -106,6 +106,9 @@ func TestJudge(t *testing.T) {
 			v.Charges[1].Status = client.ChargeStatusUnknown
 			v.Charges = append(v.Charges, client.Charge{Id: "ch_proc", Amount: 1, Status: client.ChargeStatusProcessing})
 		}, want: []Violation{{Kind: KindLeftOpen, Ref: "ch_failed"}, {Kind: KindLeftOpen, Ref: "ch_proc"}}},
+		{name: "an attempt left unknown under a settled charge", change: func(_ *[]simclient.LedgerEntry, v *View) {
+			v.Charges[0].Attempts[0].Status = client.ChargeAttemptStatusUnknown
+		}, want: []Violation{{Kind: KindLeftOpen, Ref: "QC1"}}},
 		{name: "a refund left pending", change: func(_ *[]simclient.LedgerEntry, v *View) {
 			v.Refunds[1].Status = client.RefundStatusPending
 		}, want: []Violation{{Kind: KindLeftOpen, Ref: "rf_declined"}}},

@@ -189,7 +189,8 @@ func runSoak(ctx context.Context, dir string, say func(string, ...any), cfg soak
 // round is one round: bindings and mandates (an HSM fault fired among
 // them), a month-end run under charge and query faults with a serve
 // instance killed (and the run itself when killRun; Postgres restarted
-// when pgRestart), then refunds under refund faults.
+// when pgRestart), then refunds under refund faults (an instance killed
+// among them every third round).
 func (s *soak) round(ctx context.Context, r int, pgRestart, killRun bool) error {
 	s.say("round %d", r)
 	if err := s.reviveExited(ctx); err != nil {
@@ -259,8 +260,24 @@ func (s *soak) round(ctx context.Context, r int, pgRestart, killRun bool) error 
 	if err := s.armFaults(ctx, "refund"); err != nil {
 		return err
 	}
-	if err := s.refunds(ctx); err != nil {
-		return err
+	if r%3 == 1 { // an instance dies among the refunds' jobs too
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			select {
+			case <-time.After(time.Duration(s.intn(1500)) * time.Millisecond):
+			case <-ctx.Done():
+				return
+			}
+			if err := s.killServe(ctx); err != nil {
+				errs <- err
+			}
+		}()
+	}
+	refundErr := s.refunds(ctx)
+	wg.Wait()
+	if refundErr != nil {
+		return refundErr
 	}
 	close(errs)
 	for err := range errs {

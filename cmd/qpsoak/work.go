@@ -94,8 +94,12 @@ func (s *soak) crashed() {
 // minute. Callers pass their own Idempotency-Key, so a retry on another
 // instance is the same request. A 4xx other than those is returned at once.
 func (s *soak) call(ctx context.Context, fn func(c *client.Client) error) error {
+	return s.callOn(ctx, s.intn(len(s.st.clients)), fn)
+}
+
+// callOn is call starting at instance first.
+func (s *soak) callOn(ctx context.Context, first int, fn func(c *client.Client) error) error {
 	deadline := time.Now().Add(time.Minute)
-	first := s.intn(len(s.st.clients))
 	var err error
 	for i := 0; ; i++ {
 		err = fn(s.st.clients[(first+i)%len(s.st.clients)])
@@ -117,6 +121,12 @@ func (s *soak) call(ctx context.Context, fn func(c *client.Client) error) error 
 // bind opens an account at a random bank and binds its card through the
 // API with the code the bank texted.
 func (s *soak) bind(ctx context.Context) (boundCard, error) {
+	return s.bindOn(ctx, s.intn(len(s.st.clients)))
+}
+
+// bindOn is bind through instance first (the others only if it fails as
+// a dead instance does).
+func (s *soak) bindOn(ctx context.Context, first int) (boundCard, error) {
 	bank := s.banks[s.intn(len(s.banks))]
 	acct, err := s.gen.Account(bank, "debit", 500_000_000)
 	if err != nil {
@@ -133,7 +143,7 @@ func (s *soak) bind(ctx context.Context) (boundCard, error) {
 	req := client.CreateBindingRequest{ExternalUserId: &user, HolderName: acct.HolderName, IdNumber: acct.IDNumber,
 		CardNumber: acct.CardNumber, Phone: acct.Phone}
 	var id string
-	if err := s.call(ctx, func(c *client.Client) error {
+	if err := s.callOn(ctx, first, func(c *client.Client) error {
 		r, err := c.CreateBindingWithResponse(ctx, &client.CreateBindingParams{IdempotencyKey: &key}, req)
 		if err != nil {
 			return err
@@ -152,7 +162,7 @@ func (s *soak) bind(ctx context.Context) (boundCard, error) {
 	}
 	key = client.NewIdempotencyKey()
 	var card string
-	if err := s.call(ctx, func(c *client.Client) error {
+	if err := s.callOn(ctx, first, func(c *client.Client) error {
 		r, err := c.ConfirmBindingWithResponse(ctx, id, &client.ConfirmBindingParams{IdempotencyKey: &key}, client.ConfirmBindingRequest{Otp: code})
 		if err == nil && r.JSON200 != nil && r.JSON200.CardId != nil {
 			card = *r.JSON200.CardId
@@ -373,6 +383,16 @@ func (s *soak) hsmFault(ctx context.Context, logout bool) error {
 	if n := countLines(inst.p.log, `"level":"ERROR","msg":"dev fault fired"`); n > 0 {
 		return fmt.Errorf("serve%d could not fire the HSM fault (log %s)", inst.n, inst.p.log)
 	}
+	// Recovery: a binding through that instance encrypts and fingerprints
+	// the card in its HSM pool (and signs a token, if one is due).
+	card, err := s.bindOn(ctx, inst.n)
+	if err != nil {
+		return fmt.Errorf("serve%d after the HSM fault (%s): %w", inst.n, name, err)
+	}
+	s.mu.Lock()
+	s.fig.Bindings++
+	s.cards = append(s.cards, card)
+	s.mu.Unlock()
 	s.mu.Lock()
 	s.fig.HSMFaults++
 	s.mu.Unlock()
