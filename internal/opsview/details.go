@@ -109,8 +109,14 @@ func (r *Reader) Mandate(ctx context.Context, id string) (Mandate, error) {
 	return one(ctx, r, "mandate", scanMandate, `SELECT `+mandateCols+` FROM mandates WHERE id = $1`, id)
 }
 
-// chargeCols reads charges c joined to their card k (for the bank).
-const chargeCols = `c.id, c.merchant_id, c.mandate_id, c.card_id, k.bank_code, c.period, c.charge_date,
+// chargeBank is the bank of charge c: its card's. A scalar subquery, not
+// a join, so that a page of charges filtered by bank walks the charges in
+// their order and looks up each one's card until the page is full; a join
+// lets the planner hash every card of the bank first.
+const chargeBank = `(SELECT k.bank_code FROM cards k WHERE k.id = c.card_id)`
+
+// chargeCols reads charges c with their bank.
+const chargeCols = `c.id, c.merchant_id, c.mandate_id, c.card_id, ` + chargeBank + `, c.period, c.charge_date,
 	c.amount, c.currency, c.description, c.status, coalesce(c.failure_code, ''), coalesce(c.bank_reference, ''),
 	c.retries, c.attempts_count, c.amount_refunded, c.amount_refund_held, c.next_attempt_at, c.notice_at,
 	c.notice_sent_at, c.created_at, c.updated_at`
@@ -142,7 +148,7 @@ func scanAttempt(row pgx.CollectableRow) (Attempt, error) {
 // Charge returns the charge id with its attempts, first first.
 func (r *Reader) Charge(ctx context.Context, id string) (ChargeDetail, error) {
 	c, err := one(ctx, r, "charge", scanCharge,
-		`SELECT `+chargeCols+` FROM charges c JOIN cards k ON k.id = c.card_id WHERE c.id = $1`, id)
+		`SELECT `+chargeCols+` FROM charges c WHERE c.id = $1`, id)
 	if err != nil {
 		return ChargeDetail{}, err
 	}

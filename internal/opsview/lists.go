@@ -229,13 +229,13 @@ func (r *Reader) Charges(ctx context.Context, f ChargeFilter, p Page) ([]Charge,
 		w.and("c.status = " + w.arg(f.Status))
 	}
 	if f.Bank != "" {
-		w.and("k.bank_code = " + w.arg(f.Bank))
+		w.and(chargeBank + " = " + w.arg(f.Bank))
 	}
 	if !f.Day.IsZero() {
 		w.and("c.charge_date = " + w.arg(dateOf(f.Day)) + "::date")
 	}
 	k := keyset{list: "charges", first: "c.created_at", second: "c.id", timed: true}
-	return list(ctx, r, k, p, chargeCols, "charges c JOIN cards k ON k.id = c.card_id", w, scanCharge,
+	return list(ctx, r, k, p, chargeCols, "charges c", w, scanCharge,
 		func(c Charge) cursor { return timedKey(c.CreatedAt, c.ID) })
 }
 

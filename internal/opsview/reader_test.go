@@ -248,7 +248,12 @@ func TestListsWalkEveryPage(t *testing.T) {
 	s, r, pool := seed(t)
 	ctx := context.Background()
 	m0, m1 := s.Merchants[0], s.Merchants[1]
-	day := s.Day.AddDate(0, 0, -30)
+	// The day and bank of a seeded succeeded charge of m0.
+	known, err := r.Charge(ctx, s.ChargeID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	day, bank := known.ChargeDate, known.BankCode
 	merchantID := func(m opsview.Merchant) string { return m.ID }
 	memberID := func(m opsview.Member) string { return m.ID }
 	cardID := func(c opsview.Card) string { return c.ID }
@@ -314,10 +319,10 @@ func TestListsWalkEveryPage(t *testing.T) {
 		}), `SELECT c.id FROM charges c JOIN cards k ON k.id = c.card_id WHERE k.bank_code = 'CCB'
 		      ORDER BY c.created_at DESC, c.id DESC`, nil},
 		{"succeeded charges of a merchant, bank and day", list(chargeID, func(p opsview.Page) ([]opsview.Charge, string, error) {
-			return r.Charges(ctx, opsview.ChargeFilter{MerchantID: m0, Status: "succeeded", Bank: "ICBC", Day: day}, p)
+			return r.Charges(ctx, opsview.ChargeFilter{MerchantID: m0, Status: "succeeded", Bank: bank, Day: day}, p)
 		}), `SELECT c.id FROM charges c JOIN cards k ON k.id = c.card_id
-		      WHERE c.merchant_id = $1 AND c.status = 'succeeded' AND k.bank_code = 'ICBC' AND c.charge_date = $2::date
-		      ORDER BY c.created_at DESC, c.id DESC`, []any{m0, day.Format(time.DateOnly)}},
+		      WHERE c.merchant_id = $1 AND c.status = 'succeeded' AND k.bank_code = $2 AND c.charge_date = $3::date
+		      ORDER BY c.created_at DESC, c.id DESC`, []any{m0, bank, day.Format(time.DateOnly)}},
 		{"refunds", list(refundID, func(p opsview.Page) ([]opsview.Refund, string, error) {
 			return r.Refunds(ctx, opsview.RefundFilter{}, p)
 		}), `SELECT id FROM refunds ORDER BY created_at DESC, id DESC`, nil},

@@ -145,7 +145,7 @@ func Seed(ctx context.Context, pool *pgxpool.Pool, o Options) (Seeded, error) {
 			  FROM unnest($1::text[]) WITH ORDINALITY AS x(m, i)`, []any{s.Merchants, day}},
 		{"numbers", `CREATE TEMP TABLE seed_mandate ON COMMIT DROP AS
 			SELECT m, ` + sq.merchant("m") + ` AS merchant_id,
-			       ($1::text[])[m % cardinality($1::text[]) + 1] AS bank,
+			       ($1::text[])[(` + hash("m") + ` / 1000) % cardinality($1::text[]) + 1] AS bank,
 			       10000 + (m % 50) * 100 AS amount,
 			       $2::timestamptz - interval '400 days' + m * interval '1 millisecond' AS created_at
 			  FROM generate_series(1, $3::int) AS m`, []any{o.Banks, day, mandates}},
@@ -459,15 +459,20 @@ func (q *seedSQL) id(prefix, n string) string {
 }
 
 // merchant is the SQL of the merchant of mandate m: the first for 7 in 10,
-// the others in turn for the rest.
+// the others in turn for the rest, by a hash of m so that neither follows
+// m's other residues (which set the charge dates).
 func (q *seedSQL) merchant(m string) string {
 	if q.merchants == 1 {
 		return fmt.Sprintf("'mch_%s%s'", q.tag, num(1))
 	}
+	h := hash(m)
 	return fmt.Sprintf(`CASE WHEN %[1]s %% 10 < 7 THEN 'mch_%[2]s' || translate(lpad(to_hex(1), 16, '0'), '0123456789', 'qrstuvwxyz')
-		ELSE 'mch_%[2]s' || translate(lpad(to_hex(2 + %[1]s %% %[3]d), 16, '0'), '0123456789', 'qrstuvwxyz') END`,
-		m, q.tag, q.merchants-1)
+		ELSE 'mch_%[2]s' || translate(lpad(to_hex(2 + (%[1]s / 10) %% %[3]d), 16, '0'), '0123456789', 'qrstuvwxyz') END`,
+		h, q.tag, q.merchants-1)
 }
+
+// hash is the SQL of a multiplicative hash of n (Knuth's), 0 ≤ hash < 2³².
+func hash(n string) string { return fmt.Sprintf("((%s)::bigint * 2654435761 %% 4294967296)", n) }
 
 // backlog is the SQL condition of a charge (of seed_charge) whose event
 // waits in the backlog.
