@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"regexp"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/quickpay/quickpay/api/client"
@@ -34,18 +35,8 @@ func runThroughput(ctx context.Context, dir string, say func(string, ...any), n 
 			s.st.clients = all
 		}
 		say("%d instance(s): binding %d cards with a mandate each", instances, n)
-		made := 0
-		for made < n {
-			card, err := s.bind(ctx)
-			if err != nil {
-				say("binding failed: %v", err)
-				continue
-			}
-			if err := s.mandate(ctx, card, 2); err != nil {
-				say("mandate failed: %v", err)
-				continue
-			}
-			made++
+		if err := s.mandates(ctx, n); err != nil {
+			return "", err
 		}
 		start := time.Now()
 		out, err := s.st.quickpay(ctx, "charges", "run-due", "--no-wait")
@@ -97,3 +88,41 @@ func (s *soak) countCharges(ctx context.Context, st client.ListChargesParamsStat
 
 // claimedRE reads the claimed count from run-due's line.
 var claimedRE = regexp.MustCompile(`(\d+) charges claimed`)
+
+// mandates binds n cards with one mandate each, four at a time.
+func (s *soak) mandates(ctx context.Context, n int) error {
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	made, failed := 0, 0
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				mu.Lock()
+				if made >= n || failed > n/10+5 || ctx.Err() != nil {
+					mu.Unlock()
+					return
+				}
+				made++ // taken; given back on failure
+				mu.Unlock()
+				card, err := s.bind(ctx)
+				if err == nil {
+					err = s.mandate(ctx, card, 2)
+				}
+				if err != nil {
+					s.say("binding or mandate failed: %v", err)
+					mu.Lock()
+					made--
+					failed++
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if made < n {
+		return fmt.Errorf("%d of %d mandates made; %d bindings or mandates failed", made, n, failed)
+	}
+	return nil
+}
