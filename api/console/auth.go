@@ -42,7 +42,13 @@ func sessionOf(ec echo.Context) (operators.Session, bool) {
 // the login page (and back afterwards), anything else too, with nothing
 // done. A POST must carry the session's CSRF token (else 403 and nothing
 // done).
-func (c *Console) session(next echo.HandlerFunc) echo.HandlerFunc {
+func (c *Console) session(next echo.HandlerFunc) echo.HandlerFunc { return c.withSession(true, next) }
+
+// jobsSession is session for River's UI, whose script posts JSON without
+// the console's CSRF token: jobsGuard checks its posts instead.
+func (c *Console) jobsSession(next echo.HandlerFunc) echo.HandlerFunc { return c.withSession(false, next) }
+
+func (c *Console) withSession(csrf bool, next echo.HandlerFunc) echo.HandlerFunc {
 	return func(ec echo.Context) error {
 		r := ec.Request()
 		ck, err := r.Cookie(sessionCookie)
@@ -58,7 +64,7 @@ func (c *Console) session(next echo.HandlerFunc) echo.HandlerFunc {
 			return c.fault(ec, err)
 		}
 		ec.Set(ctxSession, s)
-		if r.Method == http.MethodPost {
+		if csrf && r.Method == http.MethodPost {
 			if !c.parseForm(ec) {
 				return c.status(ec, http.StatusBadRequest, "Bad request", "The form could not be read.")
 			}

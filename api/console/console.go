@@ -142,7 +142,7 @@ func (c *Console) routes() *echo.Echo {
 	c.actions(in)
 
 	if c.cfg.Jobs != nil {
-		jobs := e.Group(JobsPath, c.jobsHeaders, c.session, c.jobsGuard)
+		jobs := e.Group(JobsPath, c.jobsHeaders, c.jobsSession, c.jobsGuard)
 		h := echo.WrapHandler(c.cfg.Jobs)
 		jobs.Any("", h)
 		jobs.Any("/*", h)

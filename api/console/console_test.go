@@ -199,3 +199,72 @@ func TestSecurityHeaders(t *testing.T) {
 		t.Errorf("/jobs/ CSP %q", got)
 	}
 }
+
+func TestJobs(t *testing.T) {
+	e := newEnv(t)
+	cancel := func(a *agent, origin, site string) page {
+		t.Helper()
+		req, err := http.NewRequest(http.MethodPost, e.url+"/jobs/api/jobs/cancel", strings.NewReader(`{"ids":["1"]}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "application/json")
+		if origin != "" {
+			req.Header.Set("Origin", origin)
+		}
+		if site != "" {
+			req.Header.Set("Sec-Fetch-Site", site)
+		}
+		res, err := a.c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		return page{status: res.StatusCode, location: res.Header.Get("Location")}
+	}
+	jobsRows := func() int {
+		return e.count(t, `SELECT count(*) FROM audit_log WHERE action = 'console.jobs'`)
+	}
+
+	t.Run("every role reads River's UI and its API", func(t *testing.T) {
+		v := e.as(t, operators.RoleViewer)
+		for _, path := range []string{"/jobs/", "/jobs/jobs?state=completed", "/jobs/api/jobs?state=completed"} {
+			if p := v.get(t, path); p.status != http.StatusOK {
+				t.Errorf("viewer GET %s: %d", path, p.status)
+			}
+		}
+	})
+
+	t.Run("changes need admin, the console's origin and JSON; each is audited", func(t *testing.T) {
+		before := jobsRows()
+		if p := cancel(e.as(t, operators.RoleOperator), e.url, "same-origin"); p.status != http.StatusForbidden {
+			t.Errorf("operator's cancel: %d", p.status)
+		}
+		admin := e.as(t, operators.RoleAdmin)
+		for name, h := range map[string][2]string{"no origin": {"", ""}, "another origin": {"http://evil.example", "cross-site"},
+			"same site, other origin": {e.url, "same-site"}} {
+			if p := cancel(admin, h[0], h[1]); p.status != http.StatusForbidden {
+				t.Errorf("%s: %d", name, p.status)
+			}
+		}
+		if got := jobsRows(); got != before {
+			t.Errorf("refused changes audited: %d rows, were %d", got, before)
+		}
+		if p := cancel(admin, e.url, "same-origin"); p.status == http.StatusForbidden || p.status >= 500 {
+			t.Errorf("admin's cancel from the console: %d", p.status)
+		}
+		if got := jobsRows(); got != before+1 {
+			t.Errorf("the admin's change was not audited: %d rows, were %d", got, before)
+		}
+	})
+
+	t.Run("without a session the API is not served", func(t *testing.T) {
+		a := newAgent(t, e.url)
+		if p := a.get(t, "/jobs/api/jobs?state=completed"); p.status != http.StatusSeeOther {
+			t.Errorf("GET without a session: %d", p.status)
+		}
+		if p := cancel(a, e.url, "same-origin"); p.status != http.StatusSeeOther || !strings.HasPrefix(p.location, "/login") {
+			t.Errorf("cancel without a session: %d to %q", p.status, p.location)
+		}
+	})
+}
