@@ -46,7 +46,9 @@ func (c *Console) session(next echo.HandlerFunc) echo.HandlerFunc { return c.wit
 
 // jobsSession is session for River's UI, whose script posts JSON without
 // the console's CSRF token: jobsGuard checks its posts instead.
-func (c *Console) jobsSession(next echo.HandlerFunc) echo.HandlerFunc { return c.withSession(false, next) }
+func (c *Console) jobsSession(next echo.HandlerFunc) echo.HandlerFunc {
+	return c.withSession(false, next)
+}
 
 func (c *Console) withSession(csrf bool, next echo.HandlerFunc) echo.HandlerFunc {
 	return func(ec echo.Context) error {
