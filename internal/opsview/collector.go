@@ -2,6 +2,7 @@ package opsview
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"time"
 
@@ -64,7 +65,9 @@ var (
 	descUnknownAge = prometheus.NewDesc("quickpay_unknown_attempt_oldest_age_seconds",
 		"Age of the oldest charge attempt whose outcome is unknown; 0 when none.", nil, nil)
 	descBacklog = prometheus.NewDesc("quickpay_webhook_backlog_events",
-		"Events a webhook delivery job that has not completed names, with no 2xx answer recorded.", nil, nil)
+		fmt.Sprintf("Events a webhook delivery job that has not completed names, with no 2xx answer recorded, among the oldest jobs' first %d events (quickpay_webhook_backlog_capped says more wait).", MaxBacklogCount), nil, nil)
+	descBacklogCapped = prometheus.NewDesc("quickpay_webhook_backlog_capped",
+		fmt.Sprintf("1 when the webhook backlog holds more events than the %d read for quickpay_webhook_backlog_events.", MaxBacklogCount), nil, nil)
 	descBacklogAge = prometheus.NewDesc("quickpay_webhook_oldest_undelivered_age_seconds",
 		"Age of the oldest event of the webhook backlog; 0 when none.", nil, nil)
 	descMismatches = prometheus.NewDesc("quickpay_reconciliation_mismatches_open",
@@ -94,7 +97,7 @@ func NewCollector(r *Reader, cfg CollectorConfig) *Collector {
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descCharges, descChargesHeld, descRefunds, descRefundsPending,
-		descUnknown, descUnknownAge, descBacklog, descBacklogAge, descMismatches, descJobs, descJobErrors,
+		descUnknown, descUnknownAge, descBacklog, descBacklogCapped, descBacklogAge, descMismatches, descJobs, descJobErrors,
 		descReadOK} {
 		ch <- d
 	}
@@ -175,6 +178,11 @@ func (c *Collector) read(ctx context.Context, now time.Time) ([]prometheus.Metri
 	gauge(descUnknownAge, g.oldestUnknown.Seconds())
 	gauge(descBacklog, float64(g.backlog))
 	gauge(descBacklogAge, g.oldestUndelivered.Seconds())
+	capped := 0.0
+	if g.backlogCapped {
+		capped = 1
+	}
+	gauge(descBacklogCapped, capped)
 	gauge(descMismatches, float64(g.openMismatches))
 
 	jobs, err := all(ctx, c.r, "river job gauges", scan2,

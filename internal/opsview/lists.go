@@ -337,33 +337,31 @@ func (r *Reader) Mismatches(ctx context.Context, f MismatchFilter, p Page) ([]Mi
 		func(m Mismatch) cursor { return cursor{n: m.RunID, id: m.OrderNo} })
 }
 
-// backlogFrom is the webhook backlog: each event a delivery job that has
-// not completed names (a batch's event_ids, or one event_id from before
-// batches), with no 2xx answer recorded, and that job's state. An event
-// named by several such jobs (redelivered) appears once, with its newest
-// job.
-const backlogFrom = `(SELECT DISTINCT ON (e.seq) e.id, e.seq, e.merchant_id, e.type, e.created_at,
-	        j.state::text AS job_state, j.scheduled_at
-	   FROM river_job j
-	   CROSS JOIN LATERAL (SELECT jsonb_array_elements_text(coalesce(j.args->'event_ids', '[]'::jsonb))
-	                       UNION ALL SELECT j.args->>'event_id' WHERE j.args ? 'event_id') AS x(event_id)
-	   JOIN events e ON e.id = x.event_id
-	  WHERE j.kind = 'webhook_deliver'
-	    AND j.state IN ('available', 'pending', 'scheduled', 'retryable', 'running', 'discarded', 'cancelled')
-	    AND NOT ` + delivered + `
-	  ORDER BY e.seq, j.id DESC) b`
+// backlogJobs expands the webhook delivery jobs that have not completed
+// (j) into the events each names, in its order (x.event_id, x.n): a
+// batch's event_ids, after one event_id of a job from before batches.
+const backlogJobs = `river_job j
+	CROSS JOIN LATERAL jsonb_array_elements_text(
+	    CASE WHEN j.args ? 'event_id' THEN jsonb_build_array(j.args->'event_id') ELSE '[]'::jsonb END
+	    || coalesce(j.args->'event_ids', '[]'::jsonb)) WITH ORDINALITY AS x(event_id, n)`
 
-const backlogCols = `b.id, b.seq, b.merchant_id, b.type, b.created_at,
-	(SELECT count(*) FROM webhook_deliveries d WHERE d.event_id = b.id),
-	coalesce((SELECT d.status_code FROM webhook_deliveries d WHERE d.event_id = b.id ORDER BY d.attempt DESC, d.id DESC LIMIT 1), 0),
-	coalesce((SELECT d.error FROM webhook_deliveries d WHERE d.event_id = b.id ORDER BY d.attempt DESC, d.id DESC LIMIT 1), ''),
-	b.job_state, b.scheduled_at`
+// backlogWhere keeps the jobs that have not completed (waiting, or given
+// up), and their events e with no 2xx answer recorded.
+const backlogWhere = `j.kind = 'webhook_deliver'
+	AND j.state IN ('available', 'pending', 'scheduled', 'retryable', 'running', 'discarded', 'cancelled')
+	AND NOT ` + delivered
+
+const backlogCols = `e.id, e.seq, e.merchant_id, e.type, e.created_at,
+	(SELECT count(*) FROM webhook_deliveries d WHERE d.event_id = e.id),
+	coalesce((SELECT d.status_code FROM webhook_deliveries d WHERE d.event_id = e.id ORDER BY d.attempt DESC, d.id DESC LIMIT 1), 0),
+	coalesce((SELECT d.error FROM webhook_deliveries d WHERE d.event_id = e.id ORDER BY d.attempt DESC, d.id DESC LIMIT 1), ''),
+	j.id, x.n, j.state::text, j.scheduled_at`
 
 func scanUndelivered(row pgx.CollectableRow) (Undelivered, error) {
 	var u Undelivered
 	var at time.Time
 	err := row.Scan(&u.EventID, &u.Seq, &u.MerchantID, &u.Type, &u.CreatedAt, &u.Attempts, &u.LastStatus,
-		&u.LastError, &u.JobState, &at)
+		&u.LastError, &u.JobID, &u.position, &u.JobState, &at)
 	u.CreatedAt = u.CreatedAt.UTC()
 	switch u.JobState {
 	case "available", "scheduled", "retryable":
@@ -373,11 +371,15 @@ func scanUndelivered(row pgx.CollectableRow) (Undelivered, error) {
 	return u, err
 }
 
-// Backlog lists the webhook backlog (Undelivered), oldest event first.
+// Backlog lists the webhook backlog (Undelivered) job by job, oldest job
+// first, each job's events in its order. A page reads only the jobs it
+// shows, however long the backlog.
 func (r *Reader) Backlog(ctx context.Context, p Page) ([]Undelivered, string, error) {
-	k := keyset{list: "backlog", first: "b.seq", ascend: true}
-	return list(ctx, r, k, p, backlogCols, backlogFrom, &where{}, scanUndelivered,
-		func(u Undelivered) cursor { return cursor{n: u.Seq} })
+	w := &where{}
+	w.and(backlogWhere)
+	k := keyset{list: "backlog", first: "j.id", second: "x.n", secondIs: "bigint", ascend: true}
+	return list(ctx, r, k, p, backlogCols, backlogJobs+` JOIN events e ON e.id = x.event_id`, w, scanUndelivered,
+		func(u Undelivered) cursor { return cursor{n: u.JobID, id: strconv.FormatInt(u.position, 10)} })
 }
 
 // AuditFilter narrows Audit: From is inclusive, To exclusive, both

@@ -28,9 +28,11 @@ type Overview struct {
 	Mismatches     int64
 	OpenMismatches int64
 	// Backlog: the webhook backlog (Backlog, Undelivered), and the age of
-	// its oldest event (0 when none).
+	// its oldest event (0 when none). Only the oldest jobs' first
+	// MaxBacklogCount events are read: BacklogCapped says more wait.
 	Backlog           int64
 	OldestUndelivered time.Duration
+	BacklogCapped     bool
 	// BankRates are the charge attempts of the last 24 hours by bank.
 	BankRates []BankRate
 }
@@ -101,7 +103,7 @@ func (r *Reader) Overview(ctx context.Context, day time.Time, loc *time.Location
 	}
 	o.UnknownAttempts, o.OldestUnknown = g.unknown, g.oldestUnknown
 	o.Mismatches, o.OpenMismatches = g.mismatches, g.openMismatches
-	o.Backlog, o.OldestUndelivered = g.backlog, g.oldestUndelivered
+	o.Backlog, o.OldestUndelivered, o.BacklogCapped = g.backlog, g.oldestUndelivered, g.backlogCapped
 	return o, nil
 }
 
@@ -127,25 +129,41 @@ type gauges struct {
 	openMismatches    int64
 	backlog           int64
 	oldestUndelivered time.Duration
+	backlogCapped     bool
 }
+
+// MaxBacklogCount bounds the events the overview and the Collector read
+// to count the webhook backlog: those of the oldest delivery jobs that
+// have not completed, in job order, so a backlog of a million events (an
+// endpoint down for days) costs a scrape what 10,000 do. Events are
+// batched into jobs as they are emitted, so the oldest event waits in the
+// oldest jobs.
+const MaxBacklogCount = 10_000
 
 func (r *Reader) gauges(ctx context.Context, now time.Time) (gauges, error) {
 	var g gauges
 	var oldestUnknown, oldestUndelivered *time.Time
+	var read int64
 	err := r.pool.QueryRow(ctx, `
-		WITH b AS (SELECT * FROM `+backlogFrom+`)
+		WITH ids AS (SELECT x.event_id FROM `+backlogJobs+`
+		              WHERE j.kind = 'webhook_deliver'
+		                AND j.state IN ('available', 'pending', 'scheduled', 'retryable', 'running', 'discarded', 'cancelled')
+		              ORDER BY j.id, x.n LIMIT $1),
+		     b AS (SELECT e.created_at FROM ids JOIN events e ON e.id = ids.event_id WHERE NOT `+delivered+`)
 		SELECT (SELECT count(*) FROM charge_attempts WHERE status = 'unknown'),
 		       (SELECT min(created_at) FROM charge_attempts WHERE status = 'unknown'),
 		       (SELECT count(*) FROM reconciliation_mismatches),
 		       (SELECT count(*) FROM reconciliation_mismatches m
 		         WHERE NOT EXISTS (SELECT 1 FROM reconciliation_runs l
 		                            WHERE l.bank_code = m.bank_code AND l.bank_day = m.bank_day AND l.id > m.run_id)),
+		       (SELECT count(*) FROM ids),
 		       (SELECT count(*) FROM b),
-		       (SELECT min(created_at) FROM b)`).
-		Scan(&g.unknown, &oldestUnknown, &g.mismatches, &g.openMismatches, &g.backlog, &oldestUndelivered)
+		       (SELECT min(created_at) FROM b)`, MaxBacklogCount).
+		Scan(&g.unknown, &oldestUnknown, &g.mismatches, &g.openMismatches, &read, &g.backlog, &oldestUndelivered)
 	if err != nil {
 		return gauges{}, err
 	}
+	g.backlogCapped = read >= MaxBacklogCount
 	g.oldestUnknown = age(now, oldestUnknown)
 	g.oldestUndelivered = age(now, oldestUndelivered)
 	return g, nil

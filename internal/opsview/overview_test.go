@@ -188,6 +188,9 @@ func TestOverview(t *testing.T) {
 			listed[n-2].Attempts != 0 || listed[n-2].NextRetryAt == nil {
 			t.Errorf("Backlog ends %+v, want the waiting event %s then the given-up one", listed[max(n-2, 0):], waiting)
 		}
+		if after.BacklogCapped {
+			t.Errorf("a backlog of %d events is capped", after.Backlog)
+		}
 		i := slices.IndexFunc(listed, func(u opsview.Undelivered) bool { return u.EventID == gaveUp })
 		if i < 0 {
 			t.Fatalf("the given-up event %s is not in the backlog", gaveUp)
@@ -196,6 +199,53 @@ func TestOverview(t *testing.T) {
 			t.Errorf("the given-up event in the backlog: %+v", u)
 		}
 	})
+}
+
+func TestOverviewBacklogCapped(t *testing.T) {
+	_, r, pool := seed(t)
+	ctx := context.Background()
+	w := newWorld(t, pool)
+	before, err := r.Overview(ctx, seedDay, shanghai)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A job naming MaxBacklogCount events (which need not exist to be
+	// read): the count stops there, before the real ones of later jobs.
+	fake := make([]string, opsview.MaxBacklogCount)
+	for i := range fake {
+		fake[i] = fmt.Sprintf("evt_fake%d", i)
+	}
+	w.job("retryable", fake...)
+	later := w.event(seedNow)
+	w.job("retryable", later)
+	t.Cleanup(func() {
+		w.exec(`DELETE FROM river_job WHERE args->>'merchant_id' = $1`, w.merchant)
+	})
+	after, err := r.Overview(ctx, seedDay, shanghai)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if before.BacklogCapped || !after.BacklogCapped || after.Backlog != before.Backlog {
+		t.Errorf("backlog %d capped %v, then %d capped %v; want the same count, capped", before.Backlog,
+			before.BacklogCapped, after.Backlog, after.BacklogCapped)
+	}
+	// The list is not capped: the later job's event is on it.
+	var found bool
+	p := opsview.Page{Limit: opsview.MaxLimit}
+	for {
+		rows, next, err := r.Backlog(ctx, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		found = found || slices.ContainsFunc(rows, func(u opsview.Undelivered) bool { return u.EventID == later })
+		if next == "" {
+			break
+		}
+		p.After = next
+	}
+	if !found {
+		t.Errorf("event %s of the job after the cap is not listed", later)
+	}
 }
 
 // gather collects c into name{labels} → value.

@@ -351,10 +351,10 @@ func TestListsWalkEveryPage(t *testing.T) {
 		      ORDER BY run_id DESC, order_no DESC`, nil},
 		{"backlog", list(func(u opsview.Undelivered) string { return u.EventID }, func(p opsview.Page) ([]opsview.Undelivered, string, error) {
 			return r.Backlog(ctx, p)
-		}), `SELECT e.id FROM events e WHERE EXISTS (SELECT 1 FROM river_job j WHERE j.kind = 'webhook_deliver'
-		       AND j.state <> 'completed' AND j.args->'event_ids' ? e.id)
-		       AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = e.id AND d.status_code BETWEEN 200 AND 299)
-		      ORDER BY e.seq`, nil},
+		}), `SELECT e.id FROM river_job j, jsonb_array_elements_text(j.args->'event_ids') WITH ORDINALITY AS x(id, n), events e
+		      WHERE j.kind = 'webhook_deliver' AND j.state <> 'completed' AND e.id = x.id
+		        AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = e.id AND d.status_code BETWEEN 200 AND 299)
+		      ORDER BY j.id, x.n`, nil},
 		{"audit", list(auditID, func(p opsview.Page) ([]opsview.AuditEntry, string, error) {
 			return r.Audit(ctx, opsview.AuditFilter{}, p)
 		}), `SELECT id::text FROM audit_log ORDER BY at DESC, id DESC`, nil},

@@ -240,9 +240,11 @@ type EventDetail struct {
 }
 
 // Undelivered is an event of the webhook backlog: named by a delivery job
-// that has not completed, with no 2xx answer recorded. JobState is the
-// job's River state (available, scheduled, retryable, running, pending:
-// waiting; discarded, cancelled: given up, an operator redelivers).
+// that has not completed, with no 2xx answer recorded. JobID is that River
+// job, JobState its state (available, scheduled, retryable, running,
+// pending: waiting; discarded, cancelled: given up, an operator
+// redelivers). An event two such jobs name (redelivered while its first
+// job still retries) is listed under each.
 type Undelivered struct {
 	EventID     string
 	Seq         int64
@@ -252,8 +254,11 @@ type Undelivered struct {
 	Attempts    int // delivery attempts recorded
 	LastStatus  int // the last attempt's status code, 0 for none
 	LastError   string
+	JobID       int64
 	JobState    string
 	NextRetryAt *time.Time
+
+	position int64 // in its job's events, for the cursor
 }
 
 // Mismatch is what a reconciliation run found between a bank's statement
