@@ -33,9 +33,9 @@ import (
 
 func main() {
 	seed := flag.Uint64("seed", uint64(time.Now().UnixNano()), "seed of the soak's choices (faults, kills, amounts)")
-	rounds := flag.Int("rounds", 5, "rounds at most")
+	rounds := flag.Int("rounds", 8, "rounds at most")
 	duration := flag.Duration("duration", 8*time.Minute, "no new round starts after this long")
-	bindings := flag.Int("bindings", 8, "cards bound per round (each with one or two mandates)")
+	bindings := flag.Int("bindings", 10, "cards bound per round (each with one or two mandates)")
 	instances := flag.Int("instances", 2, "serve instances, 1 or 2")
 	rescue := flag.Duration("rescue-after", 30*time.Second, "QUICKPAY_RESCUE_STUCK_AFTER for the stack")
 	settleWithin := flag.Duration("settle-within", 5*time.Minute, "how long settling may take before it counts as failed")

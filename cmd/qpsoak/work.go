@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -41,15 +42,19 @@ type figures struct {
 	Violations         int     `json:"violations"`
 	SettleSeconds      float64 `json:"settle_seconds"`
 	SinceLastCrash     float64 `json:"settled_seconds_after_last_crash"`
-	ElapsedSeconds     float64 `json:"elapsed_seconds"`
+	// RescueWaits are, for each run-due killed mid-run, the seconds from
+	// the kill until the run started after it saw every charge answered
+	// (it waits for the killed run's, which River rescues).
+	RescueWaits    []float64 `json:"rescue_waits_seconds"`
+	ElapsedSeconds float64   `json:"elapsed_seconds"`
 }
 
 func (f figures) line() string {
 	return fmt.Sprintf("soak seed=%d rounds=%d charges=%d (succeeded %d) refunds=%d (succeeded %d) bindings=%d (failed %d) mandates=%d "+
-		"faults_fired=%d/%d kills=%d (serve %d, run-due %d) serve_exits=%d pg_restarts=%d hsm_faults=%d violations=%d settle=%.1fs settled_after_last_crash=%.1fs elapsed=%.0fs",
+		"faults_fired=%d/%d kills=%d (serve %d, run-due %d) serve_exits=%d pg_restarts=%d hsm_faults=%d violations=%d settle=%.1fs settled_after_last_crash=%.1fs answered_after_run_kill_max=%.1fs elapsed=%.0fs",
 		f.Seed, f.Rounds, f.Charges, f.ChargesSucceeded, f.Refunds, f.RefundsSucceeded, f.Bindings, f.BindingsFailed, f.Mandates,
 		f.FaultsFired, f.FaultsArmed, f.ServeKills+f.RunDueKills, f.ServeKills, f.RunDueKills, f.ServeExits, f.PGRestarts, f.HSMFaults,
-		f.Violations, f.SettleSeconds, f.SinceLastCrash, f.ElapsedSeconds)
+		f.Violations, f.SettleSeconds, f.SinceLastCrash, slices.Max(append([]float64{0}, f.RescueWaits...)), f.ElapsedSeconds)
 }
 
 // soak is one run's state.
@@ -416,6 +421,7 @@ func (s *soak) monthEnd(ctx context.Context, round int, killRun bool) error {
 	if err != nil {
 		return err
 	}
+	var killedAt time.Time
 	if killRun {
 		wait := time.Duration(100+s.intn(1500)) * time.Millisecond
 		select {
@@ -423,6 +429,7 @@ func (s *soak) monthEnd(ctx context.Context, round int, killRun bool) error {
 		case <-time.After(wait):
 			s.say("kill -9 %s after %s", name, wait)
 			p.kill()
+			killedAt = time.Now()
 			s.crashed()
 			s.mu.Lock()
 			s.fig.RunDueKills++
@@ -434,8 +441,15 @@ func (s *soak) monthEnd(ctx context.Context, round int, killRun bool) error {
 	}
 	select {
 	case <-p.done:
-		if p.err != nil {
+		switch {
+		case p.err != nil:
 			s.say("%s ended: %v (log %s)", p.name, p.err, p.log)
+		case !killedAt.IsZero():
+			w := time.Since(killedAt)
+			s.say("%s saw every charge answered %.1fs after the kill", p.name, w.Seconds())
+			s.mu.Lock()
+			s.fig.RescueWaits = append(s.fig.RescueWaits, w.Seconds())
+			s.mu.Unlock()
 		}
 	case <-time.After(5 * time.Minute):
 		p.kill()
