@@ -173,6 +173,23 @@ func TestActions(t *testing.T) {
 		}
 	})
 
+	t.Run("a merchant's page shows it disabled, and offers what undoes it", func(t *testing.T) {
+		a := agents[operators.RoleAdmin]
+		a.get(t, "/")
+		if p := a.post(t, "/merchants/"+target+"/disable", nil); p.status != http.StatusSeeOther {
+			t.Fatalf("disable: %d", p.status)
+		}
+		p := a.get(t, "/merchants/"+target)
+		if !strings.Contains(p.body, "disabled</span> since") || !strings.Contains(p.body, `id="enable"`) || strings.Contains(p.body, `id="disable"`) {
+			t.Errorf("a disabled merchant's page: %s", text(p.body))
+		}
+		a.post(t, "/merchants/"+target+"/enable", nil)
+		p = a.get(t, "/merchants/"+target)
+		if strings.Contains(p.body, "disabled</span>") || !strings.Contains(p.body, `id="disable"`) {
+			t.Errorf("an enabled merchant's page: %s", text(p.body))
+		}
+	})
+
 	t.Run("a merchant's secret is shown once, at creation and rotation", func(t *testing.T) {
 		a := agents[operators.RoleAdmin]
 		a.get(t, "/merchants/new")
