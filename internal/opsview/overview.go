@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"golang.org/x/sync/errgroup"
 )
 
 // Overview is the console's first page: a day's charges and refunds, and
@@ -74,36 +75,41 @@ func (r *Reader) Overview(ctx context.Context, day time.Time, loc *time.Location
 	end := start.AddDate(0, 0, 1)
 	o := Overview{Day: start, At: now.UTC()}
 
-	var err error
-	o.Charges, err = all(ctx, r, "charges of the day", func(row pgx.CollectableRow) (ChargeCount, error) {
-		var c ChargeCount
-		return c, row.Scan(&c.Status, &c.Bank, &c.Count, &c.Amount)
-	}, `SELECT c.status, k.bank_code, count(*), coalesce(sum(c.amount), 0)::bigint
-	      FROM charges c JOIN cards k ON k.id = c.card_id
-	     WHERE c.charge_date = $1::date
-	     GROUP BY 1, 2 ORDER BY 1, 2`, dateOf(start))
-	if err != nil {
+	// The parts are independent reads: run together, the page waits for
+	// the slowest, not for their sum.
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() (err error) {
+		o.Charges, err = all(gctx, r, "charges of the day", func(row pgx.CollectableRow) (ChargeCount, error) {
+			var c ChargeCount
+			return c, row.Scan(&c.Status, &c.Bank, &c.Count, &c.Amount)
+		}, `SELECT c.status, k.bank_code, count(*), coalesce(sum(c.amount), 0)::bigint
+		      FROM charges c JOIN cards k ON k.id = c.card_id
+		     WHERE c.charge_date = $1::date
+		     GROUP BY 1, 2 ORDER BY 1, 2`, dateOf(start))
+		return err
+	})
+	g.Go(func() (err error) {
+		o.Refunds, err = all(gctx, r, "refunds of the day", func(row pgx.CollectableRow) (RefundCount, error) {
+			var c RefundCount
+			return c, row.Scan(&c.Status, &c.Count, &c.Amount)
+		}, `SELECT status, count(*), coalesce(sum(amount), 0)::bigint FROM refunds
+		     WHERE created_at >= $1 AND created_at < $2 GROUP BY 1 ORDER BY 1`, start, end)
+		return err
+	})
+	g.Go(func() (err error) {
+		o.BankRates, err = r.bankRates(gctx, now.Add(-24*time.Hour))
+		return err
+	})
+	g.Go(func() error {
+		w, err := r.gauges(gctx, now)
+		o.UnknownAttempts, o.OldestUnknown = w.unknown, w.oldestUnknown
+		o.Mismatches, o.OpenMismatches = w.mismatches, w.openMismatches
+		o.Backlog, o.OldestUndelivered, o.BacklogCapped = w.backlog, w.oldestUndelivered, w.backlogCapped
+		return err
+	})
+	if err := g.Wait(); err != nil {
 		return Overview{}, err
 	}
-	o.Refunds, err = all(ctx, r, "refunds of the day", func(row pgx.CollectableRow) (RefundCount, error) {
-		var c RefundCount
-		return c, row.Scan(&c.Status, &c.Count, &c.Amount)
-	}, `SELECT status, count(*), coalesce(sum(amount), 0)::bigint FROM refunds
-	     WHERE created_at >= $1 AND created_at < $2 GROUP BY 1 ORDER BY 1`, start, end)
-	if err != nil {
-		return Overview{}, err
-	}
-	o.BankRates, err = r.bankRates(ctx, now.Add(-24*time.Hour))
-	if err != nil {
-		return Overview{}, err
-	}
-	g, err := r.gauges(ctx, now)
-	if err != nil {
-		return Overview{}, err
-	}
-	o.UnknownAttempts, o.OldestUnknown = g.unknown, g.oldestUnknown
-	o.Mismatches, o.OpenMismatches = g.mismatches, g.openMismatches
-	o.Backlog, o.OldestUndelivered, o.BacklogCapped = g.backlog, g.oldestUndelivered, g.backlogCapped
 	return o, nil
 }
 
