@@ -153,12 +153,16 @@ func (b *tab) shot(name string) {
 	}
 }
 
-// login logs en in through the form, typing its current TOTP code.
-func (b *tab) login(en operators.Enrolment) {
+// login fills the login form for en, its current TOTP code last; shot
+// (if not "") is taken before the code is typed.
+func (b *tab) login(en operators.Enrolment, shot string) {
 	b.t.Helper()
 	b.wait("#login-form")
 	b.typeIn("name", en.Operator.Name)
 	b.typeIn("password", en.Password)
+	if shot != "" {
+		b.shot(shot)
+	}
 	b.typeIn("code", code(b.t, en, time.Now()))
 }
 
@@ -174,8 +178,7 @@ func TestConsoleBrowser(t *testing.T) {
 		if st := op.open("/"); st != http.StatusOK || !strings.Contains(op.location(), "/login") {
 			t.Fatalf("the overview without a session: %d at %s", st, op.location())
 		}
-		op.login(operator)
-		op.shot("1-login")
+		op.login(operator, "1-login")
 		if st := op.submit("#login-form"); st != http.StatusOK {
 			t.Fatalf("login: %d", st)
 		}
@@ -271,7 +274,7 @@ func TestConsoleBrowser(t *testing.T) {
 	t.Run("a viewer is refused the refund", func(t *testing.T) {
 		v := newTab(t, e.url)
 		v.open("/login")
-		v.login(e.operator(t, e.ops, operators.RoleViewer))
+		v.login(e.operator(t, e.ops, operators.RoleViewer), "")
 		v.submit("#login-form")
 		v.wait("#figures")
 		v.open("/charges/" + ch.ID)
@@ -299,7 +302,7 @@ func TestConsoleBrowser(t *testing.T) {
 		if err != nil || loc.Path != "/login" || loc.Query().Get("next") != "/jobs/" {
 			t.Fatalf("/jobs/ without a session is at %s", j.location())
 		}
-		j.login(e.operator(t, e.ops, operators.RoleViewer))
+		j.login(e.operator(t, e.ops, operators.RoleViewer), "")
 		j.submit("#login-form")
 		if !strings.HasSuffix(j.location(), "/jobs/") {
 			t.Fatalf("after login at %s, want /jobs/", j.location())
