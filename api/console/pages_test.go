@@ -61,7 +61,9 @@ func TestPages(t *testing.T) {
 		for _, path := range []string{"/", "/merchants", "/charges", "/charges?status=failed&bank=ICBC", "/refunds",
 			"/refunds?status=succeeded", "/events", "/events?type=charge.succeeded", "/unknown", "/mismatches",
 			"/mismatches?open=1", "/backlog", "/audit", "/audit?actor=" + url.QueryEscape(seed.AuditActor),
-			"/audit?from=2020-01-01T00:00&to=2050-01-01T00:00", "/cards/find",
+			"/audit?from=2020-01-01T00:00&to=2050-01-01T00:00", "/cards/find", "/cards?status=active",
+			"/cards?merchant=" + seed.Merchants[0] + "&member=" + seed.MemberID, "/mandates?status=active",
+			"/mandates?merchant=" + seed.Merchants[0] + "&card=" + seed.CardID,
 			"/merchants/" + seed.Merchants[0], "/members/" + seed.MemberID, "/cards/" + seed.CardID,
 			"/bindings/" + seed.BindingID, "/mandates/" + seed.MandateID, "/charges/" + seed.ChargeID,
 			"/charges/" + seed.UnknownCharge, "/refunds/" + seed.RefundID, "/events/" + seed.EventID} {
@@ -145,9 +147,9 @@ func TestPages(t *testing.T) {
 	})
 
 	t.Run("pages of member or card data are audited with the operator and request", func(t *testing.T) {
-		for _, path := range []string{"/members/" + seed.MemberID, "/cards/" + seed.CardID, "/bindings/" + seed.BindingID} {
+		for path, subject := range map[string]string{"/members/" + seed.MemberID: seed.MemberID, "/cards/" + seed.CardID: seed.CardID,
+			"/bindings/" + seed.BindingID: seed.BindingID, "/cards?member=" + seed.MemberID: seed.MemberID} {
 			p := v.get(t, path)
-			subject := path[strings.LastIndex(path, "/")+1:]
 			var n int
 			if err := e.Pool.QueryRow(ctx, `SELECT count(*) FROM audit_log WHERE action = 'console.view' AND subject = $1
 				AND actor = $2 AND request_id = $3`, subject, v.op.Actor(), p.header.Get("X-Request-Id")).Scan(&n); err != nil {
