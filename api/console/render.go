@@ -63,6 +63,7 @@ func (c *Console) funcs() template.FuncMap {
 			}
 			return c.cfg.Now().Sub(t).Round(time.Second).String()
 		},
+		"round":       func(d time.Duration) string { return d.Round(time.Second).String() },
 		"idpath":      idPath,
 		"deref":       deref,
 		"lastUnknown": lastUnknown,
