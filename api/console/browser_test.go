@@ -14,6 +14,7 @@ import (
 
 	"github.com/quickpay/quickpay/internal/dev/browser"
 	"github.com/quickpay/quickpay/internal/operators"
+	"github.com/quickpay/quickpay/internal/opsview/opsviewtest"
 	"github.com/quickpay/quickpay/mandate"
 )
 
@@ -169,6 +170,11 @@ func (b *tab) login(en operators.Enrolment, shot string) {
 func TestConsoleBrowser(t *testing.T) {
 	e := newEnv(t)
 	ch, card := e.paidCharge(t, "ICBC", 5000)
+	// Other merchants' rows dated today, for the overview to show (after
+	// the charge: no RunDue runs past this point to claim them).
+	if _, err := opsviewtest.Seed(context.Background(), e.Pool, opsviewtest.Options{Charges: 3000}); err != nil {
+		t.Fatal(err)
+	}
 	last4 := card.CardNumber[len(card.CardNumber)-4:]
 	operator := e.operator(t, e.ops, operators.RoleOperator)
 	op := newTab(t, e.url)

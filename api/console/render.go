@@ -61,13 +61,28 @@ func (c *Console) funcs() template.FuncMap {
 			if t.IsZero() {
 				return "—"
 			}
-			return c.cfg.Now().Sub(t).Round(time.Second).String()
+			return roughly(c.cfg.Now().Sub(t))
 		},
-		"round":       func(d time.Duration) string { return d.Round(time.Second).String() },
+		"round":       roughly,
 		"idpath":      idPath,
 		"deref":       deref,
 		"lastUnknown": lastUnknown,
 		"list":        func(s ...string) []string { return s },
+	}
+}
+
+// roughly says how long d is as a person reads an age: "3 days", "5h 12m",
+// "4m 09s", "12s".
+func roughly(d time.Duration) string {
+	switch {
+	case d >= 48*time.Hour:
+		return strconv.FormatInt(int64(d/(24*time.Hour)), 10) + " days"
+	case d >= time.Hour:
+		return fmt.Sprintf("%dh %02dm", int64(d/time.Hour), int64(d%time.Hour/time.Minute))
+	case d >= time.Minute:
+		return fmt.Sprintf("%dm %02ds", int64(d/time.Minute), int64(d%time.Minute/time.Second))
+	default:
+		return strconv.FormatInt(int64(d/time.Second), 10) + "s"
 	}
 }
 
