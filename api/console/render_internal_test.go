@@ -36,3 +36,12 @@ func TestRoughly(t *testing.T) {
 		}
 	}
 }
+
+func TestSafeNext(t *testing.T) {
+	for in, want := range map[string]string{"/charges?status=failed": "/charges?status=failed", "/jobs/": "/jobs/", "": "/",
+		"//evil.example/x": "/", "/\\evil.example": "/", "https://evil.example/": "/", "charges": "/", "/a\r\nSet-Cookie: x": "/"} {
+		if got := safeNext(in); got != want {
+			t.Errorf("safeNext(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
