@@ -34,7 +34,7 @@ import (
 func main() {
 	seed := flag.Uint64("seed", uint64(time.Now().UnixNano()), "seed of the soak's choices (faults, kills, amounts)")
 	rounds := flag.Int("rounds", 8, "rounds at most")
-	duration := flag.Duration("duration", 8*time.Minute, "no new round starts after this long")
+	duration := flag.Duration("duration", 7*time.Minute, "no new round starts after this long")
 	bindings := flag.Int("bindings", 10, "cards bound per round (each with one or two mandates)")
 	instances := flag.Int("instances", 2, "serve instances, 1 or 2")
 	rescue := flag.Duration("rescue-after", 30*time.Second, "QUICKPAY_RESCUE_STUCK_AFTER for the stack")
