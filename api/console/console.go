@@ -43,6 +43,9 @@ type Config struct {
 	// the console listens on a loopback address (a browser would not send
 	// a Secure cookie back over plain http to a non-loopback host).
 	Secure bool
+	// OverviewTTL is how long the overview's figures are kept before they
+	// are read again. Defaults to 10s; negative reads them on every view.
+	OverviewTTL time.Duration
 	// PageSize is how many rows a list page shows. Defaults to 50.
 	PageSize int
 	// Logger defaults to slog.Default().
@@ -57,10 +60,11 @@ type Config struct {
 
 // Console is the operator console's HTTP handler.
 type Console struct {
-	cfg   Config
-	log   *slog.Logger
-	echo  *echo.Echo
-	pages map[string]*template.Template
+	cfg           Config
+	log           *slog.Logger
+	echo          *echo.Echo
+	pages         map[string]*template.Template
+	overviewCache overviewCache
 }
 
 // New returns the console.
@@ -69,6 +73,9 @@ func New(cfg Config) (*Console, error) {
 		cfg.Bindings == nil || cfg.Webhooks == nil || cfg.Vault == nil || cfg.OnceKeys == nil {
 		return nil, errors.New("console: Config needs Operators, Views, Audit, Merchants, Mandates, Bindings, " +
 			"Webhooks, Vault and OnceKeys")
+	}
+	if cfg.OverviewTTL == 0 {
+		cfg.OverviewTTL = 10 * time.Second
 	}
 	if cfg.PageSize <= 0 {
 		cfg.PageSize = 50

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -54,7 +55,7 @@ type overviewView struct {
 // its list, and the key versions.
 func (c *Console) overview(ec echo.Context) error {
 	ctx := ec.Request().Context()
-	o, err := c.cfg.Views.Overview(ctx, c.cfg.Now(), c.cfg.Location)
+	o, err := c.overviewCache.get(ctx, c)
 	if err != nil {
 		return c.fault(ec, err)
 	}
@@ -63,6 +64,34 @@ func (c *Console) overview(ec echo.Context) error {
 		return c.fault(ec, err)
 	}
 	return c.render(ec, http.StatusOK, "overview", "Overview", overviewView{Overview: o, Keys: keys})
+}
+
+// overviewCache keeps the overview's figures for Config.OverviewTTL:
+// they aggregate a whole day's charges (100,000 rows on a busy day),
+// which costs tens of milliseconds, and operators reload the page. The
+// page says when its figures were read. One read runs at a time; those
+// that wait take its result.
+type overviewCache struct {
+	mu   sync.Mutex
+	o    opsview.Overview
+	day  string // the day o is of, in Config.Location
+	read time.Time
+}
+
+func (oc *overviewCache) get(ctx context.Context, c *Console) (opsview.Overview, error) {
+	now := c.cfg.Now()
+	day := now.In(c.cfg.Location).Format(time.DateOnly)
+	oc.mu.Lock()
+	defer oc.mu.Unlock()
+	if c.cfg.OverviewTTL > 0 && oc.day == day && now.Sub(oc.read) < c.cfg.OverviewTTL {
+		return oc.o, nil
+	}
+	o, err := c.cfg.Views.Overview(ctx, now, c.cfg.Location)
+	if err != nil {
+		return opsview.Overview{}, err
+	}
+	oc.o, oc.day, oc.read = o, day, now
+	return o, nil
 }
 
 // --- Search ---
