@@ -6,13 +6,22 @@ GO      ?= go
 BIN     := $(CURDIR)/.quickpay/bin
 DEVVAULT := $(BIN)/devvault
 
-.PHONY: run test deps build devvault vet bench fuzz clean
+.PHONY: run test deps build devvault vet bench fuzz soak clean
 
 run: deps build devvault
 	@$(BIN)/quickpay dev
 
 test: deps devvault vet
 	QUICKPAY_DEVVAULT=$(DEVVAULT) $(GO) test -race -count=1 -timeout 30m ./...
+	QUICKPAY_DEVVAULT=$(DEVVAULT) $(GO) test -race -count=1 -tags devfaults -run '^TestPoolRecoversFromDevFaults$$' ./vaultkeys/
+
+# The soak (docs/soak.md): a private stack with two serve instances, crashes,
+# a Postgres restart and HSM faults, judged against banksim's ledger; under
+# 15 minutes by default; evidence in .quickpay/soak/<timestamp>.
+# E.g. make soak SOAKFLAGS="-seed 7 -rounds 2"
+SOAKFLAGS ?=
+soak: deps devvault
+	QUICKPAY_DEVVAULT=$(DEVVAULT) $(GO) run ./cmd/qpsoak $(SOAKFLAGS)
 
 vet:
 	$(GO) vet ./...

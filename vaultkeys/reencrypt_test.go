@@ -3,6 +3,7 @@ package vaultkeys_test
 import (
 	"context"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+	"github.com/riverqueue/river/rivertype"
 
 	"github.com/quickpay/quickpay/internal/dev/testenv"
 	"github.com/quickpay/quickpay/internal/sensitive"
@@ -121,5 +123,63 @@ func TestDumpHoldsNoClearCardData(t *testing.T) {
 				t.Errorf("pg_dump contains card data %q", needle)
 			}
 		}
+	}
+}
+
+// TestReencryptOutOfTimeSnoozes: a run that moved some rows and then ran out
+// of its time snoozes (the next run carries on; no attempt is used up),
+// and the next run finishes. Each row's update is slowed by a trigger so
+// that the time runs out after the first rows, whatever the machine.
+func TestReencryptOutOfTimeSnoozes(t *testing.T) {
+	ctx := context.Background()
+	pool := testenv.Pool(t)
+	col := recordingTable(t, pool, "slow_cards")
+	if _, err := pool.Exec(ctx, `
+		CREATE FUNCTION slow_cards_slow() RETURNS trigger LANGUAGE plpgsql AS
+		$$ BEGIN PERFORM pg_sleep(0.2); RETURN NEW; END $$;
+		CREATE TRIGGER slow_cards_slow BEFORE UPDATE ON slow_cards FOR EACH ROW EXECUTE FUNCTION slow_cards_slow()`); err != nil {
+		t.Fatal(err)
+	}
+	v := newVault(t, pool, 4, col)
+	const rows = 20
+	for i := range rows {
+		id, merchant := fmt.Sprintf("card_%d", i), "mch_slow"
+		tok, err := v.TokenizePAN(ctx, sensitive.NewPAN(fmt.Sprintf("622588%010d", i)), col.AAD(id, merchant))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := pool.Exec(ctx, `INSERT INTO slow_cards VALUES ($1, $2, $3, $4)`, id, merchant, tok.Ciphertext, tok.Fingerprint); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pol, err := v.Rotate(ctx, vaultkeys.PurposeData, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	behind := func() int {
+		var n int
+		if err := pool.QueryRow(ctx, `SELECT count(*) FROM slow_cards WHERE qp_key_version(pan_ct) < $1`, pol.Current).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	worker := &vaultkeys.ReencryptWorker{Vault: v}
+	job := &river.Job[vaultkeys.ReencryptArgs]{Args: vaultkeys.ReencryptArgs{Purpose: vaultkeys.PurposeData}}
+
+	short, cancel := context.WithTimeout(ctx, time.Second)
+	err = worker.Work(short, job)
+	cancel()
+	var snooze *rivertype.JobSnoozeError
+	if !errors.As(err, &snooze) {
+		t.Fatalf("a run out of time after moving rows returned %v; want a snooze", err)
+	}
+	if left := behind(); left == 0 || left == rows {
+		t.Fatalf("%d of %d rows left after the short run; want some moved and some left", left, rows)
+	}
+	if err := worker.Work(ctx, job); err != nil {
+		t.Fatalf("the next run: %v", err)
+	}
+	if left := behind(); left != 0 {
+		t.Fatalf("%d rows left after the next run", left)
 	}
 }

@@ -260,8 +260,14 @@ type ReencryptWorker struct {
 	Vault *Vault
 }
 
-// Work implements river.Worker.
+// Work implements river.Worker. A run that moved rows and then ran out of
+// its time (River's JobTimeout, which stays under the stuck-job rescue)
+// snoozes instead of failing: the next run carries on where it stopped,
+// and a large table does not use up the job's attempts.
 func (w *ReencryptWorker) Work(ctx context.Context, job *river.Job[ReencryptArgs]) error {
-	_, err := w.Vault.Reencrypt(ctx, job.Args.Purpose)
+	n, err := w.Vault.Reencrypt(ctx, job.Args.Purpose)
+	if err != nil && n > 0 && ctx.Err() != nil {
+		return river.JobSnooze(time.Second)
+	}
 	return err
 }

@@ -122,7 +122,12 @@ func (c *config) flags(fs *flag.FlagSet) {
 		"Prometheus /metrics listen address, apart from the API's (QUICKPAY_METRICS_LISTEN)")
 	fs.StringVar(&c.ConsoleListen, "console-listen", env("QUICKPAY_CONSOLE_LISTEN", defaultConsoleListen),
 		"operator console listen address, apart from the API's (QUICKPAY_CONSOLE_LISTEN)")
-	c.ChargeWorkers, c.RescueAfter, c.SchedulerInterval = defaultChargeWorkers, 5*time.Minute, 30*time.Second
+	// A charge run lasts at most 30 s of bank calls (ChargeWorker.Timeout)
+	// plus 15 s of settling, so a minute never rescues a live run; one that
+	// died with its process runs again, querying first, within about 1.5
+	// min (docs/soak.md "Settle time after a crash"). Other jobs time out
+	// at half of it (River's JobTimeout) and snooze or retry.
+	c.ChargeWorkers, c.RescueAfter, c.SchedulerInterval = defaultChargeWorkers, time.Minute, 30*time.Second
 	c.envFlag(fs, urlFlag{&c.PublicURL}, "public-url", "QUICKPAY_PUBLIC_URL", "base URL banks reach quickpay at, for async results (QUICKPAY_PUBLIC_URL; default http://<listen>)")
 	c.envFlag(fs, urlFlag{&c.SMSURL}, "sms-url", "QUICKPAY_SMS_URL", "SMS carrier send URL (QUICKPAY_SMS_URL; default <banksim-url>/carrier/sms)")
 	fs.StringVar(&c.BankLimits, "bank-limits", env("QUICKPAY_BANK_LIMITS", ""), "per-bank call limits CODE=RPS:CONCURRENT,… e.g. ICBC=200:32 (QUICKPAY_BANK_LIMITS; 0 = unlimited)")

@@ -81,7 +81,7 @@ func TestConfigParseErrors(t *testing.T) {
 		if err := parseFlags(&c); err != nil {
 			t.Fatal(err)
 		}
-		if c.SchedulerInterval != 30*time.Second || c.RescueAfter != 5*time.Minute ||
+		if c.SchedulerInterval != 30*time.Second || c.RescueAfter != time.Minute ||
 			c.ChargeWorkers != defaultChargeWorkers || c.LogLevel != "info" || c.MetricsListen != defaultMetricsListen {
 			t.Fatalf("defaults: %+v", c)
 		}
