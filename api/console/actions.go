@@ -174,6 +174,10 @@ func (c *Console) refundConfirm(ec echo.Context) error {
 	if err != nil {
 		return c.fault(ec, err)
 	}
+	// The page names the card by its masked number: a view of card data.
+	if err := c.viewed(ec, ch.MerchantID, card.ID); err != nil {
+		return c.fault(ec, err)
+	}
 	left := ch.Amount - ch.AmountRefundHeld
 	v := confirmView{Back: "/charges/" + ch.ID, Action: "/charges/" + ch.ID + "/refund", Button: "Refund", Danger: true,
 		MaxAmount: yuan(left), Reason: true}
