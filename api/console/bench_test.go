@@ -38,8 +38,9 @@ func BenchmarkConsolePages(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	// The overview read on every view, as its first view in each
-	// OverviewTTL is.
+	// The overview read on every view, as the first view of a day (or
+	// after start) is; later views show kept figures while a background
+	// read renews them.
 	coldCfg := e.cfg
 	coldCfg.OverviewTTL = -1
 	cold, err := console.New(coldCfg)

@@ -30,5 +30,6 @@
 //
 // Every page reads through Views (internal/opsview): keyset pages of at
 // most Config.PageSize rows, details by id, whichever merchant they
-// belong to. The overview's figures are kept for Config.OverviewTTL.
+// belong to. The overview's figures are kept for Config.OverviewTTL and
+// then renewed in the background while the kept ones are shown.
 package console

@@ -68,22 +68,33 @@ func (c *Console) overview(ec echo.Context) error {
 
 // overviewCache keeps the overview's figures for Config.OverviewTTL:
 // they aggregate a whole day's charges (100,000 rows on a busy day),
-// which costs tens of milliseconds, and operators reload the page. The
-// page says when its figures were read. One read runs at a time; those
-// that wait take its result.
+// which costs tens of milliseconds, and operators reload the page. Once
+// today's figures have been read, a view never waits for the database:
+// figures older than OverviewTTL are shown while one read in the
+// background renews them (the page says when its figures were read). Only
+// the first view of a day (or after start) reads while it waits; one such
+// read runs at a time, and those that wait take its result.
 type overviewCache struct {
-	mu   sync.Mutex
-	o    opsview.Overview
-	day  string // the day o is of, in Config.Location
-	read time.Time
+	mu         sync.Mutex
+	o          opsview.Overview
+	day        string // the day o is of, in Config.Location
+	read       time.Time
+	refreshing bool
 }
+
+// overviewRefreshTimeout bounds a background read of the overview.
+const overviewRefreshTimeout = 30 * time.Second
 
 func (oc *overviewCache) get(ctx context.Context, c *Console) (opsview.Overview, error) {
 	now := c.cfg.Now()
 	day := now.In(c.cfg.Location).Format(time.DateOnly)
 	oc.mu.Lock()
 	defer oc.mu.Unlock()
-	if c.cfg.OverviewTTL > 0 && oc.day == day && now.Sub(oc.read) < c.cfg.OverviewTTL {
+	if c.cfg.OverviewTTL > 0 && oc.day == day {
+		if now.Sub(oc.read) >= c.cfg.OverviewTTL && !oc.refreshing {
+			oc.refreshing = true
+			go oc.refresh(c, now, day)
+		}
 		return oc.o, nil
 	}
 	o, err := c.cfg.Views.Overview(ctx, now, c.cfg.Location)
@@ -92,6 +103,25 @@ func (oc *overviewCache) get(ctx context.Context, c *Console) (opsview.Overview,
 	}
 	oc.o, oc.day, oc.read = o, day, now
 	return o, nil
+}
+
+// refresh reads the overview of day as of now, outside any request, and
+// keeps it unless a newer read landed meanwhile. A failed read is logged;
+// the figures shown stay those of the last good read, with its time.
+func (oc *overviewCache) refresh(c *Console, now time.Time, day string) {
+	ctx, cancel := context.WithTimeout(context.Background(), overviewRefreshTimeout)
+	defer cancel()
+	o, err := c.cfg.Views.Overview(ctx, now, c.cfg.Location)
+	oc.mu.Lock()
+	defer oc.mu.Unlock()
+	oc.refreshing = false
+	if err != nil {
+		c.log.Error("console: overview refresh", "err", err)
+		return
+	}
+	if oc.day == day && now.After(oc.read) {
+		oc.o, oc.read = o, now
+	}
 }
 
 // --- Search ---
