@@ -125,8 +125,8 @@ func TestLogin(t *testing.T) {
 			a.post(t, "/login", url.Values{"name": {en.Operator.Name}, "password": {"wrong"}, "code": {"000000"}})
 		}
 		p := a.post(t, "/login", url.Values{"name": {en.Operator.Name}, "password": {en.Password}, "code": {code(t, en, time.Now())}})
-		if p.status != http.StatusForbidden || !strings.Contains(p.body, "locked") || !strings.Contains(p.body, "Try again") {
-			t.Errorf("locked login: %d: %s", p.status, text(p.body))
+		if p.status != http.StatusForbidden || !strings.Contains(p.body, "locked") || !strings.Contains(p.body, "Try again after ") {
+			t.Errorf("locked login: %d: %s; want the time to try again after", p.status, text(p.body))
 		}
 	})
 

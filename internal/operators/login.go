@@ -60,7 +60,8 @@ type attempt struct {
 // the cookie holds. A code is accepted once: its time step must be later
 // than the last one accepted. Every attempt is audited (operator.login,
 // with its outcome). Errors: ErrBadLogin, ErrLocked (also with the right
-// credentials).
+// credentials; the Session then holds only the Operator, whose
+// LockedUntil says until when).
 //
 // Each try is counted as a failure before the password is compared (so
 // concurrent guesses cannot exceed Config.MaxFailures) and given back only
@@ -95,8 +96,11 @@ func (s *Store) Login(ctx context.Context, name, password, code, source string) 
 	case errors.Is(err, errDisabled):
 		_ = bcrypt.CompareHashAndPassword(a.hash, []byte(password))
 		return Session{}, "", a.fail(ctx, reasonDisabled)
+	case errors.Is(err, ErrLocked):
+		// Audited by reserve. The operator (its LockedUntil) comes back so
+		// that the login page can say when to try again.
+		return Session{Operator: a.op}, "", err
 	case err != nil:
-		// ErrLocked (audited by reserve) or a database error.
 		return Session{}, "", err
 	}
 
