@@ -17,8 +17,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/quickpay/quickpay/api/client"
 	"github.com/quickpay/quickpay/internal/dev/devstack"
 	"github.com/quickpay/quickpay/internal/dev/pgcluster"
@@ -187,8 +185,11 @@ func startStack(ctx context.Context, dir, bin string, instances int, rescueAfter
 	if st.pg, err = pgcluster.Start(ctx, filepath.Join(dir, "pg")); err != nil {
 		return nil, err
 	}
-	if err := createDatabase(ctx, st.pg.URL("postgres"), "quickpay"); err != nil {
+	if created, err := st.pg.EnsureDatabase(ctx, "quickpay"); err != nil || !created {
 		st.close()
+		if err == nil {
+			err = errors.New("database quickpay already exists in the soak's fresh cluster")
+		}
 		return nil, err
 	}
 	st.dbURL = st.pg.URL("quickpay")
@@ -399,23 +400,6 @@ func (st *stack) close() {
 	if st.pg != nil {
 		_ = st.pg.Stop()
 	}
-}
-
-func createDatabase(ctx context.Context, adminURL, name string) error {
-	conn, err := pgx.Connect(ctx, adminURL)
-	if err != nil {
-		return err
-	}
-	defer conn.Close(ctx)
-	var exists bool
-	if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)`, name).Scan(&exists); err != nil {
-		return err
-	}
-	if exists {
-		return errors.New("database " + name + " already exists in the soak's fresh cluster")
-	}
-	_, err = conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize())
-	return err
 }
 
 // freeAddrs returns n distinct free loopback addresses.

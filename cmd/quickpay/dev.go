@@ -73,7 +73,7 @@ func cmdDev(ctx context.Context, args []string) error {
 			step("postgres: its data is in %s (linked from %s): the postgres user may not enter this checkout's folders, which keep their modes", cl.Dir, pgDir)
 		}
 		stops = append(stops, func() { step("stopping postgres"); _ = cl.Stop() })
-		if err := createDatabase(ctx, cl.URL("postgres"), "quickpay"); err != nil {
+		if _, err := cl.EnsureDatabase(ctx, "quickpay"); err != nil {
 			return err
 		}
 		dbURL = cl.URL("quickpay")
@@ -318,23 +318,6 @@ func devPINs(path string) (devPINSet, error) {
 	}
 	b, _ := json.Marshal(p)
 	return p, os.WriteFile(path, b, 0o600)
-}
-
-func createDatabase(ctx context.Context, adminURL, name string) error {
-	conn, err := pgx.Connect(ctx, adminURL)
-	if err != nil {
-		return err
-	}
-	defer conn.Close(ctx)
-	var exists bool
-	if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)`, name).Scan(&exists); err != nil {
-		return err
-	}
-	if exists {
-		return nil
-	}
-	_, err = conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize())
-	return err
 }
 
 // writeEnv writes every one of vars in shell syntax: DESIGN.md's names

@@ -32,6 +32,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // Cluster is a running private cluster.
@@ -123,6 +125,27 @@ func Start(ctx context.Context, dir string) (*Cluster, error) {
 // URL is the connection URL of database name on the cluster.
 func (c *Cluster) URL(name string) string {
 	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/%s?sslmode=disable", c.Port, name)
+}
+
+// EnsureDatabase creates database name in the cluster unless it exists,
+// and reports whether it created it.
+func (c *Cluster) EnsureDatabase(ctx context.Context, name string) (created bool, err error) {
+	conn, err := pgx.Connect(ctx, c.URL("postgres"))
+	if err != nil {
+		return false, err
+	}
+	defer conn.Close(ctx)
+	var exists bool
+	if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)`, name).Scan(&exists); err != nil {
+		return false, err
+	}
+	if exists {
+		return false, nil
+	}
+	if _, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
+		return false, err
+	}
+	return true, nil
 }
 
 // Stop shuts the cluster down (fast mode) and waits for it.
