@@ -364,24 +364,9 @@ func waitReady(ctx context.Context, s *serveInstance, timeout time.Duration) err
 }
 
 // restartPostgres stops the cluster (fast shutdown) and starts it again on
-// the same port (pg_ctl restart keeps the options of the previous start).
+// the same port.
 func (st *stack) restartPostgres(ctx context.Context) error {
-	bin, err := pgcluster.BinDir()
-	if err != nil {
-		return err
-	}
-	args := []string{"-D", st.pg.Dir, "-m", "fast", "-l", filepath.Join(st.pg.Dir, "server.log"), "-w", "-t", "60", "restart"}
-	var cmd *exec.Cmd
-	if os.Geteuid() == 0 { // as pgcluster runs it: PostgreSQL refuses root
-		cmd = exec.CommandContext(ctx, "runuser", append([]string{"-u", "postgres", "--", filepath.Join(bin, "pg_ctl")}, args...)...)
-	} else {
-		cmd = exec.CommandContext(ctx, filepath.Join(bin, "pg_ctl"), args...)
-	}
-	cmd.Dir = st.pg.Dir
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("pg_ctl restart: %w\n%s", err, out)
-	}
-	return nil
+	return st.pg.Restart(ctx)
 }
 
 // close stops everything the stack started, newest first.

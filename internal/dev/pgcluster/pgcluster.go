@@ -158,6 +158,17 @@ func (c *Cluster) Stop() error {
 	return nil
 }
 
+// Restart shuts the cluster down (fast mode: sessions are ended, as a
+// crash or a failover would end them) and starts it again on the same
+// port, waiting at most a minute for it to accept connections.
+func (c *Cluster) Restart(ctx context.Context) error {
+	args := []string{"-D", c.Dir, "-m", "fast", "-l", filepath.Join(c.Dir, "server.log"), "-w", "-t", "60", "restart"}
+	if out, err := c.run(ctx, "pg_ctl", args...); err != nil {
+		return fmt.Errorf("pg_ctl restart: %w\n%s", err, out)
+	}
+	return nil
+}
+
 func (c *Cluster) run(ctx context.Context, tool string, args ...string) ([]byte, error) {
 	path := filepath.Join(c.bin, tool)
 	var cmd *exec.Cmd

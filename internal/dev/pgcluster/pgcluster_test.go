@@ -136,6 +136,28 @@ func TestStartStopRestart(t *testing.T) {
 		stop2()
 	})
 
+	t.Run("restart ends sessions and comes back on the same port", func(t *testing.T) {
+		c2, stop2 := start(t, dir)
+		defer stop2()
+		before := connect(t, c2.URL("postgres"))
+		defer before.Close(ctx)
+		if created, err := c2.EnsureDatabase(ctx, "kept"); err != nil || !created {
+			t.Fatalf("EnsureDatabase(kept) = %v, %v; want created", created, err)
+		}
+		if created, err := c2.EnsureDatabase(ctx, "kept"); err != nil || created {
+			t.Fatalf("EnsureDatabase(kept) again = %v, %v; want it found", created, err)
+		}
+		if err := c2.Restart(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := before.Ping(ctx); err == nil {
+			t.Fatal("a session from before the restart still answers")
+		}
+		after := connect(t, c2.URL("kept"))
+		defer after.Close(ctx)
+		wantKept(t, connect(t, c2.URL("postgres")))
+	})
+
 	t.Run("start over a running cluster takes it over", func(t *testing.T) {
 		// What `quickpay dev` meets after it was killed: the server still
 		// runs, on a port nobody recorded.
