@@ -162,6 +162,8 @@ func (s *Service) Resume(ctx context.Context, merchantID, id string) (Mandate, e
 // A completed mandate whose last charge has not gone to the bank yet can
 // be cancelled too. Errors: ErrNotFound, ErrInvalidState (expired, or
 // completed with nothing left to charge).
+// Under WithActor naming an operator, the mandate's status_reason is
+// "operator", else "merchant".
 func (s *Service) Cancel(ctx context.Context, merchantID, id string) (Mandate, error) {
 	return s.transition(ctx, merchantID, id, "mandate.cancel", func(tx pgx.Tx, m *mandateRow, _ time.Time) (string, error) {
 		switch m.Status {
@@ -180,7 +182,11 @@ func (s *Service) Cancel(ctx context.Context, merchantID, id string) (Mandate, e
 			}
 			fallthrough
 		case StatusActive, StatusPaused, StatusPendingConfirmation:
-			m.Status, m.StatusReason, m.OTPHash, m.NextPeriod, m.NextChargeDate = StatusCancelled, "merchant", nil, "", time.Time{}
+			reason := "merchant"
+			if byOperator(ctx) {
+				reason = "operator"
+			}
+			m.Status, m.StatusReason, m.OTPHash, m.NextPeriod, m.NextChargeDate = StatusCancelled, reason, nil, "", time.Time{}
 			return "mandate.cancelled", nil
 		case StatusExpired:
 			return "", ErrInvalidState

@@ -191,6 +191,32 @@ func (s *Service) now() time.Time { return s.cfg.Clock.Now().UTC().Truncate(time
 
 func actor(merchantID string) string { return "api:" + merchantID }
 
+type actorKey struct{}
+
+// WithActor returns ctx naming who acts when it is not the merchant
+// through the API: an operator ("operator:op_…") refunding or cancelling
+// from the console. The audit rows written under it name that actor, and
+// a mandate cancelled under an operator's name says so (status_reason
+// "operator").
+func WithActor(ctx context.Context, actor string) context.Context {
+	return context.WithValue(ctx, actorKey{}, actor)
+}
+
+// actorOf is who acts under ctx on merchantID's behalf: WithActor's, or
+// the merchant through the API.
+func actorOf(ctx context.Context, merchantID string) string {
+	if a, _ := ctx.Value(actorKey{}).(string); a != "" {
+		return a
+	}
+	return actor(merchantID)
+}
+
+// byOperator reports whether an operator acts under ctx.
+func byOperator(ctx context.Context) bool {
+	a, _ := ctx.Value(actorKey{}).(string)
+	return strings.HasPrefix(a, "operator:")
+}
+
 // recordTimeout bounds the writes that record what the outside world was
 // asked, which the caller cannot cancel.
 const recordTimeout = 15 * time.Second
@@ -200,7 +226,7 @@ func (s *Service) auditTx(ctx context.Context, q audit.Execer, merchantID, actio
 	for k, v := range details {
 		d[k] = v
 	}
-	who := actor(merchantID)
+	who := actorOf(ctx, merchantID)
 	if strings.HasPrefix(action, "charge.") || strings.HasPrefix(action, "scheduler.") {
 		who = "worker:charges"
 	}

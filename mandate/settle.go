@@ -103,8 +103,17 @@ func (s *Service) settle(ctx context.Context, a attemptRow, r bankadapters.Charg
 	return s.settleAll(ctx, []*sending{{a: a, r: r, source: source}})
 }
 
-// query asks the bank about an unknown attempt.
+// query asks the bank about an unknown attempt: a query job's step.
 func (s *Service) query(ctx context.Context, args QueryArgs) error {
+	return s.ask(ctx, args, true)
+}
+
+// ask asks the bank about an unknown attempt and applies its answer. A
+// step of the query chain (chain) also sends an order the bank never got,
+// under its number; an operator's ask only reads (SettleByQuery): it
+// applies an answer the bank gave, and leaves the attempt as it was when
+// the bank gave none or does not know the order (ErrBankHasNoOrder).
+func (s *Service) ask(ctx context.Context, args QueryArgs, chain bool) error {
 	a, err := getAttempt(ctx, s.pool, args.MerchantID, args.OrderNo, false)
 	if err != nil {
 		return fmt.Errorf("query %s: %w", args.OrderNo, err)
@@ -117,6 +126,13 @@ func (s *Service) query(ctx context.Context, args QueryArgs) error {
 		return fmt.Errorf("query %s: no channel to bank %s", args.OrderNo, a.BankCode)
 	}
 	r, err := bank.Query(ctx, args.OrderNo)
+	switch {
+	case chain:
+	case errors.Is(err, bankadapters.ErrOrderNotFound):
+		return fmt.Errorf("query %s: %w", args.OrderNo, ErrBankHasNoOrder)
+	case err != nil:
+		return fmt.Errorf("query %s: %w", args.OrderNo, err)
+	}
 	if errors.Is(err, bankadapters.ErrOrderNotFound) {
 		// The debit never reached the bank: send it now, under the same
 		// number, so that a late copy of the first request cannot debit

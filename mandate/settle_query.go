@@ -15,25 +15,32 @@ import (
 // bank's answer (SettleByQuery has nothing to settle).
 var ErrNothingUnknown = errors.New("charge has no attempt with an unknown outcome")
 
+// ErrBankHasNoOrder: the bank does not know the attempt's order (yet).
+// SettleByQuery leaves it to the query chain and the day's statement.
+var ErrBankHasNoOrder = errors.New("the bank does not know the order")
+
 // SettleByQuery asks the bank now for the outcome of the latest attempt of
 // merchantID's charge chargeID, when that attempt's outcome is unknown,
-// and applies the answer: it runs the query worker's own step (query) for
-// the attempt's order number, so an order the bank never received is sent
-// again under that number, never under a new one, and the answer is
-// written as a scheduled query's is. actor names the operator in the audit
-// entry charge.settle_by_query.
+// and applies the answer as a scheduled query's is. actor names the
+// operator in the audit entry charge.settle_by_query.
 //
-// The query counts as the attempt's next try of its query chain: when the
+// It only reads: unlike a step of the query chain, it never sends the
+// debit of an order the bank does not know (ErrBankHasNoOrder), which is
+// left to the chain and the day's statement. A send from the console
+// could race the day's reconciliation, which fails such an order when no
+// query job is live for it, and a retry would then debit twice.
+//
+// An answer counts as the attempt's next try of its query chain: when the
 // bank still says processing, the charge stays unknown and the chain goes
-// on from this query (the next one at its backoff step); the chain's own
-// job for that try then finds it counted and schedules nothing, so one
-// chain remains. An attempt still processing belongs to its charge job,
-// which may be sending it: it is not queried here.
+// on from this query; the chain's own job for that try then finds it
+// counted and schedules nothing. No answer counts nothing. An attempt
+// still processing belongs to its charge job, which may be sending it: it
+// is not queried here.
 //
 // It returns the charge as it is afterwards; ErrNotFound for another
 // merchant's or an unknown charge; ErrNothingUnknown when the latest
-// attempt's outcome is not unknown; an error when the bank could not be
-// asked (the charge is unchanged and the chain goes on).
+// attempt's outcome is not unknown; ErrBankHasNoOrder, or another error
+// when the bank could not be asked (the charge is unchanged).
 func (s *Service) SettleByQuery(ctx context.Context, merchantID, chargeID, actor string) (Charge, error) {
 	if !ids.Valid("chg", chargeID) {
 		return Charge{}, ErrNotFound
@@ -45,7 +52,7 @@ func (s *Service) SettleByQuery(ctx context.Context, merchantID, chargeID, actor
 	if a.status != AttemptUnknown {
 		return Charge{}, ErrNothingUnknown
 	}
-	qerr := s.query(ctx, QueryArgs{OrderNo: a.orderNo, MerchantID: merchantID, Try: a.queries})
+	qerr := s.ask(ctx, QueryArgs{OrderNo: a.orderNo, MerchantID: merchantID, Try: a.queries}, false)
 
 	c, err := getCharge(ctx, s.pool, merchantID, chargeID)
 	if err != nil {

@@ -89,28 +89,34 @@ func TestSettleByQuery(t *testing.T) {
 		})
 	})
 
-	t.Run("an order the bank never received is sent again under its number and declined to a retry", func(t *testing.T) {
-		c, ch := unknownCharge(t, 100, simclient.Fault{Operation: "charge", Mode: "timeout"})
+	t.Run("an order the bank never received is not sent from the console", func(t *testing.T) {
+		// Enough money that a send would debit: the ledger shows none.
+		c, ch := unknownCharge(t, 1_000_000, simclient.Fault{Operation: "charge", Mode: "timeout"})
 		got, err := w.svc.SettleByQuery(ctx, w.merchant, ch.ID, operator)
-		if err != nil {
-			t.Fatal(err)
+		if !errors.Is(err, mandate.ErrBankHasNoOrder) {
+			t.Fatalf("err = %v, want ErrBankHasNoOrder", err)
 		}
-		if got.Status != mandate.ChargeRetryScheduled || got.FailureCode != "insufficient_funds" || got.Retries != 1 {
-			t.Errorf("charge %s (%q, retries %d), want retry_scheduled (insufficient_funds, 1)", got.Status, got.FailureCode, got.Retries)
-		}
-		if len(got.Attempts) != 1 || got.Attempts[0].OrderNo != ch.Attempts[0].OrderNo || got.Attempts[0].Status != mandate.AttemptFailed {
-			t.Errorf("attempts = %+v, want the one order failed", got.Attempts)
+		if got.Status != mandate.ChargeUnknown || len(got.Attempts) != 1 || got.Attempts[0].Status != mandate.AttemptUnknown {
+			t.Errorf("charge %s with attempts %+v, want unknown as it was", got.Status, got.Attempts)
 		}
 		if l := w.ledger(t, c); len(l) != 0 {
 			t.Errorf("ledger = %+v, want no debit", l)
 		}
-		if a := audited(t, ch.ID); len(a) != 1 || a[0] != operator+" ok retry_scheduled" {
-			t.Errorf("audit = %q, want one row by the operator", a)
+		var queries int
+		if err := w.Pool.QueryRow(ctx, `SELECT queries FROM charge_attempts WHERE order_no = $1`,
+			ch.Attempts[0].OrderNo).Scan(&queries); err != nil {
+			t.Fatal(err)
+		}
+		if queries != 0 {
+			t.Errorf("queries = %d, want 0: no answer counts no try", queries)
+		}
+		if a := audited(t, ch.ID); len(a) != 1 || a[0] != operator+" failed unknown" {
+			t.Errorf("audit = %q, want one failed row by the operator", a)
 		}
 	})
 
-	t.Run("a bank that still cannot say leaves the charge unknown and the chain going on", func(t *testing.T) {
-		c, ch := unknownCharge(t, 1_000_000, simclient.Fault{Operation: "charge", Mode: "timeout"})
+	t.Run("a bank that cannot answer leaves the charge unknown and counts nothing", func(t *testing.T) {
+		c, ch := unknownCharge(t, 1_000_000, simclient.Fault{Operation: "charge", Mode: "timeout", Apply: true})
 		// Queries fail (the adapter retries one) until cleared.
 		w.fault(t, simclient.Fault{BankCode: "ICBC", Operation: "query", Mode: "error", Count: 50})
 		t.Cleanup(func() {
@@ -119,32 +125,25 @@ func TestSettleByQuery(t *testing.T) {
 			}
 		})
 		got, err := w.svc.SettleByQuery(ctx, w.merchant, ch.ID, operator)
-		if err != nil {
-			t.Fatal(err)
+		if err == nil || errors.Is(err, mandate.ErrBankHasNoOrder) {
+			t.Fatalf("err = %v, want the bank's failure", err)
 		}
 		if got.Status != mandate.ChargeUnknown || got.Attempts[0].Status != mandate.AttemptUnknown {
 			t.Errorf("charge %s, attempt %s; want both unknown", got.Status, got.Attempts[0].Status)
 		}
-		// The operator's query counted as the chain's first try: the
-		// chain's next query is try 1, and one query job per try waits.
-		var queries, try1 int
+		var queries int
 		if err := w.Pool.QueryRow(ctx, `SELECT queries FROM charge_attempts WHERE order_no = $1`,
 			ch.Attempts[0].OrderNo).Scan(&queries); err != nil {
 			t.Fatal(err)
 		}
-		if err := w.Pool.QueryRow(ctx, `SELECT count(*) FROM river_job WHERE kind = 'mandate_query'
-			AND args->>'order_no' = $1 AND (args->>'try')::int = 1 AND state = 'scheduled'`,
-			ch.Attempts[0].OrderNo).Scan(&try1); err != nil {
-			t.Fatal(err)
+		if queries != 0 {
+			t.Errorf("queries = %d, want 0: a query that learnt nothing is not a try", queries)
 		}
-		if queries != 1 || try1 != 1 {
-			t.Errorf("queries = %d, scheduled try-1 jobs = %d; want 1 and 1", queries, try1)
+		if l := w.ledger(t, c); len(l) != 1 {
+			t.Errorf("ledger = %+v, want the one debit the bank made", l)
 		}
-		if l := w.ledger(t, c); len(l) != 0 {
-			t.Errorf("ledger = %+v, want no debit yet", l)
-		}
-		if a := audited(t, ch.ID); len(a) != 1 || a[0] != operator+" ok unknown" {
-			t.Errorf("audit = %q, want one row by the operator", a)
+		if a := audited(t, ch.ID); len(a) != 1 || a[0] != operator+" failed unknown" {
+			t.Errorf("audit = %q, want one failed row by the operator", a)
 		}
 	})
 

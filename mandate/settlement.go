@@ -299,6 +299,14 @@ type SettlementWorker struct {
 	Service *Service
 }
 
+// Timeout bounds a run: over River's default job timeout (half the
+// stuck-job rescue, 30 s by default), since a month-end day's file
+// (1,000,000 movements) takes about 26 s to write (docs/benchmarks.md),
+// and under the rescue (1 min by default), so a live run is not run again
+// beside itself (were it, the second would find the day written: the
+// files are written once, whoever writes them).
+func (w *SettlementWorker) Timeout(*river.Job[SettlementArgs]) time.Duration { return 50 * time.Second }
+
 // Work implements river.Worker.
 func (w *SettlementWorker) Work(ctx context.Context, job *river.Job[SettlementArgs]) error {
 	through := bankDay(w.Service.now()).AddDate(0, 0, -1)

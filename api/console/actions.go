@@ -1,10 +1,12 @@
 package console
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/labstack/echo/v4"
 
@@ -28,24 +30,47 @@ import (
 func (c *Console) actions(g *echo.Group) {
 	op, admin := operators.RoleOperator, operators.RoleAdmin
 	g.GET("/charges/:id/refund", c.require(op, c.refundConfirm))
-	g.POST("/charges/:id/refund", c.require(op, c.refundDo))
+	g.POST("/charges/:id/refund", c.require(op, detach(c.refundDo)))
 	g.GET("/charges/:id/settle", c.require(op, c.settleConfirm))
-	g.POST("/charges/:id/settle", c.require(op, c.settleDo))
+	g.POST("/charges/:id/settle", c.require(op, detach(c.settleDo)))
 	g.GET("/mandates/:id/cancel", c.require(op, c.cancelConfirm))
-	g.POST("/mandates/:id/cancel", c.require(op, c.cancelDo))
+	g.POST("/mandates/:id/cancel", c.require(op, detach(c.cancelDo)))
 	g.GET("/bindings/:id/release", c.require(op, c.releaseConfirm))
-	g.POST("/bindings/:id/release", c.require(op, c.releaseDo))
+	g.POST("/bindings/:id/release", c.require(op, detach(c.releaseDo)))
 	g.GET("/events/:id/redeliver", c.require(op, c.redeliverConfirm))
-	g.POST("/events/:id/redeliver", c.require(op, c.redeliverDo))
+	g.POST("/events/:id/redeliver", c.require(op, detach(c.redeliverDo)))
 
 	g.GET("/merchants/new", c.require(admin, c.merchantNew))
-	g.POST("/merchants/new", c.require(admin, c.merchantCreate))
+	g.POST("/merchants/new", c.require(admin, detach(c.merchantCreate)))
 	g.GET("/merchants/:id/disable", c.require(admin, c.merchantConfirm("disable")))
-	g.POST("/merchants/:id/disable", c.require(admin, c.merchantDisable))
+	g.POST("/merchants/:id/disable", c.require(admin, detach(c.merchantDisable)))
 	g.GET("/merchants/:id/enable", c.require(admin, c.merchantConfirm("enable")))
-	g.POST("/merchants/:id/enable", c.require(admin, c.merchantEnable))
+	g.POST("/merchants/:id/enable", c.require(admin, detach(c.merchantEnable)))
 	g.GET("/merchants/:id/rotate-secret", c.require(admin, c.merchantConfirm("rotate-secret")))
-	g.POST("/merchants/:id/rotate-secret", c.require(admin, c.merchantRotate))
+	g.POST("/merchants/:id/rotate-secret", c.require(admin, detach(c.merchantRotate)))
+}
+
+// operatorActor is the audit actor of the session's operator.
+func operatorActor(ec echo.Context) string {
+	s, _ := sessionOf(ec)
+	return s.Operator.Actor()
+}
+
+// actionTimeout bounds an action's POST, which runs detached from its
+// request.
+const actionTimeout = time.Minute
+
+// detach runs an action's POST to its end whatever the browser does: a
+// double click aborts the first POST, whose change must still be recorded
+// (a refund's one-time key saved, the audit row written), or a later
+// submit of the same form could repeat it.
+func detach(h echo.HandlerFunc) echo.HandlerFunc {
+	return func(ec echo.Context) error {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ec.Request().Context()), actionTimeout)
+		defer cancel()
+		ec.SetRequest(ec.Request().WithContext(ctx))
+		return h(ec)
+	}
 }
 
 // confirmView is a confirmation page: the question, what the form posts
@@ -110,6 +135,8 @@ var refusals = []struct {
 		"The amount is more than what is left to refund on this charge."},
 	{mandate.ErrNothingUnknown, http.StatusConflict, "nothing_unknown",
 		"The charge's latest attempt is not waiting on the bank: there is nothing to settle."},
+	{mandate.ErrBankHasNoOrder, http.StatusConflict, "bank_has_no_order",
+		"The bank does not know this order (yet). Nothing was sent: the scheduled queries and the day's statement settle it."},
 	{mandate.ErrInvalidState, http.StatusConflict, "invalid_state", "The mandate's state does not allow this."},
 	{binding.ErrNoAgreement, http.StatusConflict, "no_agreement", "The binding holds no bank agreement to release."},
 	{binding.ErrAlreadyReleased, http.StatusConflict, "already_released", "The bank agreement was released before."},
@@ -247,7 +274,8 @@ func (c *Console) refundDo(ec echo.Context) error {
 		return c.render(ec, http.StatusConflict, "status", "In progress", statusView{Status: http.StatusConflict,
 			Heading: "In progress", Text: "This refund is being made. Open the charge to see it.", Back: back})
 	}
-	rf, err := c.cfg.Mandates.CreateRefund(ctx, ch.MerchantID, ch.ID, mandate.RefundInput{Amount: fen, Reason: reason})
+	rf, err := c.cfg.Mandates.CreateRefund(mandate.WithActor(ctx, operatorActor(ec)), ch.MerchantID, ch.ID,
+		mandate.RefundInput{Amount: fen, Reason: reason})
 	if err != nil {
 		// Nothing was refunded: the key may be used again.
 		if rerr := c.cfg.OnceKeys.Release(ctx, req, claim); rerr != nil {
@@ -329,7 +357,7 @@ func (c *Console) cancelDo(ec echo.Context) error {
 	if err != nil {
 		return c.missing(ec, err, "mandate")
 	}
-	_, err = c.cfg.Mandates.Cancel(ctx, m.MerchantID, m.ID)
+	_, err = c.cfg.Mandates.Cancel(mandate.WithActor(ctx, operatorActor(ec)), m.MerchantID, m.ID)
 	return c.done(ec, m.MerchantID, "cancel", m.ID, err, nil, "/mandates/"+m.ID)
 }
 

@@ -57,7 +57,13 @@ func (c *Console) withSession(csrf bool, next echo.HandlerFunc) echo.HandlerFunc
 		if err != nil || ck.Value == "" {
 			return c.toLogin(ec, "")
 		}
-		s, err := c.cfg.Operators.Session(r.Context(), ck.Value)
+		find := c.cfg.Operators.Session
+		if !csrf && r.Method == http.MethodGet && strings.HasPrefix(r.URL.Path, JobsPath+"/api/") {
+			// River's UI refreshes its lists every few seconds: no sign
+			// of a person at work, so it does not keep the session alive.
+			find = c.cfg.Operators.PeekSession
+		}
+		s, err := find(r.Context(), ck.Value)
 		switch {
 		case errors.Is(err, operators.ErrNoSession):
 			c.clearCookie(ec, sessionCookie, "/")
@@ -99,9 +105,15 @@ func (c *Console) toLogin(ec echo.Context, why string) error {
 
 // safeNext is where a login goes on to: a path of this console only.
 func safeNext(next string) string {
-	if next == "" || !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") || strings.HasPrefix(next, "/\\") ||
-		strings.ContainsAny(next, "\r\n") {
+	if next == "" || !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") {
 		return "/"
+	}
+	// Browsers drop tabs and newlines from a URL and read \ as /, so
+	// "/\t/evil.example" would leave the console: no control byte, no \.
+	for i := 0; i < len(next); i++ {
+		if b := next[i]; b < 0x20 || b == 0x7f || b == '\\' {
+			return "/"
+		}
 	}
 	return next
 }

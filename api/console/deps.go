@@ -19,6 +19,7 @@ import (
 type Operators interface {
 	Login(ctx context.Context, name, password, code, source string) (operators.Session, string, error)
 	Session(ctx context.Context, token string) (operators.Session, error)
+	PeekSession(ctx context.Context, token string) (operators.Session, error)
 	Logout(ctx context.Context, token string) error
 }
 

@@ -119,5 +119,5 @@ func (c *Console) refund(ec echo.Context) error {
 func (c *Console) event(ec echo.Context) error {
 	ctx := ec.Request().Context()
 	return detail(c, ec, "event", "event", func(id string) (opsview.EventDetail, error) { return c.cfg.Views.Event(ctx, id) },
-		func(v opsview.EventDetail) string { return v.MerchantID }, false)
+		func(v opsview.EventDetail) string { return v.MerchantID }, true) // its payload may show a masked card
 }

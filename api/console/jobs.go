@@ -85,15 +85,18 @@ func (c *Console) jobsGuard(next echo.HandlerFunc) echo.HandlerFunc {
 		if !sameOrigin(r) || !strings.HasPrefix(r.Header.Get("Content-Type"), "application/json") {
 			return ec.JSON(http.StatusForbidden, map[string]string{"message": "cross-origin or non-JSON request refused"})
 		}
-		if err := next(ec); err != nil {
-			return err
-		}
-		outcome := audit.OutcomeOK
-		if ec.Response().Status >= 400 {
-			outcome = audit.OutcomeFailed
-		}
-		return c.record(ec, "", "console.jobs", strings.TrimPrefix(r.URL.Path, JobsPath),
-			map[string]any{"method": r.Method, "status": ec.Response().Status, "outcome": outcome})
+		// Run to the end, audit row included, whatever the browser does.
+		return detach(func(ec echo.Context) error {
+			if err := next(ec); err != nil {
+				return err
+			}
+			outcome := audit.OutcomeOK
+			if ec.Response().Status >= 400 {
+				outcome = audit.OutcomeFailed
+			}
+			return c.record(ec, "", "console.jobs", strings.TrimPrefix(r.URL.Path, JobsPath),
+				map[string]any{"method": r.Method, "status": ec.Response().Status, "outcome": outcome})
+		})(ec)
 	}
 }
 

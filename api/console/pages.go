@@ -163,7 +163,9 @@ func (c *Console) search(ec echo.Context) error {
 // with letters; bank references this long are not all digits at the
 // banks quickpay speaks to.
 func looksLikeCardNumber(q string) bool {
-	d := strings.ReplaceAll(q, " ", "")
+	// Written as people write card numbers: in groups, with spaces,
+	// dashes or dots between them.
+	d := strings.NewReplacer(" ", "", "-", "", ".", "").Replace(q)
 	if len(d) < 13 || len(d) > 19 {
 		return false
 	}

@@ -97,17 +97,14 @@ func deref(p any) any {
 }
 
 // lastUnknown reports whether a charge's latest attempt waits on the
-// bank's answer (unknown or processing): SettleByQuery can settle it.
+// bank's answer (unknown): SettleByQuery can settle it.
 func lastUnknown(attempts []opsview.Attempt) bool {
 	if len(attempts) == 0 {
 		return false
 	}
-	switch attempts[len(attempts)-1].Status {
-	case "unknown", "processing":
-		return true
-	default:
-		return false
-	}
+	// A processing attempt belongs to its charge job (SettleByQuery
+	// refuses it): only an unknown one is offered.
+	return attempts[len(attempts)-1].Status == "unknown"
 }
 
 // money formats fen as yuan: 1234 → "¥12.34".

@@ -1,8 +1,13 @@
 package console
 
 import (
+	"context"
+	"net/http"
+	"net/http/httptest"
 	"testing"
 	"time"
+
+	"github.com/labstack/echo/v4"
 )
 
 func TestParseYuan(t *testing.T) {
@@ -39,9 +44,39 @@ func TestRoughly(t *testing.T) {
 
 func TestSafeNext(t *testing.T) {
 	for in, want := range map[string]string{"/charges?status=failed": "/charges?status=failed", "/jobs/": "/jobs/", "": "/",
-		"//evil.example/x": "/", "/\\evil.example": "/", "https://evil.example/": "/", "charges": "/", "/a\r\nSet-Cookie: x": "/"} {
+		"//evil.example/x": "/", "/\\evil.example": "/", "https://evil.example/": "/", "charges": "/", "/a\r\nSet-Cookie: x": "/",
+		"/\t/evil.example": "/", "/\x00/x": "/", "/a\\b": "/", "/\x7f": "/"} {
 		if got := safeNext(in); got != want {
 			t.Errorf("safeNext(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+func TestLooksLikeCardNumber(t *testing.T) {
+	for q, want := range map[string]bool{"6222021234567890123": true, "6222 0212 3456 7890 123": true,
+		"6222-0212-3456-7890": true, "6222.0212.3456.7890": true, "622202123456": false,
+		"ICBCT20261207EPFRPK0000000004": false, "chg_abc": false, "62220212345678901234": false} {
+		if got := looksLikeCardNumber(q); got != want {
+			t.Errorf("looksLikeCardNumber(%q) = %v, want %v", q, got, want)
+		}
+	}
+}
+
+// TestDetachOutlivesTheRequest: an action's POST whose browser hung up
+// runs on, under its own bound.
+func TestDetachOutlivesTheRequest(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	ec := echo.New().NewContext(httptest.NewRequest(http.MethodPost, "/charges/x/refund", nil).WithContext(ctx),
+		httptest.NewRecorder())
+	cancel() // the browser hung up
+	var err error
+	var deadline bool
+	_ = detach(func(ec echo.Context) error {
+		err = ec.Request().Context().Err()
+		_, deadline = ec.Request().Context().Deadline()
+		return nil
+	})(ec)
+	if err != nil || !deadline {
+		t.Fatalf("the action saw %v (deadline %v); want a live context with a deadline", err, deadline)
 	}
 }

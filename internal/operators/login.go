@@ -401,6 +401,34 @@ func (s *Store) Session(ctx context.Context, token string) (Session, error) {
 	return sess, nil
 }
 
+// PeekSession is Session without recording the use: for requests that
+// are no sign of a person at work (a page's own polling, such as River's
+// UI refreshing its lists every few seconds), which must not keep an idle
+// session alive. Error: ErrNoSession, as Session.
+func (s *Store) PeekSession(ctx context.Context, token string) (Session, error) {
+	if len(token) != tokenLen {
+		return Session{}, ErrNoSession
+	}
+	now := s.now()
+	var sess Session
+	op, err := scanOperator(s.cfg.Pool.QueryRow(ctx, `
+		SELECT o.id, o.name, o.role, o.status, o.created_at, o.last_login_at, o.locked_until,
+			ss.id, ss.csrf_token, ss.created_at, ss.last_seen_at
+		FROM operator_sessions ss JOIN operators o ON o.id = ss.operator_id
+		WHERE ss.token_hash = $1 AND ss.ended_at IS NULL AND o.status = 'active'
+			AND ss.last_seen_at > $2 AND ss.created_at > $3`,
+		hashToken(token), now.Add(-s.cfg.IdleTimeout), now.Add(-s.cfg.AbsoluteTimeout)),
+		&sess.ID, &sess.CSRFToken, &sess.CreatedAt, &sess.LastSeenAt)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Session{}, ErrNoSession
+	}
+	if err != nil {
+		return Session{}, fmt.Errorf("operator session: %w", err)
+	}
+	sess.Operator, sess.ExpiresAt = op, s.expiry(sess.CreatedAt, sess.LastSeenAt)
+	return sess, nil
+}
+
 // Logout ends the session whose token is token. Audited (operator.logout).
 // Error: ErrNoSession when no session that has not ended has that token.
 func (s *Store) Logout(ctx context.Context, token string) error {

@@ -375,6 +375,38 @@ func TestSessionTimeouts(t *testing.T) {
 	}
 }
 
+// TestPeekDoesNotKeepASessionAlive: a peek finds a live session but does
+// not restart its idle timeout, as a use does.
+func TestPeekDoesNotKeepASessionAlive(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, operators.Config{})
+	f.clock = clock.NewFake(start)
+	store, err := operators.NewStore(operators.Config{Pool: f.pool, Sealer: newVault(t, f.pool), Clock: f.clock,
+		BcryptCost: bcrypt.MinCost})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.store = store
+	ctx := context.Background()
+	e := f.create(t, operators.RoleViewer)
+	_, tok := f.login(t, e)
+	f.clock.Advance(10 * time.Minute)
+	s, err := f.store.PeekSession(ctx, tok)
+	if err != nil || s.Operator.ID != e.Operator.ID || s.CSRFToken == "" {
+		t.Fatalf("peek of a live session: %+v, %v", s, err)
+	}
+	if want := start.Add(15 * time.Minute); !s.ExpiresAt.Equal(want) {
+		t.Errorf("peek says the session expires at %s, want %s (the idle timeout from login)", s.ExpiresAt, want)
+	}
+	f.clock.Advance(6 * time.Minute) // 16 min after the last use
+	if _, err := f.store.PeekSession(ctx, tok); !errors.Is(err, operators.ErrNoSession) {
+		t.Errorf("peek 16 min after the last use: %v, want ErrNoSession", err)
+	}
+	if _, err := f.store.Session(ctx, tok); !errors.Is(err, operators.ErrNoSession) {
+		t.Errorf("use 16 min after the last use (peeks between): %v, want ErrNoSession", err)
+	}
+}
+
 func TestDisableEndsSessions(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, operators.Config{})

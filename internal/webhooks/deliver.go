@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"net/netip"
 	"syscall"
 	"time"
@@ -288,10 +289,10 @@ func (w *DeliverWorker) deliver(ctx context.Context, attemptNo int, ep endpointR
 }
 
 // post sends one delivery and returns the answer's status or the error.
-func (w *DeliverWorker) post(ctx context.Context, url, signature string, body []byte) (int, time.Duration, error) {
+func (w *DeliverWorker) post(ctx context.Context, target, signature string, body []byte) (int, time.Duration, error) {
 	ctx, cancel := context.WithTimeout(ctx, w.cfg.Timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(body))
 	if err != nil {
 		return 0, 0, err
 	}
@@ -301,6 +302,13 @@ func (w *DeliverWorker) post(ctx context.Context, url, signature string, body []
 	start := time.Now()
 	res, err := w.cfg.Client.Do(req)
 	if err != nil {
+		// net/http's *url.Error quotes the URL, whose path or query may
+		// hold the merchant's secret; the error goes to logs, the job's
+		// errors and trace spans: keep only what failed.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = fmt.Errorf("%s: %w", ue.Op, ue.Err)
+		}
 		return 0, time.Since(start), err
 	}
 	// Read a little of the answer so the connection can be reused; its

@@ -1,6 +1,7 @@
 package webhooks
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,8 +10,10 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 func TestPublicAddr(t *testing.T) {
@@ -175,5 +178,20 @@ func TestDefaultClientRefusals(t *testing.T) {
 	_ = res.Body.Close()
 	if hits.Load() != 1 {
 		t.Errorf("allow-private client: server got %d requests, want 1", hits.Load())
+	}
+}
+
+// TestPostErrorNamesNoURL: a delivery that fails in transport says what
+// failed without the endpoint's URL, whose path or query may hold the
+// merchant's secret (the error reaches logs, the job's errors and spans).
+func TestPostErrorNamesNoURL(t *testing.T) {
+	t.Parallel()
+	w := &DeliverWorker{cfg: WorkerConfig{Client: newClient(false), Timeout: 5 * time.Second}}
+	_, _, err := w.post(context.Background(), "https://127.0.0.1:1/hooks/s3cret-path?token=s3cret-query", "sig", []byte(`{}`))
+	if !errors.Is(err, errNonPublic) {
+		t.Fatalf("err = %v, want the address refusal", err)
+	}
+	if msg := err.Error(); strings.Contains(msg, "s3cret") || strings.Contains(msg, "127.0.0.1:1/") {
+		t.Errorf("the error names the URL: %q", msg)
 	}
 }
