@@ -37,8 +37,12 @@ const (
 	// A charge or one of its attempts processing or unknown, a refund
 	// pending.
 	KindLeftOpen = "left_open"
-	// A settled charge or refund without its event in the feed.
+	// A settled charge or refund without its event in the feed, or with
+	// more than one.
 	KindEventMissing = "event_missing"
+	// Two charges of one mandate for one period: the mandate would be
+	// charged twice however each charge went.
+	KindDuplicateCharge = "duplicate_charge"
 )
 
 // Violation is one disagreement; Ref names the order number, refund or
@@ -84,10 +88,10 @@ func Judge(ledger []simclient.LedgerEntry, v View) []Violation {
 	}
 
 	// The bank's side: every movement once, known to quickpay as what it is.
-	debitsOf := map[string][]simclient.LedgerEntry{}                // charge id → its debits
-	refundsOf := map[string]int64{}                                 // debit order number → fen refunded at the bank
-	seen := map[string]int{}                                        // type/order number → movements
-	debitedTxn, refundedTxn := map[string]bool{}, map[string]bool{} // bank txn numbers
+	debitsOf := map[string][]simclient.LedgerEntry{} // charge id → its debits
+	refundsOf := map[string]int64{}                  // debit order number → fen refunded at the bank
+	seen := map[string]int{}                         // type/order number → movements
+	refundedTxn := map[string]bool{}                 // the bank's refunds' txn numbers
 	for _, e := range ledgerSorted(ledger) {
 		key := e.Type + "/" + e.OrderNo
 		seen[key]++
@@ -96,7 +100,6 @@ func Judge(ledger []simclient.LedgerEntry, v View) []Violation {
 		}
 		switch e.Type {
 		case simclient.EntryDebit:
-			debitedTxn[e.BankTxnNo] = true
 			a, ok := byOrder[e.OrderNo]
 			if !ok {
 				add(KindMovementMissing, e.OrderNo, "a debit of %d fen that no charge attempt names", e.Amount)
@@ -139,6 +142,17 @@ func Judge(ledger []simclient.LedgerEntry, v View) []Violation {
 		}
 	}
 
+	// One charge per mandate and period.
+	periods := map[string]string{}
+	for _, c := range v.Charges {
+		k := c.MandateId + "/" + c.Period
+		if first, ok := periods[k]; ok {
+			add(KindDuplicateCharge, c.Id, "mandate %s has charge %s for period %s already", c.MandateId, first, c.Period)
+			continue
+		}
+		periods[k] = c.Id
+	}
+
 	// Every charge: at most one debit, one behind each success, none left open.
 	for i := range v.Charges {
 		c := &v.Charges[i]
@@ -151,8 +165,8 @@ func Judge(ledger []simclient.LedgerEntry, v View) []Violation {
 			if len(debits) == 0 {
 				add(KindPhantomSuccess, c.Id, "charge is %s; the bank debited none of its %d attempts", c.Status, len(c.Attempts))
 			}
-			if c.Status == client.ChargeStatusSucceeded && (c.BankReference == nil || !debitedTxn[*c.BankReference]) {
-				add(KindPhantomSuccess, c.Id, "charge's bank reference is no debit in the ledger")
+			if c.Status == client.ChargeStatusSucceeded && (c.BankReference == nil || !debitedUnder(debits, *c.BankReference)) {
+				add(KindPhantomSuccess, c.Id, "charge's bank reference is no debit of its attempts in the ledger")
 			}
 		case client.ChargeStatusProcessing, client.ChargeStatusUnknown:
 			add(KindLeftOpen, c.Id, "charge is still %s", c.Status)
@@ -194,7 +208,7 @@ func Judge(ledger []simclient.LedgerEntry, v View) []Violation {
 	}
 
 	// Every settled charge and refund has its event.
-	evented := map[string]bool{}
+	evented := map[string]int{}
 	for _, e := range v.Events {
 		var id any
 		switch e.Type {
@@ -206,7 +220,7 @@ func Judge(ledger []simclient.LedgerEntry, v View) []Violation {
 			continue
 		}
 		if s, ok := id.(string); ok {
-			evented[string(e.Type)+"/"+s] = true
+			evented[string(e.Type)+"/"+s]++
 		}
 	}
 	for _, c := range v.Charges {
@@ -219,8 +233,11 @@ func Judge(ledger []simclient.LedgerEntry, v View) []Violation {
 		default:
 			continue
 		}
-		if !evented[string(want)+"/"+c.Id] {
+		switch n := evented[string(want)+"/"+c.Id]; {
+		case n == 0:
 			add(KindEventMissing, c.Id, "charge is %s; no %s event", c.Status, want)
+		case n > 1 && want == client.ChargeSucceeded:
+			add(KindEventMissing, c.Id, "%d %s events for one charge", n, want)
 		}
 	}
 	for _, r := range v.Refunds {
@@ -233,8 +250,11 @@ func Judge(ledger []simclient.LedgerEntry, v View) []Violation {
 		default:
 			continue
 		}
-		if !evented[string(want)+"/"+r.Id] {
+		switch n := evented[string(want)+"/"+r.Id]; {
+		case n == 0:
 			add(KindEventMissing, r.Id, "refund is %s; no %s event", r.Status, want)
+		case n > 1 && want == client.RefundSucceeded:
+			add(KindEventMissing, r.Id, "%d %s events for one refund", n, want)
 		}
 	}
 
@@ -258,4 +278,15 @@ func ledgerSorted(ledger []simclient.LedgerEntry) []simclient.LedgerEntry {
 		return l[i].OrderNo < l[j].OrderNo
 	})
 	return l
+}
+
+// debitedUnder reports whether one of debits (a charge's own) carries the
+// bank reference ref.
+func debitedUnder(debits []simclient.LedgerEntry, ref string) bool {
+	for _, e := range debits {
+		if e.BankTxnNo == ref {
+			return true
+		}
+	}
+	return false
 }

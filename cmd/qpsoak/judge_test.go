@@ -23,12 +23,13 @@ func books() ([]simclient.LedgerEntry, View) {
 	}
 	v := View{
 		Charges: []client.Charge{
-			{Id: "ch_ok", Amount: 10_000, AmountRefunded: 4_000, Status: client.ChargeStatusSucceeded, BankReference: ptr("T1"),
+			{Id: "ch_ok", MandateId: "mdt_a", Period: "2026-01", Amount: 10_000, AmountRefunded: 4_000,
+				Status: client.ChargeStatusSucceeded, BankReference: ptr("T1"),
 				Attempts: []client.ChargeAttempt{
 					{OrderNo: "QC1", Amount: 10_000, Status: client.ChargeAttemptStatusFailed},
 					{OrderNo: "QC2", Amount: 10_000, Status: client.ChargeAttemptStatusSucceeded},
 				}},
-			{Id: "ch_failed", Amount: 5_000, Status: client.ChargeStatusFailed,
+			{Id: "ch_failed", MandateId: "mdt_b", Period: "2026-01", Amount: 5_000, Status: client.ChargeStatusFailed,
 				Attempts: []client.ChargeAttempt{{OrderNo: "QC3", Amount: 5_000, Status: client.ChargeAttemptStatusFailed}}},
 		},
 		Refunds: []client.Refund{
@@ -119,6 +120,23 @@ func TestJudge(t *testing.T) {
 		{name: "an event of the wrong outcome does not count", change: func(_ *[]simclient.LedgerEntry, v *View) {
 			v.Events[0].Type = client.ChargeFailed
 		}, want: []Violation{{Kind: KindEventMissing, Ref: "ch_ok"}}},
+		{name: "a succeeded charge whose bank reference is another charge's debit", change: func(l *[]simclient.LedgerEntry, v *View) {
+			*l = append(*l, simclient.LedgerEntry{Type: simclient.EntryDebit, OrderNo: "QC4", Amount: 7_000, BankTxnNo: "T4"})
+			v.Charges = append(v.Charges, client.Charge{Id: "ch_two", MandateId: "mdt_c", Period: "2026-01", Amount: 7_000,
+				Status: client.ChargeStatusSucceeded, BankReference: ptr("T4"),
+				Attempts: []client.ChargeAttempt{{OrderNo: "QC4", Amount: 7_000, Status: client.ChargeAttemptStatusSucceeded}}})
+			v.Events = append(v.Events, client.Event{Id: "ev5", Type: client.ChargeSucceeded, Data: map[string]any{"charge_id": "ch_two"}})
+			v.Charges[0].BankReference = ptr("T4")
+		}, want: []Violation{{Kind: KindPhantomSuccess, Ref: "ch_ok"}}},
+		{name: "two charges of one mandate for one period", change: func(_ *[]simclient.LedgerEntry, v *View) {
+			v.Charges = append(v.Charges, client.Charge{Id: "ch_dup", MandateId: "mdt_a", Period: "2026-01", Amount: 10_000,
+				Status: client.ChargeStatusFailed})
+			v.Events = append(v.Events, client.Event{Id: "ev5", Type: client.ChargeFailed, Data: map[string]any{"charge_id": "ch_dup"}})
+		}, want: []Violation{{Kind: KindDuplicateCharge, Ref: "ch_dup"}}},
+		{name: "one success evented twice", change: func(_ *[]simclient.LedgerEntry, v *View) {
+			v.Events = append(v.Events, client.Event{Id: "ev5", Type: client.ChargeSucceeded, Data: map[string]any{"charge_id": "ch_ok"}},
+				client.Event{Id: "ev6", Type: client.RefundSucceeded, Data: map[string]any{"id": "rf_ok"}})
+		}, want: []Violation{{Kind: KindEventMissing, Ref: "ch_ok"}, {Kind: KindEventMissing, Ref: "rf_ok"}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
