@@ -1196,7 +1196,8 @@ type Mandate struct {
 	Status MandateStatus `json:"status"`
 
 	// StatusReason Why the mandate is paused, cancelled, expired or completed:
-	// `merchant`, `card_unbound`, `card_revoked`, a bank's decline
+	// `merchant`, `operator` (cancelled by the institution's
+	// operator console), `card_unbound`, `card_revoked`, a bank's decline
 	// reason (e.g. `card_frozen`), `consent_expired`,
 	// `consent_not_sent` (the carrier refused the consent text at
 	// creation), `otp_attempts_exceeded`, `end_date`, `max_charges`.
