@@ -64,23 +64,8 @@ func TestReleaseAgreement(t *testing.T) {
 	// outcome.
 	releases := func(t *testing.T, bindingID string) []string {
 		t.Helper()
-		rows, err := w.Pool.Query(ctx, `SELECT actor || ' ' || (details->>'outcome') FROM audit_log
+		return testenv.Strings(t, w.Pool, `SELECT actor || ' ' || (details->>'outcome') FROM audit_log
 			WHERE action = 'bind.release' AND subject = $1 ORDER BY id`, bindingID)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var out []string
-		for rows.Next() {
-			var s string
-			if err := rows.Scan(&s); err != nil {
-				t.Fatal(err)
-			}
-			out = append(out, s)
-		}
-		if err := rows.Err(); err != nil {
-			t.Fatal(err)
-		}
-		return out
 	}
 	kept := func(t *testing.T, bindingID string) (ct, released bool) {
 		t.Helper()

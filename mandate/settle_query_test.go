@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/quickpay/quickpay/internal/dev/simclient"
+	"github.com/quickpay/quickpay/internal/dev/testenv"
 	"github.com/quickpay/quickpay/mandate"
 )
 
@@ -40,23 +41,8 @@ func TestSettleByQuery(t *testing.T) {
 	}
 	audited := func(t *testing.T, chargeID string) []string {
 		t.Helper()
-		rows, err := w.Pool.Query(ctx, `SELECT actor || ' ' || (details->>'outcome') || ' ' || (details->>'charge_status')
+		return testenv.Strings(t, w.Pool, `SELECT actor || ' ' || (details->>'outcome') || ' ' || (details->>'charge_status')
 			FROM audit_log WHERE action = 'charge.settle_by_query' AND subject = $1 ORDER BY id`, chargeID)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var out []string
-		for rows.Next() {
-			var s string
-			if err := rows.Scan(&s); err != nil {
-				t.Fatal(err)
-			}
-			out = append(out, s)
-		}
-		if err := rows.Err(); err != nil {
-			t.Fatal(err)
-		}
-		return out
 	}
 
 	t.Run("an attempt the bank debited settles succeeded with one debit", func(t *testing.T) {

@@ -10,8 +10,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/url"
 	"net/netip"
+	"net/url"
 	"syscall"
 	"time"
 

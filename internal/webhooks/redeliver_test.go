@@ -7,6 +7,7 @@ import (
 
 	"github.com/riverqueue/river/rivertype"
 
+	"github.com/quickpay/quickpay/internal/dev/testenv"
 	"github.com/quickpay/quickpay/internal/webhooks"
 )
 
@@ -21,22 +22,7 @@ func TestRedeliver(t *testing.T) {
 	const operator = "operator:op_redeliver"
 	audited := func(t *testing.T, eventID string) []string {
 		t.Helper()
-		rows, err := e.pool.Query(ctx, `SELECT actor FROM audit_log WHERE action = 'webhook.redeliver' AND subject = $1 ORDER BY id`, eventID)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var out []string
-		for rows.Next() {
-			var s string
-			if err := rows.Scan(&s); err != nil {
-				t.Fatal(err)
-			}
-			out = append(out, s)
-		}
-		if err := rows.Err(); err != nil {
-			t.Fatal(err)
-		}
-		return out
+		return testenv.Strings(t, e.pool, `SELECT actor FROM audit_log WHERE action = 'webhook.redeliver' AND subject = $1 ORDER BY id`, eventID)
 	}
 	completed := func(eventID string, n int) func() bool {
 		return func() bool {

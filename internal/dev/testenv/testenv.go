@@ -411,3 +411,18 @@ func Sims() []*sim.Sim {
 	defer pkgEnv.mu.Unlock()
 	return slices.Clone(pkgEnv.sims)
 }
+
+// Strings returns the rows of a query of one text column, in order,
+// failing t on an error.
+func Strings(t testing.TB, pool *pgxpool.Pool, sql string, args ...any) []string {
+	t.Helper()
+	rows, err := pool.Query(context.Background(), sql, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
