@@ -10,7 +10,6 @@ import (
 	"sync"
 	"testing"
 
-
 	"github.com/quickpay/quickpay/api"
 	"github.com/quickpay/quickpay/api/apitest"
 	"github.com/quickpay/quickpay/api/client"
