@@ -183,3 +183,41 @@ func TestReencryptOutOfTimeSnoozes(t *testing.T) {
 		t.Fatalf("%d rows left after the next run", left)
 	}
 }
+
+// TestReencryptWalksBatches: a table of several batches is moved whole,
+// each row once, reading on from each batch's last key.
+func TestReencryptWalksBatches(t *testing.T) {
+	ctx := context.Background()
+	pool := testenv.Pool(t)
+	col := recordingTable(t, pool, "many_cards")
+	v := newVault(t, pool, 4, col)
+	const rows = 450 // three batches of at most 200
+	for i := range rows {
+		id, merchant := fmt.Sprintf("card_%04d", i), "mch_many"
+		tok, err := v.TokenizePAN(ctx, sensitive.NewPAN(fmt.Sprintf("622588%010d", i)), col.AAD(id, merchant))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := pool.Exec(ctx, `INSERT INTO many_cards VALUES ($1, $2, $3, $4)`, id, merchant, tok.Ciphertext, tok.Fingerprint); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pol, err := v.Rotate(ctx, vaultkeys.PurposeData, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := v.Reencrypt(ctx, vaultkeys.PurposeData)
+	if err != nil || n != rows {
+		t.Fatalf("Reencrypt = %d, %v; want %d rows moved", n, err, rows)
+	}
+	var behind int
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM many_cards WHERE qp_key_version(pan_ct) < $1`, pol.Current).Scan(&behind); err != nil {
+		t.Fatal(err)
+	}
+	if behind != 0 {
+		t.Fatalf("%d rows left behind", behind)
+	}
+	if n, err := v.Reencrypt(ctx, vaultkeys.PurposeData); err != nil || n != 0 {
+		t.Fatalf("a second Reencrypt = %d, %v; want nothing to move", n, err)
+	}
+}

@@ -169,26 +169,40 @@ func (v *Vault) Reencrypt(ctx context.Context, p Purpose) (int, error) {
 		n, err := v.reencryptColumn(ctx, c, p, target, pol.Current)
 		total += n
 		if err != nil {
-			return total, fmt.Errorf("re-encrypt %s.%s: %w", c.Table, target, err)
+			// The rows moved so far are audited too (a run out of its
+			// time goes on in the next one).
+			return total, errors.Join(fmt.Errorf("re-encrypt %s.%s: %w", c.Table, target, err),
+				v.auditReencrypt(context.WithoutCancel(ctx), p, pol.Current, total))
 		}
 	}
-	if total > 0 {
-		err = audit.Write(ctx, v.cfg.Pool, audit.Entry{Actor: "worker:reencrypt", Action: "key.reencrypt",
-			Subject: Label(p, pol.Current), Details: map[string]any{"purpose": p, "rows": total}})
+	return total, v.auditReencrypt(ctx, p, pol.Current, total)
+}
+
+// auditReencrypt records rows moved to version current of p, if any.
+func (v *Vault) auditReencrypt(ctx context.Context, p Purpose, current, rows int) error {
+	if rows == 0 {
+		return nil
 	}
-	return total, err
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	return audit.Write(ctx, v.cfg.Pool, audit.Entry{Actor: "worker:reencrypt", Action: "key.reencrypt",
+		Subject: Label(p, current), Details: map[string]any{"purpose": p, "rows": rows}})
 }
 
 func (v *Vault) reencryptColumn(ctx context.Context, c Column, p Purpose, target string, current int) (int, error) {
 	ident := func(s string) string { return pgx.Identifier{s}.Sanitize() }
-	sel := fmt.Sprintf(`SELECT %s::text, %s::text, %s, %s FROM %s WHERE qp_key_version(%s) < $1 ORDER BY %s LIMIT %d`,
+	// Keyset pages: each batch reads on from the last key of the one
+	// before, so a large table is walked once, not from its start again at
+	// every batch (its moved rows still lie on the key's index).
+	sel := fmt.Sprintf(`SELECT %s::text, %s::text, %s, %s FROM %s WHERE qp_key_version(%s) < $1 AND %s::text > $2
+		ORDER BY %s::text LIMIT %d`,
 		ident(c.Key), ident(c.Merchant), ident(c.Ciphertext), ident(target), ident(c.Table),
-		ident(target), ident(c.Key), reencryptBatch)
+		ident(target), ident(c.Key), ident(c.Key), reencryptBatch)
 	upd := fmt.Sprintf(`UPDATE %s SET %s = $1 WHERE %s::text = $2 AND %s = $3`,
 		ident(c.Table), ident(target), ident(c.Key), ident(target))
-	total := 0
+	total, after := 0, ""
 	for {
-		rows, err := v.cfg.Pool.Query(ctx, sel, current)
+		rows, err := v.cfg.Pool.Query(ctx, sel, current, after)
 		if err != nil {
 			return total, err
 		}
@@ -207,7 +221,6 @@ func (v *Vault) reencryptColumn(ctx context.Context, c Column, p Purpose, target
 		if len(batch) == 0 {
 			return total, nil
 		}
-		moved := 0
 		for _, r := range batch {
 			pt, err := v.decrypt(ctx, r.ct, c.AAD(r.key, r.merchant))
 			if err != nil {
@@ -233,11 +246,8 @@ func (v *Vault) reencryptColumn(ctx context.Context, c Column, p Purpose, target
 			if tag.RowsAffected() > 0 {
 				total++
 			}
-			moved++
 		}
-		if moved == 0 {
-			return total, nil
-		}
+		after = batch[len(batch)-1].key
 	}
 }
 
