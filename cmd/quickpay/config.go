@@ -70,6 +70,9 @@ type config struct {
 	// ConsoleListen is the operator console's listener (DESIGN.md
 	// "Operator console"), apart from the merchant API's.
 	ConsoleListen string
+	// ConsoleURL is where operators' browsers reach the console (behind
+	// a TLS proxy, say); an https URL makes its cookies Secure.
+	ConsoleURL string
 
 	// Limits are the abuse limits (limits.go).
 	Limits limitsConfig
@@ -128,6 +131,8 @@ func (c *config) flags(fs *flag.FlagSet) {
 	// min (docs/soak.md "Settle time after a crash"). Other jobs time out
 	// at half of it (River's JobTimeout) and snooze or retry.
 	c.ChargeWorkers, c.RescueAfter, c.SchedulerInterval = defaultChargeWorkers, time.Minute, 30*time.Second
+	c.envFlag(fs, urlFlag{&c.ConsoleURL}, "console-url", "QUICKPAY_CONSOLE_URL",
+		"where browsers reach the operator console; https makes its cookies Secure (QUICKPAY_CONSOLE_URL; default: Secure unless it listens on loopback)")
 	c.envFlag(fs, urlFlag{&c.PublicURL}, "public-url", "QUICKPAY_PUBLIC_URL", "base URL banks reach quickpay at, for async results (QUICKPAY_PUBLIC_URL; default http://<listen>)")
 	c.envFlag(fs, urlFlag{&c.SMSURL}, "sms-url", "QUICKPAY_SMS_URL", "SMS carrier send URL (QUICKPAY_SMS_URL; default <banksim-url>/carrier/sms)")
 	fs.StringVar(&c.BankLimits, "bank-limits", env("QUICKPAY_BANK_LIMITS", ""), "per-bank call limits CODE=RPS:CONCURRENT,… e.g. ICBC=200:32 (QUICKPAY_BANK_LIMITS; 0 = unlimited)")

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 
 	"github.com/quickpay/quickpay/api"
 	"github.com/quickpay/quickpay/api/console"
@@ -32,7 +33,7 @@ var (
 
 // consoleHandler builds the operator console (package api/console) over d,
 // served by serve on --console-listen, with River's UI inside it. Its
-// session cookie is Secure unless the console listens on loopback.
+// cookies are Secure as consoleSecure says.
 func (c *config) consoleHandler(ctx context.Context, d *deps, _ api.Config, log *slog.Logger) (http.Handler, error) {
 	store, err := merchants.NewStore(merchants.Config{Pool: d.pool, Limiter: d.limiter, TokenFailures: c.Limits.TokenFailures,
 		SourceFailures: c.Limits.SourceFailures})
@@ -50,12 +51,22 @@ func (c *config) consoleHandler(ctx context.Context, d *deps, _ api.Config, log 
 	cfg := console.Config{
 		Operators: ops, Views: opsview.New(d.pool), Audit: d.pool, Merchants: store,
 		Mandates: d.mandates, Bindings: d.bindings, Webhooks: d.hooks, Vault: d.vault, OnceKeys: d.idem,
-		Jobs: jobs, Secure: !loopbackAddr(c.ConsoleListen), Logger: log,
+		Jobs: jobs, Secure: consoleSecure(c.ConsoleListen, c.ConsoleURL), Logger: log,
 	}
 	if c.Clock != nil {
 		cfg.Views, cfg.Now = opsview.New(d.pool, opsview.WithClock(c.Clock)), c.Clock.Now
 	}
 	return console.New(cfg)
+}
+
+// consoleSecure reports whether the console's cookies are Secure: as the
+// scheme of the URL browsers reach it at (an https proxy in front of a
+// console on loopback), or, without one, unless it listens on loopback.
+func consoleSecure(listen, publicURL string) bool {
+	if publicURL != "" {
+		return strings.HasPrefix(publicURL, "https://")
+	}
+	return !loopbackAddr(listen)
 }
 
 // loopbackAddr reports whether addr (host:port) names a loopback host.
