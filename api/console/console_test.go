@@ -1,6 +1,8 @@
 package console_test
 
 import (
+	"context"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
@@ -202,9 +204,24 @@ func TestSecurityHeaders(t *testing.T) {
 
 func TestJobs(t *testing.T) {
 	e := newEnv(t)
+	// A job scheduled for tomorrow, which only a change through River's UI
+	// can cancel.
+	var jobID int64
+	if err := e.Pool.QueryRow(context.Background(), `INSERT INTO river_job (args, kind, max_attempts, priority, queue, state, scheduled_at)
+		VALUES ('{}', 'console_test', 1, 1, 'console_test', 'scheduled', now() + interval '1 day') RETURNING id`).Scan(&jobID); err != nil {
+		t.Fatal(err)
+	}
+	jobState := func() string {
+		var st string
+		if err := e.Pool.QueryRow(context.Background(), `SELECT state FROM river_job WHERE id = $1`, jobID).Scan(&st); err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
 	cancel := func(a *agent, origin, site string) page {
 		t.Helper()
-		req, err := http.NewRequest(http.MethodPost, e.url+"/jobs/api/jobs/cancel", strings.NewReader(`{"ids":["1"]}`))
+		body := fmt.Sprintf(`{"ids":["%d"]}`, jobID)
+		req, err := http.NewRequest(http.MethodPost, e.url+"/jobs/api/jobs/cancel", strings.NewReader(body))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -250,8 +267,14 @@ func TestJobs(t *testing.T) {
 		if got := jobsRows(); got != before {
 			t.Errorf("refused changes audited: %d rows, were %d", got, before)
 		}
+		if st := jobState(); st != "scheduled" {
+			t.Fatalf("after refused cancels the job is %s, want scheduled", st)
+		}
 		if p := cancel(admin, e.url, "same-origin"); p.status == http.StatusForbidden || p.status >= 500 {
 			t.Errorf("admin's cancel from the console: %d", p.status)
+		}
+		if st := jobState(); st != "cancelled" {
+			t.Errorf("after the admin's cancel the job is %s, want cancelled", st)
 		}
 		if got := jobsRows(); got != before+1 {
 			t.Errorf("the admin's change was not audited: %d rows, were %d", got, before)
