@@ -11,6 +11,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/quickpay/quickpay/api/idempotency"
+	"github.com/quickpay/quickpay/api/pagekit"
 	"github.com/quickpay/quickpay/binding"
 	"github.com/quickpay/quickpay/internal/audit"
 	"github.com/quickpay/quickpay/internal/errs"
@@ -224,7 +225,7 @@ func (c *Console) refundConfirm(ec echo.Context) error {
 		v.Question = "Refund charge " + ch.ID + " to card " + card.MaskedPAN + "?"
 		return c.render(ec, http.StatusUnprocessableEntity, "confirm", "Refund "+ch.ID, v)
 	}
-	once, err := newSecret()
+	once, err := pagekit.NewSecret()
 	if err != nil {
 		return c.fault(ec, err)
 	}
@@ -248,7 +249,7 @@ func (c *Console) refundDo(ec echo.Context) error {
 	back := "/charges/" + ch.ID
 	fen, err := strconv.ParseInt(r.PostForm.Get("amount"), 10, 64)
 	once := r.PostForm.Get("once")
-	if err != nil || fen <= 0 || !validSecret(once) {
+	if err != nil || fen <= 0 || !pagekit.ValidSecret(once) {
 		return c.render(ec, http.StatusBadRequest, "status", "Bad request", statusView{Status: http.StatusBadRequest,
 			Heading: "Bad request", Text: "The refund form is incomplete. Open the charge and start again.", Back: back})
 	}

@@ -1,9 +1,7 @@
 package console
 
 import (
-	"crypto/rand"
 	"crypto/subtle"
-	"encoding/base64"
 	"errors"
 	"net"
 	"net/http"
@@ -13,6 +11,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/quickpay/quickpay/api/pagekit"
 	"github.com/quickpay/quickpay/internal/operators"
 )
 
@@ -153,29 +152,16 @@ func (c *Console) loginPage(ec echo.Context) error {
 // loginSecret returns the browser's login CSRF secret, setting a new one
 // when it has none.
 func (c *Console) loginSecret(ec echo.Context) (string, error) {
-	if ck, err := ec.Request().Cookie(loginCookie); err == nil && validSecret(ck.Value) {
+	if ck, err := ec.Request().Cookie(loginCookie); err == nil && pagekit.ValidSecret(ck.Value) {
 		return ck.Value, nil
 	}
-	s, err := newSecret()
+	s, err := pagekit.NewSecret()
 	if err != nil {
 		return "", err
 	}
 	ec.SetCookie(&http.Cookie{Name: loginCookie, Value: s, Path: "/login", HttpOnly: true,
 		SameSite: http.SameSiteStrictMode, Secure: c.cfg.Secure, MaxAge: 3600})
 	return s, nil
-}
-
-func newSecret() (string, error) {
-	b := make([]byte, 32)
-	if _, err := rand.Read(b); err != nil {
-		return "", err
-	}
-	return base64.RawURLEncoding.EncodeToString(b), nil
-}
-
-func validSecret(s string) bool {
-	b, err := base64.RawURLEncoding.DecodeString(s)
-	return err == nil && len(b) == 32
 }
 
 // login checks the form's pre-session token, then the name, password and
@@ -187,7 +173,7 @@ func (c *Console) login(ec echo.Context) error {
 		return c.status(ec, http.StatusBadRequest, "Bad request", "The form could not be read.")
 	}
 	ck, err := r.Cookie(loginCookie)
-	if err != nil || !validSecret(ck.Value) ||
+	if err != nil || !pagekit.ValidSecret(ck.Value) ||
 		subtle.ConstantTimeCompare([]byte(ck.Value), []byte(r.PostForm.Get(csrfField))) != 1 {
 		return c.status(ec, http.StatusForbidden, "Forbidden",
 			"The login form's security token is missing or wrong. Open the login page again.")

@@ -10,8 +10,9 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
-	"github.com/labstack/echo/v4/middleware"
 
+	"github.com/labstack/echo/v4/middleware"
+	"github.com/quickpay/quickpay/api/pagekit"
 	"github.com/quickpay/quickpay/internal/audit"
 )
 
@@ -117,8 +118,8 @@ func (c *Console) routes() *echo.Echo {
 	e.Use(c.accessLog, withRequestID)
 	e.Use(middleware.RecoverWithConfig(middleware.RecoverConfig{DisablePrintStack: true}))
 
-	pages := e.Group("", headers)
-	pages.GET("/assets/:file", asset)
+	pages := e.Group("", pagekit.Headers(CSP))
+	pages.GET("/assets/:file", pagekit.Assets(staticFS, "static"))
 	pages.GET("/login", c.loginPage)
 	pages.POST("/login", c.login)
 
@@ -157,23 +158,6 @@ func (c *Console) routes() *echo.Echo {
 		jobs.Any("/*", h)
 	}
 	return e
-}
-
-// headers sets the pages' security headers on every answer.
-func headers(next echo.HandlerFunc) echo.HandlerFunc {
-	return func(ec echo.Context) error {
-		h := ec.Response().Header()
-		h.Set("Content-Security-Policy", CSP)
-		setCommonHeaders(h)
-		return next(ec)
-	}
-}
-
-func setCommonHeaders(h http.Header) {
-	h.Set("Cache-Control", "no-store")
-	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("Referrer-Policy", "no-referrer")
-	h.Set("X-Frame-Options", "DENY")
 }
 
 // withRequestID puts the request id into the request's context, so that

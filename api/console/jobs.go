@@ -10,6 +10,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/labstack/echo/v4"
+
+	"github.com/quickpay/quickpay/api/pagekit"
 	"github.com/riverqueue/river"
 	"riverqueue.com/riverui"
 
@@ -59,9 +61,7 @@ func NewJobs(ctx context.Context, client *river.Client[pgx.Tx], log *slog.Logger
 // jobsHeaders sets River's UI's headers (JobsCSP).
 func (c *Console) jobsHeaders(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(ec echo.Context) error {
-		h := ec.Response().Header()
-		h.Set("Content-Security-Policy", JobsCSP)
-		setCommonHeaders(h)
+		pagekit.SetHeaders(ec.Response().Header(), JobsCSP)
 		return next(ec)
 	}
 }

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"html/template"
 	"io/fs"
-	"mime"
 	"net/http"
 	"path"
 	"reflect"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/quickpay/quickpay/api/pagekit"
 	"github.com/quickpay/quickpay/internal/operators"
 	"github.com/quickpay/quickpay/internal/opsview"
 )
@@ -237,19 +237,9 @@ func (c *Console) errorHandler(err error, ec echo.Context) {
 	}
 	var he *echo.HTTPError
 	if errors.As(err, &he) && he.Code < 500 {
-		setCommonHeaders(ec.Response().Header())
-		ec.Response().Header().Set("Content-Security-Policy", CSP)
+		pagekit.SetHeaders(ec.Response().Header(), CSP)
 		_ = c.status(ec, he.Code, http.StatusText(he.Code), "There is no such page here.")
 		return
 	}
 	_ = c.fault(ec, err)
-}
-
-func asset(ec echo.Context) error {
-	name := path.Base(ec.Param("file"))
-	b, err := fs.ReadFile(staticFS, "static/"+name)
-	if err != nil {
-		return echo.ErrNotFound
-	}
-	return ec.Blob(http.StatusOK, mime.TypeByExtension(path.Ext(name)), b)
 }

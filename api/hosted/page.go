@@ -3,25 +3,21 @@ package hosted
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"crypto/subtle"
 	"embed"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"html/template"
-	"io/fs"
 	"log/slog"
-	"mime"
 	"net"
 	"net/http"
 	"net/url"
-	"path"
 	"strings"
 	"time"
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/quickpay/quickpay/api/pagekit"
 	"github.com/quickpay/quickpay/binding"
 	"github.com/quickpay/quickpay/internal/clock"
 	"github.com/quickpay/quickpay/internal/merchants"
@@ -116,8 +112,8 @@ func New(cfg Config) (*Page, error) {
 
 // Routes mounts the page under BasePath.
 func (p *Page) Routes(e *echo.Echo) {
-	g := e.Group(BasePath, headers)
-	g.GET("/assets/:file", p.asset)
+	g := e.Group(BasePath, pagekit.Headers(CSP))
+	g.GET("/assets/:file", pagekit.Assets(staticFS, "static"))
 	g.GET("/:token", p.show)
 	g.POST("/:token/card", p.form(stepCard, p.card))
 	g.POST("/:token/card-type", p.form("", p.cardType))
@@ -126,28 +122,6 @@ func (p *Page) Routes(e *echo.Echo) {
 	g.POST("/:token/consent", p.form(stepTerms, p.consentSend))
 	g.POST("/:token/consent/resend", p.form(stepConsent, p.consentResend))
 	g.POST("/:token/consent/confirm", p.form(stepConsent, p.consentConfirm))
-}
-
-// headers sets the page's security headers on every answer.
-func headers(next echo.HandlerFunc) echo.HandlerFunc {
-	return func(c echo.Context) error {
-		h := c.Response().Header()
-		h.Set("Content-Security-Policy", CSP)
-		h.Set("Cache-Control", "no-store")
-		h.Set("X-Content-Type-Options", "nosniff")
-		h.Set("Referrer-Policy", "no-referrer")
-		h.Set("X-Frame-Options", "DENY")
-		return next(c)
-	}
-}
-
-func (p *Page) asset(c echo.Context) error {
-	name := path.Base(c.Param("file"))
-	b, err := fs.ReadFile(staticFS, "static/"+name)
-	if err != nil {
-		return c.NoContent(http.StatusNotFound)
-	}
-	return c.Blob(http.StatusOK, mime.TypeByExtension(path.Ext(name)), b)
 }
 
 // req is one request to the page: its session, language and CSRF secret.
@@ -198,23 +172,16 @@ func (p *Page) show(c echo.Context) error {
 	if !ok {
 		return err
 	}
-	if ck, err := c.Cookie(csrfCookie); err == nil && validSecret(ck.Value) {
+	if ck, err := c.Cookie(csrfCookie); err == nil && pagekit.ValidSecret(ck.Value) {
 		r.csrf = ck.Value
 	} else {
-		b := make([]byte, 32)
-		if _, err := rand.Read(b); err != nil {
+		if r.csrf, err = pagekit.NewSecret(); err != nil {
 			return p.fault(r, err)
 		}
-		r.csrf = base64.RawURLEncoding.EncodeToString(b)
 		c.SetCookie(&http.Cookie{Name: csrfCookie, Value: r.csrf, Path: Path(r.token), HttpOnly: true,
 			SameSite: http.SameSiteStrictMode, Secure: p.secureCookie(c), MaxAge: int(binding.SessionValidity / time.Second)})
 	}
 	return p.step(r, view{})
-}
-
-func validSecret(s string) bool {
-	b, err := base64.RawURLEncoding.DecodeString(s)
-	return err == nil && len(b) == 32
 }
 
 // secureCookie is whether the CSRF cookie is Secure: the PublicURL is
@@ -280,7 +247,7 @@ func (p *Page) checkCSRF(r *req) int {
 	}
 	ck, err := c.Cookie(csrfCookie)
 	sent := c.Request().PostForm.Get(csrfField)
-	if err != nil || !validSecret(ck.Value) || subtle.ConstantTimeCompare([]byte(ck.Value), []byte(sent)) != 1 {
+	if err != nil || !pagekit.ValidSecret(ck.Value) || subtle.ConstantTimeCompare([]byte(ck.Value), []byte(sent)) != 1 {
 		return http.StatusForbidden
 	}
 	r.csrf = ck.Value
