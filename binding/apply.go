@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/quickpay/quickpay/bankadapters"
 	"github.com/quickpay/quickpay/internal/audit"
 	"github.com/quickpay/quickpay/internal/ids"
@@ -80,14 +82,41 @@ func (s *Service) StartBinding(ctx context.Context, merchantID string, in BindIn
 	}
 
 	// The member, if it exists already, and the card, if it is active
-	// here already.
+	// here already; in the same round trip, the abuse limits' take,
+	// counted before the bank is asked and given back if quickpay answers
+	// without it.
 	fps, err := s.vault.Fingerprints(ctx, DomainPAN, []byte(in.CardNumber.Reveal()))
 	if err != nil {
 		return Binding{}, err
 	}
-	member, card, err := findMemberAndCard(ctx, s.pool, merchantID, in.MemberID, in.ExternalUserID, fps)
+	keys := applyKeys{card: fps[0]}
+	if keys.id, err = s.idFP(ctx, in.IDNumber); err != nil {
+		return Binding{}, err
+	}
+	if s.limiter != nil {
+		if keys.phone, err = s.vault.Fingerprint(ctx, DomainPhone, []byte(in.Phone)); err != nil {
+			return Binding{}, err
+		}
+	}
+	var batch pgx.Batch
+	take, err := s.queueApply(&batch, now, keys)
 	if err != nil {
 		return Binding{}, err
+	}
+	member, card, err := findMemberAndCard(ctx, s.pool, &batch, merchantID, in.MemberID, in.ExternalUserID, fps)
+	if err != nil {
+		return Binding{}, err
+	}
+	if take != nil {
+		// A refusal writes nothing: a flood of them must cost little.
+		if err := take.Finish(ctx); err != nil {
+			return Binding{}, limited(err)
+		}
+		defer func() {
+			if take != nil {
+				s.settleApply(ctx, now, keys, false, true, true)
+			}
+		}()
 	}
 	if member == nil && in.MemberID != "" {
 		return Binding{}, ErrNotFound
@@ -101,7 +130,7 @@ func (s *Service) StartBinding(ctx context.Context, merchantID string, in BindIn
 		if member == nil || card.MemberID != member.ID {
 			return Binding{}, ErrCardBoundElsewhere
 		}
-		return s.existingCardBinding(ctx, merchantID, *member, *card, route, in, fps[0])
+		return s.existingCardBinding(ctx, merchantID, *member, *card, route, in, keys)
 	}
 
 	b := bindingRow{Binding: Binding{
@@ -113,21 +142,12 @@ func (s *Service) StartBinding(ctx context.Context, merchantID string, in BindIn
 	if member != nil {
 		b.MemberID, b.ExternalUserID = member.ID, ""
 	}
-	if err := s.sealBinding(ctx, &b, in, fps[0]); err != nil {
+	if err := s.sealBinding(ctx, &b, in, keys); err != nil {
 		return Binding{}, err
 	}
-	// The abuse limits, counted before the bank is asked.
-	keys := applyKeys{card: b.PANFP, id: b.IDNumberFP}
-	if s.limiter != nil {
-		if keys.phone, err = s.vault.Fingerprint(ctx, DomainPhone, []byte(in.Phone)); err != nil {
-			return Binding{}, err
-		}
-		// A refusal writes nothing: a flood of them must cost little.
-		if err := s.takeApply(ctx, now, keys); err != nil {
-			return Binding{}, err
-		}
-	}
 
+	// The bank is asked: from here its answer settles the take.
+	take = nil
 	sess, err := bank.BindApply(ctx, bankadapters.BindRequest{
 		RequestNo: b.ID, CardNumber: in.CardNumber, HolderName: in.HolderName, IDNumber: in.IDNumber,
 		Phone: in.Phone, Expiry: in.Expiry, CVV2: in.CVV2,
@@ -174,20 +194,21 @@ func (s *Service) StartBinding(ctx context.Context, merchantID string, in BindIn
 	return b.Binding, nil
 }
 
-// sealBinding encrypts and fingerprints the binding's card and identity.
-func (s *Service) sealBinding(ctx context.Context, b *bindingRow, in BindInput, panFP []byte) error {
+// sealBinding encrypts the binding's card and identity, and fingerprints
+// them (the card's and the ID number's fingerprints are made already).
+func (s *Service) sealBinding(ctx context.Context, b *bindingRow, in BindInput, fp applyKeys) error {
 	aad := func(field string) []byte { return BindingAAD(b.MerchantID, b.ID, field) }
 	var err error
 	if b.PANCT, err = s.vault.Encrypt(ctx, []byte(in.CardNumber.Reveal()), aad("pan")); err != nil {
 		return err
 	}
-	b.PANFP = panFP
+	b.PANFP = fp.card
 	id, err := s.sealIdentity(ctx, func(field string) []byte {
 		if field == "name" {
 			field = "holder_name"
 		}
 		return aad(field)
-	}, in.HolderName, in.IDNumber, in.Phone)
+	}, in.HolderName, in.IDNumber, fp.id, in.Phone)
 	if err != nil {
 		return err
 	}
@@ -198,13 +219,13 @@ func (s *Service) sealBinding(ctx context.Context, b *bindingRow, in BindInput, 
 // existingCardBinding records a binding that found the card already bound
 // to this member: it is bound at once, to the existing card.
 func (s *Service) existingCardBinding(ctx context.Context, merchantID string, m memberRow, card Card,
-	route bankadapters.CardInfo, in BindInput, panFP []byte) (Binding, error) {
+	route bankadapters.CardInfo, in BindInput, fp applyKeys) (Binding, error) {
 	now := s.now()
 	b := bindingRow{Binding: Binding{
 		ID: ids.New("bnd"), MerchantID: merchantID, MemberID: m.ID, Status: StatusBound, CardID: card.ID,
 		Card: card.CardInfo, OTPExpiresAt: now, OTPLastSentAt: now, OTPSends: 0, CreatedAt: now, Existing: true,
 	}}
-	if err := s.sealBinding(ctx, &b, in, panFP); err != nil {
+	if err := s.sealBinding(ctx, &b, in, fp); err != nil {
 		return Binding{}, err
 	}
 	if err := s.inBatch(ctx, func(u *unit) {

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/quickpay/quickpay/internal/limits"
 	"github.com/quickpay/quickpay/internal/sensitive"
 )
@@ -24,23 +26,26 @@ import (
 //     Limits.MismatchPerDay; at the cap, applies with that ID number or
 //     that card are refused before the bank.
 //
-// An apply the bank refused without texting (mismatch, decline, already
-// bound) gives its text back; one it answered "already bound" gives its
-// apply back too. A binding quickpay answers from a card already bound here
-// reaches no bank and counts nothing; idempotent replays never reach the
-// service.
+// The take rides in the round trip that reads the member and the card
+// (Limiter.Queue). An apply quickpay then answers itself (a card already
+// bound here, an unknown member, an identity mismatch, a card bound
+// elsewhere) reaches no bank and gives its take back. An apply the bank
+// refused without texting (mismatch, decline, already bound) gives its
+// text back; one it answered "already bound" gives its apply back too.
+// Idempotent replays never reach the service.
 //
 // Keys are fingerprints under the current fp key: after a rotation a card's
 // or phone's count starts again (at most one more allowance per rotation).
 
 // Limiter is what binding needs of the abuse limits (internal/limits).
-// TakeIn takes in a transaction the caller holds (a resend's reservation),
-// so the take needs no second connection.
+// Queue puts an apply's take in the batch that reads the member and the
+// card; TakeIn takes in a transaction the caller holds (a resend's
+// reservation), so the take needs no second connection.
 type Limiter interface {
-	Take(ctx context.Context, now time.Time, checks ...limits.Check) error
+	Queue(b *pgx.Batch, now time.Time, checks ...limits.Check) (*limits.Pending, error)
 	TakeIn(ctx context.Context, q limits.Querier, now time.Time, checks ...limits.Check) error
 	Record(ctx context.Context, now time.Time, window time.Duration, kind limits.Kind, keys ...[]byte) error
-	Release(ctx context.Context, at time.Time, kind limits.Kind, key []byte) error
+	Release(ctx context.Context, at time.Time, keys ...limits.Key) error
 }
 
 var _ Limiter = (*limits.Limiter)(nil)
@@ -115,31 +120,35 @@ func limited(err error) error {
 	return err
 }
 
-// applyKeys are the fingerprints an apply is metered by.
+// applyKeys are an apply's keyed fingerprints, which its limits meter by:
+// the card's and the ID number's under the current fp key (the binding
+// stores them too), and the phone's (made only with a limiter).
 type applyKeys struct {
 	card, phone, id []byte
 }
 
-// takeApply counts an apply of the card and its text to the phone, if the
-// card's and the ID number's mismatches leave room, in one round trip.
-func (s *Service) takeApply(ctx context.Context, now time.Time, k applyKeys) error {
+// queueApply queues in b the take of an apply of the card and its text to
+// the phone, if the card's and the ID number's mismatches leave room. Nil
+// without a limiter; else Finish it once b has been sent.
+func (s *Service) queueApply(b *pgx.Batch, now time.Time, k applyKeys) (*limits.Pending, error) {
 	if s.limiter == nil {
-		return nil
+		return nil, nil
 	}
 	l := s.limits
-	return limited(s.limiter.Take(ctx, now,
+	return s.limiter.Queue(b, now,
 		limits.Check{Kind: KindApplyCard, Key: k.card, Rule: l.ApplyPerHour, Take: true},
 		limits.Check{Kind: KindApplyCard, Key: k.card, Rule: l.ApplyPerDay, Take: true},
 		limits.Check{Kind: KindSMSPhone, Key: k.phone, Rule: l.SMSPerDay, Take: true},
 		limits.Check{Kind: KindMismatchID, Key: k.id, Rule: l.MismatchPerDay},
-		limits.Check{Kind: KindMismatchCard, Key: k.card, Rule: l.MismatchPerDay}))
+		limits.Check{Kind: KindMismatchCard, Key: k.card, Rule: l.MismatchPerDay})
 }
 
-// settleApply adjusts the counts taken at `at` by the bank's refusal:
-// a mismatch is counted, a text not sent is given back, and so is an apply
-// that does not count (answered "already bound", or never sent: its call
-// queued at the bank's gate past its time). Failures are logged: the apply
-// has been answered, and a count missed errs on the caller's side once.
+// settleApply adjusts the counts taken at `at` by the answer: a mismatch
+// is counted, a text not sent is given back, and so is an apply that does
+// not count (answered by quickpay, answered "already bound", or never
+// sent: its call queued at the bank's gate past its time). Failures are
+// logged: the apply has been answered, and a count missed errs on the
+// caller's side once.
 func (s *Service) settleApply(ctx context.Context, at time.Time, k applyKeys, mismatch, noSMS, uncounted bool) {
 	if s.limiter == nil {
 		return
@@ -150,11 +159,15 @@ func (s *Service) settleApply(ctx context.Context, at time.Time, k applyKeys, mi
 		errs = append(errs, s.limiter.Record(ctx, at, s.limits.MismatchPerDay.Window, KindMismatchID, k.id))
 		errs = append(errs, s.limiter.Record(ctx, at, s.limits.MismatchPerDay.Window, KindMismatchCard, k.card))
 	}
+	var back []limits.Key
 	if noSMS {
-		errs = append(errs, s.limiter.Release(ctx, at, KindSMSPhone, k.phone))
+		back = append(back, limits.Key{Kind: KindSMSPhone, Key: k.phone})
 	}
 	if uncounted {
-		errs = append(errs, s.limiter.Release(ctx, at, KindApplyCard, k.card))
+		back = append(back, limits.Key{Kind: KindApplyCard, Key: k.card})
+	}
+	if len(back) > 0 {
+		errs = append(errs, s.limiter.Release(ctx, at, back...))
 	}
 	if err := errors.Join(errs...); err != nil {
 		s.log.Error("abuse limits: settling an apply", "err", err)

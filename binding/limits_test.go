@@ -8,6 +8,7 @@ import (
 
 	"github.com/quickpay/quickpay/binding"
 	"github.com/quickpay/quickpay/internal/limits"
+	"github.com/quickpay/quickpay/internal/sensitive"
 )
 
 // limitedService is w's service with the abuse limits on, lowered to l,
@@ -101,6 +102,55 @@ func TestApplyLimitsPerCard(t *testing.T) {
 	for n := range 4 {
 		if b, err := svc.StartBinding(ctx, w.merchant, in); err != nil || !b.Existing {
 			t.Fatalf("repeat bind %d of a bound card: %+v, %v; want the existing card, not limited", n+1, b, err)
+		}
+	}
+}
+
+// TestAnswersWithoutTheBankCountNothing: an apply quickpay answers itself
+// (an unknown member, an identity mismatch, a card bound to another
+// member) gives its take back: it uses neither the card's applies nor the
+// phone's texts, though the take was counted before the answer was known.
+func TestAnswersWithoutTheBankCountNothing(t *testing.T) {
+	ctx := context.Background()
+	w := newWorld(t)
+	one := limits.Rule{Cap: 1, Window: binding.Day}
+	svc := w.limitedService(t, binding.Limits{ApplyPerHour: one, ApplyPerDay: one, SMSPerDay: one,
+		MismatchPerDay: lowLimits.MismatchPerDay}, nil)
+	a, someone := w.account(t, "ICBC", "debit"), w.account(t, "ICBC", "debit")
+	m, err := svc.CreateMember(ctx, w.merchant, binding.MemberInput{ExternalID: "someone",
+		Name: someone.HolderName, IDNumber: sensitive.NewIDNumber(someone.IDNumber)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for n := 1; n <= 3; n++ {
+		in := input(a)
+		in.MemberID = m.ID
+		var im *binding.IdentityMismatchError
+		if _, err := svc.StartBinding(ctx, w.merchant, in); !errors.As(err, &im) {
+			t.Fatalf("apply %d for another person's member: %v, want an identity mismatch", n, err)
+		}
+		in.MemberID = "mbr_unknown"
+		if _, err := svc.StartBinding(ctx, w.merchant, in); !errors.Is(err, binding.ErrNotFound) {
+			t.Fatalf("apply %d for an unknown member: %v, want not found", n, err)
+		}
+	}
+	if n := w.texts(t, a.Phone); n != 0 {
+		t.Fatalf("%d texts, want 0", n)
+	}
+	// The card's one apply and the phone's one text are still there.
+	b, err := svc.StartBinding(ctx, w.merchant, input2(a, "holder"))
+	if err != nil {
+		t.Fatalf("the holder's apply after the refusals: %v", err)
+	}
+	if _, err := svc.Confirm(ctx, w.merchant, b.ID, w.code(t, a.Phone)); err != nil {
+		t.Fatal(err)
+	}
+	// Bound now: another user's apply of it is answered here, and counts
+	// nothing either (the one apply a day is used, so a count would refuse).
+	w.clock.Advance(binding.Day)
+	for n := 1; n <= 3; n++ {
+		if _, err := svc.StartBinding(ctx, w.merchant, input2(a, "another-user")); !errors.Is(err, binding.ErrCardBoundElsewhere) {
+			t.Fatalf("apply %d of a card bound to another member: %v, want bound elsewhere", n, err)
 		}
 	}
 }

@@ -37,7 +37,7 @@ func (s *Service) CreateMember(ctx context.Context, merchantID string, in Member
 	}
 	m := Member{ID: ids.New("mem"), MerchantID: merchantID, ExternalID: in.ExternalID, Kind: KindExplicit, CreatedAt: now}
 	id, err := s.sealIdentity(ctx, func(field string) []byte { return MemberAAD(merchantID, m.ID, field) },
-		in.Name, in.IDNumber, in.Phone)
+		in.Name, in.IDNumber, nil, in.Phone)
 	if err != nil {
 		return Member{}, err
 	}
@@ -47,9 +47,12 @@ func (s *Service) CreateMember(ctx context.Context, merchantID string, in Member
 	return m, nil
 }
 
-// sealIdentity encrypts and fingerprints the identity fields given.
-func (s *Service) sealIdentity(ctx context.Context, aad func(field string) []byte, name string, idNo sensitive.IDNumber, phone string) (identity, error) {
-	var id identity
+// sealIdentity encrypts and fingerprints the identity fields given; idFP
+// is the ID number's fingerprint if the caller made it already (nil: it is
+// made here).
+func (s *Service) sealIdentity(ctx context.Context, aad func(field string) []byte, name string, idNo sensitive.IDNumber,
+	idFP []byte, phone string) (identity, error) {
+	id := identity{IDNumberFP: idFP}
 	var err error
 	// Stored normalized, so that a fingerprint recomputed from the plaintext
 	// (after an fp key rotation) equals the one made here.
@@ -66,8 +69,10 @@ func (s *Service) sealIdentity(ctx context.Context, aad func(field string) []byt
 		if id.IDNumberCT, err = s.vault.Encrypt(ctx, []byte(normID(idNo.Reveal())), aad("id_number")); err != nil {
 			return id, err
 		}
-		if id.IDNumberFP, err = s.vault.Fingerprint(ctx, DomainIDNumber, []byte(normID(idNo.Reveal()))); err != nil {
-			return id, err
+		if id.IDNumberFP == nil {
+			if id.IDNumberFP, err = s.idFP(ctx, idNo); err != nil {
+				return id, err
+			}
 		}
 	}
 	if phone != "" {
@@ -76,6 +81,11 @@ func (s *Service) sealIdentity(ctx context.Context, aad func(field string) []byt
 		}
 	}
 	return id, nil
+}
+
+// idFP fingerprints an ID number, normalized, under the current fp key.
+func (s *Service) idFP(ctx context.Context, idNo sensitive.IDNumber) ([]byte, error) {
+	return s.vault.Fingerprint(ctx, DomainIDNumber, []byte(normID(idNo.Reveal())))
 }
 
 // GetMember returns one of the merchant's members. Errors: ErrNotFound.

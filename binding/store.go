@@ -83,10 +83,11 @@ func queueDeleteMember(batch *pgx.Batch, merchantID, id string) {
 
 // findMemberAndCard reads in one round trip the member with memberID, or
 // else with externalID, and the merchant's active card with any of the
-// fingerprints; nil for either that does not exist.
-func findMemberAndCard(ctx context.Context, pool *pgxpool.Pool, merchantID, memberID, externalID string,
+// fingerprints; nil for either that does not exist. b holds what the
+// caller sends in the same round trip (the abuse limits' take), before
+// these reads.
+func findMemberAndCard(ctx context.Context, pool *pgxpool.Pool, b *pgx.Batch, merchantID, memberID, externalID string,
 	fps [][]byte) (*memberRow, *Card, error) {
-	var b pgx.Batch
 	var member *memberRow
 	var card *Card
 	where, key := whereMemberID, memberID
@@ -109,7 +110,7 @@ func findMemberAndCard(ctx context.Context, pool *pgxpool.Pool, merchantID, memb
 			return ignoreNotFound(err)
 		})
 	}
-	if err := pool.SendBatch(ctx, &b).Close(); err != nil {
+	if err := pool.SendBatch(ctx, b).Close(); err != nil {
 		return nil, nil, err
 	}
 	return member, card, nil

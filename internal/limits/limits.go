@@ -8,10 +8,11 @@
 // the cap of the kind's longest window), so "10 a day" is 10 in any 24
 // hours, and the wait told to a refused caller is exact.
 //
-// Take checks and counts in one round trip: keys never seen within their
-// windows by a single INSERT, others by the function limits_take (migration
-// 013), which locks and checks their rows. All rules of a call pass and are
-// counted together, or none is.
+// Take checks and counts: keys that have no row by one statement, which
+// also reads the check-only keys' rows; others by the function limits_take
+// (migrations 013, 034), which locks and checks their rows. All rules of a
+// call pass and are counted together, or none is. Queue sends the first
+// statement in a caller's batch, in the round trip of the caller's reads.
 // Callers take before the call to the outside world (reserve, then call), so
 // a caller who hangs up once the bank or carrier has been asked has been
 // counted already; Release gives back a take that turned out not to reach
@@ -25,10 +26,15 @@
 package limits
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
+	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -118,32 +124,78 @@ func (l *Limiter) Take(ctx context.Context, now time.Time, checks ...Check) erro
 //
 // Most takes are of keys with no row yet (a card or phone not seen within
 // its windows): their rules cannot refuse (a cap is at least 1), so one
-// INSERT … ON CONFLICT DO NOTHING counts them, reading the check-only rows
-// in the same statement (takeFreshSQL; a tenth of the work of
-// limits_take). Keys that have a row (or that another take inserted
-// meanwhile) go through limits_take, which locks and checks them; if it,
-// or a check-only rule, refuses, the fresh rows' instants are given back,
-// so a refused take still counts nothing.
+// statement counts them (INSERT … ON CONFLICT DO NOTHING) and reads the
+// check-only keys' rows (take.sql). Keys that have a row (or that another
+// take inserted meanwhile) go through limits_take, which locks and checks
+// them; if it, or a check-only rule, refuses, the fresh rows' instants are
+// given back, so a refused take still counts nothing.
 func (l *Limiter) TakeIn(ctx context.Context, q Querier, now time.Time, checks ...Check) error {
-	for _, c := range checks {
-		if !c.Rule.Valid() || len(c.Key) == 0 || c.Kind == "" {
-			return fmt.Errorf("limits: invalid check of %q (cap %d, window %s)", c.Kind, c.Rule.Cap, c.Rule.Window)
-		}
-	}
-	fresh, wait, err := takeFresh(ctx, q, now, checks)
+	t, err := newTake(now, checks)
 	if err != nil {
 		return err
 	}
+	if err := t.scan(q.QueryRow(ctx, t.sql, t.args...)); err != nil {
+		return err
+	}
+	return l.finish(ctx, q, t)
+}
+
+// Pending is a take whose first statement a caller sends in its own batch
+// (Queue); Finish completes it.
+type Pending struct {
+	l    *Limiter
+	t    *take
+	sent bool
+}
+
+// Queue queues the first statement of a take of checks at now in b, a
+// batch the caller sends on the pool outside a transaction, with its own
+// statements, in one round trip: the take's count commits with the batch
+// (a batch is one implicit transaction), or not at all if the batch
+// fails. Once the batch has been sent, Finish completes the take.
+func (l *Limiter) Queue(b *pgx.Batch, now time.Time, checks ...Check) (*Pending, error) {
+	t, err := newTake(now, checks)
+	if err != nil {
+		return nil, err
+	}
+	p := &Pending{l: l, t: t}
+	b.Queue(t.sql, t.args...).QueryRow(func(row pgx.Row) error {
+		if err := t.scan(row); err != nil {
+			return err
+		}
+		p.sent = true
+		return nil
+	})
+	return p, nil
+}
+
+// Finish completes a take whose batch was sent without error (a batch
+// that failed counted nothing, and its take must not be finished): keys
+// seen before are taken through limits_take, on the pool. Errors:
+// *LimitedError (nothing was counted), a database error.
+func (p *Pending) Finish(ctx context.Context) error {
+	if !p.sent {
+		return errors.New("limits: Finish of a take whose batch was not sent")
+	}
+	return p.l.finish(ctx, p.l.pool, p.t)
+}
+
+// finish takes the keys of t its first statement did not count (they have
+// a row: limits_take checks their rules), and gives the fresh rows back if
+// a rule refuses.
+func (l *Limiter) finish(ctx context.Context, q Querier, t *take) error {
+	wait := t.wait
 	var rest []Check
-	for _, c := range checks {
-		if c.Take && !fresh[rowKey{c.Kind, string(c.Key)}] {
+	for _, c := range t.checks {
+		if c.Take && !t.fresh[rowKey{c.Kind, string(c.Key)}] {
 			rest = append(rest, c)
 		}
 	}
 	if wait == nil && len(rest) > 0 {
 		// limits_take checks these keys' rules; the check-only ones were
 		// read already.
-		wait, err = takeAll(ctx, q, now, rest)
+		var err error
+		wait, err = takeAll(ctx, q, t.now, rest)
 		if err != nil {
 			// Whether it counted is unknown; the fresh rows keep theirs.
 			return err
@@ -152,14 +204,14 @@ func (l *Limiter) TakeIn(ctx context.Context, q Querier, now time.Time, checks .
 	if wait == nil {
 		return nil
 	}
-	for k := range fresh {
+	for k := range t.fresh {
 		// On q: in a transaction, the fresh rows are its own (and a
 		// second connection would wait on their locks).
-		if err := release(ctx, q, now, k.kind, []byte(k.key)); err != nil {
+		if err := release(ctx, q, t.now, k.kind, []byte(k.key)); err != nil {
 			return fmt.Errorf("limits: give back a refused take: %w", err)
 		}
 	}
-	l.countRefusal(ctx, q, now, checks)
+	l.countRefusal(ctx, q, t.now, t.checks)
 	return &LimitedError{RetryAfter: *wait}
 }
 
@@ -169,51 +221,113 @@ type rowKey struct {
 	key  string
 }
 
-// takeFreshSQL inserts the taken keys that have no row, with the one
-// instant $1, and answers which it inserted and how long the check-only
-// rules ($5–$8) refuse (NULL: they allow). The statement lives in the
-// function limits_take_fresh (migration 021), which keeps one generic plan
-// for it; sent as is, Postgres planned it anew on every call.
-const takeFreshSQL = `SELECT taken_kind, taken_key, wait FROM limits_take_fresh($1, $2, $3, $4, $5, $6, $7, $8)`
+// take is one take's first statement and what it answered.
+//
+// The statement is plain SQL over scalar parameters, built for the take's
+// shape (how many keys it inserts and reads), so that PostgreSQL keeps one
+// generic plan per shape: primary-key probes. Its text is the same for
+// every take of a shape, so each connection prepares it once.
+type take struct {
+	now    time.Time
+	checks []Check
+	probes []Check // the check-only rules, in the order of their columns
+	sql    string
+	args   []any
 
-// takeFresh counts the taken keys of checks that have no row yet, and
-// reads the check-only rules. It returns the keys it counted and, if a
-// check-only rule refuses, for how long.
-func takeFresh(ctx context.Context, q Querier, now time.Time, checks []Check) (map[rowKey]bool, *time.Duration, error) {
+	fresh map[rowKey]bool // the taken keys the statement inserted
+	wait  *time.Duration  // how long the check-only rules refuse; nil: they allow
+}
+
+// newTake validates checks and builds the statement: the taken keys that
+// have no row are inserted with the one instant now (in (kind, key) order,
+// so concurrent takes lock alike), and the check-only keys' instants are
+// read.
+func newTake(now time.Time, checks []Check) (*take, error) {
 	keep := map[rowKey]time.Duration{} // a taken key's longest window
-	var order []rowKey
-	var ckinds []string
-	var ckeys [][]byte
-	var ccaps []int32
-	var cwins []time.Duration
+	t := &take{now: now, checks: checks}
 	for _, c := range checks {
+		if !c.Rule.Valid() || len(c.Key) == 0 || c.Kind == "" {
+			return nil, fmt.Errorf("limits: invalid check of %q (cap %d, window %s)", c.Kind, c.Rule.Cap, c.Rule.Window)
+		}
 		if !c.Take {
-			ckinds, ckeys = append(ckinds, string(c.Kind)), append(ckeys, c.Key)
-			ccaps, cwins = append(ccaps, int32(min(c.Rule.Cap, unlimited))), append(cwins, c.Rule.Window)
+			t.probes = append(t.probes, c)
 			continue
 		}
 		k := rowKey{c.Kind, string(c.Key)}
-		if _, ok := keep[k]; !ok {
-			order = append(order, k)
-		}
 		keep[k] = max(keep[k], c.Rule.Window)
 	}
-	kinds, keys, wins := make([]string, len(order)), make([][]byte, len(order)), make([]time.Duration, len(order))
-	for i, k := range order {
-		kinds[i], keys[i], wins[i] = string(k.kind), []byte(k.key), keep[k]
+	taken := slices.SortedFunc(maps.Keys(keep), func(a, b rowKey) int {
+		return cmp.Or(cmp.Compare(a.kind, b.kind), cmp.Compare(a.key, b.key))
+	})
+	param := func(v any) string {
+		t.args = append(t.args, v)
+		return "$" + strconv.Itoa(len(t.args))
 	}
-	var gotKinds []string
-	var gotKeys [][]byte
-	var wait *float64
-	if err := q.QueryRow(ctx, takeFreshSQL, now, kinds, keys, wins, ckinds, ckeys, ccaps, cwins).
-		Scan(&gotKinds, &gotKeys, &wait); err != nil {
-		return nil, nil, fmt.Errorf("limits: take: %w", err)
+	var sql strings.Builder
+	inserted := "NULL::text[], NULL::bytea[]"
+	if len(taken) > 0 {
+		at := param(now)
+		sql.WriteString("WITH ins AS (INSERT INTO limit_events (kind, key, times, expires_at) VALUES ")
+		for i, k := range taken {
+			if i > 0 {
+				sql.WriteString(", ")
+			}
+			fmt.Fprintf(&sql, "(%s, %s, ARRAY[%[4]s::timestamptz], %[4]s::timestamptz + %[3]s::interval)",
+				param(string(k.kind)), param([]byte(k.key)), param(keep[k]), at)
+		}
+		sql.WriteString(" ON CONFLICT (kind, key) DO NOTHING RETURNING kind, key) ")
+		inserted = "ARRAY(SELECT kind FROM ins), ARRAY(SELECT key FROM ins)"
 	}
-	fresh := make(map[rowKey]bool, len(gotKinds))
-	for i := range gotKinds {
-		fresh[rowKey{Kind(gotKinds[i]), string(gotKeys[i])}] = true
+	sql.WriteString("SELECT " + inserted)
+	for _, c := range t.probes {
+		fmt.Fprintf(&sql, ", (SELECT times FROM limit_events WHERE kind = %s AND key = %s)",
+			param(string(c.Kind)), param(c.Key))
 	}
-	return fresh, seconds(wait), nil
+	t.sql = sql.String()
+	return t, nil
+}
+
+// scan reads the statement's answer: the keys it inserted, and whether a
+// check-only rule refuses.
+func (t *take) scan(row pgx.Row) error {
+	var kinds []string
+	var keys [][]byte
+	times := make([][]time.Time, len(t.probes))
+	dest := []any{&kinds, &keys}
+	for i := range times {
+		dest = append(dest, &times[i])
+	}
+	if err := row.Scan(dest...); err != nil {
+		return fmt.Errorf("limits: take: %w", err)
+	}
+	t.fresh = make(map[rowKey]bool, len(kinds))
+	for i := range kinds {
+		t.fresh[rowKey{Kind(kinds[i]), string(keys[i])}] = true
+	}
+	for i, c := range t.probes {
+		if d, full := fullFor(t.now, times[i], c.Rule); full && (t.wait == nil || d > *t.wait) {
+			t.wait = &d
+		}
+	}
+	return nil
+}
+
+// fullFor reports whether the instants counted leave rule r no room at
+// now, and if so for how long: until the cap-th newest within the window
+// leaves it.
+func fullFor(now time.Time, counted []time.Time, r Rule) (time.Duration, bool) {
+	since := now.Add(-r.Window)
+	var in []time.Time
+	for _, at := range counted {
+		if at.After(since) {
+			in = append(in, at)
+		}
+	}
+	if len(in) < r.Cap {
+		return 0, false
+	}
+	slices.SortFunc(in, func(a, b time.Time) int { return b.Compare(a) })
+	return max(0, in[r.Cap-1].Add(r.Window).Sub(now)), true
 }
 
 // takeAll applies checks through limits_take, all or nothing, and answers
@@ -254,10 +368,23 @@ func (l *Limiter) Record(ctx context.Context, now time.Time, window time.Duratio
 	return l.Take(ctx, now, checks...)
 }
 
-// Release gives back one instant taken at `at` for (kind, key): the take
-// did not reach the outside world, or should not count.
-func (l *Limiter) Release(ctx context.Context, at time.Time, kind Kind, key []byte) error {
-	return release(ctx, l.pool, at, kind, key)
+// Key names a row of what is metered: a kind and its key.
+type Key struct {
+	Kind Kind
+	Key  []byte
+}
+
+// Release gives back one instant taken at `at` for each key, in one round
+// trip: the take did not reach the outside world, or should not count.
+func (l *Limiter) Release(ctx context.Context, at time.Time, keys ...Key) error {
+	var b pgx.Batch
+	for _, k := range keys {
+		b.Queue(releaseSQL, string(k.Kind), k.Key, at)
+	}
+	if err := l.pool.SendBatch(ctx, &b).Close(); err != nil {
+		return fmt.Errorf("limits: release: %w", err)
+	}
+	return nil
 }
 
 func release(ctx context.Context, q Querier, at time.Time, kind Kind, key []byte) error {

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/quickpay/quickpay/internal/db"
 	"github.com/quickpay/quickpay/internal/dev/testenv"
 	"github.com/quickpay/quickpay/internal/limits"
@@ -96,7 +98,7 @@ func TestTakeAllOrNothingAndChecks(t *testing.T) {
 		t.Fatalf("two mismatches recorded, cap 2: %v, want ErrLimited", err)
 	}
 	// Release gives back one instant.
-	if err := l.Release(ctx, t0, "sms", phone); err != nil {
+	if err := l.Release(ctx, t0, limits.Key{Kind: "sms", Key: phone}); err != nil {
 		t.Fatal(err)
 	}
 	if err := l.Take(ctx, t0, limits.Check{Kind: "sms", Key: phone, Rule: one, Take: true}); err != nil {
@@ -222,5 +224,138 @@ func TestTakeInATransaction(t *testing.T) {
 	}
 	if err := l.Take(ctx, t0, apply); !errors.Is(err, limits.ErrLimited) {
 		t.Fatalf("the card after a committed take: %v, want ErrLimited", err)
+	}
+}
+
+// TestTakeReadsByKeyOnly: a take probes limit_events by primary key, never
+// scans it whole, even with plans made while the table was small. The
+// functions keep one generic plan per connection; one made from a small
+// table's statistics joined the call's keys to a scan of the whole table,
+// and kept doing so as the table grew (migration 034).
+func TestTakeReadsByKeyOnly(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	pool, err := db.Open(ctx, db.Config{URL: testenv.DatabaseURL(t), MaxConns: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	// A small table, analyzed, before this connection plans a take.
+	if _, err := pool.Exec(ctx, `INSERT INTO limit_events (kind, key, times, expires_at)
+		SELECT k, sha256((k || i)::bytea), ARRAY[$1::timestamptz], $1::timestamptz + interval '1 day'
+		FROM generate_series(1, 100) AS i, unnest(ARRAY['apply', 'sms']) AS k`, t0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `ANALYZE limit_events`); err != nil {
+		t.Fatal(err)
+	}
+	l, err := limits.New(pool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	day := limits.Rule{Cap: 5, Window: 24 * time.Hour}
+	card, phone, id := []byte("scan-card"), []byte("scan-phone"), []byte("scan-id")
+	apply := []limits.Check{
+		{Kind: "apply", Key: card, Rule: day, Take: true},
+		{Kind: "sms", Key: phone, Rule: day, Take: true},
+		{Kind: "mismatch_id", Key: id, Rule: day},
+		{Kind: "mismatch_card", Key: card, Rule: day},
+	}
+	// Fresh keys (one statement), then the same keys again (limits_take:
+	// lock, check, count).
+	for i := range 2 {
+		if err := l.TakeIn(ctx, tx, t0.Add(time.Duration(i)*time.Minute), apply...); err != nil {
+			t.Fatalf("take %d: %v", i+1, err)
+		}
+	}
+	var seq, idx int64
+	if err := tx.QueryRow(ctx, `SELECT seq_scan, coalesce(idx_scan, 0) FROM pg_stat_xact_user_tables
+		WHERE relid = 'limit_events'::regclass`).Scan(&seq, &idx); err != nil {
+		t.Fatal(err)
+	}
+	if seq != 0 || idx == 0 {
+		t.Fatalf("two takes scanned limit_events %d times whole and probed its index %d times; want 0 and some", seq, idx)
+	}
+}
+
+// TestQueueInACallersBatch: a take queued in a caller's batch counts with
+// the batch, in its round trip, and a batch that fails counts nothing;
+// Finish completes it (limits_take for a key seen before, and a refusal
+// gives the fresh keys back).
+func TestQueueInACallersBatch(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := testenv.Pool(t)
+	l, err := limits.New(pool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	one := limits.Rule{Cap: 1, Window: time.Hour}
+	card, phone := []byte("batch-card"), []byte("batch-phone")
+	send := func(fail bool, checks ...limits.Check) (*limits.Pending, error) {
+		t.Helper()
+		var b pgx.Batch
+		p, err := l.Queue(&b, t0, checks...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var n int
+		b.Queue(`SELECT 1`).QueryRow(func(row pgx.Row) error { return row.Scan(&n) })
+		if fail {
+			b.Queue(`SELECT 1/0`)
+		}
+		return p, pool.SendBatch(ctx, &b).Close()
+	}
+	apply := limits.Check{Kind: "apply", Key: card, Rule: one, Take: true}
+	sms := limits.Check{Kind: "sms", Key: phone, Rule: one, Take: true}
+	// A batch that fails takes nothing.
+	if _, err := send(true, apply); err == nil {
+		t.Fatal("a batch dividing by zero succeeded")
+	}
+	p, err := send(false, apply)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Finish(ctx); err != nil {
+		t.Fatalf("the card's take after a failed batch: %v", err)
+	}
+	// The card is full now: with a fresh phone, Finish refuses and gives
+	// the phone back.
+	if p, err = send(false, apply, sms); err != nil {
+		t.Fatal(err)
+	}
+	var le *limits.LimitedError
+	if err := p.Finish(ctx); !errors.As(err, &le) || le.RetryAfter != time.Hour {
+		t.Fatalf("a full card's take: %v, want limited for 1h", err)
+	}
+	if err := l.Take(ctx, t0, sms); err != nil {
+		t.Fatalf("the phone after a refused take: %v", err)
+	}
+}
+
+func TestFullFor(t *testing.T) {
+	r := limits.Rule{Cap: 2, Window: time.Hour}
+	for _, c := range []struct {
+		name    string
+		counted []time.Time
+		full    bool
+		wait    time.Duration
+	}{
+		{"none", nil, false, 0},
+		{"one in the window", []time.Time{t0.Add(-time.Minute)}, false, 0},
+		{"two, one out of the window", []time.Time{t0.Add(-time.Hour), t0.Add(-time.Minute)}, false, 0},
+		{"two in the window", []time.Time{t0.Add(-10 * time.Minute), t0.Add(-time.Minute)}, true, 50 * time.Minute},
+		{"three, unsorted", []time.Time{t0.Add(-time.Minute), t0.Add(-30 * time.Minute), t0.Add(-10 * time.Minute)}, true, 50 * time.Minute},
+	} {
+		wait, full := limits.FullFor(t0, c.counted, r)
+		if full != c.full || wait != c.wait {
+			t.Errorf("%s: full %v for %s, want %v for %s", c.name, full, wait, c.full, c.wait)
+		}
 	}
 }

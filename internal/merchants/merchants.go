@@ -133,7 +133,7 @@ func (e *ThrottledError) Unwrap() error { return ErrThrottled }
 // Limiter is what the store needs of internal/limits.
 type Limiter interface {
 	Take(ctx context.Context, now time.Time, checks ...limits.Check) error
-	Release(ctx context.Context, at time.Time, kind limits.Kind, key []byte) error
+	Release(ctx context.Context, at time.Time, keys ...limits.Key) error
 }
 
 var _ Limiter = (*limits.Limiter)(nil)
@@ -409,8 +409,8 @@ func (s *Store) AuthenticateFrom(ctx context.Context, clientID, source, secret s
 	}
 	// Only the right secret gives them back.
 	ctx = context.WithoutCancel(ctx)
-	if err := errors.Join(s.limiter.Release(ctx, now, KindTokenFailures, pair),
-		s.limiter.Release(ctx, now, KindTokenSourceFailures, from)); err != nil {
+	if err := s.limiter.Release(ctx, now, limits.Key{Kind: KindTokenFailures, Key: pair},
+		limits.Key{Kind: KindTokenSourceFailures, Key: from}); err != nil {
 		return Merchant{}, fmt.Errorf("authenticate client: %w", err)
 	}
 	return m, nil

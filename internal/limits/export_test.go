@@ -1,0 +1,4 @@
+package limits
+
+// FullFor is fullFor, for tests.
+var FullFor = fullFor
