@@ -10,6 +10,7 @@ import (
 	"github.com/quickpay/quickpay/bankadapters"
 	"github.com/quickpay/quickpay/internal/audit"
 	"github.com/quickpay/quickpay/internal/ids"
+	"github.com/quickpay/quickpay/internal/limits"
 	"github.com/quickpay/quickpay/internal/sensitive"
 )
 
@@ -107,16 +108,23 @@ func (s *Service) StartBinding(ctx context.Context, merchantID string, in BindIn
 	if err != nil {
 		return Binding{}, err
 	}
+	// A refusal counts nothing and writes no audit row: a flood of them
+	// must cost little. It answers only an apply that would reach the bank:
+	// quickpay's own answers below come first.
+	var refused error
 	if take != nil {
-		// A refusal writes nothing: a flood of them must cost little.
-		if err := take.Finish(ctx); err != nil {
-			return Binding{}, limited(err)
+		switch err := take.Finish(ctx); {
+		case errors.Is(err, limits.ErrLimited):
+			refused, take = limited(err), nil
+		case err != nil:
+			return Binding{}, err
+		default:
+			defer func() {
+				if take != nil {
+					s.settleApply(ctx, now, keys, false, true, true)
+				}
+			}()
 		}
-		defer func() {
-			if take != nil {
-				s.settleApply(ctx, now, keys, false, true, true)
-			}
-		}()
 	}
 	if member == nil && in.MemberID != "" {
 		return Binding{}, ErrNotFound
@@ -131,6 +139,10 @@ func (s *Service) StartBinding(ctx context.Context, merchantID string, in BindIn
 			return Binding{}, ErrCardBoundElsewhere
 		}
 		return s.existingCardBinding(ctx, merchantID, *member, *card, route, in, keys)
+	}
+
+	if refused != nil {
+		return Binding{}, refused
 	}
 
 	b := bindingRow{Binding: Binding{

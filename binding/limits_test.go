@@ -145,8 +145,17 @@ func TestAnswersWithoutTheBankCountNothing(t *testing.T) {
 	if _, err := svc.Confirm(ctx, w.merchant, b.ID, w.code(t, a.Phone)); err != nil {
 		t.Fatal(err)
 	}
-	// Bound now: another user's apply of it is answered here, and counts
-	// nothing either (the one apply a day is used, so a count would refuse).
+	// The card's applies and the phone's texts are at their caps now, and
+	// what quickpay answers itself is still answered: the existing card,
+	// and a card bound to another member.
+	if got, err := svc.StartBinding(ctx, w.merchant, input2(a, "holder")); err != nil || !got.Existing {
+		t.Fatalf("the bound card again, at its caps: %+v, %v; want the existing card", got, err)
+	}
+	if _, err := svc.StartBinding(ctx, w.merchant, input2(a, "another-user")); !errors.Is(err, binding.ErrCardBoundElsewhere) {
+		t.Fatalf("another user's apply of the card, at its caps: %v, want bound elsewhere", err)
+	}
+	// A day later another user's applies of it count nothing either (one
+	// apply a day: a count would refuse the second).
 	w.clock.Advance(binding.Day)
 	for n := 1; n <= 3; n++ {
 		if _, err := svc.StartBinding(ctx, w.merchant, input2(a, "another-user")); !errors.Is(err, binding.ErrCardBoundElsewhere) {

@@ -26,15 +26,10 @@
 package limits
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
-	"maps"
 	"math"
-	"slices"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -125,7 +120,7 @@ func (l *Limiter) Take(ctx context.Context, now time.Time, checks ...Check) erro
 // Most takes are of keys with no row yet (a card or phone not seen within
 // its windows): their rules cannot refuse (a cap is at least 1), so one
 // statement counts them (INSERT … ON CONFLICT DO NOTHING) and reads the
-// check-only keys' rows (take.sql). Keys that have a row (or that another
+// check-only keys' rows (takeFreshSQL). Keys that have a row (or that another
 // take inserted meanwhile) go through limits_take, which locks and checks
 // them; if it, or a check-only rule, refuses, the fresh rows' instants are
 // given back, so a refused take still counts nothing.
@@ -134,7 +129,7 @@ func (l *Limiter) TakeIn(ctx context.Context, q Querier, now time.Time, checks .
 	if err != nil {
 		return err
 	}
-	if err := t.scan(q.QueryRow(ctx, t.sql, t.args...)); err != nil {
+	if err := t.scan(q.QueryRow(ctx, takeFreshSQL, t.args...)); err != nil {
 		return err
 	}
 	return l.finish(ctx, q, t)
@@ -159,7 +154,7 @@ func (l *Limiter) Queue(b *pgx.Batch, now time.Time, checks ...Check) (*Pending,
 		return nil, err
 	}
 	p := &Pending{l: l, t: t}
-	b.Queue(t.sql, t.args...).QueryRow(func(row pgx.Row) error {
+	b.Queue(takeFreshSQL, t.args...).QueryRow(func(row pgx.Row) error {
 		if err := t.scan(row); err != nil {
 			return err
 		}
@@ -221,70 +216,54 @@ type rowKey struct {
 	key  string
 }
 
-// take is one take's first statement and what it answered.
-//
-// The statement is plain SQL over scalar parameters, built for the take's
-// shape (how many keys it inserts and reads), so that PostgreSQL keeps one
-// generic plan per shape: primary-key probes. Its text is the same for
-// every take of a shape, so each connection prepares it once.
+// takeFreshSQL inserts the taken keys that have no row, with the one
+// instant $1, and answers which it inserted and how long the check-only
+// rules ($5–$8) refuse (NULL: they allow). The statement lives in the
+// function limits_take_fresh (migrations 021, 034), which keeps one
+// generic plan of primary-key probes, made with sequential scans off: sent
+// as is, Postgres planned it anew on every call, and a plan made while
+// limit_events was small would scan it whole as it grew.
+const takeFreshSQL = `SELECT taken_kind, taken_key, wait FROM limits_take_fresh($1, $2, $3, $4, $5, $6, $7, $8)`
+
+// take is one take's first statement (takeFreshSQL) and what it answered.
 type take struct {
 	now    time.Time
 	checks []Check
-	probes []Check // the check-only rules, in the order of their columns
-	sql    string
 	args   []any
 
 	fresh map[rowKey]bool // the taken keys the statement inserted
 	wait  *time.Duration  // how long the check-only rules refuse; nil: they allow
 }
 
-// newTake validates checks and builds the statement: the taken keys that
-// have no row are inserted with the one instant now (in (kind, key) order,
-// so concurrent takes lock alike), and the check-only keys' instants are
-// read.
+// newTake validates checks and makes the statement's arguments: the taken
+// keys, each with its longest window, and the check-only rules.
 func newTake(now time.Time, checks []Check) (*take, error) {
 	keep := map[rowKey]time.Duration{} // a taken key's longest window
-	t := &take{now: now, checks: checks}
+	var order []rowKey
+	var ckinds []string
+	var ckeys [][]byte
+	var ccaps []int32
+	var cwins []time.Duration
 	for _, c := range checks {
 		if !c.Rule.Valid() || len(c.Key) == 0 || c.Kind == "" {
 			return nil, fmt.Errorf("limits: invalid check of %q (cap %d, window %s)", c.Kind, c.Rule.Cap, c.Rule.Window)
 		}
 		if !c.Take {
-			t.probes = append(t.probes, c)
+			ckinds, ckeys = append(ckinds, string(c.Kind)), append(ckeys, c.Key)
+			ccaps, cwins = append(ccaps, int32(min(c.Rule.Cap, unlimited))), append(cwins, c.Rule.Window)
 			continue
 		}
 		k := rowKey{c.Kind, string(c.Key)}
+		if _, ok := keep[k]; !ok {
+			order = append(order, k)
+		}
 		keep[k] = max(keep[k], c.Rule.Window)
 	}
-	taken := slices.SortedFunc(maps.Keys(keep), func(a, b rowKey) int {
-		return cmp.Or(cmp.Compare(a.kind, b.kind), cmp.Compare(a.key, b.key))
-	})
-	param := func(v any) string {
-		t.args = append(t.args, v)
-		return "$" + strconv.Itoa(len(t.args))
+	kinds, keys, wins := make([]string, len(order)), make([][]byte, len(order)), make([]time.Duration, len(order))
+	for i, k := range order {
+		kinds[i], keys[i], wins[i] = string(k.kind), []byte(k.key), keep[k]
 	}
-	var sql strings.Builder
-	inserted := "NULL::text[], NULL::bytea[]"
-	if len(taken) > 0 {
-		at := param(now)
-		sql.WriteString("WITH ins AS (INSERT INTO limit_events (kind, key, times, expires_at) VALUES ")
-		for i, k := range taken {
-			if i > 0 {
-				sql.WriteString(", ")
-			}
-			fmt.Fprintf(&sql, "(%s, %s, ARRAY[%[4]s::timestamptz], %[4]s::timestamptz + %[3]s::interval)",
-				param(string(k.kind)), param([]byte(k.key)), param(keep[k]), at)
-		}
-		sql.WriteString(" ON CONFLICT (kind, key) DO NOTHING RETURNING kind, key) ")
-		inserted = "ARRAY(SELECT kind FROM ins), ARRAY(SELECT key FROM ins)"
-	}
-	sql.WriteString("SELECT " + inserted)
-	for _, c := range t.probes {
-		fmt.Fprintf(&sql, ", (SELECT times FROM limit_events WHERE kind = %s AND key = %s)",
-			param(string(c.Kind)), param(c.Key))
-	}
-	t.sql = sql.String()
-	return t, nil
+	return &take{now: now, checks: checks, args: []any{now, kinds, keys, wins, ckinds, ckeys, ccaps, cwins}}, nil
 }
 
 // scan reads the statement's answer: the keys it inserted, and whether a
@@ -292,42 +271,16 @@ func newTake(now time.Time, checks []Check) (*take, error) {
 func (t *take) scan(row pgx.Row) error {
 	var kinds []string
 	var keys [][]byte
-	times := make([][]time.Time, len(t.probes))
-	dest := []any{&kinds, &keys}
-	for i := range times {
-		dest = append(dest, &times[i])
-	}
-	if err := row.Scan(dest...); err != nil {
+	var wait *float64
+	if err := row.Scan(&kinds, &keys, &wait); err != nil {
 		return fmt.Errorf("limits: take: %w", err)
 	}
 	t.fresh = make(map[rowKey]bool, len(kinds))
 	for i := range kinds {
 		t.fresh[rowKey{Kind(kinds[i]), string(keys[i])}] = true
 	}
-	for i, c := range t.probes {
-		if d, full := fullFor(t.now, times[i], c.Rule); full && (t.wait == nil || d > *t.wait) {
-			t.wait = &d
-		}
-	}
+	t.wait = seconds(wait)
 	return nil
-}
-
-// fullFor reports whether the instants counted leave rule r no room at
-// now, and if so for how long: until the cap-th newest within the window
-// leaves it.
-func fullFor(now time.Time, counted []time.Time, r Rule) (time.Duration, bool) {
-	since := now.Add(-r.Window)
-	var in []time.Time
-	for _, at := range counted {
-		if at.After(since) {
-			in = append(in, at)
-		}
-	}
-	if len(in) < r.Cap {
-		return 0, false
-	}
-	slices.SortFunc(in, func(a, b time.Time) int { return b.Compare(a) })
-	return max(0, in[r.Cap-1].Add(r.Window).Sub(now)), true
 }
 
 // takeAll applies checks through limits_take, all or nothing, and answers

@@ -39,7 +39,7 @@ func (l *Limiter) Observe(reg prometheus.Registerer) error {
 
 // atCapSQL names the kinds among the checks ($2–$5) whose rule is at its
 // cap at $1: the instants within the window are at least the cap, which
-// is when limits_take and a take's first statement (fullFor) refuse.
+// is when limits_take and limits_take_fresh refuse.
 const atCapSQL = `SELECT coalesce(array_agg(DISTINCT c.k), '{}') FROM unnest($2::text[], $3::bytea[], $4::int[], $5::interval[]) AS c(k, ky, cap, win)
 	JOIN limit_events e ON e.kind = c.k AND e.key = c.ky
 	WHERE (SELECT count(*) FROM unnest(e.times) AS t WHERE t > $1::timestamptz - c.win) >= c.cap`

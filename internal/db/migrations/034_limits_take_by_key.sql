@@ -1,18 +1,42 @@
--- limits_take reads limit_events by primary key only, one probe per key,
--- at any size of the table. It keeps one generic plan per connection
--- (migration 017), made from the statistics of the moment: while the table
--- was small, its joins of the call's keys to limit_events (the lock and the
--- update) were hash joins over a scan of the whole table, and the plan
--- stayed so as the table grew, until the next ANALYZE. Now each key is
--- locked by a lateral subquery and updated by a statement of its own, so no
--- plan can join, and enable_seqscan off makes each probe the primary key's
--- index even when the statistics say the table is empty
--- (internal/limits TestTakeReadsByKeyOnly).
---
--- A take's first statement (keys never seen, and the check-only reads) is
--- plain SQL sent by internal/limits; limits_take_fresh (migration 021) is
--- no longer called by this version and stays for instances of the one
--- before, which may share the database during an upgrade.
+-- A take reads limit_events by primary key only, one probe per key, at any
+-- size of the table. limits_take_fresh and limits_take keep one generic
+-- plan per connection (migrations 017 and 021), made from the statistics
+-- of the moment: while the table was small, their joins of the call's
+-- keys to limit_events were hash joins over a scan of the whole table, and
+-- a plan stayed so as the table grew, until the next ANALYZE. That happens
+-- after every crash of the server (an unlogged table comes back empty) and
+-- on a new database. Now each key is looked up by a correlated subquery, a
+-- lateral subquery or a statement of its own, so no plan can join, and
+-- enable_seqscan off makes each probe the primary key's index even when
+-- the statistics say the table is empty (internal/limits
+-- TestTakeReadsByKeyOnly).
+CREATE OR REPLACE FUNCTION limits_take_fresh(
+    p_now timestamptz, p_kind text[], p_key bytea[], p_win interval[],
+    p_ckind text[], p_ckey bytea[], p_ccap int[], p_cwin interval[],
+    OUT taken_kind text[], OUT taken_key bytea[], OUT wait double precision)
+LANGUAGE plpgsql
+SET plan_cache_mode = force_generic_plan
+SET enable_seqscan = off
+AS $$
+BEGIN
+    WITH ins AS (
+        INSERT INTO limit_events (kind, key, times, expires_at)
+        SELECT k, ky, ARRAY[p_now], p_now + w
+        FROM unnest(p_kind, p_key, p_win) AS u(k, ky, w)
+        ORDER BY k, ky
+        ON CONFLICT (kind, key) DO NOTHING
+        RETURNING limit_events.kind, limit_events.key)
+    SELECT ARRAY(SELECT ins.kind FROM ins), ARRAY(SELECT ins.key FROM ins),
+        (SELECT extract(epoch FROM max(
+                    (SELECT t FROM unnest(c.times) AS t WHERE t > p_now - c.win
+                     ORDER BY t DESC OFFSET c.cap - 1 LIMIT 1) + c.win) - p_now)::double precision
+         FROM (SELECT u.cap, u.win,
+                      (SELECT e.times FROM limit_events e WHERE e.kind = u.k AND e.key = u.ky) AS times
+               FROM unnest(p_ckind, p_ckey, p_ccap, p_cwin) AS u(k, ky, cap, win)) c)
+    INTO taken_kind, taken_key, wait;
+END
+$$;
+
 CREATE OR REPLACE FUNCTION limits_take(p_now timestamptz, p_kind text[], p_key bytea[], p_take boolean[],
                             p_cap int[], p_win interval[])
 RETURNS double precision

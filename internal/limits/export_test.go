@@ -1,4 +1,0 @@
-package limits
-
-// FullFor is fullFor, for tests.
-var FullFor = fullFor
