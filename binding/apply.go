@@ -83,17 +83,18 @@ func (s *Service) StartBinding(ctx context.Context, merchantID string, in BindIn
 	}
 
 	// The member, if it exists already, and the card, if it is active
-	// here already; in the same round trip, the abuse limits' take,
-	// counted before the bank is asked and given back if quickpay answers
-	// without it.
+	// here already; in the same round trip, the first statement of the
+	// abuse limits' take, which counts the card and phone where they are
+	// new in their windows.
 	fps, err := s.vault.Fingerprints(ctx, DomainPAN, []byte(in.CardNumber.Reveal()))
 	if err != nil {
 		return Binding{}, err
 	}
-	keys := applyKeys{card: fps[0]}
-	if keys.id, err = s.idFP(ctx, in.IDNumber); err != nil {
+	idFPs, err := s.idFingerprints(ctx, in.IDNumber)
+	if err != nil {
 		return Binding{}, err
 	}
+	keys := applyKeys{card: fps[0], id: idFPs[0]}
 	if s.limiter != nil {
 		if keys.phone, err = s.vault.Fingerprint(ctx, DomainPhone, []byte(in.Phone)); err != nil {
 			return Binding{}, err
@@ -108,29 +109,24 @@ func (s *Service) StartBinding(ctx context.Context, merchantID string, in BindIn
 	if err != nil {
 		return Binding{}, err
 	}
-	// A refusal counts nothing and writes no audit row: a flood of them
-	// must cost little. It answers only an apply that would reach the bank:
-	// quickpay's own answers below come first.
-	var refused error
+	// What an answer given without the bank gives back: what the take has
+	// counted so far.
+	giveBack := func() {}
+	defer func() { giveBack() }()
 	if take != nil {
-		switch err := take.Finish(ctx); {
-		case errors.Is(err, limits.ErrLimited):
-			refused, take = limited(err), nil
-		case err != nil:
-			return Binding{}, err
-		default:
-			defer func() {
-				if take != nil {
-					s.settleApply(ctx, now, keys, false, true, true)
-				}
-			}()
+		giveBack = func() {
+			if err := take.Cancel(context.WithoutCancel(ctx)); err != nil {
+				s.log.Error("abuse limits: giving back an apply answered here", "err", err)
+			}
 		}
 	}
+
+	// Quickpay's own answers come before the limits: they need no bank.
 	if member == nil && in.MemberID != "" {
 		return Binding{}, ErrNotFound
 	}
 	if member != nil {
-		if err := s.checkIdentity(ctx, *member, in.HolderName, in.IDNumber); err != nil {
+		if err := s.checkIdentity(ctx, *member, in.HolderName, idFPs); err != nil {
 			return Binding{}, err
 		}
 	}
@@ -140,9 +136,19 @@ func (s *Service) StartBinding(ctx context.Context, merchantID string, in BindIn
 		}
 		return s.existingCardBinding(ctx, merchantID, *member, *card, route, in, keys)
 	}
-
-	if refused != nil {
-		return Binding{}, refused
+	if take != nil {
+		// A refusal counts nothing and writes no audit row: a flood of
+		// them must cost little.
+		err := take.Finish(ctx)
+		if errors.Is(err, limits.ErrLimited) {
+			giveBack = func() {}
+			return Binding{}, limited(err)
+		}
+		// Counted (or, after an error, perhaps counted): all of it.
+		giveBack = func() { s.settleApply(ctx, now, keys, false, true, true) }
+		if err != nil {
+			return Binding{}, err
+		}
 	}
 
 	b := bindingRow{Binding: Binding{
@@ -159,7 +165,7 @@ func (s *Service) StartBinding(ctx context.Context, merchantID string, in BindIn
 	}
 
 	// The bank is asked: from here its answer settles the take.
-	take = nil
+	giveBack = func() {}
 	sess, err := bank.BindApply(ctx, bankadapters.BindRequest{
 		RequestNo: b.ID, CardNumber: in.CardNumber, HolderName: in.HolderName, IDNumber: in.IDNumber,
 		Phone: in.Phone, Expiry: in.Expiry, CVV2: in.CVV2,
@@ -208,19 +214,19 @@ func (s *Service) StartBinding(ctx context.Context, merchantID string, in BindIn
 
 // sealBinding encrypts the binding's card and identity, and fingerprints
 // them (the card's and the ID number's fingerprints are made already).
-func (s *Service) sealBinding(ctx context.Context, b *bindingRow, in BindInput, fp applyKeys) error {
+func (s *Service) sealBinding(ctx context.Context, b *bindingRow, in BindInput, keys applyKeys) error {
 	aad := func(field string) []byte { return BindingAAD(b.MerchantID, b.ID, field) }
 	var err error
 	if b.PANCT, err = s.vault.Encrypt(ctx, []byte(in.CardNumber.Reveal()), aad("pan")); err != nil {
 		return err
 	}
-	b.PANFP = fp.card
+	b.PANFP = keys.card
 	id, err := s.sealIdentity(ctx, func(field string) []byte {
 		if field == "name" {
 			field = "holder_name"
 		}
 		return aad(field)
-	}, in.HolderName, in.IDNumber, fp.id, in.Phone)
+	}, in.HolderName, in.IDNumber, keys.id, in.Phone)
 	if err != nil {
 		return err
 	}
@@ -231,13 +237,13 @@ func (s *Service) sealBinding(ctx context.Context, b *bindingRow, in BindInput, 
 // existingCardBinding records a binding that found the card already bound
 // to this member: it is bound at once, to the existing card.
 func (s *Service) existingCardBinding(ctx context.Context, merchantID string, m memberRow, card Card,
-	route bankadapters.CardInfo, in BindInput, fp applyKeys) (Binding, error) {
+	route bankadapters.CardInfo, in BindInput, keys applyKeys) (Binding, error) {
 	now := s.now()
 	b := bindingRow{Binding: Binding{
 		ID: ids.New("bnd"), MerchantID: merchantID, MemberID: m.ID, Status: StatusBound, CardID: card.ID,
 		Card: card.CardInfo, OTPExpiresAt: now, OTPLastSentAt: now, OTPSends: 0, CreatedAt: now, Existing: true,
 	}}
-	if err := s.sealBinding(ctx, &b, in, fp); err != nil {
+	if err := s.sealBinding(ctx, &b, in, keys); err != nil {
 		return Binding{}, err
 	}
 	if err := s.inBatch(ctx, func(u *unit) {

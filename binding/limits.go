@@ -26,13 +26,15 @@ import (
 //     Limits.MismatchPerDay; at the cap, applies with that ID number or
 //     that card are refused before the bank.
 //
-// The take rides in the round trip that reads the member and the card
-// (Limiter.Queue). An apply quickpay then answers itself (a card already
-// bound here, an unknown member, an identity mismatch, a card bound
-// elsewhere) reaches no bank and gives its take back. An apply the bank
-// refused without texting (mismatch, decline, already bound) gives its
-// text back; one it answered "already bound" gives its apply back too.
-// Idempotent replays never reach the service.
+// The take's first statement rides in the round trip that reads the
+// member and the card (Limiter.Queue). An apply quickpay then answers
+// itself (a card already bound here, an unknown member, an identity
+// mismatch, a card bound elsewhere) reaches no bank: it gives back what
+// that statement counted, and is answered even where a limit would refuse.
+// Only an apply for the bank finishes the take (and may get its 429). An
+// apply the bank refused without texting (mismatch, decline, already
+// bound) gives its text back; one it answered "already bound" gives its
+// apply back too. Idempotent replays never reach the service.
 //
 // Keys are fingerprints under the current fp key: after a rotation a card's
 // or phone's count starts again (at most one more allowance per rotation).
@@ -129,7 +131,7 @@ type applyKeys struct {
 
 // queueApply queues in b the take of an apply of the card and its text to
 // the phone, if the card's and the ID number's mismatches leave room. Nil
-// without a limiter; else Finish it once b has been sent.
+// without a limiter; else, once b has been sent, Finish it or Cancel it.
 func (s *Service) queueApply(b *pgx.Batch, now time.Time, k applyKeys) (*limits.Pending, error) {
 	if s.limiter == nil {
 		return nil, nil

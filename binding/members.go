@@ -1,8 +1,10 @@
 package binding
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"slices"
 
 	"github.com/quickpay/quickpay/internal/ids"
 	"github.com/quickpay/quickpay/internal/sensitive"
@@ -48,8 +50,8 @@ func (s *Service) CreateMember(ctx context.Context, merchantID string, in Member
 }
 
 // sealIdentity encrypts and fingerprints the identity fields given; idFP
-// is the ID number's fingerprint if the caller made it already (nil: it is
-// made here).
+// is the ID number's fingerprint under the current fp key if the caller
+// made it already (nil: it is made here).
 func (s *Service) sealIdentity(ctx context.Context, aad func(field string) []byte, name string, idNo sensitive.IDNumber,
 	idFP []byte, phone string) (identity, error) {
 	id := identity{IDNumberFP: idFP}
@@ -70,7 +72,7 @@ func (s *Service) sealIdentity(ctx context.Context, aad func(field string) []byt
 			return id, err
 		}
 		if id.IDNumberFP == nil {
-			if id.IDNumberFP, err = s.idFP(ctx, idNo); err != nil {
+			if id.IDNumberFP, err = s.vault.Fingerprint(ctx, DomainIDNumber, []byte(normID(idNo.Reveal()))); err != nil {
 				return id, err
 			}
 		}
@@ -83,9 +85,10 @@ func (s *Service) sealIdentity(ctx context.Context, aad func(field string) []byt
 	return id, nil
 }
 
-// idFP fingerprints an ID number, normalized, under the current fp key.
-func (s *Service) idFP(ctx context.Context, idNo sensitive.IDNumber) ([]byte, error) {
-	return s.vault.Fingerprint(ctx, DomainIDNumber, []byte(normID(idNo.Reveal())))
+// idFingerprints fingerprints an ID number, normalized, under every fp key
+// version still accepted, the current first.
+func (s *Service) idFingerprints(ctx context.Context, idNo sensitive.IDNumber) ([][]byte, error) {
+	return s.vault.Fingerprints(ctx, DomainIDNumber, []byte(normID(idNo.Reveal())))
 }
 
 // GetMember returns one of the merchant's members. Errors: ErrNotFound.
@@ -100,12 +103,11 @@ func (s *Service) FindMember(ctx context.Context, merchantID, externalID string)
 	return m.Member, err
 }
 
-// checkIdentity refuses a holder or ID number other than the member's.
-func (s *Service) checkIdentity(ctx context.Context, m memberRow, name string, idNo sensitive.IDNumber) error {
-	if ok, err := s.fpMatches(ctx, m.IDNumberFP, DomainIDNumber, []byte(normID(idNo.Reveal()))); err != nil || !ok {
-		if err != nil {
-			return err
-		}
+// checkIdentity refuses a holder or ID number other than the member's;
+// idFPs are the ID number's fingerprints under every fp key version still
+// accepted (idFingerprints).
+func (s *Service) checkIdentity(ctx context.Context, m memberRow, name string, idFPs [][]byte) error {
+	if !storedAmong(m.IDNumberFP, idFPs) {
 		return &IdentityMismatchError{Field: "id_number"}
 	}
 	if ok, err := s.fpMatches(ctx, m.NameFP, DomainName, []byte(normName(name))); err != nil || !ok {
@@ -127,10 +129,11 @@ func (s *Service) fpMatches(ctx context.Context, stored []byte, domain string, v
 	if err != nil {
 		return false, err
 	}
-	for _, fp := range fps {
-		if string(fp) == string(stored) {
-			return true, nil
-		}
-	}
-	return false, nil
+	return storedAmong(stored, fps), nil
+}
+
+// storedAmong reports whether the stored fingerprint is one of fps (true
+// when nothing is stored).
+func storedAmong(stored []byte, fps [][]byte) bool {
+	return stored == nil || slices.ContainsFunc(fps, func(fp []byte) bool { return bytes.Equal(fp, stored) })
 }

@@ -8,11 +8,12 @@
 // the cap of the kind's longest window), so "10 a day" is 10 in any 24
 // hours, and the wait told to a refused caller is exact.
 //
-// Take checks and counts: keys that have no row by one statement, which
-// also reads the check-only keys' rows; others by the function limits_take
-// (migrations 013, 034), which locks and checks their rows. All rules of a
-// call pass and are counted together, or none is. Queue sends the first
-// statement in a caller's batch, in the round trip of the caller's reads.
+// Take checks and counts: keys that have no row by the function
+// limits_take_fresh, which also reads the check-only keys' rows; others by
+// the function limits_take, which locks and checks their rows (migrations
+// 013, 021, 034). All rules of a call pass and are counted together, or
+// none is. Queue puts the first in a caller's batch, for the round trip of
+// the caller's reads.
 // Callers take before the call to the outside world (reserve, then call), so
 // a caller who hangs up once the bank or carrier has been asked has been
 // counted already; Release gives back a take that turned out not to reach
@@ -33,7 +34,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -93,10 +93,11 @@ type Limiter struct {
 // and with every connection held so, none would come.
 type Querier interface {
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
-	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
 }
 
-// New returns a Limiter over pool (migrated to 013).
+// New returns a Limiter over pool, migrated (limits_take and
+// limits_take_fresh, migration 034).
 func New(pool *pgxpool.Pool) (*Limiter, error) {
 	if pool == nil {
 		return nil, errors.New("limits: New needs a pool")
@@ -136,18 +137,19 @@ func (l *Limiter) TakeIn(ctx context.Context, q Querier, now time.Time, checks .
 }
 
 // Pending is a take whose first statement a caller sends in its own batch
-// (Queue); Finish completes it.
+// (Queue); Finish completes it, or Cancel gives back what it counted.
 type Pending struct {
-	l    *Limiter
-	t    *take
-	sent bool
+	l        *Limiter
+	t        *take
+	answered bool // the first statement answered (its batch may still have failed)
 }
 
 // Queue queues the first statement of a take of checks at now in b, a
 // batch the caller sends on the pool outside a transaction, with its own
 // statements, in one round trip: the take's count commits with the batch
 // (a batch is one implicit transaction), or not at all if the batch
-// fails. Once the batch has been sent, Finish completes the take.
+// fails. Once the batch has been sent without error, Finish completes the
+// take, or Cancel gives back what it counted.
 func (l *Limiter) Queue(b *pgx.Batch, now time.Time, checks ...Check) (*Pending, error) {
 	t, err := newTake(now, checks)
 	if err != nil {
@@ -158,7 +160,7 @@ func (l *Limiter) Queue(b *pgx.Batch, now time.Time, checks ...Check) (*Pending,
 		if err := t.scan(row); err != nil {
 			return err
 		}
-		p.sent = true
+		p.answered = true
 		return nil
 	})
 	return p, nil
@@ -169,10 +171,20 @@ func (l *Limiter) Queue(b *pgx.Batch, now time.Time, checks ...Check) (*Pending,
 // seen before are taken through limits_take, on the pool. Errors:
 // *LimitedError (nothing was counted), a database error.
 func (p *Pending) Finish(ctx context.Context) error {
-	if !p.sent {
-		return errors.New("limits: Finish of a take whose batch was not sent")
+	if !p.answered {
+		return errors.New("limits: Finish of a take whose first statement did not answer")
 	}
 	return p.l.finish(ctx, p.l.pool, p.t)
+}
+
+// Cancel gives back what a take's first statement counted (its keys that
+// had no row), for a caller that will not finish it: what it was to count
+// did not happen. After a batch that failed it gives back nothing.
+func (p *Pending) Cancel(ctx context.Context) error {
+	if !p.answered {
+		return nil
+	}
+	return release(ctx, p.l.pool, p.t.now, p.t.freshKeys()...)
 }
 
 // finish takes the keys of t its first statement did not count (they have
@@ -199,12 +211,10 @@ func (l *Limiter) finish(ctx context.Context, q Querier, t *take) error {
 	if wait == nil {
 		return nil
 	}
-	for k := range t.fresh {
-		// On q: in a transaction, the fresh rows are its own (and a
-		// second connection would wait on their locks).
-		if err := release(ctx, q, t.now, k.kind, []byte(k.key)); err != nil {
-			return fmt.Errorf("limits: give back a refused take: %w", err)
-		}
+	// On q: in a transaction, the fresh rows are its own (and a second
+	// connection would wait on their locks).
+	if err := release(ctx, q, t.now, t.freshKeys()...); err != nil {
+		return fmt.Errorf("limits: give back a refused take: %w", err)
 	}
 	l.countRefusal(ctx, q, t.now, t.checks)
 	return &LimitedError{RetryAfter: *wait}
@@ -240,17 +250,13 @@ type take struct {
 func newTake(now time.Time, checks []Check) (*take, error) {
 	keep := map[rowKey]time.Duration{} // a taken key's longest window
 	var order []rowKey
-	var ckinds []string
-	var ckeys [][]byte
-	var ccaps []int32
-	var cwins []time.Duration
+	var probes []Check
 	for _, c := range checks {
 		if !c.Rule.Valid() || len(c.Key) == 0 || c.Kind == "" {
 			return nil, fmt.Errorf("limits: invalid check of %q (cap %d, window %s)", c.Kind, c.Rule.Cap, c.Rule.Window)
 		}
 		if !c.Take {
-			ckinds, ckeys = append(ckinds, string(c.Kind)), append(ckeys, c.Key)
-			ccaps, cwins = append(ccaps, int32(min(c.Rule.Cap, unlimited))), append(cwins, c.Rule.Window)
+			probes = append(probes, c)
 			continue
 		}
 		k := rowKey{c.Kind, string(c.Key)}
@@ -263,7 +269,36 @@ func newTake(now time.Time, checks []Check) (*take, error) {
 	for i, k := range order {
 		kinds[i], keys[i], wins[i] = string(k.kind), []byte(k.key), keep[k]
 	}
-	return &take{now: now, checks: checks, args: []any{now, kinds, keys, wins, ckinds, ckeys, ccaps, cwins}}, nil
+	p := columnsOf(probes)
+	return &take{now: now, checks: checks, args: []any{now, kinds, keys, wins, p.kinds, p.keys, p.caps, p.wins}}, nil
+}
+
+// freshKeys are the keys the first statement counted.
+func (t *take) freshKeys() []Key {
+	keys := make([]Key, 0, len(t.fresh))
+	for k := range t.fresh {
+		keys = append(keys, Key{Kind: k.kind, Key: []byte(k.key)})
+	}
+	return keys
+}
+
+// columns are checks as the parallel arrays the SQL functions take.
+type columns struct {
+	kinds []string
+	keys  [][]byte
+	takes []bool
+	caps  []int32
+	wins  []time.Duration
+}
+
+func columnsOf(checks []Check) columns {
+	n := len(checks)
+	c := columns{make([]string, n), make([][]byte, n), make([]bool, n), make([]int32, n), make([]time.Duration, n)}
+	for i, ch := range checks {
+		c.kinds[i], c.keys[i], c.takes[i] = string(ch.Kind), ch.Key, ch.Take
+		c.caps[i], c.wins[i] = int32(min(ch.Rule.Cap, unlimited)), ch.Rule.Window
+	}
+	return c
 }
 
 // scan reads the statement's answer: the keys it inserted, and whether a
@@ -286,15 +321,9 @@ func (t *take) scan(row pgx.Row) error {
 // takeAll applies checks through limits_take, all or nothing, and answers
 // how long they refuse (nil: counted).
 func takeAll(ctx context.Context, q Querier, now time.Time, checks []Check) (*time.Duration, error) {
-	n := len(checks)
-	kinds, keys, takes := make([]string, n), make([][]byte, n), make([]bool, n)
-	caps, wins := make([]int32, n), make([]time.Duration, n)
-	for i, c := range checks {
-		kinds[i], keys[i], takes[i] = string(c.Kind), c.Key, c.Take
-		caps[i], wins[i] = int32(min(c.Rule.Cap, unlimited)), c.Rule.Window
-	}
+	c := columnsOf(checks)
 	var wait *float64
-	if err := q.QueryRow(ctx, takeSQL, now, kinds, keys, takes, caps, wins).Scan(&wait); err != nil {
+	if err := q.QueryRow(ctx, takeSQL, now, c.kinds, c.keys, c.takes, c.caps, c.wins).Scan(&wait); err != nil {
 		return nil, fmt.Errorf("limits: take: %w", err)
 	}
 	return seconds(wait), nil
@@ -330,19 +359,18 @@ type Key struct {
 // Release gives back one instant taken at `at` for each key, in one round
 // trip: the take did not reach the outside world, or should not count.
 func (l *Limiter) Release(ctx context.Context, at time.Time, keys ...Key) error {
+	return release(ctx, l.pool, at, keys...)
+}
+
+func release(ctx context.Context, q Querier, at time.Time, keys ...Key) error {
+	if len(keys) == 0 {
+		return nil
+	}
 	var b pgx.Batch
 	for _, k := range keys {
 		b.Queue(releaseSQL, string(k.Kind), k.Key, at)
 	}
-	if err := l.pool.SendBatch(ctx, &b).Close(); err != nil {
-		return fmt.Errorf("limits: release: %w", err)
-	}
-	return nil
-}
-
-func release(ctx context.Context, q Querier, at time.Time, kind Kind, key []byte) error {
-	_, err := q.Exec(ctx, releaseSQL, string(kind), key, at)
-	if err != nil {
+	if err := q.SendBatch(ctx, &b).Close(); err != nil {
 		return fmt.Errorf("limits: release: %w", err)
 	}
 	return nil

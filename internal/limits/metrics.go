@@ -50,13 +50,9 @@ func (l *Limiter) countRefusal(ctx context.Context, q Querier, now time.Time, ch
 	if l.metrics == nil {
 		return
 	}
-	n := len(checks)
-	kinds, keys, caps, wins := make([]string, n), make([][]byte, n), make([]int32, n), make([]time.Duration, n)
-	for i, c := range checks {
-		kinds[i], keys[i], caps[i], wins[i] = string(c.Kind), c.Key, int32(min(c.Rule.Cap, unlimited)), c.Rule.Window
-	}
+	c := columnsOf(checks)
 	var found []string
-	err := q.QueryRow(ctx, atCapSQL, now, kinds, keys, caps, wins).Scan(&found)
+	err := q.QueryRow(ctx, atCapSQL, now, c.kinds, c.keys, c.caps, c.wins).Scan(&found)
 	if err != nil || len(found) == 0 {
 		l.metrics.refusals.WithLabelValues(unattributed).Inc()
 		return
