@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/quickpay/quickpay/internal/db"
 	"github.com/quickpay/quickpay/internal/dev/testenv"
@@ -21,7 +22,13 @@ var t0 = time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)
 
 func newLimiter(t *testing.T) *limits.Limiter {
 	t.Helper()
-	l, err := limits.New(testenv.Pool(t))
+	return limiterOn(t, testenv.Pool(t))
+}
+
+// limiterOn is a Limiter over pool.
+func limiterOn(t *testing.T, pool *pgxpool.Pool) *limits.Limiter {
+	t.Helper()
+	l, err := limits.New(pool)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -158,7 +165,7 @@ func TestDeleteExpired(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	pool := testenv.Pool(t)
-	l, _ := limits.New(pool)
+	l := limiterOn(t, pool)
 	// Before every other test's instants, so that their rows stay.
 	old := t0.AddDate(-5, 0, 0)
 	if err := l.Take(ctx, old, limits.Check{Kind: "x", Key: []byte("k"), Rule: limits.Rule{Cap: 1, Window: time.Hour}, Take: true}); err != nil {
@@ -185,10 +192,7 @@ func TestTakeInATransaction(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pool.Close()
-	l, err := limits.New(pool)
-	if err != nil {
-		t.Fatal(err)
-	}
+	l := limiterOn(t, pool)
 	one := limits.Rule{Cap: 1, Window: time.Hour}
 	phone, card := []byte("tx-phone"), []byte("tx-card")
 	if err := l.Take(ctx, t0, limits.Check{Kind: "sms", Key: phone, Rule: one, Take: true}); err != nil {
@@ -244,10 +248,7 @@ func TestTakeReadsByKeyOnly(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	l, err := limits.New(pool)
-	if err != nil {
-		t.Fatal(err)
-	}
+	l := limiterOn(t, pool)
 	day := limits.Rule{Cap: 5, Window: 24 * time.Hour}
 	apply := func(card, phone, id string) []limits.Check {
 		return []limits.Check{
@@ -303,15 +304,12 @@ func TestTakeReadsByKeyOnly(t *testing.T) {
 // TestQueueInACallersBatch: a take queued in a caller's batch counts with
 // the batch, in its round trip, and a batch that fails counts nothing;
 // Finish completes it (limits_take for a key seen before, and a refusal
-// gives the fresh keys back).
+// gives the fresh keys back), Cancel gives back what the batch counted.
 func TestQueueInACallersBatch(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	pool := testenv.Pool(t)
-	l, err := limits.New(pool)
-	if err != nil {
-		t.Fatal(err)
-	}
+	l := limiterOn(t, pool)
 	one := limits.Rule{Cap: 1, Window: time.Hour}
 	card, phone := []byte("batch-card"), []byte("batch-phone")
 	send := func(fail bool, checks ...limits.Check) (*limits.Pending, error) {
@@ -352,5 +350,20 @@ func TestQueueInACallersBatch(t *testing.T) {
 	}
 	if err := l.Take(ctx, t0, sms); err != nil {
 		t.Fatalf("the phone after a refused take: %v", err)
+	}
+	// Cancel gives back what the batch counted (the new key), and only
+	// that: the full card keeps its take.
+	fresh := limits.Check{Kind: "sms", Key: []byte("batch-phone-2"), Rule: one, Take: true}
+	if p, err = send(false, apply, fresh); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Cancel(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Take(ctx, t0, fresh); err != nil {
+		t.Fatalf("a new phone after a cancelled take: %v", err)
+	}
+	if err := l.Take(ctx, t0, apply); !errors.Is(err, limits.ErrLimited) {
+		t.Fatalf("the full card after a cancelled take: %v, want limited", err)
 	}
 }

@@ -18,10 +18,7 @@ func TestRefusalsCountedByLimit(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	pool := testenv.Pool(t)
-	l, err := limits.New(pool)
-	if err != nil {
-		t.Fatal(err)
-	}
+	l := limiterOn(t, pool)
 	reg := prometheus.NewRegistry()
 	if err := l.Observe(reg); err != nil {
 		t.Fatal(err)
@@ -69,7 +66,7 @@ func TestRefusalsCountedByLimit(t *testing.T) {
 	if err := l.Record(ctx, t0, time.Hour, "m_mismatch_id", id); err != nil {
 		t.Fatal(err)
 	}
-	err = db.InTx(ctx, pool, func(tx pgx.Tx) error {
+	err := db.InTx(ctx, pool, func(tx pgx.Tx) error {
 		return l.TakeIn(ctx, tx, t0.Add(2*time.Minute), limits.Check{Kind: "m_sms_phone", Key: phone, Rule: many, Take: true},
 			limits.Check{Kind: "m_mismatch_id", Key: id, Rule: one})
 	})
