@@ -17,6 +17,7 @@ import (
 
 	"github.com/quickpay/quickpay/bankadapters"
 	"github.com/quickpay/quickpay/internal/dev/simclient"
+	"github.com/quickpay/quickpay/internal/dev/testenv"
 	"github.com/quickpay/quickpay/mandate"
 )
 
@@ -161,16 +162,8 @@ func refundEvents(evs []event, refundID string) []event {
 // auditSources are the sources of a refund's audit rows of action.
 func (w *world) auditSources(t *testing.T, refundID, action string) []string {
 	t.Helper()
-	rows, err := w.Pool.Query(context.Background(), `SELECT details->>'source' FROM audit_log
+	return testenv.Strings(t, w.Pool, `SELECT details->>'source' FROM audit_log
 		WHERE subject = $1 AND action = $2 ORDER BY id`, refundID, action)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
 }
 
 // --- tests ---

@@ -381,24 +381,14 @@ func (s *Store) Session(ctx context.Context, token string) (Session, error) {
 		return Session{}, ErrNoSession
 	}
 	now := s.now()
-	var sess Session
-	op, err := scanOperator(s.cfg.Pool.QueryRow(ctx, `
+	return s.sessionFrom(s.cfg.Pool.QueryRow(ctx, `
 		UPDATE operator_sessions ss SET last_seen_at = $2
 		FROM operators o
 		WHERE ss.token_hash = $1 AND ss.ended_at IS NULL AND o.id = ss.operator_id AND o.status = 'active'
 			AND ss.last_seen_at > $3 AND ss.created_at > $4
 		RETURNING o.id, o.name, o.role, o.status, o.created_at, o.last_login_at, o.locked_until,
-			ss.id, ss.csrf_token, ss.created_at`,
-		hashToken(token), now, now.Add(-s.cfg.IdleTimeout), now.Add(-s.cfg.AbsoluteTimeout)),
-		&sess.ID, &sess.CSRFToken, &sess.CreatedAt)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return Session{}, ErrNoSession
-	}
-	if err != nil {
-		return Session{}, fmt.Errorf("operator session: %w", err)
-	}
-	sess.Operator, sess.LastSeenAt, sess.ExpiresAt = op, now, s.expiry(sess.CreatedAt, now)
-	return sess, nil
+			ss.id, ss.csrf_token, ss.created_at, ss.last_seen_at`,
+		hashToken(token), now, now.Add(-s.cfg.IdleTimeout), now.Add(-s.cfg.AbsoluteTimeout)))
 }
 
 // PeekSession is Session without recording the use: for requests that
@@ -410,15 +400,20 @@ func (s *Store) PeekSession(ctx context.Context, token string) (Session, error) 
 		return Session{}, ErrNoSession
 	}
 	now := s.now()
-	var sess Session
-	op, err := scanOperator(s.cfg.Pool.QueryRow(ctx, `
+	return s.sessionFrom(s.cfg.Pool.QueryRow(ctx, `
 		SELECT o.id, o.name, o.role, o.status, o.created_at, o.last_login_at, o.locked_until,
 			ss.id, ss.csrf_token, ss.created_at, ss.last_seen_at
 		FROM operator_sessions ss JOIN operators o ON o.id = ss.operator_id
 		WHERE ss.token_hash = $1 AND ss.ended_at IS NULL AND o.status = 'active'
 			AND ss.last_seen_at > $2 AND ss.created_at > $3`,
-		hashToken(token), now.Add(-s.cfg.IdleTimeout), now.Add(-s.cfg.AbsoluteTimeout)),
-		&sess.ID, &sess.CSRFToken, &sess.CreatedAt, &sess.LastSeenAt)
+		hashToken(token), now.Add(-s.cfg.IdleTimeout), now.Add(-s.cfg.AbsoluteTimeout)))
+}
+
+// sessionFrom reads a session: its operator's columns, then the session's
+// id, CSRF token, creation and last use. Error: ErrNoSession for no row.
+func (s *Store) sessionFrom(row pgx.Row) (Session, error) {
+	var sess Session
+	op, err := scanOperator(row, &sess.ID, &sess.CSRFToken, &sess.CreatedAt, &sess.LastSeenAt)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Session{}, ErrNoSession
 	}

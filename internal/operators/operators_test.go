@@ -330,7 +330,6 @@ func TestSessionAndLogout(t *testing.T) {
 
 func TestSessionTimeouts(t *testing.T) {
 	t.Parallel()
-	f := newFixture(t, operators.Config{})
 	ctx := context.Background()
 	tests := []struct {
 		name string
@@ -348,14 +347,7 @@ func TestSessionTimeouts(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			// Each case has its own clock, moved from the shared start.
-			f := f
-			f.clock = clock.NewFake(start)
-			store, err := operators.NewStore(operators.Config{Pool: f.pool, Sealer: newVault(t, f.pool), Clock: f.clock,
-				BcryptCost: bcrypt.MinCost})
-			if err != nil {
-				t.Fatal(err)
-			}
-			f.store = store
+			f := newFixture(t, operators.Config{})
 			e := f.create(t, operators.RoleViewer)
 			_, tok := f.login(t, e)
 			for i, d := range tt.steps {
@@ -380,13 +372,6 @@ func TestSessionTimeouts(t *testing.T) {
 func TestPeekDoesNotKeepASessionAlive(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, operators.Config{})
-	f.clock = clock.NewFake(start)
-	store, err := operators.NewStore(operators.Config{Pool: f.pool, Sealer: newVault(t, f.pool), Clock: f.clock,
-		BcryptCost: bcrypt.MinCost})
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.store = store
 	ctx := context.Background()
 	e := f.create(t, operators.RoleViewer)
 	_, tok := f.login(t, e)

@@ -11,27 +11,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
-
+	"github.com/quickpay/quickpay/internal/dev/testenv"
 	"github.com/quickpay/quickpay/internal/ids"
 	"github.com/quickpay/quickpay/internal/opsview"
 )
-
-// oracle reads one text column of every row of a query: what a list must
-// return, in its order, read the plain way.
-func oracle(t *testing.T, pool *pgxpool.Pool, sql string, args ...any) []string {
-	t.Helper()
-	rows, err := pool.Query(context.Background(), sql, args...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
 
 func TestSeed(t *testing.T) {
 	s, _, pool := seed(t)
@@ -369,7 +352,7 @@ func TestListsWalkEveryPage(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			want := oracle(t, pool, c.oracle, c.args...)
+			want := testenv.Strings(t, pool, c.oracle, c.args...)
 			if len(want) == 0 {
 				t.Fatalf("the oracle finds no row: the seed does not exercise this list")
 			}
