@@ -90,11 +90,10 @@ func (s *Service) StartBinding(ctx context.Context, merchantID string, in BindIn
 	if err != nil {
 		return Binding{}, err
 	}
-	idFPs, err := s.idFingerprints(ctx, in.IDNumber)
-	if err != nil {
+	keys := applyKeys{card: fps[0]}
+	if keys.id, err = s.idFP(ctx, in.IDNumber); err != nil {
 		return Binding{}, err
 	}
-	keys := applyKeys{card: fps[0], id: idFPs[0]}
 	if s.limiter != nil {
 		if keys.phone, err = s.vault.Fingerprint(ctx, DomainPhone, []byte(in.Phone)); err != nil {
 			return Binding{}, err
@@ -126,7 +125,7 @@ func (s *Service) StartBinding(ctx context.Context, merchantID string, in BindIn
 		return Binding{}, ErrNotFound
 	}
 	if member != nil {
-		if err := s.checkIdentity(ctx, *member, in.HolderName, idFPs); err != nil {
+		if err := s.checkIdentity(ctx, *member, in.HolderName, in.IDNumber, keys.id); err != nil {
 			return Binding{}, err
 		}
 	}

@@ -72,7 +72,7 @@ func (s *Service) sealIdentity(ctx context.Context, aad func(field string) []byt
 			return id, err
 		}
 		if id.IDNumberFP == nil {
-			if id.IDNumberFP, err = s.vault.Fingerprint(ctx, DomainIDNumber, []byte(normID(idNo.Reveal()))); err != nil {
+			if id.IDNumberFP, err = s.idFP(ctx, idNo); err != nil {
 				return id, err
 			}
 		}
@@ -85,10 +85,9 @@ func (s *Service) sealIdentity(ctx context.Context, aad func(field string) []byt
 	return id, nil
 }
 
-// idFingerprints fingerprints an ID number, normalized, under every fp key
-// version still accepted, the current first.
-func (s *Service) idFingerprints(ctx context.Context, idNo sensitive.IDNumber) ([][]byte, error) {
-	return s.vault.Fingerprints(ctx, DomainIDNumber, []byte(normID(idNo.Reveal())))
+// idFP fingerprints an ID number, normalized, under the current fp key.
+func (s *Service) idFP(ctx context.Context, idNo sensitive.IDNumber) ([]byte, error) {
+	return s.vault.Fingerprint(ctx, DomainIDNumber, []byte(normID(idNo.Reveal())))
 }
 
 // GetMember returns one of the merchant's members. Errors: ErrNotFound.
@@ -104,11 +103,17 @@ func (s *Service) FindMember(ctx context.Context, merchantID, externalID string)
 }
 
 // checkIdentity refuses a holder or ID number other than the member's;
-// idFPs are the ID number's fingerprints under every fp key version still
-// accepted (idFingerprints).
-func (s *Service) checkIdentity(ctx context.Context, m memberRow, name string, idFPs [][]byte) error {
-	if !storedAmong(m.IDNumberFP, idFPs) {
-		return &IdentityMismatchError{Field: "id_number"}
+// idFP is the ID number's fingerprint under the current fp key, made
+// already: the older versions still accepted are tried only when it does
+// not match (a member stored before a rotation).
+func (s *Service) checkIdentity(ctx context.Context, m memberRow, name string, idNo sensitive.IDNumber, idFP []byte) error {
+	if !storedAmong(m.IDNumberFP, [][]byte{idFP}) {
+		if ok, err := s.fpMatches(ctx, m.IDNumberFP, DomainIDNumber, []byte(normID(idNo.Reveal()))); err != nil || !ok {
+			if err != nil {
+				return err
+			}
+			return &IdentityMismatchError{Field: "id_number"}
+		}
 	}
 	if ok, err := s.fpMatches(ctx, m.NameFP, DomainName, []byte(normName(name))); err != nil || !ok {
 		if err != nil {
