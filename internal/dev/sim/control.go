@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -201,9 +202,14 @@ type textMessage struct {
 
 // Sensitive returns every sensitive value banksim holds, each with its
 // kind ("PAN", "ID number", "CVV2", "expiry", "OTP"): its accounts' card
-// numbers, ID numbers, CVV2s and expiry dates, and the codes in its inbox
-// (its own and the carrier's). A test scans what the system under test
-// stored and logged for them.
+// numbers, ID numbers, CVV2s and expiry dates, and the verification codes
+// in its inbox (its own and the carrier's). A test scans what the system
+// under test stored and logged for them.
+//
+// A text's code counts only when the text calls it a verification code
+// ("验证码" before it), as every bank text and quickpay's consent text do:
+// the first digits of a pre-debit notice are a date's year, which the
+// system rightly stores.
 func (s *Sim) Sensitive() map[string]string {
 	out := map[string]string{}
 	add := func(kind, v string) {
@@ -225,11 +231,20 @@ func (s *Sim) Sensitive() map[string]string {
 	s.sms.mu.Lock()
 	for _, texts := range s.sms.byPhone {
 		for _, m := range texts {
-			add("OTP", m.Code)
+			if isVerificationCode(m) {
+				add("OTP", m.Code)
+			}
 		}
 	}
 	s.sms.mu.Unlock()
 	return out
+}
+
+// isVerificationCode reports whether m's text calls its code a
+// verification code.
+func isVerificationCode(m textMessage) bool {
+	_, after, ok := strings.Cut(m.Text, "验证码")
+	return ok && m.Code != "" && strings.Contains(after, m.Code)
 }
 
 // inbox keeps the newest smsKeptPerPhone texts per phone, oldest first.

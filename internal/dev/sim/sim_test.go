@@ -918,4 +918,36 @@ func TestSMSInbox(t *testing.T) {
 	}
 }
 
+// Sensitive counts a text's code as an OTP only where the text calls it a
+// verification code: a pre-debit notice's first digits are a date's year,
+// which quickpay rightly stores.
+func TestSensitiveCodesAreVerificationCodes(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	a := e.openAccount("ICBC", "debit", 0)
+	e.banks["ICBC"].bindApply(a)
+	bank := e.latestCode(a.Phone)
+	texts := []struct {
+		text, code string
+		otp        bool
+	}{
+		{"【quickpay】验证码620417，5分钟内有效。您正在授权某商户代扣", "620417", true},
+		{"您的扣款验证码为 482913，10分钟内有效", "482913", true},
+		{"【quickpay】扣款提醒：电费将于2027-01-05从尾号1234的银行卡扣款¥12.00。", "2027", false},
+		{"订单12已创建，确认码 5521", "5521", false},
+	}
+	for i, c := range texts {
+		e.do("POST", "/carrier/sms", map[string]string{"to": "1390000000" + strconv.Itoa(i), "text": c.text}, http.StatusAccepted, nil)
+	}
+	got := e.sim.Sensitive()
+	if got[bank] != "OTP" {
+		t.Errorf("the bank's code is %q, want OTP", got[bank])
+	}
+	for _, c := range texts {
+		if (got[c.code] == "OTP") != c.otp {
+			t.Errorf("%q: code %s counted as an OTP: %v, want %v", c.text, c.code, got[c.code] == "OTP", c.otp)
+		}
+	}
+}
+
 func itoa4(i int) string { return strconv.Itoa(10000 + i) }
