@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"maps"
 	"net/http"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -71,7 +72,7 @@ func ScanPackage(logs func() string, want ...string) func() error {
 					// Across a whole package a code standing alone is bound
 					// to meet an equal amount or count: codes are searched
 					// where a leak would put them, as CVV2 and expiry are.
-					form, ok = shortLeak(lower, v)
+					form, ok = shortLeak(lower, kind, v)
 				} else {
 					form, ok = Leak(hay, lower, kind, v)
 				}
@@ -134,8 +135,7 @@ func Describe(v string) string {
 // (ciphertext hex, ids) and not as a timestamp's fraction of a second.
 // CVV2 and expiry (3 and 4 digits) are too short for that, since statuses,
 // counts and durations are numbers too: they are searched where a leak
-// would put them, as a JSON string, a form or log value, after their own
-// field name, or as a whole bytea value.
+// would put them (shortLeak).
 func Leak(hay, lower, kind, v string) (string, bool) {
 	lv := strings.ToLower(v)
 	hexes := []string{hex.EncodeToString([]byte(v)), hex.EncodeToString([]byte(strings.ToUpper(v))), hex.EncodeToString([]byte(lv))}
@@ -171,13 +171,26 @@ func Leak(hay, lower, kind, v string) (string, bool) {
 			}
 		}
 	default:
-		return shortLeak(lower, lv)
+		return shortLeak(lower, kind, lv)
 	}
 	return "", false
 }
 
-// shortLeak finds a CVV2 or expiry where a leak would put it.
-func shortLeak(s, v string) (string, bool) {
+// fieldWords name the fields a short value of each kind is looked for
+// after (see shortLeak): quickpay's and the banks' names for it.
+var fieldWords = map[string][]string{
+	"CVV2":   {"cvv", "cvv2", "cvn2", "cvc2"},
+	"expiry": {"exp", "expiry"},
+	"OTP":    {"otp", "code"},
+}
+
+// shortLeak finds a CVV2, an expiry or a code (kind) where a leak would
+// put it: as a whole bytea value, as the value of a field named for its
+// kind (JSON, a form or a log), or as a JSON string. Short numbers are
+// everywhere (counts, sequence numbers, the banks' result codes, a card's
+// last 4 digits), and random ids and secrets hold "exp" or "cvv" by
+// chance, so a field name must be a whole key, just before the value.
+func shortLeak(s, kind, v string) (string, bool) {
 	if i := strings.Index(s, `\x`+hex.EncodeToString([]byte(v))); i >= 0 {
 		end := i + 2 + 2*len(v)
 		if end == len(s) || !isHex(s[end]) {
@@ -185,19 +198,41 @@ func shortLeak(s, v string) (string, bool) {
 		}
 	}
 	for _, at := range aloneAt(s, v) {
-		before := s[max(0, at-12):at]
+		key, ok := keyBefore(s, at)
 		end := at + len(v)
 		switch {
-		case strings.Contains(before, "cvv") || strings.Contains(before, "exp"):
+		case ok && slices.ContainsFunc(fieldWords[kind], func(w string) bool { return slices.Contains(key, w) }):
 			return "after its field name", true
-		case at > 0 && s[at-1] == '=':
-			return "as a form or log value", true
-		case at > 0 && s[at-1] == '"' && end < len(s) && s[end] == '"' && !strings.Contains(before, "last4"):
-			// (A card's last 4 digits are shown and may equal an expiry.)
+		case at > 0 && s[at-1] == '"' && end < len(s) && s[end] == '"' &&
+			!slices.Contains(key, "last4") && !slices.Contains(key, "code"):
+			// (A card's last 4 digits are shown and may equal an expiry;
+			// a bank's result code is 4 digits too.)
 			return "as a JSON string", true
 		}
 	}
 	return "", false
+}
+
+// keyBefore returns the parts (split at "_" and "-") of the key just
+// before at in s: an identifier, then only the quotes, backslashes,
+// colon, equals sign or spaces that end a key in JSON (escaped or not), a
+// form or a log line. ok is false when s[:at] does not end that way.
+func keyBefore(s string, at int) (parts []string, ok bool) {
+	i := at
+	for i > 0 && strings.IndexByte(`"\:= `, s[i-1]) >= 0 {
+		i--
+	}
+	if i == at {
+		return nil, false
+	}
+	j := i
+	for j > 0 && (s[j-1] >= 'a' && s[j-1] <= 'z' || s[j-1] >= '0' && s[j-1] <= '9' || s[j-1] == '_' || s[j-1] == '-') {
+		j--
+	}
+	if j == i {
+		return nil, false
+	}
+	return strings.FieldsFunc(s[j:i], func(r rune) bool { return r == '_' || r == '-' }), true
 }
 
 func isHex(c byte) bool { return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' }

@@ -42,6 +42,7 @@ func TestLeakFindsPlantedValues(t *testing.T) {
 		{"CVV2", cvv2, "\t\\x" + hex.EncodeToString([]byte(cvv2)) + "\t"},
 		{"expiry", expiry, `{"card":{"exp":` + expiry + `}}`},
 		{"expiry", expiry, `{"v":"` + expiry + `"}`},
+		{"expiry", expiry, `{"detail":"{\"card_expiry\":\"` + expiry + `\"}"}`},
 	}
 	for _, tc := range found {
 		if _, ok := Leak(tc.hay, strings.ToLower(tc.hay), tc.kind, tc.value); !ok {
@@ -57,10 +58,40 @@ func TestLeakFindsPlantedValues(t *testing.T) {
 		{"OTP", code, "seq 9" + code + "0"},
 		{"CVV2", cvv2, `{"status":` + cvv2 + `,"duration_ms":1.` + cvv2 + `}` + "\t" + cvv2 + "\t"},
 		{"expiry", expiry, `{"last4": "` + expiry + `"}`},
+		{"expiry", expiry, `{"outcome": "failed", "bank_code": "` + expiry + `"}`},
+		// Random ids and secrets that hold "exp" or "cvv" by chance, then
+		// a sequence number; a query parameter; a field of another name.
+		{"CVV2", cvv2, "evt_3obxmjtjtsp5bxqwmclyexpf\t" + cvv2 + "\tmch_cpyqlx"},
+		{"CVV2", cvv2, "\tdjjyjzoaayqivpttzpfcruvsdxfexpvr\n" + cvv2 + "\t2026-12-07"},
+		{"CVV2", cvv2, "evt_5r6dxbckdgzm6askcvvgug2i " + cvv2},
+		{"CVV2", cvv2, `/v1/sys/health?drsecondarycode=` + cvv2 + `&haunhealthycode=` + cvv2},
+		{"expiry", expiry, `"expires_at": "` + expiry + `-01-05"`},
 	}
 	for _, tc := range missed {
 		if form, ok := Leak(tc.hay, strings.ToLower(tc.hay), tc.kind, tc.value); ok {
 			t.Errorf("a look-alike of a %s in %q was taken for a leak %s", tc.kind, tc.hay, form)
+		}
+	}
+}
+
+// TestShortLeakFindsCodes: across a whole package (ScanPackage) a code is
+// looked for where a leak would put it, as CVV2 and expiry are.
+func TestShortLeakFindsCodes(t *testing.T) {
+	t.Parallel()
+	const code = "654321"
+	for hay, want := range map[string]bool{
+		`{"otp":"` + code + `"}`:                          true,
+		`{"sms_code": ` + code + `}`:                      true,
+		`confirm code=` + code:                            true,
+		`{"detail":"{\"code\":\"` + code + `\"}"}`:        true,
+		`{"v": "` + code + `"}`:                           true,
+		"\t\\x" + hex.EncodeToString([]byte(code)) + "\t": true,
+		`{"attempts": ` + code + `}`:                      false,
+		"\t" + code + "\t2026-12-07":                      false,
+		"evt_5r6dxbckdgzm6askotpgug2i\t" + code:           false,
+	} {
+		if form, got := shortLeak(hay, "OTP", code); got != want {
+			t.Errorf("%q: found %v (%s), want %v", hay, got, form, want)
 		}
 	}
 }
