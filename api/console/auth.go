@@ -26,6 +26,19 @@ const (
 	csrfField   = "csrf"
 )
 
+// cookieNames are the console's cookie names. A Secure console prefixes
+// them: __Host- (Secure, Path=/, no Domain) for the session, so that no
+// sibling host or plain-http page can set or shadow it; __Secure- for the
+// login cookie, whose path is /login.
+type cookieNames struct{ session, login string }
+
+func newCookieNames(secure bool) cookieNames {
+	if secure {
+		return cookieNames{session: "__Host-" + sessionCookie, login: "__Secure-" + loginCookie}
+	}
+	return cookieNames{session: sessionCookie, login: loginCookie}
+}
+
 // maxForm bounds a form post's body.
 const maxForm = 16 << 10
 
@@ -52,7 +65,7 @@ func (c *Console) jobsSession(next echo.HandlerFunc) echo.HandlerFunc {
 func (c *Console) withSession(csrf bool, next echo.HandlerFunc) echo.HandlerFunc {
 	return func(ec echo.Context) error {
 		r := ec.Request()
-		ck, err := r.Cookie(sessionCookie)
+		ck, err := r.Cookie(c.cookies.session)
 		if err != nil || ck.Value == "" {
 			return c.toLogin(ec, "")
 		}
@@ -65,7 +78,7 @@ func (c *Console) withSession(csrf bool, next echo.HandlerFunc) echo.HandlerFunc
 		s, err := find(r.Context(), ck.Value)
 		switch {
 		case errors.Is(err, operators.ErrNoSession):
-			c.clearCookie(ec, sessionCookie, "/")
+			c.clearCookie(ec, c.cookies.session, "/")
 			return c.toLogin(ec, "ended")
 		case err != nil:
 			return c.fault(ec, err)
@@ -152,14 +165,14 @@ func (c *Console) loginPage(ec echo.Context) error {
 // loginSecret returns the browser's login CSRF secret, setting a new one
 // when it has none.
 func (c *Console) loginSecret(ec echo.Context) (string, error) {
-	if ck, err := ec.Request().Cookie(loginCookie); err == nil && pagekit.ValidSecret(ck.Value) {
+	if ck, err := ec.Request().Cookie(c.cookies.login); err == nil && pagekit.ValidSecret(ck.Value) {
 		return ck.Value, nil
 	}
 	s, err := pagekit.NewSecret()
 	if err != nil {
 		return "", err
 	}
-	ec.SetCookie(&http.Cookie{Name: loginCookie, Value: s, Path: "/login", HttpOnly: true,
+	ec.SetCookie(&http.Cookie{Name: c.cookies.login, Value: s, Path: "/login", HttpOnly: true,
 		SameSite: http.SameSiteStrictMode, Secure: c.cfg.Secure, MaxAge: 3600})
 	return s, nil
 }
@@ -172,7 +185,7 @@ func (c *Console) login(ec echo.Context) error {
 	if !c.parseForm(ec) {
 		return c.status(ec, http.StatusBadRequest, "Bad request", "The form could not be read.")
 	}
-	ck, err := r.Cookie(loginCookie)
+	ck, err := r.Cookie(c.cookies.login)
 	if err != nil || !pagekit.ValidSecret(ck.Value) ||
 		subtle.ConstantTimeCompare([]byte(ck.Value), []byte(r.PostForm.Get(csrfField))) != 1 {
 		return c.status(ec, http.StatusForbidden, "Forbidden",
@@ -196,9 +209,9 @@ func (c *Console) login(ec echo.Context) error {
 	default:
 		return c.fault(ec, err)
 	}
-	ec.SetCookie(&http.Cookie{Name: sessionCookie, Value: token, Path: "/", HttpOnly: true,
+	ec.SetCookie(&http.Cookie{Name: c.cookies.session, Value: token, Path: "/", HttpOnly: true,
 		SameSite: http.SameSiteStrictMode, Secure: c.cfg.Secure})
-	c.clearCookie(ec, loginCookie, "/login")
+	c.clearCookie(ec, c.cookies.login, "/login")
 	ec.Set(ctxSession, s)
 	return ec.Redirect(http.StatusSeeOther, v.Next)
 }
@@ -215,13 +228,13 @@ func sourceIP(r *http.Request) string {
 
 // logout ends the session (the POST's CSRF token checked by session).
 func (c *Console) logout(ec echo.Context) error {
-	ck, err := ec.Request().Cookie(sessionCookie)
+	ck, err := ec.Request().Cookie(c.cookies.session)
 	if err == nil {
 		if err := c.cfg.Operators.Logout(ec.Request().Context(), ck.Value); err != nil && !errors.Is(err, operators.ErrNoSession) {
 			return c.fault(ec, err)
 		}
 	}
-	c.clearCookie(ec, sessionCookie, "/")
+	c.clearCookie(ec, c.cookies.session, "/")
 	return ec.Redirect(http.StatusSeeOther, "/login?why=out")
 }
 

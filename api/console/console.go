@@ -66,6 +66,7 @@ type Console struct {
 	echo          *echo.Echo
 	pages         map[string]*template.Template
 	overviewCache overviewCache
+	cookies       cookieNames
 }
 
 // New returns the console.
@@ -94,7 +95,7 @@ func New(cfg Config) (*Console, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	c := &Console{cfg: cfg, log: cfg.Logger}
+	c := &Console{cfg: cfg, log: cfg.Logger, cookies: newCookieNames(cfg.Secure)}
 	c.pages = parsePages(c.funcs())
 	c.echo = c.routes()
 	return c, nil

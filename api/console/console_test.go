@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -61,13 +62,46 @@ func TestLogin(t *testing.T) {
 		}
 	})
 
-	t.Run("a Secure console sets Secure cookies", func(t *testing.T) {
+	t.Run("a Secure console's cookies are Secure and prefixed, and a login works over https", func(t *testing.T) {
 		cfg := e.cfg
 		cfg.Secure = true
-		u := e.serve(t, cfg)
-		p := newAgent(t, u).get(t, "/login")
-		if c := p.header.Get("Set-Cookie"); !strings.Contains(c, "Secure") || !strings.Contains(c, "qp_console_login=") {
+		srv := e.serveTLS(t, cfg)
+		a := newAgent(t, srv.URL)
+		a.c.Transport = srv.Client().Transport
+		p := a.get(t, "/login")
+		if c := p.header.Get("Set-Cookie"); !strings.HasPrefix(c, "__Secure-qp_console_login=") ||
+			!strings.Contains(c, "; Secure") || !strings.Contains(c, "Path=/login") {
 			t.Errorf("login cookie of a Secure console: %q", strings.SplitN(c, "=", 2)[0])
+		}
+		en := e.operator(t, e.ops, operators.RoleViewer)
+		p = a.post(t, "/login", url.Values{"name": {en.Operator.Name}, "password": {en.Password},
+			"code": {code(t, en, time.Now())}, "next": {"/charges"}})
+		if p.status != http.StatusSeeOther || p.location != "/charges" {
+			t.Fatalf("login over https: %d to %q: %s", p.status, p.location, text(p.body))
+		}
+		// The __Host- rules: Secure, Path=/ and no Domain.
+		var session string
+		for _, c := range p.header.Values("Set-Cookie") {
+			if strings.HasPrefix(c, "__Host-qp_console=") {
+				session = c
+			}
+		}
+		if !strings.Contains(session, "; Secure") || !strings.Contains(session, "Path=/;") || strings.Contains(session, "Domain") {
+			t.Errorf("session cookie %q", strings.SplitN(session, ";", 2)[1:])
+		}
+		if p := a.get(t, "/charges"); p.status != http.StatusOK || !strings.Contains(p.body, en.Operator.Name) {
+			t.Errorf("after login over https: %d", p.status)
+		}
+		u, err := url.Parse(srv.URL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var names []string
+		for _, ck := range a.c.Jar.Cookies(u) {
+			names = append(names, ck.Name)
+		}
+		if !slices.Equal(names, []string{"__Host-qp_console"}) {
+			t.Errorf("cookies after login: %v, want the session's __Host-qp_console only", names)
 		}
 	})
 

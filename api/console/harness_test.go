@@ -178,15 +178,27 @@ func newEnv(t testing.TB) *env {
 // serve starts a console with cfg on a loopback server and returns its URL.
 func (e *env) serve(t testing.TB, cfg console.Config) string {
 	t.Helper()
+	return e.serveOn(t, cfg, httptest.NewServer).URL
+}
+
+// serveTLS serves a console built from cfg over https; the server's
+// Client trusts it.
+func (e *env) serveTLS(t testing.TB, cfg console.Config) *httptest.Server {
+	t.Helper()
+	return e.serveOn(t, cfg, httptest.NewTLSServer)
+}
+
+func (e *env) serveOn(t testing.TB, cfg console.Config, start func(http.Handler) *httptest.Server) *httptest.Server {
+	t.Helper()
 	c, err := console.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// The package's leak scan looks for unkeyed digests of every body
 	// sent (the card finder's form holds a card number).
-	srv := httptest.NewServer(testenv.RecordBodies(c))
+	srv := start(testenv.RecordBodies(c))
 	t.Cleanup(srv.Close)
-	return srv.URL
+	return srv
 }
 
 // operator creates an operator of role and returns its enrolment.
