@@ -189,9 +189,9 @@ func refundOncePath(chargeID string) string { return "/console/charges/" + charg
 // Idempotency-Keys in the same store.
 const onceKeyPrefix = "console-refund-"
 
-// refundConfirm asks the amount (a GET form), then shows the question
-// "Refund ¥12.34 of chg_… to card ****1234?" with a POST form carrying
-// the amount and a one-time key.
+// refundConfirm asks the amount (a GET form carrying a one-time key),
+// then shows the question "Refund ¥12.34 of chg_… to card ****1234?" with
+// a POST form carrying the amount and that key.
 func (c *Console) refundConfirm(ec echo.Context) error {
 	ctx := ec.Request().Context()
 	ch, err := c.cfg.Views.Charge(ctx, ec.Param("id"))
@@ -206,9 +206,19 @@ func (c *Console) refundConfirm(ec echo.Context) error {
 	if err := c.viewed(ec, ch.MerchantID, card.ID); err != nil {
 		return c.fault(ec, err)
 	}
+	// The one-time key is made on the amount page and carried by its GET
+	// form, so the confirmation page's URL holds it: reloaded, or shown
+	// again with Back after the refund, the page posts the same key, and
+	// its submit finds the refund made instead of making another.
+	once := ec.QueryParam("once")
+	if !pagekit.ValidSecret(once) {
+		if once, err = pagekit.NewSecret(); err != nil {
+			return c.fault(ec, err)
+		}
+	}
 	left := ch.Amount - ch.AmountRefundHeld
 	v := confirmView{Back: "/charges/" + ch.ID, Action: "/charges/" + ch.ID + "/refund", Button: "Refund", Danger: true,
-		MaxAmount: yuan(left), Reason: true}
+		MaxAmount: yuan(left), Reason: true, Hidden: map[string]string{"once": once}}
 	typed := ec.QueryParam("amount")
 	if typed == "" {
 		v.AmountAsk, v.Amount = true, yuan(left)
@@ -224,10 +234,6 @@ func (c *Console) refundConfirm(ec echo.Context) error {
 		v.AmountAsk, v.Amount, v.AmountError = true, typed, err.Error()
 		v.Question = "Refund charge " + ch.ID + " to card " + card.MaskedPAN + "?"
 		return c.render(ec, http.StatusUnprocessableEntity, "confirm", "Refund "+ch.ID, v)
-	}
-	once, err := pagekit.NewSecret()
-	if err != nil {
-		return c.fault(ec, err)
 	}
 	v.Question = "Refund " + money(fen, ch.Currency) + " of " + ch.ID + " to card ****" + card.Last4 + "?"
 	v.Details = []string{"Bank " + card.BankName + ", card " + card.MaskedPAN + ".", "Merchant " + ch.MerchantID + "."}

@@ -235,6 +235,33 @@ func TestActions(t *testing.T) {
 		}
 	})
 
+	t.Run("the confirmation page shown again after its refund makes no second refund", func(t *testing.T) {
+		a := agents[operators.RoleOperator]
+		once := hidden(a.get(t, "/charges/"+ch.ID+"/refund").body).Get("once")
+		if once == "" {
+			t.Fatal("the amount page's form carries no one-time key")
+		}
+		// The amount page's GET form leads here.
+		confirmation := "/charges/" + ch.ID + "/refund?amount=1.50&once=" + url.QueryEscape(once)
+		first := a.post(t, "/charges/"+ch.ID+"/refund", hidden(a.get(t, confirmation).body))
+		if first.status != http.StatusSeeOther || !strings.HasPrefix(first.location, "/refunds/rfd_") {
+			t.Fatalf("submit: %d to %q: %s", first.status, first.location, text(first.body))
+		}
+		// Back: the page is not cached (no-store), so the browser asks for
+		// it again, and submits it again.
+		again := a.post(t, "/charges/"+ch.ID+"/refund", hidden(a.get(t, confirmation).body))
+		if again.status != http.StatusSeeOther || again.location != first.location {
+			t.Errorf("the page shown again: submit %d to %q, want the first refund %q", again.status, again.location, first.location)
+		}
+		if n := e.count(t, `SELECT count(*) FROM refunds WHERE charge_id = $1 AND amount = 150`, ch.ID); n != 1 {
+			t.Errorf("%d refunds of ¥1.50, want 1", n)
+		}
+		// A new refund starts on the amount page, with a new key.
+		if next := hidden(a.get(t, "/charges/"+ch.ID+"/refund").body).Get("once"); next == "" || next == once {
+			t.Errorf("the amount page's key again: %q", next)
+		}
+	})
+
 	t.Run("an amount over what is left is refused on the confirmation page", func(t *testing.T) {
 		a := agents[operators.RoleOperator]
 		for _, amount := range []string{"100.01", "0", "1.234", "abc", "-1"} {
