@@ -38,17 +38,7 @@ func TestLogin(t *testing.T) {
 		en := e.operator(t, e.ops, operators.RoleViewer)
 		a := newAgent(t, e.url)
 		a.get(t, "/login?next=%2Fcharges")
-		p := a.post(t, "/login", url.Values{"name": {en.Operator.Name}, "password": {en.Password},
-			"code": {code(t, en, time.Now())}, "next": {"/charges"}})
-		if p.status != http.StatusSeeOther || p.location != "/charges" {
-			t.Fatalf("login: %d to %q: %s", p.status, p.location, text(p.body))
-		}
-		var cookie string
-		for _, c := range p.header.Values("Set-Cookie") {
-			if strings.HasPrefix(c, "qp_console=") {
-				cookie = c
-			}
-		}
+		cookie := setCookie(a.postLogin(t, en, "/charges"), "qp_console")
 		for _, want := range []string{"HttpOnly", "SameSite=Strict", "Path=/"} {
 			if !strings.Contains(cookie, want) {
 				t.Errorf("session cookie %q lacks %s", strings.SplitN(cookie, ";", 2)[1:], want)
@@ -74,18 +64,8 @@ func TestLogin(t *testing.T) {
 			t.Errorf("login cookie of a Secure console: %q", strings.SplitN(c, "=", 2)[0])
 		}
 		en := e.operator(t, e.ops, operators.RoleViewer)
-		p = a.post(t, "/login", url.Values{"name": {en.Operator.Name}, "password": {en.Password},
-			"code": {code(t, en, time.Now())}, "next": {"/charges"}})
-		if p.status != http.StatusSeeOther || p.location != "/charges" {
-			t.Fatalf("login over https: %d to %q: %s", p.status, p.location, text(p.body))
-		}
 		// The __Host- rules: Secure, Path=/ and no Domain.
-		var session string
-		for _, c := range p.header.Values("Set-Cookie") {
-			if strings.HasPrefix(c, "__Host-qp_console=") {
-				session = c
-			}
-		}
+		session := setCookie(a.postLogin(t, en, "/charges"), "__Host-qp_console")
 		if !strings.Contains(session, "; Secure") || !strings.Contains(session, "Path=/;") || strings.Contains(session, "Domain") {
 			t.Errorf("session cookie %q", strings.SplitN(session, ";", 2)[1:])
 		}

@@ -299,6 +299,28 @@ func (a *agent) post(t testing.TB, path string, form url.Values) page {
 	return a.do(t, http.MethodPost, path, form)
 }
 
+// postLogin posts the login form (read before) for en at the current
+// code and wants to be sent on to next.
+func (a *agent) postLogin(t testing.TB, en operators.Enrolment, next string) page {
+	t.Helper()
+	p := a.post(t, "/login", url.Values{"name": {en.Operator.Name}, "password": {en.Password},
+		"code": {code(t, en, time.Now())}, "next": {next}})
+	if p.status != http.StatusSeeOther || p.location != next {
+		t.Fatalf("login: %d to %q: %s", p.status, p.location, text(p.body))
+	}
+	return p
+}
+
+// setCookie is the Set-Cookie line p sets for the cookie name, or "".
+func setCookie(p page, name string) string {
+	for _, c := range p.header.Values("Set-Cookie") {
+		if strings.HasPrefix(c, name+"=") {
+			return c
+		}
+	}
+	return ""
+}
+
 // login logs en in through the login form at now's code and reads the
 // overview (taking its CSRF token).
 func (a *agent) login(t testing.TB, en operators.Enrolment, now time.Time) {
