@@ -15,6 +15,17 @@ type View struct {
 	Charges []client.Charge `json:"charges"`
 	Refunds []client.Refund `json:"refunds"`
 	Events  []client.Event  `json:"events"`
+	// Deliveries are what the merchant's webhook endpoint received.
+	Deliveries Deliveries `json:"deliveries"`
+}
+
+// Deliveries are the webhook deliveries the soak's endpoint received.
+type Deliveries struct {
+	// Received counts, by event id, the deliveries whose signature held.
+	Received map[string]int `json:"received"`
+	// BadSignatures counts deliveries whose Quickpay-Signature did not
+	// verify against the endpoint's secret.
+	BadSignatures int `json:"bad_signatures"`
 }
 
 // Violation kinds: each is money the bank and quickpay disagree on, or work
@@ -43,6 +54,11 @@ const (
 	// Two charges of one mandate for one period: the mandate would be
 	// charged twice however each charge went.
 	KindDuplicateCharge = "duplicate_charge"
+	// An event of the feed the merchant's endpoint never received.
+	KindEventUndelivered = "event_undelivered"
+	// A delivery the merchant could not trust: an event the feed does not
+	// hold, or a signature that does not verify.
+	KindDeliveryUntrusted = "delivery_untrusted"
 )
 
 // Violation is one disagreement; Ref names the order number, refund or
@@ -256,6 +272,24 @@ func Judge(ledger []simclient.LedgerEntry, v View) []Violation {
 		case n > 1 && want == client.RefundSucceeded:
 			add(KindEventMissing, r.Id, "%d %s events for one refund", n, want)
 		}
+	}
+
+	// Every event reached the merchant's endpoint (at least once), signed,
+	// and nothing else did.
+	inFeed := map[string]bool{}
+	for _, e := range v.Events {
+		inFeed[e.Id] = true
+		if v.Deliveries.Received[e.Id] == 0 {
+			add(KindEventUndelivered, e.Id, "the endpoint never received this %s event", e.Type)
+		}
+	}
+	for id, n := range v.Deliveries.Received {
+		if !inFeed[id] {
+			add(KindDeliveryUntrusted, id, "the endpoint received %d deliveries of an event the feed does not hold", n)
+		}
+	}
+	if n := v.Deliveries.BadSignatures; n > 0 {
+		add(KindDeliveryUntrusted, "signature", "%d deliveries whose signature did not verify", n)
 	}
 
 	sort.SliceStable(out, func(i, j int) bool {

@@ -14,7 +14,8 @@ import (
 
 // books is a small clean set: charge ch_ok succeeded on its second attempt
 // (the first failed at the bank) and was partly refunded; ch_failed was
-// declined; every settled one has its event.
+// declined; every settled one has its event, and every event reached the
+// merchant's endpoint.
 func books() ([]simclient.LedgerEntry, View) {
 	t0 := time.Date(2026, 1, 31, 10, 0, 0, 0, time.UTC)
 	ledger := []simclient.LedgerEntry{
@@ -42,11 +43,21 @@ func books() ([]simclient.LedgerEntry, View) {
 			{Id: "ev3", Type: client.RefundSucceeded, Data: map[string]any{"id": "rf_ok"}},
 			{Id: "ev4", Type: client.RefundFailed, Data: map[string]any{"id": "rf_declined"}},
 		},
+		// ev2 was delivered twice: deliveries come at least once.
+		Deliveries: Deliveries{Received: map[string]int{"ev1": 1, "ev2": 2, "ev3": 1, "ev4": 1}},
 	}
 	return ledger, v
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// delivered adds evs to the feed, each received once by the endpoint.
+func (v *View) delivered(evs ...client.Event) {
+	for _, e := range evs {
+		v.Events = append(v.Events, e)
+		v.Deliveries.Received[e.Id]++
+	}
+}
 
 func TestJudge(t *testing.T) {
 	tests := []struct {
@@ -115,6 +126,7 @@ func TestJudge(t *testing.T) {
 		}, want: []Violation{{Kind: KindLeftOpen, Ref: "rf_declined"}}},
 		{name: "settled without events", change: func(_ *[]simclient.LedgerEntry, v *View) {
 			v.Events = v.Events[2:3]
+			v.Deliveries.Received = map[string]int{"ev3": 1}
 		}, want: []Violation{{Kind: KindEventMissing, Ref: "ch_failed"}, {Kind: KindEventMissing, Ref: "ch_ok"},
 			{Kind: KindEventMissing, Ref: "rf_declined"}}},
 		{name: "an event of the wrong outcome does not count", change: func(_ *[]simclient.LedgerEntry, v *View) {
@@ -125,18 +137,27 @@ func TestJudge(t *testing.T) {
 			v.Charges = append(v.Charges, client.Charge{Id: "ch_two", MandateId: "mdt_c", Period: "2026-01", Amount: 7_000,
 				Status: client.ChargeStatusSucceeded, BankReference: ptr("T4"),
 				Attempts: []client.ChargeAttempt{{OrderNo: "QC4", Amount: 7_000, Status: client.ChargeAttemptStatusSucceeded}}})
-			v.Events = append(v.Events, client.Event{Id: "ev5", Type: client.ChargeSucceeded, Data: map[string]any{"charge_id": "ch_two"}})
+			v.delivered(client.Event{Id: "ev5", Type: client.ChargeSucceeded, Data: map[string]any{"charge_id": "ch_two"}})
 			v.Charges[0].BankReference = ptr("T4")
 		}, want: []Violation{{Kind: KindPhantomSuccess, Ref: "ch_ok"}}},
 		{name: "two charges of one mandate for one period", change: func(_ *[]simclient.LedgerEntry, v *View) {
 			v.Charges = append(v.Charges, client.Charge{Id: "ch_dup", MandateId: "mdt_a", Period: "2026-01", Amount: 10_000,
 				Status: client.ChargeStatusFailed})
-			v.Events = append(v.Events, client.Event{Id: "ev5", Type: client.ChargeFailed, Data: map[string]any{"charge_id": "ch_dup"}})
+			v.delivered(client.Event{Id: "ev5", Type: client.ChargeFailed, Data: map[string]any{"charge_id": "ch_dup"}})
 		}, want: []Violation{{Kind: KindDuplicateCharge, Ref: "ch_dup"}}},
 		{name: "one success evented twice", change: func(_ *[]simclient.LedgerEntry, v *View) {
-			v.Events = append(v.Events, client.Event{Id: "ev5", Type: client.ChargeSucceeded, Data: map[string]any{"charge_id": "ch_ok"}},
+			v.delivered(client.Event{Id: "ev5", Type: client.ChargeSucceeded, Data: map[string]any{"charge_id": "ch_ok"}},
 				client.Event{Id: "ev6", Type: client.RefundSucceeded, Data: map[string]any{"id": "rf_ok"}})
 		}, want: []Violation{{Kind: KindEventMissing, Ref: "ch_ok"}, {Kind: KindEventMissing, Ref: "rf_ok"}}},
+		{name: "an event never delivered", change: func(_ *[]simclient.LedgerEntry, v *View) {
+			delete(v.Deliveries.Received, "ev3")
+		}, want: []Violation{{Kind: KindEventUndelivered, Ref: "ev3"}}},
+		{name: "a delivery of an event the feed does not hold", change: func(_ *[]simclient.LedgerEntry, v *View) {
+			v.Deliveries.Received["ev9"] = 1
+		}, want: []Violation{{Kind: KindDeliveryUntrusted, Ref: "ev9"}}},
+		{name: "a delivery whose signature did not verify", change: func(_ *[]simclient.LedgerEntry, v *View) {
+			v.Deliveries.BadSignatures = 1
+		}, want: []Violation{{Kind: KindDeliveryUntrusted, Ref: "signature"}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

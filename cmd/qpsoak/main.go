@@ -28,6 +28,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/quickpay/quickpay/api/client"
 	"github.com/quickpay/quickpay/bankadapters/conformance"
 )
 
@@ -145,6 +146,15 @@ func runSoak(ctx context.Context, dir string, say func(string, ...any), cfg soak
 	}
 	defer s.st.close()
 	s.perRound = cfg.bindings
+	// The merchant's webhook endpoint, before any event: it refuses one
+	// first delivery in ten, so that the proof includes quickpay's retries.
+	if s.hook, err = startEndpoint(func() bool { return s.intn(10) == 0 }); err != nil {
+		return s.fig, nil, err
+	}
+	defer s.hook.close()
+	if err := s.call(ctx, func(c *client.Client) error { return s.hook.register(ctx, c) }); err != nil {
+		return s.fig, nil, err
+	}
 	pgRound := cfg.rounds / 2
 	for r := 0; r < cfg.rounds && time.Since(start) < cfg.duration; r++ {
 		// The last round's run is killed too, so that settling measures a
@@ -162,11 +172,19 @@ func runSoak(ctx context.Context, dir string, say func(string, ...any), cfg soak
 	if settleErr == nil {
 		s.fig.SettleSeconds = settledAt.Sub(settleStart).Seconds()
 		s.fig.SinceLastCrash = settledAt.Sub(s.lastCrash).Seconds()
+		say("waiting for every event to reach the webhook endpoint")
+		var deliveredAt time.Time
+		if deliveredAt, settleErr = s.awaitDeliveries(ctx, cfg.settleWithin); settleErr == nil {
+			s.fig.DeliveredSeconds = deliveredAt.Sub(settledAt).Seconds()
+		}
 	}
 	v, err := s.collect(ctx)
 	if err != nil {
 		return s.fig, nil, fmt.Errorf("read quickpay's view: %w", err)
 	}
+	v.Deliveries = s.hook.deliveries()
+	s.fig.Events = len(v.Events)
+	s.fig.DeliveryPOSTs, s.fig.DeliveriesRefused = s.hook.counts()
 	ledger, err := s.st.sim.Ledger(ctx, "")
 	if err != nil {
 		return s.fig, nil, fmt.Errorf("read the bank's ledger: %w", err)

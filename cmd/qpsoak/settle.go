@@ -163,7 +163,7 @@ func writeEvidence(dir string, ledger []simclient.LedgerEntry, v View, violation
 	}
 	for name, val := range map[string]any{
 		"ledger.json": entries, "charges.json": v.Charges, "refunds.json": v.Refunds, "events.json": v.Events,
-		"violations.json": violations, "figures.json": fig,
+		"deliveries.json": v.Deliveries, "violations.json": violations, "figures.json": fig,
 	} {
 		b, err := json.MarshalIndent(val, "", "  ")
 		if err != nil {

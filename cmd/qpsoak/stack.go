@@ -223,6 +223,8 @@ func startStack(ctx context.Context, dir, bin string, instances int, rescueAfter
 		// The month-end runs are `charges run-due` processes, which the
 		// soak kills; serve's own scheduler would claim their work first.
 		"QUICKPAY_SCHEDULER_INTERVAL=1h",
+		// The soak's webhook endpoint listens on loopback.
+		"QUICKPAY_WEBHOOKS_ALLOW_PRIVATE=true",
 		"QUICKPAY_LOG_LEVEL=info",
 	)
 	out, err := st.quickpay(ctx, "keys", "provision-softhsm", "--dir", filepath.Join(dir, "softhsm"))

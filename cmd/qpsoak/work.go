@@ -39,6 +39,10 @@ type figures struct {
 	ServeExits         int     `json:"serve_unexpected_exits"`
 	PGRestarts         int     `json:"pg_restarts"`
 	HSMFaults          int     `json:"hsm_faults"`
+	Events             int     `json:"events"`
+	DeliveryPOSTs      int     `json:"delivery_posts"`
+	DeliveriesRefused  int     `json:"first_deliveries_refused"`
+	DeliveredSeconds   float64 `json:"delivered_seconds_after_settled"`
 	Violations         int     `json:"violations"`
 	SettleSeconds      float64 `json:"settle_seconds"`
 	SinceLastCrash     float64 `json:"settled_seconds_after_last_crash"`
@@ -51,10 +55,12 @@ type figures struct {
 
 func (f figures) line() string {
 	return fmt.Sprintf("soak seed=%d rounds=%d charges=%d (succeeded %d) refunds=%d (succeeded %d) bindings=%d (failed %d) mandates=%d "+
-		"faults_fired=%d/%d kills=%d (serve %d, run-due %d) serve_exits=%d pg_restarts=%d hsm_faults=%d violations=%d settle=%.1fs settled_after_last_crash=%.1fs answered_after_run_kill_max=%.1fs elapsed=%.0fs",
+		"faults_fired=%d/%d kills=%d (serve %d, run-due %d) serve_exits=%d pg_restarts=%d hsm_faults=%d "+
+		"events=%d (delivery posts %d, first deliveries refused %d, all delivered %.1fs after settling) "+
+		"violations=%d settle=%.1fs settled_after_last_crash=%.1fs answered_after_run_kill_max=%.1fs elapsed=%.0fs",
 		f.Seed, f.Rounds, f.Charges, f.ChargesSucceeded, f.Refunds, f.RefundsSucceeded, f.Bindings, f.BindingsFailed, f.Mandates,
 		f.FaultsFired, f.FaultsArmed, f.ServeKills+f.RunDueKills, f.ServeKills, f.RunDueKills, f.ServeExits, f.PGRestarts, f.HSMFaults,
-		f.Violations, f.SettleSeconds, f.SinceLastCrash, slices.Max(append([]float64{0}, f.RescueWaits...)), f.ElapsedSeconds)
+		f.Events, f.DeliveryPOSTs, f.DeliveriesRefused, f.DeliveredSeconds, f.Violations, f.SettleSeconds, f.SinceLastCrash, slices.Max(append([]float64{0}, f.RescueWaits...)), f.ElapsedSeconds)
 }
 
 // soak is one run's state.
@@ -75,6 +81,8 @@ type soak struct {
 	// secrets are the card numbers and ID numbers the soak bound, which
 	// no file of the evidence (logs, database files) may hold in clear.
 	secrets map[string]bool
+	// hook is the merchant's webhook endpoint (soak mode only).
+	hook *endpoint
 }
 
 type boundCard struct {
