@@ -179,7 +179,7 @@ func Leak(hay, lower, kind, v string) (string, bool) {
 // fieldWords name the fields a short value of each kind is looked for
 // after (see shortLeak): quickpay's and the banks' names for it.
 var fieldWords = map[string][]string{
-	"CVV2":   {"cvv", "cvv2", "cvn2", "cvc2"},
+	"CVV2":   {"cvv", "cvv2", "cvc", "cvc2", "cvn", "cvn2", "csc", "security"},
 	"expiry": {"exp", "expiry"},
 	"OTP":    {"otp", "code"},
 }
@@ -203,23 +203,26 @@ func shortLeak(s, kind, v string) (string, bool) {
 		switch {
 		case ok && slices.ContainsFunc(fieldWords[kind], func(w string) bool { return slices.Contains(key, w) }):
 			return "after its field name", true
-		case at > 0 && s[at-1] == '"' && end < len(s) && s[end] == '"' &&
-			!slices.Contains(key, "last4") && !slices.Contains(key, "code"):
-			// (A card's last 4 digits are shown and may equal an expiry;
-			// a bank's result code is 4 digits too.)
+		case at > 0 && s[at-1] == '"' && end < len(s) && s[end] == '"' && !slices.Contains(shownKeys, strings.Join(key, "_")):
 			return "as a JSON string", true
 		}
 	}
 	return "", false
 }
 
+// shownKeys hold short numbers that may equal a CVV2 or an expiry: a
+// card's last 4 digits (shown by design) and a bank's result code.
+var shownKeys = []string{"last4", "bank_code", "result_code", "failure_code", "ret_code", "error_code"}
+
 // keyBefore returns the parts (split at "_" and "-") of the key just
 // before at in s: an identifier, then only the quotes, backslashes,
-// colon, equals sign or spaces that end a key in JSON (escaped or not), a
-// form or a log line. ok is false when s[:at] does not end that way.
+// colon, equals sign, spaces, brackets or parentheses that end a key in
+// JSON (escaped or not), a form (card[cvv2]=), a log line or a Postgres
+// error's detail (Key (cvv2)=(…)). ok is false when s[:at] does not end
+// that way.
 func keyBefore(s string, at int) (parts []string, ok bool) {
 	i := at
-	for i > 0 && strings.IndexByte(`"\:= `, s[i-1]) >= 0 {
+	for i > 0 && strings.IndexByte(`"'\:= ()[]`, s[i-1]) >= 0 {
 		i--
 	}
 	if i == at {
