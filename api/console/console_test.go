@@ -72,16 +72,20 @@ func TestLogin(t *testing.T) {
 		if p := a.get(t, "/charges"); p.status != http.StatusOK || !strings.Contains(p.body, en.Operator.Name) {
 			t.Errorf("after login over https: %d", p.status)
 		}
-		u, err := url.Parse(srv.URL)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var names []string
-		for _, ck := range a.c.Jar.Cookies(u) {
-			names = append(names, ck.Name)
-		}
-		if !slices.Equal(names, []string{"__Host-qp_console"}) {
-			t.Errorf("cookies after login: %v, want the session's __Host-qp_console only", names)
+		// The login cookie (Path=/login) is cleared: the jar holds the
+		// session's cookie only, on every path.
+		for path, want := range map[string][]string{"/": {"__Host-qp_console"}, "/login": {"__Host-qp_console"}} {
+			u, err := url.Parse(srv.URL + path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var names []string
+			for _, ck := range a.c.Jar.Cookies(u) {
+				names = append(names, ck.Name)
+			}
+			if !slices.Equal(names, want) {
+				t.Errorf("cookies for %s after login: %v, want %v", path, names, want)
+			}
 		}
 	})
 
