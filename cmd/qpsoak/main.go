@@ -148,7 +148,10 @@ func runSoak(ctx context.Context, dir string, say func(string, ...any), cfg soak
 	s.perRound = cfg.bindings
 	// The merchant's webhook endpoint, before any event: it refuses one
 	// first delivery in ten, so that the proof includes quickpay's retries.
-	if s.hook, err = startEndpoint(func() bool { return s.intn(10) == 0 }); err != nil {
+	// Its draws come from their own RNG: deliveries arrive when they
+	// arrive, and must not move the soak's other seeded choices.
+	refusals := rand.New(rand.NewPCG(cfg.seed, cfg.seed^0xde11_7e55))
+	if s.hook, err = startEndpoint(func() bool { return refusals.IntN(10) == 0 }); err != nil {
 		return s.fig, nil, err
 	}
 	defer s.hook.close()
@@ -182,7 +185,9 @@ func runSoak(ctx context.Context, dir string, say func(string, ...any), cfg soak
 	if err != nil {
 		return s.fig, nil, fmt.Errorf("read quickpay's view: %w", err)
 	}
-	v.Deliveries = s.hook.deliveries()
+	if v.Deliveries, err = s.deliveriesOf(ctx, &v); err != nil {
+		return s.fig, nil, fmt.Errorf("read quickpay's view: %w", err)
+	}
 	s.fig.Events = len(v.Events)
 	s.fig.DeliveryPOSTs, s.fig.DeliveriesRefused = s.hook.counts()
 	ledger, err := s.st.sim.Ledger(ctx, "")

@@ -17,8 +17,8 @@ import (
 // endpoint is the soak merchant's webhook endpoint: it verifies each
 // delivery's signature as a merchant would (client.VerifyWebhook) and
 // counts deliveries by event id. It refuses (503) the first delivery of
-// the events refuse picks, so that quickpay's retries are part of the
-// proof.
+// the events refuse picks (called under its lock), so that quickpay's
+// retries are part of the proof.
 type endpoint struct {
 	srv    *http.Server
 	url    string
@@ -111,6 +111,40 @@ func (e *endpoint) counts() (attempts, refused int) {
 }
 
 func (e *endpoint) close() { _ = e.srv.Close() }
+
+// deliveriesOf returns what the endpoint received, for v (its feed read
+// before): an event made after that read and delivered since is added to
+// v.Events, so that the judge does not take its delivery for one of an
+// event the feed does not hold.
+func (s *soak) deliveriesOf(ctx context.Context, v *View) (Deliveries, error) {
+	d := s.hook.deliveries()
+	inFeed := map[string]bool{}
+	for _, e := range v.Events {
+		inFeed[e.Id] = true
+	}
+	late := 0
+	for id := range d.Received {
+		if !inFeed[id] {
+			late++
+		}
+	}
+	if late == 0 {
+		return d, nil
+	}
+	err := s.call(ctx, func(c *client.Client) error {
+		for e, err := range c.Events(ctx, client.ListEventsParams{}) {
+			if err != nil {
+				return err
+			}
+			if !inFeed[e.Id] && d.Received[e.Id] > 0 {
+				inFeed[e.Id] = true
+				v.Events = append(v.Events, e)
+			}
+		}
+		return nil
+	})
+	return d, err
+}
 
 // awaitDeliveries polls until every event of the feed has reached the
 // endpoint (at least once), or until within has passed; it returns when
