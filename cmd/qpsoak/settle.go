@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io/fs"
+	"iter"
 	"os"
 	"path/filepath"
 	"sort"
@@ -112,29 +113,39 @@ func (s *soak) settle(ctx context.Context, days []string, within time.Duration) 
 // collect reads quickpay's view through the API, every page.
 func (s *soak) collect(ctx context.Context) (View, error) {
 	var v View
-	err := s.call(ctx, func(c *client.Client) error {
+	err := s.call(ctx, func(c *client.Client) (err error) {
 		v = View{}
-		for ch, err := range c.Charges(ctx, client.ListChargesParams{}) {
-			if err != nil {
-				return err
-			}
-			v.Charges = append(v.Charges, ch)
+		if v.Charges, err = all(c.Charges(ctx, client.ListChargesParams{})); err != nil {
+			return err
 		}
-		for r, err := range c.Refunds(ctx, client.ListRefundsParams{}) {
-			if err != nil {
-				return err
-			}
-			v.Refunds = append(v.Refunds, r)
+		if v.Refunds, err = all(c.Refunds(ctx, client.ListRefundsParams{})); err != nil {
+			return err
 		}
-		for e, err := range c.Events(ctx, client.ListEventsParams{}) {
-			if err != nil {
-				return err
-			}
-			v.Events = append(v.Events, e)
-		}
-		return nil
+		v.Events, err = all(c.Events(ctx, client.ListEventsParams{}))
+		return err
 	})
 	return v, err
+}
+
+// feed reads every event of the merchant's feed.
+func (s *soak) feed(ctx context.Context) (evs []client.Event, err error) {
+	err = s.call(ctx, func(c *client.Client) error {
+		evs, err = all(c.Events(ctx, client.ListEventsParams{}))
+		return err
+	})
+	return evs, err
+}
+
+// all reads a list through its iterator, every page.
+func all[T any](seq iter.Seq2[T, error]) ([]T, error) {
+	var out []T
+	for x, err := range seq {
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, x)
+	}
+	return out, nil
 }
 
 // evidenceEntry is a ledger entry as the evidence keeps it: the card

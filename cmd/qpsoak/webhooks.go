@@ -122,27 +122,19 @@ func (s *soak) deliveriesOf(ctx context.Context, v *View) (Deliveries, error) {
 	for _, e := range v.Events {
 		inFeed[e.Id] = true
 	}
-	late := 0
+	late := false
 	for id := range d.Received {
-		if !inFeed[id] {
-			late++
-		}
+		late = late || !inFeed[id]
 	}
-	if late == 0 {
+	if !late {
 		return d, nil
 	}
-	err := s.call(ctx, func(c *client.Client) error {
-		for e, err := range c.Events(ctx, client.ListEventsParams{}) {
-			if err != nil {
-				return err
-			}
-			if !inFeed[e.Id] && d.Received[e.Id] > 0 {
-				inFeed[e.Id] = true
-				v.Events = append(v.Events, e)
-			}
+	evs, err := s.feed(ctx)
+	for _, e := range evs {
+		if !inFeed[e.Id] && d.Received[e.Id] > 0 {
+			v.Events = append(v.Events, e)
 		}
-		return nil
-	})
+	}
 	return d, err
 }
 
@@ -173,18 +165,12 @@ func (s *soak) awaitDeliveries(ctx context.Context, within time.Duration) (time.
 // undelivered counts the feed's events the endpoint has not received.
 func (s *soak) undelivered(ctx context.Context) (int, error) {
 	got := s.hook.deliveries().Received
+	evs, err := s.feed(ctx)
 	n := 0
-	err := s.call(ctx, func(c *client.Client) error {
-		n = 0
-		for ev, err := range c.Events(ctx, client.ListEventsParams{}) {
-			if err != nil {
-				return err
-			}
-			if got[ev.Id] == 0 {
-				n++
-			}
+	for _, e := range evs {
+		if got[e.Id] == 0 {
+			n++
 		}
-		return nil
-	})
+	}
 	return n, err
 }
